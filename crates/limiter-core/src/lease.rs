@@ -1,0 +1,329 @@
+//! Concurrency leases (layer 2): a slot held in several scopes at once (e.g. `user:42` cap 2 and
+//! `global` cap 20), granted atomically in all or none (`lua/lease_acquire.lua`).
+//!
+//! A lease has an id, an expiry in Redis time and a fencing token. The [`Lease`] guard renews it
+//! every TTL/3 while held, reports loss when a renewal finds it gone (or when Redis stayed
+//! unreachable past its expiry), and releases it when dropped. A holder that dies without releasing
+//! stops counting at its expiry: the scripts count only live scores and reclaim expired members.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::reply::{ints, millis};
+use crate::scripts::{LEASE_ACQUIRE, LEASE_RELEASE, LEASE_RENEW};
+use crate::{LimiterError, RedisHandle};
+
+/// One scope a lease must fit in, with its cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseScope {
+    /// Scope name: any bytes (e.g. `user:` + the user id); encoded into the key safely.
+    pub name: Vec<u8>,
+    /// Live leases allowed in this scope.
+    pub cap: u32,
+}
+
+impl LeaseScope {
+    /// A scope with a cap.
+    pub fn new(name: impl AsRef<[u8]>, cap: u32) -> Self {
+        LeaseScope {
+            name: name.as_ref().to_vec(),
+            cap,
+        }
+    }
+}
+
+/// The outcome of an acquire.
+#[derive(Debug)]
+pub enum Acquire {
+    /// Granted in every scope.
+    Granted(Lease),
+    /// Refused; nothing was taken.
+    Refused {
+        /// Index (0-based) of the first scope that was full.
+        scope: usize,
+        /// Until the soonest live lease of that scope expires (an upper bound: releases come sooner).
+        retry_after: Duration,
+    },
+}
+
+/// Leases of one group. All scopes of a group share a hash tag, so one script can check them all.
+#[derive(Debug, Clone)]
+pub struct LeaseManager {
+    redis: RedisHandle,
+    group: String,
+    ttl: Duration,
+}
+
+impl LeaseManager {
+    /// Leases in `group` that live `ttl` unless renewed.
+    pub fn new(redis: RedisHandle, group: &str, ttl: Duration) -> Result<Self, LimiterError> {
+        if ttl < Duration::from_millis(3) {
+            return Err(LimiterError::InvalidArgument(
+                "lease ttl must be at least 3 ms".into(),
+            ));
+        }
+        Ok(LeaseManager {
+            redis,
+            group: group.to_string(),
+            ttl,
+        })
+    }
+
+    /// The lease TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The Redis key of a scope (for admin reads and tests).
+    pub fn scope_key(&self, scope: &[u8]) -> String {
+        self.redis.keys().lease_scope(&self.group, scope)
+    }
+
+    /// Acquires a lease in every scope, or in none.
+    pub async fn try_acquire(&self, scopes: &[LeaseScope]) -> Result<Acquire, LimiterError> {
+        if scopes.is_empty() {
+            return Err(LimiterError::InvalidArgument(
+                "a lease needs at least one scope".into(),
+            ));
+        }
+        let mut keys: Vec<String> = scopes.iter().map(|s| self.scope_key(&s.name)).collect();
+        keys.push(self.redis.keys().fence(&self.group));
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let id = new_lease_id();
+        let ttl_ms = ttl_millis(self.ttl);
+        let mut args: Vec<&dyn crate::redis_handle::ToRedisArgsDyn> = vec![&id, &ttl_ms];
+        for s in scopes {
+            args.push(&s.cap);
+        }
+        let reply: Vec<i64> = self.redis.eval(&LEASE_ACQUIRE, &key_refs, &args).await?;
+        let [granted, a, b] = ints::<3>(LEASE_ACQUIRE.name(), reply)?;
+        if granted != 1 {
+            return Ok(Acquire::Refused {
+                scope: usize::try_from(a - 1).unwrap_or(0),
+                retry_after: millis(b),
+            });
+        }
+        keys.pop(); // the fence key is not a scope
+        Ok(Acquire::Granted(Lease::start(
+            self.redis.clone(),
+            id,
+            keys,
+            self.ttl,
+            a,
+            b,
+        )))
+    }
+
+    /// Live leases in a scope right now.
+    pub async fn in_use(&self, scope: &[u8]) -> Result<u64, LimiterError> {
+        let key = self.scope_key(scope);
+        let now_ms = redis_now_ms(&self.redis).await?;
+        self.redis
+            .cmd(
+                redis::cmd("ZCOUNT")
+                    .arg(&key)
+                    .arg(format!("({now_ms}"))
+                    .arg("+inf"),
+            )
+            .await
+    }
+}
+
+/// Redis server time in ms (the clock every script uses).
+pub async fn redis_now_ms(redis: &RedisHandle) -> Result<i64, LimiterError> {
+    let (s, us): (i64, i64) = redis.cmd(&redis::cmd("TIME")).await?;
+    Ok(s * 1000 + us / 1000)
+}
+
+fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A random 128-bit id: unguessable and unique across the fleet without coordination.
+pub(crate) fn new_lease_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+struct LeaseShared {
+    redis: RedisHandle,
+    id: String,
+    /// Scope keys, in the order they were acquired.
+    keys: Vec<String>,
+    ttl: Duration,
+    fence: i64,
+    /// Latest expiry confirmed by Redis (ms, Redis time).
+    expiry_ms: AtomicI64,
+    lost: watch::Sender<bool>,
+    released: AtomicBool,
+}
+
+impl LeaseShared {
+    async fn renew(&self) -> Result<Option<i64>, LimiterError> {
+        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        let reply: Vec<i64> = self
+            .redis
+            .eval(&LEASE_RENEW, &keys, &[&self.id, &ttl_millis(self.ttl)])
+            .await?;
+        let [ok, expiry] = ints::<2>(LEASE_RENEW.name(), reply)?;
+        Ok((ok == 1).then_some(expiry))
+    }
+
+    async fn release(&self) -> Result<bool, LimiterError> {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        let held: i64 = self
+            .redis
+            .eval(&LEASE_RELEASE, &keys, &[&self.id])
+            .await?;
+        Ok(held == 1)
+    }
+
+    /// Renews every TTL/3 until released or lost. Redis being unreachable is not loss by itself;
+    /// the lease is declared lost once its last confirmed expiry has passed without a renewal.
+    async fn renew_loop(self: Arc<Self>) {
+        let period = self.ttl / 3;
+        let mut deadline = Instant::now() + self.ttl;
+        loop {
+            tokio::time::sleep(period).await;
+            match self.renew().await {
+                Ok(Some(expiry)) => {
+                    self.expiry_ms.store(expiry, Ordering::Release);
+                    deadline = Instant::now() + self.ttl;
+                }
+                Ok(None) => {
+                    tracing::warn!(lease = %self.id, "lease lost: renewal found it gone");
+                    self.lost.send_replace(true);
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(lease = %self.id, error = %err, "lease renewal failed");
+                    if Instant::now() >= deadline {
+                        self.lost.send_replace(true);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A held lease. Renews itself in the background; released when dropped (best effort, the TTL is
+/// the backstop) or explicitly with [`Lease::release`].
+pub struct Lease {
+    shared: Arc<LeaseShared>,
+    renewer: JoinHandle<()>,
+    lost_rx: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &self.shared.id)
+            .field("fence", &self.shared.fence)
+            .field("expiry_ms", &self.expiry_ms())
+            .finish()
+    }
+}
+
+impl Lease {
+    fn start(
+        redis: RedisHandle,
+        id: String,
+        keys: Vec<String>,
+        ttl: Duration,
+        expiry_ms: i64,
+        fence: i64,
+    ) -> Self {
+        let (lost, lost_rx) = watch::channel(false);
+        let shared = Arc::new(LeaseShared {
+            redis,
+            id,
+            keys,
+            ttl,
+            fence,
+            expiry_ms: AtomicI64::new(expiry_ms),
+            lost,
+            released: AtomicBool::new(false),
+        });
+        let renewer = tokio::spawn(Arc::clone(&shared).renew_loop());
+        Lease {
+            shared,
+            renewer,
+            lost_rx,
+        }
+    }
+
+    /// The lease id (a member of every scope's set).
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Fencing token: strictly greater than that of every lease granted before it in this group.
+    pub fn fence(&self) -> i64 {
+        self.shared.fence
+    }
+
+    /// Latest expiry Redis confirmed (ms since the epoch, Redis time).
+    pub fn expiry_ms(&self) -> i64 {
+        self.shared.expiry_ms.load(Ordering::Acquire)
+    }
+
+    /// Whether the lease is known to be lost.
+    pub fn is_lost(&self) -> bool {
+        *self.lost_rx.borrow()
+    }
+
+    /// Resolves when the lease is lost (never, while it is renewed).
+    pub async fn lost(&self) {
+        let mut rx = self.lost_rx.clone();
+        // An error means the renewer is gone without reporting loss (released): wait forever.
+        if rx.wait_for(|lost| *lost).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Renews now (outside the background schedule). `Ok(false)` if the lease was lost.
+    pub async fn renew(&self) -> Result<bool, LimiterError> {
+        match self.shared.renew().await? {
+            Some(expiry) => {
+                self.shared.expiry_ms.store(expiry, Ordering::Release);
+                Ok(true)
+            }
+            None => {
+                self.shared.lost.send_replace(true);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Releases the slot in every scope. `Ok(true)` if it was still held.
+    pub async fn release(self) -> Result<bool, LimiterError> {
+        self.renewer.abort();
+        self.shared.release().await
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        if self.shared.released.load(Ordering::Acquire) {
+            return;
+        }
+        // Best effort: without a runtime (process teardown) the TTL frees the slot.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let shared = Arc::clone(&self.shared);
+            rt.spawn(async move {
+                if let Err(err) = shared.release().await {
+                    tracing::warn!(lease = %shared.id, error = %err, "lease release on drop failed");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! One handle to Redis, standalone or Cluster, shared by every primitive.
+//!
+//! Standalone uses redis-rs's `ConnectionManager`: one multiplexed connection (concurrent calls are
+//! pipelined on it, which is why it outruns a pool) that reconnects by itself in the background
+//! after Redis restarts. The handle is created without touching the network, so a replica can start
+//! while Redis is down and serve in degraded mode; calls fail fast as `Unavailable` until Redis
+//! answers again. Cluster uses redis-rs's cluster connection, created on first use and retried on
+//! every call until it succeeds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{FromRedisValue, ToRedisArgs};
+use tokio::sync::OnceCell;
+
+use crate::error::is_availability_error;
+use crate::scripts::LuaScript;
+use crate::{Keys, LimiterError};
+
+/// Where Redis is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Standalone Redis URL (`FLEETGATE_REDIS_URL`), e.g. `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Cluster node URLs (`FLEETGATE_REDIS_CLUSTER`, comma-separated). Non-empty switches to Cluster.
+    pub cluster_nodes: Vec<String>,
+    /// Key prefix (`FLEETGATE_REDIS_PREFIX`).
+    pub prefix: String,
+    /// How long one call may wait for its reply before it counts as `Unavailable`.
+    pub response_timeout: Duration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            cluster_nodes: Vec::new(),
+            prefix: "fg".into(),
+            // Generous for a loaded machine, short enough that a dead Redis is noticed quickly.
+            response_timeout: Duration::from_millis(1000),
+            connect_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Defaults overridden by `FLEETGATE_REDIS_URL`, `FLEETGATE_REDIS_CLUSTER` and
+    /// `FLEETGATE_REDIS_PREFIX`.
+    pub fn from_env() -> Self {
+        let mut cfg = RedisConfig::default();
+        if let Ok(url) = std::env::var("FLEETGATE_REDIS_URL") {
+            cfg.url = url;
+        }
+        if let Ok(nodes) = std::env::var("FLEETGATE_REDIS_CLUSTER") {
+            cfg.cluster_nodes = split_nodes(&nodes);
+        }
+        if let Ok(prefix) = std::env::var("FLEETGATE_REDIS_PREFIX") {
+            cfg.prefix = prefix;
+        }
+        cfg
+    }
+}
+
+/// Splits a comma-separated node list, ignoring blanks.
+pub fn split_nodes(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[derive(Clone)]
+enum Backend {
+    Single(ConnectionManager),
+    Cluster {
+        client: ClusterClient,
+        conn: Arc<OnceCell<ClusterConnection>>,
+    },
+}
+
+/// A cheap-to-clone handle: connection plus key namespace.
+#[derive(Clone)]
+pub struct RedisHandle {
+    backend: Backend,
+    keys: Keys,
+    /// A plain client for dedicated connections (pub/sub, blocking commands). In Cluster mode it
+    /// points at the first node: PUBLISH is broadcast to every node of a cluster.
+    client: redis::Client,
+    cluster: bool,
+}
+
+impl std::fmt::Debug for RedisHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHandle")
+            .field("prefix", &self.keys.prefix())
+            .field("cluster", &self.cluster)
+            .finish()
+    }
+}
+
+impl RedisHandle {
+    /// Builds a handle without connecting: the first call connects.
+    pub fn new(cfg: &RedisConfig) -> Result<Self, LimiterError> {
+        let keys = Keys::new(&cfg.prefix)?;
+        let invalid = |e: redis::RedisError| LimiterError::InvalidArgument(e.to_string());
+        if cfg.cluster_nodes.is_empty() {
+            let client = redis::Client::open(cfg.url.as_str()).map_err(invalid)?;
+            let mcfg = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(cfg.response_timeout))
+                .set_connection_timeout(Some(cfg.connect_timeout))
+                // Few, quick retries: a call never waits long for a dead server; the next call
+                // triggers a new reconnection round.
+                .set_number_of_retries(2)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_millis(500));
+            let manager =
+                ConnectionManager::new_lazy_with_config(client.clone(), mcfg).map_err(invalid)?;
+            Ok(RedisHandle {
+                backend: Backend::Single(manager),
+                keys,
+                client,
+                cluster: false,
+            })
+        } else {
+            let client = redis::Client::open(cfg.cluster_nodes[0].as_str()).map_err(invalid)?;
+            let cluster = ClusterClient::builder(cfg.cluster_nodes.clone())
+                .connection_timeout(cfg.connect_timeout)
+                .response_timeout(cfg.response_timeout)
+                .retries(2)
+                .build()
+                .map_err(invalid)?;
+            Ok(RedisHandle {
+                backend: Backend::Cluster {
+                    client: cluster,
+                    conn: Arc::new(OnceCell::new()),
+                },
+                keys,
+                client,
+                cluster: true,
+            })
+        }
+    }
+
+    /// The same connection under another key prefix (tests use one prefix each).
+    pub fn with_prefix(&self, prefix: &str) -> Result<Self, LimiterError> {
+        let mut h = self.clone();
+        h.keys = Keys::new(prefix)?;
+        Ok(h)
+    }
+
+    /// The key namespace.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Whether this handle talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// A client for dedicated connections (pub/sub).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    async fn cluster_conn(
+        client: &ClusterClient,
+        cell: &OnceCell<ClusterConnection>,
+    ) -> Result<ClusterConnection, LimiterError> {
+        cell.get_or_try_init(|| client.get_async_connection())
+            .await
+            .cloned()
+            .map_err(LimiterError::Unavailable)
+    }
+
+    /// Runs one Lua script: EVALSHA, loading it on NOSCRIPT.
+    pub async fn eval<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        keys: &[&str],
+        args: &[&dyn ToRedisArgsDyn],
+    ) -> Result<T, LimiterError> {
+        let mut inv = script.script().prepare_invoke();
+        for k in keys {
+            inv.key(*k);
+        }
+        for a in args {
+            a.push_to(&mut inv);
+        }
+        let res = match &self.backend {
+            Backend::Single(m) => inv.invoke_async(&mut m.clone()).await,
+            Backend::Cluster { client, conn } => {
+                let mut c = Self::cluster_conn(client, conn).await?;
+                inv.invoke_async(&mut c).await
+            }
+        };
+        res.map_err(|e| LimiterError::from_script(script.name(), e))
+    }
+
+    /// Runs a plain command (admin reads, tests). Errors are classified like script errors.
+    pub async fn cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, LimiterError> {
+        let res = match &self.backend {
+            Backend::Single(m) => cmd.query_async(&mut m.clone()).await,
+            Backend::Cluster { client, conn } => {
+                let mut c = Self::cluster_conn(client, conn).await?;
+                cmd.query_async(&mut c).await
+            }
+        };
+        res.map_err(|e| {
+            if is_availability_error(&e) {
+                LimiterError::Unavailable(e)
+            } else {
+                LimiterError::Script {
+                    script: "command",
+                    source: e,
+                }
+            }
+        })
+    }
+
+    /// Round-trip time of a PING (health checks).
+    pub async fn ping(&self) -> Result<Duration, LimiterError> {
+        let start = Instant::now();
+        let _: String = self.cmd(&redis::cmd("PING")).await?;
+        Ok(start.elapsed())
+    }
+}
+
+/// Object-safe argument adapter so `eval` can take mixed argument types in one slice.
+pub trait ToRedisArgsDyn: Sync {
+    /// Appends this value to a script invocation.
+    fn push_to(&self, inv: &mut redis::ScriptInvocation<'_>);
+}
+
+impl<T: ToRedisArgs + Sync> ToRedisArgsDyn for T {
+    fn push_to(&self, inv: &mut redis::ScriptInvocation<'_>) {
+        inv.arg(self);
+    }
+}

@@ -1,0 +1,71 @@
+//! The Lua scripts, one per atomic operation, loaded from `lua/` at compile time.
+//!
+//! Each is invoked by EVALSHA; on NOSCRIPT (a fresh server, `SCRIPT FLUSH`, a failover to a replica
+//! that never saw the script) redis-rs loads it and retries once, so callers never see NOSCRIPT.
+
+use std::sync::OnceLock;
+
+/// One Lua script: its name (for errors, spans and metrics) and its source.
+#[derive(Debug)]
+pub struct LuaScript {
+    name: &'static str,
+    source: &'static str,
+    compiled: OnceLock<redis::Script>,
+}
+
+impl LuaScript {
+    const fn new(name: &'static str, source: &'static str) -> Self {
+        LuaScript {
+            name,
+            source,
+            compiled: OnceLock::new(),
+        }
+    }
+
+    /// The script's name: its file name without `.lua`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The Lua source, e.g. for `redis-benchmark EVALSHA` or `SCRIPT LOAD` by tooling.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// The redis-rs script (its SHA-1 computed once).
+    pub fn script(&self) -> &redis::Script {
+        self.compiled.get_or_init(|| redis::Script::new(self.source))
+    }
+
+    /// SHA-1 of the source, as EVALSHA wants it.
+    pub fn sha1(&self) -> &str {
+        self.script().get_hash()
+    }
+}
+
+macro_rules! scripts {
+    ($($(#[$doc:meta])* $ident:ident = $file:literal;)*) => {
+        $(
+            $(#[$doc])*
+            pub static $ident: LuaScript =
+                LuaScript::new($file, include_str!(concat!("../../../lua/", $file, ".lua")));
+        )*
+        /// Every script, for tooling that preloads or benchmarks them.
+        pub static ALL: &[&LuaScript] = &[$(&$ident),*];
+    };
+}
+
+scripts! {
+    /// Exact sliding-window log (limits up to 1000).
+    SLIDING_WINDOW = "sliding_window";
+    /// Sliding-window counter, O(1) memory.
+    SLIDING_WINDOW_COUNTER = "sliding_window_counter";
+    /// GCRA pacing: book the next slot, or refuse if it is too far away.
+    PACING_RESERVE = "pacing_reserve";
+    /// Acquire a lease in several scopes at once.
+    LEASE_ACQUIRE = "lease_acquire";
+    /// Extend a live lease.
+    LEASE_RENEW = "lease_renew";
+    /// Release a lease.
+    LEASE_RELEASE = "lease_release";
+}

@@ -1,0 +1,144 @@
+//! Per-client sliding windows (layer 1): at most `limit` admissions in any `window`.
+//!
+//! Two algorithms behind one type:
+//! - [`WindowAlgorithm::Exact`], a log of admission times (`lua/sliding_window.lua`): exact for any
+//!   window position, memory `limit` integers per client; used up to 1000.
+//! - [`WindowAlgorithm::Counter`], two fixed buckets weighted by overlap
+//!   (`lua/sliding_window_counter.lua`): O(1) memory per client, approximate; for larger limits.
+//!
+//! Denied calls are never recorded, so a client hammering a closed window does not push its own
+//! reset further away.
+
+use std::time::Duration;
+
+use crate::reply::{ints, millis};
+use crate::scripts::{LuaScript, SLIDING_WINDOW, SLIDING_WINDOW_COUNTER};
+use crate::{LimiterError, RedisHandle};
+
+/// Largest limit the exact log accepts (its memory and cleanup are proportional to the limit).
+pub const MAX_EXACT_LIMIT: u32 = 1000;
+
+/// Which algorithm a window uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowAlgorithm {
+    /// Exact log of admission times.
+    Exact,
+    /// Weighted two-bucket counter.
+    Counter,
+}
+
+/// One policy: a name (route class such as `chat`), a limit and a window.
+#[derive(Debug, Clone)]
+pub struct WindowPolicy {
+    /// Policy name; part of the key and of the `RateLimit-Policy` header.
+    pub name: String,
+    /// Admissions allowed per window.
+    pub limit: u32,
+    /// Window length.
+    pub window: Duration,
+    /// Algorithm (see [`WindowPolicy::new`] for the default choice).
+    pub algorithm: WindowAlgorithm,
+}
+
+impl WindowPolicy {
+    /// A policy using the exact log when `limit <= 1000`, the counter otherwise.
+    pub fn new(name: impl Into<String>, limit: u32, window: Duration) -> Self {
+        let algorithm = if limit <= MAX_EXACT_LIMIT {
+            WindowAlgorithm::Exact
+        } else {
+            WindowAlgorithm::Counter
+        };
+        WindowPolicy {
+            name: name.into(),
+            limit,
+            window,
+            algorithm,
+        }
+    }
+
+    /// Chooses the algorithm explicitly.
+    pub fn with_algorithm(mut self, algorithm: WindowAlgorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowDecision {
+    /// Whether this call was admitted (and recorded).
+    pub allowed: bool,
+    /// The policy's limit (for headers).
+    pub limit: u32,
+    /// Calls that would still be admitted right now.
+    pub remaining: u32,
+    /// Zero if another call would be admitted now; else how long until one would be.
+    pub retry_after: Duration,
+    /// Until the oldest admission in the window leaves it (the `t` of the `RateLimit` header).
+    pub reset: Duration,
+    /// Redis time of the decision, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// A sliding window bound to a Redis handle.
+#[derive(Debug, Clone)]
+pub struct SlidingWindow {
+    redis: RedisHandle,
+    policy: WindowPolicy,
+    window_ms: u64,
+}
+
+impl SlidingWindow {
+    /// Checks the policy's bounds up front so every call can go straight to Redis.
+    pub fn new(redis: RedisHandle, policy: WindowPolicy) -> Result<Self, LimiterError> {
+        let window_ms = u64::try_from(policy.window.as_millis()).unwrap_or(u64::MAX);
+        if policy.limit == 0 || window_ms == 0 {
+            return Err(LimiterError::InvalidArgument(format!(
+                "window {:?}: limit and window must be positive",
+                policy.name
+            )));
+        }
+        if policy.algorithm == WindowAlgorithm::Exact && policy.limit > MAX_EXACT_LIMIT {
+            return Err(LimiterError::InvalidArgument(format!(
+                "window {:?}: the exact log supports limits up to {MAX_EXACT_LIMIT}",
+                policy.name
+            )));
+        }
+        Ok(SlidingWindow {
+            redis,
+            policy,
+            window_ms,
+        })
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &WindowPolicy {
+        &self.policy
+    }
+
+    fn script(&self) -> &'static LuaScript {
+        match self.policy.algorithm {
+            WindowAlgorithm::Exact => &SLIDING_WINDOW,
+            WindowAlgorithm::Counter => &SLIDING_WINDOW_COUNTER,
+        }
+    }
+
+    /// Admits and records one call for `client` (an IP, a user id: any bytes), or denies it.
+    pub async fn check(&self, client: &[u8]) -> Result<WindowDecision, LimiterError> {
+        let key = self.redis.keys().window(&self.policy.name, client);
+        let script = self.script();
+        let reply: Vec<i64> = self
+            .redis
+            .eval(script, &[&key], &[&self.policy.limit, &self.window_ms])
+            .await?;
+        let [allowed, remaining, retry_after, reset, at_ms] = ints::<5>(script.name(), reply)?;
+        Ok(WindowDecision {
+            allowed: allowed == 1,
+            limit: self.policy.limit,
+            remaining: u32::try_from(remaining.max(0)).unwrap_or(0),
+            retry_after: millis(retry_after),
+            reset: millis(reset),
+            at_ms,
+        })
+    }
+}

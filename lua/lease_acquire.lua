@@ -1,0 +1,54 @@
+-- Acquire a lease in every scope at once, or in none (e.g. user:42 cap 2 and global cap 20).
+-- A lease is live while its expiry (score) is in the future; expired ones are reclaimed here, at
+-- most 100 per scope per call, and never counted (ZCOUNT of live scores), so a dead holder stops
+-- counting at its expiry even before it is removed.
+-- KEYS[1..n]  sorted sets of leases, member = lease id, score = expiry (ms)
+-- KEYS[n+1]   fencing counter (string)
+-- ARGV[1]     lease id      ARGV[2] ttl_ms      ARGV[3..n+2] caps, one per scope
+-- returns     {1, expiry_ms, fence} granted | {0, scope_index (1-based), retry_after_ms} refused
+--             retry_after_ms: until the soonest live lease of the refusing scope expires (a bound,
+--             releases come sooner).
+local n = #KEYS - 1
+assert(n >= 1 and #ARGV == n + 2, "lease_acquire: one cap per scope, plus a fence key")
+local id = ARGV[1]
+local ttl = tonumber(ARGV[2])
+assert(ttl and ttl >= 1, "lease_acquire: ttl_ms must be >= 1")
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+for i = 1, n do
+  local key = KEYS[i]
+  local expired = redis.call('ZRANGE', key, '-inf', now, 'BYSCORE', 'LIMIT', 0, 100)
+  if #expired > 0 then redis.call('ZREM', key, unpack(expired)) end
+  local cap = tonumber(ARGV[i + 2])
+  assert(cap and cap >= 0, "lease_acquire: caps must be >= 0")
+  if redis.call('ZSCORE', key, id) then
+    return redis.error_reply('lease_acquire: lease id already held')
+  end
+  if redis.call('ZCOUNT', key, '(' .. now, '+inf') >= cap then
+    local soonest = redis.call('ZRANGE', key, '(' .. now, '+inf', 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
+    local retry = ttl
+    if soonest[2] then retry = tonumber(soonest[2]) - now end
+    return {0, i, retry}
+  end
+end
+
+local expiry = now + ttl
+for i = 1, n do
+  local key = KEYS[i]
+  redis.call('ZADD', key, expiry, id)
+  -- The set lives as long as its longest lease (a set with no TTL yet reports -1).
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+
+-- Fencing tokens stay monotonic even if the counter key expires after a long idle spell: they
+-- never fall below Redis time in us.
+local fence_key = KEYS[n + 1]
+local fence = redis.call('INCR', fence_key)
+if fence < now * 1000 then
+  fence = now * 1000
+  redis.call('SET', fence_key, string.format('%d', fence))
+end
+redis.call('PEXPIRE', fence_key, 86400000)
+return {1, expiry, fence}
