@@ -1,0 +1,1 @@
+//! breaker-store: circuit breakers shared by the fleet through Redis (work in progress).

@@ -1,0 +1,1 @@
+//! upstream-sim (work in progress).
