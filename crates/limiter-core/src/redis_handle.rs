@@ -105,7 +105,8 @@ impl std::fmt::Debug for RedisHandle {
 }
 
 impl RedisHandle {
-    /// Builds a handle without connecting: the first call connects.
+    /// Builds a handle without connecting: the first call connects. Must be called inside a
+    /// tokio runtime (the connection manager spawns its reconnect task).
     pub fn new(cfg: &RedisConfig) -> Result<Self, LimiterError> {
         let keys = Keys::new(&cfg.prefix)?;
         let invalid = |e: redis::RedisError| LimiterError::InvalidArgument(e.to_string());
