@@ -137,12 +137,20 @@ fn main() {
     .unwrap();
     let sha = SLIDING_WINDOW.sha1().to_string();
     let load = Command::new("redis-cli")
-        .args(["-p", &server.port().to_string(), "SCRIPT", "LOAD", SLIDING_WINDOW.source()])
+        .args([
+            "-p",
+            &server.port().to_string(),
+            "SCRIPT",
+            "LOAD",
+            SLIDING_WINDOW.source(),
+        ])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&load.stdout).trim(), sha);
 
-    println!("| scenario | c | ours ops/s (median, spread) | ours p50 / p99 µs | redis-benchmark EVALSHA ops/s | its p50 / p99 µs | ratio ours / redis-benchmark |");
+    println!(
+        "| scenario | c | ours ops/s (median, spread) | ours p50 / p99 µs | redis-benchmark EVALSHA ops/s | its p50 / p99 µs | ratio ours / redis-benchmark |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for c in [1usize, 16, 64] {
         let (mut ours, mut theirs, mut ours_lat, mut their_lat) =

@@ -206,12 +206,11 @@ impl LeaseShared {
     async fn renew(&self) -> Result<Option<i64>, LimiterError> {
         let name = self.ops.renew.script.name();
         let value = self.ops.renew.run(&self.redis).await?;
-        let reply: Vec<i64> = redis::FromRedisValue::from_redis_value(value).map_err(|e| {
-            LimiterError::Protocol {
+        let reply: Vec<i64> =
+            redis::FromRedisValue::from_redis_value(value).map_err(|e| LimiterError::Protocol {
                 script: name,
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         let [ok, expiry] = ints::<2>(name, reply)?;
         Ok((ok == 1).then_some(expiry))
     }
@@ -222,12 +221,11 @@ impl LeaseShared {
         }
         let name = self.ops.release.script.name();
         let value = self.ops.release.run(&self.redis).await?;
-        let held: i64 = redis::FromRedisValue::from_redis_value(value).map_err(|e| {
-            LimiterError::Protocol {
+        let held: i64 =
+            redis::FromRedisValue::from_redis_value(value).map_err(|e| LimiterError::Protocol {
                 script: name,
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(held == 1)
     }
 

@@ -237,7 +237,8 @@ impl Admission {
                 "admission caps must be positive".into(),
             ));
         }
-        if cfg.lease_ttl < Duration::from_millis(30) || cfg.heartbeat_ttl < Duration::from_millis(30)
+        if cfg.lease_ttl < Duration::from_millis(30)
+            || cfg.heartbeat_ttl < Duration::from_millis(30)
         {
             return Err(LimiterError::InvalidArgument(
                 "admission ttls must be at least 30 ms".into(),
@@ -362,7 +363,14 @@ impl Admission {
         let class_arg = class.index().to_string();
         let max_queue = inner.cfg.max_queue.to_string();
         let record_ttl = record_ttl.to_string();
-        let extra = [&id, &user_key, &inner.replica, &class_arg, &max_queue, &record_ttl];
+        let extra = [
+            &id,
+            &user_key,
+            &inner.replica,
+            &class_arg,
+            &max_queue,
+            &record_ttl,
+        ];
         let reply = inner.run::<Vec<i64>>(&ADMISSION_ENTER, &extra).await;
         let reply = match reply.and_then(|r| ints::<3>(ADMISSION_ENTER.name(), pad3(r))) {
             Ok(r) => r,
@@ -713,7 +721,8 @@ async fn listen(
     let mut subscribed = Some(subscribed);
     let mut backoff = Duration::from_millis(50);
     loop {
-        let connected = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await;
+        let connected =
+            tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await;
         if let Ok(Ok(mut pubsub)) = connected
             && pubsub.subscribe(&channel).await.is_ok()
         {

@@ -34,7 +34,8 @@ impl LuaScript {
 
     /// The redis-rs script (its SHA-1 computed once).
     pub fn script(&self) -> &redis::Script {
-        self.compiled.get_or_init(|| redis::Script::new(self.source))
+        self.compiled
+            .get_or_init(|| redis::Script::new(self.source))
     }
 
     /// SHA-1 of the source, as EVALSHA wants it.

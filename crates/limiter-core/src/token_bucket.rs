@@ -88,8 +88,8 @@ impl ClockMap {
         let sample = local_us - redis_now_us;
         let offset = match self.estimate {
             Some((est, at)) => {
-                let aged = est
-                    + (received.duration_since(at).as_micros() as f64 * DRIFT_PER_US) as i64;
+                let aged =
+                    est + (received.duration_since(at).as_micros() as f64 * DRIFT_PER_US) as i64;
                 if sample <= aged {
                     self.estimate = Some((sample, received));
                     sample

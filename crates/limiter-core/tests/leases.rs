@@ -10,7 +10,12 @@ use limiter_core::{Acquire, LeaseManager, LeaseScope};
 use rand::Rng;
 
 fn manager(prefix: &str, ttl_ms: u64) -> LeaseManager {
-    LeaseManager::new(common::replica(prefix), "adm", Duration::from_millis(ttl_ms)).unwrap()
+    LeaseManager::new(
+        common::replica(prefix),
+        "adm",
+        Duration::from_millis(ttl_ms),
+    )
+    .unwrap()
 }
 
 /// Counts holders independently of Redis: what the code under test says is not trusted.
@@ -139,7 +144,10 @@ async fn abandoned_lease_frees_its_slot_after_ttl() {
             l.release().await.unwrap();
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "slot never freed");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "slot never freed"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Freed at the TTL, not before (generous upper bound for a noisy machine).
@@ -157,7 +165,10 @@ async fn held_guard_outlives_three_ttls() {
     let first_expiry = lease.expiry_ms();
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(!lease.is_lost());
-    assert!(lease.expiry_ms() > first_expiry, "renewed in the background");
+    assert!(
+        lease.expiry_ms() > first_expiry,
+        "renewed in the background"
+    );
     assert!(matches!(
         m.try_acquire(&scopes).await.unwrap(),
         Acquire::Refused { .. }
@@ -181,7 +192,10 @@ async fn dropped_guard_releases_and_lost_lease_is_reported() {
     // The release is spawned: wait for it as an event, bounded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while m.in_use(b"global").await.unwrap() != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "drop did not release");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drop did not release"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 

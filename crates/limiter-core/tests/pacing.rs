@@ -46,11 +46,7 @@ async fn reserve_spaces_starts_fleet_wide() {
     let min_deadline_gap = by_deadline.windows(2).map(|w| w[1] - w[0]).min().unwrap();
     let max_late = starts.iter().map(|s| s.0 - s.2).max().unwrap();
     eprintln!("min deadline gap {min_deadline_gap:?}, max lateness {max_late:?}");
-    let min_gap = starts
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .min()
-        .unwrap();
+    let min_gap = starts.windows(2).map(|w| w[1].0 - w[0].0).min().unwrap();
     assert!(
         min_gap + Duration::from_millis(1) >= interval,
         "two starts {min_gap:?} apart, interval {interval:?}"
@@ -58,7 +54,10 @@ async fn reserve_spaces_starts_fleet_wide() {
     // Evenly spaced, not bunched: the whole run takes about 23 intervals.
     let span = starts[23].0 - starts[0].0;
     assert!(span >= interval * 23 - Duration::from_millis(1));
-    assert!(span < interval * 23 + Duration::from_millis(500), "{span:?}");
+    assert!(
+        span < interval * 23 + Duration::from_millis(500),
+        "{span:?}"
+    );
 }
 
 #[tokio::test]
@@ -74,7 +73,10 @@ async fn try_acquire_allows_a_burst_then_refuses_without_booking() {
     assert!(retry_after <= Duration::from_millis(100));
     // Refusals book nothing: after the hinted wait the next call is allowed.
     for _ in 0..20 {
-        assert!(matches!(p.try_acquire().await.unwrap(), Pace::Refused { .. }));
+        assert!(matches!(
+            p.try_acquire().await.unwrap(),
+            Pace::Refused { .. }
+        ));
     }
     tokio::time::sleep(retry_after + Duration::from_millis(2)).await;
     assert!(matches!(p.try_acquire().await.unwrap(), Pace::Booked(_)));

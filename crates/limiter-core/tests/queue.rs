@@ -110,7 +110,10 @@ async fn a_user_at_its_cap_does_not_block_others() {
         .unwrap()
         .unwrap();
     assert_eq!(first, "b1", "bob passes alice, who is at her cap");
-    assert!(started.elapsed() < Duration::from_secs(1), "no waiting on a timer");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no waiting on a timer"
+    );
     // Alice kept her place: her own release hands the slot to her waiter.
     a1.release().await.unwrap();
     let second = tokio::time::timeout(Duration::from_secs(5), granted.recv())
@@ -219,8 +222,16 @@ async fn dead_replica_slots_return() {
     let t0 = Instant::now();
     let p = live.admit(b"u", Class::Chat, soon(5)).await.unwrap();
     // Freed by expiry: handed on by a heartbeat's dispatch, within TTL + a heartbeat period.
-    assert!(t0.elapsed() >= Duration::from_millis(600), "{:?}", t0.elapsed());
-    assert!(t0.elapsed() < Duration::from_millis(800 + 1000), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(800 + 1000),
+        "{:?}",
+        t0.elapsed()
+    );
     p.release().await.unwrap();
 
     // Same again, but an admin reclaims the dead replica's lease before its TTL.
@@ -247,10 +258,13 @@ async fn dead_replica_slots_return() {
     assert_eq!(reply[0], 1);
     tokio::time::sleep(Duration::from_millis(400)).await; // its heartbeat lapses
     assert_eq!(live.reclaim_dead_replicas().await.unwrap(), 1);
-    let p = tokio::time::timeout(Duration::from_secs(1), live.admit(b"u", Class::Chat, soon(5)))
-        .await
-        .unwrap()
-        .unwrap();
+    let p = tokio::time::timeout(
+        Duration::from_secs(1),
+        live.admit(b"u", Class::Chat, soon(5)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     p.release().await.unwrap();
 }
 
@@ -265,7 +279,11 @@ async fn timeout_full_reset_and_cancel() {
     // Timeout: answered after the deadline, and out of the queue.
     let t0 = Instant::now();
     let err = r[1]
-        .admit(b"t", Class::Chat, Instant::now() + Duration::from_millis(200))
+        .admit(
+            b"t",
+            Class::Chat,
+            Instant::now() + Duration::from_millis(200),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Rejection::Timeout { .. }), "{err:?}");
@@ -348,10 +366,16 @@ async fn positions_count_only_those_served_first_and_stream_changes() {
     // A research waiter arriving after an export waiter is served before it.
     let (ptx, mut prx) = watch::channel(0u32);
     let adm = r[1].clone();
-    let watched =
-        tokio::spawn(async move { adm.admit_watched(b"r2", Class::Research, soon(10), ptx).await });
+    let watched = tokio::spawn(async move {
+        adm.admit_watched(b"r2", Class::Research, soon(10), ptx)
+            .await
+    });
     prx.wait_for(|p| *p > 0).await.unwrap();
-    assert_eq!(*prx.borrow(), 2, "behind r1 only; the export waiter comes after");
+    assert_eq!(
+        *prx.borrow(),
+        2,
+        "behind r1 only; the export waiter comes after"
+    );
     // A chat arrival moves it back to 3 (seen at the next heartbeat).
     let _c = queue_waiter(&r[0], "c", Class::Chat, "c", tx.clone()).await;
     tokio::time::timeout(Duration::from_secs(3), prx.wait_for(|p| *p == 3))

@@ -46,7 +46,10 @@ async fn restart_is_unavailable_while_down_and_recovers_without_a_new_handle() {
         let started = Instant::now();
         let err = w.check(b"ip").await.unwrap_err();
         assert!(matches!(err, LimiterError::Unavailable(_)), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(3), "a dead Redis must fail fast");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a dead Redis must fail fast"
+        );
         let err = leases
             .try_acquire(&[LeaseScope::new("global", 1)])
             .await
@@ -116,7 +119,8 @@ async fn every_script_runs_on_a_cluster() {
     let exact = window(&redis, 2);
     let counter = SlidingWindow::new(
         redis.clone(),
-        WindowPolicy::new("bulk", 2, Duration::from_secs(60)).with_algorithm(WindowAlgorithm::Counter),
+        WindowPolicy::new("bulk", 2, Duration::from_secs(60))
+            .with_algorithm(WindowAlgorithm::Counter),
     )
     .unwrap();
     for ip in 0..30u8 {
@@ -142,8 +146,14 @@ async fn every_script_runs_on_a_cluster() {
     assert_eq!(leases.in_use(b"global").await.unwrap(), 0);
 
     let pacer = Pacer::new(redis.clone(), "pubmed", 3.0, 1).unwrap();
-    assert!(matches!(pacer.try_acquire().await.unwrap(), Pace::Booked(_)));
-    assert!(matches!(pacer.try_acquire().await.unwrap(), Pace::Refused { .. }));
+    assert!(matches!(
+        pacer.try_acquire().await.unwrap(),
+        Pace::Booked(_)
+    ));
+    assert!(matches!(
+        pacer.try_acquire().await.unwrap(),
+        Pace::Refused { .. }
+    ));
 
     // The per-IP windows landed on more than one master.
     let mut masters_with_keys = 0;
@@ -154,5 +164,8 @@ async fn every_script_runs_on_a_cluster() {
             masters_with_keys += 1;
         }
     }
-    assert!(masters_with_keys >= 2, "keys did not spread: {masters_with_keys}");
+    assert!(
+        masters_with_keys >= 2,
+        "keys did not spread: {masters_with_keys}"
+    );
 }

@@ -69,7 +69,10 @@ async fn edge_is_exact_against_a_model() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert!(denials > 10, "the window should have closed often");
-    assert!(saw_edge_allow, "a call right at the edge should have been admitted");
+    assert!(
+        saw_edge_allow,
+        "a call right at the edge should have been admitted"
+    );
 }
 
 #[tokio::test]
@@ -134,7 +137,11 @@ async fn hostile_ids_neither_collide_nor_escape() {
     // Each id gets its own window: with limit 1, a collision would deny a first call.
     for id in &ids {
         let d = w.check(id).await.unwrap();
-        assert!(d.allowed, "first call for {:?} denied: its key collides", id);
+        assert!(
+            d.allowed,
+            "first call for {:?} denied: its key collides",
+            id
+        );
     }
     for id in &ids {
         assert!(!w.check(id).await.unwrap().allowed);
