@@ -37,7 +37,12 @@ async fn commandstats(redis: &RedisHandle) -> std::collections::HashMap<String, 
         .filter_map(|l| {
             let l = l.strip_prefix("cmdstat_")?;
             let (name, rest) = l.split_once(':')?;
-            let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
             Some((name.to_string(), calls))
         })
         .collect()
@@ -58,7 +63,10 @@ async fn handoff(url: &str, n: usize) -> Vec<f64> {
         let (tx, mut rx) = watch::channel(0u32);
         let b2 = b.clone();
         let waiter = tokio::spawn(async move {
-            let p = b2.admit_watched(b"b", Class::Chat, far(), tx).await.unwrap();
+            let p = b2
+                .admit_watched(b"b", Class::Chat, far(), tx)
+                .await
+                .unwrap();
             (Instant::now(), p)
         });
         rx.wait_for(|p| *p > 0).await.unwrap();
@@ -77,7 +85,13 @@ async fn handoff(url: &str, n: usize) -> Vec<f64> {
 
 /// A standing backlog of `clients` waiters over `replicas` replicas, each holding its slot for
 /// `hold`. Returns (utilization, grants, evalsha per grant, all commands per grant).
-async fn backlog(url: &str, replicas: usize, clients: usize, hold: Duration, secs: f64) -> (f64, u64, f64, f64) {
+async fn backlog(
+    url: &str,
+    replicas: usize,
+    clients: usize,
+    hold: Duration,
+    secs: f64,
+) -> (f64, u64, f64, f64) {
     let cfg = AdmissionConfig {
         group: format!("backlog{clients}"),
         global_cap: 20,
@@ -101,13 +115,20 @@ async fn backlog(url: &str, replicas: usize, clients: usize, hold: Duration, sec
     let mut tasks = Vec::new();
     for c in 0..clients {
         let adm = adms[c % replicas].clone();
-        let (busy_us, grants, all_grants) =
-            (Arc::clone(&busy_us), Arc::clone(&grants), Arc::clone(&all_grants));
+        let (busy_us, grants, all_grants) = (
+            Arc::clone(&busy_us),
+            Arc::clone(&grants),
+            Arc::clone(&all_grants),
+        );
         tasks.push(tokio::spawn(async move {
             let user = format!("user{c}");
             while Instant::now() < end {
                 let p = adm
-                    .admit(user.as_bytes(), Class::Chat, Instant::now() + Duration::from_secs(60))
+                    .admit(
+                        user.as_bytes(),
+                        Class::Chat,
+                        Instant::now() + Duration::from_secs(60),
+                    )
                     .await
                     .unwrap();
                 let got = Instant::now();
@@ -134,7 +155,10 @@ async fn backlog(url: &str, replicas: usize, clients: usize, hold: Duration, sec
     // Client round trips are the EVALSHA calls (plus a SCRIPT LOAD per script and process) and
     // the INFO probes; everything else ran inside scripts.
     let client_calls = delta("evalsha") + delta("eval") + delta("script|load") + delta("script");
-    let all: u64 = after.iter().map(|(k, v)| v - before.get(k).unwrap_or(&0)).sum();
+    let all: u64 = after
+        .iter()
+        .map(|(k, v)| v - before.get(k).unwrap_or(&0))
+        .sum();
     let g = grants.load(Ordering::Relaxed);
     let total = all_grants.load(Ordering::Relaxed) as f64;
     let util = busy_us.load(Ordering::Relaxed) as f64 / 1e6 / (20.0 * elapsed);

@@ -79,7 +79,8 @@ pub fn split_nodes(list: &str) -> Vec<String> {
 enum Backend {
     Single(ConnectionManager),
     Cluster {
-        client: ClusterClient,
+        // Boxed: the client holds the whole cluster configuration, the standalone variant a pointer.
+        client: Box<ClusterClient>,
         conn: Arc<OnceCell<ClusterConnection>>,
     },
 }
@@ -138,7 +139,7 @@ impl RedisHandle {
                 .map_err(invalid)?;
             Ok(RedisHandle {
                 backend: Backend::Cluster {
-                    client: cluster,
+                    client: Box::new(cluster),
                     conn: Arc::new(OnceCell::new()),
                 },
                 keys,

@@ -79,10 +79,8 @@ async fn strict_priority_between_classes_fifo_within() {
     }
     holder.release().await.unwrap();
     let mut seen = Vec::new();
-    for task in tasks.into_iter() {
-        let _ = task; // each releases below, in grant order
-    }
-    // Each granted waiter's permit is dropped by its task, handing the slot on: collect the order.
+    // Detached: each task's permit is dropped as it finishes, handing the slot on in grant order.
+    drop(tasks);
     for _ in 0..order.len() {
         let name = tokio::time::timeout(Duration::from_secs(10), granted.recv())
             .await
