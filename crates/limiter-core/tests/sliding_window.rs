@@ -204,3 +204,45 @@ async fn exact_log_rejects_limits_above_1000() {
         WindowPolicy::new("x", 2000, Duration::from_secs(1)).with_algorithm(WindowAlgorithm::Exact);
     assert!(SlidingWindow::new(common::replica(&prefix), policy).is_err());
 }
+
+#[tokio::test]
+async fn cached_window_answers_denied_clients_without_redis() {
+    let prefix = testkit::unique_prefix("swcache");
+    let mut server = testkit::RedisServer::start();
+    let redis = common::replica_at(&server.url(), &prefix);
+    let cached = limiter_core::CachedWindow::new(
+        SlidingWindow::new(
+            redis,
+            WindowPolicy::new("chat", 2, Duration::from_millis(400)),
+        )
+        .unwrap(),
+    );
+    assert!(!cached.check(b"ip").await.unwrap().1);
+    assert!(cached.check(b"ip").await.unwrap().0.allowed);
+    let (first_denial, from_cache) = cached.check(b"ip").await.unwrap();
+    assert!(!first_denial.allowed && !from_cache);
+    // With Redis gone, the cached denial still answers, proving no round trip is made.
+    server.stop();
+    for _ in 0..100 {
+        let (d, from_cache) = cached.check(b"ip").await.unwrap();
+        assert!(!d.allowed && from_cache);
+        assert!(d.retry_after <= first_denial.retry_after);
+    }
+    // Other clients still go to Redis (and see it is down).
+    assert!(cached.check(b"other").await.unwrap_err().is_unavailable());
+    server.restart();
+    // After the retry time the cache lets the call through to Redis again.
+    tokio::time::sleep(first_denial.retry_after + Duration::from_millis(10)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match cached.check(b"ip").await {
+            Ok((d, from_cache)) => {
+                assert!(d.allowed && !from_cache);
+                break;
+            }
+            Err(e) => assert!(e.is_unavailable()),
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
