@@ -1,0 +1,649 @@
+//! [`Breakers`]: every breaker of one replica. Each service's state is shared in Redis and cached
+//! here; the cache is kept fresh by pub/sub pushes (see `subscriber.rs`), so the hot path asks
+//! Redis nothing for a permit while CLOSED or OPEN:
+//!
+//! - cached CLOSED: the call goes; its outcome costs one `breaker_record` script call.
+//! - cached OPEN with the open period still running: refused at once, zero Redis calls.
+//! - cached HALF_OPEN, or OPEN past its end: one `breaker_permit` script call decides (at most
+//!   `probe_permits` probes fleet-wide). After a "probes busy" refusal the replica refuses locally
+//!   for `half_open_recheck` (the probe's result is pushed anyway), so waiting callers do not
+//!   hammer Redis.
+//!
+//! Every success is recorded (one script call), not only failures: the ratio rule needs the call
+//! count, and one EVALSHA on a multiplexed connection is well inside the overhead budget (see
+//! BENCHMARKS.md). Batching would delay trips by the batch period.
+//!
+//! Degraded mode: when a Redis call fails as unavailable, the replica switches every breaker to its
+//! local copy (seeded from the last shared state, same policy) and makes no further Redis calls on
+//! the hot path; the background task notices Redis answering again, re-reads every breaker and
+//! switches back to shared state.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use limiter_core::{LimiterError, RedisHandle};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::BreakerError;
+use crate::local::{LocalBreaker, LocalVerdict};
+use crate::permit::{Outcome, Permit, PermitSource};
+use crate::policy::BreakerPolicy;
+use crate::shared::{AdminAction, SharedBreaker, SharedRead, SharedVerdict};
+use crate::state::{BreakerState, Observed};
+
+/// Configuration of a replica's breakers.
+#[derive(Debug, Clone)]
+pub struct BreakersConfig {
+    /// Policy of services without their own.
+    pub default_policy: BreakerPolicy,
+    /// Per-service policies. These services are also read from Redis at start.
+    pub policies: HashMap<String, BreakerPolicy>,
+    /// Safety-net re-read of every breaker, in case a pushed message was lost.
+    pub refresh_interval: Duration,
+    /// Lifetime of a probe permit: longer than a call may take (timeout + pacing wait), so that
+    /// only a dead prober's permit expires.
+    pub probe_ttl: Duration,
+    /// TTL of a breaker's state in Redis after its last change (plus any open period).
+    pub state_ttl: Duration,
+    /// After a "probes busy" refusal, refuse locally this long before asking Redis again.
+    pub half_open_recheck: Duration,
+}
+
+impl Default for BreakersConfig {
+    fn default() -> Self {
+        BreakersConfig {
+            default_policy: BreakerPolicy::default(),
+            policies: HashMap::new(),
+            refresh_interval: Duration::from_millis(1500),
+            probe_ttl: Duration::from_secs(45),
+            state_ttl: Duration::from_secs(86_400),
+            half_open_recheck: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What health and admin views show of one breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerSnapshot {
+    /// The upstream service.
+    pub service: String,
+    /// Its state.
+    pub state: BreakerState,
+    /// Failures in the rolling window.
+    pub failures_in_window: u64,
+    /// Calls in the rolling window.
+    pub calls_in_window: u64,
+    /// Consecutive trips (the open period doubles with each).
+    pub consecutive_trips: u32,
+    /// Last transition, Unix ms (Redis clock; this replica's clock when degraded). `None`: never.
+    pub last_transition_ms: Option<i64>,
+    /// Why: `failures`, `probe_failed`, `half_open`, `recovered`, `forced_open`,
+    /// `forced_close`, `seeded` (degraded start), or empty.
+    pub last_transition_reason: String,
+    /// End of the open period, Unix ms, while OPEN.
+    pub open_until_ms: Option<i64>,
+    /// Probe permits held now.
+    pub live_probes: u32,
+    /// Whether this comes from the replica's local fallback (Redis unreachable).
+    pub degraded: bool,
+}
+
+/// Every breaker of one replica. Cheap to clone; the background pub/sub task stops when the last
+/// clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Breakers {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) redis: RedisHandle,
+    pub(crate) config: BreakersConfig,
+    entries: RwLock<HashMap<String, Arc<Entry>>>,
+    degraded: AtomicBool,
+    changes: watch::Sender<u64>,
+    task: Mutex<Option<AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+}
+
+/// One service's breaker on this replica.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) service: String,
+    pub(crate) policy: BreakerPolicy,
+    pub(crate) shared: SharedBreaker,
+    cache: Mutex<Cached>,
+    local: Mutex<LocalBreaker>,
+}
+
+/// What this replica last learned of the shared breaker.
+#[derive(Debug)]
+struct Cached {
+    /// False until a first reply or message: an unknown breaker asks Redis before the first call.
+    known: bool,
+    state: BreakerState,
+    generation: i64,
+    /// End of the open period on this process's clock.
+    open_until: Option<Instant>,
+    /// Refuse HALF_OPEN calls locally until then (after a "probes busy" reply).
+    busy_until: Option<Instant>,
+}
+
+impl Cached {
+    /// Takes a newer observation. An authoritative read may also go back in generation when it
+    /// ran after the cached transition (Redis lost the key, e.g. a restart).
+    fn apply(&mut self, obs: &Observed, received: Instant, authoritative: bool) -> bool {
+        let newer = obs.generation >= self.generation || (authoritative && obs.now_ms > self.generation);
+        if self.known && !newer {
+            return false;
+        }
+        let changed = !self.known || obs.generation != self.generation || obs.state != self.state;
+        self.known = true;
+        self.state = obs.state;
+        self.generation = obs.generation;
+        self.open_until = obs.open_until_local(received);
+        if changed {
+            self.busy_until = None;
+        }
+        changed
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Breakers {
+    /// The breakers of one replica, sharing state through `redis` (its prefix namespaces the
+    /// keys and the pub/sub channel). Must be called inside a tokio runtime: it starts the
+    /// background task that subscribes to state changes. Does not touch Redis itself.
+    pub fn new(redis: RedisHandle, config: BreakersConfig) -> Result<Self, BreakerError> {
+        config.default_policy.validate()?;
+        for p in config.policies.values() {
+            p.validate()?;
+        }
+        if config.refresh_interval.is_zero() || config.probe_ttl < Duration::from_millis(1) {
+            return Err(BreakerError::InvalidConfig(
+                "refresh_interval and probe_ttl must be positive".into(),
+            ));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            BreakerError::InvalidConfig("Breakers::new must run inside a tokio runtime".into())
+        })?;
+        let inner = Arc::new(Inner {
+            redis,
+            config,
+            entries: RwLock::new(HashMap::new()),
+            degraded: AtomicBool::new(false),
+            changes: watch::channel(0).0,
+            task: Mutex::new(None),
+        });
+        let services: Vec<String> = inner.config.policies.keys().cloned().collect();
+        let breakers = Breakers { inner };
+        for s in &services {
+            breakers.entry(s);
+        }
+        let task = crate::subscriber::spawn(&runtime, &breakers.inner);
+        *lock(&breakers.inner.task) = Some(task);
+        Ok(breakers)
+    }
+
+    /// The Redis handle the breakers use.
+    pub fn redis(&self) -> &RedisHandle {
+        &self.inner.redis
+    }
+
+    /// Whether this replica runs on local breakers because Redis is unreachable.
+    pub fn degraded(&self) -> bool {
+        self.inner.degraded.load(Ordering::Acquire)
+    }
+
+    /// A counter bumped on every state change this replica learns (and on degraded-mode
+    /// switches): wait on it instead of polling.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Services this replica knows (configured or used).
+    pub fn services(&self) -> Vec<String> {
+        let mut v: Vec<String> = read(&self.inner.entries).keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The state this replica sees, without a Redis call: the cached shared state, or the local
+    /// breaker's when degraded. An unknown service is CLOSED.
+    pub fn state(&self, service: &str) -> BreakerState {
+        let Some(entry) = read(&self.inner.entries).get(service).cloned() else {
+            return BreakerState::Closed;
+        };
+        if self.degraded() {
+            return lock(&entry.local).state;
+        }
+        lock(&entry.cache).state
+    }
+
+    /// Refuses at once if this replica already knows the call would be refused (cached OPEN, or
+    /// probes busy). No Redis call, no side effect: callers use it before paying for pacing.
+    pub fn check(&self, service: &str) -> Result<(), BreakerError> {
+        let Some(entry) = read(&self.inner.entries).get(service).cloned() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if self.degraded() {
+            let local = lock(&entry.local);
+            if local.state == BreakerState::Open && now < local.open_until {
+                return Err(BreakerError::Open {
+                    retry_after: local.open_until - now,
+                });
+            }
+            return Ok(());
+        }
+        cached_refusal(&lock(&entry.cache), now)
+    }
+
+    /// Asks for permission to call `service` now.
+    ///
+    /// `Err(Open)` / `Err(HalfOpenBusy)` mean: do not call, answer 503 with `Retry-After`. Never
+    /// fails because Redis is down (the local breaker decides then).
+    pub async fn acquire(&self, service: &str) -> Result<Permit, BreakerError> {
+        let entry = self.entry(service);
+        let now = Instant::now();
+        if self.degraded() {
+            return self.local_permit(entry, now);
+        }
+        {
+            let cache = lock(&entry.cache);
+            cached_refusal(&cache, now)?;
+            if cache.known && cache.state == BreakerState::Closed {
+                drop(cache);
+                return Ok(shared_permit(entry, None, now));
+            }
+        }
+        let probe_id = format!("{:016x}", rand::random::<u64>());
+        let cfg = &self.inner.config;
+        let res = entry
+            .shared
+            .permit(
+                &self.inner.redis,
+                &probe_id,
+                cfg.probe_ttl,
+                entry.policy.probe_permits,
+                cfg.state_ttl,
+            )
+            .await;
+        let received = Instant::now();
+        match res {
+            Ok((verdict, obs)) => {
+                self.apply(&entry, &obs, received, false);
+                match verdict {
+                    SharedVerdict::Go => Ok(shared_permit(entry, None, received)),
+                    SharedVerdict::Probe => Ok(shared_permit(entry, Some(probe_id), received)),
+                    SharedVerdict::Refused(retry_after) => Err(BreakerError::Open { retry_after }),
+                    SharedVerdict::Busy(retry_after) => {
+                        let recheck = retry_after.min(cfg.half_open_recheck);
+                        lock(&entry.cache).busy_until = Some(received + recheck);
+                        Err(BreakerError::HalfOpenBusy { retry_after })
+                    }
+                }
+            }
+            Err(e) => {
+                self.redis_failed(&e, "breaker_permit");
+                self.local_permit(entry, received)
+            }
+        }
+    }
+
+    /// Records how a permitted call ended and returns the state after it. One script call
+    /// (none when degraded). Never fails: an unreachable Redis switches to degraded mode and
+    /// the outcome is recorded locally.
+    pub async fn record(&self, permit: Permit, outcome: Outcome) -> BreakerState {
+        let Permit {
+            entry,
+            source,
+            started,
+        } = permit;
+        let now = Instant::now();
+        let slow = entry
+            .policy
+            .slow_call
+            .is_some_and(|limit| now.duration_since(started) > limit);
+        let failure = outcome == Outcome::Failure || slow;
+        let rnd = rand::random::<f64>();
+        let probe = match source {
+            PermitSource::Local { probe } => probe,
+            PermitSource::Shared { probe } if !self.degraded() => {
+                let cfg = &self.inner.config;
+                let res = entry
+                    .shared
+                    .record(
+                        &self.inner.redis,
+                        &entry.policy,
+                        failure,
+                        probe.as_deref(),
+                        rnd,
+                        cfg.state_ttl,
+                    )
+                    .await;
+                match res {
+                    Ok((obs, _, _)) => {
+                        self.apply(&entry, &obs, Instant::now(), false);
+                        return obs.state;
+                    }
+                    Err(e) => {
+                        self.redis_failed(&e, "breaker_record");
+                        None
+                    }
+                }
+            }
+            // Degraded since the permit was granted: the local breaker counts the outcome.
+            PermitSource::Shared { .. } => None,
+        };
+        let mut local = lock(&entry.local);
+        local.record(&entry.policy, Instant::now(), failure, probe, rnd);
+        local.state
+    }
+
+    /// Health view of one breaker. Reads Redis (one script call) unless degraded; an
+    /// unreachable Redis switches to degraded mode and answers from the local breaker.
+    pub async fn snapshot(&self, service: &str) -> Result<BreakerSnapshot, BreakerError> {
+        let entry = self.entry(service);
+        if !self.degraded() {
+            match entry.shared.read(&self.inner.redis, &entry.policy).await {
+                Ok(r) => {
+                    self.apply(&entry, &r.observed, Instant::now(), true);
+                    return Ok(shared_snapshot(&entry.service, &r));
+                }
+                Err(e) if e.is_unavailable() => self.redis_failed(&e, "breaker_read"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(local_snapshot(&entry))
+    }
+
+    /// Snapshots of every service this replica knows, sorted by name.
+    pub async fn snapshots(&self) -> Result<Vec<BreakerSnapshot>, BreakerError> {
+        let mut out = Vec::new();
+        for s in self.services() {
+            out.push(self.snapshot(&s).await?);
+        }
+        Ok(out)
+    }
+
+    /// Forces a breaker CLOSED fleet-wide (clearing its window, probes and trip count).
+    pub async fn force_close(&self, service: &str) -> Result<(), BreakerError> {
+        self.admin(service, AdminAction::Close).await
+    }
+
+    /// Forces a breaker OPEN fleet-wide for `hold`.
+    pub async fn force_open(&self, service: &str, hold: Duration) -> Result<(), BreakerError> {
+        if hold.is_zero() {
+            return Err(BreakerError::InvalidConfig("hold must be positive".into()));
+        }
+        self.admin(service, AdminAction::Open(hold)).await
+    }
+
+    /// Clears a breaker's error metrics (window counts and trip count) without changing its
+    /// state.
+    pub async fn reset_errors(&self, service: &str) -> Result<(), BreakerError> {
+        self.admin(service, AdminAction::Reset).await
+    }
+
+    /// `force_close` on every known service (the api's `force-close-circuits`).
+    pub async fn force_close_all(&self) -> Result<(), BreakerError> {
+        for s in self.services() {
+            self.force_close(&s).await?;
+        }
+        Ok(())
+    }
+
+    /// `reset_errors` on every known service (the api's `reset-errors`).
+    pub async fn reset_errors_all(&self) -> Result<(), BreakerError> {
+        for s in self.services() {
+            self.reset_errors(&s).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies an admin action to the local copy (so this replica obeys even when degraded),
+    /// then to the shared breaker. Admin calls always try Redis: they are rare, and an operator
+    /// must learn that the fleet did not get the order.
+    async fn admin(&self, service: &str, action: AdminAction) -> Result<(), BreakerError> {
+        let entry = self.entry(service);
+        {
+            let mut local = lock(&entry.local);
+            let now = Instant::now();
+            match action {
+                AdminAction::Close => local.force(now, None),
+                AdminAction::Open(hold) => local.force(now, Some(hold)),
+                AdminAction::Reset => local.reset_errors(),
+            }
+        }
+        let cfg = &self.inner.config;
+        match entry
+            .shared
+            .admin(&self.inner.redis, action, cfg.state_ttl)
+            .await
+        {
+            Ok(obs) => {
+                self.apply(&entry, &obs, Instant::now(), false);
+                Ok(())
+            }
+            Err(e) => {
+                self.redis_failed(&e, "breaker_admin");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Re-reads every breaker from Redis (after a pub/sub (re)connect, periodically, and to leave
+    /// degraded mode). Returns whether every read succeeded; only then is degraded mode left.
+    pub(crate) async fn resync(&self) -> bool {
+        let entries: Vec<Arc<Entry>> = read(&self.inner.entries).values().cloned().collect();
+        for entry in entries {
+            match entry.shared.read(&self.inner.redis, &entry.policy).await {
+                Ok(r) => {
+                    self.apply(&entry, &r.observed, Instant::now(), true);
+                }
+                Err(e) => {
+                    tracing::debug!(service = %entry.service, error = %e, "breaker resync failed");
+                    return false;
+                }
+            }
+        }
+        if self.inner.degraded.swap(false, Ordering::AcqRel) {
+            tracing::info!("redis reachable again: breakers back on shared state");
+            self.bump();
+        }
+        true
+    }
+
+    /// Applies a pushed message.
+    pub(crate) fn on_message(&self, payload: &str) {
+        let Some((obs, service)) = Observed::parse_message(payload) else {
+            tracing::warn!(payload, "malformed breaker message");
+            return;
+        };
+        let entry = read(&self.inner.entries).get(service).cloned();
+        if let Some(entry) = entry {
+            self.apply(&entry, &obs, Instant::now(), false);
+        }
+    }
+
+    fn apply(&self, entry: &Entry, obs: &Observed, received: Instant, authoritative: bool) {
+        let changed = lock(&entry.cache).apply(obs, received, authoritative);
+        if changed {
+            tracing::debug!(service = %entry.service, state = %obs.state, generation = obs.generation,
+                "breaker state learned");
+            self.bump();
+        }
+    }
+
+    fn bump(&self) {
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A Redis call failed: unavailability switches to degraded mode; anything else is a bug
+    /// worth a log line, and that one call falls back to the local breaker.
+    fn redis_failed(&self, e: &LimiterError, op: &str) {
+        if !e.is_unavailable() {
+            tracing::warn!(error = %e, op, "breaker script failed");
+            return;
+        }
+        if self.inner.degraded.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(error = %e, op, "redis unreachable: breakers degraded to local state");
+        let now = Instant::now();
+        for entry in read(&self.inner.entries).values() {
+            let (state, open_until) = {
+                let c = lock(&entry.cache);
+                (c.state, c.open_until)
+            };
+            lock(&entry.local).seed(now, state, open_until);
+        }
+        self.bump();
+    }
+
+    fn local_permit(&self, entry: Arc<Entry>, now: Instant) -> Result<Permit, BreakerError> {
+        let verdict = lock(&entry.local).permit(&entry.policy, now, self.inner.config.probe_ttl);
+        match verdict {
+            LocalVerdict::Go => Ok(Permit {
+                entry,
+                source: PermitSource::Local { probe: None },
+                started: now,
+            }),
+            LocalVerdict::Probe(id) => Ok(Permit {
+                entry,
+                source: PermitSource::Local { probe: Some(id) },
+                started: now,
+            }),
+            LocalVerdict::Open(retry_after) => Err(BreakerError::Open { retry_after }),
+            LocalVerdict::Busy(retry_after) => Err(BreakerError::HalfOpenBusy { retry_after }),
+        }
+    }
+
+    /// The entry of a service, created on first use with its configured (or the default) policy.
+    pub(crate) fn entry(&self, service: &str) -> Arc<Entry> {
+        if let Some(e) = read(&self.inner.entries).get(service) {
+            return e.clone();
+        }
+        let mut map = self
+            .inner
+            .entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.entry(service.to_string())
+            .or_insert_with(|| {
+                let policy = self
+                    .inner
+                    .config
+                    .policies
+                    .get(service)
+                    .unwrap_or(&self.inner.config.default_policy)
+                    .clone();
+                let now = Instant::now();
+                Arc::new(Entry {
+                    service: service.to_string(),
+                    shared: SharedBreaker::new(self.inner.redis.keys(), service),
+                    policy,
+                    cache: Mutex::new(Cached {
+                        known: false,
+                        state: BreakerState::Closed,
+                        generation: 0,
+                        open_until: None,
+                        busy_until: None,
+                    }),
+                    local: Mutex::new(LocalBreaker::new(now)),
+                })
+            })
+            .clone()
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The refusal the cache already implies, if any.
+fn cached_refusal(cache: &Cached, now: Instant) -> Result<(), BreakerError> {
+    match cache.state {
+        BreakerState::Open => match cache.open_until {
+            Some(until) if now < until => Err(BreakerError::Open {
+                retry_after: until - now,
+            }),
+            _ => Ok(()),
+        },
+        BreakerState::HalfOpen => match cache.busy_until {
+            Some(until) if now < until => Err(BreakerError::HalfOpenBusy {
+                retry_after: until - now,
+            }),
+            _ => Ok(()),
+        },
+        BreakerState::Closed => Ok(()),
+    }
+}
+
+fn shared_permit(entry: Arc<Entry>, probe: Option<String>, now: Instant) -> Permit {
+    Permit {
+        entry,
+        source: PermitSource::Shared { probe },
+        started: now,
+    }
+}
+
+fn shared_snapshot(service: &str, r: &SharedRead) -> BreakerSnapshot {
+    let o = &r.observed;
+    BreakerSnapshot {
+        service: service.to_string(),
+        state: o.state,
+        failures_in_window: r.failures,
+        calls_in_window: r.calls,
+        consecutive_trips: r.trips,
+        last_transition_ms: (r.changed_at_ms > 0).then_some(r.changed_at_ms),
+        last_transition_reason: r.reason.clone(),
+        open_until_ms: (o.state == BreakerState::Open).then_some(o.open_until_ms),
+        live_probes: r.live_probes,
+        degraded: false,
+    }
+}
+
+fn local_snapshot(entry: &Entry) -> BreakerSnapshot {
+    let now = Instant::now();
+    let wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    // Instants have no epoch: place them on the wall clock relative to now.
+    let to_wall = |t: Instant| {
+        if t >= now {
+            wall_ms.saturating_add(i64::try_from((t - now).as_millis()).unwrap_or(i64::MAX))
+        } else {
+            wall_ms.saturating_sub(i64::try_from((now - t).as_millis()).unwrap_or(i64::MAX))
+        }
+    };
+    let mut local = lock(&entry.local);
+    let (failures, calls) = local.window(&entry.policy, now);
+    BreakerSnapshot {
+        service: entry.service.clone(),
+        state: local.state,
+        failures_in_window: failures,
+        calls_in_window: calls,
+        consecutive_trips: local.trips(),
+        last_transition_ms: Some(to_wall(local.changed_at)),
+        last_transition_reason: local.reason.to_string(),
+        open_until_ms: (local.state == BreakerState::Open).then(|| to_wall(local.open_until)),
+        live_probes: u32::try_from(local.live_probes(now)).unwrap_or(u32::MAX),
+        degraded: true,
+    }
+}
