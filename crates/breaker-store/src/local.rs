@@ -97,7 +97,11 @@ impl LocalBreaker {
             return LocalVerdict::Probe(self.next_probe);
         }
         let soonest = self.probes.iter().map(|(_, e)| *e).min().unwrap_or(now);
-        LocalVerdict::Busy(soonest.saturating_duration_since(now).max(Duration::from_millis(1)))
+        LocalVerdict::Busy(
+            soonest
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+        )
     }
 
     /// Records one outcome; `probe` is the permit id of a HALF_OPEN probe.
@@ -192,7 +196,8 @@ impl LocalBreaker {
     }
 
     fn trip(&mut self, policy: &BreakerPolicy, now: Instant, reason: &'static str, rnd: f64) {
-        if self.state == BreakerState::Closed && now.duration_since(self.changed_at) >= policy.open_max
+        if self.state == BreakerState::Closed
+            && now.duration_since(self.changed_at) >= policy.open_max
         {
             self.trips = 0;
         }

@@ -143,7 +143,8 @@ impl Cached {
     /// Takes a newer observation. An authoritative read may also go back in generation when it
     /// ran after the cached transition (Redis lost the key, e.g. a restart).
     fn apply(&mut self, obs: &Observed, received: Instant, authoritative: bool) -> bool {
-        let newer = obs.generation >= self.generation || (authoritative && obs.now_ms > self.generation);
+        let newer =
+            obs.generation >= self.generation || (authoritative && obs.now_ms > self.generation);
         if self.known && !newer {
             return false;
         }

@@ -26,7 +26,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-pub(crate) fn spawn(runtime: &tokio::runtime::Handle, inner: &std::sync::Arc<Inner>) -> AbortHandle {
+pub(crate) fn spawn(
+    runtime: &tokio::runtime::Handle,
+    inner: &std::sync::Arc<Inner>,
+) -> AbortHandle {
     let weak = std::sync::Arc::downgrade(inner);
     let client = inner.redis.client().clone();
     let channel = channel(inner.redis.keys());
