@@ -7,7 +7,7 @@
 //!    the degraded rate when Redis is unreachable);
 //! 3. breaker permit ([`Breakers::acquire`]);
 //! 4. the call, under a timeout;
-//! 5. the outcome recorded by the breaker; 429, 5xx and timeouts of idempotent calls are retried
+//! 5. the outcome recorded by the breaker (successes of normal calls in the background); 429, 5xx and timeouts of idempotent calls are retried
 //!    with exponential backoff and full jitter, never sooner than `Retry-After`, each retry paced
 //!    and permitted again.
 
@@ -21,7 +21,7 @@ use limiter_core::{Pace, Pacer};
 use tokio::time::Instant;
 
 use crate::registry::lock;
-use crate::{BreakerError, Breakers, Outcome, RetryPolicy};
+use crate::{BreakerError, Breakers, Outcome, Permit, RetryPolicy};
 
 /// What one attempt of an upstream call returned, classified for the breaker and the retries.
 #[derive(Debug)]
@@ -332,11 +332,11 @@ impl Outbound {
             let result = tokio::time::timeout(timeout, call(attempt)).await;
             let (error, retry_after) = match result {
                 Ok(Attempt::Success(v)) => {
-                    self.breakers.record(permit, Outcome::Success).await;
+                    self.record_success(permit).await;
                     return Ok(v);
                 }
                 Ok(Attempt::Rejected(error)) => {
-                    self.breakers.record(permit, Outcome::Success).await;
+                    self.record_success(permit).await;
                     return Err(CallError::Rejected {
                         service: service.to_string(),
                         error,
@@ -371,6 +371,19 @@ impl Outbound {
             };
             tracing::debug!(service, attempt, ?delay, "retrying upstream call");
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// A success of a normal call is recorded in the background (nothing the caller does depends
+    /// on it, and it takes a Redis round trip off every successful call); a probe's success is
+    /// awaited so the replica knows at once whether the breaker closed, and so is a slow success
+    /// (a failure). Failures are always
+    /// awaited: the retry that follows must see a trip.
+    async fn record_success(&self, permit: Permit) {
+        if permit.is_probe() || permit.is_local() || permit.is_slow() {
+            self.breakers.record(permit, Outcome::Success).await;
+        } else {
+            self.breakers.record_in_background(permit, Outcome::Success);
         }
     }
 

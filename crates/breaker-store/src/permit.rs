@@ -51,6 +51,14 @@ impl Permit {
         }
     }
 
+    /// Whether the call, ending now, is slower than the policy's `slow_call` (a failure).
+    pub(crate) fn is_slow(&self) -> bool {
+        self.entry
+            .policy
+            .slow_call
+            .is_some_and(|limit| self.started.elapsed() > limit)
+    }
+
     /// Whether it came from the local fallback breaker (Redis unreachable).
     pub fn is_local(&self) -> bool {
         matches!(self.source, PermitSource::Local { .. })

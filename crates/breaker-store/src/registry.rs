@@ -355,6 +355,17 @@ impl Breakers {
         local.state
     }
 
+    /// Records an outcome without waiting for Redis: the script call runs in a background task.
+    /// For successes of non-probe calls, whose record changes nothing the caller waits for; the
+    /// outbound wrapper uses it so a successful call pays only for pacing. The task is bounded by
+    /// the Redis response timeout.
+    pub fn record_in_background(&self, permit: Permit, outcome: Outcome) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.record(permit, outcome).await;
+        });
+    }
+
     /// Health view of one breaker. Reads Redis (one script call) unless degraded; an
     /// unreachable Redis switches to degraded mode and answers from the local breaker.
     pub async fn snapshot(&self, service: &str) -> Result<BreakerSnapshot, BreakerError> {

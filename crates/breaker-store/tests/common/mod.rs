@@ -79,3 +79,19 @@ pub fn fast_policy(open_ms: u64) -> BreakerPolicy {
         ..BreakerPolicy::default()
     }
 }
+
+/// Polls a snapshot until `f` holds (outcomes of successful wrapper calls are recorded in the
+/// background), with a deadline; returns the last snapshot.
+pub async fn snapshot_when(
+    b: &Breakers,
+    f: impl Fn(&breaker_store::BreakerSnapshot) -> bool,
+) -> breaker_store::BreakerSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let s = b.snapshot(SERVICE).await.unwrap();
+        if f(&s) || Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
