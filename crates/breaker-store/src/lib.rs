@@ -38,6 +38,6 @@ pub use outbound::{
 };
 pub use permit::{Outcome, Permit};
 pub use policy::BreakerPolicy;
-pub use registry::{BreakerSnapshot, Breakers, BreakersConfig};
+pub use registry::{BreakerSnapshot, Breakers, BreakersConfig, MAX_BACKGROUND_RECORDS};
 pub use retry::RetryPolicy;
 pub use state::BreakerState;

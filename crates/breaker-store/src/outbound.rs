@@ -383,7 +383,9 @@ impl Outbound {
         if permit.is_probe() || permit.is_local() || permit.is_slow() {
             self.breakers.record(permit, Outcome::Success).await;
         } else {
-            self.breakers.record_in_background(permit, Outcome::Success);
+            self.breakers
+                .record_in_background(permit, Outcome::Success)
+                .await;
         }
     }
 

@@ -19,7 +19,7 @@
 //! switches back to shared state.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +33,9 @@ use crate::permit::{Outcome, Permit, PermitSource};
 use crate::policy::BreakerPolicy;
 use crate::shared::{AdminAction, SharedBreaker, SharedRead, SharedVerdict};
 use crate::state::{BreakerState, Observed};
+
+/// Background outcome records in flight per replica before callers wait for their own.
+pub const MAX_BACKGROUND_RECORDS: usize = 256;
 
 /// Configuration of a replica's breakers.
 #[derive(Debug, Clone)]
@@ -105,6 +108,8 @@ pub(crate) struct Inner {
     entries: RwLock<HashMap<String, Arc<Entry>>>,
     degraded: AtomicBool,
     changes: watch::Sender<u64>,
+    /// Outcomes being recorded by background tasks.
+    background_records: AtomicUsize,
     task: Mutex<Option<AbortHandle>>,
 }
 
@@ -187,6 +192,7 @@ impl Breakers {
             entries: RwLock::new(HashMap::new()),
             degraded: AtomicBool::new(false),
             changes: watch::channel(0).0,
+            background_records: AtomicUsize::new(0),
             task: Mutex::new(None),
         });
         let services: Vec<String> = inner.config.policies.keys().cloned().collect();
@@ -359,10 +365,19 @@ impl Breakers {
     /// For successes of non-probe calls, whose record changes nothing the caller waits for; the
     /// outbound wrapper uses it so a successful call pays only for pacing. The task is bounded by
     /// the Redis response timeout.
-    pub fn record_in_background(&self, permit: Permit, outcome: Outcome) {
+    /// At most [`MAX_BACKGROUND_RECORDS`] run at once; beyond that the caller waits (backpressure
+    /// instead of an unbounded pile of tasks when Redis is slow).
+    pub async fn record_in_background(&self, permit: Permit, outcome: Outcome) {
+        let inflight = &self.inner.background_records;
+        if inflight.fetch_add(1, Ordering::AcqRel) >= MAX_BACKGROUND_RECORDS {
+            inflight.fetch_sub(1, Ordering::AcqRel);
+            self.record(permit, outcome).await;
+            return;
+        }
         let me = self.clone();
         tokio::spawn(async move {
             me.record(permit, outcome).await;
+            me.inner.background_records.fetch_sub(1, Ordering::AcqRel);
         });
     }
 
