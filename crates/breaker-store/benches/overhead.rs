@@ -2,7 +2,8 @@
 //! - CLOSED, breaker only: local permit + one `breaker_record` script call, which the wrapper runs
 //!   in the background for a success (so the caller does not wait for it);
 //! - CLOSED, paced: plus one `pacing_reserve` call (rate high enough that no slot is waited for);
-//! - OPEN: refused from the local cache, no Redis call.
+//! - OPEN: refused from the local cache, no Redis call;
+//! - push latency: a transition on one replica until another replica's cache has it.
 //!
 //! Run: `cargo bench -p breaker-store --bench overhead` (FLEETGATE_TEST_REDIS_URL to change Redis).
 #![allow(clippy::unwrap_used)]
@@ -10,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use breaker_store::{
-    Attempt, BreakerPolicy, Breakers, BreakersConfig, CallError, Outbound, OutboundConfig,
-    ServiceOutbound,
+    Attempt, BreakerPolicy, BreakerState, Breakers, BreakersConfig, CallError, Outbound,
+    OutboundConfig, ServiceOutbound,
 };
 use limiter_core::{Pacer, RedisConfig, RedisHandle};
 
@@ -40,7 +41,7 @@ where
     let total = start.elapsed();
     samples.sort();
     println!(
-        "{label:<40} n={n:<7} p50={:>9.2?} p99={:>9.2?} max={:>9.2?} ({:.0} calls/s sequential)",
+        "{label:<46} n={n:<7} p50={:>9.2?} p99={:>9.2?} max={:>9.2?} ({:.0} calls/s sequential)",
         percentile(&samples, 0.5),
         percentile(&samples, 0.99),
         samples[n - 1],
@@ -126,5 +127,49 @@ fn main() {
         .await;
         breakers.force_close("plain").await.unwrap();
         breakers.force_close("paced").await.unwrap();
+
+        // Push latency: a transition made on one replica, until another replica's cache has it.
+        let other = Breakers::new(
+            RedisHandle::new(&RedisConfig {
+                url: testkit::redis_url(),
+                prefix: redis.keys().prefix().to_string(),
+                ..RedisConfig::default()
+            })
+            .unwrap(),
+            BreakersConfig::default(),
+        )
+        .unwrap();
+        other.acquire("push").await.ok();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut samples = Vec::new();
+        for i in 0..500 {
+            let want = if i % 2 == 0 {
+                BreakerState::Open
+            } else {
+                BreakerState::Closed
+            };
+            let t = Instant::now();
+            if want == BreakerState::Open {
+                breakers
+                    .force_open("push", Duration::from_secs(60))
+                    .await
+                    .unwrap();
+            } else {
+                breakers.force_close("push").await.unwrap();
+            }
+            while other.state("push") != want {
+                tokio::task::yield_now().await;
+            }
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        println!(
+            "{:<46} n={:<7} p50={:>9.2?} p99={:>9.2?} max={:>9.2?}",
+            "push: admin call on A until B's cache has it",
+            samples.len(),
+            percentile(&samples, 0.5),
+            percentile(&samples, 0.99),
+            samples[samples.len() - 1]
+        );
     });
 }

@@ -47,7 +47,10 @@ async fn shared_breakers_work_on_a_cluster() {
         rs[0].force_open(svc, Duration::from_secs(5)).await.unwrap();
         for b in &rs {
             // Unknown services are learned on first use: one script call.
-            assert!(matches!(b.acquire(svc).await, Err(BreakerError::Open { .. })));
+            assert!(matches!(
+                b.acquire(svc).await,
+                Err(BreakerError::Open { .. })
+            ));
         }
     }
 }

@@ -96,3 +96,15 @@ async fn a_replica_that_starts_without_redis_runs_degraded_then_joins() {
         .unwrap();
     assert!(all_see(&rs, BreakerState::Open, Duration::from_secs(1)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_are_reloaded_after_script_flush() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("brk-flush");
+    let rs = replicas(&server.url(), &prefix, 1, &config(BreakerPolicy::default()));
+    fail_once(&rs[0]).await;
+    assert!(server.command("SCRIPT FLUSH").starts_with("+OK"));
+    fail_once(&rs[0]).await;
+    assert!(!rs[0].degraded());
+    assert_eq!(rs[0].snapshot(SERVICE).await.unwrap().failures_in_window, 2);
+}
