@@ -422,7 +422,7 @@ impl Outbound {
                     if start - now > max_wait {
                         return Err(paced(start - now - max_wait));
                     }
-                    *next = Some(start + interval);
+                    *next = Some(start.checked_add(interval).unwrap_or(start));
                     start
                 };
                 tokio::time::sleep_until(start).await;

@@ -32,7 +32,7 @@ use crate::local::{LocalBreaker, LocalVerdict};
 use crate::permit::{Outcome, Permit, PermitSource};
 use crate::policy::BreakerPolicy;
 use crate::shared::{AdminAction, SharedBreaker, SharedRead, SharedVerdict};
-use crate::state::{BreakerState, Observed};
+use crate::state::{BreakerState, MAX_HOLD, Observed};
 
 /// Background outcome records in flight per replica before callers wait for their own.
 pub const MAX_BACKGROUND_RECORDS: usize = 256;
@@ -178,9 +178,19 @@ impl Breakers {
         for p in config.policies.values() {
             p.validate()?;
         }
-        if config.refresh_interval.is_zero() || config.probe_ttl < Duration::from_millis(1) {
+        let day = Duration::from_secs(86_400);
+        let ok = !config.refresh_interval.is_zero()
+            && config.refresh_interval <= Duration::from_secs(60)
+            && config.probe_ttl >= Duration::from_millis(1)
+            && config.probe_ttl <= day
+            && config.state_ttl >= Duration::from_secs(1)
+            && config.state_ttl <= MAX_HOLD
+            && config.half_open_recheck <= Duration::from_secs(60);
+        if !ok {
             return Err(BreakerError::InvalidConfig(
-                "refresh_interval and probe_ttl must be positive".into(),
+                "refresh_interval in (0, 60 s], probe_ttl in [1 ms, 1 day], state_ttl in \
+                 [1 s, 30 days], half_open_recheck <= 60 s"
+                    .into(),
             ));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -412,11 +422,12 @@ impl Breakers {
         self.admin(service, AdminAction::Close).await
     }
 
-    /// Forces a breaker OPEN fleet-wide for `hold`.
+    /// Forces a breaker OPEN fleet-wide for `hold` (at most 30 days; longer is clamped).
     pub async fn force_open(&self, service: &str, hold: Duration) -> Result<(), BreakerError> {
         if hold.is_zero() {
             return Err(BreakerError::InvalidConfig("hold must be positive".into()));
         }
+        let hold = hold.min(MAX_HOLD);
         self.admin(service, AdminAction::Open(hold)).await
     }
 

@@ -36,7 +36,10 @@ impl RetryPolicy {
     /// The backoff before retry number `retry` (1 = the first retry), `rnd` uniform in `[0, 1)`.
     pub fn backoff(&self, retry: u32, rnd: f64) -> Duration {
         let exp = 2f64.powi(retry.saturating_sub(1).min(30) as i32);
-        let ceiling = self.base.mul_f64(exp).min(self.max_backoff);
+        // try_from: a huge configured base must not panic (mul_f64 would on overflow).
+        let ceiling = Duration::try_from_secs_f64(self.base.as_secs_f64() * exp)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff);
         if self.full_jitter {
             ceiling.mul_f64(rnd.clamp(0.0, 1.0))
         } else {

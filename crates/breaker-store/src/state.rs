@@ -2,6 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+/// The longest any breaker stays open (forced or tripped): keeps every deadline representable.
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(30 * 86_400);
+
 /// State of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BreakerState {
@@ -57,7 +60,8 @@ impl Observed {
     /// The end of the OPEN period on this process's clock, taking `received` as `now_ms`.
     pub(crate) fn open_until_local(&self, received: Instant) -> Option<Instant> {
         (self.state == BreakerState::Open).then(|| {
-            received + Duration::from_millis((self.open_until_ms - self.now_ms).max(0) as u64)
+            let left = Duration::from_millis((self.open_until_ms - self.now_ms).max(0) as u64);
+            received + left.min(MAX_HOLD)
         })
     }
 
