@@ -108,3 +108,48 @@ async fn scripts_are_reloaded_after_script_flush() {
     assert!(!rs[0].degraded());
     assert_eq!(rs[0].snapshot(SERVICE).await.unwrap().failures_in_window, 2);
 }
+
+/// Redis hangs (CLIENT PAUSE) instead of dying: one call pays the response timeout, then the
+/// replica runs locally without waiting on Redis, and resumes shared state when Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_one_timeout_then_nothing() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("brk-hang");
+    let rs = replicas(&server.url(), &prefix, 1, &config(BreakerPolicy::default()));
+    fail_once(&rs[0]).await;
+    assert!(server.command("CLIENT PAUSE 2500 ALL").starts_with("+OK"));
+    let t = std::time::Instant::now();
+    fail_once(&rs[0]).await; // waits for the response timeout (1 s), then degrades
+    assert!(rs[0].degraded());
+    let first = t.elapsed();
+    let t = std::time::Instant::now();
+    for _ in 0..3 {
+        fail_once(&rs[0]).await;
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(50),
+        "degraded calls do not touch Redis"
+    );
+    assert_eq!(
+        rs[0].state(SERVICE),
+        BreakerState::Closed,
+        "4 local failures"
+    );
+    fail_once(&rs[0]).await;
+    assert_eq!(
+        rs[0].state(SERVICE),
+        BreakerState::Open,
+        "5th local failure trips it"
+    );
+    assert!(first < Duration::from_secs(3), "{first:?}");
+    assert!(
+        wait_for(&rs[0], Duration::from_secs(10), |b| !b.degraded())
+            .await
+            .is_some()
+    );
+    // Shared again: Redis saw 1 failure (maybe 2, if the paused call landed after the pause).
+    let s = rs[0].snapshot(SERVICE).await.unwrap();
+    assert!(!s.degraded);
+    assert!((1..=2).contains(&s.failures_in_window), "{s:?}");
+    assert_eq!(rs[0].state(SERVICE), BreakerState::Closed);
+}
