@@ -15,10 +15,13 @@
 //!
 //! Layout: `policy.rs` (trip/open/recovery rules), `state.rs` (states, observations, push
 //! messages), `scripts.rs` (script loading and EVALSHA), `shared.rs` (typed script calls),
-//! `local.rs` (the in-memory fallback breaker), `permit.rs` (permits and outcomes), `registry.rs`
-//! ([`Breakers`]: cache, hot path, degraded mode, admin, snapshots), `subscriber.rs` (pub/sub task),
+//! `local.rs` (the in-memory fallback breaker), `permit.rs` (permits and outcomes), `config.rs`,
+//! `cache.rs` (a replica's view of a shared breaker), `registry.rs` ([`Breakers`]: hot path,
+//! degraded mode, admin), `snapshot.rs` (health views), `subscriber.rs` (pub/sub task),
 //! `retry.rs` (backoff policy), `outbound.rs` ([`Outbound`]), `error.rs`.
 
+mod cache;
+mod config;
 mod error;
 mod local;
 mod outbound;
@@ -28,9 +31,11 @@ mod registry;
 mod retry;
 mod scripts;
 mod shared;
+mod snapshot;
 mod state;
 mod subscriber;
 
+pub use config::{BreakersConfig, MAX_BACKGROUND_RECORDS};
 pub use error::BreakerError;
 pub use outbound::{
     Attempt, CallError, Outbound, OutboundConfig, ServiceOutbound, StatusClass, classify_status,
@@ -38,6 +43,7 @@ pub use outbound::{
 };
 pub use permit::{Outcome, Permit};
 pub use policy::BreakerPolicy;
-pub use registry::{BreakerSnapshot, Breakers, BreakersConfig, MAX_BACKGROUND_RECORDS};
+pub use registry::Breakers;
 pub use retry::RetryPolicy;
+pub use snapshot::BreakerSnapshot;
 pub use state::BreakerState;

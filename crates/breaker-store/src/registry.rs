@@ -10,8 +10,8 @@
 //!   hammer Redis.
 //!
 //! Every success is recorded (one script call), not only failures: the ratio rule needs the call
-//! count, and one EVALSHA on a multiplexed connection is well inside the overhead budget (see
-//! BENCHMARKS.md). Batching would delay trips by the batch period.
+//! count, and batching would delay trips by the batch period. [`Breakers::record_in_background`]
+//! takes that call off the caller's path for successes (see BENCHMARKS.md).
 //!
 //! Degraded mode: when a Redis call fails as unavailable, the replica switches every breaker to its
 //! local copy (seeded from the last shared state, same policy) and makes no further Redis calls on
@@ -21,78 +21,21 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use limiter_core::{LimiterError, RedisHandle};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::BreakerError;
+use crate::cache::{Cached, cached_refusal};
+use crate::config::MAX_BACKGROUND_RECORDS;
 use crate::local::{LocalBreaker, LocalVerdict};
 use crate::permit::{Outcome, Permit, PermitSource};
 use crate::policy::BreakerPolicy;
-use crate::shared::{AdminAction, SharedBreaker, SharedRead, SharedVerdict};
+use crate::shared::{AdminAction, SharedBreaker, SharedVerdict};
+use crate::snapshot::{BreakerSnapshot, local_snapshot, shared_snapshot};
 use crate::state::{BreakerState, MAX_HOLD, Observed};
-
-/// Background outcome records in flight per replica before callers wait for their own.
-pub const MAX_BACKGROUND_RECORDS: usize = 256;
-
-/// Configuration of a replica's breakers.
-#[derive(Debug, Clone)]
-pub struct BreakersConfig {
-    /// Policy of services without their own.
-    pub default_policy: BreakerPolicy,
-    /// Per-service policies. These services are also read from Redis at start.
-    pub policies: HashMap<String, BreakerPolicy>,
-    /// Safety-net re-read of every breaker, in case a pushed message was lost.
-    pub refresh_interval: Duration,
-    /// Lifetime of a probe permit: longer than a call may take (timeout + pacing wait), so that
-    /// only a dead prober's permit expires.
-    pub probe_ttl: Duration,
-    /// TTL of a breaker's state in Redis after its last change (plus any open period).
-    pub state_ttl: Duration,
-    /// After a "probes busy" refusal, refuse locally this long before asking Redis again.
-    pub half_open_recheck: Duration,
-}
-
-impl Default for BreakersConfig {
-    fn default() -> Self {
-        BreakersConfig {
-            default_policy: BreakerPolicy::default(),
-            policies: HashMap::new(),
-            refresh_interval: Duration::from_millis(1500),
-            probe_ttl: Duration::from_secs(45),
-            state_ttl: Duration::from_secs(86_400),
-            half_open_recheck: Duration::from_millis(100),
-        }
-    }
-}
-
-/// What health and admin views show of one breaker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BreakerSnapshot {
-    /// The upstream service.
-    pub service: String,
-    /// Its state.
-    pub state: BreakerState,
-    /// Failures in the rolling window.
-    pub failures_in_window: u64,
-    /// Calls in the rolling window.
-    pub calls_in_window: u64,
-    /// Consecutive trips (the open period doubles with each).
-    pub consecutive_trips: u32,
-    /// Last transition, Unix ms (Redis clock; this replica's clock when degraded). `None`: never.
-    pub last_transition_ms: Option<i64>,
-    /// Why: `failures`, `probe_failed`, `half_open`, `recovered`, `forced_open`,
-    /// `forced_close`, `seeded` (degraded start), or empty.
-    pub last_transition_reason: String,
-    /// End of the open period, Unix ms, while OPEN.
-    pub open_until_ms: Option<i64>,
-    /// Probe permits held now.
-    pub live_probes: u32,
-    /// Whether this comes from the replica's local fallback (Redis unreachable).
-    pub degraded: bool,
-}
+use crate::{BreakerError, BreakersConfig};
 
 /// Every breaker of one replica. Cheap to clone; the background pub/sub task stops when the last
 /// clone is dropped.
@@ -128,41 +71,7 @@ pub(crate) struct Entry {
     pub(crate) policy: BreakerPolicy,
     pub(crate) shared: SharedBreaker,
     cache: Mutex<Cached>,
-    local: Mutex<LocalBreaker>,
-}
-
-/// What this replica last learned of the shared breaker.
-#[derive(Debug)]
-struct Cached {
-    /// False until a first reply or message: an unknown breaker asks Redis before the first call.
-    known: bool,
-    state: BreakerState,
-    generation: i64,
-    /// End of the open period on this process's clock.
-    open_until: Option<Instant>,
-    /// Refuse HALF_OPEN calls locally until then (after a "probes busy" reply).
-    busy_until: Option<Instant>,
-}
-
-impl Cached {
-    /// Takes a newer observation. An authoritative read may also go back in generation when it
-    /// ran after the cached transition (Redis lost the key, e.g. a restart).
-    fn apply(&mut self, obs: &Observed, received: Instant, authoritative: bool) -> bool {
-        let newer =
-            obs.generation >= self.generation || (authoritative && obs.now_ms > self.generation);
-        if self.known && !newer {
-            return false;
-        }
-        let changed = !self.known || obs.generation != self.generation || obs.state != self.state;
-        self.known = true;
-        self.state = obs.state;
-        self.generation = obs.generation;
-        self.open_until = obs.open_until_local(received);
-        if changed {
-            self.busy_until = None;
-        }
-        changed
-    }
+    pub(crate) local: Mutex<LocalBreaker>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -613,75 +522,10 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The refusal the cache already implies, if any.
-fn cached_refusal(cache: &Cached, now: Instant) -> Result<(), BreakerError> {
-    match cache.state {
-        BreakerState::Open => match cache.open_until {
-            Some(until) if now < until => Err(BreakerError::Open {
-                retry_after: until - now,
-            }),
-            _ => Ok(()),
-        },
-        BreakerState::HalfOpen => match cache.busy_until {
-            Some(until) if now < until => Err(BreakerError::HalfOpenBusy {
-                retry_after: until - now,
-            }),
-            _ => Ok(()),
-        },
-        BreakerState::Closed => Ok(()),
-    }
-}
-
 fn shared_permit(entry: Arc<Entry>, probe: Option<String>, now: Instant) -> Permit {
     Permit {
         entry,
         source: PermitSource::Shared { probe },
         started: now,
-    }
-}
-
-fn shared_snapshot(service: &str, r: &SharedRead) -> BreakerSnapshot {
-    let o = &r.observed;
-    BreakerSnapshot {
-        service: service.to_string(),
-        state: o.state,
-        failures_in_window: r.failures,
-        calls_in_window: r.calls,
-        consecutive_trips: r.trips,
-        last_transition_ms: (r.changed_at_ms > 0).then_some(r.changed_at_ms),
-        last_transition_reason: r.reason.clone(),
-        open_until_ms: (o.state == BreakerState::Open).then_some(o.open_until_ms),
-        live_probes: r.live_probes,
-        degraded: false,
-    }
-}
-
-fn local_snapshot(entry: &Entry) -> BreakerSnapshot {
-    let now = Instant::now();
-    let wall_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    // Instants have no epoch: place them on the wall clock relative to now.
-    let to_wall = |t: Instant| {
-        if t >= now {
-            wall_ms.saturating_add(i64::try_from((t - now).as_millis()).unwrap_or(i64::MAX))
-        } else {
-            wall_ms.saturating_sub(i64::try_from((now - t).as_millis()).unwrap_or(i64::MAX))
-        }
-    };
-    let mut local = lock(&entry.local);
-    let (failures, calls) = local.window(&entry.policy, now);
-    BreakerSnapshot {
-        service: entry.service.clone(),
-        state: local.state,
-        failures_in_window: failures,
-        calls_in_window: calls,
-        consecutive_trips: local.trips(),
-        last_transition_ms: Some(to_wall(local.changed_at)),
-        last_transition_reason: local.reason.to_string(),
-        open_until_ms: (local.state == BreakerState::Open).then(|| to_wall(local.open_until)),
-        live_probes: u32::try_from(local.live_probes(now)).unwrap_or(u32::MAX),
-        degraded: true,
     }
 }
