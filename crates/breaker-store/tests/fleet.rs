@@ -97,24 +97,38 @@ async fn probe_round(
         let upstream = upstream.clone();
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
+            // Each caller goes through the wrapper, retries allowed: a failed probe must not
+            // let a retry through either.
+            let out = Outbound::new(b, OutboundConfig::default());
             barrier.wait().await;
-            match b.acquire(SERVICE).await {
-                Ok(p) => {
-                    upstream.fetch_add(1, Ordering::SeqCst);
-                    // Hold the probe so every other caller arrives while it runs.
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                    let outcome = if probe_succeeds {
-                        Outcome::Success
-                    } else {
-                        Outcome::Failure
-                    };
-                    b.record(p, outcome).await;
+            let res: Result<(), CallError<&str>> = out
+                .call(SERVICE, true, |_| {
+                    let upstream = upstream.clone();
+                    async move {
+                        upstream.fetch_add(1, Ordering::SeqCst);
+                        // Hold the probe so every other caller arrives while it runs.
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        if probe_succeeds {
+                            Attempt::Success(())
+                        } else {
+                            Attempt::Failure {
+                                error: "503",
+                                retry_after: None,
+                            }
+                        }
+                    }
+                })
+                .await;
+            match res {
+                Ok(()) => true,
+                Err(CallError::Unavailable { attempts: 0, .. }) => false,
+                Err(CallError::Unavailable { attempts: 1, .. })
+                | Err(CallError::Upstream { .. })
+                    if !probe_succeeds =>
+                {
                     true
                 }
-                Err(e) => {
-                    assert!(e.is_refusal(), "{e:?}");
-                    false
-                }
+                Err(e) => panic!("unexpected {e:?}"),
             }
         }));
     }
