@@ -317,7 +317,8 @@ impl Corpus {
                 }
             })
             .collect();
-        hits.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
+        // Ties go to the newer paper, as PubMed's ranking favours recent work.
+        hits.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)).then(b.0.cmp(&a.0)));
         hits.into_iter()
             .map(|(d, _, s)| (&self.papers[d], s))
             .collect()

@@ -127,9 +127,10 @@ pub(crate) async fn esearch(State(state): State<SimState>, req: Request) -> Resp
         .take(usize::try_from(retmax).unwrap_or(usize::MAX))
         .filter_map(|p| p.pmid.map(|id| id.to_string()))
         .collect();
-    let translation = crate::corpus::tokenize(&term)
-        .iter()
-        .map(|t| format!("\"{t}\"[All Fields]"))
+    let translation = term
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "AND" | "OR" | "NOT"))
+        .map(|w| format!("\"{}\"[All Fields]", w.trim_matches('"').to_lowercase()))
         .collect::<Vec<_>>()
         .join(" AND ");
 

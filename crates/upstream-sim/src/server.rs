@@ -64,7 +64,7 @@ fn graph_v1(state: &SimState) -> Router<SimState> {
             guarded(state, Endpoint::S2Search, get(s2::search)),
         )
         .route(
-            "/paper/{paper_id}",
+            "/paper/{*paper_id}",
             guarded(state, Endpoint::S2Paper, get(s2::paper)),
         )
 }
