@@ -374,8 +374,8 @@ impl SplitMix64 {
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
     }
 }
 
@@ -396,27 +396,27 @@ fn generate_paper(rng: &mut SplitMix64, i: usize, n: usize, shared: f64, pmid: u
     } else {
         Availability::S2Only
     };
-    let disease = rng.pick(vocab::DISEASES);
+    let disease = &vocab::DISEASES[rng.below(vocab::DISEASES.len() as u64) as usize];
     let drug_paper = rng.chance(0.7);
     let subject: &str = if drug_paper {
-        *rng.pick(disease.drugs)
+        rng.pick(disease.drugs)
     } else {
-        *rng.pick(vocab::INTERVENTIONS)
+        rng.pick(vocab::INTERVENTIONS)
     };
     let comparator: &str = if drug_paper && rng.chance(0.3) {
-        let other = *rng.pick(disease.drugs);
+        let other = rng.pick(disease.drugs);
         if other == subject { "placebo" } else { other }
     } else {
-        *rng.pick(vocab::COMPARATORS)
+        rng.pick(vocab::COMPARATORS)
     };
     let outcome = if rng.chance(0.8) {
-        *rng.pick(disease.outcomes)
+        rng.pick(disease.outcomes)
     } else {
-        *rng.pick(vocab::GENERIC_OUTCOMES)
+        rng.pick(vocab::GENERIC_OUTCOMES)
     };
-    let outcome2 = *rng.pick(vocab::GENERIC_OUTCOMES);
-    let (design, publication_type) = *rng.pick(vocab::DESIGNS);
-    let population = *rng.pick(vocab::POPULATIONS);
+    let outcome2 = rng.pick(vocab::GENERIC_OUTCOMES);
+    let (design, publication_type) = rng.pick(vocab::DESIGNS);
+    let population = rng.pick(vocab::POPULATIONS);
     let d = disease.name;
 
     let title = match rng.below(5) {
@@ -540,7 +540,7 @@ fn generate_paper(rng: &mut SplitMix64, i: usize, n: usize, shared: f64, pmid: u
     Paper {
         index: i,
         availability,
-        pmid: availability.in_pubmed().then_some(pmid).or_else(|| None),
+        pmid: availability.in_pubmed().then_some(pmid),
         doi,
         s2_id,
         corpus_id,

@@ -3,6 +3,9 @@
 //! body, like the real service. JSON and XML follow the real field names; parameters this
 //! simulator ignores (`api_key`, `tool`, `email`, `usehistory`, ...) are accepted silently.
 
+// Error paths return ready-made responses in the API's style; their size is irrelevant here.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Write as _;
 
 use axum::Json;
@@ -118,7 +121,7 @@ pub(crate) async fn esearch(State(state): State<SimState>, req: Request) -> Resp
         p.get("sort"),
         Some("pub_date" | "pub+date" | "pub date" | "date" | "most+recent" | "most recent")
     ) {
-        hits.sort_by(|a, b| (b.year, b.pmid).cmp(&(a.year, a.pmid)));
+        hits.sort_by_key(|p| std::cmp::Reverse((p.year, p.pmid)));
     }
     let count = hits.len();
     let idlist: Vec<String> = hits
@@ -166,9 +169,9 @@ pub(crate) async fn esearch(State(state): State<SimState>, req: Request) -> Resp
     for id in &idlist {
         let _ = write!(out, "<Id>{id}</Id>");
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</IdList><TranslationSet/><QueryTranslation>{}</QueryTranslation></eSearchResult>\n",
+        "</IdList><TranslationSet/><QueryTranslation>{}</QueryTranslation></eSearchResult>",
         esc(&translation)
     );
     xml(out)
