@@ -27,6 +27,7 @@ OPTIONS
   --llm-chunk-delay-ms N        delay between streamed chunks (default 10)
   --llm-answer-latency-ms N     time to first token / non-streamed answer (default 0)
   --llm-api-key KEY             require 'Authorization: Bearer KEY' on /v1 (default none)
+  --llm-stream-abort-rate F     fraction of streams cut off half-way, no [DONE] (default 0)
 Fault flags, for every group or, with a prefix pubmed-, s2- or llm-, for one:
   --[GROUP-]latency-ms N        fixed delay before each answer (default 0)
   --[GROUP-]jitter-ms N         plus uniform random 0..=N ms (default 0)
@@ -106,6 +107,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             "llm-chunk-delay-ms" => cfg.settings.llm_chunk_delay_ms = num(&flag, v)?,
             "llm-answer-latency-ms" => cfg.settings.llm_answer_latency_ms = num(&flag, v)?,
             "llm-api-key" => cfg.settings.llm_api_key = (!v.is_empty()).then(|| v.to_string()),
+            "llm-stream-abort-rate" => cfg.settings.llm_stream_abort_rate = num(&flag, v)?,
             _ => {
                 let prefixed = Group::ALL.into_iter().find_map(|g| {
                     flag.strip_prefix(&format!("{}-", g.as_str()))
@@ -134,7 +136,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     if !(0.0..=1.0).contains(&cfg.corpus.shared_fraction) {
         return Err("--shared-fraction must be within 0..=1".to_string());
     }
-    cfg.settings.validate()?;
+    cfg.settings.validate().map_err(|e| e.to_string())?;
     Ok(Command::Run {
         listen,
         config: Box::new(cfg),

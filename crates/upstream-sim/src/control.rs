@@ -37,7 +37,7 @@ pub(crate) async fn post_control(
     };
     match state.apply(&patch) {
         Ok(settings) => Json(settings).into_response(),
-        Err(e) => bad(&e),
+        Err(e) => bad(&e.to_string()),
     }
 }
 

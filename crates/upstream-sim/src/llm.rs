@@ -9,7 +9,6 @@
 // Error paths return ready-made responses in the API's style; their size is irrelevant here.
 #![allow(clippy::result_large_err)]
 
-use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -18,6 +17,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
+use rand::Rng;
 use serde_json::{Value, json};
 
 use crate::answer;
@@ -309,6 +309,21 @@ pub(crate) async fn chat_completions(
     frames.push("data: [DONE]\n\n".to_string());
 
     let chunk_delay = Duration::from_millis(settings.llm_chunk_delay_ms);
+    let rate = settings.llm_stream_abort_rate;
+    let abort = rate > 0.0 && state.roll(|rng| rng.random::<f64>() < rate);
+    // An aborted stream sends half its frames, then fails the body: hyper drops the
+    // connection without the final empty chunk, which the client sees as a broken stream.
+    let keep = if abort {
+        frames.len() / 2
+    } else {
+        frames.len()
+    };
+    let frames: Vec<Option<String>> = frames
+        .into_iter()
+        .take(keep)
+        .map(Some)
+        .chain(abort.then_some(None))
+        .collect();
     // Frame 0 (role) goes out at once; the first word waits the answer latency; later frames
     // wait the chunk delay.
     let stream = futures_util::stream::unfold(
@@ -323,7 +338,13 @@ pub(crate) async fn chat_completions(
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            Some((Ok::<Bytes, Infallible>(Bytes::from(frame)), (it, i + 1)))
+            let item = match frame {
+                Some(f) => Ok(Bytes::from(f)),
+                None => Err(std::io::Error::other(
+                    "simulated upstream failure mid-stream",
+                )),
+            };
+            Some((item, (it, i + 1)))
         },
     );
     let mut resp = Response::new(Body::from_stream(stream));

@@ -12,7 +12,7 @@ use axum::routing::{MethodRouter, get, post};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::settings::{Settings, SettingsPatch};
+use crate::settings::{Settings, SettingsError, SettingsPatch};
 use crate::state::{SimConfig, SimState};
 use crate::stats::{Endpoint, StatsSnapshot};
 use crate::{control, faults, llm, pubmed, s2};
@@ -183,12 +183,12 @@ impl RunningSim {
 
     /// Changes settings in place, e.g. `sim.set(|s| s.pubmed.error_rate = 1.0)`; rejected
     /// (nothing changed) when a value is out of range.
-    pub fn set(&self, f: impl FnOnce(&mut Settings)) -> Result<(), String> {
+    pub fn set(&self, f: impl FnOnce(&mut Settings)) -> Result<(), SettingsError> {
         self.state.set(f)
     }
 
     /// Applies a partial update, as `POST /control` does.
-    pub fn apply(&self, patch: &SettingsPatch) -> Result<Settings, String> {
+    pub fn apply(&self, patch: &SettingsPatch) -> Result<Settings, SettingsError> {
         self.state.apply(patch)
     }
 

@@ -4,6 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A setting out of its range; nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting: {0}")]
+pub struct SettingsError(pub String);
+
 /// The three simulated upstream services; faults are set per group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -74,21 +79,23 @@ impl Default for Faults {
 }
 
 impl Faults {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), SettingsError> {
         for (name, v) in [
             ("error_rate", self.error_rate),
             ("throttle_rate", self.throttle_rate),
             ("hang_rate", self.hang_rate),
         ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(format!("{name} must be within 0..=1, got {v}"));
+                return Err(SettingsError(format!(
+                    "{name} must be within 0..=1, got {v}"
+                )));
             }
         }
         if !(400..=599).contains(&self.error_status) {
-            return Err(format!(
+            return Err(SettingsError(format!(
                 "error_status must be within 400..=599, got {}",
                 self.error_status
-            ));
+            )));
         }
         Ok(())
     }
@@ -108,6 +115,9 @@ pub struct Settings {
     pub llm_answer_latency_ms: u64,
     /// When set, `/v1` requires `Authorization: Bearer <key>` and answers 401 otherwise.
     pub llm_api_key: Option<String>,
+    /// Fraction (0..=1) of streams cut off half-way: the connection is closed without a finish
+    /// chunk or `[DONE]`, as when an upstream dies mid-answer.
+    pub llm_stream_abort_rate: f64,
 }
 
 impl Default for Settings {
@@ -119,6 +129,7 @@ impl Default for Settings {
             llm_chunk_delay_ms: 10,
             llm_answer_latency_ms: 0,
             llm_api_key: None,
+            llm_stream_abort_rate: 0.0,
         }
     }
 }
@@ -141,17 +152,23 @@ impl Settings {
     }
 
     /// Checks ranges; called before any change is applied.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingsError> {
         for g in Group::ALL {
             self.faults(g)
                 .validate()
-                .map_err(|e| format!("{}: {e}", g.as_str()))?;
+                .map_err(|e| SettingsError(format!("{}.{}", g.as_str(), e.0)))?;
+        }
+        if !(0.0..=1.0).contains(&self.llm_stream_abort_rate) {
+            return Err(SettingsError(format!(
+                "llm_stream_abort_rate must be within 0..=1, got {}",
+                self.llm_stream_abort_rate
+            )));
         }
         Ok(())
     }
 
     /// Applies a partial update (`all` first, then each group), all or nothing.
-    pub fn apply(&mut self, patch: &SettingsPatch) -> Result<(), String> {
+    pub fn apply(&mut self, patch: &SettingsPatch) -> Result<(), SettingsError> {
         let mut next = self.clone();
         if let Some(all) = &patch.all {
             for g in Group::ALL {
@@ -172,6 +189,9 @@ impl Settings {
         }
         if let Some(v) = patch.llm_answer_latency_ms {
             next.llm_answer_latency_ms = v;
+        }
+        if let Some(v) = patch.llm_stream_abort_rate {
+            next.llm_stream_abort_rate = v;
         }
         if let Some(k) = &patch.llm_api_key {
             // An empty key switches authentication off.
@@ -239,4 +259,5 @@ pub struct SettingsPatch {
     pub llm_answer_latency_ms: Option<u64>,
     /// `""` switches authentication off.
     pub llm_api_key: Option<String>,
+    pub llm_stream_abort_rate: Option<f64>,
 }

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use tokio::sync::watch;
 
 use crate::corpus::{Corpus, CorpusConfig};
-use crate::settings::{Faults, Group, Settings, SettingsPatch};
+use crate::settings::{Faults, Group, Settings, SettingsError, SettingsPatch};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// Everything fixed at start, plus the initial [`Settings`].
@@ -134,7 +134,7 @@ impl SimState {
     }
 
     /// Changes settings in place; the change is rejected (and nothing applied) if out of range.
-    pub fn set(&self, f: impl FnOnce(&mut Settings)) -> Result<(), String> {
+    pub fn set(&self, f: impl FnOnce(&mut Settings)) -> Result<(), SettingsError> {
         let mut guard = self
             .inner
             .settings
@@ -148,7 +148,7 @@ impl SimState {
     }
 
     /// Applies a partial update, as `POST /control` does.
-    pub fn apply(&self, patch: &SettingsPatch) -> Result<Settings, String> {
+    pub fn apply(&self, patch: &SettingsPatch) -> Result<Settings, SettingsError> {
         let mut guard = self
             .inner
             .settings

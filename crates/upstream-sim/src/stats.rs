@@ -228,8 +228,9 @@ impl Stats {
 
     /// Counts an arrival; the returned guard counts the finish (or the drop, if never finished).
     pub fn begin(&self, endpoint: Endpoint, traceparent: Option<String>) -> InFlight {
-        let at = self.now_ms();
         let mut inner = self.lock();
+        // Read the clock under the lock so timestamps are recorded in order.
+        let at = self.now_ms();
         inner.for_both(endpoint, |c| c.arrive(at, self.capacity));
         if let Some(tp) = traceparent {
             push_bounded(
@@ -358,5 +359,38 @@ impl Drop for InFlight {
                 c.dropped += 1;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_in_window_slides() {
+        let s = EndpointStats {
+            timestamps_ms: vec![0, 100, 999, 1000, 1500, 1999, 2000, 2001],
+            ..Default::default()
+        };
+        // [0, 1000): 0, 100, 999; [1000, 2000): 1000, 1500, 1999; [1500, 2500): 1500, 1999, 2000, 2001.
+        assert_eq!(s.max_in_window(1000), 4);
+        assert_eq!(s.max_in_window(1), 1);
+        assert_eq!(s.max_in_window(10_000), 8);
+        assert_eq!(EndpointStats::default().max_in_window(1000), 0);
+    }
+
+    #[test]
+    fn reset_keeps_requests_in_flight() {
+        let stats = Stats::new(3);
+        let a = stats.begin(Endpoint::S2Search, None);
+        let mut b = stats.begin(Endpoint::S2Search, Some("tp".into()));
+        b.answered(200);
+        drop(b);
+        stats.reset();
+        let snap = stats.snapshot().endpoint(Endpoint::S2Search);
+        assert_eq!((snap.total, snap.in_flight, snap.max_in_flight), (0, 1, 1));
+        drop(a);
+        let snap = stats.snapshot().group(Group::S2);
+        assert_eq!((snap.in_flight, snap.dropped), (0, 1));
     }
 }

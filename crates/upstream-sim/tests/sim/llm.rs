@@ -375,3 +375,31 @@ async fn models_and_unknown_routes() {
             .contains("Invalid URL")
     );
 }
+
+#[tokio::test]
+async fn aborted_stream_breaks_without_done() {
+    let sim = sim(SimConfig::default().with_llm_chunk_delay_ms(1)).await;
+    sim.set(|s| s.llm_stream_abort_rate = 1.0).unwrap();
+    let resp = client()
+        .post(format!("{}/chat/completions", sim.llm_url()))
+        .json(&rag_request(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let mut broke = false;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(b) => text.push_str(&String::from_utf8_lossy(&b)),
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    assert!(broke, "the body must end in an error");
+    assert!(text.contains("chat.completion.chunk"));
+    assert!(!text.contains("[DONE]") && !text.contains("\"stop\""));
+}
