@@ -169,12 +169,21 @@ struct Posting {
 }
 
 /// The generated papers plus their search index and id lookups.
-#[derive(Debug)]
 pub struct Corpus {
     papers: Vec<Paper>,
     index: HashMap<String, Vec<Posting>>,
     by_pmid: HashMap<u64, usize>,
     by_s2_id: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for Corpus {
+    // Thousands of papers are no use in a debug print: show the sizes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Corpus")
+            .field("papers", &self.papers.len())
+            .field("terms", &self.index.len())
+            .finish()
+    }
 }
 
 impl Corpus {

@@ -183,7 +183,7 @@ pub(crate) async fn search(State(state): State<SimState>, req: Request) -> Respo
     if limit == 0 || limit > 100 {
         return errors::s2(400, "limit must be between 1 and 100");
     }
-    if offset + limit > 1000 {
+    if offset.saturating_add(limit) > 1000 {
         return errors::s2(400, "offset + limit must be <= 1000");
     }
     let fields = match fields(&p) {

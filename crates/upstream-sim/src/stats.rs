@@ -82,7 +82,7 @@ impl EndpointStats {
         let mut best = 0;
         let mut start = 0;
         for end in 0..ts.len() {
-            while ts[end] >= ts[start] + window_ms.max(1) {
+            while ts[end] >= ts[start].saturating_add(window_ms.max(1)) {
                 start += 1;
             }
             best = best.max(end - start + 1);

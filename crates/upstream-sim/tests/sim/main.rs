@@ -2,6 +2,7 @@
 //! the workspace links it once.
 #![allow(clippy::unwrap_used)]
 
+mod binary;
 mod common;
 mod faults;
 mod llm;

@@ -23,6 +23,8 @@ async fn malformed_queries_never_fail_the_server() {
         "id=99999999999999999999999",
         "query=%E2%80%AE&limit=-5",
         "query=a&fields=,,,&offset=1",
+        "query=a&offset=18446744073709551615&limit=100",
+        "query=a&offset=18446744073709551616",
         "query=a&year=-",
         "query=a&year=2000-1990",
     ];
