@@ -71,6 +71,43 @@ fn set_fault(f: &mut Faults, name: &str, v: &str, flag: &str) -> Result<bool, St
     Ok(true)
 }
 
+const FLAGS: &[&str] = &[
+    "listen",
+    "corpus-size",
+    "seed",
+    "shared-fraction",
+    "fault-seed",
+    "max-body-bytes",
+    "stats-capacity",
+    "llm-chunk-delay-ms",
+    "llm-answer-latency-ms",
+    "llm-api-key",
+    "llm-stream-abort-rate",
+];
+
+const FAULT_FLAGS: &[&str] = &[
+    "latency-ms",
+    "jitter-ms",
+    "error-rate",
+    "error-status",
+    "throttle-rate",
+    "429-rate",
+    "retry-after-secs",
+    "hang-rate",
+    "hang-max-ms",
+];
+
+fn is_known(name: &str) -> bool {
+    let fault = Group::ALL
+        .into_iter()
+        .find_map(|g| {
+            name.strip_prefix(g.as_str())
+                .and_then(|r| r.strip_prefix('-'))
+        })
+        .unwrap_or(name);
+    FLAGS.contains(&name) || FAULT_FLAGS.contains(&fault)
+}
+
 /// Parses arguments (without the program name).
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut listen: SocketAddr = "127.0.0.1:9100"
@@ -86,6 +123,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         let Some(flag) = arg.strip_prefix("--") else {
             return Err(format!("unexpected argument '{arg}'"));
         };
+        let name = flag.split_once('=').map_or(flag, |(f, _)| f);
+        if !is_known(name) {
+            return Err(format!("unknown flag --{name} (see --help)"));
+        }
         let (flag, value) = match flag.split_once('=') {
             Some((f, v)) => (f.to_string(), v.to_string()),
             None => {
