@@ -37,6 +37,7 @@ Fault flags, for every group or, with a prefix pubmed-, s2- or llm-, for one:
   --[GROUP-]retry-after-secs N  Retry-After of injected 429s (default 1)
   --[GROUP-]hang-rate F         fraction that never answer until the client gives up (default 0)
   --[GROUP-]hang-max-ms N       a hang ends with 504 after this long (default 600000)
+  --[GROUP-]rate-limit-per-sec N  enforce N accepted requests per 1 s window, else 429 (0 = off)
   -h, --help                    this text
 ";
 
@@ -66,6 +67,7 @@ fn set_fault(f: &mut Faults, name: &str, v: &str, flag: &str) -> Result<bool, St
         "retry-after-secs" => f.retry_after_secs = num(flag, v)?,
         "hang-rate" => f.hang_rate = num(flag, v)?,
         "hang-max-ms" => f.hang_max_ms = num(flag, v)?,
+        "rate-limit-per-sec" => f.rate_limit_per_sec = num(flag, v)?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -95,6 +97,7 @@ const FAULT_FLAGS: &[&str] = &[
     "retry-after-secs",
     "hang-rate",
     "hang-max-ms",
+    "rate-limit-per-sec",
 ];
 
 fn is_known(name: &str) -> bool {

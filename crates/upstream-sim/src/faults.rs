@@ -2,7 +2,9 @@
 //! the configured latency, then hangs, throttles, fails or passes the request on, as the group's
 //! [`Faults`](crate::settings::Faults) dictate.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -13,6 +15,7 @@ use futures_util::StreamExt;
 use rand::Rng;
 
 use crate::errors;
+use crate::settings::Group;
 use crate::state::SimState;
 use crate::stats::Endpoint;
 
@@ -22,6 +25,34 @@ enum Fate {
     Throttle,
     Fail,
     Serve,
+}
+
+/// Requests accepted in the last second, per group, for `rate_limit_per_sec`. Kept apart
+/// from the stats so resetting those does not reset the limit.
+#[derive(Debug, Default)]
+pub(crate) struct RateWindows(Mutex<[VecDeque<Instant>; 3]>);
+
+impl RateWindows {
+    /// Whether a request arriving `now` is within `limit` per second; only admitted requests
+    /// count, so a client that backs off gets through again.
+    pub(crate) fn admit(&self, group: Group, limit: u32, now: Instant) -> bool {
+        if limit == 0 {
+            return true;
+        }
+        let mut windows = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let window = &mut windows[group as usize];
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            window.pop_front();
+        }
+        if window.len() >= limit as usize {
+            return false;
+        }
+        window.push_back(now);
+        true
+    }
 }
 
 /// Middleware state: the simulator and the endpoint it guards.
@@ -41,6 +72,14 @@ pub(crate) async fn inject(
     let mut in_flight = state.live_stats().begin(endpoint, traceparent);
     let group = endpoint.group();
     let faults = state.settings().faults(group).clone();
+    if !state
+        .rate_windows()
+        .admit(group, faults.rate_limit_per_sec, Instant::now())
+    {
+        let resp = errors::throttled(group, faults.retry_after_secs);
+        in_flight.answered(resp.status().as_u16());
+        return resp;
+    }
 
     let (delay_ms, fate) = state.roll(|rng| {
         let jitter = if faults.jitter_ms > 0 {

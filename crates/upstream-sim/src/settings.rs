@@ -38,7 +38,7 @@ impl Group {
 }
 
 /// Faults injected into one endpoint group, applied in this order for each request:
-/// wait `latency_ms + uniform(0..=jitter_ms)`, then hang with probability `hang_rate`, else answer
+/// answer 429 at once if over `rate_limit_per_sec`, then wait `latency_ms + uniform(0..=jitter_ms)`, then hang with probability `hang_rate`, else answer
 /// 429 with probability `throttle_rate`, else fail with `error_status` with probability
 /// `error_rate`, else answer normally.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +61,9 @@ pub struct Faults {
     pub hang_rate: f64,
     /// Upper bound of a hang, in ms, so forgotten requests do not pile up forever.
     pub hang_max_ms: u64,
+    /// Enforced limit like the real services' (PubMed 3/s, S2 1/s): a request arriving when
+    /// this many were already accepted in the last 1000 ms gets 429 at once. 0 = no limit.
+    pub rate_limit_per_sec: u32,
 }
 
 impl Default for Faults {
@@ -74,6 +77,7 @@ impl Default for Faults {
             retry_after_secs: 1,
             hang_rate: 0.0,
             hang_max_ms: 600_000,
+            rate_limit_per_sec: 0,
         }
     }
 }
@@ -215,6 +219,7 @@ pub struct FaultsPatch {
     pub retry_after_secs: Option<u64>,
     pub hang_rate: Option<f64>,
     pub hang_max_ms: Option<u64>,
+    pub rate_limit_per_sec: Option<u32>,
 }
 
 impl FaultsPatch {
@@ -242,6 +247,9 @@ impl FaultsPatch {
         }
         if let Some(v) = self.hang_max_ms {
             f.hang_max_ms = v;
+        }
+        if let Some(v) = self.rate_limit_per_sec {
+            f.rate_limit_per_sec = v;
         }
     }
 }

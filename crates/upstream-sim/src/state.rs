@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use tokio::sync::watch;
 
 use crate::corpus::{Corpus, CorpusConfig};
+use crate::faults::RateWindows;
 use crate::settings::{Faults, Group, Settings, SettingsError, SettingsPatch};
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -87,6 +88,7 @@ struct Inner {
     settings: RwLock<Settings>,
     stats: Stats,
     dice: Mutex<StdRng>,
+    rate_windows: RateWindows,
     max_body_bytes: usize,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -113,6 +115,7 @@ impl SimState {
                 settings: RwLock::new(cfg.settings.clone()),
                 stats: Stats::new(cfg.stats_capacity),
                 dice: Mutex::new(dice),
+                rate_windows: RateWindows::default(),
                 max_body_bytes: cfg.max_body_bytes,
                 next_id: AtomicU64::new(1),
                 shutdown,
@@ -177,6 +180,10 @@ impl SimState {
 
     pub(crate) fn live_stats(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    pub(crate) fn rate_windows(&self) -> &RateWindows {
+        &self.inner.rate_windows
     }
 
     pub(crate) fn max_body_bytes(&self) -> usize {

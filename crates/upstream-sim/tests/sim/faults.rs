@@ -228,3 +228,39 @@ async fn control_endpoint_reads_and_patches_settings() {
     assert_eq!(v, initial);
     assert_eq!(sim.stats().group(Group::Pubmed).total, 0);
 }
+
+/// Like NCBI's 3 requests per second: the fourth within a second gets 429 at once, and
+/// denied requests do not use up the allowance.
+#[tokio::test]
+async fn enforced_rate_limit_answers_429_beyond_it() {
+    let sim = sim(SimConfig::default()).await;
+    sim.set(|s| {
+        s.pubmed.rate_limit_per_sec = 3;
+        s.pubmed.retry_after_secs = 1;
+    })
+    .unwrap();
+    let c = client();
+    let url = format!("{}/esearch.fcgi?term=asthma", sim.pubmed_url());
+    let start = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(get(&c, &url).await.0);
+    }
+    assert_eq!(statuses[..3], [200, 200, 200]);
+    // Exact only if the burst fit in one window (it takes milliseconds unless the machine stalls).
+    if start.elapsed() < Duration::from_millis(900) {
+        assert_eq!(statuses[3..], [429, 429, 429]);
+    }
+    // Other groups are not limited.
+    for _ in 0..5 {
+        assert_eq!(
+            get(&c, &format!("{}/paper/search?query=x", sim.s2_url()))
+                .await
+                .0,
+            200
+        );
+    }
+    // A second later the allowance is back.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get(&c, &url).await.0, 200);
+}
