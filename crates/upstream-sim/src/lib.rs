@@ -4,8 +4,9 @@
 //!
 //! The literature APIs search a deterministic synthetic corpus (PubMed and Semantic Scholar
 //! share part of it by DOI/PMID). The LLM answers from its prompt: it cites the numbered
-//! sources it was given, so answers are checkable. Latency, errors, 429s and hangs are settable
-//! per service by CLI flags, `POST /control`, or in-process; `GET /stats` shows what reached
+//! sources it was given, so answers are checkable. Latency, errors, 429s, hangs, an enforced
+//! requests-per-second limit and (LLM) cut-off streams are settable per service by CLI flags,
+//! `POST /control`, or in-process; `GET /stats` shows what reached
 //! each endpoint (counts by status, max concurrency, arrival times, `user`s, `traceparent`s),
 //! the independent observer for pacing and concurrency tests.
 //!
