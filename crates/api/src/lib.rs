@@ -1,1 +1,3 @@
-//! api (work in progress).
+//! api: the fleetgate service (work in progress: the service layers land from their own branch).
+
+pub mod upstream;
