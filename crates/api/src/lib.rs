@@ -1,3 +1,4 @@
 //! api: the fleetgate service (work in progress: the service layers land from their own branch).
 
+pub mod export;
 pub mod upstream;
