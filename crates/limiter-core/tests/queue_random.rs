@@ -32,6 +32,9 @@ struct Observer {
     grants: Mutex<Vec<Grant>>,
     /// Local time at which each user's releases completed.
     releases: Mutex<Vec<(usize, Instant, bool)>>,
+    /// (user, sent, ended) of requests that were cancelled or timed out: a grant may have raced
+    /// with their leaving and held a slot of that user for a moment, unseen by the observer.
+    abandoned: Mutex<Vec<(usize, Instant, Instant)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -41,6 +44,7 @@ struct Grant {
     entered_ms: i64,
     granted_ms: i64,
     sent: Instant,
+    received: Instant,
     killed: bool,
 }
 
@@ -96,6 +100,7 @@ async fn client(adm: Admission, obs: Arc<Observer>, end: Instant, killed: bool) 
                 Ok(r) => r,
                 Err(_) => {
                     outcome(&obs, "cancelled");
+                    obs.abandoned.lock().unwrap().push((user, sent, Instant::now()));
                     continue;
                 }
             }
@@ -119,6 +124,7 @@ async fn client(adm: Admission, obs: Arc<Observer>, end: Instant, killed: bool) 
                     entered_ms: permit.entered_at_ms(),
                     granted_ms: permit.granted_at_ms(),
                     sent,
+                    received: Instant::now(),
                     killed,
                 });
                 let guard = InFlight::enter(&obs, user);
@@ -130,7 +136,10 @@ async fn client(adm: Admission, obs: Arc<Observer>, end: Instant, killed: bool) 
                     .unwrap()
                     .push((user, Instant::now(), killed));
             }
-            Err(Rejection::Timeout { .. }) => outcome(&obs, "timeout"),
+            Err(Rejection::Timeout { .. }) => {
+                outcome(&obs, "timeout");
+                obs.abandoned.lock().unwrap().push((user, sent, Instant::now()));
+            }
             Err(Rejection::Full) => outcome(&obs, "full"),
             Err(e) => panic!("unexpected rejection: {e:?}"),
         }
