@@ -170,16 +170,15 @@ impl QuotaStore {
             }
             // No row matched: either the user is new (create the profile, then spend once more) or
             // the quota is exhausted.
+            // The insert waits for a concurrent one of the same user to commit, so the second
+            // UPDATE always sees the row, whoever created it.
             if attempt == 0 {
-                let created = sqlx::query(
+                sqlx::query(
                     "INSERT INTO user_profiles (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
                 )
                 .bind(user_id)
                 .execute(&self.pool)
                 .await?;
-                if created.rows_affected() == 0 {
-                    break;
-                }
             }
         }
         Ok(Spend::Exhausted {
