@@ -5,10 +5,10 @@
 -- number of ms (333.3 ms at 3/s); rounding it would drift or crowd slots.
 -- KEYS[1]   string: theoretical arrival time (us)
 -- ARGV[1]   interval_us (1e6 / rate, >= 1)   ARGV[2] burst (>= 1)   ARGV[3] max_wait_us (>= 0)
--- returns   {1, wait_us, now_ms} booked: start the call wait_us from now
---           {0, retry_after_ms, now_ms} refused: the wait would exceed max_wait
--- (wait_us is the one reply not in ms: a 1 ms rounding would let two replicas' slots come closer
--- than 1/rate.)
+-- returns   {1, wait_us, now_us} booked: start the call wait_us after Redis time now_us
+--           {0, retry_after_ms, now_us} refused: the wait would exceed max_wait
+-- (wait_us and now_us are the replies not in ms: a 1 ms rounding would let two replicas' slots come
+-- closer than 1/rate, and callers map Redis time to their own clock with now_us.)
 assert(#KEYS == 1 and #ARGV == 3, "pacing_reserve: 1 key, 3 args")
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -26,10 +26,10 @@ local slot = tat - (burst - 1) * interval
 if slot < now then slot = now end
 local wait = slot - now
 if wait > max_wait then
-  return {0, math.ceil((wait - max_wait) / 1000), math.floor(now / 1000)}
+  return {0, math.ceil((wait - max_wait) / 1000), now}
 end
 
 local new_tat = tat + interval
 -- Keep the state while it still matters, then let it go: an idle key means "no backlog".
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, wait, math.floor(now / 1000)}
+return {1, wait, now}

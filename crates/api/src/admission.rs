@@ -1,19 +1,20 @@
-//! Layer 2 behind a small internal interface: [`Gate::admit`] waits for a concurrency slot (per-user
-//! cap and fleet-wide cap) until a deadline and returns a [`Slot`] that frees it when dropped.
+//! Layer 2 behind a small internal interface: [`Gate::admit`] waits in the fleet-wide priority
+//! queue (`limiter_core::Admission`: chat > research > export, FIFO within a class, per-user and
+//! global caps, push hand-off of released slots, degraded local share while Redis is down) until a
+//! deadline and returns a [`Slot`] that frees its place when dropped.
 //!
-//! INTERIM BACKEND. The fleet-wide priority wait queue (`limiter_core::admission`) is being written
-//! separately. Until it lands, the gate takes its slots with `limiter_core::LeaseManager` (one
-//! atomic script over the `user:<id>` and `global` scopes, leases renewed while held, released on
-//! drop) and waits by polling with jitter. The caps are therefore enforced fleet-wide for real, but
-//! the interim has NO shared queue: no priority between classes, no FIFO, `queue_full` only counts
-//! this replica's waiters, and queue depth in health is this replica's. Swapping the backend only
-//! touches this file.
+//! What the gate adds on top: it counts the slots of this replica until their release is
+//! confirmed by Redis, so [`Gate::shutdown`] can wait for every one of them (a dropped permit
+//! would otherwise release in a detached task, possibly after the process is gone), and it turns
+//! waiters away the moment shutdown begins ([`Gate::close`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use limiter_core::{Acquire, Lease, LeaseManager, LeaseScope, LimiterError, RedisHandle};
+use limiter_core::{
+    Admission, AdmissionConfig, Class, LimiterError, Permit, RedisHandle, Rejection,
+};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -31,36 +32,18 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
-    /// All classes, by priority.
-    pub const ALL: [RouteClass; 3] = [RouteClass::Chat, RouteClass::Research, RouteClass::Export];
-
     /// The name used in keys, headers and health.
     pub fn name(self) -> &'static str {
+        self.class().as_str()
+    }
+
+    fn class(self) -> Class {
         match self {
-            RouteClass::Chat => "chat",
-            RouteClass::Research => "research",
-            RouteClass::Export => "export",
+            RouteClass::Chat => Class::Chat,
+            RouteClass::Research => Class::Research,
+            RouteClass::Export => Class::Export,
         }
     }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Caps and timing of the gate.
-#[derive(Debug, Clone)]
-pub struct GateConfig {
-    /// Lease group (all keys of the gate share its hash tag).
-    pub group: String,
-    /// Slots per user.
-    pub user_cap: u32,
-    /// Slots fleet-wide.
-    pub global_cap: u32,
-    /// Lease TTL (renewed while held).
-    pub lease_ttl: Duration,
-    /// Waiters allowed before `Full` (interim: this replica's waiters).
-    pub max_queue: u32,
 }
 
 /// Why no slot was granted.
@@ -69,13 +52,16 @@ pub enum AdmitError {
     /// The deadline passed while waiting.
     #[error("timed out waiting for a slot")]
     Timeout,
-    /// Too many waiters.
+    /// Too many waiters fleet-wide.
     #[error("wait queue full")]
     Full,
-    /// The queue was reset by an admin or the replica is shutting down.
+    /// An admin reset the queue.
     #[error("queue reset")]
     Reset,
-    /// Redis could not answer.
+    /// This replica is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// Redis could not answer and local fallback is off.
     #[error("admission unavailable")]
     Unavailable(#[source] LimiterError),
 }
@@ -84,9 +70,7 @@ pub enum AdmitError {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GateStats {
-    /// Which backend answers (`lease-poll-interim` until the shared queue lands).
-    pub backend: &'static str,
-    /// Waiters per class (interim: on this replica only).
+    /// Waiters per class, fleet-wide.
     pub waiting: WaitingByClass,
     /// Slots held fleet-wide right now.
     pub slots_in_use: u64,
@@ -94,6 +78,12 @@ pub struct GateStats {
     pub global_cap: u32,
     /// The per-user cap.
     pub user_cap: u32,
+    /// Replicas with a live heartbeat.
+    pub live_replicas: u64,
+    /// Whether this replica admits from its local share of the caps (Redis unreachable).
+    pub degraded: bool,
+    /// Waiters of this replica.
+    pub local_waiters: u64,
 }
 
 /// Waiters per class.
@@ -108,16 +98,19 @@ pub struct WaitingByClass {
 }
 
 struct Inner {
-    leases: LeaseManager,
-    cfg: GateConfig,
-    waiting: [AtomicU64; 3],
-    /// Bumped by `reset_queue`: waiters that see it change give up with `Reset`.
-    generation: AtomicU64,
-    wake: Notify,
-    closed: AtomicBool,
-    /// Slots not yet released in Redis (held, or their release still in flight).
+    admission: Admission,
+    closed: Notify,
+    is_closed: std::sync::atomic::AtomicBool,
+    /// Slots of this replica not yet released in Redis (held, or their release in flight).
     outstanding: AtomicUsize,
     released: Notify,
+}
+
+impl Inner {
+    fn slot_done(&self) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.released.notify_waiters();
+    }
 }
 
 /// The admission gate of one replica. Cheap to clone.
@@ -129,22 +122,21 @@ pub struct Gate {
 impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gate")
-            .field("cfg", &self.inner.cfg)
+            .field("admission", &self.inner.admission)
             .finish_non_exhaustive()
     }
 }
 
-/// A granted slot. Dropping it releases the slot (the release is awaited by [`Gate::shutdown`]).
+/// A granted slot. Dropping it releases the slot and hands it to the next waiter.
 pub struct Slot {
-    lease: Option<Lease>,
-    queued: Duration,
+    permit: Option<Permit>,
     gate: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot")
-            .field("queued", &self.queued)
+            .field("permit", &self.permit)
             .finish_non_exhaustive()
     }
 }
@@ -152,61 +144,47 @@ impl std::fmt::Debug for Slot {
 impl Slot {
     /// How long the request waited for its slot.
     pub fn queued(&self) -> Duration {
-        self.queued
+        self.permit.as_ref().map_or(Duration::ZERO, Permit::queued)
+    }
+
+    /// Whether the slot came from the local share (degraded mode).
+    pub fn is_local(&self) -> bool {
+        self.permit.as_ref().is_some_and(Permit::is_local)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let Some(lease) = self.lease.take() else {
+        let Some(permit) = self.permit.take() else {
             return;
         };
         let gate = Arc::clone(&self.gate);
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    if let Err(e) = lease.release().await {
-                        tracing::warn!(error = %e, "slot release failed; its TTL frees it");
+                    if let Err(e) = permit.release().await {
+                        tracing::warn!(error = %e, "slot release failed; its lease TTL frees it");
                     }
                     gate.slot_done();
                 });
             }
             Err(_) => {
-                // No runtime: the lease TTL frees the slot.
-                drop(lease);
+                drop(permit);
                 gate.slot_done();
             }
         }
     }
 }
 
-impl Inner {
-    fn slot_done(&self) {
-        self.outstanding.fetch_sub(1, Ordering::AcqRel);
-        self.released.notify_waiters();
-    }
-}
-
-struct WaitingGuard<'a>(&'a AtomicU64);
-
-impl Drop for WaitingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Gate {
-    /// Starts the gate on `redis`.
-    pub async fn start(redis: RedisHandle, cfg: GateConfig) -> Result<Gate, LimiterError> {
-        let leases = LeaseManager::new(redis, &cfg.group, cfg.lease_ttl)?;
+    /// Joins the fleet's queue (starts the admission's background tasks).
+    pub async fn start(redis: RedisHandle, cfg: AdmissionConfig) -> Result<Gate, LimiterError> {
+        let admission = Admission::start(redis, cfg).await?;
         Ok(Gate {
             inner: Arc::new(Inner {
-                leases,
-                cfg,
-                waiting: Default::default(),
-                generation: AtomicU64::new(0),
-                wake: Notify::new(),
-                closed: AtomicBool::new(false),
+                admission,
+                closed: Notify::new(),
+                is_closed: std::sync::atomic::AtomicBool::new(false),
                 outstanding: AtomicUsize::new(0),
                 released: Notify::new(),
             }),
@@ -221,107 +199,79 @@ impl Gate {
         deadline: Instant,
     ) -> Result<Slot, AdmitError> {
         let inner = &self.inner;
-        let start = Instant::now();
-        let generation = inner.generation.load(Ordering::Acquire);
-        let total: u64 = inner
-            .waiting
-            .iter()
-            .map(|w| w.load(Ordering::Relaxed))
-            .sum();
-        if total >= u64::from(inner.cfg.max_queue) {
-            return Err(AdmitError::Full);
+        let closed = inner.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if inner.is_closed.load(Ordering::Acquire) {
+            return Err(AdmitError::ShuttingDown);
         }
-        let counter = &inner.waiting[class.index()];
-        counter.fetch_add(1, Ordering::Relaxed);
-        let _waiting = WaitingGuard(counter);
-        let scopes = [
-            LeaseScope::new(format!("user:{user}"), inner.cfg.user_cap),
-            LeaseScope::new("global", inner.cfg.global_cap),
-        ];
-        loop {
-            if inner.closed.load(Ordering::Acquire)
-                || inner.generation.load(Ordering::Acquire) != generation
-            {
-                return Err(AdmitError::Reset);
-            }
-            // Counted before the lease exists so that shutdown never misses a slot being granted.
-            inner.outstanding.fetch_add(1, Ordering::AcqRel);
-            let acquired = inner.leases.try_acquire(&scopes).await;
-            let retry_after = match acquired {
-                Ok(Acquire::Granted(lease)) => {
-                    return Ok(Slot {
-                        lease: Some(lease),
-                        queued: start.elapsed(),
-                        gate: Arc::clone(inner),
-                    });
-                }
-                Ok(Acquire::Refused { retry_after, .. }) => {
-                    inner.slot_done();
-                    retry_after
-                }
-                Err(e) => {
-                    inner.slot_done();
-                    return Err(AdmitError::Unavailable(e));
-                }
-            };
-            // Poll soon (releases come before expiries), with jitter so waiters spread out.
-            let jitter = Duration::from_millis(rand::random_range(0..40));
-            let pause = retry_after.min(Duration::from_millis(40)) + jitter;
-            let wake_at = (Instant::now() + pause).min(deadline);
-            if Instant::now() >= deadline {
-                return Err(AdmitError::Timeout);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(wake_at) => {}
-                _ = inner.wake.notified() => {}
-            }
-            if Instant::now() >= deadline {
-                return Err(AdmitError::Timeout);
+        // Counted before the grant exists so that shutdown never misses one being granted.
+        inner.outstanding.fetch_add(1, Ordering::AcqRel);
+        let result = tokio::select! {
+            r = inner.admission.admit(user.as_bytes(), class.class(), deadline) => r,
+            // Dropping the admit future takes the waiter out of the queue (or hands on a grant
+            // that raced in).
+            () = &mut closed => Err(Rejection::ShuttingDown),
+        };
+        match result {
+            Ok(permit) => Ok(Slot {
+                permit: Some(permit),
+                gate: Arc::clone(inner),
+            }),
+            Err(r) => {
+                inner.slot_done();
+                Err(match r {
+                    Rejection::Timeout { .. } => AdmitError::Timeout,
+                    Rejection::Full => AdmitError::Full,
+                    Rejection::Reset => AdmitError::Reset,
+                    Rejection::ShuttingDown => AdmitError::ShuttingDown,
+                    Rejection::Unavailable(e) => AdmitError::Unavailable(e),
+                })
             }
         }
     }
 
     /// Queue depth and slot use.
     pub async fn stats(&self) -> Result<GateStats, LimiterError> {
-        let inner = &self.inner;
-        let slots_in_use = inner.leases.in_use(b"global").await?;
-        let w = |c: RouteClass| inner.waiting[c.index()].load(Ordering::Relaxed);
+        let a = &self.inner.admission;
+        let s = a.stats().await?;
         Ok(GateStats {
-            backend: "lease-poll-interim",
             waiting: WaitingByClass {
-                chat: w(RouteClass::Chat),
-                research: w(RouteClass::Research),
-                export: w(RouteClass::Export),
+                chat: s.queued[Class::Chat.index()],
+                research: s.queued[Class::Research.index()],
+                export: s.queued[Class::Export.index()],
             },
-            slots_in_use,
-            global_cap: inner.cfg.global_cap,
-            user_cap: inner.cfg.user_cap,
+            slots_in_use: s.in_use,
+            global_cap: a.config().global_cap,
+            user_cap: a.config().user_cap,
+            live_replicas: s.live_replicas,
+            degraded: a.degraded(),
+            local_waiters: u64::try_from(a.local_waiters()).unwrap_or(u64::MAX),
         })
     }
 
-    /// Answers every waiter with `Reset` (admin `reset-queue`); returns how many were waiting.
-    pub async fn reset_queue(&self) -> Result<u64, LimiterError> {
-        let inner = &self.inner;
-        let n = inner
-            .waiting
-            .iter()
-            .map(|w| w.load(Ordering::Relaxed))
-            .sum();
-        inner.generation.fetch_add(1, Ordering::AcqRel);
-        inner.wake.notify_waiters();
-        Ok(n)
+    /// Whether this replica admits from its local share (Redis unreachable).
+    pub fn degraded(&self) -> bool {
+        self.inner.admission.degraded()
     }
 
-    /// Stops admitting: current waiters get `Reset`. Held slots stay held until dropped.
-    pub fn close(&self) {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.wake.notify_waiters();
+    /// Empties the queue fleet-wide (admin `reset-queue`); returns how many were waiting.
+    pub async fn reset_queue(&self) -> Result<u64, LimiterError> {
+        self.inner.admission.reset_queue().await
+    }
+
+    /// Begins shutdown: no new admissions; this replica's waiters are answered and leave the
+    /// queue. Slots already held stay held until their requests finish.
+    pub async fn close(&self) {
+        self.inner.is_closed.store(true, Ordering::Release);
+        self.inner.closed.notify_waiters();
+        self.inner.admission.shutdown().await;
     }
 
     /// Closes the gate and waits (up to `timeout`) until every slot of this replica is released
     /// in Redis. Returns whether all were.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
-        self.close();
+        self.close().await;
         let inner = &self.inner;
         let deadline = Instant::now() + timeout;
         loop {
@@ -338,13 +288,13 @@ impl Gate {
         }
     }
 
+    /// This replica's id in the fleet registry (its leases and waiters carry it).
+    pub fn replica_id(&self) -> &str {
+        self.inner.admission.replica_id()
+    }
+
     /// Slots of this replica not yet released.
     pub fn outstanding(&self) -> usize {
         self.inner.outstanding.load(Ordering::Acquire)
-    }
-
-    /// The Redis key of a lease scope (tests read it directly).
-    pub fn scope_key(&self, scope: &[u8]) -> String {
-        self.inner.leases.scope_key(scope)
     }
 }

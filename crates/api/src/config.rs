@@ -125,8 +125,6 @@ pub struct LimitSettings {
     /// `FLEETGATE_IP_LIMIT_FAIL_OPEN`: admit (true) or refuse with 503 (false) when Redis cannot
     /// answer.
     pub fail_open: bool,
-    /// `FLEETGATE_IP_DENY_CACHE_SIZE`: entries of the local cache of denied IPs.
-    pub deny_cache_size: usize,
 }
 
 /// Layer 2.
@@ -145,6 +143,13 @@ pub struct AdmissionSettings {
     pub max_queue: u32,
     /// `FLEETGATE_ADMISSION_GROUP`: the lease group (one per protected service).
     pub group: String,
+    /// `FLEETGATE_ADMISSION_HEARTBEAT_MS`: a replica silent this long is dead; its waiters leave.
+    pub heartbeat_ttl_ms: u64,
+    /// `FLEETGATE_ADMISSION_LOCAL_FALLBACK`: while Redis is down, admit within this replica's
+    /// share of the caps (true) or refuse with 503 (false).
+    pub local_fallback: bool,
+    /// `FLEETGATE_EXPECTED_REPLICAS`: fleet size assumed for that share before Redis was reached.
+    pub expected_replicas: u32,
 }
 
 /// Layer 3.
@@ -255,7 +260,6 @@ impl Default for LimitSettings {
             research_per_ip_per_min: 10,
             export_per_ip_per_min: 3,
             fail_open: true,
-            deny_cache_size: 10_000,
         }
     }
 }
@@ -267,8 +271,11 @@ impl Default for AdmissionSettings {
             max_concurrent_global: 20,
             queue_timeout_ms: 60_000,
             lease_ttl_ms: 15_000,
-            max_queue: 1000,
+            max_queue: 500,
             group: "api".into(),
+            heartbeat_ttl_ms: 3000,
+            local_fallback: true,
+            expected_replicas: 3,
         }
     }
 }
@@ -330,13 +337,15 @@ pub const ENV_VARS: &[&str] = &[
     "FLEETGATE_RESEARCH_PER_IP_PER_MIN",
     "FLEETGATE_EXPORT_PER_IP_PER_MIN",
     "FLEETGATE_IP_LIMIT_FAIL_OPEN",
-    "FLEETGATE_IP_DENY_CACHE_SIZE",
     "FLEETGATE_MAX_CONCURRENT_PER_USER",
     "FLEETGATE_MAX_CONCURRENT_GLOBAL",
     "FLEETGATE_QUEUE_TIMEOUT_MS",
     "FLEETGATE_LEASE_TTL_MS",
     "FLEETGATE_MAX_QUEUE",
     "FLEETGATE_ADMISSION_GROUP",
+    "FLEETGATE_ADMISSION_HEARTBEAT_MS",
+    "FLEETGATE_ADMISSION_LOCAL_FALLBACK",
+    "FLEETGATE_EXPECTED_REPLICAS",
     "FLEETGATE_FREE_DAILY_QUERIES",
     "FLEETGATE_QUOTA_TIERS",
     "FLEETGATE_PUBMED_URL",
@@ -454,11 +463,6 @@ impl Config {
             "FLEETGATE_IP_LIMIT_FAIL_OPEN",
             e("FLEETGATE_IP_LIMIT_FAIL_OPEN"),
         )?;
-        set(
-            &mut l.deny_cache_size,
-            "FLEETGATE_IP_DENY_CACHE_SIZE",
-            e("FLEETGATE_IP_DENY_CACHE_SIZE"),
-        )?;
         let m = &mut self.admission;
         set(
             &mut m.max_concurrent_per_user,
@@ -488,6 +492,21 @@ impl Config {
         if let Some(v) = e("FLEETGATE_ADMISSION_GROUP") {
             m.group = v;
         }
+        set(
+            &mut m.heartbeat_ttl_ms,
+            "FLEETGATE_ADMISSION_HEARTBEAT_MS",
+            e("FLEETGATE_ADMISSION_HEARTBEAT_MS"),
+        )?;
+        set(
+            &mut m.local_fallback,
+            "FLEETGATE_ADMISSION_LOCAL_FALLBACK",
+            e("FLEETGATE_ADMISSION_LOCAL_FALLBACK"),
+        )?;
+        set(
+            &mut m.expected_replicas,
+            "FLEETGATE_EXPECTED_REPLICAS",
+            e("FLEETGATE_EXPECTED_REPLICAS"),
+        )?;
         set(
             &mut self.quota.free_daily_queries,
             "FLEETGATE_FREE_DAILY_QUERIES",
@@ -597,6 +616,12 @@ impl Config {
             if v == 0 {
                 return Err(invalid(var, "must be at least 1"));
             }
+        }
+        if self.admission.heartbeat_ttl_ms < 30 || self.admission.expected_replicas == 0 {
+            return Err(invalid(
+                "FLEETGATE_ADMISSION_HEARTBEAT_MS",
+                "heartbeat must be at least 30 ms and FLEETGATE_EXPECTED_REPLICAS at least 1",
+            ));
         }
         if self.admission.lease_ttl_ms < 100 {
             return Err(invalid("FLEETGATE_LEASE_TTL_MS", "must be at least 100"));

@@ -95,7 +95,7 @@ pub async fn run(
         tracing::info!("shutdown: readiness false, refusing new requests, draining");
         st.begin_shutdown();
         // Waiters are answered now (503, retry elsewhere); running requests keep their slots.
-        st.gate().close();
+        st.gate().close().await;
         let _ = signalled_tx.send(());
     };
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

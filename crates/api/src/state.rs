@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use limiter_core::{LimiterError, RedisHandle, SlidingWindow, WindowPolicy};
 
-use crate::admission::{Gate, GateConfig, RouteClass};
+use crate::admission::{Gate, RouteClass};
 use crate::auth::AdminToken;
 use crate::breakers::BreakerControl;
 use crate::client_ip::ClientIpResolver;
@@ -98,12 +98,15 @@ impl AppState {
         let a = &config.admission;
         let gate = Gate::start(
             redis.clone(),
-            GateConfig {
+            limiter_core::AdmissionConfig {
                 group: a.group.clone(),
                 user_cap: a.max_concurrent_per_user,
                 global_cap: a.max_concurrent_global,
                 lease_ttl: Duration::from_millis(a.lease_ttl_ms),
                 max_queue: a.max_queue,
+                heartbeat_ttl: Duration::from_millis(a.heartbeat_ttl_ms),
+                local_fallback: a.local_fallback,
+                expected_replicas: a.expected_replicas,
             },
         )
         .await?;
@@ -114,12 +117,7 @@ impl AppState {
                 redis.clone(),
                 WindowPolicy::new(class.name(), per_min, Duration::from_secs(60)),
             )?;
-            Ok(IpRateLimitLayer::new(
-                w,
-                l.fail_open,
-                l.deny_cache_size,
-                Arc::clone(&ip_stats),
-            ))
+            Ok(IpRateLimitLayer::new(w, l.fail_open, Arc::clone(&ip_stats)))
         };
         let chat_limit = layer(RouteClass::Chat, l.chat_per_ip_per_min)?;
         let research_limit = layer(RouteClass::Research, l.research_per_ip_per_min)?;

@@ -44,7 +44,8 @@ async fn sigterm_during_load_drains_and_releases_everything() {
         "6 running"
     );
     let r = redis(&prefix).await;
-    let global = server.state.gate().scope_key(b"global");
+    let global = r.keys().lease_scope("api", b"global");
+    let replica = server.state.gate().replica_id().to_string();
     let held: i64 = r.cmd(redis::cmd("ZCARD").arg(&global)).await.unwrap();
     assert_eq!(held, 6, "6 leases held in Redis before the signal");
 
@@ -74,12 +75,26 @@ async fn sigterm_during_load_drains_and_releases_everything() {
     assert!(ok >= 6, "every running request completed (ok = {ok})");
     server.shutdown().await;
     assert_eq!(fake.in_flight.load(Ordering::SeqCst), 0);
-    // Nothing of this replica is left: every lease set is empty.
-    for (key, members) in keys_with_members(&r, &prefix).await {
-        if key.contains(":lease:") || key.contains(":queue") || key.contains(":wait") {
+    // Nothing of this replica is left: no lease, no waiter, no pending grant, not registered.
+    let keys = keys_with_members(&r, &prefix).await;
+    assert!(!keys.is_empty(), "the queue's keys were found");
+    for (key, members) in keys {
+        let leftover = [":lease:", ":q:", ":w:", ":holders", ":grants:"]
+            .iter()
+            .any(|p| key.contains(p));
+        if leftover {
             assert_eq!(members, 0, "{key} still holds {members}");
         }
     }
+    let registered: Option<f64> = r
+        .cmd(
+            redis::cmd("ZSCORE")
+                .arg(r.keys().group_key("api", "replicas"))
+                .arg(&replica),
+        )
+        .await
+        .unwrap();
+    assert!(registered.is_none(), "the replica left the registry");
     let held: i64 = r.cmd(redis::cmd("ZCARD").arg(&global)).await.unwrap();
     assert_eq!(held, 0);
     // And it takes no new requests.

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::reply::{ints, millis};
-use crate::scripts::{LEASE_ACQUIRE, LEASE_RELEASE, LEASE_RENEW};
+use crate::scripts::{LEASE_ACQUIRE, LEASE_RELEASE, LEASE_RENEW, LuaScript};
 use crate::{LimiterError, RedisHandle};
 
 /// One scope a lease must fit in, with its cap.
@@ -109,10 +109,22 @@ impl LeaseManager {
             });
         }
         keys.pop(); // the fence key is not a scope
+        let ops = LeaseOps {
+            renew: ScriptCall {
+                script: &LEASE_RENEW,
+                keys: keys.clone(),
+                args: vec![id.clone(), ttl_ms.to_string()],
+            },
+            release: ScriptCall {
+                script: &LEASE_RELEASE,
+                keys,
+                args: vec![id.clone()],
+            },
+        };
         Ok(Acquire::Granted(Lease::start(
             self.redis.clone(),
             id,
-            keys,
+            ops,
             self.ttl,
             a,
             b,
@@ -140,7 +152,7 @@ pub async fn redis_now_ms(redis: &RedisHandle) -> Result<i64, LimiterError> {
     Ok(s * 1000 + us / 1000)
 }
 
-fn ttl_millis(ttl: Duration) -> u64 {
+pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -149,11 +161,39 @@ pub(crate) fn new_lease_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// One prepared script call: the same keys and arguments every time.
+#[derive(Debug, Clone)]
+pub(crate) struct ScriptCall {
+    pub(crate) script: &'static LuaScript,
+    pub(crate) keys: Vec<String>,
+    pub(crate) args: Vec<String>,
+}
+
+impl ScriptCall {
+    async fn run(&self, redis: &RedisHandle) -> Result<redis::Value, LimiterError> {
+        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        let args: Vec<&dyn crate::redis_handle::ToRedisArgsDyn> = self
+            .args
+            .iter()
+            .map(|a| a as &dyn crate::redis_handle::ToRedisArgsDyn)
+            .collect();
+        redis.eval(self.script, &keys, &args).await
+    }
+}
+
+/// How a lease is renewed and released. Plain leases use `lease_renew`/`lease_release`; leases of
+/// the admission queue use scripts that also hand a released slot to the next waiter.
+/// Renew scripts reply `{1, expiry_ms} | {0, 0}`, release scripts reply 1 (was held) or 0.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseOps {
+    pub(crate) renew: ScriptCall,
+    pub(crate) release: ScriptCall,
+}
+
 struct LeaseShared {
     redis: RedisHandle,
     id: String,
-    /// Scope keys, in the order they were acquired.
-    keys: Vec<String>,
+    ops: LeaseOps,
     ttl: Duration,
     fence: i64,
     /// Latest expiry confirmed by Redis (ms, Redis time).
@@ -164,12 +204,14 @@ struct LeaseShared {
 
 impl LeaseShared {
     async fn renew(&self) -> Result<Option<i64>, LimiterError> {
-        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
-        let reply: Vec<i64> = self
-            .redis
-            .eval(&LEASE_RENEW, &keys, &[&self.id, &ttl_millis(self.ttl)])
-            .await?;
-        let [ok, expiry] = ints::<2>(LEASE_RENEW.name(), reply)?;
+        let name = self.ops.renew.script.name();
+        let value = self.ops.renew.run(&self.redis).await?;
+        let reply: Vec<i64> =
+            redis::FromRedisValue::from_redis_value(value).map_err(|e| LimiterError::Protocol {
+                script: name,
+                detail: e.to_string(),
+            })?;
+        let [ok, expiry] = ints::<2>(name, reply)?;
         Ok((ok == 1).then_some(expiry))
     }
 
@@ -177,11 +219,13 @@ impl LeaseShared {
         if self.released.swap(true, Ordering::AcqRel) {
             return Ok(false);
         }
-        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
-        let held: i64 = self
-            .redis
-            .eval(&LEASE_RELEASE, &keys, &[&self.id])
-            .await?;
+        let name = self.ops.release.script.name();
+        let value = self.ops.release.run(&self.redis).await?;
+        let held: i64 =
+            redis::FromRedisValue::from_redis_value(value).map_err(|e| LimiterError::Protocol {
+                script: name,
+                detail: e.to_string(),
+            })?;
         Ok(held == 1)
     }
 
@@ -233,10 +277,10 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    fn start(
+    pub(crate) fn start(
         redis: RedisHandle,
         id: String,
-        keys: Vec<String>,
+        ops: LeaseOps,
         ttl: Duration,
         expiry_ms: i64,
         fence: i64,
@@ -245,7 +289,7 @@ impl Lease {
         let shared = Arc::new(LeaseShared {
             redis,
             id,
-            keys,
+            ops,
             ttl,
             fence,
             expiry_ms: AtomicI64::new(expiry_ms),

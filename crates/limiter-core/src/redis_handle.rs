@@ -79,7 +79,8 @@ pub fn split_nodes(list: &str) -> Vec<String> {
 enum Backend {
     Single(ConnectionManager),
     Cluster {
-        client: ClusterClient,
+        // Boxed: the client holds the whole cluster configuration, the standalone variant a pointer.
+        client: Box<ClusterClient>,
         conn: Arc<OnceCell<ClusterConnection>>,
     },
 }
@@ -105,7 +106,8 @@ impl std::fmt::Debug for RedisHandle {
 }
 
 impl RedisHandle {
-    /// Builds a handle without connecting: the first call connects.
+    /// Builds a handle without connecting: the first call connects. Must be called inside a
+    /// tokio runtime (the connection manager spawns its reconnect task).
     pub fn new(cfg: &RedisConfig) -> Result<Self, LimiterError> {
         let keys = Keys::new(&cfg.prefix)?;
         let invalid = |e: redis::RedisError| LimiterError::InvalidArgument(e.to_string());
@@ -137,7 +139,7 @@ impl RedisHandle {
                 .map_err(invalid)?;
             Ok(RedisHandle {
                 backend: Backend::Cluster {
-                    client: cluster,
+                    client: Box::new(cluster),
                     conn: Arc::new(OnceCell::new()),
                 },
                 keys,

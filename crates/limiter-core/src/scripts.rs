@@ -34,7 +34,8 @@ impl LuaScript {
 
     /// The redis-rs script (its SHA-1 computed once).
     pub fn script(&self) -> &redis::Script {
-        self.compiled.get_or_init(|| redis::Script::new(self.source))
+        self.compiled
+            .get_or_init(|| redis::Script::new(self.source))
     }
 
     /// SHA-1 of the source, as EVALSHA wants it.
@@ -44,11 +45,16 @@ impl LuaScript {
 }
 
 macro_rules! scripts {
-    ($($(#[$doc:meta])* $ident:ident = $file:literal;)*) => {
+    ($($(#[$doc:meta])* $ident:ident = $file:literal $(after $lib:literal)?;)*) => {
         $(
             $(#[$doc])*
-            pub static $ident: LuaScript =
-                LuaScript::new($file, include_str!(concat!("../../../lua/", $file, ".lua")));
+            pub static $ident: LuaScript = LuaScript::new(
+                $file,
+                concat!(
+                    $(include_str!(concat!("../../../lua/", $lib, ".lua")), "\n",)?
+                    include_str!(concat!("../../../lua/", $file, ".lua"))
+                ),
+            );
         )*
         /// Every script, for tooling that preloads or benchmarks them.
         pub static ALL: &[&LuaScript] = &[$(&$ident),*];
@@ -68,4 +74,22 @@ scripts! {
     LEASE_RENEW = "lease_renew";
     /// Release a lease.
     LEASE_RELEASE = "lease_release";
+    /// Admission: take a slot or queue (the queue's scripts share `admission_lib.lua`).
+    ADMISSION_ENTER = "admission_enter" after "admission_lib";
+    /// Admission: release a slot and hand it to the next eligible waiter.
+    ADMISSION_RELEASE = "admission_release" after "admission_lib";
+    /// Admission: extend a granted lease.
+    ADMISSION_RENEW = "admission_renew" after "admission_lib";
+    /// Admission: a waiter leaves (timeout, cancel).
+    ADMISSION_LEAVE = "admission_leave" after "admission_lib";
+    /// Admission: a replica's heartbeat.
+    ADMISSION_HEARTBEAT = "admission_heartbeat" after "admission_lib";
+    /// Admission: admin reset of the queue.
+    ADMISSION_RESET = "admission_reset" after "admission_lib";
+    /// Admission: queue depth and slots in use.
+    ADMISSION_STATS = "admission_stats" after "admission_lib";
+    /// Admission: register leases granted locally during an outage.
+    ADMISSION_ADOPT = "admission_adopt" after "admission_lib";
+    /// Admission: reclaim leases of dead replicas.
+    ADMISSION_RECLAIM = "admission_reclaim" after "admission_lib";
 }

@@ -5,6 +5,7 @@
 //! no two booked slots are closer than `1/rate`. [`Pacer::try_acquire`] is a reservation that must
 //! start now.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -16,25 +17,34 @@ use crate::{LimiterError, RedisHandle};
 /// A booked slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reservation {
-    /// How long after the reply the slot starts.
+    /// How long after Redis booked it the slot starts.
     pub wait: Duration,
-    /// The slot's start on this process's clock (reply time + wait).
+    /// The slot's start on this process's clock (Redis time mapped by the smallest observed offset).
     pub start_at: Instant,
 }
 
 impl Reservation {
-    /// Waits until the slot starts. Sleeps on the timer for all but the last 2 ms, then yields
-    /// until the instant: tokio's timer wheel has 1 ms granularity, which would otherwise let two
-    /// replicas' slots drift up to a millisecond closer than booked.
+    /// Waits until the slot starts. The timer covers all but the last 3 ms; the rest is a plain
+    /// thread sleep on the blocking pool. tokio's timer has 1 ms granularity, and a spinning task
+    /// is preempted on a busy machine, while a sleeping thread is woken promptly by the kernel, so
+    /// this keeps two replicas' slots from drifting closer than booked.
     pub async fn wait(&self) {
-        let coarse = self.start_at.checked_sub(Duration::from_millis(2));
+        let coarse = self.start_at.checked_sub(Duration::from_millis(3));
         if let Some(coarse) = coarse
             && coarse > Instant::now()
         {
             tokio::time::sleep_until(coarse).await;
         }
-        while Instant::now() < self.start_at {
-            tokio::task::yield_now().await;
+        let target = self.start_at.into_std();
+        let precise = tokio::task::spawn_blocking(move || {
+            let now = std::time::Instant::now();
+            if target > now {
+                std::thread::sleep(target - now);
+            }
+        });
+        if precise.await.is_err() {
+            // No blocking pool (runtime shutting down): fall back to the timer.
+            tokio::time::sleep_until(self.start_at).await;
         }
     }
 }
@@ -59,6 +69,61 @@ pub struct Pacer {
     service: String,
     interval_us: u64,
     burst: u32,
+    clock: Arc<Mutex<ClockMap>>,
+}
+
+/// Maps Redis time onto this process's monotonic clock.
+///
+/// Using "reply arrival + wait" as the local start would add each reply's delivery delay, which
+/// varies by milliseconds on a loaded machine, so two slots booked 1/rate apart could start closer
+/// than that. Instead, like NTP, keep the smallest observed offset `local_receive - redis_now`: the
+/// sample with the least queueing delay. It may grow by `DRIFT_PER_US` as time passes, so drift
+/// between the two clocks cannot pin it to a stale minimum.
+#[derive(Debug, Default)]
+struct ClockMap {
+    /// (offset in us, local time of the estimate)
+    estimate: Option<(i64, Instant)>,
+}
+
+/// Allowed drift between Redis's clock and ours: 100 ppm.
+const DRIFT_PER_US: f64 = 1e-4;
+
+impl ClockMap {
+    /// The local instant of Redis time `redis_us`, given a reply carrying `redis_now_us` received
+    /// at `received`.
+    fn local_instant(&mut self, redis_now_us: i64, received: Instant, redis_us: i64) -> Instant {
+        let base = process_epoch();
+        let local_us = i64::try_from(received.duration_since(base).as_micros()).unwrap_or(i64::MAX);
+        let sample = local_us - redis_now_us;
+        let offset = match self.estimate {
+            Some((est, at)) => {
+                let aged =
+                    est + (received.duration_since(at).as_micros() as f64 * DRIFT_PER_US) as i64;
+                if sample <= aged {
+                    self.estimate = Some((sample, received));
+                    sample
+                } else {
+                    aged
+                }
+            }
+            None => {
+                self.estimate = Some((sample, received));
+                sample
+            }
+        };
+        let local_target = redis_us + offset;
+        base + Duration::from_micros(u64::try_from(local_target).unwrap_or(0))
+    }
+}
+
+/// A fixed local origin for microsecond arithmetic on `Instant`s.
+fn process_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    // Backdated so that mapped instants slightly before the first call stay representable.
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+    })
 }
 
 impl Pacer {
@@ -84,6 +149,7 @@ impl Pacer {
             service: service.to_string(),
             interval_us,
             burst,
+            clock: Arc::default(),
         })
     }
 
@@ -109,13 +175,16 @@ impl Pacer {
             )
             .await?;
         let received = Instant::now();
-        let [booked, value, _now_ms] = ints::<3>(PACING_RESERVE.name(), reply)?;
+        let [booked, value, now_us] = ints::<3>(PACING_RESERVE.name(), reply)?;
         Ok(if booked == 1 {
             let wait = Duration::from_micros(value.max(0) as u64);
-            Pace::Booked(Reservation {
-                wait,
-                start_at: received + wait,
-            })
+            let start_at = match self.clock.lock() {
+                Ok(mut clock) => clock.local_instant(now_us, received, now_us + value.max(0)),
+                Err(_) => received + wait,
+            };
+            // Never earlier than the reply allows (the mapping is an estimate).
+            let start_at = start_at.max(received + wait.saturating_sub(Duration::from_millis(5)));
+            Pace::Booked(Reservation { wait, start_at })
         } else {
             Pace::Refused {
                 retry_after: millis(value),

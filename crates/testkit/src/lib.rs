@@ -60,11 +60,9 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// Sends one inline command and returns the raw reply (enough for PING and INFO-style checks).
 fn raw_command(port: u16, cmd: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_millis(200),
-    )
-    .ok()?;
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
     s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
     let mut buf = vec![0u8; 8192];

@@ -3,19 +3,18 @@
 use std::sync::Arc;
 
 use axum::http::HeaderValue;
-use limiter_core::SlidingWindow;
+use limiter_core::{CachedWindow, SlidingWindow};
 use tower::Layer;
 
-use super::{DenyCache, IpLimitStats, IpRateLimit, policy_header};
+use super::{IpLimitStats, IpRateLimit, policy_header};
 
 /// What every clone of the service shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) window: SlidingWindow,
+    pub(crate) window: CachedWindow,
     pub(crate) policy: HeaderValue,
     /// Admit (true) or refuse with 503 (false) when Redis cannot answer.
     pub(crate) fail_open: bool,
-    pub(crate) cache: DenyCache,
     pub(crate) stats: Arc<IpLimitStats>,
 }
 
@@ -27,28 +26,17 @@ pub struct IpRateLimitLayer {
 
 impl IpRateLimitLayer {
     /// A layer for `window` (its policy name is the route class, e.g. `chat`).
-    pub fn new(
-        window: SlidingWindow,
-        fail_open: bool,
-        cache_capacity: usize,
-        stats: Arc<IpLimitStats>,
-    ) -> Self {
+    pub fn new(window: SlidingWindow, fail_open: bool, stats: Arc<IpLimitStats>) -> Self {
         let p = window.policy();
         let policy = policy_header(&p.name, p.limit, p.window);
         IpRateLimitLayer {
             shared: Arc::new(Shared {
-                window,
+                window: CachedWindow::new(window),
                 policy,
                 fail_open,
-                cache: DenyCache::new(cache_capacity),
                 stats,
             }),
         }
-    }
-
-    /// Entries in the local deny cache.
-    pub fn cached_denials(&self) -> usize {
-        self.shared.cache.len()
     }
 }
 

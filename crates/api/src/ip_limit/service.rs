@@ -47,22 +47,12 @@ fn client_key(ip: IpAddr) -> Vec<u8> {
     }
 }
 
-fn cache_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
-        }
-    }
-}
-
 fn denied(shared: &Shared, retry_after: Duration) -> Response {
     let mut h = HeaderMap::new();
     h.insert(RATELIMIT_POLICY, shared.policy.clone());
     h.insert(
         RATELIMIT,
-        ratelimit_header(&shared.window.policy().name, 0, retry_after),
+        ratelimit_header(&shared.window.window().policy().name, 0, retry_after),
     );
     problem_response(&ApiError::RateLimited { retry_after }, h)
 }
@@ -103,20 +93,16 @@ where
                         .map(|c| c.0.ip())
                 })
                 .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-            let cip = cache_ip(ip);
-            if let Some(left) = shared.cache.denied_for(cip) {
-                IpLimitStats::bump(&shared.stats.denied);
-                IpLimitStats::bump(&shared.stats.denied_locally);
-                return Ok(denied(&shared, left));
-            }
             let (remaining, reset) = match shared.window.check(&client_key(ip)).await {
-                Ok(d) if d.allowed => {
+                Ok((d, _)) if d.allowed => {
                     IpLimitStats::bump(&shared.stats.allowed);
                     (Some(d.remaining), d.reset)
                 }
-                Ok(d) => {
+                Ok((d, cached)) => {
                     IpLimitStats::bump(&shared.stats.denied);
-                    shared.cache.deny(cip, d.retry_after);
+                    if cached {
+                        IpLimitStats::bump(&shared.stats.denied_locally);
+                    }
                     return Ok(denied(&shared, d.retry_after));
                 }
                 Err(err) => {
@@ -125,7 +111,7 @@ where
                         .stats
                         .last_redis_error_ms
                         .store(now_ms(), Ordering::Relaxed);
-                    tracing::warn!(error = %err, policy = %shared.window.policy().name, "per-IP window unavailable");
+                    tracing::warn!(error = %err, policy = %shared.window.window().policy().name, "per-IP window unavailable");
                     if !shared.fail_open {
                         let e =
                             ApiError::unavailable("rate limiting is temporarily unavailable", err);
@@ -141,7 +127,7 @@ where
             if let Some(r) = remaining {
                 h.insert(
                     RATELIMIT,
-                    ratelimit_header(&shared.window.policy().name, r, reset),
+                    ratelimit_header(&shared.window.window().policy().name, r, reset),
                 );
             }
             Ok(resp)

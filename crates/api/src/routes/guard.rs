@@ -27,7 +27,7 @@ pub async fn admit(state: &AppState, user: &str, class: RouteClass) -> Result<Sl
             AdmitError::Full => ApiError::QueueFull {
                 retry_after: Duration::from_secs(10),
             },
-            AdmitError::Reset if state.is_shutting_down() => shutting_down(),
+            AdmitError::ShuttingDown => shutting_down(),
             AdmitError::Reset => ApiError::ServiceUnavailable {
                 retry_after: Duration::from_secs(1),
                 detail: "the wait queue was reset; retry",

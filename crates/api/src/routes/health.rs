@@ -162,8 +162,17 @@ pub async fn report(state: &AppState) -> HealthReport {
     if redis_ping.is_none() {
         score -= 25;
         recs.push(format!(
-            "Redis is unreachable: per-IP windows fail {} and admission is unavailable; check Redis.",
-            if state.config().limits.fail_open { "open" } else { "closed" }
+            "Redis is unreachable: per-IP windows fail {}, admission {}; check Redis.",
+            if state.config().limits.fail_open {
+                "open"
+            } else {
+                "closed"
+            },
+            if state.config().admission.local_fallback {
+                "uses this replica's local share of the caps"
+            } else {
+                "refuses requests"
+            }
         ));
     }
     for (lat, name) in [(redis_ping, "Redis"), (pg_ping, "PostgreSQL")] {
@@ -228,7 +237,7 @@ pub async fn report(state: &AppState) -> HealthReport {
             redis: RedisComponent {
                 status: if redis_ping.is_some() { "up" } else { "down" }.into(),
                 latency_ms: redis_ping.map(ms),
-                mode: if redis_ping.is_some() {
+                mode: if redis_ping.is_some() && !state.gate().degraded() {
                     "shared"
                 } else {
                     "degraded"

@@ -1,0 +1,98 @@
+//! The background task of a [`Breakers`]: a dedicated pub/sub connection that pushes every state
+//! change into the local caches, with the safety nets that make a lost message harmless.
+//!
+//! - On every (re)connect it re-reads every breaker (messages published while it was away are
+//!   lost by pub/sub's design).
+//! - Every `refresh_interval` it PINGs the pub/sub connection (a silently dead connection is
+//!   noticed) and re-reads every breaker.
+//! - While degraded it retries that every 250 ms; a full successful re-read ends degraded mode.
+//! - It reconnects by itself with exponential backoff (50 ms doubling to 2 s).
+//!
+//! It holds only a weak reference, so dropping the last `Breakers` clone ends it (the clone's
+//! drop also aborts it).
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, MissedTickBehavior, timeout};
+
+use crate::registry::{Breakers, Inner};
+use crate::shared::channel;
+
+const TICK: Duration = Duration::from_millis(250);
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+pub(crate) fn spawn(
+    runtime: &tokio::runtime::Handle,
+    inner: &std::sync::Arc<Inner>,
+) -> AbortHandle {
+    let weak = std::sync::Arc::downgrade(inner);
+    let client = inner.redis.client().clone();
+    let channel = channel(inner.redis.keys());
+    let refresh = inner.config.refresh_interval;
+    runtime
+        .spawn(run(weak, client, channel, refresh))
+        .abort_handle()
+}
+
+fn upgrade(weak: &Weak<Inner>) -> Option<Breakers> {
+    weak.upgrade().map(|inner| Breakers { inner })
+}
+
+async fn run(weak: Weak<Inner>, client: redis::Client, channel: String, refresh: Duration) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let pubsub = match timeout(IO_TIMEOUT, client.get_async_pubsub()).await {
+            Ok(Ok(mut p)) => match timeout(IO_TIMEOUT, p.subscribe(&channel)).await {
+                Ok(Ok(())) => Some(p),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(pubsub) = pubsub else {
+            if weak.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
+        };
+        backoff = BACKOFF_MIN;
+        let (mut sink, mut stream) = pubsub.split();
+        let Some(b) = upgrade(&weak) else { return };
+        let mut last_sync = Instant::now();
+        let mut synced = b.resync().await;
+        drop(b);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    let Some(b) = upgrade(&weak) else { return };
+                    match std::str::from_utf8(msg.get_payload_bytes()) {
+                        Ok(payload) => b.on_message(payload),
+                        Err(_) => tracing::warn!("non-UTF-8 breaker message"),
+                    }
+                }
+                _ = tick.tick() => {
+                    let Some(b) = upgrade(&weak) else { return };
+                    let due = !synced || b.degraded() || last_sync.elapsed() >= refresh;
+                    if !due {
+                        continue;
+                    }
+                    if !matches!(timeout(IO_TIMEOUT, sink.ping::<String>()).await, Ok(Ok(_))) {
+                        break;
+                    }
+                    last_sync = Instant::now();
+                    synced = b.resync().await;
+                }
+            }
+        }
+        tracing::debug!("breaker pub/sub connection lost; reconnecting");
+    }
+}

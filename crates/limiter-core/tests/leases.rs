@@ -1,0 +1,232 @@
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use limiter_core::{Acquire, LeaseManager, LeaseScope};
+use rand::Rng;
+
+fn manager(prefix: &str, ttl_ms: u64) -> LeaseManager {
+    LeaseManager::new(
+        common::replica(prefix),
+        "adm",
+        Duration::from_millis(ttl_ms),
+    )
+    .unwrap()
+}
+
+/// Counts holders independently of Redis: what the code under test says is not trusted.
+#[derive(Default)]
+struct Observer {
+    global: AtomicUsize,
+    max_global: AtomicUsize,
+    per_user: Mutex<HashMap<usize, usize>>,
+    max_user: AtomicUsize,
+}
+
+impl Observer {
+    fn enter(&self, user: usize) {
+        let g = self.global.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_global.fetch_max(g, Ordering::SeqCst);
+        let mut m = self.per_user.lock().unwrap();
+        let u = m.entry(user).or_default();
+        *u += 1;
+        self.max_user.fetch_max(*u, Ordering::SeqCst);
+    }
+    fn leave(&self, user: usize) {
+        *self.per_user.lock().unwrap().get_mut(&user).unwrap() -= 1;
+        self.global.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caps_hold_across_four_replicas_and_saturate() {
+    let prefix = testkit::unique_prefix("lease");
+    let replicas: Vec<_> = (0..4).map(|_| manager(&prefix, 5_000)).collect();
+    let observer = Arc::new(Observer::default());
+    let mut tasks = Vec::new();
+    for task in 0..200 {
+        let m = replicas[task % 4].clone();
+        let obs = Arc::clone(&observer);
+        // 15 users: enough contention on the user cap and on the global cap.
+        let user = task % 15;
+        tasks.push(tokio::spawn(async move {
+            let scopes = [
+                LeaseScope::new(format!("user:{user}"), 2),
+                LeaseScope::new("global", 20),
+            ];
+            let mut held = 0;
+            while held < 3 {
+                match m.try_acquire(&scopes).await.unwrap() {
+                    Acquire::Granted(lease) => {
+                        obs.enter(user);
+                        // Long enough against the round trips that the observer sees the overlap Redis allows.
+                        let hold = rand::rng().random_range(5..25);
+                        tokio::time::sleep(Duration::from_millis(hold)).await;
+                        obs.leave(user);
+                        assert!(lease.release().await.unwrap());
+                        held += 1;
+                    }
+                    Acquire::Refused { scope, .. } => {
+                        assert!(scope <= 1);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(observer.max_global.load(Ordering::SeqCst) <= 20);
+    assert_eq!(observer.max_global.load(Ordering::SeqCst), 20, "saturation");
+    assert_eq!(observer.max_user.load(Ordering::SeqCst), 2);
+    assert_eq!(replicas[0].in_use(b"global").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn refusal_names_the_full_scope_and_takes_nothing() {
+    let prefix = testkit::unique_prefix("leaseref");
+    let m = manager(&prefix, 5_000);
+    let a = [LeaseScope::new("user:a", 1), LeaseScope::new("global", 2)];
+    let b = [LeaseScope::new("user:b", 1), LeaseScope::new("global", 2)];
+    let Acquire::Granted(_a1) = m.try_acquire(&a).await.unwrap() else {
+        panic!("first lease refused")
+    };
+    match m.try_acquire(&a).await.unwrap() {
+        Acquire::Refused { scope, retry_after } => {
+            assert_eq!(scope, 0);
+            assert!(retry_after <= Duration::from_secs(5));
+        }
+        Acquire::Granted(_) => panic!("user cap ignored"),
+    }
+    // The refusal in the user scope took nothing from the global scope.
+    assert_eq!(m.in_use(b"global").await.unwrap(), 1);
+    let Acquire::Granted(_b1) = m.try_acquire(&b).await.unwrap() else {
+        panic!("global had room")
+    };
+    let c = [LeaseScope::new("user:c", 1), LeaseScope::new("global", 2)];
+    assert!(matches!(
+        m.try_acquire(&c).await.unwrap(),
+        Acquire::Refused { scope: 1, .. }
+    ));
+    assert_eq!(m.in_use(b"user:c").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn abandoned_lease_frees_its_slot_after_ttl() {
+    let prefix = testkit::unique_prefix("leasettl");
+    let m = manager(&prefix, 300);
+    let scopes = [LeaseScope::new("global", 1)];
+    // A holder in another process that dies right after acquiring: the raw script, no guard, so
+    // nothing renews or releases it.
+    let redis = common::replica(&prefix);
+    let scope_key = m.scope_key(b"global");
+    let fence_key = redis.keys().fence("adm");
+    let reply: Vec<i64> = redis
+        .eval(
+            &limiter_core::scripts::LEASE_ACQUIRE,
+            &[&scope_key, &fence_key],
+            &[&"dead-holder", &300u64, &1u32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply[0], 1);
+    assert!(matches!(
+        m.try_acquire(&scopes).await.unwrap(),
+        Acquire::Refused { .. }
+    ));
+    let started = std::time::Instant::now();
+    loop {
+        if let Acquire::Granted(l) = m.try_acquire(&scopes).await.unwrap() {
+            l.release().await.unwrap();
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "slot never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Freed at the TTL, not before (generous upper bound for a noisy machine).
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn held_guard_outlives_three_ttls() {
+    let prefix = testkit::unique_prefix("leasehold");
+    let m = manager(&prefix, 300);
+    let scopes = [LeaseScope::new("global", 1)];
+    let Acquire::Granted(lease) = m.try_acquire(&scopes).await.unwrap() else {
+        panic!("refused")
+    };
+    let first_expiry = lease.expiry_ms();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(!lease.is_lost());
+    assert!(
+        lease.expiry_ms() > first_expiry,
+        "renewed in the background"
+    );
+    assert!(matches!(
+        m.try_acquire(&scopes).await.unwrap(),
+        Acquire::Refused { .. }
+    ));
+    assert!(lease.release().await.unwrap());
+    assert!(matches!(
+        m.try_acquire(&scopes).await.unwrap(),
+        Acquire::Granted(_)
+    ));
+}
+
+#[tokio::test]
+async fn dropped_guard_releases_and_lost_lease_is_reported() {
+    let prefix = testkit::unique_prefix("leasedrop");
+    let m = manager(&prefix, 600);
+    let scopes = [LeaseScope::new("global", 1)];
+    let Acquire::Granted(lease) = m.try_acquire(&scopes).await.unwrap() else {
+        panic!("refused")
+    };
+    drop(lease);
+    // The release is spawned: wait for it as an event, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while m.in_use(b"global").await.unwrap() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drop did not release"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let Acquire::Granted(lease) = m.try_acquire(&scopes).await.unwrap() else {
+        panic!("refused")
+    };
+    // Someone (an admin reset, a reclaim) removes it: the next renewal reports the loss.
+    let redis = common::replica(&prefix);
+    let _: i64 = redis
+        .cmd(redis::cmd("DEL").arg(m.scope_key(b"global")))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), lease.lost())
+        .await
+        .expect("loss reported");
+    assert!(lease.is_lost());
+}
+
+#[tokio::test]
+async fn fencing_tokens_increase() {
+    let prefix = testkit::unique_prefix("leasefence");
+    let m = manager(&prefix, 5_000);
+    let scopes = [LeaseScope::new("global", 5)];
+    let mut last = 0;
+    for _ in 0..10 {
+        let Acquire::Granted(l) = m.try_acquire(&scopes).await.unwrap() else {
+            panic!("refused")
+        };
+        assert!(l.fence() > last);
+        last = l.fence();
+        l.release().await.unwrap();
+    }
+}

@@ -1,0 +1,405 @@
+//! The admission queue across replicas: each replica is an `Admission` with its own connection.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use std::time::Duration;
+
+use limiter_core::scripts::ADMISSION_ENTER;
+use limiter_core::{Admission, AdmissionConfig, Class, Permit, Rejection};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+fn cfg(global: u32, user: u32) -> AdmissionConfig {
+    AdmissionConfig {
+        global_cap: global,
+        user_cap: user,
+        ..AdmissionConfig::default()
+    }
+}
+
+async fn replicas(prefix: &str, n: usize, cfg: &AdmissionConfig) -> Vec<Admission> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(
+            Admission::start(common::replica(prefix), cfg.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    v
+}
+
+fn soon(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+/// Starts a waiter and returns once it is queued (its position is known), so arrival order is
+/// the order of calls.
+async fn queue_waiter(
+    adm: &Admission,
+    user: &str,
+    class: Class,
+    name: &'static str,
+    granted: mpsc::UnboundedSender<&'static str>,
+) -> tokio::task::JoinHandle<Result<Permit, Rejection>> {
+    let (tx, mut rx) = watch::channel(0u32);
+    let adm = adm.clone();
+    let user = user.as_bytes().to_vec();
+    let task = tokio::spawn(async move {
+        let r = adm.admit_watched(&user, class, soon(30), tx).await;
+        if r.is_ok() {
+            granted.send(name).unwrap();
+        }
+        r
+    });
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|p| *p > 0))
+        .await
+        .expect("waiter never queued")
+        .unwrap();
+    task
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_priority_between_classes_fifo_within() {
+    let prefix = testkit::unique_prefix("qprio");
+    let r = replicas(&prefix, 4, &cfg(1, 2)).await;
+    let holder = r[0].admit(b"h", Class::Chat, soon(5)).await.unwrap();
+    let (tx, mut granted) = mpsc::unbounded_channel();
+    let order = [
+        (1, "e1", Class::Export),
+        (2, "r1", Class::Research),
+        (3, "e2", Class::Export),
+        (0, "c1", Class::Chat),
+        (1, "r2", Class::Research),
+        (2, "c2", Class::Chat),
+    ];
+    let mut tasks = Vec::new();
+    for (i, (replica, name, class)) in order.iter().enumerate() {
+        tasks.push(queue_waiter(&r[*replica], &format!("u{i}"), *class, name, tx.clone()).await);
+    }
+    holder.release().await.unwrap();
+    let mut seen = Vec::new();
+    // Detached: each task's permit is dropped as it finishes, handing the slot on in grant order.
+    drop(tasks);
+    for _ in 0..order.len() {
+        let name = tokio::time::timeout(Duration::from_secs(10), granted.recv())
+            .await
+            .expect("hand-off stalled")
+            .unwrap();
+        seen.push(name);
+    }
+    assert_eq!(seen, ["c1", "c2", "r1", "r2", "e1", "e2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_at_its_cap_does_not_block_others() {
+    let prefix = testkit::unique_prefix("qhol");
+    let r = replicas(&prefix, 4, &cfg(2, 1)).await;
+    let a1 = r[0].admit(b"alice", Class::Chat, soon(5)).await.unwrap();
+    let x = r[1].admit(b"xavier", Class::Chat, soon(5)).await.unwrap();
+    let (tx, mut granted) = mpsc::unbounded_channel();
+    // Alice's second request waits at the head (held back by her own cap once a slot frees).
+    let a2 = queue_waiter(&r[2], "alice", Class::Chat, "a2", tx.clone()).await;
+    let b1 = queue_waiter(&r[3], "bob", Class::Chat, "b1", tx.clone()).await;
+    let started = Instant::now();
+    x.release().await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), granted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, "b1", "bob passes alice, who is at her cap");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no waiting on a timer"
+    );
+    // Alice kept her place: her own release hands the slot to her waiter.
+    a1.release().await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), granted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second, "a2");
+    drop(b1.await.unwrap());
+    drop(a2.await.unwrap());
+    // A newcomer is granted directly while alice (at cap) waits? With room and no eligible waiter
+    // ahead, it is.
+    let stats = r[0].stats().await.unwrap();
+    assert_eq!(stats.queued, [0, 0, 0]);
+}
+
+/// A replica that dies (kill -9: no leave, no heartbeat) while holding waiters stops blocking the
+/// queue once its heartbeat TTL passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_replica_waiters_stop_blocking_within_heartbeat_ttl() {
+    let prefix = testkit::unique_prefix("qdead");
+    let mut c = cfg(1, 2);
+    c.heartbeat_ttl = Duration::from_millis(600);
+    let r = replicas(&prefix, 1, &c).await;
+    let live = &r[0];
+    let holder = live.admit(b"h", Class::Chat, soon(5)).await.unwrap();
+
+    // The dead replica's waiters, entered with the raw script (as its process would have) at the
+    // front of the queue, in the highest class. It never heartbeats again.
+    let redis = common::replica(&prefix);
+    let keys = redis.keys().clone();
+    let global = keys.lease_scope("adm", b"global");
+    for i in 0..3 {
+        let user_key = keys.lease_scope("adm", format!("user:dead{i}").as_bytes());
+        let reply: Vec<i64> = redis
+            .eval(
+                &ADMISSION_ENTER,
+                &[&global],
+                &[
+                    &keys.group_tag("adm"),
+                    &2u32,
+                    &1u32,
+                    &15_000u64,
+                    &600u64,
+                    &format!("deadbeef.w{i}"),
+                    &user_key,
+                    &"deadbeef",
+                    &0u32,
+                    &500u32,
+                    &60_000u64,
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply[0], 0, "queued");
+    }
+    let died_at = Instant::now();
+    let (tx, mut granted) = mpsc::unbounded_channel();
+    let waiter = queue_waiter(live, "alive", Class::Export, "alive", tx).await;
+    // Keep the slot until the dead replica's heartbeat has expired, then free it.
+    tokio::time::sleep_until(died_at + Duration::from_millis(700)).await;
+    holder.release().await.unwrap();
+    let name = tokio::time::timeout(Duration::from_secs(3), granted.recv())
+        .await
+        .expect("dead waiters still block the queue")
+        .unwrap();
+    assert_eq!(name, "alive");
+    assert!(died_at.elapsed() < Duration::from_millis(600 + 1500));
+    drop(waiter.await.unwrap());
+    assert_eq!(live.stats().await.unwrap().queued, [0, 0, 0]);
+}
+
+/// A slot held by a replica that died returns at the lease TTL (or at once by admin reclaim).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_replica_slots_return() {
+    let prefix = testkit::unique_prefix("qdeadlease");
+    let mut c = cfg(1, 2);
+    c.heartbeat_ttl = Duration::from_millis(300);
+    c.lease_ttl = Duration::from_millis(800);
+    let live = &replicas(&prefix, 1, &c).await[0];
+
+    // Dead replica takes the only slot through the raw script, then vanishes.
+    let redis = common::replica(&prefix);
+    let keys = redis.keys().clone();
+    let global = keys.lease_scope("adm", b"global");
+    let reply: Vec<i64> = redis
+        .eval(
+            &ADMISSION_ENTER,
+            &[&global],
+            &[
+                &keys.group_tag("adm"),
+                &2u32,
+                &1u32,
+                &800u64,
+                &300u64,
+                &"cafe.lease1",
+                &keys.lease_scope("adm", b"user:ghost"),
+                &"cafe",
+                &0u32,
+                &500u32,
+                &60_000u64,
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply[0], 1, "granted");
+    let t0 = Instant::now();
+    let p = live.admit(b"u", Class::Chat, soon(5)).await.unwrap();
+    // Freed by expiry: handed on by a heartbeat's dispatch, within TTL + a heartbeat period.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(800 + 1000),
+        "{:?}",
+        t0.elapsed()
+    );
+    p.release().await.unwrap();
+
+    // Same again, but an admin reclaims the dead replica's lease before its TTL.
+    let reply: Vec<i64> = redis
+        .eval(
+            &ADMISSION_ENTER,
+            &[&global],
+            &[
+                &keys.group_tag("adm"),
+                &2u32,
+                &1u32,
+                &60_000u64,
+                &300u64,
+                &"cafe.lease2",
+                &keys.lease_scope("adm", b"user:ghost"),
+                &"cafe",
+                &0u32,
+                &500u32,
+                &60_000u64,
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply[0], 1);
+    tokio::time::sleep(Duration::from_millis(400)).await; // its heartbeat lapses
+    assert_eq!(live.reclaim_dead_replicas().await.unwrap(), 1);
+    let p = tokio::time::timeout(
+        Duration::from_secs(1),
+        live.admit(b"u", Class::Chat, soon(5)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    p.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_full_reset_and_cancel() {
+    let prefix = testkit::unique_prefix("qlimits");
+    let mut c = cfg(1, 2);
+    c.max_queue = 3;
+    let r = replicas(&prefix, 2, &c).await;
+    let holder = r[0].admit(b"h", Class::Chat, soon(5)).await.unwrap();
+
+    // Timeout: answered after the deadline, and out of the queue.
+    let t0 = Instant::now();
+    let err = r[1]
+        .admit(
+            b"t",
+            Class::Chat,
+            Instant::now() + Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Rejection::Timeout { .. }), "{err:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(200));
+    assert_eq!(r[0].stats().await.unwrap().queued, [0, 0, 0]);
+
+    // Full: three waiters fill the queue, the fourth is refused at once.
+    let (tx, _granted) = mpsc::unbounded_channel();
+    let w1 = queue_waiter(&r[1], "a", Class::Chat, "w1", tx.clone()).await;
+    let w2 = queue_waiter(&r[0], "b", Class::Research, "w2", tx.clone()).await;
+    let w3 = queue_waiter(&r[1], "c", Class::Export, "w3", tx.clone()).await;
+    let t0 = Instant::now();
+    assert!(matches!(
+        r[0].admit(b"d", Class::Chat, soon(5)).await,
+        Err(Rejection::Full)
+    ));
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert_eq!(r[0].stats().await.unwrap().queued, [1, 1, 1]);
+
+    // Cancel: a dropped waiter future (client gone) leaves the queue.
+    w2.abort();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while r[0].stats().await.unwrap().queued != [1, 0, 1] {
+        assert!(Instant::now() < deadline, "cancelled waiter still queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Reset: every waiter, on every replica, is answered with Reset.
+    assert_eq!(r[0].reset_queue().await.unwrap(), 2);
+    assert!(matches!(w1.await.unwrap(), Err(Rejection::Reset)));
+    assert!(matches!(w3.await.unwrap(), Err(Rejection::Reset)));
+    assert_eq!(r[1].stats().await.unwrap().queued, [0, 0, 0]);
+    drop(holder);
+}
+
+/// A grant that races with the waiter leaving is never lost: the slot goes to the next waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_racing_a_cancel_is_handed_on() {
+    let prefix = testkit::unique_prefix("qrace");
+    let r = replicas(&prefix, 2, &cfg(1, 2)).await;
+    for round in 0..20 {
+        let holder = r[0].admit(b"h", Class::Chat, soon(5)).await.unwrap();
+        let (tx, mut granted) = mpsc::unbounded_channel();
+        let racer = queue_waiter(&r[1], "racer", Class::Chat, "racer", tx.clone()).await;
+        let next = queue_waiter(&r[0], "next", Class::Research, "next", tx.clone()).await;
+        // Release and cancel at (nearly) the same moment.
+        let release = tokio::spawn(holder.release());
+        tokio::time::sleep(Duration::from_micros(200 * round)).await;
+        racer.abort();
+        drop(racer); // a permit it may already hold is dropped with it
+        release.await.unwrap().unwrap();
+        // Whoever got it, the slot must end with "next" (or with racer, then handed on).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let got = tokio::time::timeout_at(deadline, granted.recv())
+                .await
+                .expect("slot lost in a grant/cancel race")
+                .unwrap();
+            if got == "next" {
+                break;
+            }
+        }
+        drop(next.await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while r[0].stats().await.unwrap().in_use != 0 {
+            assert!(Instant::now() < deadline, "slot leaked in round {round}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_count_only_those_served_first_and_stream_changes() {
+    let prefix = testkit::unique_prefix("qpos");
+    let r = replicas(&prefix, 2, &cfg(1, 2)).await;
+    let holder = r[0].admit(b"h", Class::Chat, soon(10)).await.unwrap();
+    let (tx, _g) = mpsc::unbounded_channel();
+    let _e = queue_waiter(&r[0], "e", Class::Export, "e", tx.clone()).await;
+    let _r1 = queue_waiter(&r[1], "r1", Class::Research, "r1", tx.clone()).await;
+    // A research waiter arriving after an export waiter is served before it.
+    let (ptx, mut prx) = watch::channel(0u32);
+    let adm = r[1].clone();
+    let watched = tokio::spawn(async move {
+        adm.admit_watched(b"r2", Class::Research, soon(10), ptx)
+            .await
+    });
+    prx.wait_for(|p| *p > 0).await.unwrap();
+    assert_eq!(
+        *prx.borrow(),
+        2,
+        "behind r1 only; the export waiter comes after"
+    );
+    // A chat arrival moves it back to 3 (seen at the next heartbeat).
+    let _c = queue_waiter(&r[0], "c", Class::Chat, "c", tx.clone()).await;
+    tokio::time::timeout(Duration::from_secs(3), prx.wait_for(|p| *p == 3))
+        .await
+        .expect("position change not streamed")
+        .unwrap();
+    drop(holder);
+    drop(watched);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_waiters_and_leaves_nothing() {
+    let prefix = testkit::unique_prefix("qshut");
+    let r = replicas(&prefix, 2, &cfg(1, 2)).await;
+    let holder = r[0].admit(b"h", Class::Chat, soon(10)).await.unwrap();
+    let (tx, _g) = mpsc::unbounded_channel();
+    let w = queue_waiter(&r[1], "w", Class::Chat, "w", tx).await;
+    r[1].shutdown().await;
+    assert!(matches!(w.await.unwrap(), Err(Rejection::ShuttingDown)));
+    assert!(matches!(
+        r[1].admit(b"x", Class::Chat, soon(1)).await,
+        Err(Rejection::ShuttingDown)
+    ));
+    let s = r[0].stats().await.unwrap();
+    assert_eq!(s.queued, [0, 0, 0]);
+    assert_eq!(s.live_replicas, 1);
+    holder.release().await.unwrap();
+    assert_eq!(r[0].stats().await.unwrap().in_use, 0);
+}

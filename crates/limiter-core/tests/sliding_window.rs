@@ -1,0 +1,248 @@
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use limiter_core::{SlidingWindow, WindowAlgorithm, WindowPolicy};
+
+fn window(prefix: &str, limit: u32, window_ms: u64) -> SlidingWindow {
+    SlidingWindow::new(
+        common::replica(prefix),
+        WindowPolicy::new("chat", limit, Duration::from_millis(window_ms)),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_concurrent_checks_admit_exactly_the_limit() {
+    let prefix = testkit::unique_prefix("sw1000");
+    // Four replicas hammer one key.
+    let windows: Vec<_> = (0..4).map(|_| window(&prefix, 5, 60_000)).collect();
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let w = windows[i % 4].clone();
+        tasks.push(tokio::spawn(async move { w.check(b"10.0.0.1").await }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        let d = t.await.unwrap().unwrap();
+        if d.allowed {
+            allowed += 1;
+        } else {
+            assert_eq!(d.remaining, 0);
+            assert!(d.retry_after > Duration::ZERO && d.retry_after <= Duration::from_secs(60));
+        }
+    }
+    assert_eq!(allowed, 5);
+}
+
+/// Every decision is checked against an exact model of the log: a call at Redis time `now` is
+/// admitted iff the limit-th newest admission is at least `window` old. Calls are spread over a
+/// few windows, so admissions and denials interleave around every edge.
+#[tokio::test]
+async fn edge_is_exact_against_a_model() {
+    let prefix = testkit::unique_prefix("swedge");
+    let (limit, window_ms) = (3usize, 150i64);
+    let w = window(&prefix, limit as u32, window_ms as u64);
+    let mut admitted: Vec<i64> = Vec::new();
+    let (mut saw_edge_allow, mut denials) = (false, 0);
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(700) {
+        let d = w.check(b"client").await.unwrap();
+        let now = d.at_ms;
+        let expect = admitted.len() < limit || now - admitted[admitted.len() - limit] >= window_ms;
+        assert_eq!(d.allowed, expect, "at {now}, admitted {admitted:?}");
+        if d.allowed {
+            if admitted.len() >= limit {
+                // Admitted within a few ms of the oldest leaving: the edge itself.
+                let slack = now - admitted[admitted.len() - limit] - window_ms;
+                saw_edge_allow |= slack <= 3;
+            }
+            admitted.push(now);
+        } else {
+            denials += 1;
+            let oldest = admitted[admitted.len() - limit];
+            assert_eq!(d.retry_after.as_millis() as i64, oldest + window_ms - now);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(denials > 10, "the window should have closed often");
+    assert!(
+        saw_edge_allow,
+        "a call right at the edge should have been admitted"
+    );
+}
+
+#[tokio::test]
+async fn denied_calls_are_not_recorded() {
+    let prefix = testkit::unique_prefix("swdeny");
+    let w = window(&prefix, 2, 300);
+    assert!(w.check(b"a").await.unwrap().allowed);
+    let second = w.check(b"a").await.unwrap();
+    assert!(second.allowed && second.remaining == 0);
+    // Hammering while closed must not push the reopening further away.
+    let first_denial = w.check(b"a").await.unwrap();
+    assert!(!first_denial.allowed);
+    for _ in 0..50 {
+        assert!(!w.check(b"a").await.unwrap().allowed);
+    }
+    tokio::time::sleep(first_denial.retry_after + Duration::from_millis(5)).await;
+    assert!(w.check(b"a").await.unwrap().allowed);
+}
+
+#[tokio::test]
+async fn remaining_and_reset_count_down() {
+    let prefix = testkit::unique_prefix("swrem");
+    let w = window(&prefix, 5, 60_000);
+    for expected in (0..5).rev() {
+        let d = w.check(b"ip").await.unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.remaining, expected);
+        assert!(d.reset <= Duration::from_secs(60) && d.reset > Duration::from_secs(59));
+    }
+    let d = w.check(b"ip").await.unwrap();
+    assert!(!d.allowed);
+    // Another client is unaffected.
+    assert!(w.check(b"other").await.unwrap().allowed);
+}
+
+#[tokio::test]
+async fn hostile_ids_neither_collide_nor_escape() {
+    let prefix = testkit::unique_prefix("swhostile");
+    let w = window(&prefix, 1, 60_000);
+    let long_a = vec![b'x'; 10_240];
+    let mut long_b = long_a.clone();
+    long_b[5_000] = b'y';
+    let ids: Vec<Vec<u8>> = vec![
+        b"{".to_vec(),
+        b"}".to_vec(),
+        b"{}".to_vec(),
+        b":".to_vec(),
+        b"*".to_vec(),
+        b"a:b".to_vec(),
+        b"a%3Ab".to_vec(),
+        b"\n".to_vec(),
+        b"\r\nFLUSHALL\r\n".to_vec(),
+        b"%7B".to_vec(),
+        b"~".to_vec(),
+        long_a,
+        long_b,
+        vec![0xff, 0xfe, 0x00, 0x80],
+        vec![0xff, 0xfe, 0x00, 0x81],
+        "ümlaut".as_bytes().to_vec(),
+        b"".to_vec(),
+    ];
+    // Each id gets its own window: with limit 1, a collision would deny a first call.
+    for id in &ids {
+        let d = w.check(id).await.unwrap();
+        assert!(
+            d.allowed,
+            "first call for {:?} denied: its key collides",
+            id
+        );
+    }
+    for id in &ids {
+        assert!(!w.check(id).await.unwrap().allowed);
+    }
+    // Every key stays inside the prefix, with a hash tag that holds no separator or brace.
+    let redis = common::replica(&prefix);
+    let keys: Vec<String> = redis
+        .cmd(redis::cmd("KEYS").arg(format!("{prefix}:*")))
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), ids.len());
+    let distinct: HashSet<_> = keys.iter().collect();
+    assert_eq!(distinct.len(), ids.len());
+    for k in &keys {
+        let tag = &k[k.find('{').unwrap() + 1..k.len() - 1];
+        assert!(k.ends_with('}'));
+        assert!(!tag.contains(['{', '}', ':', '\n', '\r', '*', ' ']), "{k}");
+        assert!(k.len() < 400, "key too long: {}", k.len());
+    }
+}
+
+#[tokio::test]
+async fn counter_variant_bounds_admissions_with_constant_memory() {
+    let prefix = testkit::unique_prefix("swctr");
+    let policy = WindowPolicy::new("bulk", 5000, Duration::from_secs(60));
+    assert_eq!(policy.algorithm, WindowAlgorithm::Counter);
+    let w = Arc::new(SlidingWindow::new(common::replica(&prefix), policy).unwrap());
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let w = Arc::clone(&w);
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            for _ in 0..800 {
+                if w.check(b"k").await.unwrap().allowed {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += t.await.unwrap();
+    }
+    // In the first window the estimate is exact (no previous bucket): at most the limit.
+    assert!(allowed <= 5000, "{allowed}");
+    assert!(allowed >= 4990, "{allowed}");
+    let redis = common::replica(&prefix);
+    let len: i64 = redis
+        .cmd(redis::cmd("HLEN").arg(redis.keys().window("bulk", b"k")))
+        .await
+        .unwrap();
+    assert_eq!(len, 3, "O(1) state: three fields");
+}
+
+#[tokio::test]
+async fn exact_log_rejects_limits_above_1000() {
+    let prefix = testkit::unique_prefix("swbig");
+    let policy =
+        WindowPolicy::new("x", 2000, Duration::from_secs(1)).with_algorithm(WindowAlgorithm::Exact);
+    assert!(SlidingWindow::new(common::replica(&prefix), policy).is_err());
+}
+
+#[tokio::test]
+async fn cached_window_answers_denied_clients_without_redis() {
+    let prefix = testkit::unique_prefix("swcache");
+    let mut server = testkit::RedisServer::start();
+    let redis = common::replica_at(&server.url(), &prefix);
+    let cached = limiter_core::CachedWindow::new(
+        SlidingWindow::new(
+            redis,
+            WindowPolicy::new("chat", 2, Duration::from_millis(400)),
+        )
+        .unwrap(),
+    );
+    assert!(!cached.check(b"ip").await.unwrap().1);
+    assert!(cached.check(b"ip").await.unwrap().0.allowed);
+    let (first_denial, from_cache) = cached.check(b"ip").await.unwrap();
+    assert!(!first_denial.allowed && !from_cache);
+    // With Redis gone, the cached denial still answers, proving no round trip is made.
+    server.stop();
+    for _ in 0..100 {
+        let (d, from_cache) = cached.check(b"ip").await.unwrap();
+        assert!(!d.allowed && from_cache);
+        assert!(d.retry_after <= first_denial.retry_after);
+    }
+    // Other clients still go to Redis (and see it is down).
+    assert!(cached.check(b"other").await.unwrap_err().is_unavailable());
+    server.restart();
+    // After the retry time the cache lets the call through to Redis again.
+    tokio::time::sleep(first_denial.retry_after + Duration::from_millis(10)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match cached.check(b"ip").await {
+            Ok((d, from_cache)) => {
+                assert!(d.allowed && !from_cache);
+                break;
+            }
+            Err(e) => assert!(e.is_unavailable()),
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,20 @@
+-- Extend a granted admission lease. A lease that expired or vanished is lost: removed from both
+-- scopes (and the holders map) and never revived.
+-- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..5] as described there)
+-- ARGV[6] lease id   ARGV[7] user lease key
+-- returns {1, expiry_ms} renewed | {0, 0} lost
+assert(#ARGV == 7, "admission_renew: 7 args")
+local id, user_key = ARGV[6], ARGV[7]
+local g = tonumber(redis.call('ZSCORE', GLOBAL, id))
+local u = tonumber(redis.call('ZSCORE', user_key, id))
+if not g or not u or g <= NOW or u <= NOW then
+  drop_lease(id, user_key)
+  return {0, 0}
+end
+local expiry = NOW + LEASE_TTL
+redis.call('ZADD', GLOBAL, 'XX', expiry, id)
+redis.call('ZADD', user_key, 'XX', expiry, id)
+keep_ttl(GLOBAL, LEASE_TTL)
+keep_ttl(user_key, LEASE_TTL)
+keep_ttl(HOLDERS, LEASE_TTL)
+return {1, expiry}

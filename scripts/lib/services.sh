@@ -1,0 +1,65 @@
+# Shared by scripts/test and deploy/local: make sure Redis and PostgreSQL are installed and running
+# on this machine. Installs with apt-get only what is missing; starts only what is stopped; never
+# reconfigures a server it did not install.
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    $SUDO apt-get update -qq >/dev/null
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_redis() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    echo "installing redis-server (apt-get)"
+    apt_install redis-server redis-tools
+  fi
+  if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    echo "starting redis-server on 127.0.0.1:6379"
+    $SUDO mkdir -p /var/lib/redis /var/log/redis
+    $SUDO redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+      --appendonly no --dir /var/lib/redis --logfile /var/log/redis/fleetgate.log
+    for _ in $(seq 1 50); do
+      redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+  fi
+  redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "redis did not start" >&2; return 1; }
+}
+
+ensure_postgres() {
+  local fresh=""
+  if ! command -v pg_ctlcluster >/dev/null; then
+    echo "installing postgresql (apt-get)"
+    apt_install postgresql postgresql-client
+    fresh=1
+  fi
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+    if [ -z "$version" ]; then
+      version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+      $SUDO pg_createcluster "$version" main >/dev/null
+      fresh=1
+    fi
+    if [ -n "$fresh" ]; then
+      # A server we just installed: let local test connections in without a password, as on the
+      # development machines (trust on loopback only).
+      local hba="/etc/postgresql/$version/main/pg_hba.conf"
+      $SUDO sed -i -E 's/^(local|host)(\s+all\s+all\s+.*)(scram-sha-256|md5|peer)$/\1\2trust/' "$hba"
+      $SUDO sed -i -E 's/^(local\s+all\s+postgres\s+)peer$/\1trust/' "$hba"
+    fi
+    echo "starting postgresql $version"
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    for _ in $(seq 1 100); do
+      pg_isready -h 127.0.0.1 -p 5432 -q && break
+      sleep 0.1
+    done
+  fi
+  pg_isready -h 127.0.0.1 -p 5432 -q || { echo "postgresql did not start" >&2; return 1; }
+}
