@@ -59,3 +59,22 @@ fn inner_text(text: &str) -> String {
         .take(300)
         .collect()
 }
+
+/// Whether `s` has no visible content: only whitespace as the `\s` of the OpenAPI document's
+/// `pattern: \S` understands it (ECMAScript's set), so the server and the published schema agree on
+/// what a blank string is.
+pub fn is_blank(s: &str) -> bool {
+    s.chars().all(|c| {
+        matches!(
+            c,
+            '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+                ..='\u{200a}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202f}'
+                    | '\u{205f}'
+                    | '\u{3000}'
+                    | '\u{feff}'
+        )
+    })
+}

@@ -32,7 +32,10 @@ pub struct ChatBody {
     pub use_rag: bool,
     /// Continue this conversation.
     #[serde(rename = "conversationId", default)]
-    #[schema(rename = "conversationId")]
+    #[schema(
+        rename = "conversationId",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub conversation_id: Option<Uuid>,
 }
 
@@ -54,7 +57,7 @@ pub struct ChatResponse {
 
 /// Checks what the type system cannot: a non-blank message of at most 4000 characters.
 pub fn validate(body: &ChatBody) -> Result<(), ApiError> {
-    if body.message.trim().is_empty() {
+    if crate::json::is_blank(&body.message) {
         return Err(ApiError::InvalidRequest(
             "`message` must not be empty".into(),
         ));

@@ -21,7 +21,10 @@ use crate::state::AppState;
 pub struct ExportBody {
     /// The conversation.
     #[serde(rename = "conversationId")]
-    #[schema(rename = "conversationId")]
+    #[schema(
+        rename = "conversationId",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub conversation_id: Uuid,
     /// The format.
     pub format: ExportFormat,

@@ -27,8 +27,8 @@ pub struct ResearchBody {
     pub query: String,
     /// Papers wanted (default 10).
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 50)]
-    pub limit: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 50)]
+    pub limit: Option<serde_json::Number>,
 }
 
 /// Papers found.
@@ -65,7 +65,7 @@ pub async fn research(
     user: AuthUser,
     ValidJson(body): ValidJson<ResearchBody>,
 ) -> Result<Json<ResearchResponse>, ApiError> {
-    if body.query.trim().is_empty() {
+    if crate::json::is_blank(&body.query) {
         return Err(ApiError::InvalidRequest("`query` must not be empty".into()));
     }
     let n = body.query.chars().count();
@@ -74,12 +74,24 @@ pub async fn research(
             "`query` has {n} characters; at most {MAX_QUERY_CHARS} are allowed"
         )));
     }
-    let limit = body.limit.unwrap_or(10);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::InvalidRequest(format!(
-            "`limit` must be between 1 and {MAX_LIMIT}"
-        )));
-    }
+    let limit = match &body.limit {
+        None => 10,
+        // JSON Schema's `integer` includes `34.0`: accept any number with no fractional part.
+        Some(n) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|v| (1..=MAX_LIMIT).contains(v))
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "`limit` must be an integer between 1 and {MAX_LIMIT}"
+                ))
+            })?,
+    };
     let slot = admit(&state, &user.id, RouteClass::Research).await?;
     let ctx = ChatContext {
         user_id: user.id.clone(),

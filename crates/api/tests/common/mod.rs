@@ -21,7 +21,12 @@ use tokio::sync::{Notify, oneshot};
 
 pub const JWT_SECRET: &str = "test-jwt-secret-at-least-32-bytes-long!!";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The server's maintenance database (`FLEETGATE_TEST_DATABASE_URL`), where test databases are
+/// created and dropped.
+fn admin_url() -> String {
+    std::env::var("FLEETGATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
 
 pub fn init() {
     static ONCE: Once = Once::new();
@@ -44,11 +49,14 @@ impl TestDb {
             std::process::id(),
             rand::random::<u32>()
         );
-        let mut conn = sqlx::PgConnection::connect(ADMIN_URL).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
         conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .unwrap();
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        // The same server, another database.
+        let admin = admin_url();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
         TestDb { name, url }
     }
 }
@@ -63,7 +71,7 @@ impl Drop for TestDb {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(ADMIN_URL).await {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url()).await {
                     let _ = c
                         .execute(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
