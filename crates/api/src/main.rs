@@ -71,10 +71,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         _ => Arc::new(UnconfiguredPipeline),
     };
     let listen = config.listen;
-    let state = AppState::new(config, pipeline).await.map_err(|e| match e {
-        api::StartError::Config(c) => anyhow::Error::new(c),
-        other => anyhow::Error::new(other),
-    })?;
+    let redis = limiter_core::RedisHandle::new(&config.redis_config())
+        .context("FLEETGATE_REDIS_URL / FLEETGATE_REDIS_CLUSTER / FLEETGATE_REDIS_PREFIX")?;
+    // One set of breakers per replica, shared by the health/admin API and (once wired) the
+    // pipeline's outbound calls.
+    let breakers = api::breakers::build(&config, redis.clone())
+        .context("FLEETGATE_BREAKER_FAILURE_THRESHOLD / FLEETGATE_BREAKER_OPEN_MS")?;
+    let quota = api::quota::QuotaStore::connect_lazy(&config).context("FLEETGATE_DATABASE_URL")?;
+    let state = AppState::with_parts(config, pipeline, redis, quota)
+        .await
+        .map_err(|e| match e {
+            api::StartError::Config(c) => anyhow::Error::new(c),
+            other => anyhow::Error::new(other),
+        })?
+        .with_breakers(Arc::new(breakers));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (FLEETGATE_LISTEN)"))?;

@@ -363,7 +363,16 @@ pub async fn post_health(
         Action::ResetErrors => {
             state.request_stats().reset();
             state.ip_stats().reset();
-            serde_json::json!({ "reset": ["errors", "rateLimit"] })
+            let breakers = match state.breakers() {
+                Some(b) => {
+                    b.reset_errors_all().await.map_err(|e| {
+                        ApiError::unavailable("the breaker store is unavailable", e)
+                    })?;
+                    true
+                }
+                None => false,
+            };
+            serde_json::json!({ "reset": ["errors", "rateLimit"], "breakerWindows": breakers })
         }
         Action::ForceCloseCircuits => match state.breakers() {
             Some(b) => {
