@@ -68,3 +68,54 @@ async fn queue_timeout_and_queue_full_are_503_and_refunded() {
         "refused query refunded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_gone_while_queued_gets_its_query_back() {
+    let db = TestDb::create().await;
+    let prefix = testkit::unique_prefix("gone");
+    let mut cfg = config(&db, &prefix);
+    cfg.admission.max_concurrent_global = 1;
+    cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
+    let store = migrate(&cfg).await;
+    let fake = FakePipeline::new(Duration::from_secs(20), usize::MAX, Mode::Answer);
+    let server = Server::start(cfg, fake.clone()).await;
+    let c = client();
+    let url = server.url("/api/chat");
+    let running = {
+        let (c, url) = (c.clone(), url.clone());
+        tokio::spawn(async move {
+            c.post(url)
+                .bearer_auth(token("gone-a"))
+                .header("x-forwarded-for", "192.0.2.10")
+                .json(&serde_json::json!({"message": "q"}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    assert!(fake.wait_in_flight(1, Duration::from_secs(10)).await);
+    // B waits for the only slot, then gives up (client timeout closes the connection).
+    let impatient = c
+        .post(&url)
+        .bearer_auth(token("gone-b"))
+        .header("x-forwarded-for", "192.0.2.11")
+        .timeout(Duration::from_millis(700))
+        .json(&serde_json::json!({"message": "q"}))
+        .send()
+        .await;
+    assert!(impatient.is_err(), "the client timed out");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.remaining("gone-b").await.unwrap() != 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.remaining("gone-b").await.unwrap(),
+        3,
+        "never served, so not counted"
+    );
+    let s = server.state.gate().stats().await.unwrap();
+    assert_eq!(s.waiting.chat, 0, "the abandoned waiter left the queue");
+    fake.release();
+    assert_eq!(running.await.unwrap().status(), 200);
+    assert_eq!(store.remaining("gone-a").await.unwrap(), 2);
+}

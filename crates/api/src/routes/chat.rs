@@ -104,7 +104,7 @@ pub async fn chat(
     let spend = state.quota().spend(&user.id).await.map_err(|e| {
         ApiError::unavailable("the quota service is unavailable; no query was counted", e)
     })?;
-    let ticket = match spend {
+    let mut ticket = match spend {
         Spend::Spent(t) => TicketGuard::new(state.quota().clone(), t),
         Spend::Exhausted { limit, retry_after } => {
             return Err(ApiError::QuotaExhausted { retry_after, limit });
@@ -123,10 +123,7 @@ pub async fn chat(
         user_hash: user.hashed_id(),
         queued: slot.queued(),
         queries_remaining: Some(remaining),
-        request_id: headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from),
+        request_id: super::request_id(&headers),
     };
     let wants_stream = headers
         .get(header::ACCEPT)
@@ -139,6 +136,7 @@ pub async fn chat(
         stream: wants_stream,
     };
     let queued = slot.queued();
+    ticket.start();
     let result = state.pipeline().answer(req, ctx).await;
     drop(slot);
     match result {

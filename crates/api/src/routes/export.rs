@@ -57,6 +57,7 @@ pub struct ExportBody {
 pub async fn export(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: axum::http::HeaderMap,
     ValidJson(body): ValidJson<ExportBody>,
 ) -> Result<Response, ApiError> {
     let slot = admit(&state, &user.id, RouteClass::Export).await?;
@@ -65,7 +66,7 @@ pub async fn export(
         user_hash: user.hashed_id(),
         queued: slot.queued(),
         queries_remaining: None,
-        request_id: None,
+        request_id: super::request_id(&headers),
     };
     let doc = state
         .pipeline()

@@ -49,11 +49,15 @@ pub fn shutting_down() -> ApiError {
 }
 
 /// A spent query that is refunded unless kept: explicitly with [`TicketGuard::refund`] on a
-/// failure that is not the user's doing, and by `Drop` if the handler panics.
+/// failure that is not the user's doing, and by `Drop` if the handler panics or if the request is
+/// abandoned (client gone) before the pipeline started working on it.
 #[derive(Debug)]
 pub struct TicketGuard {
     quota: QuotaStore,
     ticket: Option<Ticket>,
+    /// Set once the pipeline has the request: from then on a client disconnect keeps the spend
+    /// (the upstream work is being paid for).
+    started: bool,
 }
 
 impl TicketGuard {
@@ -62,12 +66,18 @@ impl TicketGuard {
         TicketGuard {
             quota,
             ticket: Some(ticket),
+            started: false,
         }
     }
 
     /// The ticket.
     pub fn ticket(&self) -> Option<&Ticket> {
         self.ticket.as_ref()
+    }
+
+    /// Marks that the pipeline is about to work on the request.
+    pub fn start(&mut self) {
+        self.started = true;
     }
 
     /// Keeps the spend (the request succeeded or failed by the user's doing).
@@ -87,9 +97,9 @@ impl TicketGuard {
 
 impl Drop for TicketGuard {
     fn drop(&mut self) {
-        // Only a panic drops a guard still holding its ticket (a client disconnect drops it too:
-        // the query was then abandoned by the client and stays spent).
-        if std::thread::panicking()
+        // Reached with a ticket only on a panic, or when the client went away (the handler future
+        // is dropped): before the pipeline started, nothing was served, so the query is given back.
+        if (std::thread::panicking() || !self.started)
             && let Some(t) = self.ticket.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {

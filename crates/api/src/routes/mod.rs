@@ -10,3 +10,11 @@ pub mod research;
 mod guard;
 
 pub use guard::{TicketGuard, admit};
+
+/// The request id set by the request-id layer (`x-request-id`).
+pub fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}

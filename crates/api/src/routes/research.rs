@@ -63,6 +63,7 @@ pub struct ResearchResponse {
 pub async fn research(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: axum::http::HeaderMap,
     ValidJson(body): ValidJson<ResearchBody>,
 ) -> Result<Json<ResearchResponse>, ApiError> {
     if crate::json::is_blank(&body.query) {
@@ -98,7 +99,7 @@ pub async fn research(
         user_hash: user.hashed_id(),
         queued: slot.queued(),
         queries_remaining: None,
-        request_id: None,
+        request_id: super::request_id(&headers),
     };
     let queued = slot.queued();
     let papers = state
