@@ -22,7 +22,7 @@ async fn used(store: &QuotaStore, user: &str) -> i32 {
 async fn hundred_concurrent_spends_with_three_left_spend_exactly_three() {
     let db = TestDb::create().await;
     let mut cfg = config(&db, "unused");
-    cfg.database.max_connections = 20;
+    cfg.database.max_connections = 10;
     let store = migrate(&cfg).await;
     let tasks: Vec<_> = (0..100)
         .map(|_| {

@@ -90,7 +90,7 @@ pub fn config(db: &TestDb, prefix: &str) -> Config {
     c.redis.url = Secret::new(testkit::redis_url());
     c.redis.prefix = prefix.to_string();
     c.database.url = Secret::new(db.url.clone());
-    c.database.max_connections = 5;
+    c.database.max_connections = 4;
     c.auth.jwt_secret = Some(Secret::new(JWT_SECRET));
     c.auth.admin_token = Some(Secret::new(ADMIN_TOKEN));
     c.server.shutdown_grace_ms = 10_000;
