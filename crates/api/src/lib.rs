@@ -7,17 +7,19 @@
 //!
 //! plus JWT auth ([`auth`], [`jwt`]), client-IP resolution behind trusted proxies ([`client_ip`]),
 //! health and admin actions, probes and the OpenAPI document ([`routes`]). The chat pipeline
-//! itself (upstream calls) sits behind the [`ChatPipeline`] trait; circuit breakers behind
-//! [`BreakerControl`].
+//! itself sits behind the [`ChatPipeline`] trait (its parts: upstream clients and RAG in
+//! [`upstream`], conversation storage in [`conversations`], export renderers in [`export`]);
+//! circuit breakers behind [`BreakerControl`].
 //!
 //! Use: build an [`AppState`] with [`AppState::new`] (config + pipeline), then [`app`] for the
 //! router or [`run`] to serve it with graceful shutdown.
 //!
 //! Layout: `config.rs` (layered configuration), `secret.rs`, `cidr.rs`, `error.rs` (problem+json),
-//! `jwt.rs` + `auth.rs`, `client_ip.rs`, `ip_limit/` (layer, service, deny cache, headers, stats),
+//! `jwt.rs` + `auth.rs`, `client_ip.rs`, `ip_limit/` (layer, service, headers, stats),
 //! `admission.rs`, `quota.rs`, `pipeline.rs`, `breakers.rs`, `stats.rs`, `json.rs` (body
 //! extractor), `state.rs`, `routes/` (one file per route group), `server.rs` (`app`, `run`),
-//! `telemetry.rs`.
+//! `telemetry.rs`; `upstream/` (PubMed, Semantic Scholar, LLM clients, RAG), `conversations.rs`,
+//! `export.rs` (renderers).
 
 pub mod admission;
 pub mod auth;
@@ -25,7 +27,9 @@ pub mod breakers;
 pub mod cidr;
 pub mod client_ip;
 pub mod config;
+pub mod conversations;
 pub mod error;
+pub mod export;
 pub mod ip_limit;
 pub mod json;
 pub mod jwt;
@@ -37,6 +41,7 @@ mod server;
 pub mod state;
 pub mod stats;
 pub mod telemetry;
+pub mod upstream;
 
 pub use breakers::BreakerControl;
 pub use config::{Config, ConfigError};

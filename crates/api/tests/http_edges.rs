@@ -249,8 +249,19 @@ async fn emergency_cleanup_terminates_only_this_databases_idle_transactions() {
     assert!(rows.is_empty());
     let load = store.check_system_load().await.unwrap();
     assert!(load.iter().any(|m| m.metric == "idle_in_transaction"));
+    // cleanup_old_sessions: conversations idle past the age go (with their messages), others stay.
+    for (id, age_days) in [(uuid::Uuid::new_v4(), 40), (uuid::Uuid::new_v4(), 1)] {
+        sqlx::query(
+            "INSERT INTO conversations (id, user_id, updated_at) VALUES ($1, 'u', now() - make_interval(days => $2))",
+        )
+        .bind(id)
+        .bind(age_days)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
     let cleaned = store
-        .cleanup_old_sessions(Duration::from_secs(86_400))
+        .cleanup_old_sessions(Duration::from_secs(30 * 86_400))
         .await
         .unwrap();
     assert!(
@@ -258,5 +269,14 @@ async fn emergency_cleanup_terminates_only_this_databases_idle_transactions() {
             .iter()
             .any(|(w, _)| w == "stale_usage_counters_reset")
     );
+    assert!(
+        cleaned.contains(&("old_conversations_deleted".to_string(), 1)),
+        "{cleaned:?}"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM conversations")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
     drop(theirs);
 }
