@@ -17,7 +17,8 @@
 //! `jwt.rs` + `auth.rs`, `client_ip.rs`, `ip_limit/` (layer, service, deny cache, headers, stats),
 //! `admission.rs`, `quota.rs`, `pipeline.rs`, `breakers.rs`, `stats.rs`, `json.rs` (body
 //! extractor), `state.rs`, `routes/` (one file per route group), `server.rs` (`app`, `run`),
-//! `telemetry.rs`.
+//! `telemetry.rs`, `upstream/` (PubMed, Semantic Scholar and LLM clients, retrieval),
+//! `conversations.rs` (history in PostgreSQL), `export.rs` (Markdown, JSON, BibTeX, RIS).
 
 pub mod admission;
 pub mod auth;
@@ -25,7 +26,9 @@ pub mod breakers;
 pub mod cidr;
 pub mod client_ip;
 pub mod config;
+pub mod conversations;
 pub mod error;
+pub mod export;
 pub mod ip_limit;
 pub mod json;
 pub mod jwt;
@@ -37,6 +40,7 @@ mod server;
 pub mod state;
 pub mod stats;
 pub mod telemetry;
+pub mod upstream;
 
 pub use breakers::BreakerControl;
 pub use config::{Config, ConfigError};
