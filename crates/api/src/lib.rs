@@ -34,6 +34,7 @@ pub mod json;
 pub mod jwt;
 pub mod pipeline;
 pub mod quota;
+pub mod rag_pipeline;
 pub mod routes;
 pub mod secret;
 mod server;
@@ -49,5 +50,6 @@ pub use pipeline::{
     ChatAnswer, ChatContext, ChatPipeline, ChatRequest, Citation, EchoPipeline, PipelineError,
     PipelineFuture, UnconfiguredPipeline,
 };
+pub use rag_pipeline::RagPipeline;
 pub use server::{app, run};
 pub use state::{AppState, StartError};
