@@ -148,7 +148,7 @@ impl RagPipeline {
                 "Note: {} could not be searched; this answer uses {}.\n\n{text}",
                 missing
                     .iter()
-                    .map(|s| display_name(s))
+                    .map(|s| service::display_name(s))
                     .collect::<Vec<_>>()
                     .join(" and "),
                 if sources.is_empty() {
@@ -205,14 +205,6 @@ impl ChatPipeline for RagPipeline {
                 body,
             })
         })
-    }
-}
-
-fn display_name(service: &str) -> &str {
-    match service {
-        service::PUBMED => "PubMed",
-        service::SEMANTIC_SCHOLAR => "Semantic Scholar",
-        other => other,
     }
 }
 

@@ -21,15 +21,25 @@ async fn start() -> Fleet {
     let db = TestDb::create().await;
     let prefix = testkit::unique_prefix("pipe");
     let mut cfg = common::config(&db, &prefix);
+    // Each test makes a handful of calls: keep the sources paced, but not slow.
+    cfg.upstream.pubmed_rate_per_sec = 20;
+    cfg.upstream.semantic_scholar_rate_per_sec = 20;
+    let server = replica(&sim, cfg).await;
+    Fleet {
+        sim,
+        server,
+        _db: db,
+    }
+}
+
+/// One replica with the real pipeline against `sim`.
+async fn replica(sim: &RunningSim, mut cfg: api::config::Config) -> Server {
     cfg.upstream.pubmed_url = sim.pubmed_url();
     cfg.upstream.semantic_scholar_url = sim.s2_url();
     cfg.upstream.llm_url = sim.llm_url();
     cfg.upstream.timeout_ms = 5_000;
-    // Each test makes a handful of calls: keep the sources paced, but not slow.
-    cfg.upstream.pubmed_rate_per_sec = 20;
-    cfg.upstream.semantic_scholar_rate_per_sec = 20;
     let quota = common::migrate(&cfg).await;
-    let redis = common::redis(&prefix).await;
+    let redis = common::redis(&cfg.redis.prefix).await;
     let breakers = api::breakers::build(&cfg, redis.clone()).unwrap();
     let pipeline =
         RagPipeline::build(&cfg, &redis, breakers.clone(), quota.pool().clone()).unwrap();
@@ -37,11 +47,7 @@ async fn start() -> Fleet {
         .await
         .unwrap()
         .with_breakers(Arc::new(breakers));
-    Fleet {
-        sim,
-        server: Server::start_state(state).await,
-        _db: db,
-    }
+    Server::start_state(state).await
 }
 
 async fn post(f: &Fleet, path: &str, user: &str, body: Value) -> reqwest::Response {
@@ -218,4 +224,71 @@ async fn research_returns_merged_papers() {
         ["pubmed", "semantic_scholar"],
         "both sources merged"
     );
+}
+
+/// Pacing holds end to end: 3 replicas x 30 concurrent RAG chats; the simulator (the independent
+/// observer) never sees more than 3 PubMed requests in any second, nor more than 1 Semantic
+/// Scholar request (25 ms tolerance for arrival timestamps). Chats whose pacing wait would be
+/// too long are refused with 503 + Retry-After rather than bunching up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pacing_holds_end_to_end_across_replicas() {
+    let sim = upstream_sim::spawn(SimConfig::default()).await.unwrap();
+    let db = TestDb::create().await;
+    let prefix = testkit::unique_prefix("pipepace");
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let mut cfg = common::config(&db, &prefix);
+        // Contract defaults for pacing (3/s, 1/s); every chat comes from one test IP and a
+        // distinct user, so lift the per-IP window out of the way.
+        cfg.limits.chat_per_ip_per_min = 10_000;
+        servers.push(replica(&sim, cfg).await);
+    }
+    let client = common::client();
+    let mut tasks = Vec::new();
+    for i in 0..90 {
+        let url = servers[i % 3].url("/api/chat");
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(common::token(&format!("pacer-{i}")))
+                .json(&json!({"message": format!("beta blockers heart failure outcomes {i}"), "useRAG": true}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let status = t.await.unwrap();
+        assert!(status == 200 || status == 503, "{status}");
+        ok += usize::from(status == 200);
+    }
+    assert!(ok > 0);
+    let stats = f_stats(&sim);
+    let (pubmed, s2) = stats;
+    assert!(pubmed.0 > 3, "PubMed saw {} requests", pubmed.0);
+    assert!(
+        pubmed.1 <= 3,
+        "PubMed saw {} requests within one second",
+        pubmed.1
+    );
+    assert!(
+        s2.1 <= 1,
+        "Semantic Scholar saw {} requests within one second",
+        s2.1
+    );
+}
+
+/// (requests, most requests in any 975 ms window) for PubMed and Semantic Scholar.
+fn f_stats(sim: &RunningSim) -> ((usize, usize), (usize, usize)) {
+    let s = sim.stats();
+    let pm = s.group(Group::Pubmed);
+    let s2 = s.group(Group::S2);
+    (
+        (pm.timestamps_ms.len(), pm.max_in_window(975)),
+        (s2.timestamps_ms.len(), s2.max_in_window(975)),
+    )
 }
