@@ -18,7 +18,11 @@ use utoipa::ToSchema;
 use crate::config::Config;
 
 /// The upstream services that get a breaker.
-pub const SERVICES: [&str; 3] = ["pubmed", "semantic_scholar", "llm"];
+pub const SERVICES: [&str; 3] = [
+    crate::upstream::service::PUBMED,
+    crate::upstream::service::SEMANTIC_SCHOLAR,
+    crate::upstream::service::LLM,
+];
 
 /// A boxed future.
 pub type BreakerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;

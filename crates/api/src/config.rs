@@ -199,8 +199,9 @@ pub struct UpstreamSettings {
 pub struct ServerSettings {
     /// `FLEETGATE_SHUTDOWN_GRACE_MS`: how long in-flight requests may run after SIGTERM.
     pub shutdown_grace_ms: u64,
-    /// `FLEETGATE_PIPELINE`: `unconfigured` (chat answers 503 until the upstream pipeline is wired)
-    /// or `echo` (development and API-fuzzing only: answers with the question).
+    /// `FLEETGATE_PIPELINE`: `rag` (the real pipeline: PubMed, Semantic Scholar, the LLM),
+    /// `unconfigured` (chat answers 503) or `echo` (development and API-fuzzing only: answers
+    /// with the question, calls no upstream).
     pub pipeline: String,
 }
 
@@ -312,7 +313,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             shutdown_grace_ms: 30_000,
-            pipeline: "unconfigured".into(),
+            pipeline: "rag".into(),
         }
     }
 }
@@ -626,10 +627,13 @@ impl Config {
         if self.admission.lease_ttl_ms < 100 {
             return Err(invalid("FLEETGATE_LEASE_TTL_MS", "must be at least 100"));
         }
-        if !matches!(self.server.pipeline.as_str(), "unconfigured" | "echo") {
+        if !matches!(
+            self.server.pipeline.as_str(),
+            "rag" | "unconfigured" | "echo"
+        ) {
             return Err(invalid(
                 "FLEETGATE_PIPELINE",
-                "expected `unconfigured` or `echo`",
+                "expected `rag`, `unconfigured` or `echo`",
             ));
         }
         if i32::try_from(self.quota.free_daily_queries).is_err()

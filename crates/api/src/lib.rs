@@ -18,8 +18,8 @@
 //! `jwt.rs` + `auth.rs`, `client_ip.rs`, `ip_limit/` (layer, service, headers, stats),
 //! `admission.rs`, `quota.rs`, `pipeline.rs`, `breakers.rs`, `stats.rs`, `json.rs` (body
 //! extractor), `state.rs`, `routes/` (one file per route group), `server.rs` (`app`, `run`),
-//! `telemetry.rs`; `upstream/` (PubMed, Semantic Scholar, LLM clients, RAG), `conversations.rs`,
-//! `export.rs` (renderers).
+//! `telemetry.rs`, `upstream/` (PubMed, Semantic Scholar and LLM clients, retrieval),
+//! `conversations.rs` (history in PostgreSQL), `export.rs` (Markdown, JSON, BibTeX, RIS).
 
 pub mod admission;
 pub mod auth;
@@ -35,6 +35,7 @@ pub mod json;
 pub mod jwt;
 pub mod pipeline;
 pub mod quota;
+pub mod rag_pipeline;
 pub mod routes;
 pub mod secret;
 mod server;
@@ -50,5 +51,6 @@ pub use pipeline::{
     ChatAnswer, ChatContext, ChatPipeline, ChatRequest, Citation, EchoPipeline, PipelineError,
     PipelineFuture, UnconfiguredPipeline,
 };
+pub use rag_pipeline::RagPipeline;
 pub use server::{app, run};
 pub use state::{AppState, StartError};

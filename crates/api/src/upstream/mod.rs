@@ -30,9 +30,19 @@ pub mod service {
     /// PubMed E-utilities.
     pub const PUBMED: &str = "pubmed";
     /// Semantic Scholar Graph API.
-    pub const SEMANTIC_SCHOLAR: &str = "semantic-scholar";
+    pub const SEMANTIC_SCHOLAR: &str = "semantic_scholar";
     /// The LLM endpoint.
     pub const LLM: &str = "llm";
+
+    /// The name people know a service by, for messages.
+    pub fn display_name(service: &str) -> &str {
+        match service {
+            PUBMED => "PubMed",
+            SEMANTIC_SCHOLAR => "Semantic Scholar",
+            LLM => "the language model",
+            other => other,
+        }
+    }
 }
 
 /// Why an upstream call produced no usable answer.

@@ -140,7 +140,11 @@ pub fn build_messages(
     if !unavailable.is_empty() {
         system.push_str(&format!(
             "Note: {} could not be searched; the sources above are incomplete.\n",
-            unavailable.join(" and ")
+            unavailable
+                .iter()
+                .map(|s| service::display_name(s))
+                .collect::<Vec<_>>()
+                .join(" and ")
         ));
     }
     let mut messages = vec![ChatMessage::new("system", system)];
@@ -169,11 +173,11 @@ mod tests {
             url: String::new(),
             venue: Some("BMJ".into()),
         };
-        let m = build_messages("Q?", &[p.clone(), p], &["semantic-scholar"], &[]);
+        let m = build_messages("Q?", &[p.clone(), p], &["semantic_scholar"], &[]);
         assert_eq!(m.len(), 2);
         let sys = &m[0].content;
         assert!(sys.contains("[1] Title with newline (2020). BMJ. Abstract\n[2] "));
-        assert!(sys.contains("semantic-scholar could not be searched"));
+        assert!(sys.contains("Semantic Scholar could not be searched"));
         assert_eq!(m[1].content, "Q?");
     }
 }

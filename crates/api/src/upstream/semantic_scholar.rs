@@ -29,7 +29,7 @@ pub struct SemanticScholarClient {
 }
 
 impl SemanticScholarClient {
-    /// A client calling through `outbound` (paced and guarded as `semantic-scholar`).
+    /// A client calling through `outbound` (paced and guarded as `semantic_scholar`).
     pub fn new(http: reqwest::Client, outbound: Arc<Outbound>, cfg: SemanticScholarConfig) -> Self {
         SemanticScholarClient {
             http,
