@@ -100,7 +100,10 @@ async fn client(adm: Admission, obs: Arc<Observer>, end: Instant, killed: bool) 
                 Ok(r) => r,
                 Err(_) => {
                     outcome(&obs, "cancelled");
-                    obs.abandoned.lock().unwrap().push((user, sent, Instant::now()));
+                    obs.abandoned
+                        .lock()
+                        .unwrap()
+                        .push((user, sent, Instant::now()));
                     continue;
                 }
             }
@@ -138,7 +141,10 @@ async fn client(adm: Admission, obs: Arc<Observer>, end: Instant, killed: bool) 
             }
             Err(Rejection::Timeout { .. }) => {
                 outcome(&obs, "timeout");
-                obs.abandoned.lock().unwrap().push((user, sent, Instant::now()));
+                obs.abandoned
+                    .lock()
+                    .unwrap()
+                    .push((user, sent, Instant::now()));
             }
             Err(Rejection::Full) => outcome(&obs, "full"),
             Err(e) => panic!("unexpected rejection: {e:?}"),
