@@ -129,6 +129,9 @@ async function handoff(redis, holder) {
       const t0 = wallUs();
       await s.release();
       await sync.rpush(k('released'), t0);
+      // Without this the holder's next acquire() usually wins the slot back before the poller's
+      // next attempt (no queue order), and the waiter starves.
+      await sync.blpop(k('done'), 30);
     } else {
       await sync.blpop(k('held'), 30);
       // acquire() makes its first attempt at once (refused: the holder sleeps >= 2 ms), then polls.
@@ -138,6 +141,7 @@ async function handoff(redis, holder) {
       const [, t0] = await sync.blpop(k('released'), 30);
       lat.push(Math.max(0, t1 - Number(t0)));
       await s.release();
+      await sync.rpush(k('done'), 1);
     }
   }
   sync.disconnect();

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench -p limiter-core --bench scenarios -- \
-//!     --scenario window|lease|lease-try|deny|handoff-holder|handoff-waiter \
+//!     --scenario window|lease|lease-try|deny|handoff-holder|handoff-waiter|script-sha|script-source \
 //!     --concurrency N --secs S --redis URL --prefix P [--keys 10000] [--cap 20] [--n 200]
 //! ```
 //!
@@ -71,16 +71,16 @@ fn parse_args() -> Args {
     }
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
+fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    f64::from(sorted[((sorted.len() as f64 - 1.0) * p).round() as usize])
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64
 }
 
 /// Runs `op` in `concurrency` tasks for `secs` (after a short warm-up) and prints the JSON line.
 /// `op` returns whether the operation counts (e.g. a denial in the deny scenario).
-async fn drive<F, Fut>(a: &Args, extra: &str, op: F)
+async fn drive<F, Fut>(a: &Args, op: F)
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -114,7 +114,8 @@ where
                 if op(i).await {
                     counted.fetch_add(1, Ordering::Relaxed);
                 }
-                lat.push(t.elapsed().as_micros() as u32);
+                // ns: local-cache answers take well under a microsecond.
+                lat.push(t.elapsed().as_nanos() as u64);
             }
             lat
         }));
@@ -126,18 +127,17 @@ where
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
     println!(
-        "{{\"runner\":\"ours\",\"scenario\":\"{}\",\"c\":{},\"ops\":{},\"counted\":{},\"secs\":{:.3},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{}{}}}",
+        "{{\"runner\":\"ours\",\"scenario\":\"{}\",\"c\":{},\"ops\":{},\"counted\":{},\"secs\":{:.3},\"ops_per_sec\":{:.1},\"p50_us\":{:.3},\"p90_us\":{:.3},\"p99_us\":{:.3},\"p999_us\":{:.3}}}",
         a.scenario,
         a.concurrency,
         all.len(),
         counted.load(Ordering::Relaxed),
         elapsed,
         all.len() as f64 / elapsed,
-        percentile(&all, 0.5),
-        percentile(&all, 0.9),
-        percentile(&all, 0.99),
-        percentile(&all, 0.999),
-        extra
+        percentile(&all, 0.5) / 1e3,
+        percentile(&all, 0.9) / 1e3,
+        percentile(&all, 0.99) / 1e3,
+        percentile(&all, 0.999) / 1e3,
     );
 }
 
@@ -164,7 +164,7 @@ async fn window(a: Args) {
     )
     .unwrap();
     let keys = a.keys;
-    drive(&a, "", move |_| {
+    drive(&a, move |_| {
         let w = w.clone();
         async move {
             let key = rand::rng().random_range(0..keys).to_string();
@@ -187,7 +187,7 @@ async fn deny(a: Args) {
     }
     let from_cache = Arc::new(AtomicU64::new(0));
     let fc = Arc::clone(&from_cache);
-    drive(&a, "", move |_| {
+    drive(&a, move |_| {
         let (w, fc) = (Arc::clone(&w), Arc::clone(&fc));
         async move {
             let (d, cached) = w.check(b"203.0.113.7").await.unwrap();
@@ -214,7 +214,7 @@ async fn lease(a: Args) {
     let adm = Admission::start(handle(&a), cfg).await.unwrap();
     let users: Arc<Vec<String>> = Arc::new((0..a.concurrency).map(|i| format!("u{i}")).collect());
     let adm2 = adm.clone();
-    drive(&a, "", move |i| {
+    drive(&a, move |i| {
         let (adm, users) = (adm2.clone(), Arc::clone(&users));
         async move {
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -237,7 +237,7 @@ async fn lease_try(a: Args) {
             .map(|i| format!("user:{i}"))
             .collect(),
     );
-    drive(&a, "", move |i| {
+    drive(&a, move |i| {
         let (m, users) = (m.clone(), Arc::clone(&users));
         async move {
             let scopes = [
@@ -303,6 +303,9 @@ async fn handoff_holder(a: Args) {
         let t0 = wall_us();
         p.release().await.unwrap();
         rpush(&mut sync, &k("released"), t0).await;
+        // Same protocol as the Node peer (whose poller would otherwise lose the slot back to the
+        // holder): the next round starts once the waiter has released.
+        blpop(&mut sync, &k("done")).await;
     }
     adm.shutdown().await;
 }
@@ -329,8 +332,9 @@ async fn handoff_waiter(a: Args) {
         rpush(&mut sync, &k("ready"), 1).await;
         let (t1, p) = waiter.await.unwrap();
         let t0: i64 = blpop(&mut sync, &k("released")).await.parse().unwrap();
-        lat.push((t1 - t0).max(0) as u32);
+        lat.push((t1 - t0).max(0) as u64);
         p.release().await.unwrap();
+        rpush(&mut sync, &k("done"), 1).await;
     }
     adm.shutdown().await;
     lat.sort_unstable();
@@ -358,6 +362,9 @@ fn main() {
             "lease-try" => lease_try(a).await,
             "handoff-holder" => handoff_holder(a).await,
             "handoff-waiter" => handoff_waiter(a).await,
+            // For redis-benchmark: the exact script text and SHA1 our window runs.
+            "script-sha" => println!("{}", limiter_core::scripts::SLIDING_WINDOW.sha1()),
+            "script-source" => print!("{}", limiter_core::scripts::SLIDING_WINDOW.source()),
             other => {
                 eprintln!("unknown --scenario {other}");
                 std::process::exit(2);
