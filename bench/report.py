@@ -39,7 +39,7 @@ def agg(runs, scenario, runner, c=None):
     out = {"n": len(rs), "ops": med(ops), "ops_min": min(ops) if ops else None,
            "ops_max": max(ops) if ops else None}
     for k in ["p50_us", "p90_us", "p99_us", "p999_us", "max_us", "runner_cores", "redis_cores",
-              "redis_us_per_op"]:
+              "redis_us_per_op", "script_us_per_op"]:
         out[k] = med([r.get(k) for r in rs])
     p99 = [r.get("p99_us") for r in rs if r.get("p99_us") is not None]
     out["p99_min"], out["p99_max"] = (min(p99), max(p99)) if p99 else (None, None)
@@ -88,7 +88,9 @@ def ratio(a, b):
 
 
 def fr(x):
-    return "—" if x is None else f"{x:.2f}×"
+    if x is None:
+        return "—"
+    return f"{x:.2f}×" if x >= 0.1 else f"{x:.3g}×"
 
 
 def plots(res, s, outdir):
@@ -241,7 +243,10 @@ def markdown(res, s, files):
              "`enableAutoPipelining: true`. limits: its asyncio API with the redis-py client, C "
              "asyncio tasks. Figures are medians over rounds; spread = min–max over rounds. "
              "Profile columns: CPU cores used by the runner process and by redis-server over the "
-             "run (rusage, `INFO cpu`), and Redis CPU µs per operation (`INFO commandstats`).")
+             "process's life (rusage, `INFO cpu`); Redis CPU µs per operation (all of "
+             "redis-server's CPU, network I/O included, over every call the runner made, warm-up "
+             "included); µs per operation inside top-level EVAL/EVALSHA (`INFO commandstats`). "
+             "`bench/profile WHO SCENARIO C` samples both processes with perf for one runner.")
     L.append("")
     L.append("### Targets (same run)")
     L.append("")
@@ -255,8 +260,9 @@ def markdown(res, s, files):
         L.append(f"### {title}")
         L.append("")
         L.append(f"| c | runner | {unit}/s (median, spread) | p50 µs | p99 µs (spread) | "
-                 "runner cores | redis cores | Redis µs/op | ours/peer throughput | ours/peer p99 |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+                 "runner cores | redis cores | Redis CPU µs/op | in scripts µs/op | ours/peer "
+                 "throughput | ours/peer p99 |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for c in conc:
             row = s[scen][str(c)]
             o = row.get("ours")
@@ -271,7 +277,8 @@ def markdown(res, s, files):
                          f"{fnum(a['ops_max'])}) | {fus(a['p50_us'])} | {fus(a['p99_us'])} "
                          f"({fus(a['p99_min'])}–{fus(a['p99_max'])}) | "
                          f"{fnum(a['runner_cores'], 2)} | {fnum(a['redis_cores'], 2)} | "
-                         f"{fnum(a['redis_us_per_op'], 1)} | {rt} | {rp} |")
+                         f"{fnum(a['redis_us_per_op'], 1)} | {fnum(a['script_us_per_op'], 1)} | "
+                         f"{rt} | {rp} |")
         L.append("")
 
     if any(s["window"][str(conc[-1])].values()):
@@ -337,7 +344,7 @@ def markdown(res, s, files):
                  "`inMemoryBlockOnConsumed: 5` (its documented in-memory block, until the window "
                  "ends). limits: no local cache — every denial is a Redis round trip.")
         L.append("")
-    L.append("### 5. HTTP: chat route with the limiter stack vs limiters off — TODO (not measured)")
+    L.append("### 5. HTTP: chat route with the limiter stack vs limiters off — TODO, not measured")
     L.append("")
     L.append(res.get("http", {}).get("note", ""))
     L.append("")

@@ -62,10 +62,12 @@ async def main():
         raise SystemExit(f"unknown --scenario {a.scenario}")
 
     warm = time.monotonic() + 0.3
+    warm_ops = [0]
 
     async def warmup():
         while time.monotonic() < warm:
             await op()
+            warm_ops[0] += 1
 
     await asyncio.gather(*(warmup() for _ in range(a.concurrency)))
 
@@ -89,7 +91,7 @@ async def main():
     allv = sorted(x for lat in lats for x in lat)
     print(json.dumps({
         "runner": f"limits-{a.strategy}", "scenario": a.scenario, "c": a.concurrency,
-        "ops": len(allv), "counted": counted[0], "secs": elapsed,
+        "ops": len(allv), "warm_ops": warm_ops[0], "counted": counted[0], "secs": elapsed,
         "ops_per_sec": len(allv) / elapsed, "p50_us": pct(allv, 0.5), "p90_us": pct(allv, 0.9),
         "p99_us": pct(allv, 0.99), "p999_us": pct(allv, 0.999),
     }))

@@ -43,8 +43,9 @@ function pct(sorted, p) {
 // Runs op(i) in `c` concurrent loops for `secs` after a 300 ms warm-up; latency in µs.
 async function drive(op, extra = {}) {
   const warm = Date.now() + 300;
+  let warmOps = 0;
   await Promise.all(Array.from({ length: a.c }, async (_, i) => {
-    while (Date.now() < warm) await op(i);
+    while (Date.now() < warm) { await op(i); warmOps++; }
   }));
   let counted = 0;
   const lats = [];
@@ -63,7 +64,7 @@ async function drive(op, extra = {}) {
   const elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
   const all = Float64Array.from(lats.flat()).sort();
   console.log(JSON.stringify({
-    runner: extra.runner, scenario: a.scenario, c: a.c, ops: all.length, counted,
+    runner: extra.runner, scenario: a.scenario, c: a.c, ops: all.length, warm_ops: warmOps, counted,
     secs: elapsed, ops_per_sec: all.length / elapsed,
     p50_us: pct(all, 0.5), p90_us: pct(all, 0.9), p99_us: pct(all, 0.99), p999_us: pct(all, 0.999),
     ...extra,
