@@ -236,11 +236,8 @@ async fn lease(a: Args) {
 async fn lease_try(a: Args) {
     let m = LeaseManager::new(handle(&a), "bench", Duration::from_secs(15)).unwrap();
     let cap = a.cap;
-    let users: Arc<Vec<String>> = Arc::new(
-        (0..a.concurrency)
-            .map(|i| format!("user:{i}"))
-            .collect(),
-    );
+    let users: Arc<Vec<String>> =
+        Arc::new((0..a.concurrency).map(|i| format!("user:{i}")).collect());
     drive(&a, move |i| {
         let (m, users) = (m.clone(), Arc::clone(&users));
         async move {
@@ -294,7 +291,9 @@ fn handoff_config() -> AdmissionConfig {
 }
 
 async fn handoff_holder(a: Args) {
-    let adm = Admission::start(handle(&a), handoff_config()).await.unwrap();
+    let adm = Admission::start(handle(&a), handoff_config())
+        .await
+        .unwrap();
     let mut sync = sync_conn(&a).await;
     let k = |s: &str| format!("{}:sync:{s}", a.prefix);
     for i in 0..a.n {
@@ -315,7 +314,9 @@ async fn handoff_holder(a: Args) {
 }
 
 async fn handoff_waiter(a: Args) {
-    let adm = Admission::start(handle(&a), handoff_config()).await.unwrap();
+    let adm = Admission::start(handle(&a), handoff_config())
+        .await
+        .unwrap();
     let mut sync = sync_conn(&a).await;
     let k = |s: &str| format!("{}:sync:{s}", a.prefix);
     let mut lat = Vec::with_capacity(a.n);
