@@ -121,6 +121,7 @@ def plots(res, s, outdir):
     def percentiles(ax, aggs, title, keys=("p50_us", "p90_us", "p99_us", "p999_us")):
         names = [n for n, a in aggs.items() if a]
         width = 0.8 / max(len(names), 1)
+        lows = [aggs[n].get(k) for n in names for k in keys if aggs[n].get(k)]
         for i, n in enumerate(names):
             a = aggs[n]
             vals = [a.get(k) or float("nan") for k in keys]
@@ -129,6 +130,8 @@ def plots(res, s, outdir):
         ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(keys))])
         ax.set_xticklabels([k.replace("_us", "").replace("p999", "p99.9") for k in keys])
         ax.set_yscale("log")
+        if lows:
+            ax.set_ylim(bottom=min(lows) / 2)  # the shortest bar stays visible
         ax.set_ylabel("latency µs (log)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, axis="y", which="both")
