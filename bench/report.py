@@ -90,7 +90,9 @@ def ratio(a, b):
 def fr(x):
     if x is None:
         return "—"
-    return f"{x:.2f}×" if x >= 0.1 else f"{x:.3g}×"
+    if x >= 0.1:
+        return f"{x:.2f}×"
+    return f"{x:.3f}×" if x >= 0.001 else "< 0.001×"
 
 
 def plots(res, s, outdir):
