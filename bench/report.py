@@ -17,9 +17,10 @@ HEADING = "## Side by side with peers (issue 9)"
 
 GUARANTEES = {
     "ours": "exact sliding window: ≤ N admissions in any 60 s span; denials not counted; Redis clock",
-    "rate-limiter-flexible": "fixed window (INCRBY+EXPIRE): up to 2N within 60 s across a boundary; "
-                             "denied calls are counted too",
-    "limits-moving": "exact moving window (list log, Lua); Redis clock",
+    "rate-limiter-flexible": "fixed window (INCRBY+EXPIRE in one Lua call, Redis TTL): up to 2N "
+                             "within 60 s across a boundary; denied calls are counted too",
+    "limits-moving": "exact moving window (list log, one Lua call), but timestamps from each "
+                     "client's clock (`time.time()`): replicas with skewed clocks disagree",
     "limits-fixed": "fixed window (INCR+EXPIRE): up to 2N across a boundary",
     "redis-benchmark": "our exact window script, EVALSHA from C, one request in flight per connection",
 }
