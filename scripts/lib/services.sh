@@ -63,3 +63,18 @@ ensure_postgres() {
   fi
   pg_isready -h 127.0.0.1 -p 5432 -q || { echo "postgresql did not start" >&2; return 1; }
 }
+
+# A Python environment with the independent parsers some tests use (scripts/requirements-test.txt).
+ensure_test_python() {
+  local env=.fleet/pyenv
+  if [ ! -x "$env/bin/python" ]; then
+    if ! python3 -m venv "$env" >/dev/null 2>&1; then
+      apt_install python3-venv
+      python3 -m venv "$env"
+    fi
+  fi
+  if ! "$env/bin/python" -c "import bibtexparser, rispy" >/dev/null 2>&1; then
+    echo "installing test parsers (pip)"
+    "$env/bin/pip" install -q -r scripts/requirements-test.txt
+  fi
+}

@@ -1,1 +1,133 @@
-fn main() {}
+//! `fleetgate serve` runs a replica; `fleetgate migrate` applies the database migrations.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use api::config::ENV_VARS;
+use api::{AppState, ChatPipeline, Config, EchoPipeline, UnconfiguredPipeline};
+
+const USAGE: &str = "usage: fleetgate <serve|migrate>
+
+  serve     run a replica (needs FLEETGATE_JWT_SECRET)
+  migrate   apply the database migrations to FLEETGATE_DATABASE_URL
+
+Configuration: defaults, then the TOML file named by FLEETGATE_CONFIG, then the environment.";
+
+fn main() -> ExitCode {
+    let cmd = std::env::args().nth(1).unwrap_or_default();
+    if matches!(cmd.as_str(), "-h" | "--help" | "help") {
+        println!("{USAGE}\n\nVariables:\n  {}", ENV_VARS.join("\n  "));
+        return ExitCode::SUCCESS;
+    }
+    if !matches!(cmd.as_str(), "serve" | "migrate") {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    let _telemetry = api::telemetry::init();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fleetgate: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fleetgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cmd.as_str() {
+            "serve" => serve(config).await,
+            _ => migrate(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleetgate: {e:#}");
+            if e.downcast_ref::<api::ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    config.require_serve()?;
+    let listen = config.listen;
+    let redis = limiter_core::RedisHandle::new(&config.redis_config())
+        .context("FLEETGATE_REDIS_URL / FLEETGATE_REDIS_CLUSTER / FLEETGATE_REDIS_PREFIX")?;
+    // One set of breakers per replica, shared by the health/admin API and the pipeline's
+    // outbound calls.
+    let breakers = api::breakers::build(&config, redis.clone())
+        .context("FLEETGATE_BREAKER_FAILURE_THRESHOLD / FLEETGATE_BREAKER_OPEN_MS")?;
+    let quota = api::quota::QuotaStore::connect_lazy(&config).context("FLEETGATE_DATABASE_URL")?;
+    let pipeline: Arc<dyn ChatPipeline> = match config.server.pipeline.as_str() {
+        "echo" => {
+            tracing::warn!("FLEETGATE_PIPELINE=echo: development pipeline, no upstream is called");
+            Arc::new(EchoPipeline)
+        }
+        "unconfigured" => Arc::new(UnconfiguredPipeline),
+        _ => Arc::new(
+            api::RagPipeline::build(&config, &redis, breakers.clone(), quota.pool().clone())
+                .context(
+                    "FLEETGATE_PUBMED_RATE_PER_SEC / FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC",
+                )?,
+        ),
+    };
+    let state = AppState::with_parts(config, pipeline, redis, quota)
+        .await
+        .map_err(|e| match e {
+            api::StartError::Config(c) => anyhow::Error::new(c),
+            other => anyhow::Error::new(other),
+        })?
+        .with_breakers(Arc::new(breakers));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (FLEETGATE_LISTEN)"))?;
+    tracing::info!(addr = %listener.local_addr()?, "fleetgate serving");
+    api::run(listener, state, shutdown_signal()).await?;
+    tracing::info!("fleetgate stopped");
+    Ok(())
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let store = api::quota::QuotaStore::connect_lazy(&config)?;
+    store
+        .migrate()
+        .await
+        .context("migration failed (FLEETGATE_DATABASE_URL)")?;
+    println!("migrations applied");
+    Ok(())
+}
+
+/// SIGTERM (orchestrators) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -18,6 +18,7 @@
 //! `reply.rs` (reply decoding), then one file per primitive: `sliding_window.rs` (+ `deny_cache.rs`), `token_bucket.rs`,
 //! `lease.rs`, `queue.rs` (admission).
 
+mod degraded;
 mod deny_cache;
 mod error;
 mod keys;

@@ -18,7 +18,7 @@
 //! and if a grant raced with its leaving, the leave script releases the slot and hands it on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -27,12 +27,13 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::degraded::{Local, LocalCaps, LocalSlot};
 use crate::lease::{Lease, LeaseOps, ScriptCall, new_lease_id, ttl_millis};
 use crate::redis_handle::ToRedisArgsDyn;
 use crate::reply::ints;
 use crate::scripts::{
-    ADMISSION_ENTER, ADMISSION_HEARTBEAT, ADMISSION_LEAVE, ADMISSION_RECLAIM, ADMISSION_RELEASE,
-    ADMISSION_RENEW, ADMISSION_RESET, ADMISSION_STATS, LuaScript,
+    ADMISSION_ADOPT, ADMISSION_ENTER, ADMISSION_HEARTBEAT, ADMISSION_LEAVE, ADMISSION_RECLAIM,
+    ADMISSION_RELEASE, ADMISSION_RENEW, ADMISSION_RESET, ADMISSION_STATS, LuaScript,
 };
 use crate::{LimiterError, RedisHandle};
 
@@ -85,6 +86,11 @@ pub struct AdmissionConfig {
     pub max_queue: u32,
     /// A replica silent for this long is dead: its waiters are dropped.
     pub heartbeat_ttl: Duration,
+    /// While Redis is unreachable, admit locally within this replica's share of the caps
+    /// (`max(1, cap / live replicas)`); if false, refuse with `Unavailable` instead.
+    pub local_fallback: bool,
+    /// Fleet size assumed for the local share when Redis was never reached.
+    pub expected_replicas: u32,
 }
 
 impl Default for AdmissionConfig {
@@ -96,6 +102,8 @@ impl Default for AdmissionConfig {
             lease_ttl: Duration::from_secs(15),
             max_queue: 500,
             heartbeat_ttl: Duration::from_secs(3),
+            local_fallback: true,
+            expected_replicas: 3,
         }
     }
 }
@@ -127,7 +135,7 @@ pub enum Rejection {
 /// next eligible waiter anywhere in the fleet.
 #[derive(Debug)]
 pub struct Permit {
-    lease: Lease,
+    held: Held,
     class: Class,
     queued: Duration,
     position_at_entry: u32,
@@ -161,15 +169,64 @@ impl Permit {
         self.class
     }
 
-    /// The underlying lease (id, fencing token, loss notification).
-    pub fn lease(&self) -> &Lease {
-        &self.lease
+    /// The Redis lease (id, fencing token, loss notification); `None` for a permit granted
+    /// locally while Redis was unreachable.
+    pub fn lease(&self) -> Option<&Lease> {
+        match &self.held {
+            Held::Shared(lease) => Some(lease),
+            Held::Local(_) => None,
+        }
     }
 
-    /// Releases now and waits for Redis to confirm. `Ok(true)` if it was still held.
-    pub async fn release(self) -> Result<bool, LimiterError> {
-        self.lease.release().await
+    /// Whether this permit was granted in degraded mode (local share of the caps).
+    pub fn is_local(&self) -> bool {
+        matches!(self.held, Held::Local(_))
     }
+
+    /// Releases now. For a shared permit, waits for Redis to confirm; `Ok(true)` if it was held.
+    pub async fn release(self) -> Result<bool, LimiterError> {
+        match self.held {
+            Held::Shared(lease) => lease.release().await,
+            Held::Local(local) => {
+                drop(local);
+                Ok(true)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Held {
+    Shared(Lease),
+    Local(LocalPermit),
+}
+
+/// A slot granted locally; returned to the local queue when dropped (and, if it was adopted into
+/// Redis after the outage, released there too).
+#[derive(Debug)]
+struct LocalPermit {
+    local: Arc<Local>,
+    slot: Arc<LocalSlot>,
+}
+
+impl Drop for LocalPermit {
+    fn drop(&mut self) {
+        self.local.release(&self.slot);
+        // Dropping the adopted lease releases it in Redis (spawned).
+        drop(self.slot.adopted.lock().ok().and_then(|mut a| a.take()));
+    }
+}
+
+/// Whether admission goes through Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Normal: shared caps in Redis.
+    Shared = 0,
+    /// Redis unreachable: local share of the caps.
+    Degraded = 1,
+    /// Redis is back: local permits are being adopted; still admitting locally until
+    /// `recover_at`, so every replica has adopted its own before anyone trusts Redis's counts.
+    Recovering = 2,
 }
 
 /// Queue depth and slot use, fleet-wide.
@@ -210,6 +267,11 @@ struct Inner {
     closing: AtomicBool,
     heartbeat_now: Notify,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    local: Arc<Local>,
+    mode: AtomicU8,
+    recover_at: Mutex<Option<Instant>>,
+    /// Live replicas as last read from the registry.
+    live_replicas: AtomicU32,
 }
 
 /// The admission queue as seen by one replica. Cheap to clone.
@@ -265,7 +327,14 @@ impl Admission {
             closing: AtomicBool::new(false),
             heartbeat_now: Notify::new(),
             tasks: Mutex::new(Vec::new()),
+            local: Arc::default(),
+            mode: AtomicU8::new(Mode::Shared as u8),
+            recover_at: Mutex::new(None),
+            live_replicas: AtomicU32::new(0),
         });
+        inner
+            .live_replicas
+            .store(inner.cfg.expected_replicas.max(1), Ordering::Relaxed);
         let (subscribed_tx, subscribed_rx) = oneshot::channel();
         let listener = tokio::spawn(listen(
             Arc::downgrade(&inner),
@@ -291,9 +360,24 @@ impl Admission {
         &self.inner.cfg
     }
 
-    /// Waiters of this replica right now.
+    /// Waiters of this replica right now (shared queue and local queue).
     pub fn local_waiters(&self) -> usize {
-        self.inner.waiters.lock().map(|w| w.len()).unwrap_or(0)
+        self.inner.waiters.lock().map(|w| w.len()).unwrap_or(0) + self.inner.local.queued()
+    }
+
+    /// Whether this replica admits locally because Redis is (or was just) unreachable.
+    pub fn degraded(&self) -> bool {
+        self.inner.mode() != Mode::Shared
+    }
+
+    /// Live replicas as last read from the registry (the expected fleet size before that).
+    pub fn live_replicas(&self) -> u32 {
+        self.inner.live_replicas.load(Ordering::Relaxed)
+    }
+
+    /// Slots this replica holds under degraded mode right now.
+    pub fn local_in_use(&self) -> usize {
+        self.inner.local.held().len()
     }
 
     /// Admits `user` in `class`, waiting in the queue until `deadline` if no slot is free.
@@ -329,6 +413,9 @@ impl Admission {
         let inner = &self.inner;
         if inner.closing.load(Ordering::Acquire) {
             return Err(Rejection::ShuttingDown);
+        }
+        if inner.cfg.local_fallback && inner.mode() != Mode::Shared {
+            return inner.admit_local(user, class, deadline, positions).await;
         }
         let started = Instant::now();
         let id = format!("{}.{}", inner.replica, new_lease_id());
@@ -375,6 +462,11 @@ impl Admission {
         let reply = match reply.and_then(|r| ints::<3>(ADMISSION_ENTER.name(), pad3(r))) {
             Ok(r) => r,
             // The guard leaves the queue (best effort) in case the call did run.
+            Err(e) if e.is_unavailable() && inner.cfg.local_fallback => {
+                drop(guard);
+                inner.enter_degraded();
+                return inner.admit_local(user, class, deadline, positions).await;
+            }
             Err(e) => return Err(Rejection::Unavailable(e)),
         };
         match reply {
@@ -500,6 +592,155 @@ fn pad3(mut r: Vec<i64>) -> Vec<i64> {
 }
 
 impl Inner {
+    fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::Acquire) {
+            0 => Mode::Shared,
+            1 => Mode::Degraded,
+            _ => Mode::Recovering,
+        }
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        let old = self.mode.swap(mode as u8, Ordering::AcqRel);
+        if old != mode as u8 {
+            tracing::warn!(replica = %self.replica, ?mode, "admission mode changed");
+        }
+    }
+
+    fn enter_degraded(&self) {
+        if self.cfg.local_fallback {
+            self.set_mode(Mode::Degraded);
+        }
+    }
+
+    fn local_caps(&self) -> LocalCaps {
+        LocalCaps::share(
+            self.cfg.global_cap,
+            self.cfg.user_cap,
+            self.cfg.max_queue,
+            self.live_replicas.load(Ordering::Relaxed),
+        )
+    }
+
+    async fn admit_local(
+        self: &Arc<Self>,
+        user: &[u8],
+        class: Class,
+        deadline: Instant,
+        positions: Option<watch::Sender<u32>>,
+    ) -> Result<Permit, Rejection> {
+        let started = Instant::now();
+        let id = format!("{}.{}", self.replica, new_lease_id());
+        let mut scope = b"user:".to_vec();
+        scope.extend_from_slice(user);
+        let user_key = self.redis.keys().lease_scope(&self.cfg.group, &scope);
+        let slot = self
+            .local
+            .admit(self.local_caps(), &id, user, &user_key, class, deadline)
+            .await?;
+        if let Some(p) = &positions {
+            p.send_replace(0);
+        }
+        let permit = Permit {
+            held: Held::Local(LocalPermit {
+                local: Arc::clone(&self.local),
+                slot: Arc::clone(&slot),
+            }),
+            class,
+            queued: started.elapsed(),
+            position_at_entry: 0,
+            entered_at_ms: 0,
+            granted_at_ms: 0,
+        };
+        if self.mode() == Mode::Recovering {
+            // Redis is back: make the shared caps count this slot at once.
+            let inner = Arc::clone(self);
+            tokio::spawn(async move { inner.adopt(vec![slot]).await });
+        }
+        Ok(permit)
+    }
+
+    /// Registers local slots in Redis so the shared caps count them. Errors are logged: the next
+    /// heartbeat tries again.
+    async fn adopt(&self, slots: Vec<Arc<LocalSlot>>) -> bool {
+        let pending: Vec<Arc<LocalSlot>> = slots
+            .into_iter()
+            .filter(|s| s.adopted.lock().map(|a| a.is_none()).unwrap_or(false))
+            .collect();
+        if pending.is_empty() {
+            return true;
+        }
+        let mut extra: Vec<&String> = Vec::new();
+        for s in &pending {
+            extra.push(&s.id);
+            extra.push(&s.user_key);
+        }
+        let reply = match self.run::<Vec<i64>>(&ADMISSION_ADOPT, &extra).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "adopting local permits failed");
+                return false;
+            }
+        };
+        let expiry = reply.first().copied().unwrap_or(0);
+        let still_held: Vec<String> = self.local.held().iter().map(|s| s.id.clone()).collect();
+        for s in pending {
+            let ops = LeaseOps {
+                renew: self.call(&ADMISSION_RENEW, &s.id, &s.user_key),
+                release: self.call(&ADMISSION_RELEASE, &s.id, &s.user_key),
+            };
+            let lease = Lease::start(
+                self.redis.clone(),
+                s.id.clone(),
+                ops,
+                self.cfg.lease_ttl,
+                expiry,
+                0,
+            );
+            if still_held.contains(&s.id) {
+                if let Ok(mut a) = s.adopted.lock() {
+                    *a = Some(lease);
+                }
+            } else {
+                // Finished while being adopted: release it in Redis right away.
+                drop(lease);
+            }
+        }
+        true
+    }
+
+    /// Moves between shared and degraded admission after a heartbeat.
+    async fn after_heartbeat(&self, ok: bool) {
+        if !ok {
+            if self.mode() != Mode::Degraded {
+                self.enter_degraded();
+            }
+            return;
+        }
+        match self.mode() {
+            Mode::Shared => {}
+            Mode::Degraded => {
+                if self.adopt(self.local.held()).await {
+                    if let Ok(mut at) = self.recover_at.lock() {
+                        *at = Some(Instant::now() + self.cfg.heartbeat_ttl);
+                    }
+                    self.set_mode(Mode::Recovering);
+                }
+            }
+            Mode::Recovering => {
+                let due = self
+                    .recover_at
+                    .lock()
+                    .ok()
+                    .and_then(|at| *at)
+                    .is_none_or(|at| Instant::now() >= at);
+                if due && self.adopt(self.local.held()).await {
+                    self.set_mode(Mode::Shared);
+                }
+            }
+        }
+    }
+
     async fn run<T: redis::FromRedisValue>(
         &self,
         script: &'static LuaScript,
@@ -541,14 +782,14 @@ impl Inner {
             release: self.call(&ADMISSION_RELEASE, &id, &user_key),
         };
         Permit {
-            lease: Lease::start(
+            held: Held::Shared(Lease::start(
                 self.redis.clone(),
                 id,
                 ops,
                 self.cfg.lease_ttl,
                 expiry,
                 fence,
-            ),
+            )),
             class,
             queued: started.elapsed(),
             position_at_entry,
@@ -627,8 +868,12 @@ impl Inner {
             extra.push(id);
             extra.push(class);
         }
-        let (grants, positions): (Vec<String>, Vec<i64>) =
+        let (grants, positions, live): (Vec<String>, Vec<i64>, i64) =
             self.run(&ADMISSION_HEARTBEAT, &extra).await?;
+        if live > 0 {
+            self.live_replicas
+                .store(u32::try_from(live).unwrap_or(u32::MAX), Ordering::Relaxed);
+        }
         for g in grants {
             self.deliver(&format!("g {g}"));
         }
@@ -771,8 +1016,14 @@ async fn heartbeat_loop(inner: Weak<Inner>) {
             }
             None => return,
         };
-        if let Err(e) = notified.heartbeat().await {
+        let result = notified.heartbeat().await;
+        if let Err(e) = &result {
             tracing::debug!(error = %e, "admission heartbeat failed");
         }
+        let ok = match &result {
+            Ok(()) => true,
+            Err(e) => !e.is_unavailable(),
+        };
+        notified.after_heartbeat(ok).await;
     }
 }

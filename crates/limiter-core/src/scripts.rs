@@ -88,6 +88,8 @@ scripts! {
     ADMISSION_RESET = "admission_reset" after "admission_lib";
     /// Admission: queue depth and slots in use.
     ADMISSION_STATS = "admission_stats" after "admission_lib";
+    /// Admission: register leases granted locally during an outage.
+    ADMISSION_ADOPT = "admission_adopt" after "admission_lib";
     /// Admission: reclaim leases of dead replicas.
     ADMISSION_RECLAIM = "admission_reclaim" after "admission_lib";
 }

@@ -1,0 +1,300 @@
+//! Layer 2 behind a small internal interface: [`Gate::admit`] waits in the fleet-wide priority
+//! queue (`limiter_core::Admission`: chat > research > export, FIFO within a class, per-user and
+//! global caps, push hand-off of released slots, degraded local share while Redis is down) until a
+//! deadline and returns a [`Slot`] that frees its place when dropped.
+//!
+//! What the gate adds on top: it counts the slots of this replica until their release is
+//! confirmed by Redis, so [`Gate::shutdown`] can wait for every one of them (a dropped permit
+//! would otherwise release in a detached task, possibly after the process is gone), and it turns
+//! waiters away the moment shutdown begins ([`Gate::close`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use limiter_core::{
+    Admission, AdmissionConfig, Class, LimiterError, Permit, RedisHandle, Rejection,
+};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use utoipa::ToSchema;
+
+/// The route class of a request: its queue priority (chat > research > export).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteClass {
+    /// `POST /api/chat`.
+    Chat,
+    /// `POST /api/research`.
+    Research,
+    /// `POST /api/export`.
+    Export,
+}
+
+impl RouteClass {
+    /// The name used in keys, headers and health.
+    pub fn name(self) -> &'static str {
+        self.class().as_str()
+    }
+
+    fn class(self) -> Class {
+        match self {
+            RouteClass::Chat => Class::Chat,
+            RouteClass::Research => Class::Research,
+            RouteClass::Export => Class::Export,
+        }
+    }
+}
+
+/// Why no slot was granted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    /// The deadline passed while waiting.
+    #[error("timed out waiting for a slot")]
+    Timeout,
+    /// Too many waiters fleet-wide.
+    #[error("wait queue full")]
+    Full,
+    /// An admin reset the queue.
+    #[error("queue reset")]
+    Reset,
+    /// This replica is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// Redis could not answer and local fallback is off.
+    #[error("admission unavailable")]
+    Unavailable(#[source] LimiterError),
+}
+
+/// Queue and slot figures for the health endpoint.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateStats {
+    /// Waiters per class, fleet-wide.
+    pub waiting: WaitingByClass,
+    /// Slots held fleet-wide right now.
+    pub slots_in_use: u64,
+    /// The fleet-wide cap.
+    pub global_cap: u32,
+    /// The per-user cap.
+    pub user_cap: u32,
+    /// Replicas with a live heartbeat.
+    pub live_replicas: u64,
+    /// Whether this replica admits from its local share of the caps (Redis unreachable).
+    pub degraded: bool,
+    /// Waiters of this replica.
+    pub local_waiters: u64,
+}
+
+/// Waiters per class.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct WaitingByClass {
+    /// Chat waiters.
+    pub chat: u64,
+    /// Research waiters.
+    pub research: u64,
+    /// Export waiters.
+    pub export: u64,
+}
+
+struct Inner {
+    admission: Admission,
+    closed: Notify,
+    is_closed: std::sync::atomic::AtomicBool,
+    /// Slots of this replica not yet released in Redis (held, or their release in flight).
+    outstanding: AtomicUsize,
+    released: Notify,
+}
+
+impl Inner {
+    fn slot_done(&self) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.released.notify_waiters();
+    }
+}
+
+/// The admission gate of one replica. Cheap to clone.
+#[derive(Clone)]
+pub struct Gate {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("admission", &self.inner.admission)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A granted slot. Dropping it releases the slot and hands it to the next waiter.
+pub struct Slot {
+    permit: Option<Permit>,
+    gate: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("permit", &self.permit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Slot {
+    /// How long the request waited for its slot.
+    pub fn queued(&self) -> Duration {
+        self.permit.as_ref().map_or(Duration::ZERO, Permit::queued)
+    }
+
+    /// Whether the slot came from the local share (degraded mode).
+    pub fn is_local(&self) -> bool {
+        self.permit.as_ref().is_some_and(Permit::is_local)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let gate = Arc::clone(&self.gate);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = permit.release().await {
+                        tracing::warn!(error = %e, "slot release failed; its lease TTL frees it");
+                    }
+                    gate.slot_done();
+                });
+            }
+            Err(_) => {
+                drop(permit);
+                gate.slot_done();
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// Joins the fleet's queue (starts the admission's background tasks).
+    pub async fn start(redis: RedisHandle, cfg: AdmissionConfig) -> Result<Gate, LimiterError> {
+        let admission = Admission::start(redis, cfg).await?;
+        Ok(Gate {
+            inner: Arc::new(Inner {
+                admission,
+                closed: Notify::new(),
+                is_closed: std::sync::atomic::AtomicBool::new(false),
+                outstanding: AtomicUsize::new(0),
+                released: Notify::new(),
+            }),
+        })
+    }
+
+    /// Waits for a slot for `user` until `deadline`.
+    pub async fn admit(
+        &self,
+        user: &str,
+        class: RouteClass,
+        deadline: Instant,
+    ) -> Result<Slot, AdmitError> {
+        let inner = &self.inner;
+        let closed = inner.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if inner.is_closed.load(Ordering::Acquire) {
+            return Err(AdmitError::ShuttingDown);
+        }
+        // Counted before the grant exists so that shutdown never misses one being granted.
+        inner.outstanding.fetch_add(1, Ordering::AcqRel);
+        let result = tokio::select! {
+            r = inner.admission.admit(user.as_bytes(), class.class(), deadline) => r,
+            // Dropping the admit future takes the waiter out of the queue (or hands on a grant
+            // that raced in).
+            () = &mut closed => Err(Rejection::ShuttingDown),
+        };
+        match result {
+            Ok(permit) => Ok(Slot {
+                permit: Some(permit),
+                gate: Arc::clone(inner),
+            }),
+            Err(r) => {
+                inner.slot_done();
+                Err(match r {
+                    Rejection::Timeout { .. } => AdmitError::Timeout,
+                    Rejection::Full => AdmitError::Full,
+                    Rejection::Reset => AdmitError::Reset,
+                    Rejection::ShuttingDown => AdmitError::ShuttingDown,
+                    Rejection::Unavailable(e) => AdmitError::Unavailable(e),
+                })
+            }
+        }
+    }
+
+    /// Queue depth and slot use.
+    pub async fn stats(&self) -> Result<GateStats, LimiterError> {
+        let a = &self.inner.admission;
+        let s = a.stats().await?;
+        Ok(GateStats {
+            waiting: WaitingByClass {
+                chat: s.queued[Class::Chat.index()],
+                research: s.queued[Class::Research.index()],
+                export: s.queued[Class::Export.index()],
+            },
+            slots_in_use: s.in_use,
+            global_cap: a.config().global_cap,
+            user_cap: a.config().user_cap,
+            live_replicas: s.live_replicas,
+            degraded: a.degraded(),
+            local_waiters: u64::try_from(a.local_waiters()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Whether this replica admits from its local share (Redis unreachable).
+    pub fn degraded(&self) -> bool {
+        self.inner.admission.degraded()
+    }
+
+    /// Empties the queue fleet-wide (admin `reset-queue`); returns how many were waiting.
+    pub async fn reset_queue(&self) -> Result<u64, LimiterError> {
+        self.inner.admission.reset_queue().await
+    }
+
+    /// Begins shutdown: no new admissions; this replica's waiters are answered and leave the
+    /// queue. Slots already held stay held until their requests finish.
+    pub async fn close(&self) {
+        self.inner.is_closed.store(true, Ordering::Release);
+        self.inner.closed.notify_waiters();
+        self.inner.admission.shutdown().await;
+    }
+
+    /// Closes the gate and waits (up to `timeout`) until every slot of this replica is released
+    /// in Redis. Returns whether all were.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        self.close().await;
+        let inner = &self.inner;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let released = inner.released.notified();
+            tokio::pin!(released);
+            // Registered before the check, so a release in between is not missed.
+            released.as_mut().enable();
+            if inner.outstanding.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return inner.outstanding.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+
+    /// This replica's id in the fleet registry (its leases and waiters carry it).
+    pub fn replica_id(&self) -> &str {
+        self.inner.admission.replica_id()
+    }
+
+    /// Slots of this replica not yet released.
+    pub fn outstanding(&self) -> usize {
+        self.inner.outstanding.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,158 @@
+//! Who is calling: the user behind a JWT ([`AuthUser`], set by [`require_user`] before the per-IP
+//! window runs, as in the request flow of DESIGN.md) and the admin bearer token ([`AdminToken`]).
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::secret::Secret;
+use crate::state::AppState;
+
+/// An authenticated user (the JWT `sub`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    /// The user id.
+    pub id: String,
+}
+
+impl AuthUser {
+    /// A stable, non-reversible id for upstreams (hex SHA-256 of the user id).
+    pub fn hashed_id(&self) -> String {
+        hex::encode(Sha256::digest(self.id.as_bytes()))
+    }
+}
+
+/// The bearer token of an `Authorization` header, if any.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthorized(
+        "expected `Authorization: Bearer <token>`",
+    ))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::Unauthorized(
+            "expected `Authorization: Bearer <token>`",
+        ));
+    }
+    Ok(Some(token.trim()))
+}
+
+/// Middleware: verifies the JWT and stores the [`AuthUser`] in the request extensions.
+pub async fn require_user(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let user = match bearer(req.headers()) {
+        Ok(Some(token)) => match state.jwt().verify(token) {
+            Ok(claims) => AuthUser { id: claims.sub },
+            Err(e) => {
+                tracing::debug!(reason = %e, "token refused");
+                return ApiError::Unauthorized("invalid or expired token").into_response();
+            }
+        },
+        Ok(None) => return ApiError::Unauthorized("a bearer token is required").into_response(),
+        Err(e) => return e.into_response(),
+    };
+    req.extensions_mut().insert(user);
+    next.run(req).await
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<AuthUser>()
+            .cloned()
+            // Only reachable if a route forgot the `require_user` layer: refuse, never admit.
+            .ok_or(ApiError::Unauthorized("a bearer token is required"))
+    }
+}
+
+/// The admin bearer token, compared in constant time.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    /// SHA-256 of the token: comparing digests makes the time independent of the token length too.
+    digest: [u8; 32],
+}
+
+impl AdminToken {
+    /// From the configured secret.
+    pub fn new(token: &Secret) -> Self {
+        AdminToken {
+            digest: Sha256::digest(token.expose().as_bytes()).into(),
+        }
+    }
+
+    /// Whether `candidate` is the token.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let d: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
+        // Fold every byte in: no early exit.
+        d.iter()
+            .zip(self.digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// 401 without credentials, 403 with wrong ones (or when no admin token is configured).
+pub fn require_admin(admin: Option<&AdminToken>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token =
+        bearer(headers)?.ok_or(ApiError::Unauthorized("the admin bearer token is required"))?;
+    match admin {
+        Some(a) if a.matches(token) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden(
+            "this token does not grant admin access",
+        )),
+        None => Err(ApiError::Forbidden(
+            "the admin API is disabled (FLEETGATE_ADMIN_TOKEN unset)",
+        )),
+    }
+}
+
+/// Whether the request carries the admin token (for the health endpoint's detailed view).
+pub fn is_admin(admin: Option<&AdminToken>, headers: &HeaderMap) -> bool {
+    require_admin(admin, headers).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_token_compare() {
+        let t = AdminToken::new(&Secret::new("s3cret"));
+        assert!(t.matches("s3cret"));
+        assert!(!t.matches("s3cre"));
+        assert!(!t.matches(""));
+        let mut h = HeaderMap::new();
+        assert!(matches!(
+            require_admin(Some(&t), &h),
+            Err(ApiError::Unauthorized(_))
+        ));
+        h.insert(
+            AUTHORIZATION,
+            "Bearer nope".parse().unwrap_or_else(|_| unreachable!()),
+        );
+        assert!(matches!(
+            require_admin(Some(&t), &h),
+            Err(ApiError::Forbidden(_))
+        ));
+        h.insert(
+            AUTHORIZATION,
+            "bearer s3cret".parse().unwrap_or_else(|_| unreachable!()),
+        );
+        assert!(require_admin(Some(&t), &h).is_ok());
+        assert!(matches!(
+            require_admin(None, &h),
+            Err(ApiError::Forbidden(_))
+        ));
+    }
+}

@@ -1,0 +1,784 @@
+//! Configuration, layered: built-in defaults → the TOML file named by `FLEETGATE_CONFIG` →
+//! environment variables. Every env name is listed in [`ENV_VARS`] and in the README. A value that
+//! cannot be read is an error naming the variable (or TOML key), never a silent default.
+//!
+//! TOML uses the struct field names below, e.g.
+//! ```toml
+//! listen = "0.0.0.0:8080"
+//! [limits]
+//! chat_per_ip_per_min = 5
+//! [quota.tiers]
+//! pro = 100
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cidr::{Cidr, parse_list};
+use crate::secret::Secret;
+
+/// Why the configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("{0} is required but not set")]
+    Missing(&'static str),
+    /// A variable is set to something that does not parse.
+    #[error("{var} has an invalid value: {reason}")]
+    Invalid {
+        /// The variable (or TOML key).
+        var: String,
+        /// What was expected (never the value itself: it may be a secret).
+        reason: String,
+    },
+    /// The TOML file could not be read or parsed.
+    #[error("config file {path} (FLEETGATE_CONFIG): {reason}")]
+    File {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `FLEETGATE_LISTEN`: address to bind.
+    pub listen: SocketAddr,
+    /// Redis connection and key prefix.
+    pub redis: RedisSettings,
+    /// PostgreSQL.
+    pub database: DatabaseSettings,
+    /// JWT verification and the admin token.
+    pub auth: AuthSettings,
+    /// `FLEETGATE_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed (CIDR strings).
+    pub trusted_proxies: Vec<String>,
+    /// Per-IP windows (layer 1).
+    pub limits: LimitSettings,
+    /// Admission (layer 2).
+    pub admission: AdmissionSettings,
+    /// Daily quota (layer 3).
+    pub quota: QuotaSettings,
+    /// Upstream services (used by the pipeline, an issue of its own).
+    pub upstream: UpstreamSettings,
+    /// Shutdown and request handling.
+    pub server: ServerSettings,
+}
+
+/// Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `FLEETGATE_REDIS_URL`.
+    pub url: Secret,
+    /// `FLEETGATE_REDIS_CLUSTER`: node URLs; non-empty switches to Cluster.
+    pub cluster: Vec<String>,
+    /// `FLEETGATE_REDIS_PREFIX`.
+    pub prefix: String,
+    /// `FLEETGATE_REDIS_TIMEOUT_MS`: reply timeout of one call.
+    pub timeout_ms: u64,
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `FLEETGATE_DATABASE_URL` (a secret: it may carry a password).
+    pub url: Secret,
+    /// `FLEETGATE_DATABASE_MAX_CONNECTIONS`: pool size of this replica.
+    pub max_connections: u32,
+    /// `FLEETGATE_DATABASE_ACQUIRE_TIMEOUT_MS`: how long a request waits for a connection before
+    /// it is answered `service_unavailable`.
+    pub acquire_timeout_ms: u64,
+}
+
+/// Authentication.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `FLEETGATE_JWT_SECRET`: HS256 key; required for `serve`.
+    pub jwt_secret: Option<Secret>,
+    /// `FLEETGATE_JWT_AUDIENCE`: when set, tokens must carry this `aud` (Supabase: `authenticated`).
+    pub jwt_audience: Option<String>,
+    /// `FLEETGATE_JWT_LEEWAY_SECS`: clock skew tolerated on `exp`/`nbf`.
+    pub jwt_leeway_secs: u64,
+    /// `FLEETGATE_ADMIN_TOKEN`: bearer token of the admin API; unset disables admin actions (403).
+    pub admin_token: Option<Secret>,
+}
+
+/// Layer 1.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// `FLEETGATE_CHAT_PER_IP_PER_MIN`.
+    pub chat_per_ip_per_min: u32,
+    /// `FLEETGATE_RESEARCH_PER_IP_PER_MIN`.
+    pub research_per_ip_per_min: u32,
+    /// `FLEETGATE_EXPORT_PER_IP_PER_MIN`.
+    pub export_per_ip_per_min: u32,
+    /// `FLEETGATE_IP_LIMIT_FAIL_OPEN`: admit (true) or refuse with 503 (false) when Redis cannot
+    /// answer.
+    pub fail_open: bool,
+}
+
+/// Layer 2.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionSettings {
+    /// `FLEETGATE_MAX_CONCURRENT_PER_USER`.
+    pub max_concurrent_per_user: u32,
+    /// `FLEETGATE_MAX_CONCURRENT_GLOBAL`.
+    pub max_concurrent_global: u32,
+    /// `FLEETGATE_QUEUE_TIMEOUT_MS`.
+    pub queue_timeout_ms: u64,
+    /// `FLEETGATE_LEASE_TTL_MS`.
+    pub lease_ttl_ms: u64,
+    /// `FLEETGATE_MAX_QUEUE`: waiters allowed fleet-wide before `queue_full`.
+    pub max_queue: u32,
+    /// `FLEETGATE_ADMISSION_GROUP`: the lease group (one per protected service).
+    pub group: String,
+    /// `FLEETGATE_ADMISSION_HEARTBEAT_MS`: a replica silent this long is dead; its waiters leave.
+    pub heartbeat_ttl_ms: u64,
+    /// `FLEETGATE_ADMISSION_LOCAL_FALLBACK`: while Redis is down, admit within this replica's
+    /// share of the caps (true) or refuse with 503 (false).
+    pub local_fallback: bool,
+    /// `FLEETGATE_EXPECTED_REPLICAS`: fleet size assumed for that share before Redis was reached.
+    pub expected_replicas: u32,
+}
+
+/// Layer 3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaSettings {
+    /// `FLEETGATE_FREE_DAILY_QUERIES`: daily chat queries of the `free` tier.
+    pub free_daily_queries: u32,
+    /// Other tiers: name → daily queries (TOML `[quota.tiers]`, or `FLEETGATE_QUOTA_TIERS` as
+    /// `pro=100,team=500`).
+    pub tiers: BTreeMap<String, u32>,
+}
+
+/// Upstreams (read here so one file configures the service; used by the pipeline issue).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// `FLEETGATE_PUBMED_URL`.
+    pub pubmed_url: String,
+    /// `FLEETGATE_SEMANTIC_SCHOLAR_URL`.
+    pub semantic_scholar_url: String,
+    /// `FLEETGATE_LLM_URL`.
+    pub llm_url: String,
+    /// `FLEETGATE_LLM_MODEL`.
+    pub llm_model: String,
+    /// `FLEETGATE_LLM_API_KEY`.
+    pub llm_api_key: Option<Secret>,
+    /// `FLEETGATE_NCBI_API_KEY`.
+    pub ncbi_api_key: Option<Secret>,
+    /// `FLEETGATE_S2_API_KEY`.
+    pub s2_api_key: Option<Secret>,
+    /// `FLEETGATE_PUBMED_RATE_PER_SEC`.
+    pub pubmed_rate_per_sec: u32,
+    /// `FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC`.
+    pub semantic_scholar_rate_per_sec: u32,
+    /// `FLEETGATE_UPSTREAM_TIMEOUT_MS`.
+    pub timeout_ms: u64,
+    /// `FLEETGATE_BREAKER_FAILURE_THRESHOLD`.
+    pub breaker_failure_threshold: u32,
+    /// `FLEETGATE_BREAKER_OPEN_MS`.
+    pub breaker_open_ms: u64,
+}
+
+/// Server behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `FLEETGATE_SHUTDOWN_GRACE_MS`: how long in-flight requests may run after SIGTERM.
+    pub shutdown_grace_ms: u64,
+    /// `FLEETGATE_PIPELINE`: `rag` (the real pipeline: PubMed, Semantic Scholar, the LLM),
+    /// `unconfigured` (chat answers 503) or `echo` (development and API-fuzzing only: answers
+    /// with the question, calls no upstream).
+    pub pipeline: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis: RedisSettings::default(),
+            database: DatabaseSettings::default(),
+            auth: AuthSettings::default(),
+            trusted_proxies: Vec::new(),
+            limits: LimitSettings::default(),
+            admission: AdmissionSettings::default(),
+            quota: QuotaSettings::default(),
+            upstream: UpstreamSettings::default(),
+            server: ServerSettings::default(),
+        }
+    }
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: Secret::new("redis://127.0.0.1:6379"),
+            cluster: Vec::new(),
+            prefix: "fg".into(),
+            timeout_ms: 1000,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: Secret::new("postgres://localhost/fleetgate"),
+            max_connections: 10,
+            acquire_timeout_ms: 2000,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            jwt_secret: None,
+            jwt_audience: None,
+            jwt_leeway_secs: 30,
+            admin_token: None,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            chat_per_ip_per_min: 5,
+            research_per_ip_per_min: 10,
+            export_per_ip_per_min: 3,
+            fail_open: true,
+        }
+    }
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        AdmissionSettings {
+            max_concurrent_per_user: 2,
+            max_concurrent_global: 20,
+            queue_timeout_ms: 60_000,
+            lease_ttl_ms: 15_000,
+            max_queue: 500,
+            group: "api".into(),
+            heartbeat_ttl_ms: 3000,
+            local_fallback: true,
+            expected_replicas: 3,
+        }
+    }
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings {
+            free_daily_queries: 3,
+            tiers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            pubmed_url: "https://eutils.ncbi.nlm.nih.gov/entrez/eutils".into(),
+            semantic_scholar_url: "https://api.semanticscholar.org/graph/v1".into(),
+            llm_url: "https://api.openai.com/v1".into(),
+            llm_model: "gpt-4o-mini".into(),
+            llm_api_key: None,
+            ncbi_api_key: None,
+            s2_api_key: None,
+            pubmed_rate_per_sec: 3,
+            semantic_scholar_rate_per_sec: 1,
+            timeout_ms: 30_000,
+            breaker_failure_threshold: 5,
+            breaker_open_ms: 30_000,
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            shutdown_grace_ms: 30_000,
+            pipeline: "rag".into(),
+        }
+    }
+}
+
+/// Every environment variable read, for `--help` and the README.
+pub const ENV_VARS: &[&str] = &[
+    "FLEETGATE_CONFIG",
+    "FLEETGATE_LISTEN",
+    "FLEETGATE_REDIS_URL",
+    "FLEETGATE_REDIS_CLUSTER",
+    "FLEETGATE_REDIS_PREFIX",
+    "FLEETGATE_REDIS_TIMEOUT_MS",
+    "FLEETGATE_DATABASE_URL",
+    "FLEETGATE_DATABASE_MAX_CONNECTIONS",
+    "FLEETGATE_DATABASE_ACQUIRE_TIMEOUT_MS",
+    "FLEETGATE_JWT_SECRET",
+    "FLEETGATE_JWT_AUDIENCE",
+    "FLEETGATE_JWT_LEEWAY_SECS",
+    "FLEETGATE_ADMIN_TOKEN",
+    "FLEETGATE_TRUSTED_PROXIES",
+    "FLEETGATE_CHAT_PER_IP_PER_MIN",
+    "FLEETGATE_RESEARCH_PER_IP_PER_MIN",
+    "FLEETGATE_EXPORT_PER_IP_PER_MIN",
+    "FLEETGATE_IP_LIMIT_FAIL_OPEN",
+    "FLEETGATE_MAX_CONCURRENT_PER_USER",
+    "FLEETGATE_MAX_CONCURRENT_GLOBAL",
+    "FLEETGATE_QUEUE_TIMEOUT_MS",
+    "FLEETGATE_LEASE_TTL_MS",
+    "FLEETGATE_MAX_QUEUE",
+    "FLEETGATE_ADMISSION_GROUP",
+    "FLEETGATE_ADMISSION_HEARTBEAT_MS",
+    "FLEETGATE_ADMISSION_LOCAL_FALLBACK",
+    "FLEETGATE_EXPECTED_REPLICAS",
+    "FLEETGATE_FREE_DAILY_QUERIES",
+    "FLEETGATE_QUOTA_TIERS",
+    "FLEETGATE_PUBMED_URL",
+    "FLEETGATE_SEMANTIC_SCHOLAR_URL",
+    "FLEETGATE_LLM_URL",
+    "FLEETGATE_LLM_MODEL",
+    "FLEETGATE_LLM_API_KEY",
+    "FLEETGATE_NCBI_API_KEY",
+    "FLEETGATE_S2_API_KEY",
+    "FLEETGATE_PUBMED_RATE_PER_SEC",
+    "FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC",
+    "FLEETGATE_UPSTREAM_TIMEOUT_MS",
+    "FLEETGATE_BREAKER_FAILURE_THRESHOLD",
+    "FLEETGATE_BREAKER_OPEN_MS",
+    "FLEETGATE_SHUTDOWN_GRACE_MS",
+    "FLEETGATE_PIPELINE",
+];
+
+impl Config {
+    /// Defaults → `FLEETGATE_CONFIG` file → process environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::load_from(|name| std::env::var(name).ok())
+    }
+
+    /// The same with an injected environment (tests).
+    pub fn load_from(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut cfg = match env("FLEETGATE_CONFIG") {
+            Some(path) => Self::from_file(&path)?,
+            None => Config::default(),
+        };
+        cfg.apply_env(&env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn from_file(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.into(),
+            // The message names the key and position; the span snippet could show a secret.
+            reason: e.message().to_string(),
+        })
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let e = |name: &'static str| env(name).filter(|v| !v.trim().is_empty());
+        set(&mut self.listen, "FLEETGATE_LISTEN", e("FLEETGATE_LISTEN"))?;
+        if let Some(v) = e("FLEETGATE_REDIS_URL") {
+            self.redis.url = Secret::new(v);
+        }
+        if let Some(v) = e("FLEETGATE_REDIS_CLUSTER") {
+            self.redis.cluster = limiter_core::split_nodes(&v);
+        }
+        if let Some(v) = e("FLEETGATE_REDIS_PREFIX") {
+            self.redis.prefix = v;
+        }
+        set(
+            &mut self.redis.timeout_ms,
+            "FLEETGATE_REDIS_TIMEOUT_MS",
+            e("FLEETGATE_REDIS_TIMEOUT_MS"),
+        )?;
+        if let Some(v) = e("FLEETGATE_DATABASE_URL") {
+            self.database.url = Secret::new(v);
+        }
+        let d = &mut self.database;
+        set(
+            &mut d.max_connections,
+            "FLEETGATE_DATABASE_MAX_CONNECTIONS",
+            e("FLEETGATE_DATABASE_MAX_CONNECTIONS"),
+        )?;
+        set(
+            &mut d.acquire_timeout_ms,
+            "FLEETGATE_DATABASE_ACQUIRE_TIMEOUT_MS",
+            e("FLEETGATE_DATABASE_ACQUIRE_TIMEOUT_MS"),
+        )?;
+        let a = &mut self.auth;
+        if let Some(v) = e("FLEETGATE_JWT_SECRET") {
+            a.jwt_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = e("FLEETGATE_JWT_AUDIENCE") {
+            a.jwt_audience = Some(v);
+        }
+        set(
+            &mut a.jwt_leeway_secs,
+            "FLEETGATE_JWT_LEEWAY_SECS",
+            e("FLEETGATE_JWT_LEEWAY_SECS"),
+        )?;
+        if let Some(v) = e("FLEETGATE_ADMIN_TOKEN") {
+            a.admin_token = Some(Secret::new(v));
+        }
+        if let Some(v) = e("FLEETGATE_TRUSTED_PROXIES") {
+            self.trusted_proxies = limiter_core::split_nodes(&v);
+        }
+        let l = &mut self.limits;
+        set(
+            &mut l.chat_per_ip_per_min,
+            "FLEETGATE_CHAT_PER_IP_PER_MIN",
+            e("FLEETGATE_CHAT_PER_IP_PER_MIN"),
+        )?;
+        set(
+            &mut l.research_per_ip_per_min,
+            "FLEETGATE_RESEARCH_PER_IP_PER_MIN",
+            e("FLEETGATE_RESEARCH_PER_IP_PER_MIN"),
+        )?;
+        set(
+            &mut l.export_per_ip_per_min,
+            "FLEETGATE_EXPORT_PER_IP_PER_MIN",
+            e("FLEETGATE_EXPORT_PER_IP_PER_MIN"),
+        )?;
+        set(
+            &mut l.fail_open,
+            "FLEETGATE_IP_LIMIT_FAIL_OPEN",
+            e("FLEETGATE_IP_LIMIT_FAIL_OPEN"),
+        )?;
+        let m = &mut self.admission;
+        set(
+            &mut m.max_concurrent_per_user,
+            "FLEETGATE_MAX_CONCURRENT_PER_USER",
+            e("FLEETGATE_MAX_CONCURRENT_PER_USER"),
+        )?;
+        set(
+            &mut m.max_concurrent_global,
+            "FLEETGATE_MAX_CONCURRENT_GLOBAL",
+            e("FLEETGATE_MAX_CONCURRENT_GLOBAL"),
+        )?;
+        set(
+            &mut m.queue_timeout_ms,
+            "FLEETGATE_QUEUE_TIMEOUT_MS",
+            e("FLEETGATE_QUEUE_TIMEOUT_MS"),
+        )?;
+        set(
+            &mut m.lease_ttl_ms,
+            "FLEETGATE_LEASE_TTL_MS",
+            e("FLEETGATE_LEASE_TTL_MS"),
+        )?;
+        set(
+            &mut m.max_queue,
+            "FLEETGATE_MAX_QUEUE",
+            e("FLEETGATE_MAX_QUEUE"),
+        )?;
+        if let Some(v) = e("FLEETGATE_ADMISSION_GROUP") {
+            m.group = v;
+        }
+        set(
+            &mut m.heartbeat_ttl_ms,
+            "FLEETGATE_ADMISSION_HEARTBEAT_MS",
+            e("FLEETGATE_ADMISSION_HEARTBEAT_MS"),
+        )?;
+        set(
+            &mut m.local_fallback,
+            "FLEETGATE_ADMISSION_LOCAL_FALLBACK",
+            e("FLEETGATE_ADMISSION_LOCAL_FALLBACK"),
+        )?;
+        set(
+            &mut m.expected_replicas,
+            "FLEETGATE_EXPECTED_REPLICAS",
+            e("FLEETGATE_EXPECTED_REPLICAS"),
+        )?;
+        set(
+            &mut self.quota.free_daily_queries,
+            "FLEETGATE_FREE_DAILY_QUERIES",
+            e("FLEETGATE_FREE_DAILY_QUERIES"),
+        )?;
+        if let Some(v) = e("FLEETGATE_QUOTA_TIERS") {
+            self.quota.tiers = parse_tiers(&v)?;
+        }
+        let u = &mut self.upstream;
+        for (field, name) in [
+            (&mut u.pubmed_url, "FLEETGATE_PUBMED_URL"),
+            (
+                &mut u.semantic_scholar_url,
+                "FLEETGATE_SEMANTIC_SCHOLAR_URL",
+            ),
+            (&mut u.llm_url, "FLEETGATE_LLM_URL"),
+            (&mut u.llm_model, "FLEETGATE_LLM_MODEL"),
+        ] {
+            if let Some(v) = e(name) {
+                *field = v;
+            }
+        }
+        for (field, name) in [
+            (&mut u.llm_api_key, "FLEETGATE_LLM_API_KEY"),
+            (&mut u.ncbi_api_key, "FLEETGATE_NCBI_API_KEY"),
+            (&mut u.s2_api_key, "FLEETGATE_S2_API_KEY"),
+        ] {
+            if let Some(v) = e(name) {
+                *field = Some(Secret::new(v));
+            }
+        }
+        set(
+            &mut u.pubmed_rate_per_sec,
+            "FLEETGATE_PUBMED_RATE_PER_SEC",
+            e("FLEETGATE_PUBMED_RATE_PER_SEC"),
+        )?;
+        set(
+            &mut u.semantic_scholar_rate_per_sec,
+            "FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC",
+            e("FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC"),
+        )?;
+        set(
+            &mut u.timeout_ms,
+            "FLEETGATE_UPSTREAM_TIMEOUT_MS",
+            e("FLEETGATE_UPSTREAM_TIMEOUT_MS"),
+        )?;
+        set(
+            &mut u.breaker_failure_threshold,
+            "FLEETGATE_BREAKER_FAILURE_THRESHOLD",
+            e("FLEETGATE_BREAKER_FAILURE_THRESHOLD"),
+        )?;
+        set(
+            &mut u.breaker_open_ms,
+            "FLEETGATE_BREAKER_OPEN_MS",
+            e("FLEETGATE_BREAKER_OPEN_MS"),
+        )?;
+        set(
+            &mut self.server.shutdown_grace_ms,
+            "FLEETGATE_SHUTDOWN_GRACE_MS",
+            e("FLEETGATE_SHUTDOWN_GRACE_MS"),
+        )?;
+        if let Some(v) = e("FLEETGATE_PIPELINE") {
+            self.server.pipeline = v;
+        }
+        Ok(())
+    }
+
+    /// Checks the values that every command needs (secrets are checked by [`Config::require_serve`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |var: &str, reason: &str| ConfigError::Invalid {
+            var: var.into(),
+            reason: reason.into(),
+        };
+        self.trusted_proxies()?;
+        limiter_core::Keys::new(&self.redis.prefix).map_err(|_| {
+            invalid(
+                "FLEETGATE_REDIS_PREFIX",
+                "1-64 characters of [A-Za-z0-9_.-/]",
+            )
+        })?;
+        for (v, var) in [
+            (
+                self.limits.chat_per_ip_per_min,
+                "FLEETGATE_CHAT_PER_IP_PER_MIN",
+            ),
+            (
+                self.limits.research_per_ip_per_min,
+                "FLEETGATE_RESEARCH_PER_IP_PER_MIN",
+            ),
+            (
+                self.limits.export_per_ip_per_min,
+                "FLEETGATE_EXPORT_PER_IP_PER_MIN",
+            ),
+            (
+                self.admission.max_concurrent_per_user,
+                "FLEETGATE_MAX_CONCURRENT_PER_USER",
+            ),
+            (
+                self.admission.max_concurrent_global,
+                "FLEETGATE_MAX_CONCURRENT_GLOBAL",
+            ),
+            (
+                self.database.max_connections,
+                "FLEETGATE_DATABASE_MAX_CONNECTIONS",
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(var, "must be at least 1"));
+            }
+        }
+        if self.admission.heartbeat_ttl_ms < 30 || self.admission.expected_replicas == 0 {
+            return Err(invalid(
+                "FLEETGATE_ADMISSION_HEARTBEAT_MS",
+                "heartbeat must be at least 30 ms and FLEETGATE_EXPECTED_REPLICAS at least 1",
+            ));
+        }
+        if self.admission.lease_ttl_ms < 100 {
+            return Err(invalid("FLEETGATE_LEASE_TTL_MS", "must be at least 100"));
+        }
+        if !matches!(
+            self.server.pipeline.as_str(),
+            "rag" | "unconfigured" | "echo"
+        ) {
+            return Err(invalid(
+                "FLEETGATE_PIPELINE",
+                "expected `rag`, `unconfigured` or `echo`",
+            ));
+        }
+        if i32::try_from(self.quota.free_daily_queries).is_err()
+            || self
+                .quota
+                .tiers
+                .values()
+                .any(|v| i32::try_from(*v).is_err())
+        {
+            return Err(invalid("FLEETGATE_FREE_DAILY_QUERIES", "too large"));
+        }
+        Ok(())
+    }
+
+    /// What `serve` needs on top of [`Config::validate`]: the JWT secret.
+    pub fn require_serve(&self) -> Result<(), ConfigError> {
+        match &self.auth.jwt_secret {
+            Some(s) if !s.expose().is_empty() => Ok(()),
+            _ => Err(ConfigError::Missing("FLEETGATE_JWT_SECRET")),
+        }
+    }
+
+    /// The trusted proxy blocks, parsed.
+    pub fn trusted_proxies(&self) -> Result<Vec<Cidr>, ConfigError> {
+        parse_list(&self.trusted_proxies.join(",")).map_err(|e| ConfigError::Invalid {
+            var: "FLEETGATE_TRUSTED_PROXIES".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Queue timeout as a duration.
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.admission.queue_timeout_ms)
+    }
+
+    /// The limiter-core Redis configuration.
+    pub fn redis_config(&self) -> limiter_core::RedisConfig {
+        limiter_core::RedisConfig {
+            url: self.redis.url.expose().to_string(),
+            cluster_nodes: self.redis.cluster.clone(),
+            prefix: self.redis.prefix.clone(),
+            response_timeout: Duration::from_millis(self.redis.timeout_ms),
+            ..limiter_core::RedisConfig::default()
+        }
+    }
+}
+
+fn set<T: FromStr>(
+    field: &mut T,
+    var: &'static str,
+    value: Option<String>,
+) -> Result<(), ConfigError> {
+    if let Some(v) = value {
+        *field = v.trim().parse().map_err(|_| ConfigError::Invalid {
+            var: var.into(),
+            reason: format!(
+                "expected {}",
+                std::any::type_name::<T>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("a value")
+            ),
+        })?;
+    }
+    Ok(())
+}
+
+fn parse_tiers(list: &str) -> Result<BTreeMap<String, u32>, ConfigError> {
+    let err = || ConfigError::Invalid {
+        var: "FLEETGATE_QUOTA_TIERS".into(),
+        reason: "expected name=count pairs separated by commas, e.g. pro=100,team=500".into(),
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (name, n) = pair.split_once('=').ok_or_else(err)?;
+            let n = n.trim().parse::<u32>().map_err(|_| err())?;
+            Ok((name.trim().to_string(), n))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_from(|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.limits.chat_per_ip_per_min, 5);
+        assert_eq!(c.admission.max_concurrent_global, 20);
+        assert_eq!(c.quota.free_daily_queries, 3);
+        assert!(matches!(
+            c.require_serve(),
+            Err(ConfigError::Missing("FLEETGATE_JWT_SECRET"))
+        ));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_not_the_value() {
+        let err = load(&[("FLEETGATE_MAX_CONCURRENT_GLOBAL", "lots")]).unwrap_err();
+        assert!(
+            err.to_string().contains("FLEETGATE_MAX_CONCURRENT_GLOBAL"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("lots"));
+        let err = load(&[("FLEETGATE_TRUSTED_PROXIES", "10.0.0.0/99")]).unwrap_err();
+        assert!(
+            err.to_string().contains("FLEETGATE_TRUSTED_PROXIES"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_then_env() {
+        let dir = std::env::temp_dir().join(format!("fg-cfg-{}", rand::random::<u32>()));
+        std::fs::write(
+            &dir,
+            "listen = \"0.0.0.0:9000\"\n[limits]\nchat_per_ip_per_min = 7\n[quota.tiers]\npro = 100\n",
+        )
+        .unwrap();
+        let path = dir.to_string_lossy().to_string();
+        let c = load(&[
+            ("FLEETGATE_CONFIG", &path),
+            ("FLEETGATE_LISTEN", "127.0.0.1:1"),
+        ])
+        .unwrap();
+        assert_eq!(c.limits.chat_per_ip_per_min, 7);
+        assert_eq!(c.quota.tiers.get("pro"), Some(&100));
+        assert_eq!(c.listen.port(), 1);
+        std::fs::write(&dir, "[limits]\nnope = 1\n").unwrap();
+        let err = load(&[("FLEETGATE_CONFIG", &path)]).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let _ = std::fs::remove_file(&dir);
+    }
+}

@@ -1,0 +1,248 @@
+//! The seam to the chat pipeline (upstream calls, RAG, streaming, export), an issue of its own.
+//! Handlers run every layer (auth, per-IP window, quota, admission) and then call a
+//! [`ChatPipeline`]; its errors map to the contract's codes, and the quota is refunded on the ones
+//! that are the service's fault ([`PipelineError::refunds_quota`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// A boxed future (object-safe trait without `async_trait`).
+pub type PipelineFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, PipelineError>> + Send + 'a>>;
+
+/// A validated chat question.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The question (1..=4000 characters, trimmed).
+    pub message: String,
+    /// Whether to retrieve papers first.
+    pub use_rag: bool,
+    /// The conversation to continue, if any.
+    pub conversation_id: Option<Uuid>,
+    /// The client asked for an SSE stream (`Accept: text/event-stream`).
+    pub stream: bool,
+}
+
+/// Who asks and what the gate decided, for every pipeline call.
+#[derive(Debug, Clone)]
+pub struct ChatContext {
+    /// The JWT `sub`.
+    pub user_id: String,
+    /// Hex SHA-256 of `user_id`: the `user` field sent to the LLM.
+    pub user_hash: String,
+    /// How long the request waited for its slot.
+    pub queued: Duration,
+    /// Queries left today after this one (chat only).
+    pub queries_remaining: Option<u32>,
+    /// The request id (`x-request-id`), for logs and traces.
+    pub request_id: Option<String>,
+}
+
+/// One citation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Citation {
+    /// `pubmed` or `semantic_scholar`.
+    pub source: String,
+    /// The id in that source (PMID, paper id).
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Link.
+    pub url: String,
+    /// Publication year.
+    pub year: Option<i32>,
+}
+
+/// A chat answer.
+#[derive(Debug, Clone)]
+pub struct ChatAnswer {
+    /// The answer text.
+    pub answer: String,
+    /// Its citations.
+    pub citations: Vec<Citation>,
+    /// The conversation (new or continued).
+    pub conversation_id: Uuid,
+}
+
+/// A validated research query.
+#[derive(Debug, Clone)]
+pub struct ResearchRequest {
+    /// Search terms.
+    pub query: String,
+    /// Papers wanted (1..=50).
+    pub limit: u32,
+}
+
+/// One paper of a research answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Paper {
+    /// `pubmed` or `semantic_scholar`.
+    pub source: String,
+    /// Id in that source.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Abstract, if known.
+    #[serde(rename = "abstract")]
+    pub abstract_text: Option<String>,
+    /// Publication year.
+    pub year: Option<i32>,
+    /// Authors.
+    pub authors: Vec<String>,
+    /// Link.
+    pub url: String,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// Markdown.
+    Markdown,
+    /// JSON.
+    Json,
+    /// BibTeX.
+    Bibtex,
+    /// RIS.
+    Ris,
+}
+
+/// A validated export request.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// The conversation.
+    pub conversation_id: Uuid,
+    /// The format.
+    pub format: ExportFormat,
+}
+
+/// An exported document.
+#[derive(Debug, Clone)]
+pub struct ExportDocument {
+    /// Its media type (`text/markdown`, `application/json`, `application/x-bibtex`, ...).
+    pub content_type: String,
+    /// Its body.
+    pub body: String,
+}
+
+/// How a pipeline call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// An upstream failed or its breaker is open (503 `upstream_unavailable`).
+    #[error("upstream unavailable: {cause}")]
+    UpstreamUnavailable {
+        /// Suggested wait (the breaker's remaining open time, say).
+        retry_after: Duration,
+        /// Logged only.
+        cause: String,
+    },
+    /// An upstream did not answer in time (504 `upstream_timeout`).
+    #[error("upstream timeout")]
+    UpstreamTimeout,
+    /// Something the pipeline needs is down or not configured (503 `service_unavailable`).
+    #[error("pipeline unavailable: {0}")]
+    Unavailable(String),
+    /// The referenced conversation does not exist for this user (404).
+    #[error("not found")]
+    NotFound,
+    /// The input is valid JSON but unusable (400 `invalid_request`, detail shown).
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl PipelineError {
+    /// Whether a spent query is given back: failures that are not the user's doing.
+    pub fn refunds_quota(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::UpstreamUnavailable { .. }
+                | PipelineError::UpstreamTimeout
+                | PipelineError::Unavailable(_)
+        )
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::UpstreamUnavailable { retry_after, cause } => {
+                tracing::warn!(%cause, "upstream unavailable");
+                ApiError::UpstreamUnavailable { retry_after }
+            }
+            PipelineError::UpstreamTimeout => ApiError::UpstreamTimeout,
+            PipelineError::Unavailable(cause) => {
+                ApiError::unavailable("the answering service is unavailable; retry later", cause)
+            }
+            PipelineError::NotFound => ApiError::NotFound("no such conversation".into()),
+            PipelineError::Invalid(d) => ApiError::InvalidRequest(d),
+        }
+    }
+}
+
+/// What the routes call once a request has passed every layer.
+pub trait ChatPipeline: Send + Sync + 'static {
+    /// Answers a chat question.
+    fn answer(&self, req: ChatRequest, ctx: ChatContext) -> PipelineFuture<'_, ChatAnswer>;
+
+    /// Searches papers. The default says the pipeline does not offer it.
+    fn research(&self, _req: ResearchRequest, _ctx: ChatContext) -> PipelineFuture<'_, Vec<Paper>> {
+        Box::pin(async { Err(PipelineError::Unavailable("research is not wired".into())) })
+    }
+
+    /// Exports a conversation. The default says the pipeline does not offer it.
+    fn export(&self, _req: ExportRequest, _ctx: ChatContext) -> PipelineFuture<'_, ExportDocument> {
+        Box::pin(async { Err(PipelineError::Unavailable("export is not wired".into())) })
+    }
+}
+
+/// The pipeline of a replica whose upstream pipeline is not wired yet: every call is 503.
+#[derive(Debug, Default)]
+pub struct UnconfiguredPipeline;
+
+impl ChatPipeline for UnconfiguredPipeline {
+    fn answer(&self, _: ChatRequest, _: ChatContext) -> PipelineFuture<'_, ChatAnswer> {
+        Box::pin(async {
+            Err(PipelineError::Unavailable(
+                "no chat pipeline configured".into(),
+            ))
+        })
+    }
+}
+
+/// Development only (`FLEETGATE_PIPELINE=echo`, used by the schemathesis run): answers with the
+/// question, research with no papers, export with an empty document. Never an upstream call.
+#[derive(Debug, Default)]
+pub struct EchoPipeline;
+
+impl ChatPipeline for EchoPipeline {
+    fn answer(&self, req: ChatRequest, _: ChatContext) -> PipelineFuture<'_, ChatAnswer> {
+        Box::pin(async move {
+            Ok(ChatAnswer {
+                answer: format!("echo: {}", req.message),
+                citations: Vec::new(),
+                conversation_id: req.conversation_id.unwrap_or_else(Uuid::new_v4),
+            })
+        })
+    }
+
+    fn research(&self, _: ResearchRequest, _: ChatContext) -> PipelineFuture<'_, Vec<Paper>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn export(&self, req: ExportRequest, _: ChatContext) -> PipelineFuture<'_, ExportDocument> {
+        Box::pin(async move {
+            Ok(ExportDocument {
+                content_type: "application/json".into(),
+                body: serde_json::json!({"conversationId": req.conversation_id, "messages": []})
+                    .to_string(),
+            })
+        })
+    }
+}

@@ -1,0 +1,317 @@
+//! Layer 3: the daily query quota in PostgreSQL.
+//!
+//! A spend is one conditional `UPDATE` keyed by user: it adds one to today's usage (or starts a
+//! new UTC day at one) only while usage is below the user's limit, and returns the new usage. Under
+//! READ COMMITTED, concurrent spends of one user queue on the row lock and each re-checks the
+//! condition against the row the previous one committed, so no interleaving can over-spend. The
+//! limit is computed in the same statement: the per-user override, else the user's tier from the
+//! configured tier table (passed as arrays, so configuration needs no table sync), else the free
+//! tier. The UTC day comes from the database clock, the one clock all replicas share.
+//!
+//! A refund subtracts one from the day the spend was made on, never below zero, so a refund that
+//! arrives after midnight cannot eat into the new day.
+
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::Config;
+
+/// The database could not serve the call.
+#[derive(Debug, thiserror::Error)]
+#[error("database unavailable")]
+pub struct QuotaError(#[from] pub sqlx::Error);
+
+/// A spent query, needed to refund it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// The user.
+    pub user_id: String,
+    /// The UTC day the query was counted on.
+    pub day: NaiveDate,
+    /// Queries left today after this one.
+    pub remaining: u32,
+    /// The user's daily limit.
+    pub limit: u32,
+}
+
+/// The outcome of a spend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spend {
+    /// Counted.
+    Spent(Ticket),
+    /// Nothing left today.
+    Exhausted {
+        /// The user's daily limit.
+        limit: u32,
+        /// Until the next UTC midnight.
+        retry_after: Duration,
+    },
+}
+
+/// One row of `check_system_load()`.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct LoadMetric {
+    /// Metric name.
+    pub metric: String,
+    /// Its value.
+    pub value: f64,
+    /// `ok`, `warning` or `critical`.
+    pub status: String,
+}
+
+/// The quota store of one replica (a connection pool).
+#[derive(Debug, Clone)]
+pub struct QuotaStore {
+    pool: PgPool,
+    free: i32,
+    tier_names: Vec<String>,
+    tier_limits: Vec<i32>,
+}
+
+// SQL fragments as macros so that every statement is one static string (sqlx's `SqlSafeStr`):
+// the user's limit, and today's UTC date from the database clock.
+macro_rules! limit_expr {
+    () => {
+        "COALESCE(p.daily_limit_override, \
+         (SELECT t.lim FROM unnest($2::text[], $3::int4[]) AS t(name, lim) WHERE t.name = p.tier), $4)"
+    };
+}
+macro_rules! today {
+    () => {
+        "((now() AT TIME ZONE 'UTC')::date)"
+    };
+}
+
+const SPEND: &str = concat!(
+    "UPDATE user_profiles AS p SET queries_used = CASE WHEN p.usage_day = ",
+    today!(),
+    " THEN p.queries_used + 1 ELSE 1 END, usage_day = ",
+    today!(),
+    ", updated_at = now() WHERE p.user_id = $1 AND (CASE WHEN p.usage_day = ",
+    today!(),
+    " THEN p.queries_used ELSE 0 END) < ",
+    limit_expr!(),
+    " RETURNING p.queries_used, p.usage_day, ",
+    limit_expr!(),
+    " AS lim"
+);
+
+const LIMIT: &str = concat!(
+    "SELECT ",
+    limit_expr!(),
+    " FROM user_profiles AS p WHERE p.user_id = $1"
+);
+
+const REMAINING: &str = concat!(
+    "SELECT ",
+    limit_expr!(),
+    " - CASE WHEN p.usage_day = ",
+    today!(),
+    " THEN p.queries_used ELSE 0 END FROM user_profiles AS p WHERE p.user_id = $1"
+);
+
+impl QuotaStore {
+    /// A store over a lazily connected pool (the replica starts while PostgreSQL is down).
+    pub fn connect_lazy(cfg: &Config) -> Result<QuotaStore, QuotaError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.database.max_connections)
+            .acquire_timeout(Duration::from_millis(cfg.database.acquire_timeout_ms))
+            .connect_lazy(cfg.database.url.expose())?;
+        Ok(Self::with_pool(pool, cfg))
+    }
+
+    /// A store over an existing pool.
+    pub fn with_pool(pool: PgPool, cfg: &Config) -> QuotaStore {
+        let free = i32::try_from(cfg.quota.free_daily_queries).unwrap_or(i32::MAX);
+        let (tier_names, tier_limits) = cfg
+            .quota
+            .tiers
+            .iter()
+            .map(|(n, l)| (n.clone(), i32::try_from(*l).unwrap_or(i32::MAX)))
+            .unzip();
+        QuotaStore {
+            pool,
+            free,
+            tier_names,
+            tier_limits,
+        }
+    }
+
+    /// The pool (health, maintenance, tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        sqlx::migrate!("../../migrations").run(&self.pool).await
+    }
+
+    /// Spends one query of today for `user_id`, atomically.
+    pub async fn spend(&self, user_id: &str) -> Result<Spend, QuotaError> {
+        for attempt in 0..2 {
+            let row: Option<(i32, NaiveDate, i32)> = sqlx::query_as(SPEND)
+                .bind(user_id)
+                .bind(&self.tier_names)
+                .bind(&self.tier_limits)
+                .bind(self.free)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some((used, day, lim)) = row {
+                return Ok(Spend::Spent(Ticket {
+                    user_id: user_id.to_string(),
+                    day,
+                    remaining: u32::try_from(lim - used).unwrap_or(0),
+                    limit: u32::try_from(lim).unwrap_or(0),
+                }));
+            }
+            // No row matched: either the user is new (create the profile, then spend once more) or
+            // the quota is exhausted.
+            // The insert waits for a concurrent one of the same user to commit, so the second
+            // UPDATE always sees the row, whoever created it.
+            if attempt == 0 {
+                sqlx::query(
+                    "INSERT INTO user_profiles (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
+                )
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(Spend::Exhausted {
+            limit: self.limit(user_id).await?,
+            retry_after: until_next_utc_midnight(),
+        })
+    }
+
+    /// Gives back a spent query (the request failed for an upstream or server reason). Returns
+    /// whether anything was refunded.
+    pub async fn refund(&self, ticket: &Ticket) -> Result<bool, QuotaError> {
+        let r = sqlx::query(
+            "UPDATE user_profiles SET queries_used = queries_used - 1, updated_at = now() \
+             WHERE user_id = $1 AND usage_day = $2 AND queries_used > 0",
+        )
+        .bind(&ticket.user_id)
+        .bind(ticket.day)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The user's daily limit.
+    pub async fn limit(&self, user_id: &str) -> Result<u32, QuotaError> {
+        let lim: Option<i32> = sqlx::query_scalar(LIMIT)
+            .bind(user_id)
+            .bind(&self.tier_names)
+            .bind(&self.tier_limits)
+            .bind(self.free)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(u32::try_from(lim.unwrap_or(self.free)).unwrap_or(0))
+    }
+
+    /// Queries left today.
+    pub async fn remaining(&self, user_id: &str) -> Result<u32, QuotaError> {
+        let left: Option<i32> = sqlx::query_scalar(REMAINING)
+            .bind(user_id)
+            .bind(&self.tier_names)
+            .bind(&self.tier_limits)
+            .bind(self.free)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(u32::try_from(left.unwrap_or(self.free).max(0)).unwrap_or(0))
+    }
+
+    /// Sets a user's tier (creating the profile).
+    pub async fn set_tier(&self, user_id: &str, tier: &str) -> Result<(), QuotaError> {
+        sqlx::query(
+            "INSERT INTO user_profiles (user_id, tier) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET tier = EXCLUDED.tier, updated_at = now()",
+        )
+        .bind(user_id)
+        .bind(tier)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Sets or clears a user's own daily limit (creating the profile).
+    pub async fn set_override(&self, user_id: &str, limit: Option<u32>) -> Result<(), QuotaError> {
+        let limit = limit.map(|l| i32::try_from(l).unwrap_or(i32::MAX));
+        sqlx::query(
+            "INSERT INTO user_profiles (user_id, daily_limit_override) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET daily_limit_override = EXCLUDED.daily_limit_override, \
+             updated_at = now()",
+        )
+        .bind(user_id)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Round trip of `SELECT 1`.
+    pub async fn ping(&self) -> Result<Duration, QuotaError> {
+        let start = std::time::Instant::now();
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(start.elapsed())
+    }
+
+    /// `check_system_load()`.
+    pub async fn check_system_load(&self) -> Result<Vec<LoadMetric>, QuotaError> {
+        Ok(
+            sqlx::query_as(
+                "SELECT metric, value::float8 AS value, status FROM check_system_load()",
+            )
+            .fetch_all(&self.pool)
+            .await?,
+        )
+    }
+
+    /// `cleanup_old_sessions(max_age)`: (what, rows affected).
+    pub async fn cleanup_old_sessions(
+        &self,
+        max_age: Duration,
+    ) -> Result<Vec<(String, i64)>, QuotaError> {
+        Ok(sqlx::query_as(
+            "SELECT what, rows_affected FROM cleanup_old_sessions(make_interval(secs => $1))",
+        )
+        .bind(max_age.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// `emergency_cleanup_connections(idle_for)`: (pid, idle seconds, terminated).
+    pub async fn emergency_cleanup_connections(
+        &self,
+        idle_for: Duration,
+    ) -> Result<Vec<(i32, f64, bool)>, QuotaError> {
+        Ok(sqlx::query_as(
+            "SELECT pid, idle_seconds::float8, terminated \
+             FROM emergency_cleanup_connections(make_interval(secs => $1))",
+        )
+        .bind(idle_for.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// Time until the next 00:00 UTC (at least one second).
+pub fn until_next_utc_midnight() -> Duration {
+    let now = Utc::now();
+    let next = now
+        .date_naive()
+        .succ_opt()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc());
+    match next {
+        Some(n) => (n - now)
+            .to_std()
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_secs(1)),
+        None => Duration::from_secs(86_400),
+    }
+}

@@ -1,0 +1,264 @@
+//! The real chat pipeline: retrieval from PubMed and Semantic Scholar, an answer from the
+//! OpenAI-compatible LLM citing the numbered sources, conversations kept in PostgreSQL, research
+//! and export. Every upstream call goes through pacing, the shared breakers and retries
+//! (breaker-store's `Outbound`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use breaker_store::{Breakers, Outbound, OutboundConfig, ServiceOutbound};
+use limiter_core::{LimiterError, Pacer, RedisHandle};
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::conversations::{ConversationError, Conversations};
+use crate::export::{self, CitedWork};
+use crate::pipeline::{
+    ChatAnswer, ChatContext, ChatPipeline, ChatRequest, Citation, ExportDocument, ExportFormat,
+    ExportRequest, Paper, PipelineError, PipelineFuture, ResearchRequest,
+};
+use crate::upstream::rag::build_messages;
+use crate::upstream::{
+    ChatMessage, LlmClient, LlmConfig, PubMedClient, PubMedConfig, Retriever,
+    SemanticScholarClient, SemanticScholarConfig, SourcePaper, UpstreamError, http_client, service,
+};
+
+/// Earlier messages of a conversation put into the prompt (three exchanges).
+const HISTORY_MESSAGES: i64 = 6;
+/// Suggested wait when an upstream failed without saying how long to wait.
+const DEFAULT_RETRY: Duration = Duration::from_secs(10);
+
+/// Retrieval + LLM + conversations.
+#[derive(Debug, Clone)]
+pub struct RagPipeline {
+    retriever: Retriever,
+    llm: LlmClient,
+    conversations: Conversations,
+}
+
+impl RagPipeline {
+    /// Builds the clients from the configuration: PubMed and Semantic Scholar paced fleet-wide at
+    /// their configured rates, every upstream behind the replica's breakers.
+    pub fn build(
+        config: &Config,
+        redis: &RedisHandle,
+        breakers: Breakers,
+        pool: PgPool,
+    ) -> Result<Self, LimiterError> {
+        let up = &config.upstream;
+        let timeout = Duration::from_millis(up.timeout_ms);
+        let http = http_client(Duration::from_secs(5));
+        let pacer = |name: &str, rate: u32| Pacer::new(redis.clone(), name, f64::from(rate), 1);
+        let outbound = Arc::new(
+            Outbound::new(
+                breakers,
+                OutboundConfig {
+                    timeout,
+                    ..OutboundConfig::default()
+                },
+            )
+            .with_service(
+                service::PUBMED,
+                ServiceOutbound {
+                    pacer: Some(pacer(service::PUBMED, up.pubmed_rate_per_sec)?),
+                    ..ServiceOutbound::default()
+                },
+            )
+            .with_service(
+                service::SEMANTIC_SCHOLAR,
+                ServiceOutbound {
+                    pacer: Some(pacer(
+                        service::SEMANTIC_SCHOLAR,
+                        up.semantic_scholar_rate_per_sec,
+                    )?),
+                    ..ServiceOutbound::default()
+                },
+            ),
+        );
+        let secret = |s: &Option<crate::secret::Secret>| s.as_ref().map(|s| s.expose().to_string());
+        let pubmed = PubMedClient::new(
+            http.clone(),
+            Arc::clone(&outbound),
+            PubMedConfig {
+                base_url: up.pubmed_url.clone(),
+                api_key: secret(&up.ncbi_api_key),
+                tool: "fleetgate".into(),
+                email: std::env::var("FLEETGATE_NCBI_EMAIL")
+                    .ok()
+                    .filter(|e| !e.is_empty()),
+            },
+        );
+        let s2 = SemanticScholarClient::new(
+            http.clone(),
+            Arc::clone(&outbound),
+            SemanticScholarConfig {
+                base_url: up.semantic_scholar_url.clone(),
+                api_key: secret(&up.s2_api_key),
+            },
+        );
+        let llm = LlmClient::new(
+            http,
+            outbound,
+            LlmConfig {
+                base_url: up.llm_url.clone(),
+                model: up.llm_model.clone(),
+                api_key: secret(&up.llm_api_key),
+                timeout,
+            },
+        );
+        Ok(RagPipeline {
+            retriever: Retriever::new(pubmed, s2),
+            llm,
+            conversations: Conversations::new(pool),
+        })
+    }
+
+    async fn chat(&self, req: ChatRequest, ctx: ChatContext) -> Result<ChatAnswer, PipelineError> {
+        let conv = self
+            .conversations
+            .open(&ctx.user_id, req.conversation_id, &req.message)
+            .await
+            .map_err(conversation_error)?;
+        let history: Vec<ChatMessage> = self
+            .conversations
+            .recent(conv, HISTORY_MESSAGES)
+            .await
+            .map_err(conversation_error)?
+            .into_iter()
+            .map(|(role, content)| ChatMessage::new(&role, content))
+            .collect();
+        let (sources, unavailable) = if req.use_rag {
+            match self.retriever.retrieve(&req.message).await {
+                Ok(r) => (r.papers, r.unavailable),
+                // Both sources down: still answer, and say the answer has no sources.
+                Err(_) => (Vec::new(), vec![service::PUBMED, service::SEMANTIC_SCHOLAR]),
+            }
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let messages = build_messages(&req.message, &sources, &unavailable, &history);
+        let text = self
+            .llm
+            .complete(&messages, &ctx.user_hash)
+            .await
+            .map_err(upstream_error)?;
+        let answer = match unavailable.as_slice() {
+            [] => text,
+            missing => format!(
+                "Note: {} could not be searched; this answer uses {}.\n\n{text}",
+                missing
+                    .iter()
+                    .map(|s| service::display_name(s))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                if sources.is_empty() {
+                    "no retrieved sources"
+                } else {
+                    "the remaining source only"
+                }
+            ),
+        };
+        let works: Vec<CitedWork> = sources.iter().map(cited_work).collect();
+        self.conversations
+            .append_turn(conv, &req.message, &answer, &works)
+            .await
+            .map_err(conversation_error)?;
+        Ok(ChatAnswer {
+            answer,
+            citations: sources.iter().map(citation).collect(),
+            conversation_id: conv,
+        })
+    }
+}
+
+impl ChatPipeline for RagPipeline {
+    fn answer(&self, req: ChatRequest, ctx: ChatContext) -> PipelineFuture<'_, ChatAnswer> {
+        Box::pin(self.chat(req, ctx))
+    }
+
+    fn research(&self, req: ResearchRequest, _ctx: ChatContext) -> PipelineFuture<'_, Vec<Paper>> {
+        Box::pin(async move {
+            let r = self
+                .retriever
+                .search(&req.query, req.limit as usize)
+                .await
+                .map_err(upstream_error)?;
+            Ok(r.papers.into_iter().map(paper).collect())
+        })
+    }
+
+    fn export(&self, req: ExportRequest, ctx: ChatContext) -> PipelineFuture<'_, ExportDocument> {
+        Box::pin(async move {
+            let c = self
+                .conversations
+                .load(&ctx.user_id, req.conversation_id)
+                .await
+                .map_err(conversation_error)?;
+            let (content_type, body) = match req.format {
+                ExportFormat::Markdown => ("text/markdown; charset=utf-8", export::markdown(&c)),
+                ExportFormat::Json => ("application/json", export::json(&c)),
+                ExportFormat::Bibtex => ("application/x-bibtex; charset=utf-8", export::bibtex(&c)),
+                ExportFormat::Ris => ("application/x-research-info-systems", export::ris(&c)),
+            };
+            Ok(ExportDocument {
+                content_type: content_type.into(),
+                body,
+            })
+        })
+    }
+}
+
+fn citation(p: &SourcePaper) -> Citation {
+    Citation {
+        source: p.source.as_str().into(),
+        id: p.id.clone(),
+        title: p.title.clone(),
+        url: p.url.clone(),
+        year: p.year,
+    }
+}
+
+fn cited_work(p: &SourcePaper) -> CitedWork {
+    CitedWork {
+        source: p.source.as_str().into(),
+        id: p.id.clone(),
+        title: p.title.clone(),
+        url: p.url.clone(),
+        year: p.year,
+        authors: p.authors.clone(),
+        doi: p.doi.clone(),
+        venue: p.venue.clone(),
+        pmid: p.pmid.clone(),
+    }
+}
+
+fn paper(p: SourcePaper) -> Paper {
+    Paper {
+        source: p.source.as_str().into(),
+        id: p.id,
+        title: p.title,
+        abstract_text: Some(p.abstract_text).filter(|a| !a.is_empty()),
+        year: p.year,
+        authors: p.authors,
+        url: p.url,
+    }
+}
+
+fn upstream_error(e: UpstreamError) -> PipelineError {
+    match e {
+        UpstreamError::Timeout { .. } => PipelineError::UpstreamTimeout,
+        other => PipelineError::UpstreamUnavailable {
+            retry_after: other.retry_after().unwrap_or(DEFAULT_RETRY),
+            cause: other.to_string(),
+        },
+    }
+}
+
+fn conversation_error(e: ConversationError) -> PipelineError {
+    match e {
+        ConversationError::NotFound => PipelineError::NotFound,
+        ConversationError::Database(err) => {
+            PipelineError::Unavailable(format!("conversation store: {err}"))
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The routes, one module each, with a `router()` merged by [`crate::app`].
+
+pub mod chat;
+pub mod export;
+pub mod health;
+pub mod openapi;
+pub mod probes;
+pub mod research;
+
+mod guard;
+
+pub use guard::{TicketGuard, admit};
+
+/// The request id set by the request-id layer (`x-request-id`).
+pub fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}

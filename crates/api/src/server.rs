@@ -1,0 +1,127 @@
+//! [`app`] builds the router of one replica; [`run`] serves it until a shutdown future resolves,
+//! then drains: readiness turns false, waiters are answered, running requests finish within the
+//! grace period, and every slot of this replica is released in Redis before `run` returns.
+
+use std::any::Any;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::admission::RouteClass;
+use crate::auth::require_user;
+use crate::client_ip::resolve_client_ip;
+use crate::error::ApiError;
+use crate::json::BODY_LIMIT;
+use crate::routes::{chat, export, health, openapi, probes, research};
+use crate::state::AppState;
+use crate::stats::count_requests;
+
+/// The router of one replica.
+pub fn app(state: AppState) -> Router {
+    // A user route: auth first, then the per-IP window of its class (DESIGN.md's request flow).
+    // `route_layer` keeps both off unmatched paths and methods.
+    let user_route = |path: &str, class: RouteClass, r: axum::routing::MethodRouter<AppState>| {
+        Router::new()
+            .route(path, r)
+            .route_layer(state.ip_limit(class).clone())
+            .route_layer(from_fn_with_state(state.clone(), require_user))
+    };
+    Router::new()
+        .merge(user_route("/api/chat", RouteClass::Chat, post(chat::chat)))
+        .merge(user_route(
+            "/api/research",
+            RouteClass::Research,
+            post(research::research),
+        ))
+        .merge(user_route(
+            "/api/export",
+            RouteClass::Export,
+            post(export::export),
+        ))
+        .route(
+            "/api/system-health",
+            get(health::get_health).post(health::post_health),
+        )
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(from_fn_with_state(state.clone(), resolve_client_ip))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn_with_state(state.clone(), count_requests))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route for {}",
+        uri.path().chars().take(200).collect::<String>()
+    ))
+}
+
+fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
+    let msg = err
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| err.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into());
+    ApiError::Internal(format!("handler panicked: {msg}")).into_response()
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then drains (see the module doc).
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = Duration::from_millis(state.config().server.shutdown_grace_ms);
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let st = state.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutdown: readiness false, refusing new requests, draining");
+        st.begin_shutdown();
+        // Waiters are answered now (503, retry elsewhere); running requests keep their slots.
+        st.gate().close().await;
+        let _ = signalled_tx.send(());
+    };
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    let grace_over = async move {
+        if signalled_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        r = server => r,
+        () = grace_over => {
+            tracing::warn!(?grace, "grace period over with requests still running");
+            Ok(())
+        }
+    };
+    let released = state.gate().shutdown(Duration::from_secs(5)).await;
+    if !released {
+        tracing::warn!(
+            outstanding = state.gate().outstanding(),
+            "some slots were not released; their lease TTL frees them"
+        );
+    }
+    result
+}

@@ -1,0 +1,217 @@
+//! [`AppState`]: everything a request needs, shared by all handlers and layers of one replica.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use limiter_core::{LimiterError, RedisHandle, SlidingWindow, WindowPolicy};
+
+use crate::admission::{Gate, RouteClass};
+use crate::auth::AdminToken;
+use crate::breakers::BreakerControl;
+use crate::client_ip::ClientIpResolver;
+use crate::config::{Config, ConfigError};
+use crate::ip_limit::{IpLimitStats, IpRateLimitLayer};
+use crate::jwt::JwtVerifier;
+use crate::pipeline::ChatPipeline;
+use crate::quota::{QuotaError, QuotaStore};
+use crate::stats::RequestStats;
+
+/// Why a replica could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad or missing configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The Redis configuration is unusable (not "Redis is down": that is served in degraded mode).
+    #[error("redis: {0}")]
+    Redis(#[from] LimiterError),
+    /// The database URL is unusable.
+    #[error("database: {0}")]
+    Database(#[from] QuotaError),
+}
+
+struct Inner {
+    config: Config,
+    redis: RedisHandle,
+    quota: QuotaStore,
+    gate: Gate,
+    pipeline: Arc<dyn ChatPipeline>,
+    breakers: OnceLock<Arc<dyn BreakerControl>>,
+    jwt: JwtVerifier,
+    admin: Option<AdminToken>,
+    client_ip: ClientIpResolver,
+    chat_limit: IpRateLimitLayer,
+    research_limit: IpRateLimitLayer,
+    export_limit: IpRateLimitLayer,
+    ip_stats: Arc<IpLimitStats>,
+    request_stats: RequestStats,
+    shutting_down: AtomicBool,
+}
+
+/// The shared state of one replica. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("redis", &self.inner.redis)
+            .field("shutting_down", &self.is_shutting_down())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Builds a replica's state from a configuration and a pipeline. Connects to nothing: Redis
+    /// and PostgreSQL are reached on first use, so a replica starts while either is down.
+    pub async fn new(
+        config: Config,
+        pipeline: Arc<dyn ChatPipeline>,
+    ) -> Result<AppState, StartError> {
+        let redis = RedisHandle::new(&config.redis_config())?;
+        let quota = QuotaStore::connect_lazy(&config)?;
+        Self::with_parts(config, pipeline, redis, quota).await
+    }
+
+    /// Builds a replica's state over an existing Redis handle and quota store (tests share them).
+    pub async fn with_parts(
+        config: Config,
+        pipeline: Arc<dyn ChatPipeline>,
+        redis: RedisHandle,
+        quota: QuotaStore,
+    ) -> Result<AppState, StartError> {
+        config.validate()?;
+        config.require_serve()?;
+        let secret = config
+            .auth
+            .jwt_secret
+            .as_ref()
+            .ok_or(ConfigError::Missing("FLEETGATE_JWT_SECRET"))?;
+        let jwt = JwtVerifier::new(
+            secret.expose().as_bytes(),
+            config.auth.jwt_audience.clone(),
+            config.auth.jwt_leeway_secs,
+        );
+        let a = &config.admission;
+        let gate = Gate::start(
+            redis.clone(),
+            limiter_core::AdmissionConfig {
+                group: a.group.clone(),
+                user_cap: a.max_concurrent_per_user,
+                global_cap: a.max_concurrent_global,
+                lease_ttl: Duration::from_millis(a.lease_ttl_ms),
+                max_queue: a.max_queue,
+                heartbeat_ttl: Duration::from_millis(a.heartbeat_ttl_ms),
+                local_fallback: a.local_fallback,
+                expected_replicas: a.expected_replicas,
+            },
+        )
+        .await?;
+        let ip_stats = Arc::new(IpLimitStats::default());
+        let l = &config.limits;
+        let layer = |class: RouteClass, per_min: u32| -> Result<IpRateLimitLayer, LimiterError> {
+            let w = SlidingWindow::new(
+                redis.clone(),
+                WindowPolicy::new(class.name(), per_min, Duration::from_secs(60)),
+            )?;
+            Ok(IpRateLimitLayer::new(w, l.fail_open, Arc::clone(&ip_stats)))
+        };
+        let chat_limit = layer(RouteClass::Chat, l.chat_per_ip_per_min)?;
+        let research_limit = layer(RouteClass::Research, l.research_per_ip_per_min)?;
+        let export_limit = layer(RouteClass::Export, l.export_per_ip_per_min)?;
+        let client_ip = ClientIpResolver::new(config.trusted_proxies()?);
+        let admin = config.auth.admin_token.as_ref().map(AdminToken::new);
+        if admin.is_none() {
+            tracing::warn!("FLEETGATE_ADMIN_TOKEN is not set: admin actions are disabled");
+        }
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                config,
+                redis,
+                quota,
+                gate,
+                pipeline,
+                breakers: OnceLock::new(),
+                jwt,
+                admin,
+                client_ip,
+                chat_limit,
+                research_limit,
+                export_limit,
+                ip_stats,
+                request_stats: RequestStats::default(),
+                shutting_down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Wires the circuit breakers (health and `force-close-circuits`). Only the first call counts.
+    pub fn with_breakers(self, breakers: Arc<dyn BreakerControl>) -> Self {
+        let _ = self.inner.breakers.set(breakers);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+    /// The Redis handle.
+    pub fn redis(&self) -> &RedisHandle {
+        &self.inner.redis
+    }
+    /// The quota store.
+    pub fn quota(&self) -> &QuotaStore {
+        &self.inner.quota
+    }
+    /// The admission gate.
+    pub fn gate(&self) -> &Gate {
+        &self.inner.gate
+    }
+    /// The pipeline.
+    pub fn pipeline(&self) -> &dyn ChatPipeline {
+        self.inner.pipeline.as_ref()
+    }
+    /// The breakers, when wired.
+    pub fn breakers(&self) -> Option<&Arc<dyn BreakerControl>> {
+        self.inner.breakers.get()
+    }
+    /// The JWT verifier.
+    pub fn jwt(&self) -> &JwtVerifier {
+        &self.inner.jwt
+    }
+    /// The admin token, when configured.
+    pub fn admin(&self) -> Option<&AdminToken> {
+        self.inner.admin.as_ref()
+    }
+    /// The client address resolver.
+    pub fn client_ip(&self) -> &ClientIpResolver {
+        &self.inner.client_ip
+    }
+    /// The per-IP layer of a route class.
+    pub fn ip_limit(&self, class: RouteClass) -> &IpRateLimitLayer {
+        match class {
+            RouteClass::Chat => &self.inner.chat_limit,
+            RouteClass::Research => &self.inner.research_limit,
+            RouteClass::Export => &self.inner.export_limit,
+        }
+    }
+    /// Per-IP counters.
+    pub fn ip_stats(&self) -> &IpLimitStats {
+        &self.inner.ip_stats
+    }
+    /// Request counters.
+    pub fn request_stats(&self) -> &RequestStats {
+        &self.inner.request_stats
+    }
+    /// Whether shutdown has begun (readiness false, no new admissions).
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
+    }
+    /// Begins shutdown: readiness turns false and new requests are refused with 503.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+    }
+}
