@@ -198,6 +198,18 @@ impl Gate {
         class: RouteClass,
         deadline: Instant,
     ) -> Result<Slot, AdmitError> {
+        self.admit_watched(user, class, deadline, None).await
+    }
+
+    /// Like [`Gate::admit`], publishing the queue position (1-based; 0 once granted) to
+    /// `positions` when given (streamed to SSE clients as `queued` events).
+    pub async fn admit_watched(
+        &self,
+        user: &str,
+        class: RouteClass,
+        deadline: Instant,
+        positions: Option<tokio::sync::watch::Sender<u32>>,
+    ) -> Result<Slot, AdmitError> {
         let inner = &self.inner;
         let closed = inner.closed.notified();
         tokio::pin!(closed);
@@ -208,7 +220,17 @@ impl Gate {
         // Counted before the grant exists so that shutdown never misses one being granted.
         inner.outstanding.fetch_add(1, Ordering::AcqRel);
         let result = tokio::select! {
-            r = inner.admission.admit(user.as_bytes(), class.class(), deadline) => r,
+            r = async {
+                match positions {
+                    Some(p) => {
+                        inner
+                            .admission
+                            .admit_watched(user.as_bytes(), class.class(), deadline, p)
+                            .await
+                    }
+                    None => inner.admission.admit(user.as_bytes(), class.class(), deadline).await,
+                }
+            } => r,
             // Dropping the admit future takes the waiter out of the queue (or hands on a grant
             // that raced in).
             () = &mut closed => Err(Rejection::ShuttingDown),

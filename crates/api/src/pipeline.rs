@@ -191,6 +191,22 @@ pub trait ChatPipeline: Send + Sync + 'static {
     /// Answers a chat question.
     fn answer(&self, req: ChatRequest, ctx: ChatContext) -> PipelineFuture<'_, ChatAnswer>;
 
+    /// Answers while relaying the text as it is produced: each piece goes to `deltas` as soon as
+    /// the upstream sends it (SSE `delta` events). The default answers whole and sends the answer
+    /// as one piece.
+    fn answer_stream(
+        &self,
+        req: ChatRequest,
+        ctx: ChatContext,
+        deltas: tokio::sync::mpsc::Sender<String>,
+    ) -> PipelineFuture<'_, ChatAnswer> {
+        Box::pin(async move {
+            let answer = self.answer(req, ctx).await?;
+            let _ = deltas.send(answer.answer.clone()).await;
+            Ok(answer)
+        })
+    }
+
     /// Searches papers. The default says the pipeline does not offer it.
     fn research(&self, _req: ResearchRequest, _ctx: ChatContext) -> PipelineFuture<'_, Vec<Paper>> {
         Box::pin(async { Err(PipelineError::Unavailable("research is not wired".into())) })

@@ -113,7 +113,12 @@ impl RagPipeline {
         })
     }
 
-    async fn chat(&self, req: ChatRequest, ctx: ChatContext) -> Result<ChatAnswer, PipelineError> {
+    /// Everything before the LLM call: the conversation, its recent turns, the sources.
+    async fn prepare(
+        &self,
+        req: &ChatRequest,
+        ctx: &ChatContext,
+    ) -> Result<Prepared, PipelineError> {
         let conv = self
             .conversations
             .open(&ctx.user_id, req.conversation_id, &req.message)
@@ -137,15 +142,10 @@ impl RagPipeline {
             (Vec::new(), Vec::new())
         };
         let messages = build_messages(&req.message, &sources, &unavailable, &history);
-        let text = self
-            .llm
-            .complete(&messages, &ctx.user_hash)
-            .await
-            .map_err(upstream_error)?;
-        let answer = match unavailable.as_slice() {
-            [] => text,
-            missing => format!(
-                "Note: {} could not be searched; this answer uses {}.\n\n{text}",
+        let note = match unavailable.as_slice() {
+            [] => None,
+            missing => Some(format!(
+                "Note: {} could not be searched; this answer uses {}.\n\n",
                 missing
                     .iter()
                     .map(|s| service::display_name(s))
@@ -156,24 +156,97 @@ impl RagPipeline {
                 } else {
                     "the remaining source only"
                 }
-            ),
+            )),
         };
-        let works: Vec<CitedWork> = sources.iter().map(cited_work).collect();
+        Ok(Prepared {
+            conv,
+            sources,
+            messages,
+            note,
+        })
+    }
+
+    /// Stores the turn and shapes the reply.
+    async fn finish(
+        &self,
+        p: Prepared,
+        question: &str,
+        answer: String,
+    ) -> Result<ChatAnswer, PipelineError> {
+        let works: Vec<CitedWork> = p.sources.iter().map(cited_work).collect();
         self.conversations
-            .append_turn(conv, &req.message, &answer, &works)
+            .append_turn(p.conv, question, &answer, &works)
             .await
             .map_err(conversation_error)?;
         Ok(ChatAnswer {
             answer,
-            citations: sources.iter().map(citation).collect(),
-            conversation_id: conv,
+            citations: p.sources.iter().map(citation).collect(),
+            conversation_id: p.conv,
         })
     }
+
+    async fn chat(&self, req: ChatRequest, ctx: ChatContext) -> Result<ChatAnswer, PipelineError> {
+        let p = self.prepare(&req, &ctx).await?;
+        let text = self
+            .llm
+            .complete(&p.messages, &ctx.user_hash)
+            .await
+            .map_err(upstream_error)?;
+        let answer = format!("{}{text}", p.note.as_deref().unwrap_or(""));
+        self.finish(p, &req.message, answer).await
+    }
+
+    /// Like `chat`, relaying the LLM's deltas as they arrive.
+    async fn chat_stream(
+        &self,
+        req: ChatRequest,
+        ctx: ChatContext,
+        deltas: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<ChatAnswer, PipelineError> {
+        let p = self.prepare(&req, &ctx).await?;
+        let mut answer = String::new();
+        if let Some(note) = &p.note {
+            answer.push_str(note);
+            let _ = deltas.send(note.clone()).await;
+        }
+        let mut rx = self
+            .llm
+            .stream(&p.messages, &ctx.user_hash)
+            .await
+            .map_err(upstream_error)?;
+        while let Some(piece) = rx.recv().await {
+            let piece = piece.map_err(upstream_error)?;
+            answer.push_str(&piece);
+            if deltas.send(piece).await.is_err() {
+                // The reader went away: stop, dropping the upstream stream (which cancels it).
+                return Err(PipelineError::Unavailable("client went away".into()));
+            }
+        }
+        self.finish(p, &req.message, answer).await
+    }
+}
+
+/// The prompt and what the reply will need.
+struct Prepared {
+    conv: uuid::Uuid,
+    sources: Vec<SourcePaper>,
+    messages: Vec<ChatMessage>,
+    /// Said first when a source could not be searched.
+    note: Option<String>,
 }
 
 impl ChatPipeline for RagPipeline {
     fn answer(&self, req: ChatRequest, ctx: ChatContext) -> PipelineFuture<'_, ChatAnswer> {
         Box::pin(self.chat(req, ctx))
+    }
+
+    fn answer_stream(
+        &self,
+        req: ChatRequest,
+        ctx: ChatContext,
+        deltas: tokio::sync::mpsc::Sender<String>,
+    ) -> PipelineFuture<'_, ChatAnswer> {
+        Box::pin(self.chat_stream(req, ctx, deltas))
     }
 
     fn research(&self, req: ResearchRequest, _ctx: ChatContext) -> PipelineFuture<'_, Vec<Paper>> {

@@ -17,10 +17,15 @@ struct Fleet {
 }
 
 async fn start() -> Fleet {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tune: impl FnOnce(&mut api::config::Config)) -> Fleet {
     let sim = upstream_sim::spawn(SimConfig::default()).await.unwrap();
     let db = TestDb::create().await;
     let prefix = testkit::unique_prefix("pipe");
     let mut cfg = common::config(&db, &prefix);
+    tune(&mut cfg);
     // Each test makes a handful of calls: keep the sources paced, but not slow.
     cfg.upstream.pubmed_rate_per_sec = 20;
     cfg.upstream.semantic_scholar_rate_per_sec = 20;
@@ -291,4 +296,159 @@ fn f_stats(sim: &RunningSim) -> ((usize, usize), (usize, usize)) {
         (pm.timestamps_ms.len(), pm.max_in_window(975)),
         (s2.timestamps_ms.len(), s2.max_in_window(975)),
     )
+}
+
+/// Reads a server-sent event stream: (ms since `t0`, event name, JSON data) per event, until the
+/// stream ends or `stop` says so.
+async fn read_events(
+    resp: reqwest::Response,
+    t0: std::time::Instant,
+    stop: impl Fn(&str) -> bool,
+) -> Vec<(u128, String, Value)> {
+    use futures_util::StreamExt;
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    while let Some(chunk) = body.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if name.is_empty() {
+                continue; // keep-alive comment
+            }
+            let value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            let done = stop(&name);
+            events.push((t0.elapsed().as_millis(), name, value));
+            if done {
+                return events;
+            }
+        }
+    }
+    events
+}
+
+fn stream_request(f: &Fleet, user: &str, body: Value) -> reqwest::RequestBuilder {
+    common::client()
+        .post(f.server.url("/api/chat"))
+        .bearer_auth(common::token(user))
+        .header("accept", "text/event-stream")
+        .json(&body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_delivers_queued_to_done_in_order() {
+    let f = start_with(|c| c.admission.max_concurrent_global = 1).await;
+    // A slow answer holds the only slot, so the streamed chat has to queue.
+    f.sim
+        .set(|s| {
+            s.llm_answer_latency_ms = 1500;
+            s.llm_chunk_delay_ms = 40;
+        })
+        .unwrap();
+    let holder = tokio::spawn(post_owned(f.server.url("/api/chat"), "holder"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.sim.stats().group(Group::Llm).in_flight == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "holder never reached the LLM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    f.sim.set(|s| s.llm_answer_latency_ms = 0).unwrap();
+
+    let t0 = std::time::Instant::now();
+    let resp = stream_request(
+        &f,
+        "streamer",
+        json!({"message": "metformin and kidney function", "useRAG": true}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = read_events(resp, t0, |n| n == "done" || n == "error").await;
+    let names: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(names.first(), Some(&"queued"), "{names:?}");
+    assert_eq!(events[0].2["position"], 1);
+    let started = names.iter().position(|n| *n == "started").expect("started");
+    let citations = names
+        .iter()
+        .position(|n| *n == "citations")
+        .expect("citations");
+    let done = names.iter().position(|n| *n == "done").expect("done");
+    assert!(names[..started].iter().all(|n| *n == "queued"));
+    let deltas: Vec<&(u128, String, Value)> = events.iter().filter(|e| e.1 == "delta").collect();
+    assert!(deltas.len() >= 3, "{names:?}");
+    assert!(names[started + 1..citations].iter().all(|n| *n == "delta"));
+    assert_eq!(done, citations + 1);
+    // Relayed as produced: the first delta came well before the last (40 ms per chunk).
+    assert!(deltas.last().unwrap().0 - deltas[0].0 >= 80);
+    let text: String = deltas
+        .iter()
+        .map(|e| e.2["text"].as_str().unwrap())
+        .collect();
+    let reply = &events[done].2;
+    assert_eq!(reply["answer"].as_str().unwrap(), text);
+    assert!(!reply["citations"].as_array().unwrap().is_empty());
+    assert_eq!(reply["citations"], events[citations].2);
+    assert_eq!(holder.await.unwrap(), 200);
+}
+
+async fn post_owned(url: String, user: &'static str) -> u16 {
+    common::client()
+        .post(url)
+        .bearer_auth(common::token(user))
+        .json(&json!({"message": "slow question about statins", "useRAG": false}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_mid_stream_frees_the_slot_and_the_upstream_call() {
+    let f = start().await;
+    f.sim.set(|s| s.llm_chunk_delay_ms = 200).unwrap();
+    let t0 = std::time::Instant::now();
+    let resp = stream_request(
+        &f,
+        "leaver",
+        json!({"message": "beta blockers after myocardial infarction", "useRAG": false}),
+    )
+    .send()
+    .await
+    .unwrap();
+    let events = read_events(resp, t0, |n| n == "delta").await;
+    assert_eq!(events.last().unwrap().1, "delta");
+    assert_eq!(f.server.state.gate().stats().await.unwrap().slots_in_use, 1);
+    // `read_events` dropped the response: the client is gone.
+    let gone = std::time::Instant::now();
+    loop {
+        let slots = f.server.state.gate().stats().await.unwrap().slots_in_use;
+        let llm = f.sim.stats().group(Group::Llm).in_flight;
+        if slots == 0 && llm == 0 {
+            break;
+        }
+        assert!(
+            gone.elapsed() < std::time::Duration::from_secs(2),
+            "slot {slots} / upstream {llm} still held after the client left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

@@ -1,13 +1,26 @@
 //! `POST /api/chat`: auth → per-IP window (layers, see [`crate::app`]) → quota spend (a user whose
 //! quota is exhausted is refused before waiting) → slot → pipeline → refund if the failure is ours.
+//!
+//! With `Accept: text/event-stream` the reply is a server-sent event stream, opened right after
+//! the quota spend: `queued` (position, again whenever it changes), `started`, `delta` (answer text
+//! as the LLM produces it), `citations`, `done` (the JSON reply) or `error` (problem+json). The
+//! wait and the answer run in a task that ends as soon as the client disconnects, which drops its
+//! slot (handed to the next waiter at once) and its upstream call.
+
+use std::convert::Infallible;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::guard::admit_watched;
 use super::{TicketGuard, admit};
 use crate::admission::RouteClass;
 use crate::auth::AuthUser;
@@ -79,7 +92,7 @@ pub fn validate(body: &ChatBody) -> Result<(), ApiError> {
     request_body = ChatBody,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The answer", body = ChatResponse),
+        (status = 200, description = "The answer (JSON); with `Accept: text/event-stream`, a server-sent event stream: `queued`, `started`, `delta`, `citations`, `done` (this object) or `error` (problem+json)", body = ChatResponse),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
@@ -95,7 +108,7 @@ pub async fn chat(
     user: AuthUser,
     headers: HeaderMap,
     ValidJson(body): ValidJson<ChatBody>,
-) -> Result<Json<ChatResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     validate(&body)?;
     if state.is_shutting_down() {
         return Err(super::guard::shutting_down());
@@ -110,6 +123,14 @@ pub async fn chat(
             return Err(ApiError::QuotaExhausted { retry_after, limit });
         }
     };
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_stream {
+        let request_id = super::request_id(&headers);
+        return Ok(stream(state, user, body, ticket, request_id).into_response());
+    }
     let slot = match admit(&state, &user.id, RouteClass::Chat).await {
         Ok(s) => s,
         Err(e) => {
@@ -125,15 +146,11 @@ pub async fn chat(
         queries_remaining: Some(remaining),
         request_id: super::request_id(&headers),
     };
-    let wants_stream = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
     let req = ChatRequest {
         message: body.message,
         use_rag: body.use_rag,
         conversation_id: body.conversation_id,
-        stream: wants_stream,
+        stream: false,
     };
     let queued = slot.queued();
     ticket.start();
@@ -148,7 +165,8 @@ pub async fn chat(
                 conversation_id: a.conversation_id,
                 queries_remaining: remaining,
                 queued_ms: u64::try_from(queued.as_millis()).unwrap_or(u64::MAX),
-            }))
+            })
+            .into_response())
         }
         Err(e) => {
             if e.refunds_quota() {
@@ -157,6 +175,135 @@ pub async fn chat(
                 ticket.keep();
             }
             Err(e.into())
+        }
+    }
+}
+
+/// One SSE event with a JSON payload.
+fn event(name: &str, data: &impl Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|_| Event::default().event(name))
+}
+
+/// Opens the event stream; the work runs in a task that stops when the client goes away.
+fn stream(
+    state: AppState,
+    user: AuthUser,
+    body: ChatBody,
+    ticket: TicketGuard,
+    request_id: Option<String>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let (tx, mut rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let work = run_stream(state, user, body, ticket, request_id, tx.clone());
+        tokio::select! {
+            () = work => {}
+            // The client disconnected: dropping `work` drops its slot and its upstream call.
+            () = tx.closed() => {}
+        }
+    });
+    Sse::new(futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|e| e.map(Ok))
+    }))
+    .keep_alive(KeepAlive::default())
+}
+
+async fn run_stream(
+    state: AppState,
+    user: AuthUser,
+    body: ChatBody,
+    mut ticket: TicketGuard,
+    request_id: Option<String>,
+    tx: mpsc::Sender<Event>,
+) {
+    let (ptx, mut prx) = watch::channel(0u32);
+    let admit = admit_watched(&state, &user.id, RouteClass::Chat, Some(ptx));
+    tokio::pin!(admit);
+    let mut last = 0;
+    let slot = loop {
+        tokio::select! {
+            biased;
+            r = &mut admit => break r,
+            changed = prx.changed() => {
+                if changed.is_err() {
+                    // The position sender is gone: the admission is finishing.
+                    break (&mut admit).await;
+                }
+                let p = *prx.borrow_and_update();
+                if p > 0 && p != last {
+                    last = p;
+                    let _ = tx.send(event("queued", &json!({ "position": p }))).await;
+                }
+            }
+        }
+    };
+    let slot = match slot {
+        Ok(s) => s,
+        Err(e) => {
+            ticket.refund().await;
+            let _ = tx.send(event("error", &e.problem())).await;
+            return;
+        }
+    };
+    let queued = slot.queued();
+    let queued_ms = u64::try_from(queued.as_millis()).unwrap_or(u64::MAX);
+    let _ = tx
+        .send(event("started", &json!({ "queuedMs": queued_ms })))
+        .await;
+    let remaining = ticket.ticket().map_or(0, |t| t.remaining);
+    let ctx = ChatContext {
+        user_id: user.id.clone(),
+        user_hash: user.hashed_id(),
+        queued,
+        queries_remaining: Some(remaining),
+        request_id,
+    };
+    let req = ChatRequest {
+        message: body.message,
+        use_rag: body.use_rag,
+        conversation_id: body.conversation_id,
+        stream: true,
+    };
+    ticket.start();
+    let (dtx, mut drx) = mpsc::channel::<String>(64);
+    let answering = state.pipeline().answer_stream(req, ctx, dtx);
+    tokio::pin!(answering);
+    let result = loop {
+        tokio::select! {
+            biased;
+            Some(text) = drx.recv() => {
+                let _ = tx.send(event("delta", &json!({ "text": text }))).await;
+            }
+            r = &mut answering => break r,
+        }
+    };
+    while let Ok(text) = drx.try_recv() {
+        let _ = tx.send(event("delta", &json!({ "text": text }))).await;
+    }
+    drop(slot);
+    match result {
+        Ok(a) => {
+            ticket.keep();
+            let _ = tx.send(event("citations", &a.citations)).await;
+            let done = ChatResponse {
+                answer: a.answer,
+                citations: a.citations,
+                conversation_id: a.conversation_id,
+                queries_remaining: remaining,
+                queued_ms,
+            };
+            let _ = tx.send(event("done", &done)).await;
+        }
+        Err(e) => {
+            if e.refunds_quota() {
+                ticket.refund().await;
+            } else {
+                ticket.keep();
+            }
+            let err: ApiError = e.into();
+            let _ = tx.send(event("error", &err.problem())).await;
         }
     }
 }

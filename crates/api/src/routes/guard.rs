@@ -12,13 +12,23 @@ use crate::state::AppState;
 
 /// Waits for a slot (per-user and global caps) until the queue timeout.
 pub async fn admit(state: &AppState, user: &str, class: RouteClass) -> Result<Slot, ApiError> {
+    admit_watched(state, user, class, None).await
+}
+
+/// [`admit`], reporting queue positions to `positions` (for SSE `queued` events).
+pub async fn admit_watched(
+    state: &AppState,
+    user: &str,
+    class: RouteClass,
+    positions: Option<tokio::sync::watch::Sender<u32>>,
+) -> Result<Slot, ApiError> {
     if state.is_shutting_down() {
         return Err(shutting_down());
     }
     let deadline = Instant::now() + state.config().queue_timeout();
     state
         .gate()
-        .admit(user, class, deadline)
+        .admit_watched(user, class, deadline, positions)
         .await
         .map_err(|e| match e {
             AdmitError::Timeout => ApiError::QueueTimeout {
