@@ -48,7 +48,14 @@ impl RagPipeline {
         let up = &config.upstream;
         let timeout = Duration::from_millis(up.timeout_ms);
         let http = http_client(Duration::from_secs(5));
-        let pacer = |name: &str, rate: u32| Pacer::new(redis.clone(), name, f64::from(rate), 1);
+        // Spacing 10% wider than 1/rate: room for ~100 ms of jitter between a booked slot and the
+        // request's arrival, so the upstream never counts more than `rate` in any second.
+        let pacer = |name: &str, rate: u32| {
+            Pacer::new(redis.clone(), name, f64::from(rate), 1).map(|p| {
+                let guard = p.interval() / 10;
+                p.with_spacing_guard(guard)
+            })
+        };
         let outbound = Arc::new(
             Outbound::new(
                 breakers,

@@ -153,6 +153,16 @@ impl Pacer {
         })
     }
 
+    /// Widens the spacing between slots by `guard` beyond 1/rate. A slot is booked on Redis's
+    /// clock, but the upstream counts arrivals on its own: a request that leaves late (scheduling,
+    /// connection set-up) arrives closer to the next one than booked. An upstream that allows `rate`
+    /// requests in any second then sees `rate + 1` unless the spacing leaves room for that jitter.
+    pub fn with_spacing_guard(mut self, guard: Duration) -> Self {
+        let guard_us = u64::try_from(guard.as_micros()).unwrap_or(0);
+        self.interval_us = self.interval_us.saturating_add(guard_us);
+        self
+    }
+
     /// The service this pacer guards.
     pub fn service(&self) -> &str {
         &self.service

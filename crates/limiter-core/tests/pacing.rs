@@ -115,3 +115,20 @@ fn invalid_rates_are_rejected() {
     }
     assert!(Pacer::new(common::replica(&prefix), "x", 1.0, 0).is_err());
 }
+
+#[tokio::test]
+async fn spacing_guard_widens_the_interval() {
+    let prefix = testkit::unique_prefix("paceguard");
+    let p = Pacer::new(common::replica(&prefix), "pubmed", 4.0, 1)
+        .unwrap()
+        .with_spacing_guard(Duration::from_millis(25));
+    assert_eq!(p.interval(), Duration::from_millis(275));
+    let Pace::Booked(first) = p.reserve(Duration::from_secs(5)).await.unwrap() else {
+        panic!("refused")
+    };
+    let Pace::Booked(second) = p.reserve(Duration::from_secs(5)).await.unwrap() else {
+        panic!("refused")
+    };
+    assert_eq!(first.wait, Duration::ZERO);
+    assert!(second.wait > Duration::from_millis(265) && second.wait <= Duration::from_millis(275));
+}
