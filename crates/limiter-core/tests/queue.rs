@@ -29,6 +29,40 @@ async fn replicas(prefix: &str, n: usize, cfg: &AdmissionConfig) -> Vec<Admissio
     v
 }
 
+/// Enters the queue (chat class, global cap 1, user cap 2) with the raw script, as a replica's
+/// process would, with no guard behind it: a replica that dies right after never heartbeats,
+/// renews or leaves.
+async fn raw_enter(
+    redis: &limiter_core::RedisHandle,
+    lease_ttl_ms: u64,
+    heartbeat_ttl_ms: u64,
+    id: &str,
+    user_key: &str,
+    replica: &str,
+) -> Vec<i64> {
+    let keys = redis.keys();
+    redis
+        .eval(
+            &ADMISSION_ENTER,
+            &[&keys.lease_scope("adm", b"global")],
+            &[
+                &keys.group_tag("adm"),
+                &2u32,
+                &1u32,
+                &lease_ttl_ms,
+                &heartbeat_ttl_ms,
+                &id,
+                &user_key,
+                &replica,
+                &0u32,
+                &500u32,
+                &60_000u64,
+            ],
+        )
+        .await
+        .unwrap()
+}
+
 fn soon(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
 }
@@ -142,29 +176,17 @@ async fn dead_replica_waiters_stop_blocking_within_heartbeat_ttl() {
     // front of the queue, in the highest class. It never heartbeats again.
     let redis = common::replica(&prefix);
     let keys = redis.keys().clone();
-    let global = keys.lease_scope("adm", b"global");
     for i in 0..3 {
         let user_key = keys.lease_scope("adm", format!("user:dead{i}").as_bytes());
-        let reply: Vec<i64> = redis
-            .eval(
-                &ADMISSION_ENTER,
-                &[&global],
-                &[
-                    &keys.group_tag("adm"),
-                    &2u32,
-                    &1u32,
-                    &15_000u64,
-                    &600u64,
-                    &format!("deadbeef.w{i}"),
-                    &user_key,
-                    &"deadbeef",
-                    &0u32,
-                    &500u32,
-                    &60_000u64,
-                ],
-            )
-            .await
-            .unwrap();
+        let reply = raw_enter(
+            &redis,
+            15_000,
+            600,
+            &format!("deadbeef.w{i}"),
+            &user_key,
+            "deadbeef",
+        )
+        .await;
         assert_eq!(reply[0], 0, "queued");
     }
     let died_at = Instant::now();
@@ -195,27 +217,8 @@ async fn dead_replica_slots_return() {
     // Dead replica takes the only slot through the raw script, then vanishes.
     let redis = common::replica(&prefix);
     let keys = redis.keys().clone();
-    let global = keys.lease_scope("adm", b"global");
-    let reply: Vec<i64> = redis
-        .eval(
-            &ADMISSION_ENTER,
-            &[&global],
-            &[
-                &keys.group_tag("adm"),
-                &2u32,
-                &1u32,
-                &800u64,
-                &300u64,
-                &"cafe.lease1",
-                &keys.lease_scope("adm", b"user:ghost"),
-                &"cafe",
-                &0u32,
-                &500u32,
-                &60_000u64,
-            ],
-        )
-        .await
-        .unwrap();
+    let ghost = keys.lease_scope("adm", b"user:ghost");
+    let reply = raw_enter(&redis, 800, 300, "cafe.lease1", &ghost, "cafe").await;
     assert_eq!(reply[0], 1, "granted");
     let t0 = Instant::now();
     let p = live.admit(b"u", Class::Chat, soon(5)).await.unwrap();
@@ -233,26 +236,8 @@ async fn dead_replica_slots_return() {
     p.release().await.unwrap();
 
     // Same again, but an admin reclaims the dead replica's lease before its TTL.
-    let reply: Vec<i64> = redis
-        .eval(
-            &ADMISSION_ENTER,
-            &[&global],
-            &[
-                &keys.group_tag("adm"),
-                &2u32,
-                &1u32,
-                &60_000u64,
-                &300u64,
-                &"cafe.lease2",
-                &keys.lease_scope("adm", b"user:ghost"),
-                &"cafe",
-                &0u32,
-                &500u32,
-                &60_000u64,
-            ],
-        )
-        .await
-        .unwrap();
+    let ghost = keys.lease_scope("adm", b"user:ghost");
+    let reply = raw_enter(&redis, 60_000, 300, "cafe.lease2", &ghost, "cafe").await;
     assert_eq!(reply[0], 1);
     tokio::time::sleep(Duration::from_millis(400)).await; // its heartbeat lapses
     assert_eq!(live.reclaim_dead_replicas().await.unwrap(), 1);
