@@ -14,6 +14,9 @@ use crate::reply::{ints, millis};
 use crate::scripts::PACING_RESERVE;
 use crate::{LimiterError, RedisHandle};
 
+/// Largest spacing guard added to every interval (it is 1% of the interval below 200 ms).
+const CLOCK_GUARD_US: u64 = 2_000;
+
 /// A booked slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reservation {
@@ -141,8 +144,11 @@ impl Pacer {
                 "pacer {service:?}: rate must be in (0, 1e6] per second and burst >= 1"
             )));
         }
-        // Round the interval up so the pace never exceeds the configured rate.
-        let interval_us = (1_000_000.0 / rate_per_sec).ceil() as u64;
+        // Round the interval up so the pace never exceeds the configured rate, and add a small
+        // guard: each replica maps Redis time onto its own clock with an estimate that may be off
+        // by about a millisecond, so slots booked exactly 1/rate apart could start closer.
+        let base_us = (1_000_000.0 / rate_per_sec).ceil() as u64;
+        let interval_us = base_us + (base_us / 100).min(CLOCK_GUARD_US);
         Ok(Pacer {
             key: redis.keys().pacing(service),
             redis,
@@ -168,7 +174,8 @@ impl Pacer {
         &self.service
     }
 
-    /// Minimum spacing between slots at burst 1.
+    /// Minimum spacing between slots at burst 1: 1/rate plus the clock guard (and any spacing
+    /// guard added).
     pub fn interval(&self) -> Duration {
         Duration::from_micros(self.interval_us)
     }
