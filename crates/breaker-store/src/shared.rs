@@ -75,8 +75,8 @@ impl SharedBreaker {
         probe_permits: u32,
         state_ttl: Duration,
     ) -> Result<(SharedVerdict, Observed), LimiterError> {
-        let reply: Vec<i64> = PERMIT
-            .eval(redis, &[&self.state, &self.probes], |c| {
+        let reply: Vec<i64> = redis
+            .eval_with(&PERMIT, &[&self.state, &self.probes], |c| {
                 c.arg(&self.channel)
                     .arg(&self.service)
                     .arg(probe_id)
@@ -109,8 +109,8 @@ impl SharedBreaker {
         state_ttl: Duration,
     ) -> Result<(Observed, u64, u64), LimiterError> {
         let rnd_permille = ((rnd * 1000.0) as u64).min(999);
-        let reply: Vec<i64> = RECORD
-            .eval(redis, &[&self.state, &self.window, &self.probes], |c| {
+        let reply: Vec<i64> = redis
+            .eval_with(&RECORD, &[&self.state, &self.window, &self.probes], |c| {
                 c.arg(&self.channel)
                     .arg(&self.service)
                     .arg(u8::from(failure))
@@ -144,8 +144,8 @@ impl SharedBreaker {
             AdminAction::Open(hold) => ("open", millis(hold).max(1)),
             AdminAction::Reset => ("reset", 1),
         };
-        let reply: Vec<i64> = ADMIN
-            .eval(redis, &[&self.state, &self.window, &self.probes], |c| {
+        let reply: Vec<i64> = redis
+            .eval_with(&ADMIN, &[&self.state, &self.window, &self.probes], |c| {
                 c.arg(&self.channel)
                     .arg(&self.service)
                     .arg(verb)
@@ -163,8 +163,8 @@ impl SharedBreaker {
         policy: &BreakerPolicy,
     ) -> Result<SharedRead, LimiterError> {
         type Reply = (i64, i64, i64, i64, i64, i64, i64, i64, String, i64);
-        let (st, generation, until, now, fails, calls, trips, at, why, probes): Reply = READ
-            .eval(redis, &[&self.state, &self.window, &self.probes], |c| {
+        let (st, generation, until, now, fails, calls, trips, at, why, probes): Reply = redis
+            .eval_with(&READ, &[&self.state, &self.window, &self.probes], |c| {
                 c.arg(policy.window_ms()).arg(policy.bucket_ms());
             })
             .await?;

@@ -188,13 +188,27 @@ impl RedisHandle {
         keys: &[&str],
         args: &[&dyn ToRedisArgsDyn],
     ) -> Result<T, LimiterError> {
+        self.eval_with(script, keys, |inv| {
+            for a in args {
+                a.push_to(inv);
+            }
+        })
+        .await
+    }
+
+    /// Like [`RedisHandle::eval`], with the arguments appended by `args` (for callers that build
+    /// them with a chain of `.arg(..)`).
+    pub async fn eval_with<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        keys: &[&str],
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<T, LimiterError> {
         let mut inv = script.script().prepare_invoke();
         for k in keys {
             inv.key(*k);
         }
-        for a in args {
-            a.push_to(&mut inv);
-        }
+        args(&mut inv);
         let res = match &self.backend {
             Backend::Single(m) => inv.invoke_async(&mut m.clone()).await,
             Backend::Cluster { client, conn } => {

@@ -14,7 +14,9 @@ pub struct LuaScript {
 }
 
 impl LuaScript {
-    const fn new(name: &'static str, source: &'static str) -> Self {
+    /// A script from its name and source (other crates define their own scripts with it and run
+    /// them through [`crate::RedisHandle::eval`]).
+    pub const fn new(name: &'static str, source: &'static str) -> Self {
         LuaScript {
             name,
             source,
