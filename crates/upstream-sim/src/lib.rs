@@ -47,4 +47,4 @@ pub use corpus::{Corpus, CorpusConfig, Paper};
 pub use server::{RunningSim, app, serve, spawn, spawn_on};
 pub use settings::{Faults, FaultsPatch, Group, Settings, SettingsError, SettingsPatch};
 pub use state::{SimConfig, SimState};
-pub use stats::{Endpoint, EndpointStats, RecordedTrace, RecordedUser, StatsSnapshot};
+pub use stats::{Endpoint, EndpointStats, RecordedTrace, RecordedUser, StatsSnapshot, UserStats};

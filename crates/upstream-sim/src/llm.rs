@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -236,9 +237,11 @@ pub(crate) async fn chat_completions(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    if let Some(u) = &user {
+    // Held until the answer (or the stream) ends: per-user concurrency for the stats.
+    let user_in_flight = user.as_deref().map(|u| {
         state.live_stats().record_user(u);
-    }
+        state.live_stats().begin_user(u)
+    });
     let text = answer::compose(&req.messages);
     let id = format!("chatcmpl-sim{:012x}", state.next_id());
     let created = SystemTime::now()
@@ -258,6 +261,7 @@ pub(crate) async fn chat_completions(
         if !first_delay.is_zero() {
             tokio::time::sleep(first_delay).await;
         }
+        drop(user_in_flight);
         return Json(json!({
             "id": id,
             "object": "chat.completion",
@@ -346,7 +350,11 @@ pub(crate) async fn chat_completions(
             };
             Some((item, (it, i + 1)))
         },
-    );
+    )
+    .map(move |item| {
+        let _keep = &user_in_flight;
+        item
+    });
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
     h.insert(

@@ -1,6 +1,7 @@
 //! What reached the simulator: per endpoint and per group, requests in total and by status,
 //! requests in flight and the most ever in flight at once, arrival times (bounded ring buffer),
-//! plus the `user` fields and `traceparent` headers received (bounded).
+//! plus the `user` fields and `traceparent` headers received (bounded), and per LLM end user
+//! (`user` field) the requests in flight and the most ever in flight at once.
 //!
 //! This is the independent observer that tests of pacing and concurrency limits assert on.
 
@@ -98,6 +99,19 @@ pub struct RecordedUser {
     pub user: String,
 }
 
+/// Concurrency of one end user at the LLM, keyed by the request's `user` field. A request counts
+/// from the moment its body was parsed until its answer (or stream) ended; the injected fault
+/// latency of the `llm` group comes before that and is not counted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserStats {
+    /// Requests of this user that arrived (since the last reset).
+    pub total: u64,
+    /// Requests of this user being answered now.
+    pub in_flight: u64,
+    /// Largest `in_flight` seen since the last reset.
+    pub max_in_flight: u64,
+}
+
 /// A `traceparent` header received by any endpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecordedTrace {
@@ -120,6 +134,13 @@ pub struct StatsSnapshot {
     pub users: Vec<RecordedUser>,
     /// `traceparent` headers, oldest first (last N only).
     pub traceparents: Vec<RecordedTrace>,
+    /// Per LLM end user (`user` field): requests and concurrency. At most N users are tracked;
+    /// requests of users beyond that are counted in `llm_users_untracked`.
+    #[serde(default)]
+    pub llm_users: BTreeMap<String, UserStats>,
+    /// LLM requests whose user could not be tracked (more than N distinct users).
+    #[serde(default)]
+    pub llm_users_untracked: u64,
 }
 
 impl StatsSnapshot {
@@ -189,6 +210,8 @@ struct Inner {
     groups: BTreeMap<Group, Counter>,
     users: VecDeque<RecordedUser>,
     traceparents: VecDeque<RecordedTrace>,
+    llm_users: BTreeMap<String, UserStats>,
+    llm_users_untracked: u64,
 }
 
 impl Inner {
@@ -263,12 +286,43 @@ impl Stats {
         );
     }
 
+    /// Counts an LLM request of `user` as in flight until the returned guard drops.
+    pub fn begin_user(&self, user: &str) -> UserInFlight {
+        let mut inner = self.lock();
+        let tracked = inner.llm_users.len() < self.capacity || inner.llm_users.contains_key(user);
+        if !tracked {
+            inner.llm_users_untracked += 1;
+            return UserInFlight {
+                stats: self.clone(),
+                user: None,
+            };
+        }
+        let u = inner.llm_users.entry(user.to_string()).or_default();
+        u.total += 1;
+        u.in_flight += 1;
+        u.max_in_flight = u.max_in_flight.max(u.in_flight);
+        UserInFlight {
+            stats: self.clone(),
+            user: Some(user.to_string()),
+        }
+    }
+
     pub fn reset(&self) {
         let mut inner = self.lock();
         inner.endpoints.values_mut().for_each(Counter::reset);
         inner.groups.values_mut().for_each(Counter::reset);
         inner.users.clear();
         inner.traceparents.clear();
+        // As for the counters: users with requests still in flight keep them.
+        inner.llm_users.retain(|_, u| u.in_flight > 0);
+        for u in inner.llm_users.values_mut() {
+            *u = UserStats {
+                total: 0,
+                in_flight: u.in_flight,
+                max_in_flight: u.in_flight,
+            };
+        }
+        inner.llm_users_untracked = 0;
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -306,6 +360,8 @@ impl Stats {
             endpoints,
             users: inner.users.iter().cloned().collect(),
             traceparents: inner.traceparents.iter().cloned().collect(),
+            llm_users: inner.llm_users.clone(),
+            llm_users_untracked: inner.llm_users_untracked,
         }
     }
 }
@@ -362,6 +418,26 @@ impl Drop for InFlight {
     }
 }
 
+/// One LLM request of a user being answered; dropping it ends it in the per-user counters.
+#[derive(Debug)]
+pub struct UserInFlight {
+    stats: Stats,
+    /// `None` when the user was not tracked.
+    user: Option<String>,
+}
+
+impl Drop for UserInFlight {
+    fn drop(&mut self) {
+        let Some(user) = self.user.take() else {
+            return;
+        };
+        let mut inner = self.stats.lock();
+        if let Some(u) = inner.llm_users.get_mut(&user) {
+            u.in_flight = u.in_flight.saturating_sub(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,5 +468,41 @@ mod tests {
         drop(a);
         let snap = stats.snapshot().group(Group::S2);
         assert_eq!((snap.in_flight, snap.dropped), (0, 1));
+    }
+
+    #[test]
+    fn per_user_concurrency() {
+        let stats = Stats::new(2);
+        let a1 = stats.begin_user("a");
+        let a2 = stats.begin_user("a");
+        drop(a1);
+        let _a3 = stats.begin_user("a");
+        let b = stats.begin_user("b");
+        // A third distinct user is beyond the capacity of 2.
+        drop(stats.begin_user("c"));
+        let s = stats.snapshot();
+        assert_eq!(
+            s.llm_users["a"],
+            UserStats {
+                total: 3,
+                in_flight: 2,
+                max_in_flight: 2
+            }
+        );
+        assert_eq!(s.llm_users["b"].in_flight, 1);
+        assert!(!s.llm_users.contains_key("c"));
+        assert_eq!(s.llm_users_untracked, 1);
+        drop((a2, b));
+        stats.reset();
+        let s = stats.snapshot();
+        assert_eq!(
+            s.llm_users["a"],
+            UserStats {
+                total: 0,
+                in_flight: 1,
+                max_in_flight: 1
+            }
+        );
+        assert!(!s.llm_users.contains_key("b"));
     }
 }

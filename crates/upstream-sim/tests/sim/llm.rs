@@ -348,6 +348,38 @@ async fn records_user_and_traceparent() {
     assert_eq!(v["traceparents"][1]["traceparent"], tp);
 }
 
+/// Per-user concurrency: two overlapping answers of one user (one JSON, one streamed) and one of
+/// another are counted apart, and each ends when its answer (or stream) does.
+#[tokio::test]
+async fn per_user_concurrency() {
+    let sim = sim(SimConfig::default().with_llm_answer_latency_ms(400)).await;
+    let c = client();
+    let req = |user: &str, stream: bool| {
+        let mut body = rag_request(stream);
+        body["user"] = Value::from(user);
+        c.post(format!("{}/chat/completions", sim.llm_url()))
+            .json(&body)
+            .send()
+    };
+    let (a, b, other) = tokio::join!(req("ua", false), req("ua", true), req("ub", false));
+    let b = b.unwrap().text().await.unwrap();
+    assert!(b.contains("[DONE]"));
+    assert_eq!(a.unwrap().status(), 200);
+    assert_eq!(other.unwrap().status(), 200);
+    let v: Value = c
+        .get(format!("{}/stats", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["llm_users"]["ua"]["total"], 2);
+    assert_eq!(v["llm_users"]["ua"]["max_in_flight"], 2);
+    assert_eq!(v["llm_users"]["ua"]["in_flight"], 0);
+    assert_eq!(v["llm_users"]["ub"]["max_in_flight"], 1);
+}
+
 #[tokio::test]
 async fn models_and_unknown_routes() {
     let sim = sim(SimConfig::default()).await;
