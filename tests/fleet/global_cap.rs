@@ -70,3 +70,19 @@ async fn global_cap_with_one_redis() {
     global_cap_holds(&fleet).await;
     fleet.assert_all_running();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn global_cap_with_redis_cluster() {
+    let _one = serial().await;
+    let cluster = testkit::RedisCluster::start();
+    let db = TestDb::create().await;
+    let opts = FleetOptions {
+        llm_latency_ms: 600,
+        ..FleetOptions::new(RedisTarget::Cluster(cluster.urls()), &db.url)
+    };
+    let mut fleet = Fleet::start("cluster", opts).await;
+    let h = fleet.health(0).await.unwrap();
+    assert_eq!(h["components"]["redis"]["topology"], "cluster");
+    global_cap_holds(&fleet).await;
+    fleet.assert_all_running();
+}

@@ -14,3 +14,4 @@
 mod harness;
 
 mod global_cap;
+mod replica_kill;

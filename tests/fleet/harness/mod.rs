@@ -4,6 +4,7 @@
 //! scheduling ([`serial`]).
 #![allow(dead_code)]
 
+pub mod admission_keys;
 pub mod bins;
 pub mod fleet;
 pub mod load;

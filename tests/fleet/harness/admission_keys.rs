@@ -1,0 +1,64 @@
+//! Reads the admission state straight from the test's own Redis (see lua/admission_lib.lua for
+//! the layout), to follow what a dead replica left behind: its waiters and its leases.
+
+use redis::AsyncCommands;
+
+/// A view of one fleet's admission keys in a Redis the test owns (only one fleet uses it).
+pub struct AdmissionKeys {
+    conn: redis::aio::MultiplexedConnection,
+    /// The key stem `T` (`T:lease:global`, `T:q:0`, ...).
+    stem: String,
+}
+
+impl std::fmt::Debug for AdmissionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmissionKeys").field("stem", &self.stem).finish()
+    }
+}
+
+impl AdmissionKeys {
+    /// Finds the stem from the global lease key, waiting (30 s at most) until it exists: once a
+    /// slot was granted.
+    pub async fn open(url: &str) -> AdmissionKeys {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let keys: Vec<String> = conn.keys("*:lease:global").await.unwrap();
+            assert!(keys.len() <= 1, "one fleet in this Redis: {keys:?}");
+            if let Some(k) = keys.first() {
+                let stem = k.trim_end_matches(":lease:global").to_string();
+                return AdmissionKeys { conn, stem };
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no lease was ever granted");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Chat waiters (ids) with the replica each waits on.
+    pub async fn chat_waiters(&mut self) -> Vec<(String, String)> {
+        let ids: Vec<String> = self
+            .conn
+            .zrange(format!("{}:q:0", self.stem), 0, -1)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for id in ids {
+            let r: Option<String> = self
+                .conn
+                .hget(format!("{}:w:{id}", self.stem), "r")
+                .await
+                .unwrap();
+            out.push((id, r.unwrap_or_default()));
+        }
+        out
+    }
+
+    /// Lease ids in the global scope (each starts with its replica id and a dot).
+    pub async fn leases(&mut self) -> Vec<String> {
+        self.conn
+            .zrange(format!("{}:lease:global", self.stem), 0, -1)
+            .await
+            .unwrap()
+    }
+}
