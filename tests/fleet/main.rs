@@ -15,3 +15,4 @@ mod harness;
 
 mod global_cap;
 mod replica_kill;
+mod redis_outage;

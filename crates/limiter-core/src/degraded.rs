@@ -7,7 +7,8 @@
 //! no head-of-line blocking by a user at its cap.
 //!
 //! When Redis answers again, the permits granted here are adopted into Redis (`admission_adopt`)
-//! before the replica goes back to shared admission, so the shared caps count them.
+//! before the replica goes back to shared admission, so the shared caps count them; then the local
+//! waiters go back to the shared queue (a local grant after that would be beyond the shared cap).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -52,7 +53,8 @@ struct Entry {
     user: Vec<u8>,
     user_key: String,
     id: String,
-    tx: oneshot::Sender<Arc<LocalSlot>>,
+    /// `Some(slot)`: granted; `None`: shared admission is back, queue there instead.
+    tx: oneshot::Sender<Option<Arc<LocalSlot>>>,
 }
 
 #[derive(Default)]
@@ -129,7 +131,7 @@ impl State {
         for key in granted {
             if let Some(e) = self.queue.remove(&key) {
                 let slot = self.take(&e.user, &e.user_key, &e.id);
-                if let Err(slot) = e.tx.send(slot) {
+                if let Err(Some(slot)) = e.tx.send(Some(slot)) {
                     // The waiter is gone: the slot goes back (and on, at the next dispatch).
                     self.give_back(&slot);
                 }
@@ -139,7 +141,8 @@ impl State {
 }
 
 impl Local {
-    /// Admits locally, waiting in the local queue until `deadline`.
+    /// Admits locally, waiting in the local queue until `deadline`. `Ok(None)`: shared admission
+    /// is back ([`Local::requeue_all`]); the caller queues there instead.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn admit(
         self: &Arc<Self>,
@@ -149,14 +152,14 @@ impl Local {
         user_key: &str,
         class: Class,
         deadline: Instant,
-    ) -> Result<Arc<LocalSlot>, Rejection> {
+    ) -> Result<Option<Arc<LocalSlot>>, Rejection> {
         let (rx, key) = {
             let mut st = self.state.lock().map_err(|_| Rejection::ShuttingDown)?;
             st.caps = Some(caps);
             st.dispatch();
             // After a dispatch nobody queued is eligible, so a newcomer with room goes first.
             if st.has_room(caps, user) {
-                return Ok(st.take(user, user_key, id));
+                return Ok(Some(st.take(user, user_key, id)));
             }
             if st.queue.len() as u32 >= caps.queue {
                 return Err(Rejection::Full);
@@ -199,6 +202,18 @@ impl Local {
         }
     }
 
+    /// Sends every waiter back to the shared queue (Redis is back and the shared caps apply):
+    /// granting them local slots now would run beyond the shared cap, unseen by Redis.
+    pub(crate) fn requeue_all(&self) {
+        let waiters: Vec<Entry> = match self.state.lock() {
+            Ok(mut st) => std::mem::take(&mut st.queue).into_values().collect(),
+            Err(_) => return,
+        };
+        for e in waiters {
+            let _ = e.tx.send(None);
+        }
+    }
+
     /// Slots held right now (for adoption into Redis).
     pub(crate) fn held(&self) -> Vec<Arc<LocalSlot>> {
         self.state
@@ -218,7 +233,7 @@ impl Local {
 struct LocalWaitGuard {
     local: Arc<Local>,
     key: (usize, u64),
-    rx: Option<oneshot::Receiver<Arc<LocalSlot>>>,
+    rx: Option<oneshot::Receiver<Option<Arc<LocalSlot>>>>,
 }
 
 impl Drop for LocalWaitGuard {
@@ -228,7 +243,7 @@ impl Drop for LocalWaitGuard {
             return;
         };
         if st.queue.remove(&self.key).is_none()
-            && let Ok(slot) = rx.try_recv()
+            && let Ok(Some(slot)) = rx.try_recv()
         {
             st.give_back(&slot);
             st.dispatch();

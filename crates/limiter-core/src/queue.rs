@@ -244,6 +244,8 @@ enum Event {
     Granted { fence: i64, expiry: i64 },
     Reset,
     ShuttingDown,
+    /// Redis became unreachable: wait in the local queue instead.
+    Degraded,
 }
 
 struct LocalWaiter {
@@ -410,13 +412,37 @@ impl Admission {
         deadline: Instant,
         positions: Option<watch::Sender<u32>>,
     ) -> Result<Permit, Rejection> {
+        // Each path answers `None` when the mode changed under it: Redis went away while waiting
+        // in the shared queue, or came back while waiting in the local one.
+        loop {
+            let inner = &self.inner;
+            if inner.closing.load(Ordering::Acquire) {
+                return Err(Rejection::ShuttingDown);
+            }
+            let admitted = if inner.cfg.local_fallback && inner.mode() != Mode::Shared {
+                inner
+                    .admit_local(user, class, deadline, positions.clone())
+                    .await?
+            } else {
+                self.admit_shared(user, class, deadline, positions.clone())
+                    .await?
+            };
+            if let Some(permit) = admitted {
+                return Ok(permit);
+            }
+        }
+    }
+
+    /// Admission through the shared queue in Redis; `None` when Redis became unreachable (with
+    /// local fallback): the caller waits in the local queue instead.
+    async fn admit_shared(
+        &self,
+        user: &[u8],
+        class: Class,
+        deadline: Instant,
+        positions: Option<watch::Sender<u32>>,
+    ) -> Result<Option<Permit>, Rejection> {
         let inner = &self.inner;
-        if inner.closing.load(Ordering::Acquire) {
-            return Err(Rejection::ShuttingDown);
-        }
-        if inner.cfg.local_fallback && inner.mode() != Mode::Shared {
-            return inner.admit_local(user, class, deadline, positions).await;
-        }
         let started = Instant::now();
         let id = format!("{}.{}", inner.replica, new_lease_id());
         let mut scope = b"user:".to_vec();
@@ -465,7 +491,7 @@ impl Admission {
             Err(e) if e.is_unavailable() && inner.cfg.local_fallback => {
                 drop(guard);
                 inner.enter_degraded();
-                return inner.admit_local(user, class, deadline, positions).await;
+                return Ok(None);
             }
             Err(e) => return Err(Rejection::Unavailable(e)),
         };
@@ -478,7 +504,7 @@ impl Admission {
                 let at = expiry - ttl_ms_i64(inner.cfg.lease_ttl);
                 let mut permit = inner.permit(id, user_key, class, expiry, fence, started, 0);
                 permit.entered_at_ms = at;
-                return Ok(permit);
+                return Ok(Some(permit));
             }
             [-1, _, _] => {
                 guard.disarm();
@@ -504,9 +530,19 @@ impl Admission {
                         let mut permit =
                             inner.permit(id, user_key, class, expiry, fence, started, position_at_entry);
                         permit.entered_at_ms = entered_at_ms;
-                        Ok(permit)
+                        Ok(Some(permit))
                     }
                     Ok(Event::Reset) => Err(Rejection::Reset),
+                    Ok(Event::Degraded) => {
+                        // Leave the shared queue, best effort (Redis is likely down; one that
+                        // comes back empty has forgotten us anyway), and wait out the rest of
+                        // the budget in the local one.
+                        let leaving = Arc::clone(inner);
+                        tokio::spawn(async move {
+                            let _ = leaving.leave(&id, &user_key, class).await;
+                        });
+                        Ok(None)
+                    }
                     Ok(Event::ShuttingDown) | Err(_) => Err(Rejection::ShuttingDown),
                 }
             }
@@ -608,8 +644,19 @@ impl Inner {
     }
 
     fn enter_degraded(&self) {
-        if self.cfg.local_fallback {
-            self.set_mode(Mode::Degraded);
+        if !self.cfg.local_fallback {
+            return;
+        }
+        self.set_mode(Mode::Degraded);
+        // Waiters in the shared queue would wait for a grant that cannot come (and a Redis that
+        // returns empty has forgotten them) until their deadline: they move to the local queue.
+        let moved: Vec<LocalWaiter> = self
+            .waiters
+            .lock()
+            .map(|mut m| m.drain().map(|(_, w)| w).collect())
+            .unwrap_or_default();
+        for w in moved {
+            let _ = w.tx.send(Event::Degraded);
         }
     }
 
@@ -628,16 +675,19 @@ impl Inner {
         class: Class,
         deadline: Instant,
         positions: Option<watch::Sender<u32>>,
-    ) -> Result<Permit, Rejection> {
+    ) -> Result<Option<Permit>, Rejection> {
         let started = Instant::now();
         let id = format!("{}.{}", self.replica, new_lease_id());
         let mut scope = b"user:".to_vec();
         scope.extend_from_slice(user);
         let user_key = self.redis.keys().lease_scope(&self.cfg.group, &scope);
-        let slot = self
+        let Some(slot) = self
             .local
             .admit(self.local_caps(), &id, user, &user_key, class, deadline)
-            .await?;
+            .await?
+        else {
+            return Ok(None);
+        };
         if let Some(p) = &positions {
             p.send_replace(0);
         }
@@ -652,12 +702,18 @@ impl Inner {
             entered_at_ms: 0,
             granted_at_ms: 0,
         };
-        if self.mode() == Mode::Recovering {
-            // Redis is back: make the shared caps count this slot at once.
-            let inner = Arc::clone(self);
-            tokio::spawn(async move { inner.adopt(vec![slot]).await });
+        match self.mode() {
+            Mode::Recovering => {
+                // Redis is back: make the shared caps count this slot at once.
+                let inner = Arc::clone(self);
+                tokio::spawn(async move { inner.adopt(vec![slot]).await });
+            }
+            // Shared admission resumed while this slot was being granted, after the last
+            // adoption: give it back (dropping the permit) and queue in Redis.
+            Mode::Shared if slot.adopted.lock().is_ok_and(|a| a.is_none()) => return Ok(None),
+            _ => {}
         }
-        Ok(permit)
+        Ok(Some(permit))
     }
 
     /// Registers local slots in Redis so the shared caps count them. Errors are logged: the next
@@ -736,6 +792,7 @@ impl Inner {
                     .is_none_or(|at| Instant::now() >= at);
                 if due && self.adopt(self.local.held()).await {
                     self.set_mode(Mode::Shared);
+                    self.local.requeue_all();
                 }
             }
         }
@@ -871,8 +928,16 @@ impl Inner {
         let (grants, positions, live): (Vec<String>, Vec<i64>, i64) =
             self.run(&ADMISSION_HEARTBEAT, &extra).await?;
         if live > 0 {
-            self.live_replicas
-                .store(u32::try_from(live).unwrap_or(u32::MAX), Ordering::Relaxed);
+            let live = u32::try_from(live).unwrap_or(u32::MAX);
+            if self.mode() == Mode::Shared {
+                self.live_replicas.store(live, Ordering::Relaxed);
+            } else {
+                // A Redis that came back empty refills its registry as replicas heartbeat: a
+                // count read now may miss replicas still admitting from their local shares, and
+                // lowering it would raise this replica's share. Only raise it until shared
+                // admission resumes.
+                self.live_replicas.fetch_max(live, Ordering::Relaxed);
+            }
         }
         for g in grants {
             self.deliver(&format!("g {g}"));

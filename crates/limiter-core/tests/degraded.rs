@@ -135,3 +135,116 @@ async fn without_fallback_an_outage_is_a_clear_refusal() {
     ));
     assert!(!adm.degraded());
 }
+
+/// A waiter already in the shared queue when Redis goes away moves to the local queue and is
+/// admitted within the local share, instead of waiting for a grant that cannot come until its
+/// deadline (found by the fleet test of a Redis outage: every waiter of the moment timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_waiters_move_to_the_local_queue_when_redis_goes() {
+    let mut server = testkit::RedisServer::start();
+    let cfg = AdmissionConfig {
+        global_cap: 1,
+        user_cap: 1,
+        heartbeat_ttl: Duration::from_millis(600),
+        expected_replicas: 1,
+        ..AdmissionConfig::default()
+    };
+    let adm = Admission::start(common::replica_at(&server.url(), "deg-move"), cfg)
+        .await
+        .unwrap();
+    let held = adm.admit(b"holder", Class::Chat, soon(1000)).await.unwrap();
+    assert!(!held.is_local());
+    let waiting = {
+        let adm = adm.clone();
+        tokio::spawn(async move { adm.admit(b"waiter", Class::Chat, soon(20_000)).await })
+    };
+    // Queued in Redis (the only slot is held).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while adm.stats().await.unwrap().queued[Class::Chat.index()] != 1 {
+        assert!(Instant::now() < deadline, "the waiter never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped = Instant::now();
+    server.stop();
+    // The local share (1 of 1) is free: the shared permit held is not counted locally.
+    let permit = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiter stayed in the dead shared queue")
+        .unwrap()
+        .unwrap();
+    assert!(permit.is_local());
+    assert!(adm.degraded());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "moved only after {:?}",
+        stopped.elapsed()
+    );
+    drop((held, permit));
+}
+
+/// Local waiters still queued when shared admission resumes go back to the shared queue: the
+/// local queue granting them slots (unseen by Redis) would run beyond the shared cap (found by
+/// the fleet test of a Redis outage: 36 LLM calls at once under a cap of 20 after recovery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_waiters_requeue_in_redis_when_it_returns() {
+    let mut server = testkit::RedisServer::start();
+    let cfg = AdmissionConfig {
+        global_cap: 2,
+        user_cap: 1,
+        heartbeat_ttl: Duration::from_millis(600),
+        expected_replicas: 1,
+        ..AdmissionConfig::default()
+    };
+    let adm = Admission::start(common::replica_at(&server.url(), "deg-requeue"), cfg)
+        .await
+        .unwrap();
+    adm.heartbeat().await.unwrap();
+    server.stop();
+    // Two local slots held, three waiters in the local queue.
+    let a = adm.admit(b"a", Class::Chat, soon(2000)).await.unwrap();
+    let b = adm.admit(b"b", Class::Chat, soon(2000)).await.unwrap();
+    assert!(a.is_local() && b.is_local());
+    let waiters: Vec<_> = ["c", "d", "e"]
+        .iter()
+        .map(|u| {
+            let adm = adm.clone();
+            tokio::spawn(async move { adm.admit(u.as_bytes(), Class::Chat, soon(20_000)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(waiters.iter().all(|w| !w.is_finished()));
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while adm.degraded() {
+        assert!(Instant::now() < deadline, "shared admission never resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The waiters are in Redis now, behind the two adopted slots.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = adm.stats().await.unwrap();
+        if s.queued[Class::Chat.index()] == 3 && s.in_use == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "waiters not requeued in Redis: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One slot frees: exactly one waiter gets it, from the shared queue.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let done: Vec<_> = waiters.iter().filter(|w| w.is_finished()).collect();
+    assert_eq!(done.len(), 1, "one free slot, one grant");
+    let mut granted = Vec::new();
+    for w in waiters {
+        if w.is_finished() {
+            let p = w.await.unwrap().unwrap();
+            assert!(!p.is_local(), "granted by Redis, counted by the shared cap");
+            granted.push(p);
+        } else {
+            w.abort();
+        }
+    }
+    assert_eq!(adm.stats().await.unwrap().in_use, 2);
+    drop((b, granted));
+}

@@ -1,6 +1,7 @@
-//! The debug `fleetgate` and `upstream-sim` binaries, next to the test executable
-//! (`target/debug/`). `cargo test --workspace` builds them (their crates have integration tests);
-//! when missing (e.g. `cargo test -p fleet-tests` on a clean checkout) they are built once here.
+//! The `fleetgate` and `upstream-sim` binaries, next to the test executable (`target/debug/`).
+//! `cargo test --workspace` builds them (their crates have integration tests), but
+//! `cargo test -p fleet-tests` alone would find them missing or stale: so each test process runs
+//! `cargo build` for them once (a no-op of a second or two when they are fresh).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,17 +20,17 @@ fn ensure_built() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = bin_dir();
-        let missing = ["fleetgate", "upstream-sim"]
-            .iter()
-            .any(|b| !dir.join(b).is_file());
-        if missing {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "api", "-p", "upstream-sim", "--bins"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo build");
-            assert!(status.success(), "building fleetgate and upstream-sim failed");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "api", "-p", "upstream-sim", "--bins"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo build");
+        assert!(status.success(), "building fleetgate and upstream-sim failed");
+        for b in ["fleetgate", "upstream-sim"] {
+            assert!(dir.join(b).is_file(), "{b} not in {}", dir.display());
         }
         dir
     })
