@@ -1,6 +1,7 @@
 //! Degraded admission: how a replica admits while Redis is unreachable.
 //!
-//! Each replica enforces its share of the fleet's caps locally: `max(1, cap / live replicas)`,
+//! Each replica enforces its share of the fleet's caps locally: `max(1, cap / live replicas)`
+//! (its shared permits granted before the outage and still running count against it),
 //! with the replica count last read from the registry in Redis (or the configured expected fleet
 //! size if Redis was never reached), so the fleet as a whole stays within the global cap. The local
 //! queue has the same rules as the shared one: strict priority between classes, FIFO within one,
@@ -66,6 +67,9 @@ struct State {
     queue: BTreeMap<(usize, u64), Entry>,
     seq: u64,
     held: HashMap<String, Arc<LocalSlot>>,
+    /// Shared (Redis) permits of this replica still running: they count against the local
+    /// share, or an outage would let the local queue start `global` more next to them.
+    shared_held: u32,
 }
 
 /// The local admission state of one replica.
@@ -82,7 +86,8 @@ impl std::fmt::Debug for Local {
 
 impl State {
     fn has_room(&self, caps: LocalCaps, user: &[u8]) -> bool {
-        self.in_use < caps.global && self.users.get(user).copied().unwrap_or(0) < caps.user
+        self.in_use + self.shared_held < caps.global
+            && self.users.get(user).copied().unwrap_or(0) < caps.user
     }
 
     fn take(&mut self, user: &[u8], user_key: &str, id: &str) -> Arc<LocalSlot> {
@@ -117,7 +122,7 @@ impl State {
         let mut granted = Vec::new();
         let mut pending: HashMap<&[u8], u32> = HashMap::new();
         for (key, e) in &self.queue {
-            if self.in_use + granted.len() as u32 >= caps.global {
+            if self.in_use + self.shared_held + granted.len() as u32 >= caps.global {
                 break;
             }
             let user = e.user.as_slice();
@@ -191,6 +196,21 @@ impl Local {
                 slot.map_err(|_| Rejection::ShuttingDown)
             }
             () = tokio::time::sleep_until(deadline) => Err(Rejection::Timeout { waited: started.elapsed() }),
+        }
+    }
+
+    /// A shared permit was granted to this replica.
+    pub(crate) fn shared_taken(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.shared_held += 1;
+        }
+    }
+
+    /// A shared permit of this replica ended: its room in the local share goes to a waiter.
+    pub(crate) fn shared_returned(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.shared_held = st.shared_held.saturating_sub(1);
+            st.dispatch();
         }
     }
 

@@ -173,7 +173,7 @@ impl Permit {
     /// locally while Redis was unreachable.
     pub fn lease(&self) -> Option<&Lease> {
         match &self.held {
-            Held::Shared(lease) => Some(lease),
+            Held::Shared(lease, _) => Some(lease),
             Held::Local(_) => None,
         }
     }
@@ -186,7 +186,11 @@ impl Permit {
     /// Releases now. For a shared permit, waits for Redis to confirm; `Ok(true)` if it was held.
     pub async fn release(self) -> Result<bool, LimiterError> {
         match self.held {
-            Held::Shared(lease) => lease.release().await,
+            Held::Shared(lease, counted) => {
+                let released = lease.release().await;
+                drop(counted);
+                released
+            }
             Held::Local(local) => {
                 drop(local);
                 Ok(true)
@@ -197,8 +201,25 @@ impl Permit {
 
 #[derive(Debug)]
 enum Held {
-    Shared(Lease),
+    Shared(Lease, SharedCounted),
     Local(LocalPermit),
+}
+
+/// Counts a shared permit in the local state while it runs (see `Local::shared_taken`).
+#[derive(Debug)]
+struct SharedCounted(Arc<Local>);
+
+impl SharedCounted {
+    fn new(local: &Arc<Local>) -> Self {
+        local.shared_taken();
+        SharedCounted(Arc::clone(local))
+    }
+}
+
+impl Drop for SharedCounted {
+    fn drop(&mut self) {
+        self.0.shared_returned();
+    }
 }
 
 /// A slot granted locally; returned to the local queue when dropped (and, if it was adopted into
@@ -839,14 +860,17 @@ impl Inner {
             release: self.call(&ADMISSION_RELEASE, &id, &user_key),
         };
         Permit {
-            held: Held::Shared(Lease::start(
-                self.redis.clone(),
-                id,
-                ops,
-                self.cfg.lease_ttl,
-                expiry,
-                fence,
-            )),
+            held: Held::Shared(
+                Lease::start(
+                    self.redis.clone(),
+                    id,
+                    ops,
+                    self.cfg.lease_ttl,
+                    expiry,
+                    fence,
+                ),
+                SharedCounted::new(&self.local),
+            ),
             class,
             queued: started.elapsed(),
             position_at_entry,

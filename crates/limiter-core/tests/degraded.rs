@@ -143,7 +143,7 @@ async fn without_fallback_an_outage_is_a_clear_refusal() {
 async fn shared_waiters_move_to_the_local_queue_when_redis_goes() {
     let mut server = testkit::RedisServer::start();
     let cfg = AdmissionConfig {
-        global_cap: 1,
+        global_cap: 2,
         user_cap: 1,
         heartbeat_ttl: Duration::from_millis(600),
         expected_replicas: 1,
@@ -152,34 +152,40 @@ async fn shared_waiters_move_to_the_local_queue_when_redis_goes() {
     let adm = Admission::start(common::replica_at(&server.url(), "deg-move"), cfg)
         .await
         .unwrap();
-    let held = adm.admit(b"holder", Class::Chat, soon(1000)).await.unwrap();
-    assert!(!held.is_local());
+    let a = adm.admit(b"a", Class::Chat, soon(1000)).await.unwrap();
+    let b = adm.admit(b"b", Class::Chat, soon(1000)).await.unwrap();
     let waiting = {
         let adm = adm.clone();
         tokio::spawn(async move { adm.admit(b"waiter", Class::Chat, soon(20_000)).await })
     };
-    // Queued in Redis (the only slot is held).
+    // Queued in Redis (both slots are held).
     let deadline = Instant::now() + Duration::from_secs(5);
     while adm.stats().await.unwrap().queued[Class::Chat.index()] != 1 {
         assert!(Instant::now() < deadline, "the waiter never queued");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let stopped = Instant::now();
     server.stop();
-    // The local share (1 of 1) is free: the shared permit held is not counted locally.
+    // Degraded (found by the heartbeat); then one of the running shared permits ends, which
+    // frees room in the local share (2 of 2) for the waiter, now in the local queue.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !adm.degraded() {
+        assert!(Instant::now() < deadline, "never degraded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let freed = Instant::now();
+    drop(a);
     let permit = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("the waiter stayed in the dead shared queue")
         .unwrap()
         .unwrap();
     assert!(permit.is_local());
-    assert!(adm.degraded());
     assert!(
-        stopped.elapsed() < Duration::from_secs(5),
-        "moved only after {:?}",
-        stopped.elapsed()
+        freed.elapsed() < Duration::from_secs(3),
+        "granted only after {:?}",
+        freed.elapsed()
     );
-    drop((held, permit));
+    drop((b, permit));
 }
 
 /// Local waiters still queued when shared admission resumes go back to the shared queue: the
@@ -247,4 +253,47 @@ async fn local_waiters_requeue_in_redis_when_it_returns() {
     }
     assert_eq!(adm.stats().await.unwrap().in_use, 2);
     drop((b, granted));
+}
+
+/// Shared permits still running when Redis goes count against the local share: the local queue
+/// does not start a full share next to them (found by the fleet test of a Redis outage: 26 LLM
+/// calls at once under a cap of 20 at the start of the outage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_shared_permits_count_against_the_local_share() {
+    let mut server = testkit::RedisServer::start();
+    let cfg = AdmissionConfig {
+        global_cap: 2,
+        user_cap: 2,
+        heartbeat_ttl: Duration::from_millis(600),
+        expected_replicas: 1,
+        ..AdmissionConfig::default()
+    };
+    let adm = Admission::start(common::replica_at(&server.url(), "deg-count"), cfg)
+        .await
+        .unwrap();
+    let a = adm.admit(b"a", Class::Chat, soon(1000)).await.unwrap();
+    let b = adm.admit(b"b", Class::Chat, soon(1000)).await.unwrap();
+    assert!(!a.is_local() && !b.is_local());
+    server.stop();
+    let refused = adm.admit(b"c", Class::Chat, soon(1500)).await;
+    assert!(
+        matches!(refused, Err(Rejection::Timeout { .. })),
+        "a local slot next to 2 running shared ones: {refused:?}"
+    );
+    assert!(adm.degraded());
+    let waiting = {
+        let adm = adm.clone();
+        tokio::spawn(async move { adm.admit(b"d", Class::Chat, soon(5000)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished());
+    // One shared permit ends: its room goes to the local waiter.
+    drop(a);
+    let p = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("the freed room was not handed on")
+        .unwrap()
+        .unwrap();
+    assert!(p.is_local());
+    drop((b, p));
 }
