@@ -16,3 +16,4 @@ mod harness;
 mod global_cap;
 mod replica_kill;
 mod redis_outage;
+mod postgres_outage;

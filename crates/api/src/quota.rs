@@ -24,6 +24,9 @@ use crate::config::Config;
 #[error("database unavailable")]
 pub struct QuotaError(#[from] pub sqlx::Error);
 
+/// How long a failed refund is retried in the background (see [`QuotaStore::refund_eventually`]).
+pub const REFUND_RETRY_FOR: Duration = Duration::from_secs(15 * 60);
+
 /// A spent query, needed to refund it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
@@ -199,6 +202,41 @@ impl QuotaStore {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// [`QuotaStore::refund`], and if the database cannot be reached now (the request failed
+    /// because it went away, say), again in the background with backoff until it can, for up to
+    /// [`REFUND_RETRY_FOR`]: a refund that fails once would otherwise lose the user a query.
+    /// (A refund whose reply was lost after it committed may so be applied twice, in the user's
+    /// favour.)
+    pub async fn refund_eventually(&self, ticket: Ticket) {
+        match self.refund(&ticket).await {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, user = %ticket.user_id, "quota refund failed; retrying in the background");
+                let store = self.clone();
+                tokio::spawn(async move { store.retry_refund(ticket).await });
+            }
+        }
+    }
+
+    async fn retry_refund(&self, ticket: Ticket) {
+        let give_up = tokio::time::Instant::now() + REFUND_RETRY_FOR;
+        let mut wait = Duration::from_millis(250);
+        loop {
+            tokio::time::sleep(wait).await;
+            match self.refund(&ticket).await {
+                Ok(_) => {
+                    tracing::info!(user = %ticket.user_id, "quota refunded after a retry");
+                    return;
+                }
+                Err(e) if tokio::time::Instant::now() >= give_up => {
+                    tracing::error!(error = %e, user = %ticket.user_id, "quota refund abandoned: a query stays counted");
+                    return;
+                }
+                Err(_) => wait = (wait * 2).min(Duration::from_secs(5)),
+            }
+        }
     }
 
     /// The user's daily limit.

@@ -97,10 +97,8 @@ impl TicketGuard {
 
     /// Gives the query back.
     pub async fn refund(mut self) {
-        if let Some(t) = self.ticket.take()
-            && let Err(e) = self.quota.refund(&t).await
-        {
-            tracing::error!(error = %e, user = %t.user_id, "quota refund failed");
+        if let Some(t) = self.ticket.take() {
+            self.quota.refund_eventually(t).await;
         }
     }
 }
@@ -114,9 +112,7 @@ impl Drop for TicketGuard {
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             let quota = self.quota.clone();
-            rt.spawn(async move {
-                let _ = quota.refund(&t).await;
-            });
+            rt.spawn(async move { quota.refund_eventually(t).await });
         }
     }
 }
