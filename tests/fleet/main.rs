@@ -17,3 +17,4 @@ mod global_cap;
 mod replica_kill;
 mod redis_outage;
 mod postgres_outage;
+mod rolling_restart;
