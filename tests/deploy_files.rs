@@ -1,0 +1,260 @@
+//! The deploy files agree with the service: every `FLEETGATE_*` variable they set is one the
+//! configuration reads (`api::config::ENV_VARS`), the ones `serve` needs are set for every
+//! replica, the probes and health checks ask routes the service has (its OpenAPI document), the
+//! drain fits in the termination grace period, and compose mounts the observability files where
+//! they live.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+/// Variables a replica cannot do without (the database and Redis have defaults, but a deploy
+/// file relying on `localhost` ones would be wrong).
+const REQUIRED: &[&str] = &[
+    "FLEETGATE_JWT_SECRET",
+    "FLEETGATE_ADMIN_TOKEN",
+    "FLEETGATE_DATABASE_URL",
+];
+const REDIS: &[&str] = &["FLEETGATE_REDIS_URL", "FLEETGATE_REDIS_CLUSTER"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every YAML document of a file.
+fn documents(path: &Path) -> Vec<Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn routes() -> BTreeSet<String> {
+    let doc: serde_json::Value = serde_json::from_str(api::routes::openapi::document()).unwrap();
+    doc["paths"].as_object().unwrap().keys().cloned().collect()
+}
+
+fn check_names(names: &BTreeSet<String>, file: &str) {
+    for n in names.iter().filter(|n| n.starts_with("FLEETGATE_")) {
+        assert!(
+            api::config::ENV_VARS.contains(&n.as_str()),
+            "{file}: {n} is not a variable the service reads"
+        );
+    }
+}
+
+fn check_required(names: &BTreeSet<String>, what: &str) {
+    for r in REQUIRED {
+        assert!(names.contains(*r), "{what}: {r} not set");
+    }
+    assert!(
+        REDIS.iter().any(|r| names.contains(*r)),
+        "{what}: neither FLEETGATE_REDIS_URL nor FLEETGATE_REDIS_CLUSTER set"
+    );
+}
+
+/// Names of a compose `environment` (a map, or a list of `NAME=value`).
+fn compose_env(env: &Value) -> BTreeSet<String> {
+    match env {
+        Value::Mapping(m) => m.keys().filter_map(|k| k.as_str().map(String::from)).collect(),
+        Value::Sequence(s) => s
+            .iter()
+            .filter_map(|v| v.as_str())
+            .map(|v| v.split('=').next().unwrap_or(v).to_string())
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+#[test]
+fn compose_file_matches_the_service() {
+    let docs = documents(&root().join("deploy/compose/compose.yaml"));
+    assert_eq!(docs.len(), 1);
+    let services = docs[0]["services"].as_mapping().unwrap();
+    for needed in [
+        "redis",
+        "postgres",
+        "fleetgate",
+        "nginx",
+        "otel-collector",
+        "jaeger",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(services.contains_key(needed), "compose: no {needed} service");
+    }
+    let mut uses_fleetgate_image = 0;
+    for (name, svc) in services {
+        let name = name.as_str().unwrap();
+        let env = compose_env(&svc["environment"]);
+        check_names(&env, &format!("compose service {name}"));
+        if svc["image"].as_str() == Some("fleetgate:local") && svc["entrypoint"].is_null() {
+            uses_fleetgate_image += 1;
+            assert!(env.contains("FLEETGATE_DATABASE_URL"), "compose {name}: no database");
+        }
+    }
+    assert_eq!(uses_fleetgate_image, 2, "migrate and fleetgate run the fleetgate binary");
+    let fleet = &docs[0]["services"]["fleetgate"];
+    check_required(&compose_env(&fleet["environment"]), "compose fleetgate");
+    assert_eq!(fleet["deploy"]["replicas"], 3);
+    assert_eq!(fleet["command"][0], "serve");
+    let check = fleet["healthcheck"]["test"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let routes = routes();
+    assert!(check.contains("GET /readyz") && routes.contains("/readyz"), "{check}");
+    // The build uses the repository's Dockerfile, which exists.
+    let build = &fleet["build"];
+    let dockerfile = root().join(build["dockerfile"].as_str().unwrap());
+    assert!(dockerfile.is_file(), "{}", dockerfile.display());
+    let dockerfile = std::fs::read_to_string(dockerfile).unwrap();
+    assert!(dockerfile.contains("--locked -p api"), "the image builds the workspace's api");
+    // The observability files are mounted from deploy/observability/.
+    let mounts: Vec<String> = services
+        .values()
+        .filter_map(|s| s["volumes"].as_sequence())
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    for f in [
+        "../observability/otel-collector.yaml",
+        "../observability/prometheus.yml",
+        "../observability/alerts.yml",
+        "../observability/grafana/provisioning",
+        "../observability/grafana/dashboards",
+    ] {
+        assert!(
+            mounts.iter().any(|m| m.starts_with(&format!("{f}:"))),
+            "compose does not mount {f}"
+        );
+    }
+    // nginx is the only trusted proxy: its fixed address is the one the replicas trust.
+    let nginx_ip = docs[0]["services"]["nginx"]["networks"]["fleet"]["ipv4_address"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        fleet["environment"]["FLEETGATE_TRUSTED_PROXIES"].as_str(),
+        Some(format!("{nginx_ip}/32").as_str())
+    );
+}
+
+#[test]
+fn kubernetes_manifests_match_the_service() {
+    let dir = root().join("deploy/k8s");
+    let mut objects = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for f in &files {
+        objects.extend(documents(f));
+    }
+    let of_kind = |kind: &str| -> Vec<&Value> {
+        objects.iter().filter(|o| o["kind"].as_str() == Some(kind)).collect()
+    };
+    // Every listed resource exists.
+    let kustomization = of_kind("Kustomization");
+    assert_eq!(kustomization.len(), 1);
+    for r in kustomization[0]["resources"].as_sequence().unwrap() {
+        assert!(dir.join(r.as_str().unwrap()).is_file(), "{r:?}");
+    }
+    let config = of_kind("ConfigMap");
+    assert_eq!(config.len(), 1);
+    let config_keys: BTreeSet<String> = config[0]["data"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    check_names(&config_keys, "configmap.yaml");
+
+    let deployments = of_kind("Deployment");
+    assert_eq!(deployments.len(), 1);
+    let d = deployments[0];
+    assert_eq!(d["spec"]["replicas"], 3);
+    let pod = &d["spec"]["template"]["spec"];
+    let routes = routes();
+    let mut main = None;
+    let containers = pod["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .chain(pod["initContainers"].as_sequence().into_iter().flatten());
+    for c in containers {
+        let mut names: BTreeSet<String> = c["env"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect();
+        // Secrets are references, never values in the manifest.
+        for e in c["env"].as_sequence().into_iter().flatten() {
+            let n = e["name"].as_str().unwrap();
+            if n.contains("SECRET") || n.contains("TOKEN") || n.ends_with("_URL") && n.contains("DATABASE") {
+                assert!(e["value"].is_null(), "{n} must come from a Secret");
+                assert!(!e["valueFrom"]["secretKeyRef"]["name"].is_null(), "{n}");
+            }
+        }
+        for from in c["envFrom"].as_sequence().into_iter().flatten() {
+            assert_eq!(from["configMapRef"]["name"], config[0]["metadata"]["name"]);
+            names.extend(config_keys.iter().cloned());
+        }
+        check_names(&names, &format!("container {:?}", c["name"]));
+        if c["args"][0] == "serve" {
+            main = Some((c, names));
+        }
+    }
+    let (c, names) = main.expect("a container running `fleetgate serve`");
+    check_required(&names, "deployment");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+        if let Some(p) = c[probe]["httpGet"]["path"].as_str() {
+            assert!(routes.contains(p), "{probe} asks {p}, not a route of the service");
+        }
+    }
+    // The drain (preStop sleep, then FLEETGATE_SHUTDOWN_GRACE_MS) ends before SIGKILL.
+    let pre_stop: u64 = c["lifecycle"]["preStop"]["exec"]["command"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let grace_ms: u64 = config[0]["data"]["FLEETGATE_SHUTDOWN_GRACE_MS"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        pre_stop + grace_ms / 1000 < termination,
+        "preStop {pre_stop} s + drain {grace_ms} ms must end within {termination} s"
+    );
+
+    let selector = &d["spec"]["selector"]["matchLabels"];
+    for kind in ["Service", "PodDisruptionBudget"] {
+        let o = of_kind(kind);
+        assert_eq!(o.len(), 1, "{kind}");
+        let sel = if kind == "Service" {
+            &o[0]["spec"]["selector"]
+        } else {
+            &o[0]["spec"]["selector"]["matchLabels"]
+        };
+        assert_eq!(sel, selector, "{kind} selects the deployment's pods");
+    }
+    let pdb = of_kind("PodDisruptionBudget")[0];
+    assert!(pdb["spec"]["minAvailable"].as_u64().unwrap() < 3);
+    let hpa = of_kind("HorizontalPodAutoscaler");
+    assert_eq!(hpa.len(), 1);
+    assert_eq!(hpa[0]["spec"]["scaleTargetRef"]["name"], d["metadata"]["name"]);
+    assert!(hpa[0]["spec"]["minReplicas"].as_u64().unwrap() >= 3);
+}
