@@ -60,7 +60,10 @@ fn check_required(names: &BTreeSet<String>, what: &str) {
 /// Names of a compose `environment` (a map, or a list of `NAME=value`).
 fn compose_env(env: &Value) -> BTreeSet<String> {
     match env {
-        Value::Mapping(m) => m.keys().filter_map(|k| k.as_str().map(String::from)).collect(),
+        Value::Mapping(m) => m
+            .keys()
+            .filter_map(|k| k.as_str().map(String::from))
+            .collect(),
         Value::Sequence(s) => s
             .iter()
             .filter_map(|v| v.as_str())
@@ -85,7 +88,10 @@ fn compose_file_matches_the_service() {
         "prometheus",
         "grafana",
     ] {
-        assert!(services.contains_key(needed), "compose: no {needed} service");
+        assert!(
+            services.contains_key(needed),
+            "compose: no {needed} service"
+        );
     }
     let mut uses_fleetgate_image = 0;
     for (name, svc) in services {
@@ -94,10 +100,16 @@ fn compose_file_matches_the_service() {
         check_names(&env, &format!("compose service {name}"));
         if svc["image"].as_str() == Some("fleetgate:local") && svc["entrypoint"].is_null() {
             uses_fleetgate_image += 1;
-            assert!(env.contains("FLEETGATE_DATABASE_URL"), "compose {name}: no database");
+            assert!(
+                env.contains("FLEETGATE_DATABASE_URL"),
+                "compose {name}: no database"
+            );
         }
     }
-    assert_eq!(uses_fleetgate_image, 2, "migrate and fleetgate run the fleetgate binary");
+    assert_eq!(
+        uses_fleetgate_image, 2,
+        "migrate and fleetgate run the fleetgate binary"
+    );
     let fleet = &docs[0]["services"]["fleetgate"];
     check_required(&compose_env(&fleet["environment"]), "compose fleetgate");
     assert_eq!(fleet["deploy"]["replicas"], 3);
@@ -110,13 +122,19 @@ fn compose_file_matches_the_service() {
         .collect::<Vec<_>>()
         .join(" ");
     let routes = routes();
-    assert!(check.contains("GET /readyz") && routes.contains("/readyz"), "{check}");
+    assert!(
+        check.contains("GET /readyz") && routes.contains("/readyz"),
+        "{check}"
+    );
     // The build uses the repository's Dockerfile, which exists.
     let build = &fleet["build"];
     let dockerfile = root().join(build["dockerfile"].as_str().unwrap());
     assert!(dockerfile.is_file(), "{}", dockerfile.display());
     let dockerfile = std::fs::read_to_string(dockerfile).unwrap();
-    assert!(dockerfile.contains("--locked -p api"), "the image builds the workspace's api");
+    assert!(
+        dockerfile.contains("--locked -p api"),
+        "the image builds the workspace's api"
+    );
     // The observability files are mounted from deploy/observability/.
     let mounts: Vec<String> = services
         .values()
@@ -160,7 +178,10 @@ fn kubernetes_manifests_match_the_service() {
         objects.extend(documents(f));
     }
     let of_kind = |kind: &str| -> Vec<&Value> {
-        objects.iter().filter(|o| o["kind"].as_str() == Some(kind)).collect()
+        objects
+            .iter()
+            .filter(|o| o["kind"].as_str() == Some(kind))
+            .collect()
     };
     // Every listed resource exists.
     let kustomization = of_kind("Kustomization");
@@ -200,7 +221,10 @@ fn kubernetes_manifests_match_the_service() {
         // Secrets are references, never values in the manifest.
         for e in c["env"].as_sequence().into_iter().flatten() {
             let n = e["name"].as_str().unwrap();
-            if n.contains("SECRET") || n.contains("TOKEN") || n.ends_with("_URL") && n.contains("DATABASE") {
+            if n.contains("SECRET")
+                || n.contains("TOKEN")
+                || n.ends_with("_URL") && n.contains("DATABASE")
+            {
                 assert!(e["value"].is_null(), "{n} must come from a Secret");
                 assert!(!e["valueFrom"]["secretKeyRef"]["name"].is_null(), "{n}");
             }
@@ -220,7 +244,10 @@ fn kubernetes_manifests_match_the_service() {
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
         if let Some(p) = c[probe]["httpGet"]["path"].as_str() {
-            assert!(routes.contains(p), "{probe} asks {p}, not a route of the service");
+            assert!(
+                routes.contains(p),
+                "{probe} asks {p}, not a route of the service"
+            );
         }
     }
     // The drain (preStop sleep, then FLEETGATE_SHUTDOWN_GRACE_MS) ends before SIGKILL.
@@ -255,6 +282,9 @@ fn kubernetes_manifests_match_the_service() {
     assert!(pdb["spec"]["minAvailable"].as_u64().unwrap() < 3);
     let hpa = of_kind("HorizontalPodAutoscaler");
     assert_eq!(hpa.len(), 1);
-    assert_eq!(hpa[0]["spec"]["scaleTargetRef"]["name"], d["metadata"]["name"]);
+    assert_eq!(
+        hpa[0]["spec"]["scaleTargetRef"]["name"],
+        d["metadata"]["name"]
+    );
     assert!(hpa[0]["spec"]["minReplicas"].as_u64().unwrap() >= 3);
 }

@@ -14,7 +14,7 @@
 mod harness;
 
 mod global_cap;
-mod replica_kill;
-mod redis_outage;
 mod postgres_outage;
+mod redis_outage;
+mod replica_kill;
 mod rolling_restart;

@@ -76,7 +76,10 @@ async fn postgres_down_for_6_seconds() {
         let served_after = outcomes
             .iter()
             .any(|o| o.replica == r && o.ok() && o.started >= up + Duration::from_secs(2));
-        assert!(served_after, "replica {r} did not serve again after PostgreSQL returned");
+        assert!(
+            served_after,
+            "replica {r} did not serve again after PostgreSQL returned"
+        );
     }
     // No quota spent without an answer, none given back for an answer.
     let mut answered: HashMap<&str, i64> = HashMap::new();
@@ -93,13 +96,16 @@ async fn postgres_down_for_6_seconds() {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        let used: HashMap<String, i64> =
-            rows.into_iter().map(|(u, n)| (u, i64::from(n))).collect();
+        let used: HashMap<String, i64> = rows.into_iter().map(|(u, n)| (u, i64::from(n))).collect();
         let mismatched = users
             .iter()
             .map(|u| {
                 let spent = used.get(u).copied().unwrap_or(0);
-                (u.clone(), spent, answered.get(u.as_str()).copied().unwrap_or(0))
+                (
+                    u.clone(),
+                    spent,
+                    answered.get(u.as_str()).copied().unwrap_or(0),
+                )
             })
             .filter(|(_, spent, got)| spent != got)
             .collect::<Vec<_>>();

@@ -36,7 +36,10 @@ async fn all_shared(fleet: &Fleet) -> bool {
             return false;
         };
         let c = &h["components"];
-        if h["status"] != "healthy" || c["redis"]["mode"] != "shared" || c["queue"]["degraded"] != false {
+        if h["status"] != "healthy"
+            || c["redis"]["mode"] != "shared"
+            || c["queue"]["degraded"] != false
+        {
             return false;
         }
     }
@@ -74,7 +77,11 @@ async fn redis_down_for_10_seconds() {
     let mut degraded_after = None;
     while down.elapsed() < Duration::from_secs(3) && degraded_after.is_none() {
         max_during = max_during.max(sample_llm(&fleet, Duration::from_millis(100)).await);
-        if statuses(&fleet).await.iter().all(|s| s.as_deref() == Some("degraded")) {
+        if statuses(&fleet)
+            .await
+            .iter()
+            .all(|s| s.as_deref() == Some("degraded"))
+        {
             degraded_after = Some(down.elapsed());
         }
     }
@@ -102,8 +109,15 @@ async fn redis_down_for_10_seconds() {
     let shared_again = sample_llm(&fleet, Duration::from_secs(4)).await;
     let stopping = Instant::now();
     let outcomes = load.stop().await;
-    let slowest = outcomes.iter().map(|o| o.finished - o.started).max().unwrap_or_default();
-    eprintln!("load stopped in {:?}, slowest request {slowest:?}", stopping.elapsed());
+    let slowest = outcomes
+        .iter()
+        .map(|o| o.finished - o.started)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "load stopped in {:?}, slowest request {slowest:?}",
+        stopping.elapsed()
+    );
     eprintln!(
         "redis outage: degraded after {degraded_after:?}, LLM max {max_during} during \
          ({max_local} on local shares), \
@@ -113,20 +127,35 @@ async fn redis_down_for_10_seconds() {
 
     fleet.assert_all_running();
     let degraded_after = degraded_after.expect("health never said degraded on every replica");
-    assert!(degraded_after < Duration::from_secs(5), "{degraded_after:?}");
+    assert!(
+        degraded_after < Duration::from_secs(5),
+        "{degraded_after:?}"
+    );
     assert!(
         mid.iter().all(|s| s.as_deref() == Some("degraded")),
         "health late in the outage: {mid:?}"
     );
-    assert!(max_during <= 20, "the LLM saw {max_during} at once during the outage");
+    assert!(
+        max_during <= 20,
+        "the LLM saw {max_during} at once during the outage"
+    );
     assert!(
         (6..=18).contains(&max_local),
         "on local shares (3 x 6) the LLM saw {max_local} at once"
     );
-    assert!(max_after <= 20, "the LLM saw {max_after} at once after the restart");
+    assert!(
+        max_after <= 20,
+        "the LLM saw {max_after} at once after the restart"
+    );
     let recovered_after = recovered_after.expect("not healthy and shared again within 8 s");
-    assert!(recovered_after <= Duration::from_secs(5), "{recovered_after:?}");
-    assert_eq!(shared_again, 20, "the shared cap (20, not 3 x 6) is enforced again");
+    assert!(
+        recovered_after <= Duration::from_secs(5),
+        "{recovered_after:?}"
+    );
+    assert_eq!(
+        shared_again, 20,
+        "the shared cap (20, not 3 x 6) is enforced again"
+    );
     // Every request was served: waiters of the moment moved to the local queues, and the
     // calls running when Redis went finished.
     assert!(outcomes.iter().all(|o| o.ok()), "{:?}", summary(&outcomes));

@@ -67,7 +67,12 @@ fn survivors(fleet: &Fleet, tag: &str) -> (Load, Vec<String>) {
 
 /// Time after `since` when the survivors first run 20 LLM calls at once (`None`: not before
 /// `until`); also checks they never run more.
-async fn survivors_full(fleet: &Fleet, hashes: &[String], since: Instant, until: Instant) -> Option<Duration> {
+async fn survivors_full(
+    fleet: &Fleet,
+    hashes: &[String],
+    since: Instant,
+    until: Instant,
+) -> Option<Duration> {
     while Instant::now() < until {
         let now = users_in_flight(&fleet.sim.stats().await, hashes);
         assert!(now <= 20, "the survivors ran {now} at once");
@@ -116,16 +121,27 @@ async fn replica_killed_mid_load() {
     let mut keys = AdmissionKeys::open(&redis.url()).await;
     let dead_leases = keys.leases().await;
     assert_eq!(dead_leases.len(), 20);
-    fleet.sim.control(serde_json::json!({"llm_answer_latency_ms": 300})).await;
+    fleet
+        .sim
+        .control(serde_json::json!({"llm_answer_latency_ms": 300}))
+        .await;
     let killed = Instant::now();
     fleet.kill(0).await;
     all_failed(victims).await;
     let (load, hashes) = survivors(&fleet, "survivor");
     let full = survivors_full(&fleet, &hashes, killed, killed + lease + SLACK * 2).await;
-    let leases_left = keys.leases().await.iter().filter(|l| dead_leases.contains(l)).count();
+    let leases_left = keys
+        .leases()
+        .await
+        .iter()
+        .filter(|l| dead_leases.contains(l))
+        .count();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outcomes = load.stop().await;
-    eprintln!("kill -9, part 1: survivors at 20 after {full:?}; {:?}", summary(&outcomes));
+    eprintln!(
+        "kill -9, part 1: survivors at 20 after {full:?}; {:?}",
+        summary(&outcomes)
+    );
     let full = full.expect("the dead replica's slots never came back");
     assert!(full <= lease + SLACK, "its slots came back after {full:?}");
     assert_eq!(leases_left, 0);
@@ -136,13 +152,24 @@ async fn replica_killed_mid_load() {
     // 20 waiters at the head of the queue when it dies; when replica 1's calls end, its slots
     // must go to the survivors, not to the dead waiters (which would keep them a lease TTL).
     fleet.restart(0).await;
-    fleet.sim.control(serde_json::json!({"llm_answer_latency_ms": 6000})).await;
+    fleet
+        .sim
+        .control(serde_json::json!({"llm_answer_latency_ms": 6000}))
+        .await;
     let holders = send(&fleet, 1, "holder", 20, 100);
     wait_until(&fleet, &redis.url(), 20, 0).await;
     let victims = send(&fleet, 0, "waiter", 20, 200);
     wait_until(&fleet, &redis.url(), 20, 20).await;
-    let dead_waiters: Vec<String> = keys.chat_waiters().await.into_iter().map(|(id, _)| id).collect();
-    fleet.sim.control(serde_json::json!({"llm_answer_latency_ms": 300})).await;
+    let dead_waiters: Vec<String> = keys
+        .chat_waiters()
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    fleet
+        .sim
+        .control(serde_json::json!({"llm_answer_latency_ms": 300}))
+        .await;
     let killed = Instant::now();
     fleet.kill(0).await;
     all_failed(victims).await;
@@ -159,10 +186,16 @@ async fn replica_killed_mid_load() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outcomes = load.stop().await;
-    eprintln!("kill -9, part 2: survivors at 20 after {full:?}; {:?}", summary(&outcomes));
+    eprintln!(
+        "kill -9, part 2: survivors at 20 after {full:?}; {:?}",
+        summary(&outcomes)
+    );
     // Replica 1's calls end ~4-5 s after the kill; the heartbeat TTL (2 s) is over by then.
     let full = full.expect("dead waiters kept slots (survivors not at 20 within the lease TTL)");
-    assert!(full < Duration::from_secs(6) + heartbeat + SLACK, "survivors at 20 after {full:?}");
+    assert!(
+        full < Duration::from_secs(6) + heartbeat + SLACK,
+        "survivors at 20 after {full:?}"
+    );
     assert_eq!(waiters_left, 0, "dead waiters still queued");
     check_outcomes(&outcomes, &hashes, &fleet.sim.stats().await);
     assert!(fleet.running(1) && fleet.running(2));

@@ -47,10 +47,20 @@ async fn rolling_restart_under_load() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outcomes = load.stop().await;
     let (_, max) = fleet.sim.llm_in_flight().await;
-    eprintln!("rolling restart: drains {drains:?}, LLM max {max}; {:?}", summary(&outcomes));
+    eprintln!(
+        "rolling restart: drains {drains:?}, LLM max {max}; {:?}",
+        summary(&outcomes)
+    );
 
-    let bad: Vec<_> = outcomes.iter().filter(|o| !o.ok() && !o.retryable()).collect();
-    assert!(bad.is_empty(), "failed without Retry-After: {:?}", summary(&outcomes));
+    let bad: Vec<_> = outcomes
+        .iter()
+        .filter(|o| !o.ok() && !o.retryable())
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "failed without Retry-After: {:?}",
+        summary(&outcomes)
+    );
     assert!(outcomes.iter().filter(|o| o.ok()).count() > 100);
     assert!(max <= 20, "the LLM saw {max} at once");
     for i in 0..fleet.replicas.len() {

@@ -262,7 +262,10 @@ pub struct QueueStats {
 }
 
 enum Event {
-    Granted { fence: i64, expiry: i64 },
+    Granted {
+        fence: i64,
+        expiry: i64,
+    },
     Reset,
     ShuttingDown,
     /// Redis became unreachable: wait in the local queue instead.

@@ -233,7 +233,10 @@ async fn local_waiters_requeue_in_redis_when_it_returns() {
         if s.queued[Class::Chat.index()] == 3 && s.in_use == 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "waiters not requeued in Redis: {s:?}");
+        assert!(
+            Instant::now() < deadline,
+            "waiters not requeued in Redis: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // One slot frees: exactly one waiter gets it, from the shared queue.

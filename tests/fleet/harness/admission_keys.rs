@@ -12,7 +12,9 @@ pub struct AdmissionKeys {
 
 impl std::fmt::Debug for AdmissionKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdmissionKeys").field("stem", &self.stem).finish()
+        f.debug_struct("AdmissionKeys")
+            .field("stem", &self.stem)
+            .finish()
     }
 }
 
@@ -30,7 +32,10 @@ impl AdmissionKeys {
                 let stem = k.trim_end_matches(":lease:global").to_string();
                 return AdmissionKeys { conn, stem };
             }
-            assert!(tokio::time::Instant::now() < deadline, "no lease was ever granted");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no lease was ever granted"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }

@@ -28,7 +28,10 @@ fn ensure_built() -> PathBuf {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("cargo build");
-        assert!(status.success(), "building fleetgate and upstream-sim failed");
+        assert!(
+            status.success(),
+            "building fleetgate and upstream-sim failed"
+        );
         for b in ["fleetgate", "upstream-sim"] {
             assert!(dir.join(b).is_file(), "{b} not in {}", dir.display());
         }

@@ -83,12 +83,18 @@ impl Fleet {
             ("FLEETGATE_REDIS_PREFIX".into(), prefix.clone()),
             ("FLEETGATE_DATABASE_URL".into(), opts.database_url.clone()),
             ("FLEETGATE_DATABASE_MAX_CONNECTIONS".into(), "6".into()),
-            ("FLEETGATE_DATABASE_ACQUIRE_TIMEOUT_MS".into(), "3000".into()),
+            (
+                "FLEETGATE_DATABASE_ACQUIRE_TIMEOUT_MS".into(),
+                "3000".into(),
+            ),
             ("FLEETGATE_JWT_SECRET".into(), JWT_SECRET.into()),
             ("FLEETGATE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
             // The test client plays the load balancer: it sends X-Forwarded-For from 127.0.0.1.
             ("FLEETGATE_TRUSTED_PROXIES".into(), "127.0.0.1/32".into()),
-            ("FLEETGATE_PUBMED_URL".into(), format!("{}/pubmed", sim.base)),
+            (
+                "FLEETGATE_PUBMED_URL".into(),
+                format!("{}/pubmed", sim.base),
+            ),
             (
                 "FLEETGATE_SEMANTIC_SCHOLAR_URL".into(),
                 format!("{}/s2/graph/v1", sim.base),
@@ -201,7 +207,11 @@ impl Fleet {
     }
 
     /// SIGTERM replica `i` and wait (up to `timeout`) for it to exit; returns its exit status.
-    pub async fn terminate(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub async fn terminate(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
         let p = self.replicas[i].proc.as_mut()?;
         p.terminate(timeout).await
     }

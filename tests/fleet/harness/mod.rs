@@ -14,10 +14,9 @@ pub mod serial;
 pub mod sim;
 
 pub use fleet::{Fleet, FleetOptions, RedisTarget};
-pub use load::{Load, LoadOptions, Outcome};
+pub use load::{Load, LoadOptions};
 pub use postgres::{PgCluster, TestDb};
 pub use serial::serial;
-pub use sim::Sim;
 
 use std::time::Duration;
 

@@ -120,7 +120,10 @@ fn pg_bin_dir() -> PathBuf {
         .filter(|(_, p)| p.join("initdb").is_file())
         .collect();
     versions.sort();
-    versions.pop().expect("an initdb under /usr/lib/postgresql").1
+    versions
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql")
+        .1
 }
 
 fn is_root() -> bool {
@@ -155,7 +158,15 @@ impl PgCluster {
         c.run(
             "initdb",
             &[
-                "-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync",
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
             ],
         );
         c.start_again();
@@ -195,7 +206,18 @@ impl PgCluster {
         );
         self.run(
             "pg_ctl",
-            &["-D", &data, "-l", &log.to_string_lossy(), "-o", &opts, "-w", "-t", "60", "start"],
+            &[
+                "-D",
+                &data,
+                "-l",
+                &log.to_string_lossy(),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         );
     }
 
@@ -203,7 +225,10 @@ impl PgCluster {
     /// partition seen from the replicas.
     pub fn stop(&self) {
         let data = self.data.to_string_lossy().to_string();
-        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "-t", "60", "stop"]);
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-m", "immediate", "-w", "-t", "60", "stop"],
+        );
     }
 
     /// URL of its `postgres` database.
