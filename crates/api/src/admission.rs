@@ -221,14 +221,19 @@ impl Drop for Slot {
             return;
         };
         let gate = Arc::clone(&self.gate);
+        let span = std::mem::replace(&mut self._span, tracing::Span::none());
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                rt.spawn(async move {
-                    if let Err(e) = permit.release().await {
-                        tracing::warn!(error = %e, "slot release failed; its lease TTL frees it");
+                rt.spawn(
+                    async move {
+                        if let Err(e) = permit.release().await {
+                            tracing::warn!(error = %e, "slot release failed; its lease TTL frees it");
+                        }
+                        gate.slot_done();
                     }
-                    gate.slot_done();
-                });
+                    // The release is the lease span's last child; the span ends with it.
+                    .instrument(span),
+                );
             }
             Err(_) => {
                 drop(permit);

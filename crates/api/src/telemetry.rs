@@ -41,6 +41,14 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// Exports every finished span now (tests; the batch processor otherwise waits up to
+    /// `OTEL_BSP_SCHEDULE_DELAY`).
+    pub fn flush(&self) {
+        if let Some(p) = &self.provider {
+            let _ = p.force_flush();
+        }
+    }
+
     /// Flushes and stops the exporter. Call it inside (or before dropping) the tokio runtime:
     /// the gRPC exporter runs on it.
     pub fn shutdown(mut self) {
@@ -123,18 +131,31 @@ fn resource() -> Resource {
 /// exporter's runs on a thread of its own with a blocking client).
 fn provider(env: &impl Fn(&str) -> Option<String>) -> SdkTracerProvider {
     let builder = SdkTracerProvider::builder().with_resource(resource());
+    let nonempty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    // Resolved here (same rules as the SDK) so an injected environment is honoured.
+    let signal = nonempty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let base = nonempty("OTEL_EXPORTER_OTLP_ENDPOINT");
     let exporter = match otlp_protocol(env) {
         None => return builder.build(),
-        Some(Protocol::Grpc) => SpanExporter::builder()
-            .with_tonic()
-            .build()
-            .map(|e| (e, true)),
-        Some(p) => SpanExporter::builder()
-            .with_http()
-            .with_protocol(p)
-            .with_timeout(Duration::from_secs(10))
-            .build()
-            .map(|e| (e, false)),
+        Some(Protocol::Grpc) => {
+            let mut b = SpanExporter::builder().with_tonic();
+            if let Some(e) = signal.or(base) {
+                b = b.with_endpoint(e);
+            }
+            b.build().map(|e| (e, true))
+        }
+        Some(p) => {
+            let mut b = SpanExporter::builder()
+                .with_http()
+                .with_protocol(p)
+                .with_timeout(Duration::from_secs(10));
+            if let Some(e) =
+                signal.or_else(|| base.map(|b| format!("{}/v1/traces", b.trim_end_matches('/'))))
+            {
+                b = b.with_endpoint(e);
+            }
+            b.build().map(|e| (e, false))
+        }
     };
     match exporter {
         Ok((e, true)) => {
@@ -161,6 +182,8 @@ pub fn init(format: LogFormat) -> Guard {
 
 /// [`init`] with an injected environment for the `OTEL_*` switches (tests).
 pub fn init_with(format: LogFormat, env: impl Fn(&str) -> Option<String>) -> Guard {
+    // The OTLP/HTTP client is a reqwest client too: it needs the ring provider first.
+    crate::upstream::install_crypto_provider();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = provider(&env);
     let tracer = provider.tracer("fleetgate");

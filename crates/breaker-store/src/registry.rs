@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use limiter_core::{LimiterError, RedisHandle};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::cache::{Cached, cached_refusal};
 use crate::config::MAX_BACKGROUND_RECORDS;
@@ -320,10 +321,14 @@ impl Breakers {
             return;
         }
         let me = self.clone();
-        tokio::spawn(async move {
-            me.record(permit, outcome).await;
-            me.inner.background_records.fetch_sub(1, Ordering::AcqRel);
-        });
+        tokio::spawn(
+            async move {
+                me.record(permit, outcome).await;
+                me.inner.background_records.fetch_sub(1, Ordering::AcqRel);
+            }
+            // Its script call belongs to the call's trace.
+            .in_current_span(),
+        );
     }
 
     /// Health view of one breaker. Reads Redis (one script call) unless degraded; an

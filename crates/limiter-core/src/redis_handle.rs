@@ -244,16 +244,21 @@ impl RedisHandle {
             inv.key(*k);
         }
         args(&mut inv);
-        // A client span per call, named by the script (OpenTelemetry database conventions).
-        let span = tracing::info_span!(
-            "redis.script",
-            otel.name = script.name(),
-            otel.kind = "client",
-            otel.status_code = Empty,
-            db.system.name = "redis",
-            db.operation.name = "EVALSHA",
-            db.query.summary = script.name(),
-        );
+        // A client span per call, named by the script (OpenTelemetry database conventions); only
+        // inside a trace, so background work (heartbeats, pub/sub refreshes) exports nothing.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "redis.script",
+                otel.name = script.name(),
+                otel.kind = "client",
+                otel.status_code = Empty,
+                db.system.name = "redis",
+                db.operation.name = "EVALSHA",
+                db.query.summary = script.name(),
+            )
+        };
         let start = Instant::now();
         let failed = |e| LimiterError::from_script(script.name(), e);
         let res: Result<T, LimiterError> = async {
