@@ -3,9 +3,6 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
-use std::sync::Arc;
-
-use api::{AppState, RagPipeline};
 use common::{Server, TestDb};
 use serde_json::{Value, json};
 use upstream_sim::{Group, RunningSim, SimConfig};
