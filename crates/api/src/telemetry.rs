@@ -187,7 +187,22 @@ pub fn init_with(format: LogFormat, env: impl Fn(&str) -> Option<String>) -> Gua
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = provider(&env);
     let tracer = provider.tracer("fleetgate");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The spans of a request (this workspace's crates, INFO) feed the traces and give every log
+    // line inside a request its request id and trace id, so a RUST_LOG like `warn` does not
+    // switch them off: a crate of ours that RUST_LOG does not name is enabled at INFO. (One global filter: per-layer
+    // filters lost the parent of the first request's spans in tracing-subscriber 0.3.)
+    let user = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for ours in ["api", "limiter_core", "breaker_store"] {
+        // Only an explicit directive for the crate itself (`api=warn`) wins; one for a module
+        // (`api::auth=debug`) is more specific than ours and keeps its level anyway.
+        let named = user
+            .split(',')
+            .any(|d| d.trim().split('=').next() == Some(ours));
+        if !named && let Ok(d) = format!("{ours}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let fmt = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -301,6 +316,13 @@ pub async fn observe_request(req: Request, next: Next) -> Response {
         p.extract(&HeaderExtractor(req.headers()))
     });
     let route_label = route.as_deref().unwrap_or("unmatched");
+    // Probes and scrapes run every few seconds on every replica: counted, never traced.
+    if matches!(route_label, "/healthz" | "/readyz" | "/metrics") {
+        let start = Instant::now();
+        let resp = next.run(req).await;
+        metrics::get().observe_http(route_label, method, resp.status().as_u16(), start.elapsed());
+        return resp;
+    }
     let span = tracing::info_span!(
         "http.request",
         otel.name = %match &route {

@@ -188,7 +188,7 @@ async fn serve_exports_traces_by_grpc_and_logs_json_lines_with_ids() {
         .env("FLEETGATE_JWT_SECRET", JWT_SECRET)
         .env("FLEETGATE_PIPELINE", "echo")
         .env("FLEETGATE_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn,api=debug")
+        .env("RUST_LOG", "warn,api::auth=debug")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_SERVICE_NAME", "fleetgate-cli-test")
