@@ -126,10 +126,10 @@ impl LlmClient {
     ) -> Result<mpsc::Receiver<Result<String, UpstreamError>>, UpstreamError> {
         let breakers = self.outbound.breakers().clone();
         let failed = |kind: &'static str| crate::metrics::get().upstream_error(LLM, kind);
-        let permit = breakers.acquire(LLM).await.map_err(|e| {
-            failed("breaker_open");
-            e
-        });
+        let permit = breakers
+            .acquire(LLM)
+            .await
+            .inspect_err(|_| failed("breaker_open"));
         let permit = permit.map_err(|e| match e {
             BreakerError::Open { retry_after } | BreakerError::HalfOpenBusy { retry_after } => {
                 UpstreamError::Unavailable {
