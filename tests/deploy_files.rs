@@ -75,13 +75,17 @@ fn compose_env(env: &Value) -> BTreeSet<String> {
 
 #[test]
 fn compose_file_matches_the_service() {
-    let docs = documents(&root().join("deploy/compose/compose.yaml"));
+    let mut docs = documents(&root().join("deploy/compose/compose.yaml"));
     assert_eq!(docs.len(), 1);
+    // The replicas share one definition by an anchor (`<<` merge keys resolved too).
+    docs[0].apply_merge().unwrap();
     let services = docs[0]["services"].as_mapping().unwrap();
     for needed in [
         "redis",
         "postgres",
-        "fleetgate",
+        "replica-1",
+        "replica-2",
+        "replica-3",
         "nginx",
         "otel-collector",
         "jaeger",
@@ -107,13 +111,43 @@ fn compose_file_matches_the_service() {
         }
     }
     assert_eq!(
-        uses_fleetgate_image, 2,
-        "migrate and fleetgate run the fleetgate binary"
+        uses_fleetgate_image, 4,
+        "migrate and 3 replicas run the fleetgate binary"
     );
-    let fleet = &docs[0]["services"]["fleetgate"];
-    check_required(&compose_env(&fleet["environment"]), "compose fleetgate");
-    assert_eq!(fleet["deploy"]["replicas"], 3);
-    assert_eq!(fleet["command"][0], "serve");
+    for r in ["replica-1", "replica-2", "replica-3"] {
+        let replica = &docs[0]["services"][r];
+        check_required(&compose_env(&replica["environment"]), r);
+        assert_eq!(replica["command"][0], "serve");
+    }
+    let fleet = &docs[0]["services"]["replica-1"];
+    // nginx balances over the replicas, and Prometheus scrapes them, by their service names.
+    let nginx = std::fs::read_to_string(root().join("deploy/compose/nginx.conf")).unwrap();
+    let prometheus = documents(&root().join("deploy/observability/prometheus.yml"));
+    let targets: Vec<&str> = prometheus[0]["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|j| j["static_configs"].as_sequence().into_iter().flatten())
+        .flat_map(|c| c["targets"].as_sequence().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    for r in ["replica-1", "replica-2", "replica-3"] {
+        assert!(
+            nginx.contains(&format!("server {r}:8080")),
+            "nginx.conf lacks {r}"
+        );
+        assert!(
+            targets.contains(&format!("{r}:8080").as_str()),
+            "Prometheus does not scrape {r}"
+        );
+    }
+    for t in &targets {
+        let host = t.split(':').next().unwrap();
+        assert!(
+            services.contains_key(host),
+            "Prometheus scrapes {t}: no such service"
+        );
+    }
     let check = fleet["healthcheck"]["test"]
         .as_sequence()
         .unwrap()
