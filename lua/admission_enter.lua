@@ -25,8 +25,8 @@ if not empty then
 end
 if queued >= max_queue then return {-1, 0} end
 
-local seq = redis.call('INCR', T .. ':seq')
-redis.call('PEXPIRE', T .. ':seq', DAY)
+-- Arrival order: the fencing counter, strictly increasing fleet-wide and never reset.
+local seq = next_fence()
 local q = Q[class]
 redis.call('ZADD', q, seq, id)
 keep_ttl(q, ARGV[11])

@@ -5,9 +5,8 @@
 --   T:lease:global      zset lease id -> expiry ms (global scope)
 --   T:lease:<user>      zset lease id -> expiry ms (one per user; the key is passed in, encoded)
 --   T:holders           hash lease id -> user lease key (to clean the user scope when a lease dies)
---   T:fence             fencing counter
+--   T:fence             fencing counter, also the fleet-wide arrival order of waiters
 --   T:q:0 | 1 | 2       zset waiter id -> arrival seq, for chat, research, export
---   T:seq               arrival counter (fleet-wide FIFO)
 --   T:w:<waiter>        hash {u = user lease key, r = replica}: the waiting request
 --   T:replicas          zset replica id -> heartbeat expiry ms (the replica registry)
 --   T:grants:<replica>  hash waiter -> "waiter fence expiry": grants not yet collected by heartbeat
@@ -148,13 +147,15 @@ end
 -- back only by its own user cap is skipped and keeps its place (no head-of-line blocking).
 -- Waiters whose replica stopped heartbeating, or whose record expired, are dropped. Each grant is
 -- recorded for the replica's heartbeat and pushed on its channel.
--- Returns the free slots left (counted only if `want_free`: no caller but enter needs them) and
--- whether the queue is known to be empty.
-local function dispatch(want_free)
-  reclaim_global()
+-- `entering` (admission_enter): also count the free slots left for the newcomer (no other caller
+-- needs them), and leave the cleanup of expired leases to releases and heartbeats (it never
+-- changes what counts: only live scores do).
+-- Returns the free slots left (0 unless entering) and whether the queue is known to be empty.
+local function dispatch(entering)
+  if not entering then reclaim_global() end
   -- Nobody queued (every call below the caps): nothing to hand out, one call to know it.
   if redis.call('EXISTS', Q[0], Q[1], Q[2]) == 0 then
-    if want_free then return GLOBAL_CAP - in_use(), true end
+    if entering then return GLOBAL_CAP - in_use(), true end
     return 0, true
   end
   local free = GLOBAL_CAP - in_use()
