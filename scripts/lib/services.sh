@@ -78,3 +78,12 @@ ensure_test_python() {
     "$env/bin/pip" install -q -r scripts/requirements-test.txt
   fi
 }
+
+# promtool (Debian's prometheus package) for checking the alert rules and scrape config.
+ensure_promtool() {
+  if ! command -v promtool >/dev/null 2>&1; then
+    apt_install prometheus
+    # The package starts a Prometheus server; the project only needs promtool.
+    (service prometheus stop || systemctl stop prometheus || pkill -x prometheus) >/dev/null 2>&1 || true
+  fi
+}

@@ -18,6 +18,8 @@ use limiter_core::{
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tracing::Instrument;
+use tracing::field::Empty;
 use utoipa::ToSchema;
 
 /// The route class of a request: its queue priority (chat > research > export).
@@ -64,6 +66,59 @@ pub enum AdmitError {
     /// Redis could not answer and local fallback is off.
     #[error("admission unavailable")]
     Unavailable(#[source] LimiterError),
+}
+
+impl AdmitError {
+    /// The outcome label of metrics and spans.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            AdmitError::Timeout => "timeout",
+            AdmitError::Full => "full",
+            AdmitError::Reset => "reset",
+            AdmitError::ShuttingDown => "shutting_down",
+            AdmitError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Records how a wait for a slot ended (span fields, decision counter, wait histogram); a wait
+/// whose future is dropped (client gone) counts as `cancelled`.
+struct WaitRecord {
+    class: &'static str,
+    started: Instant,
+    span: tracing::Span,
+    done: bool,
+}
+
+impl WaitRecord {
+    fn finish(&mut self, outcome: &'static str, local: bool) {
+        self.done = true;
+        let waited = self.started.elapsed();
+        self.span.record(
+            "fleetgate.queue.waited_ms",
+            u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+        );
+        self.span.record("fleetgate.queue.outcome", outcome);
+        let m = crate::metrics::get();
+        m.decision(
+            "admission",
+            self.class,
+            if local && outcome == "admitted" {
+                "admitted_local"
+            } else {
+                outcome
+            },
+        );
+        m.queue_waited(self.class, outcome, waited);
+    }
+}
+
+impl Drop for WaitRecord {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish("cancelled", false);
+        }
+    }
 }
 
 /// Queue and slot figures for the health endpoint.
@@ -131,6 +186,8 @@ impl std::fmt::Debug for Gate {
 pub struct Slot {
     permit: Option<Permit>,
     gate: Arc<Inner>,
+    /// The `lease` span: open while the slot is held.
+    _span: tracing::Span,
 }
 
 impl std::fmt::Debug for Slot {
@@ -147,6 +204,11 @@ impl Slot {
         self.permit.as_ref().map_or(Duration::ZERO, Permit::queued)
     }
 
+    /// Its place in the queue when it entered (0: granted at once).
+    pub fn position_at_entry(&self) -> u32 {
+        self.permit.as_ref().map_or(0, Permit::position_at_entry)
+    }
+
     /// Whether the slot came from the local share (degraded mode).
     pub fn is_local(&self) -> bool {
         self.permit.as_ref().is_some_and(Permit::is_local)
@@ -159,14 +221,19 @@ impl Drop for Slot {
             return;
         };
         let gate = Arc::clone(&self.gate);
+        let span = std::mem::replace(&mut self._span, tracing::Span::none());
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                rt.spawn(async move {
-                    if let Err(e) = permit.release().await {
-                        tracing::warn!(error = %e, "slot release failed; its lease TTL frees it");
+                rt.spawn(
+                    async move {
+                        if let Err(e) = permit.release().await {
+                            tracing::warn!(error = %e, "slot release failed; its lease TTL frees it");
+                        }
+                        gate.slot_done();
                     }
-                    gate.slot_done();
-                });
+                    // The release is the lease span's last child; the span ends with it.
+                    .instrument(span),
+                );
             }
             Err(_) => {
                 drop(permit);
@@ -210,6 +277,50 @@ impl Gate {
         deadline: Instant,
         positions: Option<tokio::sync::watch::Sender<u32>>,
     ) -> Result<Slot, AdmitError> {
+        let span = tracing::info_span!(
+            "queue.wait",
+            fleetgate.queue.class = class.name(),
+            fleetgate.queue.position = Empty,
+            fleetgate.queue.waited_ms = Empty,
+            fleetgate.queue.outcome = Empty,
+        );
+        let mut record = WaitRecord {
+            class: class.name(),
+            started: Instant::now(),
+            span: span.clone(),
+            done: false,
+        };
+        let result = self
+            .admit_inner(user, class, deadline, positions)
+            .instrument(span)
+            .await;
+        match result {
+            Ok(mut slot) => {
+                let waited = slot.position_at_entry() > 0;
+                record.finish(if waited { "granted" } else { "admitted" }, slot.is_local());
+                // A sibling of the wait, open for as long as the slot is held.
+                slot._span = tracing::info_span!(
+                    "lease",
+                    fleetgate.lease.class = class.name(),
+                    fleetgate.lease.local = slot.is_local(),
+                    fleetgate.lease.queued = waited,
+                );
+                Ok(slot)
+            }
+            Err(e) => {
+                record.finish(e.outcome(), false);
+                Err(e)
+            }
+        }
+    }
+
+    async fn admit_inner(
+        &self,
+        user: &str,
+        class: RouteClass,
+        deadline: Instant,
+        positions: Option<tokio::sync::watch::Sender<u32>>,
+    ) -> Result<Slot, AdmitError> {
         let inner = &self.inner;
         let closed = inner.closed.notified();
         tokio::pin!(closed);
@@ -237,6 +348,7 @@ impl Gate {
         };
         match result {
             Ok(permit) => Ok(Slot {
+                _span: tracing::Span::none(),
                 permit: Some(permit),
                 gate: Arc::clone(inner),
             }),

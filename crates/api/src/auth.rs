@@ -48,17 +48,29 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 
 /// Middleware: verifies the JWT and stores the [`AuthUser`] in the request extensions.
 pub async fn require_user(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let user = match bearer(req.headers()) {
+    let span = tracing::info_span!("auth", fleetgate.auth.outcome = tracing::field::Empty);
+    let user = span.in_scope(|| match bearer(req.headers()) {
         Ok(Some(token)) => match state.jwt().verify(token) {
-            Ok(claims) => AuthUser { id: claims.sub },
+            Ok(claims) => Ok(AuthUser { id: claims.sub }),
             Err(e) => {
                 tracing::debug!(reason = %e, "token refused");
-                return ApiError::Unauthorized("invalid or expired token").into_response();
+                Err(ApiError::Unauthorized("invalid or expired token"))
             }
         },
-        Ok(None) => return ApiError::Unauthorized("a bearer token is required").into_response(),
-        Err(e) => return e.into_response(),
+        Ok(None) => Err(ApiError::Unauthorized("a bearer token is required")),
+        Err(e) => Err(e),
+    });
+    let user = match user {
+        Ok(u) => {
+            span.record("fleetgate.auth.outcome", "ok");
+            u
+        }
+        Err(e) => {
+            span.record("fleetgate.auth.outcome", "refused");
+            return e.into_response();
+        }
     };
+    drop(span);
     req.extensions_mut().insert(user);
     next.run(req).await
 }

@@ -51,6 +51,11 @@ pub trait BreakerControl: Send + Sync + 'static {
     fn force_close_all(&self) -> BreakerFuture<'_, u64>;
     /// Clears every breaker's error window (admin `reset-errors`).
     fn reset_errors_all(&self) -> BreakerFuture<'_, ()>;
+    /// State changes this replica has learned, per service and state entered (monotonic
+    /// totals, for metrics).
+    fn transitions(&self) -> Vec<(String, &'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// The breakers of one replica for [`SERVICES`], policy from the configuration. Must run inside a
@@ -114,5 +119,16 @@ impl BreakerControl for Breakers {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn transitions(&self) -> Vec<(String, &'static str, u64)> {
+        self.services()
+            .into_iter()
+            .flat_map(|s| {
+                Breakers::transitions(self, &s)
+                    .into_iter()
+                    .map(move |(to, n)| (s.clone(), to.as_str(), n))
+            })
+            .collect()
     }
 }

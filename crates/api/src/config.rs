@@ -203,6 +203,8 @@ pub struct ServerSettings {
     /// `unconfigured` (chat answers 503) or `echo` (development and API-fuzzing only: answers
     /// with the question, calls no upstream).
     pub pipeline: String,
+    /// `FLEETGATE_LOG_FORMAT`: `human` (default) or `json` (one object per line).
+    pub log_format: String,
 }
 
 impl Default for Config {
@@ -314,6 +316,7 @@ impl Default for ServerSettings {
         ServerSettings {
             shutdown_grace_ms: 30_000,
             pipeline: "rag".into(),
+            log_format: "human".into(),
         }
     }
 }
@@ -363,6 +366,7 @@ pub const ENV_VARS: &[&str] = &[
     "FLEETGATE_BREAKER_OPEN_MS",
     "FLEETGATE_SHUTDOWN_GRACE_MS",
     "FLEETGATE_PIPELINE",
+    "FLEETGATE_LOG_FORMAT",
 ];
 
 impl Config {
@@ -572,6 +576,9 @@ impl Config {
         if let Some(v) = e("FLEETGATE_PIPELINE") {
             self.server.pipeline = v;
         }
+        if let Some(v) = e("FLEETGATE_LOG_FORMAT") {
+            self.server.log_format = v;
+        }
         Ok(())
     }
 
@@ -634,6 +641,12 @@ impl Config {
             return Err(invalid(
                 "FLEETGATE_PIPELINE",
                 "expected `rag`, `unconfigured` or `echo`",
+            ));
+        }
+        if !matches!(self.server.log_format.as_str(), "human" | "json") {
+            return Err(invalid(
+                "FLEETGATE_LOG_FORMAT",
+                "expected `human` or `json`",
             ));
         }
         if i32::try_from(self.quota.free_daily_queries).is_err()

@@ -18,7 +18,7 @@
 //! `jwt.rs` + `auth.rs`, `client_ip.rs`, `ip_limit/` (layer, service, headers, stats),
 //! `admission.rs`, `quota.rs`, `pipeline.rs`, `breakers.rs`, `stats.rs`, `json.rs` (body
 //! extractor), `state.rs`, `routes/` (one file per route group), `server.rs` (`app`, `run`),
-//! `telemetry.rs`, `upstream/` (PubMed, Semantic Scholar and LLM clients, retrieval),
+//! `telemetry.rs` (logs, traces), `metrics.rs` (Prometheus), `upstream/` (PubMed, Semantic Scholar and LLM clients, retrieval),
 //! `conversations.rs` (history in PostgreSQL), `export.rs` (Markdown, JSON, BibTeX, RIS).
 
 pub mod admission;
@@ -35,6 +35,7 @@ pub mod export;
 pub mod ip_limit;
 pub mod json;
 pub mod jwt;
+pub mod metrics;
 pub mod pipeline;
 pub mod quota;
 pub mod rag_pipeline;

@@ -24,7 +24,6 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
-    let _telemetry = api::telemetry::init();
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -42,12 +41,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Inside the runtime: the gRPC trace exporter runs on it, and its final flush must happen
+    // before the runtime goes away.
+    let telemetry = {
+        let _rt = rt.enter();
+        api::telemetry::init(api::telemetry::LogFormat::parse(&config.server.log_format))
+    };
     let result = rt.block_on(async {
         match cmd.as_str() {
             "serve" => serve(config).await,
             _ => migrate(config).await,
         }
     });
+    {
+        let _rt = rt.enter();
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -151,7 +151,35 @@ impl QuotaStore {
     }
 
     /// Spends one query of today for `user_id`, atomically.
+    #[tracing::instrument(
+        name = "quota.spend",
+        skip_all,
+        fields(
+            otel.name = "UPDATE user_profiles",
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = "UPDATE",
+            db.collection.name = "user_profiles",
+            db.query.summary = "spend daily quota",
+            fleetgate.quota.outcome = tracing::field::Empty,
+        )
+    )]
     pub async fn spend(&self, user_id: &str) -> Result<Spend, QuotaError> {
+        let r = self.spend_inner(user_id).await;
+        let outcome = match &r {
+            Ok(Spend::Spent(_)) => "spent",
+            Ok(Spend::Exhausted { .. }) => {
+                crate::metrics::get().quota_rejected();
+                "exhausted"
+            }
+            Err(_) => "unavailable",
+        };
+        crate::metrics::get().decision("quota", "daily", outcome);
+        tracing::Span::current().record("fleetgate.quota.outcome", outcome);
+        r
+    }
+
+    async fn spend_inner(&self, user_id: &str) -> Result<Spend, QuotaError> {
         for attempt in 0..2 {
             let row: Option<(i32, NaiveDate, i32)> = sqlx::query_as(SPEND)
                 .bind(user_id)
@@ -189,6 +217,18 @@ impl QuotaStore {
 
     /// Gives back a spent query (the request failed for an upstream or server reason). Returns
     /// whether anything was refunded.
+    #[tracing::instrument(
+        name = "quota.refund",
+        skip_all,
+        fields(
+            otel.name = "UPDATE user_profiles",
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = "UPDATE",
+            db.collection.name = "user_profiles",
+            db.query.summary = "refund daily quota",
+        )
+    )]
     pub async fn refund(&self, ticket: &Ticket) -> Result<bool, QuotaError> {
         let r = sqlx::query(
             "UPDATE user_profiles SET queries_used = queries_used - 1, updated_at = now() \
@@ -198,6 +238,9 @@ impl QuotaStore {
         .bind(ticket.day)
         .execute(&self.pool)
         .await?;
+        if r.rows_affected() == 1 {
+            crate::metrics::get().quota_refunded();
+        }
         Ok(r.rows_affected() == 1)
     }
 

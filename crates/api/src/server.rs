@@ -22,7 +22,7 @@ use crate::auth::require_user;
 use crate::client_ip::resolve_client_ip;
 use crate::error::ApiError;
 use crate::json::BODY_LIMIT;
-use crate::routes::{chat, export, health, openapi, probes, research};
+use crate::routes::{chat, export, health, metrics, openapi, probes, research};
 use crate::state::AppState;
 use crate::stats::count_requests;
 
@@ -62,11 +62,14 @@ pub(crate) fn with_common(user_routes: Router<AppState>, state: AppState) -> Rou
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/api/openapi.json", get(openapi::openapi_json))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(from_fn_with_state(state.clone(), resolve_client_ip))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(state.clone(), count_requests))
+        // Inside the request-id layers (the span carries the id), outside everything else.
+        .layer(axum::middleware::from_fn(crate::telemetry::observe_request))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)

@@ -85,6 +85,7 @@ impl AppState {
     ) -> Result<AppState, StartError> {
         config.validate()?;
         config.require_serve()?;
+        limiter_core::set_script_observer(crate::metrics::observe_script);
         let secret = config
             .auth
             .jwt_secret

@@ -3,9 +3,6 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
-use std::sync::Arc;
-
-use api::{AppState, RagPipeline};
 use common::{Server, TestDb};
 use serde_json::{Value, json};
 use upstream_sim::{Group, RunningSim, SimConfig};
@@ -38,21 +35,8 @@ async fn start_with(tune: impl FnOnce(&mut api::config::Config)) -> Fleet {
 }
 
 /// One replica with the real pipeline against `sim`.
-async fn replica(sim: &RunningSim, mut cfg: api::config::Config) -> Server {
-    cfg.upstream.pubmed_url = sim.pubmed_url();
-    cfg.upstream.semantic_scholar_url = sim.s2_url();
-    cfg.upstream.llm_url = sim.llm_url();
-    cfg.upstream.timeout_ms = 5_000;
-    let quota = common::migrate(&cfg).await;
-    let redis = common::redis(&cfg.redis.prefix).await;
-    let breakers = api::breakers::build(&cfg, redis.clone()).unwrap();
-    let pipeline =
-        RagPipeline::build(&cfg, &redis, breakers.clone(), quota.pool().clone()).unwrap();
-    let state = AppState::with_parts(cfg, Arc::new(pipeline), redis, quota)
-        .await
-        .unwrap()
-        .with_breakers(Arc::new(breakers));
-    Server::start_state(state).await
+async fn replica(sim: &RunningSim, cfg: api::config::Config) -> Server {
+    common::rag_replica(sim, cfg).await
 }
 
 async fn post(f: &Fleet, path: &str, user: &str, body: Value) -> reqwest::Response {

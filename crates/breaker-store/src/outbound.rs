@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use limiter_core::{Pace, Pacer};
 use tokio::time::Instant;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::registry::lock;
 use crate::{BreakerError, Breakers, Outcome, Permit, RetryPolicy};
@@ -289,7 +291,7 @@ impl Outbound {
         &self,
         service: &str,
         idempotent: bool,
-        mut call: F,
+        call: F,
     ) -> Result<T, CallError<E>>
     where
         F: FnMut(u32) -> Fut,
@@ -308,6 +310,40 @@ impl Outbound {
         } else {
             1
         };
+        let span = tracing::info_span!(
+            "upstream.call",
+            otel.name = %format_args!("call {service}"),
+            otel.status_code = Empty,
+            fleetgate.upstream = service,
+            fleetgate.attempts = Empty,
+        );
+        let result = self
+            .call_attempts(service, max_attempts, timeout, retry, call)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(_) | Err(CallError::Rejected { .. }) => {}
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("fleetgate.attempts", e.attempts());
+            }
+        }
+        result
+    }
+
+    async fn call_attempts<T, E, F, Fut>(
+        &self,
+        service: &str,
+        max_attempts: u32,
+        timeout: Duration,
+        retry: &RetryPolicy,
+        mut call: F,
+    ) -> Result<T, CallError<E>>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Attempt<T, E>>,
+    {
+        let entry = self.services.get(service);
         let refused = |e: BreakerError, attempts: u32| CallError::Unavailable {
             service: service.to_string(),
             retry_after: e.retry_after().unwrap_or(Duration::from_secs(1)),
@@ -315,21 +351,54 @@ impl Outbound {
         };
         let mut attempt = 0;
         loop {
-            self.breakers
-                .check(service)
-                .map_err(|e| refused(e, attempt))?;
+            let decision = tracing::info_span!(
+                "breaker.permit",
+                fleetgate.breaker.service = service,
+                fleetgate.breaker.state = self.breakers.state(service).as_str(),
+                fleetgate.breaker.decision = Empty,
+            );
+            if let Err(e) = decision.in_scope(|| self.breakers.check(service)) {
+                decision.record("fleetgate.breaker.decision", "refused");
+                return Err(refused(e, attempt));
+            }
             if let Some(entry) = entry
                 && let Some(pacer) = &entry.settings.pacer
             {
-                self.pace(service, entry, pacer, attempt).await?;
+                self.pace(service, entry, pacer, attempt)
+                    .instrument(tracing::info_span!(
+                        "pacing.wait",
+                        fleetgate.upstream = service
+                    ))
+                    .await?;
             }
-            let permit = self
+            let permit = match self
                 .breakers
                 .acquire(service)
+                .instrument(decision.clone())
                 .await
-                .map_err(|e| refused(e, attempt))?;
+            {
+                Ok(p) => {
+                    decision.record(
+                        "fleetgate.breaker.decision",
+                        if p.is_probe() { "probe" } else { "allowed" },
+                    );
+                    p
+                }
+                Err(e) => {
+                    decision.record("fleetgate.breaker.decision", "refused");
+                    return Err(refused(e, attempt));
+                }
+            };
+            drop(decision);
             attempt += 1;
-            let result = tokio::time::timeout(timeout, call(attempt)).await;
+            let attempt_span = tracing::info_span!(
+                "upstream.attempt",
+                fleetgate.upstream = service,
+                http.request.resend_count = (attempt > 1).then(|| attempt - 1),
+            );
+            let result = tokio::time::timeout(timeout, call(attempt))
+                .instrument(attempt_span)
+                .await;
             let (error, retry_after) = match result {
                 Ok(Attempt::Success(v)) => {
                     self.record_success(permit).await;

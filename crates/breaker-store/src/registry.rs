@@ -19,13 +19,14 @@
 //! switches back to shared state.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use limiter_core::{LimiterError, RedisHandle};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::cache::{Cached, cached_refusal};
 use crate::config::MAX_BACKGROUND_RECORDS;
@@ -72,6 +73,16 @@ pub(crate) struct Entry {
     pub(crate) shared: SharedBreaker,
     cache: Mutex<Cached>,
     pub(crate) local: Mutex<LocalBreaker>,
+    /// State changes this replica learned, by state entered (closed, open, half-open): metrics.
+    transitions: [AtomicU64; 3],
+}
+
+fn state_index(s: BreakerState) -> usize {
+    match s {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,6 +133,22 @@ impl Breakers {
         let task = crate::subscriber::spawn(&runtime, &breakers.inner);
         *lock(&breakers.inner.task) = Some(task);
         Ok(breakers)
+    }
+
+    /// State changes of `service` this replica has learned since start, by state entered
+    /// (monotonic; the service's metrics turn them into counters).
+    pub fn transitions(&self, service: &str) -> [(BreakerState, u64); 3] {
+        let entry = read(&self.inner.entries).get(service).cloned();
+        let n = |i: usize| {
+            entry
+                .as_ref()
+                .map_or(0, |e| e.transitions[i].load(Ordering::Relaxed))
+        };
+        [
+            (BreakerState::Closed, n(0)),
+            (BreakerState::Open, n(1)),
+            (BreakerState::HalfOpen, n(2)),
+        ]
     }
 
     /// The Redis handle the breakers use.
@@ -294,10 +321,14 @@ impl Breakers {
             return;
         }
         let me = self.clone();
-        tokio::spawn(async move {
-            me.record(permit, outcome).await;
-            me.inner.background_records.fetch_sub(1, Ordering::AcqRel);
-        });
+        tokio::spawn(
+            async move {
+                me.record(permit, outcome).await;
+                me.inner.background_records.fetch_sub(1, Ordering::AcqRel);
+            }
+            // Its script call belongs to the call's trace.
+            .in_current_span(),
+        );
     }
 
     /// Health view of one breaker. Reads Redis (one script call) unless degraded; an
@@ -428,7 +459,15 @@ impl Breakers {
     }
 
     fn apply(&self, entry: &Entry, obs: &Observed, received: Instant, authoritative: bool) {
-        let changed = lock(&entry.cache).apply(obs, received, authoritative);
+        let (changed, entered) = {
+            let mut c = lock(&entry.cache);
+            let before = c.known.then_some(c.state);
+            let changed = c.apply(obs, received, authoritative);
+            (changed, before.filter(|b| *b != c.state).map(|_| c.state))
+        };
+        if let Some(to) = entered {
+            entry.transitions[state_index(to)].fetch_add(1, Ordering::Relaxed);
+        }
         if changed {
             tracing::debug!(service = %entry.service, state = %obs.state, generation = obs.generation,
                 "breaker state learned");
@@ -512,6 +551,7 @@ impl Breakers {
                         busy_until: None,
                     }),
                     local: Mutex::new(LocalBreaker::new(now)),
+                    transitions: Default::default(),
                 })
             })
             .clone()

@@ -35,7 +35,10 @@ pub use error::LimiterError;
 pub use keys::{Keys, encode_component};
 pub use lease::{Acquire, Lease, LeaseManager, LeaseScope, redis_now_ms};
 pub use queue::{Admission, AdmissionConfig, Class, Permit, QueueStats, Rejection};
-pub use redis_handle::{RedisConfig, RedisHandle, ToRedisArgsDyn, split_nodes};
+pub use redis_handle::{
+    RedisConfig, RedisHandle, ScriptObserver, ScriptOutcome, ToRedisArgsDyn, set_script_observer,
+    split_nodes,
+};
 pub use sliding_window::{
     MAX_EXACT_LIMIT, SlidingWindow, WindowAlgorithm, WindowDecision, WindowPolicy,
 };

@@ -488,6 +488,8 @@ impl Admission {
         }
         let position_at_entry = u32::try_from(reply[1]).unwrap_or(u32::MAX);
         let entered_at_ms = reply[2];
+        // For the caller's queue-wait span, when it declares the field.
+        tracing::Span::current().record("fleetgate.queue.position", position_at_entry);
         if let Some(p) = &positions {
             p.send_replace(position_at_entry);
         }

@@ -7,7 +7,7 @@
 //! answers again. Cluster uses redis-rs's cluster connection, created on first use and retried on
 //! every call until it succeeds.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -15,10 +15,45 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, ToRedisArgs};
 use tokio::sync::OnceCell;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::error::is_availability_error;
 use crate::scripts::LuaScript;
 use crate::{Keys, LimiterError};
+
+/// How a script call ended, for [`set_script_observer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptOutcome {
+    /// A reply arrived.
+    Ok,
+    /// Redis could not be reached in time.
+    Unavailable,
+    /// Redis answered with an error.
+    Error,
+}
+
+impl ScriptOutcome {
+    /// `ok`, `unavailable` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScriptOutcome::Ok => "ok",
+            ScriptOutcome::Unavailable => "unavailable",
+            ScriptOutcome::Error => "error",
+        }
+    }
+}
+
+/// Receives every script call's name, duration and outcome (the service's metrics).
+pub type ScriptObserver = fn(&'static str, Duration, ScriptOutcome);
+
+static OBSERVER: OnceLock<ScriptObserver> = OnceLock::new();
+
+/// Installs the process-wide script observer; only the first call counts (returns whether this
+/// one did). A plain function pointer: the hot path pays one atomic load, no allocation.
+pub fn set_script_observer(f: ScriptObserver) -> bool {
+    OBSERVER.set(f).is_ok()
+}
 
 /// Where Redis is and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -209,14 +244,46 @@ impl RedisHandle {
             inv.key(*k);
         }
         args(&mut inv);
-        let res = match &self.backend {
-            Backend::Single(m) => inv.invoke_async(&mut m.clone()).await,
-            Backend::Cluster { client, conn } => {
-                let mut c = Self::cluster_conn(client, conn).await?;
-                inv.invoke_async(&mut c).await
-            }
+        // A client span per call, named by the script (OpenTelemetry database conventions); only
+        // inside a trace, so background work (heartbeats, pub/sub refreshes) exports nothing.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "redis.script",
+                otel.name = script.name(),
+                otel.kind = "client",
+                otel.status_code = Empty,
+                db.system.name = "redis",
+                db.operation.name = "EVALSHA",
+                db.query.summary = script.name(),
+            )
         };
-        res.map_err(|e| LimiterError::from_script(script.name(), e))
+        let start = Instant::now();
+        let failed = |e| LimiterError::from_script(script.name(), e);
+        let res: Result<T, LimiterError> = async {
+            match &self.backend {
+                Backend::Single(m) => inv.invoke_async(&mut m.clone()).await.map_err(failed),
+                Backend::Cluster { client, conn } => {
+                    let mut c = Self::cluster_conn(client, conn).await?;
+                    inv.invoke_async(&mut c).await.map_err(failed)
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = match &res {
+            Ok(_) => ScriptOutcome::Ok,
+            Err(e) if e.is_unavailable() => ScriptOutcome::Unavailable,
+            Err(_) => ScriptOutcome::Error,
+        };
+        if outcome != ScriptOutcome::Ok {
+            span.record("otel.status_code", "ERROR");
+        }
+        if let Some(observe) = OBSERVER.get() {
+            observe(script.name(), start.elapsed(), outcome);
+        }
+        res
     }
 
     /// Runs a plain command (admin reads, tests). Errors are classified like script errors.

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderName};
 use axum::response::Response;
 use futures_util::future::BoxFuture;
 use tower::Service;
+use tracing::Instrument;
 
 use super::layer::Shared;
 use super::{IpLimitStats, ratelimit_header};
@@ -44,6 +45,16 @@ fn client_key(ip: IpAddr) -> Vec<u8> {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]).into_bytes()
         }
+    }
+}
+
+/// The route class of a window policy as a metric label (a closed set).
+fn policy_label(name: &str) -> &'static str {
+    match name {
+        "chat" => "chat",
+        "research" => "research",
+        "export" => "export",
+        _ => "other",
     }
 }
 
@@ -93,9 +104,28 @@ where
                         .map(|c| c.0.ip())
                 })
                 .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-            let (remaining, reset) = match shared.window.check(&client_key(ip)).await {
+            let policy = policy_label(&shared.window.window().policy().name);
+            let span = tracing::info_span!(
+                "ratelimit.ip_window",
+                fleetgate.ratelimit.policy = policy,
+                fleetgate.ratelimit.outcome = tracing::field::Empty,
+                fleetgate.ratelimit.remaining = tracing::field::Empty,
+                fleetgate.ratelimit.cached = tracing::field::Empty,
+            );
+            let checked = shared
+                .window
+                .check(&client_key(ip))
+                .instrument(span.clone())
+                .await;
+            let decided = |outcome: &'static str| {
+                span.record("fleetgate.ratelimit.outcome", outcome);
+                crate::metrics::get().decision("ip_window", policy, outcome);
+            };
+            let (remaining, reset) = match checked {
                 Ok((d, _)) if d.allowed => {
                     IpLimitStats::bump(&shared.stats.allowed);
+                    span.record("fleetgate.ratelimit.remaining", d.remaining);
+                    decided("allowed");
                     (Some(d.remaining), d.reset)
                 }
                 Ok((d, cached)) => {
@@ -103,6 +133,8 @@ where
                     if cached {
                         IpLimitStats::bump(&shared.stats.denied_locally);
                     }
+                    span.record("fleetgate.ratelimit.cached", cached);
+                    decided("denied");
                     return Ok(denied(&shared, d.retry_after));
                 }
                 Err(err) => {
@@ -113,10 +145,12 @@ where
                         .store(now_ms(), Ordering::Relaxed);
                     tracing::warn!(error = %err, policy = %shared.window.window().policy().name, "per-IP window unavailable");
                     if !shared.fail_open {
+                        decided("fail_closed");
                         let e =
                             ApiError::unavailable("rate limiting is temporarily unavailable", err);
                         return Ok(problem_response(&e, HeaderMap::new()));
                     }
+                    decided("fail_open");
                     IpLimitStats::bump(&shared.stats.failed_open);
                     (None, Duration::ZERO)
                 }

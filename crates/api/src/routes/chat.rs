@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -196,14 +197,18 @@ fn stream(
     request_id: Option<String>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     let (tx, mut rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(async move {
-        let work = run_stream(state, user, body, ticket, request_id, tx.clone());
-        tokio::select! {
-            () = work => {}
-            // The client disconnected: dropping `work` drops its slot and its upstream call.
-            () = tx.closed() => {}
+    tokio::spawn(
+        async move {
+            let work = run_stream(state, user, body, ticket, request_id, tx.clone());
+            tokio::select! {
+                () = work => {}
+                // The client disconnected: dropping `work` drops its slot and its upstream call.
+                () = tx.closed() => {}
+            }
         }
-    });
+        // The request's trace goes on in the task (the server span ends with the response head).
+        .in_current_span(),
+    );
     Sse::new(futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|e| e.map(Ok))
     }))

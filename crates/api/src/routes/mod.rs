@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod export;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
 pub mod probes;
 pub mod research;

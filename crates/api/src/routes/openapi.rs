@@ -26,6 +26,7 @@ use crate::error::Problem;
         health::post_health,
         probes::healthz,
         probes::readyz,
+        super::metrics::metrics,
         openapi_json,
     ),
     components(schemas(Problem)),

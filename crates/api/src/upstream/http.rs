@@ -3,18 +3,73 @@
 
 use breaker_store::{Attempt, StatusClass, classify_status, parse_retry_after};
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::UpstreamError;
 
 /// Largest upstream body read (a defence against a misbehaving upstream, not a protocol limit).
 pub(crate) const MAX_BODY: usize = 8 << 20;
 
+/// Sends one request as an OpenTelemetry HTTP client span whose context travels in the
+/// request's `traceparent`/`tracestate`, and times it per service and outcome.
+pub(crate) async fn send(
+    service: &'static str,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let (client, req) = req.build_split();
+    let mut req = req?;
+    let url = req.url();
+    // Without the query: it may carry API keys.
+    let full = format!(
+        "{}://{}{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+        url.path()
+    );
+    let span = tracing::info_span!(
+        "upstream.http",
+        otel.name = req.method().as_str(),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        http.request.method = req.method().as_str(),
+        http.response.status_code = Empty,
+        server.address = url.host_str().unwrap_or(""),
+        server.port = url.port_or_known_default(),
+        url.full = %full,
+        fleetgate.upstream = service,
+    );
+    span.in_scope(|| req.headers_mut().extend(crate::telemetry::trace_headers()));
+    let start = Instant::now();
+    let r = client.execute(req).instrument(span.clone()).await;
+    let outcome = match &r {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            span.record("http.response.status_code", status);
+            match classify_status(status) {
+                StatusClass::Success => "success",
+                StatusClass::Rejected => "rejected",
+                StatusClass::Failure => "failure",
+            }
+        }
+        Err(e) if e.is_timeout() => "timeout",
+        Err(_) => "transport",
+    };
+    if !matches!(outcome, "success" | "rejected") {
+        span.record("otel.status_code", "ERROR");
+    }
+    crate::metrics::get().upstream_attempt(service, outcome, start.elapsed());
+    r
+}
+
 /// Sends a request and reads its body, classifying the outcome for breaker and retries.
 pub(crate) async fn exchange(
     service: &'static str,
     req: reqwest::RequestBuilder,
 ) -> Attempt<Bytes, UpstreamError> {
-    let resp = match req.send().await {
+    let resp = match send(service, req).await {
         Ok(r) => r,
         Err(e) => {
             return Attempt::Failure {

@@ -125,7 +125,12 @@ impl LlmClient {
         user: &str,
     ) -> Result<mpsc::Receiver<Result<String, UpstreamError>>, UpstreamError> {
         let breakers = self.outbound.breakers().clone();
-        let permit = breakers.acquire(LLM).await.map_err(|e| match e {
+        let failed = |kind: &'static str| crate::metrics::get().upstream_error(LLM, kind);
+        let permit = breakers
+            .acquire(LLM)
+            .await
+            .inspect_err(|_| failed("breaker_open"));
+        let permit = permit.map_err(|e| match e {
             BreakerError::Open { retry_after } | BreakerError::HalfOpenBusy { retry_after } => {
                 UpstreamError::Unavailable {
                     service: LLM,
@@ -137,13 +142,17 @@ impl LlmClient {
                 retry_after: None,
             },
         })?;
-        let sent =
-            tokio::time::timeout(self.cfg.timeout, self.request(messages, user, true).send()).await;
+        let sent = tokio::time::timeout(
+            self.cfg.timeout,
+            super::http::send(LLM, self.request(messages, user, true)),
+        )
+        .await;
         let resp = match sent {
             Ok(Ok(r)) if r.status().is_success() => r,
             Ok(Ok(r)) => {
                 let status = r.status().as_u16();
                 let err = if status == 429 || status >= 500 {
+                    failed("failure");
                     breakers.record(permit, Outcome::Failure).await;
                     UpstreamError::Unavailable {
                         service: LLM,
@@ -159,10 +168,12 @@ impl LlmClient {
                 return Err(err);
             }
             Ok(Err(e)) => {
+                failed("failure");
                 breakers.record(permit, Outcome::Failure).await;
                 return Err(transport(LLM, &e));
             }
             Err(_) => {
+                failed("timeout");
                 breakers.record(permit, Outcome::Failure).await;
                 return Err(UpstreamError::Timeout { service: LLM });
             }

@@ -105,6 +105,14 @@ impl UpstreamError {
         err: breaker_store::CallError<UpstreamError>,
     ) -> Self {
         use breaker_store::CallError;
+        let kind = match &err {
+            CallError::Unavailable { .. } => "breaker_open",
+            CallError::Paced { .. } => "paced",
+            CallError::Timeout { .. } => "timeout",
+            CallError::Upstream { .. } => "failure",
+            CallError::Rejected { .. } => "rejected",
+        };
+        crate::metrics::get().upstream_error(service, kind);
         match err {
             CallError::Timeout { .. } => UpstreamError::Timeout { service },
             CallError::Upstream { error, .. } | CallError::Rejected { error, .. } => error,

@@ -335,3 +335,22 @@ pub async fn problem_code(resp: reqwest::Response) -> String {
     let v: serde_json::Value = resp.json().await.unwrap();
     v["code"].as_str().unwrap_or_default().to_string()
 }
+
+/// One replica with the real RAG pipeline against the simulator `sim`.
+pub async fn rag_replica(sim: &upstream_sim::RunningSim, mut cfg: Config) -> Server {
+    init();
+    cfg.upstream.pubmed_url = sim.pubmed_url();
+    cfg.upstream.semantic_scholar_url = sim.s2_url();
+    cfg.upstream.llm_url = sim.llm_url();
+    cfg.upstream.timeout_ms = 5_000;
+    let quota = migrate(&cfg).await;
+    let redis = redis(&cfg.redis.prefix).await;
+    let breakers = api::breakers::build(&cfg, redis.clone()).unwrap();
+    let pipeline =
+        api::RagPipeline::build(&cfg, &redis, breakers.clone(), quota.pool().clone()).unwrap();
+    let state = AppState::with_parts(cfg, Arc::new(pipeline), redis, quota)
+        .await
+        .unwrap()
+        .with_breakers(Arc::new(breakers));
+    Server::start_state(state).await
+}
