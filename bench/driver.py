@@ -7,6 +7,8 @@ bench/results/ and the "Side by side with peers (issue 9)" section of BENCHMARKS
 
 Settings (environment): BENCH_ROUNDS (3), BENCH_SECS (3), BENCH_CONC ("1,16,64"),
 BENCH_HANDOFFS (200), BENCH_SCENARIOS ("window,lease,lease-try,handoff,deny,http").
+Scenario 5 (http) runs the api crate's `http_stack` bench binary (BENCH_HTTP_BIN), which serves
+the chat route with and without its limiters and drives it with wrk.
 
 Per run it also records a small profile: CPU seconds of the runner process (rusage) and of
 redis-server (INFO cpu) per wall second, and Redis's own microseconds per operation (INFO
@@ -32,6 +34,7 @@ BENCH = os.path.join(ROOT, "bench")
 PEERS = os.path.join(BENCH, "peers")
 RESULTS = os.path.join(BENCH, "results")
 OURS = os.environ["BENCH_OURS_BIN"]
+HTTP_BIN = os.environ.get("BENCH_HTTP_BIN")  # crates/api/benches/http_stack.rs
 PY = sys.executable
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECS = float(os.environ.get("BENCH_SECS", "3"))
@@ -253,9 +256,15 @@ def run_all(srv):
               flush=True)
         for c in CONC:
             for rnd in range(ROUNDS):
-                for who in rotate(["ours", "sem"], rnd):
-                    cmd = (ours if who == "ours" else node)("lease", c, srv, prefix(), cap=LEASE_CAP)
+                for who in rotate(["ours", "ours-poll", "sem"], rnd):
+                    if who == "ours-poll":
+                        cmd = ours("lease-poll", c, srv, prefix(), cap=LEASE_CAP, retry=10)
+                    else:
+                        cmd = (ours if who == "ours" else node)("lease", c, srv, prefix(),
+                                                                cap=LEASE_CAP)
                     r = measured(cmd, srv)
+                    if who == "ours-poll":
+                        r["runner"], r["scenario"] = "ours-poll", "lease"
                     r["round"] = rnd
                     log(r)
 
@@ -302,22 +311,19 @@ def run_all(srv):
                     r["round"] = rnd
                     log(r)
 
-    http = {"status": "todo",
-            "note": "Not measured by this command. The `fleetgate` service (crates/api) landed on "
-                    "main at ~16:10 UTC, too late for this work's cut-off (16:50) to build it in "
-                    "release, provision its database and drive it with `wrk`; and it has no switch "
-                    "that turns the limiters off, so \"the same route with limiters off\" does not "
-                    "exist yet. What scenario 5 needs: a config switch (e.g. "
-                    "`FLEETGATE_LIMITERS=off`, bypassing the per-IP window, quota and admission "
-                    "layers), `FLEETGATE_PIPELINE=echo`, caps and quota high enough that nothing is "
-                    "refused, one JWT per wrk connection, then `wrk -c C -d S -s post_chat.lua` "
-                    "against both servers, p50/p99 differences per C. Until then, the api's own "
-                    "in-process bench (`cargo bench -p api --bench request_path`, section `## api` "
-                    "above, not this command's figures) gives the order of magnitude: the full chat "
-                    "path costs ~2 ms p50 over `/healthz`'s 65 µs, dominated by the quota spend's "
-                    "PostgreSQL commit (~1.9 ms), with the Redis limiter scripts at a few hundred "
-                    "µs: the ≤ 0.5 ms p50 target would be missed by the quota layer as configured "
-                    "(autocommit with synchronous_commit on), not by the Redis limiters."}
+    http = {"status": "skipped"}
+    if "http" in SCENARIOS and HTTP_BIN:
+        print("scenario 5: HTTP chat route, limiter stack vs limiters off (wrk)", flush=True)
+        srv.r.flushall()
+        p = subprocess.run([HTTP_BIN, "--redis", srv.url, "--secs", str(max(1, round(SECS))),
+                            "--rounds", str(ROUNDS), "--conc", ",".join(map(str, CONC))],
+                           capture_output=True, text=True, timeout=3600)
+        if p.returncode != 0:
+            raise SystemExit(f"http bench failed ({p.returncode}):\n{p.stderr[-3000:]}")
+        for line in p.stdout.splitlines():
+            if line.startswith("{"):
+                log(json.loads(line))
+        http = {"status": "measured"}
 
     finished = datetime.datetime.now(datetime.timezone.utc)
     return {"started": started.isoformat(timespec="seconds"),

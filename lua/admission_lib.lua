@@ -5,9 +5,8 @@
 --   T:lease:global      zset lease id -> expiry ms (global scope)
 --   T:lease:<user>      zset lease id -> expiry ms (one per user; the key is passed in, encoded)
 --   T:holders           hash lease id -> user lease key (to clean the user scope when a lease dies)
---   T:fence             fencing counter
+--   T:fence             fencing counter, also the fleet-wide arrival order of waiters
 --   T:q:0 | 1 | 2       zset waiter id -> arrival seq, for chat, research, export
---   T:seq               arrival counter (fleet-wide FIFO)
 --   T:w:<waiter>        hash {u = user lease key, r = replica}: the waiting request
 --   T:replicas          zset replica id -> heartbeat expiry ms (the replica registry)
 --   T:grants:<replica>  hash waiter -> "waiter fence expiry": grants not yet collected by heartbeat
@@ -30,18 +29,45 @@ local SCAN = 200
 
 local now_t = redis.call('TIME')
 local NOW = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+-- Numbers reach Redis as strings. Formatted once here: a Lua number passed to redis.call is
+-- printed with %.17g and parsed back with strtod on every call (a visible share of Redis's CPU).
+local NOW_S = string.format('%d', NOW)
+local AFTER_NOW = '(' .. NOW_S
+local EXPIRY = NOW + LEASE_TTL
+local EXPIRY_S = string.format('%d', EXPIRY)
+local LEASE_TTL_S = ARGV[4]
+local GRANTS_TTL_S = string.format('%d', 2 * HB_TTL + LEASE_TTL)
+local FENCE = T .. ':fence'
+local Q = {[0] = T .. ':q:0', T .. ':q:1', T .. ':q:2'}
 
 local function live(key)
-  return redis.call('ZCOUNT', key, '(' .. NOW, '+inf')
+  return redis.call('ZCOUNT', key, AFTER_NOW, '+inf')
 end
 
+-- Keys whose TTL this call already set: NOW is fixed within a call, so once is enough.
+local ttl_kept = {}
+-- Live members of a key as counted by this call, before it added any.
+local counted = {}
+
+-- Extends a key's TTL to `ttl` ms from now, never shortening it below its longest live member.
+-- With no live member before, the new one is the longest: a plain PEXPIRE. With some, the key
+-- existed and has a TTL (every script gives one to each key it creates): PEXPIRE GT. Otherwise
+-- GT, whose 0 means either "already as long" or "no TTL yet", which PTTL tells apart.
 local function keep_ttl(key, ttl)
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  if ttl_kept[key] == ttl then return end
+  ttl_kept[key] = ttl
+  local n = counted[key]
+  if n == 0 then
+    redis.call('PEXPIRE', key, ttl)
+  elseif redis.call('PEXPIRE', key, ttl, 'GT') == 0 and not n
+      and redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIRE', key, ttl)
+  end
 end
 
 -- Drop expired global leases (at most 100) and their entries in the user scopes.
 local function reclaim_global()
-  local expired = redis.call('ZRANGE', GLOBAL, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, 100)
+  local expired = redis.call('ZRANGE', GLOBAL, '-inf', NOW_S, 'BYSCORE', 'LIMIT', 0, 100)
   for _, id in ipairs(expired) do
     local user_key = redis.call('HGET', HOLDERS, id)
     if user_key then redis.call('ZREM', user_key, id) end
@@ -50,27 +76,29 @@ local function reclaim_global()
   if #expired > 0 then redis.call('ZREM', GLOBAL, unpack(expired)) end
 end
 
+-- Fencing tokens never fall below Redis time in µs, so they stay monotonic even if the counter
+-- key expires. That also makes refreshing its TTL on every grant unnecessary: the TTL only
+-- collects an idle counter, and a counter that expired restarts above every token issued.
 local function next_fence()
-  local k = T .. ':fence'
-  local f = redis.call('INCR', k)
+  local f = redis.call('INCR', FENCE)
   if f < NOW * 1000 then
     f = NOW * 1000
-    redis.call('SET', k, string.format('%d', f))
+    redis.call('SET', FENCE, string.format('%d', f), 'PX', DAY)
+  elseif f % 1024 == 0 then
+    redis.call('PEXPIRE', FENCE, DAY)
   end
-  redis.call('PEXPIRE', k, DAY)
   return f
 end
 
 -- Grant lease `id` in the global scope and in `user_key`. Returns expiry, fence.
 local function take(id, user_key)
-  local expiry = NOW + LEASE_TTL
-  redis.call('ZADD', GLOBAL, expiry, id)
-  keep_ttl(GLOBAL, LEASE_TTL)
-  redis.call('ZADD', user_key, expiry, id)
-  keep_ttl(user_key, LEASE_TTL)
+  redis.call('ZADD', GLOBAL, EXPIRY_S, id)
+  keep_ttl(GLOBAL, LEASE_TTL_S)
+  redis.call('ZADD', user_key, EXPIRY_S, id)
+  keep_ttl(user_key, LEASE_TTL_S)
   redis.call('HSET', HOLDERS, id, user_key)
-  keep_ttl(HOLDERS, LEASE_TTL)
-  return expiry, next_fence()
+  keep_ttl(HOLDERS, LEASE_TTL_S)
+  return EXPIRY, next_fence()
 end
 
 -- Remove lease `id` from both scopes. Returns 1 if it was live.
@@ -83,35 +111,65 @@ local function drop_lease(id, user_key)
   return 0
 end
 
+-- Replicas already looked up in this call (a dispatch often grants several waiters of one).
+local alive = {}
+
 local function replica_alive(r)
-  local s = redis.call('ZSCORE', REPLICAS, r)
-  return s and tonumber(s) > NOW
+  local a = alive[r]
+  if a == nil then
+    local s = redis.call('ZSCORE', REPLICAS, r)
+    a = s ~= false and tonumber(s) > NOW
+    alive[r] = a
+  end
+  return a
 end
 
 local function forget_waiter(id, class)
-  redis.call('ZREM', T .. ':q:' .. class, id)
+  redis.call('ZREM', Q[class], id)
   redis.call('DEL', T .. ':w:' .. id)
 end
 
 local function user_has_room(user_key)
-  return redis.call('ZCOUNT', user_key, '(' .. NOW, '+inf') < USER_CAP
+  local n = live(user_key)
+  counted[user_key] = n
+  return n < USER_CAP
+end
+
+-- Live global leases. The holders map has an entry per global lease and the same TTL.
+local function in_use()
+  local n = live(GLOBAL)
+  counted[GLOBAL] = n
+  counted[HOLDERS] = n
+  return n
 end
 
 -- Hand free slots to waiters: strict priority between classes, FIFO within one. A waiter held
 -- back only by its own user cap is skipped and keeps its place (no head-of-line blocking).
 -- Waiters whose replica stopped heartbeating, or whose record expired, are dropped. Each grant is
--- recorded for the replica's heartbeat and pushed on its channel. Returns free slots left.
-local function dispatch()
-  reclaim_global()
-  local free = GLOBAL_CAP - live(GLOBAL)
+-- recorded for the replica's heartbeat and pushed on its channel.
+-- `entering` (admission_enter): also count the free slots left for the newcomer (no other caller
+-- needs them), and leave the cleanup of expired leases to releases and heartbeats (it never
+-- changes what counts: only live scores do).
+-- Returns the free slots left (0 unless entering) and whether the queue is known to be empty.
+local function dispatch(entering)
+  if not entering then reclaim_global() end
+  -- Nobody queued (every call below the caps): nothing to hand out, one call to know it.
+  if redis.call('EXISTS', Q[0], Q[1], Q[2]) == 0 then
+    if entering then return GLOBAL_CAP - in_use(), true end
+    return 0, true
+  end
+  local free = GLOBAL_CAP - in_use()
   local scanned = 0
   local full_users = {}
   for class = 0, 2 do
-    local q = T .. ':q:' .. class
+    local q = Q[class]
     local rank = 0
+    -- Read as many waiters as there are free slots, more (up to 32) while some are skipped.
+    local n = free
     while free > 0 and scanned < SCAN do
-      local batch = redis.call('ZRANGE', q, rank, rank + 31)
+      local batch = redis.call('ZRANGE', q, rank, rank + n - 1)
       if #batch == 0 then break end
+      n = math.min(2 * n, 32)
       for _, id in ipairs(batch) do
         if free <= 0 or scanned >= SCAN then break end
         scanned = scanned + 1
@@ -123,12 +181,15 @@ local function dispatch()
           full_users[user_key] = true
           rank = rank + 1
         else
-          local expiry, fence = take(id, user_key)
+          local _, fence = take(id, user_key)
           forget_waiter(id, class)
-          local msg = id .. ' ' .. string.format('%d', fence) .. ' ' .. string.format('%d', expiry)
+          local msg = id .. ' ' .. string.format('%d', fence) .. ' ' .. EXPIRY_S
           local grants = T .. ':grants:' .. replica
           redis.call('HSET', grants, id, msg)
-          redis.call('PEXPIRE', grants, 2 * HB_TTL + LEASE_TTL)
+          if ttl_kept[grants] == nil then
+            ttl_kept[grants] = GRANTS_TTL_S
+            redis.call('PEXPIRE', grants, GRANTS_TTL_S)
+          end
           redis.call('PUBLISH', T .. ':ch:' .. replica, 'g ' .. msg)
           free = free - 1
         end
@@ -136,20 +197,34 @@ local function dispatch()
     end
     if free <= 0 or scanned >= SCAN then break end
   end
-  return free
+  return free, false
 end
 
 -- 1-based position of a queued waiter: everyone in a higher class plus those ahead in its own.
 -- 0 if it is not queued (granted, gone).
 local function position(id, class)
-  local rank = redis.call('ZRANK', T .. ':q:' .. class, id)
+  local rank = redis.call('ZRANK', Q[class], id)
   if not rank then return 0 end
   local pos = rank + 1
-  for c = 0, class - 1 do pos = pos + redis.call('ZCARD', T .. ':q:' .. c) end
+  for c = 0, class - 1 do pos = pos + redis.call('ZCARD', Q[c]) end
   return pos
 end
 
+local REPLICAS_TTL_S = string.format('%d', 10 * HB_TTL)
+
 local function mark_alive(replica)
   redis.call('ZADD', REPLICAS, NOW + HB_TTL, replica)
-  keep_ttl(REPLICAS, 10 * HB_TTL)
+  keep_ttl(REPLICAS, REPLICAS_TTL_S)
+  alive[replica] = true
+end
+
+-- Registers `replica` unless its heartbeat did recently (at least half a heartbeat TTL left; a
+-- heartbeat every TTL/3 keeps two thirds): one read instead of two writes on every request.
+local function ensure_alive(replica)
+  local s = tonumber(redis.call('ZSCORE', REPLICAS, replica))
+  if s and s >= NOW + HB_TTL / 2 then
+    alive[replica] = true
+    return
+  end
+  mark_alive(replica)
 end

@@ -16,18 +16,25 @@ assert(ttl and ttl >= 1, "lease_acquire: ttl_ms must be >= 1")
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Numbers reach Redis as strings, formatted once (a Lua number is printed and re-parsed on
+-- every redis.call).
+local now_s = string.format('%d', now)
+local after_now = '(' .. now_s
 
+local live = {}
 for i = 1, n do
   local key = KEYS[i]
-  local expired = redis.call('ZRANGE', key, '-inf', now, 'BYSCORE', 'LIMIT', 0, 100)
+  local expired = redis.call('ZRANGE', key, '-inf', now_s, 'BYSCORE', 'LIMIT', 0, 100)
   if #expired > 0 then redis.call('ZREM', key, unpack(expired)) end
   local cap = tonumber(ARGV[i + 2])
   assert(cap and cap >= 0, "lease_acquire: caps must be >= 0")
   if redis.call('ZSCORE', key, id) then
     return redis.error_reply('lease_acquire: lease id already held')
   end
-  if redis.call('ZCOUNT', key, '(' .. now, '+inf') >= cap then
-    local soonest = redis.call('ZRANGE', key, '(' .. now, '+inf', 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
+  local count = redis.call('ZCOUNT', key, after_now, '+inf')
+  live[i] = count
+  if count >= cap then
+    local soonest = redis.call('ZRANGE', key, after_now, '+inf', 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
     local retry = ttl
     if soonest[2] then retry = tonumber(soonest[2]) - now end
     return {0, i, retry}
@@ -35,20 +42,28 @@ for i = 1, n do
 end
 
 local expiry = now + ttl
+local expiry_s = string.format('%d', expiry)
 for i = 1, n do
   local key = KEYS[i]
-  redis.call('ZADD', key, expiry, id)
-  -- The set lives as long as its longest lease (a set with no TTL yet reports -1).
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  redis.call('ZADD', key, expiry_s, id)
+  -- The set lives as long as its longest live lease: with none before, the new one; with some,
+  -- the set has a TTL (every script sets one) and GT extends it without ever shortening it.
+  if live[i] == 0 then
+    redis.call('PEXPIRE', key, ARGV[2])
+  else
+    redis.call('PEXPIRE', key, ARGV[2], 'GT')
+  end
 end
 
 -- Fencing tokens stay monotonic even if the counter key expires after a long idle spell: they
--- never fall below Redis time in us.
+-- never fall below Redis time in us. So the TTL (which only collects an idle counter) need not be
+-- refreshed on every grant: a counter that expired restarts above every token already issued.
 local fence_key = KEYS[n + 1]
 local fence = redis.call('INCR', fence_key)
 if fence < now * 1000 then
   fence = now * 1000
-  redis.call('SET', fence_key, string.format('%d', fence))
+  redis.call('SET', fence_key, string.format('%d', fence), 'PX', 86400000)
+elseif fence % 1024 == 0 then
+  redis.call('PEXPIRE', fence_key, 86400000)
 end
-redis.call('PEXPIRE', fence_key, 86400000)
 return {1, expiry, fence}

@@ -23,6 +23,8 @@
 
 pub mod admission;
 pub mod auth;
+#[doc(hidden)]
+pub mod bench_support;
 pub mod breakers;
 pub mod cidr;
 pub mod client_ip;

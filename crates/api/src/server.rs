@@ -36,7 +36,7 @@ pub fn app(state: AppState) -> Router {
             .route_layer(state.ip_limit(class).clone())
             .route_layer(from_fn_with_state(state.clone(), require_user))
     };
-    Router::new()
+    let user_routes = Router::new()
         .merge(user_route("/api/chat", RouteClass::Chat, post(chat::chat)))
         .merge(user_route(
             "/api/research",
@@ -47,7 +47,14 @@ pub fn app(state: AppState) -> Router {
             "/api/export",
             RouteClass::Export,
             post(export::export),
-        ))
+        ));
+    with_common(user_routes, state)
+}
+
+/// The user routes plus everything around them: the public routes, the fallback and the outer
+/// layers (shared with the benchmark-only router of [`crate::bench_support`]).
+pub(crate) fn with_common(user_routes: Router<AppState>, state: AppState) -> Router {
+    user_routes
         .route(
             "/api/system-health",
             get(health::get_health).post(health::post_health),

@@ -5,14 +5,17 @@
 //!
 //! ```text
 //! cargo bench -p limiter-core --bench scenarios -- \
-//!     --scenario window|lease|lease-try|deny|handoff-holder|handoff-waiter|script-sha|script-source \
-//!     --concurrency N --secs S --redis URL --prefix P [--keys 10000] [--cap 20] [--n 200]
+//!     --scenario window|lease|lease-try|lease-poll|deny|handoff-holder|handoff-waiter|script-sha|script-source \
+//!     --concurrency N --secs S --redis URL --prefix P [--keys 10000] [--cap 20] [--n 200] [--retry 10]
 //! ```
 //!
 //! - `window`: exact sliding window (limit 100 per 60 s) over `--keys` random clients.
 //! - `lease`: fleet-wide admission (`Admission`, global cap `--cap`, one user per task): admit
 //!   waits in the queue when all slots are taken, then release; pairs per second.
 //! - `lease-try`: `LeaseManager::try_acquire` + release with a cap no task ever hits.
+//! - `lease-poll`: `LeaseManager` (the TTL semaphore without a queue, like redis-semaphore) at
+//!   cap `--cap`: a refused task sleeps `--retry` ms (10, redis-semaphore's default) and tries
+//!   again, as redis-semaphore's `acquire` does; then release. The like-for-like peer of 3a.
 //! - `deny`: `CachedWindow` on one client already over its limit (5 per minute).
 //! - `handoff-holder` / `handoff-waiter`: two processes; the holder keeps the only slot, the
 //!   waiter queues for it, the holder releases after a random 2–12 ms; the waiter reports the
@@ -44,6 +47,7 @@ struct Args {
     keys: u32,
     cap: u32,
     n: usize,
+    retry_ms: u64,
 }
 
 fn parse_args() -> Args {
@@ -68,6 +72,7 @@ fn parse_args() -> Args {
         keys: num("--keys", 10_000.0) as u32,
         cap: num("--cap", 20.0) as u32,
         n: num("--n", 200.0) as usize,
+        retry_ms: num("--retry", 10.0) as u64,
     }
 }
 
@@ -254,6 +259,29 @@ async fn lease_try(a: Args) {
     .await;
 }
 
+async fn lease_poll(a: Args) {
+    let m = LeaseManager::new(handle(&a), "bench", Duration::from_secs(15)).unwrap();
+    let (cap, retry) = (a.cap, Duration::from_millis(a.retry_ms));
+    let users: Arc<Vec<String>> =
+        Arc::new((0..a.concurrency).map(|i| format!("user:{i}")).collect());
+    drive(&a, move |i| {
+        let (m, users) = (m.clone(), Arc::clone(&users));
+        async move {
+            let scopes = [
+                LeaseScope::new(users[i].clone(), 2),
+                LeaseScope::new("global", cap),
+            ];
+            loop {
+                match m.try_acquire(&scopes).await.unwrap() {
+                    Acquire::Granted(l) => return l.release().await.unwrap(),
+                    Acquire::Refused { .. } => tokio::time::sleep(retry).await,
+                }
+            }
+        }
+    })
+    .await;
+}
+
 /// A dedicated connection for the BLPOP/RPUSH that keep holder and waiter in step.
 async fn sync_conn(a: &Args) -> redis::aio::MultiplexedConnection {
     redis::Client::open(a.redis.as_str())
@@ -365,6 +393,7 @@ fn main() {
             "deny" => deny(a).await,
             "lease" => lease(a).await,
             "lease-try" => lease_try(a).await,
+            "lease-poll" => lease_poll(a).await,
             "handoff-holder" => handoff_holder(a).await,
             "handoff-waiter" => handoff_waiter(a).await,
             // For redis-benchmark: the exact script text and SHA1 our window runs.
