@@ -312,35 +312,35 @@ pub async fn observe_request(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let parent = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&HeaderExtractor(req.headers()))
-    });
     let route_label = route.as_deref().unwrap_or("unmatched");
     // Probes and scrapes run every few seconds on every replica: counted, never traced.
-    if matches!(route_label, "/healthz" | "/readyz" | "/metrics") {
-        let start = Instant::now();
-        let resp = next.run(req).await;
-        metrics::get().observe_http(route_label, method, resp.status().as_u16(), start.elapsed());
-        return resp;
-    }
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = %match &route {
-            Some(r) => format!("{method} {r}"),
-            None => method.to_string(),
-        },
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method,
-        http.route = route.as_deref(),
-        url.path = %req.uri().path().chars().take(200).collect::<String>(),
-        http.response.status_code = Empty,
-        request_id = %request_id,
-        trace_id = Empty,
-    );
-    let _ = span.set_parent(parent);
-    let trace_id = span.context().span().span_context().trace_id();
-    span.record("trace_id", tracing::field::display(trace_id));
+    let traced = !matches!(route_label, "/healthz" | "/readyz" | "/metrics");
+    let span = if traced {
+        let span = tracing::info_span!(
+            "http.request",
+            otel.name = %match &route {
+                Some(r) => format!("{method} {r}"),
+                None => method.to_string(),
+            },
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = method,
+            http.route = route.as_deref(),
+            url.path = %req.uri().path().chars().take(200).collect::<String>(),
+            http.response.status_code = Empty,
+            request_id = %request_id,
+            trace_id = Empty,
+        );
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(req.headers()))
+        });
+        let _ = span.set_parent(parent);
+        let trace_id = span.context().span().span_context().trace_id();
+        span.record("trace_id", tracing::field::display(trace_id));
+        span
+    } else {
+        tracing::Span::none()
+    };
     let start = Instant::now();
     let resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();

@@ -16,6 +16,69 @@ fn fleetgate() -> Command {
     c
 }
 
+/// `fleetgate migrate` against `db_url`; panics with its stderr on failure.
+fn migrate_db(db_url: &str) {
+    let out = fleetgate()
+        .arg("migrate")
+        .env("FLEETGATE_DATABASE_URL", db_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `fleetgate serve` on `port` with the echo pipeline, the test Redis under `prefix`, `db_url`.
+fn serve_echo(db_url: &str, prefix: &str, port: u16) -> Command {
+    let mut c = fleetgate();
+    c.arg("serve")
+        .env("FLEETGATE_DATABASE_URL", db_url)
+        .env("FLEETGATE_REDIS_URL", testkit::redis_url())
+        .env("FLEETGATE_REDIS_PREFIX", prefix)
+        .env("FLEETGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLEETGATE_JWT_SECRET", JWT_SECRET)
+        .env("FLEETGATE_PIPELINE", "echo");
+    c
+}
+
+/// Polls `/readyz` until the served binary is ready (10 s at most).
+async fn wait_ready(c: &reqwest::Client, url: &str) {
+    for _ in 0..100 {
+        if c.get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("server did not come up");
+}
+
+/// SIGTERM, then waits (15 s at most) for the process to drain and exit 0.
+async fn sigterm_and_wait(child: &mut std::process::Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "exited after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn missing_secret_and_bad_values_name_the_variable() {
     let out = fleetgate().arg("serve").output().unwrap();
@@ -50,44 +113,16 @@ fn missing_secret_and_bad_values_name_the_variable() {
 async fn migrate_then_serve_then_sigterm() {
     let db = TestDb::create().await;
     let prefix = testkit::unique_prefix("cli");
-    let out = fleetgate()
-        .arg("migrate")
-        .env("FLEETGATE_DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    migrate_db(&db.url);
     let port = testkit::free_port();
-    let mut child = fleetgate()
-        .arg("serve")
-        .env("FLEETGATE_DATABASE_URL", &db.url)
-        .env("FLEETGATE_REDIS_URL", testkit::redis_url())
-        .env("FLEETGATE_REDIS_PREFIX", &prefix)
-        .env("FLEETGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("FLEETGATE_JWT_SECRET", JWT_SECRET)
-        .env("FLEETGATE_PIPELINE", "echo")
+    let mut child = serve_echo(&db.url, &prefix, port)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let c = client();
     let url = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..100 {
-        if c.get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "server came up");
+    wait_ready(&c, &url).await;
     let r = c
         .post(format!("{url}/api/chat"))
         .bearer_auth(token("cli-user"))
@@ -99,23 +134,7 @@ async fn migrate_then_serve_then_sigterm() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["queriesRemaining"], 2);
     // SIGTERM: the process drains and exits 0.
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "exited after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "{status:?}");
+    sigterm_and_wait(&mut child).await;
 }
 
 /// An OTLP/gRPC trace receiver (HTTP/2 cleartext) on a loopback port: decodes each export's
@@ -170,23 +189,11 @@ async fn serve_exports_traces_by_grpc_and_logs_json_lines_with_ids() {
     use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
     let db = TestDb::create().await;
     let prefix = testkit::unique_prefix("cli-otel");
-    let out = fleetgate()
-        .arg("migrate")
-        .env("FLEETGATE_DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    migrate_db(&db.url);
     let (endpoint, got) = grpc_receiver().await;
     let port = testkit::free_port();
     let log = std::env::temp_dir().join(format!("{prefix}.log"));
-    let mut child = fleetgate()
-        .arg("serve")
-        .env("FLEETGATE_DATABASE_URL", &db.url)
-        .env("FLEETGATE_REDIS_URL", testkit::redis_url())
-        .env("FLEETGATE_REDIS_PREFIX", &prefix)
-        .env("FLEETGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("FLEETGATE_JWT_SECRET", JWT_SECRET)
-        .env("FLEETGATE_PIPELINE", "echo")
+    let mut child = serve_echo(&db.url, &prefix, port)
         .env("FLEETGATE_LOG_FORMAT", "json")
         .env("RUST_LOG", "warn,api::auth=debug")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
@@ -202,19 +209,7 @@ async fn serve_exports_traces_by_grpc_and_logs_json_lines_with_ids() {
         .unwrap();
     let c = client();
     let url = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..100 {
-        if c.get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "server came up");
+    wait_ready(&c, &url).await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let r = c
         .post(format!("{url}/api/chat"))
@@ -236,23 +231,7 @@ async fn serve_exports_traces_by_grpc_and_logs_json_lines_with_ids() {
     assert_eq!(r.status(), 401);
     let refused_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "exited after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "{status:?}");
+    sigterm_and_wait(&mut child).await;
 
     // Spans arrived by gRPC (the batch was flushed at shutdown, well before its 5 s delay
     // would have sent it), with the resource from the OTEL_* variables.
