@@ -106,6 +106,10 @@ pub async fn run(
         st.begin_shutdown();
         // Waiters are answered now (503, retry elsewhere); running requests keep their slots.
         st.gate().close().await;
+        // Lame duck: keep answering on open connections for a moment, every response with
+        // `Connection: close` (see `count_requests`), so clients drop their pooled connections
+        // after a reply instead of sending on one the server is about to close.
+        tokio::time::sleep(grace.min(Duration::from_millis(500))).await;
         let _ = signalled_tx.send(());
     };
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

@@ -74,7 +74,14 @@ pub async fn count_requests(State(state): State<AppState>, req: Request, next: N
     let stats = state.request_stats();
     stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let _guard = InFlight(&stats.in_flight);
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    if state.is_shutting_down() {
+        // Draining: this connection is not reused (see `crate::run`).
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     stats.total.fetch_add(1, Ordering::Relaxed);
     if resp.status().is_server_error() {
         stats.server_errors.fetch_add(1, Ordering::Relaxed);
