@@ -1,16 +1,31 @@
--- Recovery from degraded mode: register the leases a replica granted locally while Redis was
--- unreachable, so the shared caps count them again. No cap check: these calls are already running
--- (each replica's local share kept the fleet within the global cap).
+-- Registers permits that run outside Redis's counts, after Redis was unreachable.
 -- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..5] as described there)
--- ARGV[6..] pairs: lease id, user lease key
--- returns {expiry_ms, adopted count}
-assert(#ARGV >= 5 and (#ARGV - 5) % 2 == 0, "admission_adopt: pairs of lease id and user key")
+-- ARGV[6] "all": ARGV[7..] pairs (lease id, user lease key) registered without a cap check: they
+--   are already running (slots granted on a local share during the outage, shared permits a Redis
+--   restarted empty forgot); one already live is left as it is.
+-- ARGV[6] "checked": ARGV[7] lease id, ARGV[8] user lease key, registered only if the shared caps
+--   have room once eligible waiters are served (a slot granted locally after Redis returned,
+--   while another replica may already admit by these counts).
+-- returns {expiry_ms, registered count}
+local how = ARGV[6]
+if how == 'checked' then
+  assert(#ARGV == 8, "admission_adopt: checked takes one lease id and user key")
+  assert(string.sub(ARGV[8], 1, #T + 7) == T .. ':lease:', "admission_adopt: user key outside T")
+  local free = dispatch(true)
+  if free > 0 and user_has_room(ARGV[8]) then
+    local expiry = take(ARGV[7], ARGV[8])
+    return {expiry, 1}
+  end
+  return {0, 0}
+end
+assert(how == 'all' and (#ARGV - 6) % 2 == 0, "admission_adopt: 'all' then lease id/user key pairs")
 local adopted = 0
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   assert(string.sub(ARGV[i + 1], 1, #T + 7) == T .. ':lease:', "admission_adopt: user key outside T")
-  if not redis.call('ZSCORE', GLOBAL, ARGV[i]) then
+  local score = redis.call('ZSCORE', GLOBAL, ARGV[i])
+  if not score or tonumber(score) <= NOW then
     take(ARGV[i], ARGV[i + 1])
     adopted = adopted + 1
   end
 end
-return {NOW + LEASE_TTL, adopted}
+return {EXPIRY, adopted}

@@ -47,8 +47,6 @@ async fn all_shared(fleet: &Fleet) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "quarantined: 1 run in 4 saw 21 LLM calls at once just after Redis returned (a real \
-            overshoot in the recovery hand-over, issue 8 stays open); run with --ignored"]
 async fn redis_down_for_10_seconds() {
     let _one = serial().await;
     let mut redis = testkit::RedisServer::start();

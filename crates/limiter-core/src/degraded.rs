@@ -7,11 +7,14 @@
 //! queue has the same rules as the shared one: strict priority between classes, FIFO within one,
 //! no head-of-line blocking by a user at its cap.
 //!
-//! When Redis answers again, the permits granted here are adopted into Redis (`admission_adopt`)
-//! before the replica goes back to shared admission, so the shared caps count them; then the local
-//! waiters go back to the shared queue (a local grant after that would be beyond the shared cap).
+//! When Redis answers again, everything this replica runs outside Redis's counts is registered
+//! there (`admission_adopt`): the slots granted locally during the outage and the shared permits
+//! granted before it (a Redis that restarted empty has forgotten them). From then on, until shared
+//! admission resumes, a slot granted locally is registered in Redis, against the shared caps,
+//! before it is handed out: a replica that resumed shared admission earlier may have filled them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -40,14 +43,28 @@ impl LocalCaps {
     }
 }
 
-/// A slot granted locally. `adopted` holds the Redis lease once the slot has been registered in
-/// Redis after an outage (it renews and releases there like any other).
+/// A slot granted locally. `adopted` holds the Redis lease once the slot is registered in Redis
+/// (it renews and releases there like any other).
 #[derive(Debug)]
 pub(crate) struct LocalSlot {
     pub(crate) id: String,
     pub(crate) user_key: String,
     user: Vec<u8>,
+    /// Granted while Redis was unreachable: the next recovery registers it, unchecked (it is
+    /// already running, within the local share). Otherwise its holder registers it against the
+    /// shared caps before using it.
+    pub(crate) granted_degraded: bool,
+    /// Not registered in Redis and no recovery is registering it right now.
+    pending: AtomicBool,
     pub(crate) adopted: Mutex<Option<Lease>>,
+}
+
+/// What a recovery must register in Redis: local slots granted during the outage, and shared
+/// permits (lease id, user lease key) still running.
+#[derive(Debug, Default)]
+pub(crate) struct Unregistered {
+    pub(crate) slots: Vec<Arc<LocalSlot>>,
+    pub(crate) shared: Vec<(String, String)>,
 }
 
 struct Entry {
@@ -61,15 +78,18 @@ struct Entry {
 #[derive(Default)]
 struct State {
     caps: Option<LocalCaps>,
+    /// Redis is unreachable: grants are not registered until it returns.
+    degraded: bool,
     in_use: u32,
     users: HashMap<Vec<u8>, u32>,
     /// Waiters by (class, arrival).
     queue: BTreeMap<(usize, u64), Entry>,
     seq: u64,
     held: HashMap<String, Arc<LocalSlot>>,
-    /// Shared (Redis) permits of this replica still running: they count against the local
-    /// share, or an outage would let the local queue start `global` more next to them.
-    shared_held: u32,
+    /// Shared (Redis) permits of this replica still running, lease id -> user lease key: they
+    /// count against the local share (or an outage would let the local queue start `global` more
+    /// next to them), and a recovery registers them again.
+    shared: HashMap<String, String>,
 }
 
 /// The local admission state of one replica.
@@ -85,9 +105,13 @@ impl std::fmt::Debug for Local {
 }
 
 impl State {
+    fn running(&self) -> u32 {
+        self.in_use
+            .saturating_add(u32::try_from(self.shared.len()).unwrap_or(u32::MAX))
+    }
+
     fn has_room(&self, caps: LocalCaps, user: &[u8]) -> bool {
-        self.in_use + self.shared_held < caps.global
-            && self.users.get(user).copied().unwrap_or(0) < caps.user
+        self.running() < caps.global && self.users.get(user).copied().unwrap_or(0) < caps.user
     }
 
     fn take(&mut self, user: &[u8], user_key: &str, id: &str) -> Arc<LocalSlot> {
@@ -97,6 +121,8 @@ impl State {
             id: id.to_string(),
             user_key: user_key.to_string(),
             user: user.to_vec(),
+            granted_degraded: self.degraded,
+            pending: AtomicBool::new(self.degraded),
             adopted: Mutex::new(None),
         });
         self.held.insert(id.to_string(), Arc::clone(&slot));
@@ -122,7 +148,7 @@ impl State {
         let mut granted = Vec::new();
         let mut pending: HashMap<&[u8], u32> = HashMap::new();
         for (key, e) in &self.queue {
-            if self.in_use + self.shared_held + granted.len() as u32 >= caps.global {
+            if self.running() + granted.len() as u32 >= caps.global {
                 break;
             }
             let user = e.user.as_slice();
@@ -142,6 +168,15 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Claims the held slots waiting for registration (a recovery registers them).
+    fn claim_pending(&self) -> Vec<Arc<LocalSlot>> {
+        self.held
+            .values()
+            .filter(|s| s.pending.swap(false, Ordering::AcqRel))
+            .cloned()
+            .collect()
     }
 }
 
@@ -199,17 +234,68 @@ impl Local {
         }
     }
 
-    /// A shared permit was granted to this replica.
-    pub(crate) fn shared_taken(&self) {
+    /// Redis became unreachable: slots granted from now on are registered by the next recovery.
+    pub(crate) fn enter_degraded(&self) {
         if let Ok(mut st) = self.state.lock() {
-            st.shared_held += 1;
+            st.degraded = true;
+        }
+    }
+
+    /// Redis answers again: from now on each local grant is registered by its holder, against the
+    /// shared caps. Returns what the recovery must register (claimed: no other recovery takes it).
+    pub(crate) fn begin_recovery(&self) -> Unregistered {
+        let Ok(mut st) = self.state.lock() else {
+            return Unregistered::default();
+        };
+        st.degraded = false;
+        Unregistered {
+            slots: st.claim_pending(),
+            shared: st
+                .shared
+                .iter()
+                .map(|(id, key)| (id.clone(), key.clone()))
+                .collect(),
+        }
+    }
+
+    /// Local slots still waiting for registration (claimed).
+    pub(crate) fn claim_pending(&self) -> Vec<Arc<LocalSlot>> {
+        self.state
+            .lock()
+            .map(|st| st.claim_pending())
+            .unwrap_or_default()
+    }
+
+    /// A registration failed: the slots wait for the next recovery.
+    pub(crate) fn unclaim(&self, slots: &[Arc<LocalSlot>]) {
+        for s in slots {
+            if s.adopted.lock().is_ok_and(|a| a.is_none()) {
+                s.pending.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether the slot is still held (not released while its registration was in flight).
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        self.state.lock().is_ok_and(|st| st.held.contains_key(id))
+    }
+
+    /// Whether the shared permit is still running.
+    pub(crate) fn holds_shared(&self, id: &str) -> bool {
+        self.state.lock().is_ok_and(|st| st.shared.contains_key(id))
+    }
+
+    /// A shared permit was granted to this replica.
+    pub(crate) fn shared_taken(&self, id: &str, user_key: &str) {
+        if let Ok(mut st) = self.state.lock() {
+            st.shared.insert(id.to_string(), user_key.to_string());
         }
     }
 
     /// A shared permit of this replica ended: its room in the local share goes to a waiter.
-    pub(crate) fn shared_returned(&self) {
+    pub(crate) fn shared_returned(&self, id: &str) {
         if let Ok(mut st) = self.state.lock() {
-            st.shared_held = st.shared_held.saturating_sub(1);
+            st.shared.remove(id);
             st.dispatch();
         }
     }
@@ -234,12 +320,9 @@ impl Local {
         }
     }
 
-    /// Slots held right now (for adoption into Redis).
-    pub(crate) fn held(&self) -> Vec<Arc<LocalSlot>> {
-        self.state
-            .lock()
-            .map(|st| st.held.values().cloned().collect())
-            .unwrap_or_default()
+    /// Slots held right now.
+    pub(crate) fn held_count(&self) -> usize {
+        self.state.lock().map(|st| st.held.len()).unwrap_or(0)
     }
 
     /// Waiters right now.

@@ -27,7 +27,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::degraded::{Local, LocalCaps, LocalSlot};
+use crate::degraded::{Local, LocalCaps, LocalSlot, Unregistered};
 use crate::lease::{Lease, LeaseOps, ScriptCall, new_lease_id, ttl_millis};
 use crate::redis_handle::ToRedisArgsDyn;
 use crate::reply::ints;
@@ -205,20 +205,20 @@ enum Held {
     Local(LocalPermit),
 }
 
-/// Counts a shared permit in the local state while it runs (see `Local::shared_taken`).
+/// Records a shared permit in the local state while it runs (see `Local::shared_taken`).
 #[derive(Debug)]
-struct SharedCounted(Arc<Local>);
+struct SharedCounted(Arc<Local>, String);
 
 impl SharedCounted {
-    fn new(local: &Arc<Local>) -> Self {
-        local.shared_taken();
-        SharedCounted(Arc::clone(local))
+    fn new(local: &Arc<Local>, id: &str, user_key: &str) -> Self {
+        local.shared_taken(id, user_key);
+        SharedCounted(Arc::clone(local), id.to_string())
     }
 }
 
 impl Drop for SharedCounted {
     fn drop(&mut self) {
-        self.0.shared_returned();
+        self.0.shared_returned(&self.1);
     }
 }
 
@@ -245,8 +245,10 @@ enum Mode {
     Shared = 0,
     /// Redis unreachable: local share of the caps.
     Degraded = 1,
-    /// Redis is back: local permits are being adopted; still admitting locally until
-    /// `recover_at`, so every replica has adopted its own before anyone trusts Redis's counts.
+    /// Redis is back and this replica's unregistered permits are registered there; still
+    /// admitting locally (each grant registered against the shared caps first) until
+    /// `recover_at`, so every replica has registered its own before anyone admits by Redis's
+    /// counts alone.
     Recovering = 2,
 }
 
@@ -295,6 +297,8 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     local: Arc<Local>,
     mode: AtomicU8,
+    /// Notified on every mode change.
+    mode_changed: Notify,
     recover_at: Mutex<Option<Instant>>,
     /// Live replicas as last read from the registry.
     live_replicas: AtomicU32,
@@ -355,6 +359,7 @@ impl Admission {
             tasks: Mutex::new(Vec::new()),
             local: Arc::default(),
             mode: AtomicU8::new(Mode::Shared as u8),
+            mode_changed: Notify::new(),
             recover_at: Mutex::new(None),
             live_replicas: AtomicU32::new(0),
         });
@@ -403,7 +408,7 @@ impl Admission {
 
     /// Slots this replica holds under degraded mode right now.
     pub fn local_in_use(&self) -> usize {
-        self.inner.local.held().len()
+        self.inner.local.held_count()
     }
 
     /// Admits `user` in `class`, waiting in the queue until `deadline` if no slot is free.
@@ -665,6 +670,7 @@ impl Inner {
     fn set_mode(&self, mode: Mode) {
         let old = self.mode.swap(mode as u8, Ordering::AcqRel);
         if old != mode as u8 {
+            self.mode_changed.notify_waiters();
             tracing::warn!(replica = %self.replica, ?mode, "admission mode changed");
         }
     }
@@ -673,6 +679,8 @@ impl Inner {
         if !self.cfg.local_fallback {
             return;
         }
+        // Before the mode: a local grant seen as degraded is always registered by a recovery.
+        self.local.enter_degraded();
         self.set_mode(Mode::Degraded);
         // Waiters in the shared queue would wait for a grant that cannot come (and a Redis that
         // returns empty has forgotten them) until their deadline: they move to the local queue.
@@ -714,9 +722,6 @@ impl Inner {
         else {
             return Ok(None);
         };
-        if let Some(p) = &positions {
-            p.send_replace(0);
-        }
         let permit = Permit {
             held: Held::Local(LocalPermit {
                 local: Arc::clone(&self.local),
@@ -728,64 +733,128 @@ impl Inner {
             entered_at_ms: 0,
             granted_at_ms: 0,
         };
-        match self.mode() {
-            Mode::Recovering => {
-                // Redis is back: make the shared caps count this slot at once.
-                let inner = Arc::clone(self);
-                tokio::spawn(async move { inner.adopt(vec![slot]).await });
+        // Granted while degraded: the recovery registers it (unchecked: the local share bounds it).
+        if !slot.granted_degraded {
+            if self.mode() == Mode::Shared {
+                // Shared admission resumed while this slot was being granted: give it back
+                // (dropping the permit) and queue in Redis.
+                return Ok(None);
             }
-            // Shared admission resumed while this slot was being granted, after the last
-            // adoption: give it back (dropping the permit) and queue in Redis.
-            Mode::Shared if slot.adopted.lock().is_ok_and(|a| a.is_none()) => return Ok(None),
-            _ => {}
+            // Redis is back: another replica may already admit by Redis's counts, so this slot
+            // runs only if the shared caps have room for it too.
+            let mode_changed = self.mode_changed.notified();
+            tokio::pin!(mode_changed);
+            mode_changed.as_mut().enable();
+            match self.adopt_checked(&slot).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Full fleet-wide: wait for shared admission (a heartbeat TTL at most) and
+                    // queue in Redis then.
+                    drop(permit);
+                    if self.mode() == Mode::Recovering {
+                        tokio::select! {
+                            () = mode_changed => {}
+                            () = tokio::time::sleep_until(deadline) => {
+                                return Err(Rejection::Timeout { waited: started.elapsed() });
+                            }
+                        }
+                    }
+                    return Ok(None);
+                }
+                Err(e) if e.is_unavailable() => {
+                    // Gone again: the slot runs on the local share; the next recovery
+                    // registers it.
+                    self.local.unclaim(std::slice::from_ref(&slot));
+                    self.enter_degraded();
+                }
+                Err(e) => return Err(Rejection::Unavailable(e)),
+            }
+        }
+        if let Some(p) = &positions {
+            p.send_replace(0);
         }
         Ok(Some(permit))
     }
 
-    /// Registers local slots in Redis so the shared caps count them. Errors are logged: the next
-    /// heartbeat tries again.
-    async fn adopt(&self, slots: Vec<Arc<LocalSlot>>) -> bool {
-        let pending: Vec<Arc<LocalSlot>> = slots
-            .into_iter()
-            .filter(|s| s.adopted.lock().map(|a| a.is_none()).unwrap_or(false))
-            .collect();
-        if pending.is_empty() {
+    /// Registers one local slot in Redis if the shared caps have room for it (after a dispatch,
+    /// so it never overtakes an eligible shared waiter). `Ok(false)`: no room.
+    async fn adopt_checked(&self, slot: &Arc<LocalSlot>) -> Result<bool, LimiterError> {
+        let checked = "checked".to_string();
+        let reply: Vec<i64> = self
+            .run(&ADMISSION_ADOPT, &[&checked, &slot.id, &slot.user_key])
+            .await?;
+        let [expiry, adopted] = ints::<2>(ADMISSION_ADOPT.name(), reply)?;
+        if adopted != 1 {
+            return Ok(false);
+        }
+        let lease = self.adopted_lease(&slot.id, &slot.user_key, expiry);
+        if let Ok(mut a) = slot.adopted.lock() {
+            *a = Some(lease);
+        }
+        Ok(true)
+    }
+
+    /// A lease for a permit registered by `admission_adopt`.
+    fn adopted_lease(&self, id: &str, user_key: &str, expiry: i64) -> Lease {
+        let ops = LeaseOps {
+            renew: self.call(&ADMISSION_RENEW, id, user_key),
+            release: self.call(&ADMISSION_RELEASE, id, user_key),
+        };
+        Lease::start(
+            self.redis.clone(),
+            id.to_string(),
+            ops,
+            self.cfg.lease_ttl,
+            expiry,
+            0,
+        )
+    }
+
+    /// Registers in Redis, unchecked, what runs outside its counts: local slots granted while it
+    /// was unreachable and shared permits it may have lost (a restart without persistence). They
+    /// are running already, within the local share. `false` (logged) if Redis failed: the slots
+    /// go back to pending.
+    async fn adopt_all(&self, todo: Unregistered) -> bool {
+        if todo.slots.is_empty() && todo.shared.is_empty() {
             return true;
         }
-        let mut extra: Vec<&String> = Vec::new();
-        for s in &pending {
+        let all = "all".to_string();
+        let mut extra: Vec<&String> = vec![&all];
+        for s in &todo.slots {
             extra.push(&s.id);
             extra.push(&s.user_key);
+        }
+        for (id, user_key) in &todo.shared {
+            extra.push(id);
+            extra.push(user_key);
         }
         let reply = match self.run::<Vec<i64>>(&ADMISSION_ADOPT, &extra).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "adopting local permits failed");
+                tracing::warn!(error = %e, "registering local permits failed");
+                self.local.unclaim(&todo.slots);
                 return false;
             }
         };
         let expiry = reply.first().copied().unwrap_or(0);
-        let still_held: Vec<String> = self.local.held().iter().map(|s| s.id.clone()).collect();
-        for s in pending {
-            let ops = LeaseOps {
-                renew: self.call(&ADMISSION_RENEW, &s.id, &s.user_key),
-                release: self.call(&ADMISSION_RELEASE, &s.id, &s.user_key),
-            };
-            let lease = Lease::start(
-                self.redis.clone(),
-                s.id.clone(),
-                ops,
-                self.cfg.lease_ttl,
-                expiry,
-                0,
-            );
-            if still_held.contains(&s.id) {
+        for s in todo.slots {
+            let lease = self.adopted_lease(&s.id, &s.user_key, expiry);
+            if self.local.holds(&s.id) {
                 if let Ok(mut a) = s.adopted.lock() {
                     *a = Some(lease);
                 }
             } else {
-                // Finished while being adopted: release it in Redis right away.
+                // Finished while being registered: release it in Redis right away.
                 drop(lease);
+            }
+        }
+        // A shared permit keeps its own lease (same id: its renewals find it again); one that
+        // ended meanwhile was released before this registration, so release it again.
+        for (id, user_key) in todo.shared {
+            if !self.local.holds_shared(&id)
+                && let Err(e) = self.release(&id, &user_key).await
+            {
+                tracing::warn!(lease = %id, error = %e, "releasing a finished permit failed");
             }
         }
         true
@@ -802,11 +871,15 @@ impl Inner {
         match self.mode() {
             Mode::Shared => {}
             Mode::Degraded => {
-                if self.adopt(self.local.held()).await {
+                // The mode first: a slot granted after it is registered by its holder, one
+                // granted before is in what `begin_recovery` hands over.
+                self.set_mode(Mode::Recovering);
+                if self.adopt_all(self.local.begin_recovery()).await {
                     if let Ok(mut at) = self.recover_at.lock() {
                         *at = Some(Instant::now() + self.cfg.heartbeat_ttl);
                     }
-                    self.set_mode(Mode::Recovering);
+                } else {
+                    self.enter_degraded();
                 }
             }
             Mode::Recovering => {
@@ -816,7 +889,12 @@ impl Inner {
                     .ok()
                     .and_then(|at| *at)
                     .is_none_or(|at| Instant::now() >= at);
-                if due && self.adopt(self.local.held()).await {
+                // Nothing should be pending here; registered anyway rather than left uncounted.
+                let leftover = Unregistered {
+                    slots: self.local.claim_pending(),
+                    shared: Vec::new(),
+                };
+                if due && self.adopt_all(leftover).await {
                     self.set_mode(Mode::Shared);
                     self.local.requeue_all();
                 }
@@ -864,6 +942,7 @@ impl Inner {
             renew: self.call(&ADMISSION_RENEW, &id, &user_key),
             release: self.call(&ADMISSION_RELEASE, &id, &user_key),
         };
+        let counted = SharedCounted::new(&self.local, &id, &user_key);
         Permit {
             held: Held::Shared(
                 Lease::start(
@@ -874,7 +953,7 @@ impl Inner {
                     expiry,
                     fence,
                 ),
-                SharedCounted::new(&self.local),
+                counted,
             ),
             class,
             queued: started.elapsed(),

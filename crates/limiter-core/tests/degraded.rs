@@ -300,3 +300,157 @@ async fn running_shared_permits_count_against_the_local_share() {
     assert!(p.is_local());
     drop((b, p));
 }
+
+async fn wait_for(what: &str, secs: u64, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Replicas resume shared admission at different moments after an outage. One still recovering
+/// (admitting on its local share) must not grant a local slot once another has filled the shared
+/// cap in Redis: before the fix it did (the slot was registered in Redis after the grant, with no
+/// cap check), and the fleet test of a Redis outage saw 21 LLM calls at once under a cap of 20.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovering_replica_never_runs_beyond_a_cap_another_filled() {
+    let mut server = testkit::RedisServer::start();
+    let cfg = AdmissionConfig {
+        global_cap: 4,
+        user_cap: 2,
+        expected_replicas: 2,
+        ..AdmissionConfig::default()
+    };
+    // A resumes shared admission one (short) heartbeat TTL after Redis returns; B, with a long
+    // one, stays recovering for 8 s.
+    let a = Admission::start(
+        common::replica_at(&server.url(), "deg-race"),
+        AdmissionConfig {
+            heartbeat_ttl: Duration::from_millis(300),
+            ..cfg.clone()
+        },
+    )
+    .await
+    .unwrap();
+    let b = Admission::start(
+        common::replica_at(&server.url(), "deg-race"),
+        AdmissionConfig {
+            heartbeat_ttl: Duration::from_secs(8),
+            ..cfg
+        },
+    )
+    .await
+    .unwrap();
+    a.heartbeat().await.unwrap();
+    b.heartbeat().await.unwrap();
+
+    server.stop();
+    // B fills its local share (4 / 2 = 2) and has a local waiter.
+    let mut b_held = fill(&b, &["b1", "b2"], 3000).await;
+    assert_eq!(b_held.len(), 2);
+    assert!(b_held.iter().all(Permit::is_local));
+    let b_waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.admit(b"b3", Class::Chat, soon(30_000)).await })
+    };
+    wait_for("A degraded", 5, async || a.degraded()).await;
+
+    server.restart();
+    // B registered its two slots; A admits by Redis's counts again.
+    wait_for("A shared, B's slots registered", 10, async || {
+        !a.degraded() && a.stats().await.is_ok_and(|s| s.in_use == 2)
+    })
+    .await;
+    assert!(b.degraded(), "B is still recovering");
+    let mut a_held = fill(&a, &["a1", "a2"], 3000).await;
+    assert_eq!(a_held.len(), 2, "the shared cap has room for 2 more");
+    assert!(a_held.iter().all(|p| !p.is_local()));
+    let a_waiter = {
+        let a = a.clone();
+        tokio::spawn(async move { a.admit(b"a3", Class::Chat, soon(30_000)).await })
+    };
+    wait_for("A's waiter queued in Redis", 5, async || {
+        a.stats().await.is_ok_and(|s| s.queued[0] == 1)
+    })
+    .await;
+
+    // One of B's slots ends. Its room in B's local share must not start B's local waiter: the
+    // shared cap is full, and A's waiter takes the slot in Redis.
+    drop(b_held.pop());
+    let granted = tokio::time::timeout(Duration::from_secs(5), a_waiter)
+        .await
+        .expect("A's waiter never got the freed slot (did B take it beyond the shared cap?)")
+        .unwrap()
+        .unwrap();
+    a_held.push(granted);
+    // 3 on A + 1 on B = the cap: B's waiter must still wait (for as long as B recovers).
+    let mut b_waiter = b_waiter;
+    let early = tokio::time::timeout(Duration::from_secs(1), &mut b_waiter).await;
+    assert!(
+        early.is_err(),
+        "B's local waiter ran beyond the shared cap: {early:?}"
+    );
+    assert!(
+        b.degraded(),
+        "B still recovering: the wait above proved something"
+    );
+    assert_eq!(a.stats().await.unwrap().in_use, 4);
+
+    // Once B resumes shared admission its waiter queues in Redis and gets the next free slot.
+    drop(a_held.pop());
+    let p = tokio::time::timeout(Duration::from_secs(20), b_waiter)
+        .await
+        .expect("B's waiter never admitted")
+        .unwrap()
+        .unwrap();
+    assert!(!p.is_local(), "admitted by the shared queue");
+    assert_eq!(a.stats().await.unwrap().in_use, 4);
+    drop((p, a_held, b_held));
+}
+
+/// Shared permits running when Redis restarts empty are registered again when it returns, so
+/// the shared cap counts them: before, Redis forgot them and admitted a full cap next to them
+/// (twice the cap of LLM calls at once for as long as they ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_permits_survive_a_redis_restarted_empty() {
+    let mut server = testkit::RedisServer::start();
+    let cfg = AdmissionConfig {
+        global_cap: 4,
+        user_cap: 2,
+        heartbeat_ttl: Duration::from_millis(600),
+        expected_replicas: 2,
+        ..AdmissionConfig::default()
+    };
+    let a = Admission::start(common::replica_at(&server.url(), "deg-keep"), cfg.clone())
+        .await
+        .unwrap();
+    let b = Admission::start(common::replica_at(&server.url(), "deg-keep"), cfg)
+        .await
+        .unwrap();
+    let held = fill(&a, &["u1", "u2", "u3", "u4"], 3000).await;
+    assert_eq!(held.len(), 4);
+    assert!(held.iter().all(|p| !p.is_local()));
+
+    server.stop();
+    wait_for("both degraded", 5, async || a.degraded() && b.degraded()).await;
+    server.restart();
+    wait_for("both shared again", 10, async || {
+        !a.degraded() && !b.degraded()
+    })
+    .await;
+    assert_eq!(
+        b.stats().await.unwrap().in_use,
+        4,
+        "the running permits are counted again"
+    );
+    let more = fill(&b, &["v1", "v2"], 500).await;
+    assert!(more.is_empty(), "admitted beyond the cap: {more:?}");
+
+    // They end: released in Redis like any other.
+    drop(held);
+    wait_for("released", 5, async || {
+        b.stats().await.is_ok_and(|s| s.in_use == 0)
+    })
+    .await;
+}
