@@ -299,7 +299,10 @@ struct Inner {
     mode: AtomicU8,
     /// Notified on every mode change.
     mode_changed: Notify,
-    recover_at: Mutex<Option<Instant>>,
+    /// When this replica's recovery registered its permits (`Recovering` since then).
+    recovering_since: Mutex<Option<Instant>>,
+    /// Replicas in the registry at the last heartbeat.
+    registered_now: AtomicU32,
     /// Live replicas as last read from the registry.
     live_replicas: AtomicU32,
 }
@@ -360,7 +363,8 @@ impl Admission {
             local: Arc::default(),
             mode: AtomicU8::new(Mode::Shared as u8),
             mode_changed: Notify::new(),
-            recover_at: Mutex::new(None),
+            recovering_since: Mutex::new(None),
+            registered_now: AtomicU32::new(0),
             live_replicas: AtomicU32::new(0),
         });
         inner
@@ -745,7 +749,17 @@ impl Inner {
             let mode_changed = self.mode_changed.notified();
             tokio::pin!(mode_changed);
             mode_changed.as_mut().enable();
-            match self.adopt_checked(&slot).await {
+            // Spawned: a registration that succeeds after this future is dropped is still seen
+            // (and released) rather than left counted in Redis until its TTL.
+            let adopting = {
+                let (inner, slot) = (Arc::clone(self), Arc::clone(&slot));
+                tokio::spawn(async move { inner.adopt_checked(&slot).await })
+            };
+            // A join error: the runtime is going away.
+            let Ok(adopted) = adopting.await else {
+                return Err(Rejection::ShuttingDown);
+            };
+            match adopted {
                 Ok(true) => {}
                 Ok(false) => {
                     // Full fleet-wide: wait for shared admission (a heartbeat TTL at most) and
@@ -790,6 +804,10 @@ impl Inner {
         let lease = self.adopted_lease(&slot.id, &slot.user_key, expiry);
         if let Ok(mut a) = slot.adopted.lock() {
             *a = Some(lease);
+        }
+        // Set before this check: a holder that let go meanwhile took no lease, so release it.
+        if !self.local.holds(&slot.id) {
+            drop(slot.adopted.lock().ok().and_then(|mut a| a.take()));
         }
         Ok(true)
     }
@@ -860,7 +878,32 @@ impl Inner {
         true
     }
 
-    /// Moves between shared and degraded admission after a heartbeat.
+    /// Degraded, before a heartbeat: if Redis answers, registers what this replica runs outside
+    /// its counts and starts recovering. Before the heartbeat, so that a replica back in the
+    /// registry has registered its permits (other replicas wait for that, see `after_heartbeat`).
+    async fn try_recover(&self) {
+        if self.redis.cmd::<String>(&redis::cmd("PING")).await.is_err() {
+            return;
+        }
+        // From here a local grant registers itself against the shared caps; what was granted
+        // before is handed over here.
+        if self.adopt_all(self.local.begin_recovery()).await {
+            if let Ok(mut since) = self.recovering_since.lock() {
+                *since = Some(Instant::now());
+            }
+            self.set_mode(Mode::Recovering);
+        } else {
+            self.enter_degraded();
+        }
+    }
+
+    /// Leaves recovery for shared admission, or enters degraded mode, after a heartbeat.
+    ///
+    /// Shared admission trusts Redis's counts, so it waits until every replica has registered
+    /// what it granted during the outage: at least one heartbeat TTL (a replica that cannot
+    /// reach Redis for that long is dead to the registry too) and until the registry holds as many
+    /// replicas as before the outage (they register their permits before rejoining it), or three
+    /// heartbeat TTLs if it never does (a replica died meanwhile, or the fleet shrank).
     async fn after_heartbeat(&self, ok: bool) {
         if !ok {
             if self.mode() != Mode::Degraded {
@@ -868,37 +911,29 @@ impl Inner {
             }
             return;
         }
-        match self.mode() {
-            Mode::Shared => {}
-            Mode::Degraded => {
-                // The mode first: a slot granted after it is registered by its holder, one
-                // granted before is in what `begin_recovery` hands over.
-                self.set_mode(Mode::Recovering);
-                if self.adopt_all(self.local.begin_recovery()).await {
-                    if let Ok(mut at) = self.recover_at.lock() {
-                        *at = Some(Instant::now() + self.cfg.heartbeat_ttl);
-                    }
-                } else {
-                    self.enter_degraded();
-                }
-            }
-            Mode::Recovering => {
-                let due = self
-                    .recover_at
-                    .lock()
-                    .ok()
-                    .and_then(|at| *at)
-                    .is_none_or(|at| Instant::now() >= at);
-                // Nothing should be pending here; registered anyway rather than left uncounted.
-                let leftover = Unregistered {
-                    slots: self.local.claim_pending(),
-                    shared: Vec::new(),
-                };
-                if due && self.adopt_all(leftover).await {
-                    self.set_mode(Mode::Shared);
-                    self.local.requeue_all();
-                }
-            }
+        if self.mode() != Mode::Recovering {
+            return;
+        }
+        let elapsed = self
+            .recovering_since
+            .lock()
+            .ok()
+            .and_then(|since| *since)
+            .map_or(Duration::MAX, |since| since.elapsed());
+        let everyone = self.registered_now.load(Ordering::Relaxed)
+            >= self.live_replicas.load(Ordering::Relaxed);
+        let ttl = self.cfg.heartbeat_ttl;
+        if elapsed < ttl || (!everyone && elapsed < ttl * 3) {
+            return;
+        }
+        // Nothing should be pending here; registered anyway rather than left uncounted.
+        let leftover = Unregistered {
+            slots: self.local.claim_pending(),
+            shared: Vec::new(),
+        };
+        if self.adopt_all(leftover).await {
+            self.set_mode(Mode::Shared);
+            self.local.requeue_all();
         }
     }
 
@@ -1037,6 +1072,7 @@ impl Inner {
             self.run(&ADMISSION_HEARTBEAT, &extra).await?;
         if live > 0 {
             let live = u32::try_from(live).unwrap_or(u32::MAX);
+            self.registered_now.store(live, Ordering::Relaxed);
             if self.mode() == Mode::Shared {
                 self.live_replicas.store(live, Ordering::Relaxed);
             } else {
@@ -1189,6 +1225,13 @@ async fn heartbeat_loop(inner: Weak<Inner>) {
             }
             None => return,
         };
+        if notified.mode() == Mode::Degraded {
+            notified.try_recover().await;
+            if notified.mode() == Mode::Degraded {
+                // Still unreachable: a heartbeat would fail the same way.
+                continue;
+            }
+        }
         let result = notified.heartbeat().await;
         if let Err(e) = &result {
             tracing::debug!(error = %e, "admission heartbeat failed");

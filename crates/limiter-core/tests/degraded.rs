@@ -454,3 +454,116 @@ async fn shared_permits_survive_a_redis_restarted_empty() {
     })
     .await;
 }
+
+/// A TCP forwarder to Redis that the test can cut (close every connection, refuse new ones) and
+/// restore: one replica loses Redis while the others reach it.
+struct Cuttable {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut_tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl Cuttable {
+    async fn start(target_port: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut_tx, _) = tokio::sync::watch::channel(0u64);
+        let (open2, cuts) = (open.clone(), cut_tx.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !open2.load(Ordering::Acquire) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Cuttable { port, open, cut_tx }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Release);
+        self.cut_tx.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// After an outage, a replica resumes shared admission only once every replica of the fleet
+/// has registered what it granted meanwhile (they do before rejoining the registry), not after a
+/// fixed delay that a replica slow to reconnect would overrun; if one never returns, after three
+/// heartbeat TTLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_waits_for_every_replica_to_register_again() {
+    let mut server = testkit::RedisServer::start();
+    let proxy = Cuttable::start(server.port()).await;
+    let ttl = Duration::from_millis(600);
+    let cfg = AdmissionConfig {
+        global_cap: 4,
+        user_cap: 2,
+        heartbeat_ttl: ttl,
+        expected_replicas: 2,
+        ..AdmissionConfig::default()
+    };
+    let a = Admission::start(common::replica_at(&server.url(), "deg-wait"), cfg.clone())
+        .await
+        .unwrap();
+    let b = Admission::start(common::replica_at(&proxy.url(), "deg-wait"), cfg)
+        .await
+        .unwrap();
+    a.heartbeat().await.unwrap();
+    b.heartbeat().await.unwrap();
+    a.heartbeat().await.unwrap();
+    assert_eq!(a.live_replicas(), 2);
+
+    server.stop();
+    let b_held = fill(&b, &["b1", "b2"], 3000).await;
+    assert_eq!(b_held.len(), 2);
+    assert!(b_held.iter().all(Permit::is_local));
+    wait_for("A degraded", 5, async || a.degraded()).await;
+
+    // Redis returns, but B cannot reach it.
+    proxy.cut();
+    server.restart();
+    wait_for("Redis answering A", 10, async || a.stats().await.is_ok()).await;
+    let back = Instant::now();
+    // A keeps admitting on its share, registered against the caps, for more than the one
+    // heartbeat TTL the fixed delay gave: B's two local slots are still unknown to Redis.
+    while back.elapsed() < ttl * 2 {
+        assert!(a.degraded(), "A trusted Redis's counts before B registered");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // B never returns: after three heartbeat TTLs A goes on without it.
+    wait_for("A shared without B", 10, async || !a.degraded()).await;
+    assert!(
+        back.elapsed() >= ttl * 2,
+        "shared again after {:?}",
+        back.elapsed()
+    );
+
+    // B returns: it registers its running slots and resumes shared admission as well.
+    proxy.restore();
+    wait_for("B shared", 15, async || !b.degraded()).await;
+    assert_eq!(a.stats().await.unwrap().in_use, 2);
+    let more = fill(&a, &["a1", "a2", "a3"], 500).await;
+    assert_eq!(more.len(), 2, "the shared cap counts B's slots");
+    drop((more, b_held));
+}
