@@ -13,6 +13,7 @@ use axum::http::Uri;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::{Listener, ListenerExt};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -99,6 +100,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let grace = Duration::from_millis(state.config().server.shutdown_grace_ms);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_accepting, stop_rx) = tokio::sync::watch::channel(false);
     let st = state.clone();
     let signal = async move {
         shutdown.await;
@@ -110,8 +112,20 @@ pub async fn run(
         // `Connection: close` (see `count_requests`), so clients drop their pooled connections
         // after a reply instead of sending on one the server is about to close.
         tokio::time::sleep(grace.min(Duration::from_millis(500))).await;
+        // Stop accepting (new connections are refused: a client or balancer retries those
+        // elsewhere) a moment before closing idle connections, so one accepted just before has
+        // sent its request and is served, not closed unanswered.
+        let _ = stop_accepting.send(true);
+        tokio::time::sleep(grace.min(Duration::from_millis(100))).await;
         let _ = signalled_tx.send(());
     };
+    // `tap_io` only for its `SocketAddr` connect info (axum implements it for `TcpListener` and
+    // `TapIo`, not for other listeners).
+    let listener = StopAccepting {
+        listener: Some(listener),
+        stop: stop_rx,
+    }
+    .tap_io(|_| {});
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, service)
         .with_graceful_shutdown(signal)
@@ -138,4 +152,56 @@ pub async fn run(
         );
     }
     result
+}
+
+/// A listener that stops accepting, and closes its socket, when `stop` turns true (axum's own
+/// stops only when connections are told to shut down, at the same moment).
+struct StopAccepting {
+    listener: Option<TcpListener>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Listener for StopAccepting {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return std::future::pending().await;
+            };
+            let accepted = tokio::select! {
+                biased;
+                _ = self.stop.wait_for(|stop| *stop) => None,
+                r = listener.accept() => Some(r),
+            };
+            match accepted {
+                None => self.listener = None,
+                Some(Ok(conn)) => return conn,
+                // Per-connection errors (the peer gave up) say nothing about the listener; others
+                // (out of file descriptors) pass with time: retry after a pause, as axum does.
+                Some(Err(e)) => {
+                    if !is_connection_error(&e) {
+                        tracing::error!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.listener {
+            Some(l) => l.local_addr(),
+            None => Err(std::io::Error::other("listener closed")),
+        }
+    }
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
