@@ -58,8 +58,11 @@ async fn rolling_restart_under_load() {
         .collect();
     assert!(
         bad.is_empty(),
-        "failed without Retry-After: {:?}",
-        summary(&outcomes)
+        "failed without Retry-After: {:?}; errors: {:?}",
+        summary(&outcomes),
+        bad.iter()
+            .map(|o| (o.replica, o.finished - o.started, o.error.as_deref()))
+            .collect::<Vec<_>>()
     );
     assert!(outcomes.iter().filter(|o| o.ok()).count() > 100);
     assert!(max <= 20, "the LLM saw {max} at once");
