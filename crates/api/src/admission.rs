@@ -141,6 +141,24 @@ pub struct GateStats {
     pub local_waiters: u64,
 }
 
+/// This replica's admission, read locally (so also while Redis is down).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalAdmission {
+    /// `shared` (caps in Redis), `degraded` (Redis unreachable: this replica's local share) or
+    /// `recovering` (Redis back: a local grant runs only if the shared caps have room too, until
+    /// the fleet has registered what it granted during the outage).
+    pub mode: String,
+    /// Replicas as last read from the registry.
+    pub known_replicas: u32,
+    /// This replica's share of the global cap while Redis is unreachable.
+    pub local_share: u32,
+    /// Slots granted from the local share and still held.
+    pub local_slots_in_use: u64,
+    /// Waiters of this replica (shared and local queues).
+    pub local_waiters: u64,
+}
+
 /// Waiters per class.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub struct WaitingByClass {
@@ -382,6 +400,18 @@ impl Gate {
             degraded: a.degraded(),
             local_waiters: u64::try_from(a.local_waiters()).unwrap_or(u64::MAX),
         })
+    }
+
+    /// This replica's admission state, without Redis.
+    pub fn local(&self) -> LocalAdmission {
+        let a = &self.inner.admission;
+        LocalAdmission {
+            mode: a.mode_name().into(),
+            known_replicas: a.live_replicas(),
+            local_share: a.local_share(),
+            local_slots_in_use: u64::try_from(a.local_in_use()).unwrap_or(u64::MAX),
+            local_waiters: u64::try_from(a.local_waiters()).unwrap_or(u64::MAX),
+        }
     }
 
     /// Whether this replica admits from its local share (Redis unreachable).

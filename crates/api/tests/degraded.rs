@@ -48,6 +48,15 @@ async fn redis_down_fail_open_serves_and_health_is_degraded() {
     assert_eq!(v["components"]["redis"]["status"], "down");
     assert_eq!(v["components"]["redis"]["mode"], "degraded");
     assert!(v["components"]["rateLimit"]["failedOpen"].as_u64().unwrap() >= 1);
+    // The fleet-wide figures need Redis; this replica's own are still reported.
+    assert!(v["components"]["queue"].is_null());
+    let local = &v["components"]["admission"];
+    assert_eq!(local["mode"], "degraded", "{v}");
+    // Two replicas share the registry (the other may not have been seen yet).
+    let known = local["knownReplicas"].as_u64().unwrap();
+    assert!((1..=2).contains(&known), "{v}");
+    assert_eq!(local["localShare"].as_u64().unwrap(), 20 / known, "{v}");
+    assert_eq!(local["localSlotsInUse"], 0);
     // Still ready: Redis down is a declared degraded mode, PostgreSQL is up.
     assert_eq!(
         c.get(open.url("/readyz")).send().await.unwrap().status(),
@@ -68,6 +77,7 @@ async fn redis_down_fail_open_serves_and_health_is_degraded() {
             .await
             .unwrap();
         if v["components"]["redis"]["mode"] == "shared" {
+            assert_eq!(v["components"]["admission"]["mode"], "shared");
             break;
         }
         assert!(

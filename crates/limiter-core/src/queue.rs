@@ -405,6 +405,23 @@ impl Admission {
         self.inner.mode() != Mode::Shared
     }
 
+    /// `shared` (caps in Redis), `degraded` (Redis unreachable: the local share) or `recovering`
+    /// (Redis back: local grants run only if the shared caps also have room, until the fleet has
+    /// registered what it granted during the outage).
+    pub fn mode_name(&self) -> &'static str {
+        match self.inner.mode() {
+            Mode::Shared => "shared",
+            Mode::Degraded => "degraded",
+            Mode::Recovering => "recovering",
+        }
+    }
+
+    /// This replica's share of the global cap when Redis is unreachable:
+    /// `max(1, global_cap / live replicas)`.
+    pub fn local_share(&self) -> u32 {
+        self.inner.local_caps().global
+    }
+
     /// Live replicas as last read from the registry (the expected fleet size before that).
     pub fn live_replicas(&self) -> u32 {
         self.inner.live_replicas.load(Ordering::Relaxed)

@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::admission::GateStats;
+use crate::admission::{GateStats, LocalAdmission};
 use crate::auth::{is_admin, require_admin};
 use crate::breakers::BreakerStatus;
 use crate::error::{ApiError, Problem};
@@ -62,8 +62,10 @@ pub struct Components {
     pub redis: RedisComponent,
     /// PostgreSQL.
     pub postgres: PostgresComponent,
-    /// Admission queue and slots (null if Redis could not be read).
+    /// Admission queue and slots, fleet-wide (null if Redis could not be read).
     pub queue: Option<GateStats>,
+    /// This replica's admission: mode, local share and what it holds (also while Redis is down).
+    pub admission: LocalAdmission,
     /// Circuit breakers.
     pub breakers: BreakersComponent,
     /// Per-IP windows of this replica.
@@ -260,6 +262,7 @@ pub async fn report(state: &AppState) -> HealthReport {
                 load: load.unwrap_or_default(),
             },
             queue: gate,
+            admission: state.gate().local(),
             breakers: BreakersComponent {
                 wired,
                 states: breaker_states,
