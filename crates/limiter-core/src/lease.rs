@@ -120,6 +120,7 @@ impl LeaseManager {
                 keys,
                 args: vec![id.clone()],
             },
+            renew_after_loss: false,
         };
         Ok(Acquire::Granted(Lease::start(
             self.redis.clone(),
@@ -188,6 +189,9 @@ impl ScriptCall {
 pub(crate) struct LeaseOps {
     pub(crate) renew: ScriptCall,
     pub(crate) release: ScriptCall,
+    /// Keep renewing after a loss is reported: the holder still runs, and a recovery from a Redis
+    /// outage may register the lease again (admission permits), which renewals then keep alive.
+    pub(crate) renew_after_loss: bool,
 }
 
 struct LeaseShared {
@@ -236,21 +240,33 @@ impl LeaseShared {
         let mut deadline = Instant::now() + self.ttl;
         loop {
             tokio::time::sleep(period).await;
+            let lost = *self.lost.borrow();
             match self.renew().await {
                 Ok(Some(expiry)) => {
                     self.expiry_ms.store(expiry, Ordering::Release);
                     deadline = Instant::now() + self.ttl;
+                    if lost {
+                        tracing::info!(lease = %self.id, "lease registered again; renewing");
+                    }
                 }
+                Ok(None) if lost => {}
                 Ok(None) => {
                     tracing::warn!(lease = %self.id, "lease lost: renewal found it gone");
                     self.lost.send_replace(true);
-                    return;
+                    if !self.ops.renew_after_loss {
+                        return;
+                    }
+                }
+                Err(err) if lost => {
+                    tracing::debug!(lease = %self.id, error = %err, "renewal of a lost lease failed");
                 }
                 Err(err) => {
                     tracing::warn!(lease = %self.id, error = %err, "lease renewal failed");
                     if Instant::now() >= deadline {
                         self.lost.send_replace(true);
-                        return;
+                        if !self.ops.renew_after_loss {
+                            return;
+                        }
                     }
                 }
             }

@@ -834,6 +834,7 @@ impl Inner {
         let ops = LeaseOps {
             renew: self.call(&ADMISSION_RENEW, id, user_key),
             release: self.call(&ADMISSION_RELEASE, id, user_key),
+            renew_after_loss: true,
         };
         Lease::start(
             self.redis.clone(),
@@ -993,6 +994,7 @@ impl Inner {
         let ops = LeaseOps {
             renew: self.call(&ADMISSION_RENEW, &id, &user_key),
             release: self.call(&ADMISSION_RELEASE, &id, &user_key),
+            renew_after_loss: true,
         };
         let counted = SharedCounted::new(&self.local, &id, &user_key);
         Permit {

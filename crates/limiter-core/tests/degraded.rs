@@ -410,15 +410,18 @@ async fn a_recovering_replica_never_runs_beyond_a_cap_another_filled() {
 }
 
 /// Shared permits running when Redis restarts empty are registered again when it returns, so
-/// the shared cap counts them: before, Redis forgot them and admitted a full cap next to them
-/// (twice the cap of LLM calls at once for as long as they ran).
+/// the shared cap counts them, and they stay counted while they run: before, Redis forgot them
+/// and admitted a full cap next to them (twice the cap of LLM calls at once), and a permit whose
+/// renewal had given it up during the outage dropped out of the count again one lease TTL later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_permits_survive_a_redis_restarted_empty() {
     let mut server = testkit::RedisServer::start();
+    let lease_ttl = Duration::from_millis(600);
     let cfg = AdmissionConfig {
         global_cap: 4,
         user_cap: 2,
         heartbeat_ttl: Duration::from_millis(600),
+        lease_ttl,
         expected_replicas: 2,
         ..AdmissionConfig::default()
     };
@@ -434,6 +437,18 @@ async fn shared_permits_survive_a_redis_restarted_empty() {
 
     server.stop();
     wait_for("both degraded", 5, async || a.degraded() && b.degraded()).await;
+    // Longer than the lease TTL: the permits' renewals give them up as lost.
+    let lost = Instant::now();
+    while !held
+        .iter()
+        .all(|p| p.lease().is_some_and(limiter_core::Lease::is_lost))
+    {
+        assert!(
+            lost.elapsed() < Duration::from_secs(5),
+            "never reported lost"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.restart();
     wait_for("both shared again", 10, async || {
         !a.degraded() && !b.degraded()
@@ -446,6 +461,13 @@ async fn shared_permits_survive_a_redis_restarted_empty() {
     );
     let more = fill(&b, &["v1", "v2"], 500).await;
     assert!(more.is_empty(), "admitted beyond the cap: {more:?}");
+    // Still counted three lease TTLs later: their renewals found them again.
+    tokio::time::sleep(lease_ttl * 3).await;
+    assert_eq!(
+        b.stats().await.unwrap().in_use,
+        4,
+        "the registered permits expired while running"
+    );
 
     // They end: released in Redis like any other.
     drop(held);
