@@ -246,9 +246,9 @@ enum Mode {
     /// Redis unreachable: local share of the caps.
     Degraded = 1,
     /// Redis is back and this replica's unregistered permits are registered there; still
-    /// admitting locally (each grant registered against the shared caps first) until
-    /// `recover_at`, so every replica has registered its own before anyone admits by Redis's
-    /// counts alone.
+    /// admitting locally (each grant registered against the shared caps first) until the fleet
+    /// has registered its own (see `after_heartbeat`), before anyone admits by Redis's counts
+    /// alone.
     Recovering = 2,
 }
 
@@ -829,20 +829,26 @@ impl Inner {
         Ok(true)
     }
 
-    /// A lease for a permit registered by `admission_adopt`.
+    /// A lease for a permit registered by `admission_adopt` (no fencing token).
     fn adopted_lease(&self, id: &str, user_key: &str, expiry: i64) -> Lease {
+        self.lease(id.to_string(), user_key, expiry, 0)
+    }
+
+    /// The self-renewing guard of an admission lease. It keeps renewing after a loss: a recovery
+    /// from a Redis outage may register the permit again while it runs.
+    fn lease(&self, id: String, user_key: &str, expiry: i64, fence: i64) -> Lease {
         let ops = LeaseOps {
-            renew: self.call(&ADMISSION_RENEW, id, user_key),
-            release: self.call(&ADMISSION_RELEASE, id, user_key),
+            renew: self.call(&ADMISSION_RENEW, &id, user_key),
+            release: self.call(&ADMISSION_RELEASE, &id, user_key),
             renew_after_loss: true,
         };
         Lease::start(
             self.redis.clone(),
-            id.to_string(),
+            id,
             ops,
             self.cfg.lease_ttl,
             expiry,
-            0,
+            fence,
         )
     }
 
@@ -991,24 +997,9 @@ impl Inner {
         started: Instant,
         position_at_entry: u32,
     ) -> Permit {
-        let ops = LeaseOps {
-            renew: self.call(&ADMISSION_RENEW, &id, &user_key),
-            release: self.call(&ADMISSION_RELEASE, &id, &user_key),
-            renew_after_loss: true,
-        };
         let counted = SharedCounted::new(&self.local, &id, &user_key);
         Permit {
-            held: Held::Shared(
-                Lease::start(
-                    self.redis.clone(),
-                    id,
-                    ops,
-                    self.cfg.lease_ttl,
-                    expiry,
-                    fence,
-                ),
-                counted,
-            ),
+            held: Held::Shared(self.lease(id, &user_key, expiry, fence), counted),
             class,
             queued: started.elapsed(),
             position_at_entry,
