@@ -29,6 +29,28 @@ pub fn unique_prefix(name: &str) -> String {
     )
 }
 
+/// How long a test must wait before it starts so that the next UTC midnight is more than `span`
+/// away (zero almost always). Daily quotas reset at 00:00 UTC by the database clock, which is this
+/// machine's: a test that counts queries left must not run across that reset.
+pub fn wait_clear_of_utc_midnight(span: Duration) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    wait_before_midnight(now, span)
+}
+
+fn wait_before_midnight(since_epoch: Duration, span: Duration) -> Duration {
+    const DAY_MS: u128 = 86_400_000;
+    let into_day = u64::try_from(since_epoch.as_millis() % DAY_MS).unwrap();
+    let to_midnight = Duration::from_millis(86_400_000 - into_day);
+    if to_midnight > span {
+        Duration::ZERO
+    } else {
+        // Past midnight by a second, so the database agrees the new day has begun.
+        to_midnight + Duration::from_secs(1)
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the window for a race is tiny).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -205,5 +227,24 @@ impl RedisCluster {
     /// Node URLs, as `FLEETGATE_REDIS_CLUSTER` takes them.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_only_within_the_span_before_midnight() {
+        let day = Duration::from_secs(86_400);
+        let span = Duration::from_secs(120);
+        let at = |secs_into_day: u64| {
+            wait_before_midnight(day * 20_000 + Duration::from_secs(secs_into_day), span)
+        };
+        assert_eq!(at(0), Duration::ZERO);
+        assert_eq!(at(43_200), Duration::ZERO);
+        assert_eq!(at(86_400 - 121), Duration::ZERO);
+        assert_eq!(at(86_400 - 120), Duration::from_secs(121));
+        assert_eq!(at(86_399), Duration::from_secs(2));
     }
 }

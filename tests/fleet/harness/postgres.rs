@@ -38,6 +38,11 @@ impl TestDb {
 
     /// On the server of `admin` (a URL of an existing database there).
     pub async fn create_on(admin: &str) -> TestDb {
+        // Fleet tests compare daily quotas spent with answers given; none lasts three minutes.
+        tokio::time::sleep(testkit::wait_clear_of_utc_midnight(Duration::from_secs(
+            180,
+        )))
+        .await;
         let name = format!(
             "fg_fleet_{}_{:08x}",
             std::process::id(),

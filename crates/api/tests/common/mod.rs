@@ -44,6 +44,11 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create() -> TestDb {
+        // Tests here count daily quotas; none lasts two minutes.
+        tokio::time::sleep(testkit::wait_clear_of_utc_midnight(Duration::from_secs(
+            120,
+        )))
+        .await;
         let name = format!(
             "fg_test_{}_{:08x}",
             std::process::id(),
