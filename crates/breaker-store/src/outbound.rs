@@ -475,7 +475,7 @@ impl Outbound {
         };
         match pacer.reserve(max_wait).await {
             Ok(Pace::Booked(r)) => {
-                pacer.start(r, max_wait).await;
+                r.wait().await;
                 Ok(())
             }
             Ok(Pace::Refused { retry_after }) => Err(paced(retry_after)),

@@ -24,10 +24,6 @@ pub struct Reservation {
     pub wait: Duration,
     /// The slot's start on this process's clock (Redis time mapped by the smallest observed offset).
     pub start_at: Instant,
-    /// The slot's start on Redis's clock (µs), to map again with a better clock estimate.
-    redis_start_us: i64,
-    /// Reply arrival + wait, less the mapping's allowed error: the start is never earlier.
-    not_before: Instant,
 }
 
 impl Reservation {
@@ -75,9 +71,6 @@ pub struct Pacer {
     key: String,
     service: String,
     interval_us: u64,
-    /// How late a start may wake before it gives its slot up: what the interval adds to 1/rate, so
-    /// a start within it is still 1/rate before the next slot.
-    late_allowance: Duration,
     burst: u32,
     clock: Arc<Mutex<ClockMap>>,
 }
@@ -102,34 +95,27 @@ impl ClockMap {
     /// The local instant of Redis time `redis_us`, given a reply carrying `redis_now_us` received
     /// at `received`.
     fn local_instant(&mut self, redis_now_us: i64, received: Instant, redis_us: i64) -> Instant {
-        let local_us =
-            i64::try_from(received.duration_since(process_epoch()).as_micros()).unwrap_or(i64::MAX);
+        let base = process_epoch();
+        let local_us = i64::try_from(received.duration_since(base).as_micros()).unwrap_or(i64::MAX);
         let sample = local_us - redis_now_us;
-        let offset = match self.aged(received) {
-            Some(aged) if aged < sample => aged,
-            _ => {
+        let offset = match self.estimate {
+            Some((est, at)) => {
+                let aged =
+                    est + (received.duration_since(at).as_micros() as f64 * DRIFT_PER_US) as i64;
+                if sample <= aged {
+                    self.estimate = Some((sample, received));
+                    sample
+                } else {
+                    aged
+                }
+            }
+            None => {
                 self.estimate = Some((sample, received));
                 sample
             }
         };
-        Self::at(redis_us, offset)
-    }
-
-    /// The local instant of Redis time `redis_us` by the current estimate, if there is one.
-    fn remap(&self, redis_us: i64) -> Option<Instant> {
-        self.aged(Instant::now())
-            .map(|offset| Self::at(redis_us, offset))
-    }
-
-    /// The estimate as of `now`, grown by the allowed drift since it was sampled.
-    fn aged(&self, now: Instant) -> Option<i64> {
-        self.estimate.map(|(est, at)| {
-            est + (now.saturating_duration_since(at).as_micros() as f64 * DRIFT_PER_US) as i64
-        })
-    }
-
-    fn at(redis_us: i64, offset: i64) -> Instant {
-        process_epoch() + Duration::from_micros(u64::try_from(redis_us + offset).unwrap_or(0))
+        let local_target = redis_us + offset;
+        base + Duration::from_micros(u64::try_from(local_target).unwrap_or(0))
     }
 }
 
@@ -163,13 +149,12 @@ impl Pacer {
         // by about a millisecond, and a waiter wakes a few milliseconds late on a busy machine
         // (3.2 ms seen on 2 cores), so slots booked exactly 1/rate apart could start closer.
         let base_us = (1_000_000.0 / rate_per_sec).ceil() as u64;
-        let guard_us = (base_us / 50).min(CLOCK_GUARD_US);
+        let interval_us = base_us + (base_us / 50).min(CLOCK_GUARD_US);
         Ok(Pacer {
             key: redis.keys().pacing(service),
             redis,
             service: service.to_string(),
-            interval_us: base_us + guard_us,
-            late_allowance: Duration::from_micros(guard_us),
+            interval_us,
             burst,
             clock: Arc::default(),
         })
@@ -182,7 +167,6 @@ impl Pacer {
     pub fn with_spacing_guard(mut self, guard: Duration) -> Self {
         let guard_us = u64::try_from(guard.as_micros()).unwrap_or(0);
         self.interval_us = self.interval_us.saturating_add(guard_us);
-        self.late_allowance = self.late_allowance.saturating_add(guard);
         self
     }
 
@@ -212,19 +196,13 @@ impl Pacer {
         let [booked, value, now_us] = ints::<3>(PACING_RESERVE.name(), reply)?;
         Ok(if booked == 1 {
             let wait = Duration::from_micros(value.max(0) as u64);
-            let redis_start_us = now_us + value.max(0);
             let start_at = match self.clock.lock() {
-                Ok(mut clock) => clock.local_instant(now_us, received, redis_start_us),
+                Ok(mut clock) => clock.local_instant(now_us, received, now_us + value.max(0)),
                 Err(_) => received + wait,
             };
             // Never earlier than the reply allows (the mapping is an estimate).
-            let not_before = received + wait.saturating_sub(Duration::from_millis(5));
-            Pace::Booked(Reservation {
-                wait,
-                start_at: start_at.max(not_before),
-                redis_start_us,
-                not_before,
-            })
+            let start_at = start_at.max(received + wait.saturating_sub(Duration::from_millis(5)));
+            Pace::Booked(Reservation { wait, start_at })
         } else {
             Pace::Refused {
                 retry_after: millis(value),
@@ -240,47 +218,11 @@ impl Pacer {
     /// Books a slot within `max_wait` and waits for it. `Ok(None)` when refused.
     pub async fn acquire(&self, max_wait: Duration) -> Result<Option<Reservation>, LimiterError> {
         match self.reserve(max_wait).await? {
-            Pace::Booked(r) => Ok(Some(self.start(r, max_wait).await)),
+            Pace::Booked(r) => {
+                r.wait().await;
+                Ok(Some(r))
+            }
             Pace::Refused { .. } => Ok(None),
         }
-    }
-
-    /// Waits for a slot this pacer booked and returns the slot actually started.
-    ///
-    /// Just before the slot, its start is mapped again with the clock estimate as refined since
-    /// booking (by other calls' replies). A start that still wakes later than the guard allows
-    /// (a busy machine) gives its slot up and books the next free one, once, within `max_wait`
-    /// from now: the next slot, another replica's, may start on time, which would put two calls
-    /// closer than 1/rate. If that booking is refused or fails, the late start goes ahead.
-    pub async fn start(&self, r: Reservation, max_wait: Duration) -> Reservation {
-        let r = self.wait_remapped(r).await;
-        if Instant::now().saturating_duration_since(r.start_at) <= self.late_allowance {
-            return r;
-        }
-        match self.reserve(max_wait).await {
-            Ok(Pace::Booked(next)) => {
-                tracing::debug!(service = %self.service, "pacing: woke late, took the next slot");
-                self.wait_remapped(next).await
-            }
-            Ok(Pace::Refused { .. }) | Err(_) => r,
-        }
-    }
-
-    async fn wait_remapped(&self, mut r: Reservation) -> Reservation {
-        if let Some(coarse) = r.start_at.checked_sub(Duration::from_millis(3))
-            && coarse > Instant::now()
-        {
-            tokio::time::sleep_until(coarse).await;
-            let remapped = self
-                .clock
-                .lock()
-                .ok()
-                .and_then(|c| c.remap(r.redis_start_us));
-            if let Some(at) = remapped {
-                r.start_at = at.max(r.not_before);
-            }
-        }
-        r.wait().await;
-        r
     }
 }
