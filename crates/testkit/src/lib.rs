@@ -40,9 +40,9 @@ pub fn wait_clear_of_utc_midnight(span: Duration) -> Duration {
 }
 
 fn wait_before_midnight(since_epoch: Duration, span: Duration) -> Duration {
-    const DAY_MS: u128 = 86_400_000;
-    let into_day = u64::try_from(since_epoch.as_millis() % DAY_MS).unwrap();
-    let to_midnight = Duration::from_millis(86_400_000 - into_day);
+    const DAY_MS: u64 = 86_400_000;
+    let into_day = u64::try_from(since_epoch.as_millis() % u128::from(DAY_MS)).unwrap();
+    let to_midnight = Duration::from_millis(DAY_MS - into_day);
     if to_midnight > span {
         Duration::ZERO
     } else {
