@@ -200,7 +200,7 @@ impl<E> CallError<E> {
 /// Defaults of the wrapper.
 #[derive(Debug, Clone)]
 pub struct OutboundConfig {
-    /// Timeout of one attempt (`FLEETGATE_UPSTREAM_TIMEOUT_MS`).
+    /// Timeout of one attempt.
     pub timeout: Duration,
     /// Retry rules.
     pub retry: RetryPolicy,

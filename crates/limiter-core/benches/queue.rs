@@ -59,12 +59,12 @@ async fn handoff(url: &str, n: usize) -> Vec<f64> {
     let far = || Instant::now() + Duration::from_secs(10);
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
-        let holder = a.admit(b"a", Class::Chat, far()).await.unwrap();
+        let holder = a.admit(b"a", Class::new(0), far()).await.unwrap();
         let (tx, mut rx) = watch::channel(0u32);
         let b2 = b.clone();
         let waiter = tokio::spawn(async move {
             let p = b2
-                .admit_watched(b"b", Class::Chat, far(), tx)
+                .admit_watched(b"b", Class::new(0), far(), tx)
                 .await
                 .unwrap();
             (Instant::now(), p)
@@ -126,7 +126,7 @@ async fn backlog(
                 let p = adm
                     .admit(
                         user.as_bytes(),
-                        Class::Chat,
+                        Class::new(0),
                         Instant::now() + Duration::from_secs(60),
                     )
                     .await

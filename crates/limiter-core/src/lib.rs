@@ -18,23 +18,24 @@
 //! `reply.rs` (reply decoding), then one file per primitive: `sliding_window.rs` (+ `deny_cache.rs`), `token_bucket.rs`,
 //! `lease.rs`, `queue.rs` (admission).
 
-mod degraded;
+mod admission;
 mod deny_cache;
 mod error;
 mod keys;
 mod lease;
-mod queue;
 mod redis_handle;
 mod reply;
 pub mod scripts;
 mod sliding_window;
 mod token_bucket;
 
+pub use admission::{
+    Admission, AdmissionConfig, Class, Classes, MAX_CLASSES, Permit, QueueStats, Rejection,
+};
 pub use deny_cache::CachedWindow;
 pub use error::LimiterError;
 pub use keys::{Keys, encode_component};
 pub use lease::{Acquire, Lease, LeaseManager, LeaseScope, redis_now_ms};
-pub use queue::{Admission, AdmissionConfig, Class, Permit, QueueStats, Rejection};
 pub use redis_handle::{
     RedisConfig, RedisHandle, ScriptObserver, ScriptOutcome, ToRedisArgsDyn, set_script_observer,
     split_nodes,

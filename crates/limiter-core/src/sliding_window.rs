@@ -27,7 +27,7 @@ pub enum WindowAlgorithm {
     Counter,
 }
 
-/// One policy: a name (route class such as `chat`), a limit and a window.
+/// One policy: a name (a route class such as `search`), a limit and a window.
 #[derive(Debug, Clone)]
 pub struct WindowPolicy {
     /// Policy name; part of the key and of the `RateLimit-Policy` header.

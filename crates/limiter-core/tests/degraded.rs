@@ -3,9 +3,11 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
+use common::{HIGH, LOW};
+
 use std::time::Duration;
 
-use limiter_core::{Admission, AdmissionConfig, Class, Permit, Rejection};
+use limiter_core::{Admission, AdmissionConfig, Permit, Rejection};
 use tokio::time::Instant;
 
 fn soon(ms: u64) -> Instant {
@@ -17,7 +19,7 @@ async fn fill(adm: &Admission, users: &[&str], wait_ms: u64) -> Vec<Permit> {
     for u in users {
         let (adm, u) = (adm.clone(), u.to_string());
         tasks.push(tokio::spawn(async move {
-            adm.admit(u.as_bytes(), Class::Chat, soon(wait_ms)).await
+            adm.admit(u.as_bytes(), HIGH, soon(wait_ms)).await
         }));
     }
     let mut permits = Vec::new();
@@ -39,7 +41,7 @@ async fn outage_uses_local_shares_and_recovery_restores_shared_caps() {
         user_cap: 2,
         heartbeat_ttl: Duration::from_millis(600),
         expected_replicas: 5, // overridden by the registry once reached
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let mut r = Vec::new();
     for _ in 0..3 {
@@ -74,9 +76,9 @@ async fn outage_uses_local_shares_and_recovery_restores_shared_caps() {
     // Priority holds in the local queue too: with replica 0 full, a chat waiter that arrives
     // after an export waiter is served first.
     let (e_adm, c_adm) = (r[0].clone(), r[0].clone());
-    let export = tokio::spawn(async move { e_adm.admit(b"x", Class::Export, soon(5000)).await });
+    let export = tokio::spawn(async move { e_adm.admit(b"x", LOW, soon(5000)).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let chat = tokio::spawn(async move { c_adm.admit(b"y", Class::Chat, soon(5000)).await });
+    let chat = tokio::spawn(async move { c_adm.admit(b"y", HIGH, soon(5000)).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     held[0].pop();
     let chat_permit = tokio::time::timeout(Duration::from_secs(2), chat)
@@ -123,14 +125,14 @@ async fn without_fallback_an_outage_is_a_clear_refusal() {
     let mut server = testkit::RedisServer::start();
     let cfg = AdmissionConfig {
         local_fallback: false,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let adm = Admission::start(common::replica_at(&server.url(), "nofb"), cfg)
         .await
         .unwrap();
     server.stop();
     assert!(matches!(
-        adm.admit(b"u", Class::Chat, soon(1000)).await,
+        adm.admit(b"u", HIGH, soon(1000)).await,
         Err(Rejection::Unavailable(_))
     ));
     assert!(!adm.degraded());
@@ -147,20 +149,20 @@ async fn shared_waiters_move_to_the_local_queue_when_redis_goes() {
         user_cap: 1,
         heartbeat_ttl: Duration::from_millis(600),
         expected_replicas: 1,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let adm = Admission::start(common::replica_at(&server.url(), "deg-move"), cfg)
         .await
         .unwrap();
-    let a = adm.admit(b"a", Class::Chat, soon(1000)).await.unwrap();
-    let b = adm.admit(b"b", Class::Chat, soon(1000)).await.unwrap();
+    let a = adm.admit(b"a", HIGH, soon(1000)).await.unwrap();
+    let b = adm.admit(b"b", HIGH, soon(1000)).await.unwrap();
     let waiting = {
         let adm = adm.clone();
-        tokio::spawn(async move { adm.admit(b"waiter", Class::Chat, soon(20_000)).await })
+        tokio::spawn(async move { adm.admit(b"waiter", HIGH, soon(20_000)).await })
     };
     // Queued in Redis (both slots are held).
     let deadline = Instant::now() + Duration::from_secs(5);
-    while adm.stats().await.unwrap().queued[Class::Chat.index()] != 1 {
+    while adm.stats().await.unwrap().queued[HIGH.index()] != 1 {
         assert!(Instant::now() < deadline, "the waiter never queued");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -199,7 +201,7 @@ async fn local_waiters_requeue_in_redis_when_it_returns() {
         user_cap: 1,
         heartbeat_ttl: Duration::from_millis(600),
         expected_replicas: 1,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let adm = Admission::start(common::replica_at(&server.url(), "deg-requeue"), cfg)
         .await
@@ -207,14 +209,14 @@ async fn local_waiters_requeue_in_redis_when_it_returns() {
     adm.heartbeat().await.unwrap();
     server.stop();
     // Two local slots held, three waiters in the local queue.
-    let a = adm.admit(b"a", Class::Chat, soon(2000)).await.unwrap();
-    let b = adm.admit(b"b", Class::Chat, soon(2000)).await.unwrap();
+    let a = adm.admit(b"a", HIGH, soon(2000)).await.unwrap();
+    let b = adm.admit(b"b", HIGH, soon(2000)).await.unwrap();
     assert!(a.is_local() && b.is_local());
     let waiters: Vec<_> = ["c", "d", "e"]
         .iter()
         .map(|u| {
             let adm = adm.clone();
-            tokio::spawn(async move { adm.admit(u.as_bytes(), Class::Chat, soon(20_000)).await })
+            tokio::spawn(async move { adm.admit(u.as_bytes(), HIGH, soon(20_000)).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -230,7 +232,7 @@ async fn local_waiters_requeue_in_redis_when_it_returns() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let s = adm.stats().await.unwrap();
-        if s.queued[Class::Chat.index()] == 3 && s.in_use == 2 {
+        if s.queued[HIGH.index()] == 3 && s.in_use == 2 {
             break;
         }
         assert!(
@@ -269,16 +271,16 @@ async fn running_shared_permits_count_against_the_local_share() {
         user_cap: 2,
         heartbeat_ttl: Duration::from_millis(600),
         expected_replicas: 1,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let adm = Admission::start(common::replica_at(&server.url(), "deg-count"), cfg)
         .await
         .unwrap();
-    let a = adm.admit(b"a", Class::Chat, soon(1000)).await.unwrap();
-    let b = adm.admit(b"b", Class::Chat, soon(1000)).await.unwrap();
+    let a = adm.admit(b"a", HIGH, soon(1000)).await.unwrap();
+    let b = adm.admit(b"b", HIGH, soon(1000)).await.unwrap();
     assert!(!a.is_local() && !b.is_local());
     server.stop();
-    let refused = adm.admit(b"c", Class::Chat, soon(1500)).await;
+    let refused = adm.admit(b"c", HIGH, soon(1500)).await;
     assert!(
         matches!(refused, Err(Rejection::Timeout { .. })),
         "a local slot next to 2 running shared ones: {refused:?}"
@@ -286,7 +288,7 @@ async fn running_shared_permits_count_against_the_local_share() {
     assert!(adm.degraded());
     let waiting = {
         let adm = adm.clone();
-        tokio::spawn(async move { adm.admit(b"d", Class::Chat, soon(5000)).await })
+        tokio::spawn(async move { adm.admit(b"d", HIGH, soon(5000)).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiting.is_finished());
@@ -320,7 +322,7 @@ async fn a_recovering_replica_never_runs_beyond_a_cap_another_filled() {
         global_cap: 4,
         user_cap: 2,
         expected_replicas: 2,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     // A resumes shared admission one (short) heartbeat TTL after Redis returns; B, with a long
     // one, stays recovering for 8 s.
@@ -352,7 +354,7 @@ async fn a_recovering_replica_never_runs_beyond_a_cap_another_filled() {
     assert!(b_held.iter().all(Permit::is_local));
     let b_waiter = {
         let b = b.clone();
-        tokio::spawn(async move { b.admit(b"b3", Class::Chat, soon(30_000)).await })
+        tokio::spawn(async move { b.admit(b"b3", HIGH, soon(30_000)).await })
     };
     wait_for("A degraded", 5, async || a.degraded()).await;
 
@@ -368,7 +370,7 @@ async fn a_recovering_replica_never_runs_beyond_a_cap_another_filled() {
     assert!(a_held.iter().all(|p| !p.is_local()));
     let a_waiter = {
         let a = a.clone();
-        tokio::spawn(async move { a.admit(b"a3", Class::Chat, soon(30_000)).await })
+        tokio::spawn(async move { a.admit(b"a3", HIGH, soon(30_000)).await })
     };
     wait_for("A's waiter queued in Redis", 5, async || {
         a.stats().await.is_ok_and(|s| s.queued[0] == 1)
@@ -423,7 +425,7 @@ async fn shared_permits_survive_a_redis_restarted_empty() {
         heartbeat_ttl: Duration::from_millis(600),
         lease_ttl,
         expected_replicas: 2,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let a = Admission::start(common::replica_at(&server.url(), "deg-keep"), cfg.clone())
         .await
@@ -543,7 +545,7 @@ async fn recovery_waits_for_every_replica_to_register_again() {
         user_cap: 2,
         heartbeat_ttl: ttl,
         expected_replicas: 2,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let a = Admission::start(common::replica_at(&server.url(), "deg-wait"), cfg.clone())
         .await

@@ -77,7 +77,7 @@ async fn client(adm: Admission, obs: Arc<Observer>, end: Instant, killed: bool) 
     while Instant::now() < end {
         let (user, class, mode, hold, patience) = {
             let mut rng = rand::rng();
-            let class = Class::ALL[rng.random_range(0..3)];
+            let class = Class::new(rng.random_range(0..3));
             (
                 rng.random_range(0..USERS),
                 class,
@@ -161,7 +161,7 @@ async fn randomized_fleet_run_keeps_every_invariant() {
         lease_ttl: Duration::from_millis(LEASE_TTL_MS as u64),
         heartbeat_ttl: Duration::from_millis(900),
         max_queue: 40,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let obs = Arc::new(Observer {
         users: (0..USERS).map(|_| AtomicUsize::new(0)).collect(),

@@ -17,3 +17,18 @@ pub fn replica_at(url: &str, prefix: &str) -> RedisHandle {
     })
     .unwrap()
 }
+
+/// Three priority classes, served in this order, for the admission tests.
+pub const HIGH: limiter_core::Class = limiter_core::Class::new(0);
+/// The middle class.
+pub const MID: limiter_core::Class = limiter_core::Class::new(1);
+/// The last class.
+pub const LOW: limiter_core::Class = limiter_core::Class::new(2);
+
+/// The admission defaults with the three classes above.
+pub fn adm_cfg() -> limiter_core::AdmissionConfig {
+    limiter_core::AdmissionConfig {
+        classes: vec!["high".into(), "mid".into(), "low".into()],
+        ..limiter_core::AdmissionConfig::default()
+    }
+}
