@@ -20,8 +20,12 @@
 //! degraded mode, admin), `snapshot.rs` (health views), `subscriber.rs` (pub/sub task),
 //! `retry.rs` (backoff policy), `outbound.rs` ([`Outbound`]), `error.rs`.
 
+mod admin;
+mod attempt;
 mod cache;
+mod call_error;
 mod config;
+mod entry;
 mod error;
 mod local;
 mod outbound;
@@ -35,12 +39,11 @@ mod snapshot;
 mod state;
 mod subscriber;
 
+pub use attempt::{Attempt, StatusClass, classify_status, parse_retry_after};
+pub use call_error::CallError;
 pub use config::{BreakersConfig, MAX_BACKGROUND_RECORDS};
 pub use error::BreakerError;
-pub use outbound::{
-    Attempt, CallError, Outbound, OutboundConfig, ServiceOutbound, StatusClass, classify_status,
-    parse_retry_after,
-};
+pub use outbound::{Outbound, OutboundConfig, ServiceOutbound};
 pub use permit::{Outcome, Permit};
 pub use policy::BreakerPolicy;
 pub use registry::Breakers;

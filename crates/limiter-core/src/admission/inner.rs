@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use super::class::{Class, Classes};
 use super::config::AdmissionConfig;
-use super::local::{Local, LocalCaps};
+use super::local::Local;
+use super::local_queue::LocalCaps;
 use super::mode::{Mode, ModeCell};
 use super::permit::{Held, Permit, SharedCounted};
 use super::scripts::QueueScripts;

@@ -25,7 +25,8 @@
 //! `permit.rs`, `stats.rs`; inside: `inner.rs` (state shared with the background tasks),
 //! `shared.rs` (the path through Redis), `waiter.rs` (delivering grants to waiting requests),
 //! `scripts.rs` (typed script calls), `background.rs` (pub/sub listener, heartbeat), `mode.rs`,
-//! `local.rs` (the local queue), `degraded.rs` (the path through it), `recovery.rs`.
+//! `local_queue.rs` (the local queue's bookkeeping), `local.rs` (it behind a lock), `degraded.rs`
+//! (the path through it), `recovery.rs`.
 
 mod background;
 mod class;
@@ -34,6 +35,7 @@ mod degraded;
 mod handle;
 mod inner;
 mod local;
+mod local_queue;
 mod mode;
 mod permit;
 mod recovery;

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::class::Class;
-use super::local::{Local, LocalSlot};
+use super::local::Local;
+use super::local_queue::LocalSlot;
 use crate::{Lease, LimiterError};
 
 /// A granted slot. Renews itself while held; released when dropped, which hands the slot to the

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::inner::Inner;
-use super::local::{LocalSlot, Unregistered};
+use super::local_queue::{LocalSlot, Unregistered};
 use super::mode::Mode;
 use crate::LimiterError;
 
