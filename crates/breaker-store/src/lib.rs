@@ -13,12 +13,19 @@
 //! permit, timeout, and retries of idempotent calls with exponential backoff, full jitter and
 //! `Retry-After`, each retry paced again and counted by the breaker.
 //!
+//! The crate reads no environment variable: [`BreakersConfig`], [`BreakerPolicy`] and
+//! [`OutboundConfig`] are plain values the service fills from its own configuration.
+//!
 //! Layout: `policy.rs` (trip/open/recovery rules), `state.rs` (states, observations, push
 //! messages), `scripts.rs` (script loading and EVALSHA), `shared.rs` (typed script calls),
 //! `local.rs` (the in-memory fallback breaker), `permit.rs` (permits and outcomes), `config.rs`,
-//! `cache.rs` (a replica's view of a shared breaker), `registry.rs` ([`Breakers`]: hot path,
-//! degraded mode, admin), `snapshot.rs` (health views), `subscriber.rs` (pub/sub task),
-//! `retry.rs` (backoff policy), `outbound.rs` ([`Outbound`]), `error.rs`.
+//! `cache.rs` (a replica's view of a shared breaker), `entry.rs` (one service's breaker on a
+//! replica), `registry.rs` ([`Breakers`]: hot path, degraded mode), `admin.rs` (forced states),
+//! `snapshot.rs` (health views), `subscriber.rs` (pub/sub task), `retry.rs` (backoff policy),
+//! `attempt.rs` (classifying one attempt), `call_error.rs`, `outbound.rs` ([`Outbound`]),
+//! `error.rs`.
+
+#![warn(missing_docs)]
 
 mod admin;
 mod attempt;

@@ -72,6 +72,42 @@ struct ServiceEntry {
 }
 
 /// The outbound call wrapper. Cheap to share behind an `Arc`.
+///
+/// ```no_run
+/// use breaker_store::{
+///     Attempt, Breakers, BreakersConfig, Outbound, OutboundConfig, ServiceOutbound,
+///     StatusClass, classify_status,
+/// };
+/// use limiter_core::{Pacer, RedisConfig, RedisHandle};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = RedisHandle::new(&RedisConfig::default())?;
+/// let breakers = Breakers::new(redis.clone(), BreakersConfig::default())?;
+/// let outbound = Outbound::new(breakers, OutboundConfig::default()).with_service(
+///     "geocoder",
+///     ServiceOutbound {
+///         pacer: Some(Pacer::new(redis, "geocoder", 3.0, 1)?),
+///         ..ServiceOutbound::default()
+///     },
+/// );
+/// let body: String = outbound
+///     .call("geocoder", true, |_attempt| async {
+///         // Send the request here; classify what came back.
+///         let status = 200;
+///         match classify_status(status) {
+///             StatusClass::Success => Attempt::Success("ok".to_string()),
+///             StatusClass::Rejected => Attempt::Rejected(format!("status {status}")),
+///             StatusClass::Failure => Attempt::Failure {
+///                 error: format!("status {status}"),
+///                 retry_after: None,
+///             },
+///         }
+///     })
+///     .await?;
+/// # let _ = body;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Outbound {
     breakers: Breakers,

@@ -38,7 +38,25 @@ use crate::state::{BreakerState, MAX_HOLD, Observed};
 use crate::subscriber::{self, Listener};
 use crate::{BreakerError, BreakersConfig};
 
-/// Every breaker of one replica. Cheap to clone; the background pub/sub task stops when the last
+/// Every breaker of one replica.
+///
+/// ```no_run
+/// use breaker_store::{Breakers, BreakersConfig, Outcome};
+/// use limiter_core::{RedisConfig, RedisHandle};
+///
+/// # async fn run() -> Result<(), breaker_store::BreakerError> {
+/// # let redis = RedisHandle::new(&RedisConfig::default()).expect("config");
+/// let breakers = Breakers::new(redis, BreakersConfig::default())?;
+/// // Refused at once (503 with `Retry-After`) while the breaker is open on any replica.
+/// let permit = breakers.acquire("payments").await?;
+/// let ok = true; // ... make the call
+/// let outcome = if ok { Outcome::Success } else { Outcome::Failure };
+/// breakers.record(permit, outcome).await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Cheap to clone; the background pub/sub task stops when the last
 /// clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Breakers {

@@ -81,6 +81,24 @@ pub struct WindowDecision {
 }
 
 /// A sliding window bound to a Redis handle.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use limiter_core::{RedisConfig, RedisHandle, SlidingWindow, WindowPolicy};
+///
+/// # async fn run() -> Result<(), limiter_core::LimiterError> {
+/// let redis = RedisHandle::new(&RedisConfig::default())?;
+/// let window = SlidingWindow::new(
+///     redis,
+///     WindowPolicy::new("search", 10, Duration::from_secs(60)),
+/// )?;
+/// let decision = window.check(b"203.0.113.7").await?;
+/// if !decision.allowed {
+///     println!("429, retry in {:?}", decision.retry_after);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SlidingWindow {
     redis: RedisHandle,
