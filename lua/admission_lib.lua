@@ -237,12 +237,13 @@ end
 -- and no cost that grows with them). Waiters whose replica stopped heartbeating, or whose record
 -- expired, are dropped. Each grant is recorded for the replica's heartbeat and pushed on its
 -- channel.
+-- Expired leases are cleaned up first: their users may have room now, and must be ready before
+-- anyone is served (a lease of a dead replica expires without a release to say so).
 -- `entering` (admission_enter): also count the free slots left for the newcomer (no other caller
--- needs them), and leave the cleanup of expired leases to releases and heartbeats (it never
--- changes what counts: only live scores do).
+-- needs them).
 -- Returns the free slots left (0 unless entering).
 local function dispatch(entering)
-  if not entering then reclaim_global() end
+  reclaim_global()
   -- Nobody ready (every call below the caps): nothing to hand out, one call to know it.
   if redis.call('EXISTS', unpack(READY, 0, NC - 1)) == 0 then
     if entering then return GLOBAL_CAP - in_use() end

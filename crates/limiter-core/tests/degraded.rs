@@ -8,6 +8,7 @@ use common::{HIGH, LOW};
 use std::time::Duration;
 
 use limiter_core::{Admission, AdmissionConfig, Permit, Rejection};
+use testkit::proxy::TcpProxy;
 use tokio::time::Instant;
 
 fn soon(ms: u64) -> Instant {
@@ -77,9 +78,15 @@ async fn outage_uses_local_shares_and_recovery_restores_shared_caps() {
     // after an export waiter is served first.
     let (e_adm, c_adm) = (r[0].clone(), r[0].clone());
     let export = tokio::spawn(async move { e_adm.admit(b"x", LOW, soon(5000)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_for("the low waiter queued", 5, async || {
+        r[0].local_waiters() == 1
+    })
+    .await;
     let chat = tokio::spawn(async move { c_adm.admit(b"y", HIGH, soon(5000)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_for("the high waiter queued", 5, async || {
+        r[0].local_waiters() == 2
+    })
+    .await;
     held[0].pop();
     let chat_permit = tokio::time::timeout(Duration::from_secs(2), chat)
         .await
@@ -479,58 +486,6 @@ async fn shared_permits_survive_a_redis_restarted_empty() {
     .await;
 }
 
-/// A TCP forwarder to Redis that the test can cut (close every connection, refuse new ones) and
-/// restore: one replica loses Redis while the others reach it.
-struct Cuttable {
-    port: u16,
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    cut_tx: tokio::sync::watch::Sender<u64>,
-}
-
-impl Cuttable {
-    async fn start(target_port: u16) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (cut_tx, _) = tokio::sync::watch::channel(0u64);
-        let (open2, cuts) = (open.clone(), cut_tx.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !open2.load(Ordering::Acquire) {
-                    continue; // dropped: the client sees the connection closed
-                }
-                let mut cut = cuts.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
-                    else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Cuttable { port, open, cut_tx }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn cut(&self) {
-        self.open.store(false, std::sync::atomic::Ordering::Release);
-        self.cut_tx.send_modify(|n| *n += 1);
-    }
-
-    fn restore(&self) {
-        self.open.store(true, std::sync::atomic::Ordering::Release);
-    }
-}
-
 /// After an outage, a replica resumes shared admission only once every replica of the fleet
 /// has registered what it granted meanwhile (they do before rejoining the registry), not after a
 /// fixed delay that a replica slow to reconnect would overrun; if one never returns, after three
@@ -538,7 +493,7 @@ impl Cuttable {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_waits_for_every_replica_to_register_again() {
     let mut server = testkit::RedisServer::start();
-    let proxy = Cuttable::start(server.port()).await;
+    let proxy = TcpProxy::start(server.port()).await;
     let ttl = Duration::from_millis(600);
     let cfg = AdmissionConfig {
         global_cap: 4,
@@ -590,4 +545,62 @@ async fn recovery_waits_for_every_replica_to_register_again() {
     let more = fill(&a, &["a1", "a2", "a3"], 500).await;
     assert_eq!(more.len(), 2, "the shared cap counts B's slots");
     drop((more, b_held));
+}
+
+/// A shared permit through a Redis gap (the replica cut off, Redis itself fine): not given up
+/// within half its TTL; renewed again after a gap shorter than the TTL; reported lost after a gap
+/// longer than it, not before its last confirmed expiry. The permit stays usable either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permit_renewal_through_short_and_long_redis_gaps() {
+    let server = testkit::RedisServer::start();
+    let proxy = TcpProxy::start(server.port()).await;
+    let ttl = Duration::from_secs(3);
+    let cfg = AdmissionConfig {
+        lease_ttl: ttl,
+        heartbeat_ttl: Duration::from_millis(600),
+        expected_replicas: 1,
+        ..common::adm_cfg()
+    };
+    let cut_off = Admission::start(common::replica_at(&proxy.url(), "deg-gap"), cfg.clone())
+        .await
+        .unwrap();
+    let outside = Admission::start(common::replica_at(&server.url(), "deg-gap"), cfg)
+        .await
+        .unwrap();
+    let permit = cut_off.admit(b"u", HIGH, soon(1000)).await.unwrap();
+    let lease = permit.lease().expect("a shared permit");
+
+    // Shorter than the TTL.
+    proxy.cut();
+    let cut_at = Instant::now();
+    assert!(
+        tokio::time::timeout(ttl / 2, lease.lost()).await.is_err(),
+        "given up after {:?} of a {ttl:?} lease's gap",
+        cut_at.elapsed()
+    );
+    let expiry_before = lease.expiry_ms();
+    proxy.restore();
+    wait_for("renewed after the gap", 6, async || {
+        lease.expiry_ms() > expiry_before
+    })
+    .await;
+    assert!(!lease.is_lost());
+    assert_eq!(outside.stats().await.unwrap().in_use, 1, "still counted");
+
+    // Longer than the TTL.
+    wait_for("shared admission again", 10, async || !cut_off.degraded()).await;
+    proxy.cut();
+    let cut_at = Instant::now();
+    assert!(
+        tokio::time::timeout(ttl / 2, lease.lost()).await.is_err(),
+        "given up after {:?}, before its TTL",
+        cut_at.elapsed()
+    );
+    tokio::time::timeout(ttl + ttl / 3 + Duration::from_secs(2), lease.lost())
+        .await
+        .expect("never reported lost");
+    assert!(cut_at.elapsed() >= ttl * 2 / 3, "{:?}", cut_at.elapsed());
+    assert_eq!(outside.stats().await.unwrap().in_use, 0, "expired in Redis");
+    proxy.restore();
+    drop(permit);
 }
