@@ -344,7 +344,7 @@ async fn randomized_fleet_run_keeps_every_invariant() {
                 .iter()
                 .filter(|p| {
                     p.granted_ms <= g.granted_ms
-                        && !p.released_ms.is_some_and(|r| r < g.granted_ms)
+                        && p.released_ms.is_none_or(|r| r >= g.granted_ms)
                         && (!p.killed || g.granted_ms < p.granted_ms + LEASE_TTL_MS)
                 })
                 .count();
