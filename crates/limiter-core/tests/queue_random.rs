@@ -199,6 +199,7 @@ async fn client(adm: Admission, obs: Arc<Observer>, end: Instant, killed: bool) 
                     .push((user, sent, Instant::now()));
             }
             Err(Rejection::Full) => outcome(&obs, "full"),
+            Err(Rejection::UserQueueFull) => outcome(&obs, "user_full"),
             Err(e) => panic!("unexpected rejection: {e:?}"),
         }
     }
@@ -213,6 +214,8 @@ async fn randomized_fleet_run_keeps_every_invariant() {
         lease_ttl: Duration::from_millis(LEASE_TTL_MS as u64),
         heartbeat_ttl: Duration::from_millis(900),
         max_queue: 40,
+        // As many as the fleet's queue: the per-user cap on waiters is tested elsewhere.
+        max_queued_per_user: 40,
         ..common::adm_cfg()
     };
     let obs = Arc::new(Observer {
