@@ -38,7 +38,8 @@ ensure_alive(replica)
 -- After a dispatch, every waiter still queued is held back (by the caps or its own user cap), so
 -- a newcomer with room takes the free slot without overtaking anyone eligible.
 local free = dispatch(true)
-if free > 0 and user_has_room(user_key) then
+local room = user_has_room(user_key)
+if free > 0 and room then
   local expiry, fence = take(id, user_key)
   return {1, expiry, fence}
 end
@@ -61,11 +62,17 @@ local q = Q[class]
 redis.call('ZADD', q, seq, id)
 keep_ttl(q, ARGV[13])
 local uq = queues[class + 1]
+if mine == 0 then counted[uq] = 0 end -- a new key: a plain PEXPIRE
 redis.call('ZADD', uq, seq, id)
 keep_ttl(uq, ARGV[13])
 local w = T .. ':w:' .. id
 redis.call('HSET', w, 'u', user_key, 'r', replica)
 redis.call('PEXPIRE', w, ARGV[13])
--- Held back only by the global cap: ready for the next free slot.
-if user_has_room(user_key) then refresh_class(user, class, false) end
+-- Held back only by the global cap: ready for the next free slot. A user with room is in the
+-- ready set of every class it waits in (a dispatch just refreshed any whose lease expired), so an
+-- entry already there stands for an earlier waiter and is kept (NX).
+if room then
+  redis.call('ZADD', READY[class], 'NX', seq, user)
+  keep_ttl(READY[class], ARGV[13])
+end
 return {0, position(id, class), NOW}

@@ -119,8 +119,15 @@ local function refresh_class(user, class, only_if_ready)
   end
 end
 
--- Makes the ready sets agree with a user's room and waiters: called whenever its lease count or
--- its first waiters may have changed. One EXISTS when the user has nobody waiting (the usual case).
+-- Takes a user at its cap out of every ready set (one EXISTS when it has nobody waiting).
+local function set_aside(user_key)
+  local user = user_of(user_key)
+  if redis.call('EXISTS', unpack(user_queues(user))) == 0 then return end
+  for c = 0, NC - 1 do redis.call('ZREM', READY[c], user) end
+end
+
+-- Makes the ready sets agree with a user's room and waiters: called whenever its lease count may
+-- have dropped. One EXISTS when the user has nobody waiting (the usual case).
 local function refresh_user(user_key)
   local user = user_of(user_key)
   local queues = user_queues(user)
@@ -169,14 +176,20 @@ end
 
 -- Grant lease `id` in the global scope and in `user_key`. Returns expiry, fence.
 local function take(id, user_key)
+  -- The user's live leases, as user_has_room counted them just before (nil: not counted).
+  local before = counted[user_key]
   redis.call('ZADD', GLOBAL, EXPIRY_S, id)
   keep_ttl(GLOBAL, LEASE_TTL_S)
   redis.call('ZADD', user_key, EXPIRY_S, id)
   keep_ttl(user_key, LEASE_TTL_S)
   redis.call('HSET', HOLDERS, id, user_key)
   keep_ttl(HOLDERS, LEASE_TTL_S)
-  -- The user may have reached its cap: its waiters step aside.
-  refresh_user(user_key)
+  -- At its cap now: its waiters step aside (below it they were ready already).
+  if before == nil then
+    refresh_user(user_key)
+  elseif before + 1 >= USER_CAP then
+    set_aside(user_key)
+  end
   return EXPIRY, next_fence()
 end
 
@@ -243,8 +256,12 @@ end
 -- needs them).
 -- Returns the free slots left (0 unless entering).
 local function dispatch(entering)
+  -- Nobody queued at all (every call below the caps): nothing to clean up for, one call to know.
+  if entering and redis.call('EXISTS', unpack(Q, 0, NC - 1)) == 0 then
+    return GLOBAL_CAP - in_use()
+  end
   reclaim_global()
-  -- Nobody ready (every call below the caps): nothing to hand out, one call to know it.
+  -- Nobody ready: nothing to hand out.
   if redis.call('EXISTS', unpack(READY, 0, NC - 1)) == 0 then
     if entering then return GLOBAL_CAP - in_use() end
     return 0
@@ -258,7 +275,9 @@ local function dispatch(entering)
       local user = first[1]
       if not user then break end
       steps = steps + 1
-      local id = redis.call('ZRANGE', user_queue(class, user), 0, 0)[1]
+      -- Its first two waiters: the one to serve, and the one whose turn comes next.
+      local heads = redis.call('ZRANGE', user_queue(class, user), 0, 1, 'WITHSCORES')
+      local id = heads[1]
       local user_key = USER_HEAD .. user
       if not id then
         redis.call('ZREM', ready, user) -- its waiters left
@@ -269,10 +288,14 @@ local function dispatch(entering)
           refresh_class(user, class, true)
         elseif not user_has_room(user_key) then
           -- At its cap after all (a cap lowered by a new configuration): set aside.
-          refresh_user(user_key)
+          set_aside(user_key)
         else
           forget_waiter(id, class, user)
-          refresh_class(user, class, true)
+          if heads[3] then
+            redis.call('ZADD', ready, 'XX', heads[4], user)
+          else
+            redis.call('ZREM', ready, user)
+          end
           local _, fence = take(id, user_key) -- at its cap now? then it steps aside
           announce(id, replica, fence)
           free = free - 1
