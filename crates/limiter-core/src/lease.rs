@@ -347,7 +347,10 @@ impl Lease {
         &self.shared.id
     }
 
-    /// Fencing token: strictly greater than that of every lease granted before it in this group.
+    /// Fencing token: strictly greater than that of every lease granted before it in this group,
+    /// also across a lost counter (deleted, or a Redis restarted empty): tokens never fall below
+    /// Redis time in µs, so they stay increasing as long as the Redis host's clock does not step
+    /// back.
     pub fn fence(&self) -> i64 {
         self.shared.fence
     }
