@@ -141,6 +141,9 @@ pub struct AdmissionSettings {
     pub lease_ttl_ms: u64,
     /// `FLEETGATE_MAX_QUEUE`: waiters allowed fleet-wide before `queue_full`.
     pub max_queue: u32,
+    /// `FLEETGATE_MAX_QUEUED_PER_USER`: waiters one user may have fleet-wide before
+    /// `user_queue_full`.
+    pub max_queued_per_user: u32,
     /// `FLEETGATE_ADMISSION_GROUP`: the lease group (one per protected service).
     pub group: String,
     /// `FLEETGATE_ADMISSION_HEARTBEAT_MS`: a replica silent this long is dead; its waiters leave.
@@ -275,6 +278,7 @@ impl Default for AdmissionSettings {
             queue_timeout_ms: 60_000,
             lease_ttl_ms: 15_000,
             max_queue: 500,
+            max_queued_per_user: 10,
             group: "api".into(),
             heartbeat_ttl_ms: 3000,
             local_fallback: true,
@@ -346,6 +350,7 @@ pub const ENV_VARS: &[&str] = &[
     "FLEETGATE_QUEUE_TIMEOUT_MS",
     "FLEETGATE_LEASE_TTL_MS",
     "FLEETGATE_MAX_QUEUE",
+    "FLEETGATE_MAX_QUEUED_PER_USER",
     "FLEETGATE_ADMISSION_GROUP",
     "FLEETGATE_ADMISSION_HEARTBEAT_MS",
     "FLEETGATE_ADMISSION_LOCAL_FALLBACK",
@@ -494,6 +499,11 @@ impl Config {
             "FLEETGATE_MAX_QUEUE",
             e("FLEETGATE_MAX_QUEUE"),
         )?;
+        set(
+            &mut m.max_queued_per_user,
+            "FLEETGATE_MAX_QUEUED_PER_USER",
+            e("FLEETGATE_MAX_QUEUED_PER_USER"),
+        )?;
         if let Some(v) = e("FLEETGATE_ADMISSION_GROUP") {
             m.group = v;
         }
@@ -615,6 +625,10 @@ impl Config {
             (
                 self.admission.max_concurrent_global,
                 "FLEETGATE_MAX_CONCURRENT_GLOBAL",
+            ),
+            (
+                self.admission.max_queued_per_user,
+                "FLEETGATE_MAX_QUEUED_PER_USER",
             ),
             (
                 self.database.max_connections,

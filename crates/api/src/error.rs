@@ -54,6 +54,12 @@ pub enum ApiError {
         /// Suggested wait before retrying.
         retry_after: Duration,
     },
+    /// This user already has its maximum of waiters in the queue (layer 2).
+    #[error("user queue full")]
+    UserQueueFull {
+        /// Suggested wait before retrying.
+        retry_after: Duration,
+    },
     /// An upstream's breaker is open or it failed.
     #[error("upstream unavailable")]
     UpstreamUnavailable {
@@ -110,9 +116,9 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::RateLimited { .. } | ApiError::QuotaExhausted { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::RateLimited { .. }
+            | ApiError::QuotaExhausted { .. }
+            | ApiError::UserQueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueTimeout { .. }
             | ApiError::QueueFull { .. }
             | ApiError::UpstreamUnavailable { .. }
@@ -134,6 +140,7 @@ impl ApiError {
             ApiError::QuotaExhausted { .. } => "daily_quota_exhausted",
             ApiError::QueueTimeout { .. } => "queue_timeout",
             ApiError::QueueFull { .. } => "queue_full",
+            ApiError::UserQueueFull { .. } => "user_queue_full",
             ApiError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Unauthorized(_) => "unauthorized",
@@ -152,6 +159,7 @@ impl ApiError {
             ApiError::QuotaExhausted { .. } => "Daily query quota exhausted",
             ApiError::QueueTimeout { .. } => "Timed out waiting for a free slot",
             ApiError::QueueFull { .. } => "The wait queue is full",
+            ApiError::UserQueueFull { .. } => "Too many of your requests are waiting",
             ApiError::UpstreamUnavailable { .. } => "An upstream service is unavailable",
             ApiError::UpstreamTimeout => "An upstream service timed out",
             ApiError::Unauthorized(_) => "Authentication required",
@@ -177,6 +185,10 @@ impl ApiError {
                 "no slot became free within the queue timeout; retry later".into()
             }
             ApiError::QueueFull { .. } => "too many requests are waiting; retry later".into(),
+            ApiError::UserQueueFull { .. } => {
+                "you already have the most requests allowed waiting; retry once one is served"
+                    .into()
+            }
             ApiError::UpstreamUnavailable { .. } => {
                 "a service this request depends on is failing; retry later (your query was not counted)".into()
             }
@@ -200,6 +212,7 @@ impl ApiError {
             | ApiError::QuotaExhausted { retry_after, .. }
             | ApiError::QueueTimeout { retry_after }
             | ApiError::QueueFull { retry_after }
+            | ApiError::UserQueueFull { retry_after }
             | ApiError::UpstreamUnavailable { retry_after }
             | ApiError::ServiceUnavailable { retry_after, .. } => Some(*retry_after),
             ApiError::UpstreamTimeout => Some(Duration::from_secs(5)),

@@ -101,6 +101,8 @@ impl AppState {
             redis.clone(),
             limiter_core::AdmissionConfig {
                 group: a.group.clone(),
+                classes: RouteClass::queue_classes(),
+                max_queued_per_user: a.max_queued_per_user,
                 user_cap: a.max_concurrent_per_user,
                 global_cap: a.max_concurrent_global,
                 lease_ttl: Duration::from_millis(a.lease_ttl_ms),

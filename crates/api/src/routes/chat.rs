@@ -97,7 +97,7 @@ pub fn validate(body: &ChatBody) -> Result<(), ApiError> {
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited` (per-IP window) or `daily_quota_exhausted`", body = Problem, content_type = "application/problem+json",
+        (status = 429, description = "`rate_limited` (per-IP window), `daily_quota_exhausted` or `user_queue_full`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "`queue_timeout`, `queue_full`, `upstream_unavailable` or `service_unavailable`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::admission::{AdmitError, RouteClass, Slot};
+use limiter_core::Rejection;
+
+use crate::admission::{RouteClass, Slot};
 use crate::error::ApiError;
 use crate::quota::{QuotaStore, Ticket};
 use crate::state::AppState;
@@ -31,19 +33,22 @@ pub async fn admit_watched(
         .admit_watched(user, class, deadline, positions)
         .await
         .map_err(|e| match e {
-            AdmitError::Timeout => ApiError::QueueTimeout {
+            Rejection::Timeout { .. } => ApiError::QueueTimeout {
                 retry_after: Duration::from_secs(10),
             },
-            AdmitError::Full => ApiError::QueueFull {
+            Rejection::Full => ApiError::QueueFull {
                 retry_after: Duration::from_secs(10),
             },
-            AdmitError::ShuttingDown => shutting_down(),
-            AdmitError::Reset => ApiError::ServiceUnavailable {
+            Rejection::UserQueueFull => ApiError::UserQueueFull {
+                retry_after: Duration::from_secs(10),
+            },
+            Rejection::ShuttingDown => shutting_down(),
+            Rejection::Reset => ApiError::ServiceUnavailable {
                 retry_after: Duration::from_secs(1),
                 detail: "the wait queue was reset; retry",
                 cause: "queue reset by an admin".into(),
             },
-            AdmitError::Unavailable(e) => {
+            Rejection::Unavailable(e) => {
                 ApiError::unavailable("admission is temporarily unavailable", e)
             }
         })
