@@ -12,8 +12,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use limiter_core::LimiterError;
 use limiter_core::scripts::LuaScript;
+use limiter_core::{LimiterError, RedisHandle};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
@@ -104,8 +104,10 @@ pub struct FleetView {
     pub users_at_cap: Vec<Holder>,
 }
 
-fn keys(state: &AppState) -> [String; 2] {
-    let k = state.redis().keys();
+/// Where the records live: `{prefix}:{fleet-status}:live` and `...:records`, one hash tag so the
+/// scripts run unchanged on Redis Cluster.
+fn keys(redis: &RedisHandle) -> [String; 2] {
+    let k = redis.keys();
     [
         k.group_key("fleet-status", "live"),
         k.group_key("fleet-status", "records"),
@@ -116,10 +118,12 @@ fn ttl(state: &AppState) -> Duration {
     Duration::from_millis(state.config().admission.heartbeat_ttl_ms)
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
 }
 
 /// This replica's record now.
@@ -143,39 +147,42 @@ pub fn record(state: &AppState, listen: SocketAddr, started: SystemTime) -> Repl
     }
 }
 
-/// Publishes `record`; returns whether it was kept (false: [`MAX_KEPT`] others already are).
-pub async fn publish(state: &AppState, record: &ReplicaRecord) -> Result<bool, LimiterError> {
+/// Publishes `record` for `ttl`; returns whether it was kept (false: `max_kept` other records
+/// already are).
+pub async fn publish(
+    redis: &RedisHandle,
+    record: &ReplicaRecord,
+    ttl: Duration,
+    max_kept: usize,
+) -> Result<bool, LimiterError> {
     let json = serde_json::to_string(record)
         .map_err(|e| LimiterError::InvalidArgument(format!("status record: {e}")))?;
-    let [live, records] = keys(state);
-    let ttl_ms = u64::try_from(ttl(state).as_millis()).unwrap_or(u64::MAX);
-    let (kept, _live): (u8, u64) = state
-        .redis()
+    let [live, records] = keys(redis);
+    let (kept, _live): (u8, u64) = redis
         .eval(
             &PUBLISH,
             &[&live, &records],
-            &[&record.replica, &json, &ttl_ms, &MAX_KEPT],
+            &[&record.replica, &json, &millis(ttl).max(1), &max_kept],
         )
         .await?;
     Ok(kept == 1)
 }
 
-/// Takes this replica's record out of the view.
-pub async fn leave(state: &AppState) -> Result<(), LimiterError> {
-    let [live, records] = keys(state);
-    let _: u8 = state
-        .redis()
-        .eval(&LEAVE, &[&live, &records], &[&state.gate().replica_id()])
-        .await?;
+/// Takes the record of `replica` out of the view.
+pub async fn leave(redis: &RedisHandle, replica: &str) -> Result<(), LimiterError> {
+    let [live, records] = keys(redis);
+    let _: u8 = redis.eval(&LEAVE, &[&live, &records], &[&replica]).await?;
     Ok(())
 }
 
-/// The live replicas, read from Redis.
-pub async fn read(state: &AppState) -> Result<FleetView, LimiterError> {
-    let [live, records] = keys(state);
-    let reply: Vec<redis::Value> = state
-        .redis()
-        .eval(&READ, &[&live, &records], &[&MAX_LISTED])
+/// The live records (at most `limit`, ordered by replica id) and how many are live in all.
+pub async fn live_records(
+    redis: &RedisHandle,
+    limit: usize,
+) -> Result<(Vec<ReplicaView>, u64), LimiterError> {
+    let [live, records] = keys(redis);
+    let reply: Vec<redis::Value> = redis
+        .eval(&READ, &[&live, &records], &[&limit.max(1)])
         .await?;
     let int = |v: Option<&redis::Value>| -> u64 {
         match v {
@@ -200,6 +207,12 @@ pub async fn read(state: &AppState) -> Result<FleetView, LimiterError> {
         });
     }
     replicas.sort_by(|a, b| a.record.replica.cmp(&b.record.replica));
+    Ok((replicas, total))
+}
+
+/// The fleet view of the admin health report.
+pub async fn read(state: &AppState) -> Result<FleetView, LimiterError> {
+    let (replicas, total) = live_records(state.redis(), MAX_LISTED).await?;
     let user_cap = state.config().admission.max_concurrent_per_user;
     let users_at_cap = users_at_cap(&replicas, user_cap);
     Ok(FleetView {
@@ -207,7 +220,7 @@ pub async fn read(state: &AppState) -> Result<FleetView, LimiterError> {
         live_replicas: total,
         truncated: usize::try_from(total).unwrap_or(usize::MAX) > replicas.len(),
         replicas,
-        record_ttl_ms: u64::try_from(ttl(state).as_millis()).unwrap_or(u64::MAX),
+        record_ttl_ms: millis(ttl(state)),
         user_cap,
         users_at_cap,
     })
@@ -251,7 +264,7 @@ impl Publisher {
             loop {
                 tick.tick().await;
                 let r = record(&state, listen, started);
-                match publish(&state, &r).await {
+                match publish(state.redis(), &r, ttl(&state), MAX_KEPT).await {
                     Ok(true) => failing = false,
                     Ok(false) => {
                         if !failing {
@@ -279,7 +292,8 @@ impl Publisher {
     pub async fn stop(mut self, state: &AppState) {
         self.task.abort();
         let _ = (&mut self.task).await;
-        if let Err(e) = tokio::time::timeout(Duration::from_secs(1), leave(state))
+        let gone = leave(state.redis(), state.gate().replica_id());
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(1), gone)
             .await
             .unwrap_or(Err(LimiterError::InvalidArgument("timed out".into())))
         {
@@ -299,30 +313,103 @@ impl Drop for Publisher {
 mod tests {
     use super::*;
 
+    fn rec(replica: &str, holders: &[(&str, u32)]) -> ReplicaRecord {
+        ReplicaRecord {
+            replica: replica.into(),
+            listen: "127.0.0.1:1".into(),
+            mode: "shared".into(),
+            draining: false,
+            known_replicas: 2,
+            local_share: 10,
+            slots_held: 0,
+            local_slots_in_use: 0,
+            local_waiters: 0,
+            holders: holders
+                .iter()
+                .map(|(u, n)| Holder {
+                    user: (*u).into(),
+                    slots: *n,
+                })
+                .collect(),
+            holders_truncated: false,
+            version: "0".into(),
+            started_at_ms: 0,
+        }
+    }
+
     fn view(replica: &str, holders: &[(&str, u32)]) -> ReplicaView {
         ReplicaView {
-            record: ReplicaRecord {
-                replica: replica.into(),
-                listen: "127.0.0.1:1".into(),
-                mode: "shared".into(),
-                draining: false,
-                known_replicas: 2,
-                local_share: 10,
-                slots_held: 0,
-                local_slots_in_use: 0,
-                local_waiters: 0,
-                holders: holders
-                    .iter()
-                    .map(|(u, n)| Holder {
-                        user: (*u).into(),
-                        slots: *n,
-                    })
-                    .collect(),
-                holders_truncated: false,
-                version: "0".into(),
-                started_at_ms: 0,
-            },
+            record: rec(replica, holders),
             expires_in_ms: 1000,
+        }
+    }
+
+    fn redis() -> RedisHandle {
+        RedisHandle::new(&limiter_core::RedisConfig {
+            url: testkit::redis_url(),
+            prefix: testkit::unique_prefix("fleet-status"),
+            ..limiter_core::RedisConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// Records are listed while fresh, leave on request, and expire by themselves (a replica that
+    /// died): the view never lists a replica that stopped publishing.
+    #[tokio::test]
+    async fn records_are_listed_then_leave_or_expire() {
+        let r = redis();
+        let ttl = Duration::from_millis(300);
+        assert!(publish(&r, &rec("b", &[("u1", 1)]), ttl, 10).await.unwrap());
+        assert!(
+            publish(&r, &rec("a", &[]), Duration::from_secs(30), 10)
+                .await
+                .unwrap()
+        );
+        let (list, total) = live_records(&r, 10).await.unwrap();
+        assert_eq!(total, 2);
+        let ids: Vec<_> = list.iter().map(|v| v.record.replica.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(list[1].record.holders[0].user, "u1");
+        assert!(list[1].expires_in_ms <= 300);
+
+        leave(&r, "a").await.unwrap();
+        // "b" expires; nothing renews it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (list, total) = live_records(&r, 10).await.unwrap();
+            if list.is_empty() && total == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never expired: {list:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The keys themselves go with the last record.
+        let [live, records] = keys(&r);
+        let exists: u32 = r
+            .cmd(redis::cmd("EXISTS").arg(&live).arg(&records))
+            .await
+            .unwrap();
+        assert_eq!(exists, 0, "keys left behind");
+    }
+
+    /// The set is bounded: a new replica beyond the cap is refused (a known one is renewed), and
+    /// a read lists at most its limit while counting them all.
+    #[tokio::test]
+    async fn the_view_is_bounded() {
+        let r = redis();
+        let ttl = Duration::from_secs(30);
+        for id in ["a", "b", "c"] {
+            assert!(publish(&r, &rec(id, &[]), ttl, 3).await.unwrap());
+        }
+        assert!(!publish(&r, &rec("d", &[]), ttl, 3).await.unwrap());
+        assert!(publish(&r, &rec("b", &[("u", 2)]), ttl, 3).await.unwrap());
+        let (list, total) = live_records(&r, 2).await.unwrap();
+        assert_eq!((list.len(), total), (2, 3));
+        for id in ["a", "b", "c"] {
+            leave(&r, id).await.unwrap();
         }
     }
 
