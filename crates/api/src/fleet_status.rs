@@ -34,7 +34,8 @@ static LEAVE: LuaScript = LuaScript::new(
     include_str!("../../../lua/fleet_status_leave.lua"),
 );
 
-/// Most records the fleet view lists (the rest are counted in `liveReplicas`).
+/// Most records the fleet view lists (the rest are counted in `liveReplicas`; the field docs
+/// repeat the number for the OpenAPI document).
 pub const MAX_LISTED: usize = 64;
 /// Most records kept in Redis at once: a runaway fleet cannot grow the keys without bound.
 pub const MAX_KEPT: usize = 1024;
@@ -63,7 +64,7 @@ pub struct ReplicaRecord {
     pub local_slots_in_use: u64,
     /// Requests waiting on it.
     pub local_waiters: u64,
-    /// Users holding its slots, most slots first (at most [`MAX_HOLDERS`]).
+    /// Users holding its slots, most slots first (at most 50).
     pub holders: Vec<Holder>,
     /// Whether some holders were left out.
     pub holders_truncated: bool,
@@ -92,7 +93,7 @@ pub struct FleetView {
     pub answered_by: String,
     /// Records live in Redis (may exceed the listed ones).
     pub live_replicas: u64,
-    /// The replicas, at most [`MAX_LISTED`], ordered by id.
+    /// The replicas, at most 64, ordered by id.
     pub replicas: Vec<ReplicaView>,
     /// Whether some replicas were left out of the list.
     pub truncated: bool,
