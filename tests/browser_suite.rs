@@ -39,6 +39,8 @@ fn browser_suite() {
         .arg(root.join("tests/browser"))
         .env("FLEETGATE_BIN_DIR", &bin_dir)
         .env("FLEETGATE_TEST_CHROMIUM", &chromium)
+        // No __pycache__ left in the source tree.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .current_dir(root.join("tests/browser"))
         .status()
         .expect("run pytest");

@@ -89,8 +89,9 @@ def request_urls():
 
 @pytest.fixture(autouse=True)
 def clean_fleet(fleet):
-    """Each test starts with the simulator's defaults and an empty queue."""
+    """Each test starts with the simulator's defaults and every breaker closed."""
     fleet.sim_reset()
+    fleet.admin_action("force-close-circuits")
     yield
 
 

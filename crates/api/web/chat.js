@@ -4,7 +4,7 @@
 
 import { Session, tokenSubject } from "/assets/session.js";
 import { Problem, post, readEvents } from "/assets/api.js";
-import { showRefusal } from "/assets/refusal.js";
+import { sentence, showRefusal } from "/assets/refusal.js";
 
 const session = new Session("fleetgate.token");
 const HISTORY = "fleetgate.chat.history";
@@ -135,7 +135,8 @@ function refuse(problem) {
   stopCountdown();
   if (problem.code === "unauthorized") {
     session.clear();
-    showSignIn();
+    showSignIn(sentence(problem));
+    return;
   }
   if (problem.code === "daily_quota_exhausted") setQuota(0);
   waiting = problem.retryAfter !== null;
@@ -240,9 +241,12 @@ async function exportAs(format) {
   }
 }
 
-function showSignIn() {
+function showSignIn(message) {
   $("signin").hidden = false;
   $("chat").hidden = true;
+  const err = $("signin-error");
+  err.hidden = !message;
+  err.textContent = message || "";
   $("token-input").focus();
 }
 
@@ -262,6 +266,7 @@ function main() {
     if (!value) return;
     session.set(value);
     $("token-input").value = "";
+    $("signin-error").hidden = true;
     clearRefusal();
     showChat();
   });
