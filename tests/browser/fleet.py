@@ -1,7 +1,7 @@
 """The system under test: `upstream-sim`, a fresh PostgreSQL database migrated by `fleetgate
-migrate`, and real `fleetgate serve` replicas on free loopback ports sharing the machine's Redis
-under a key prefix of their own. Every process is stopped when the suite ends; logs are kept in
-`target/browser-tests/logs/` (the token check reads them).
+migrate`, a `redis-server` of the suite's own on a free port (a test stops and restarts it), and
+real `fleetgate serve` replicas on free loopback ports. Every process is stopped when the suite
+ends; logs are kept in `target/browser-tests/logs/` (the token check reads them).
 """
 
 from __future__ import annotations
@@ -86,11 +86,14 @@ class Fleet:
             "FLEETGATE_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"
         )
         self.prefix = f"fgbrowser-{os.getpid()}-{secrets.token_hex(3)}"
+        self.redis_port = free_port()
+        self.redis: subprocess.Popen | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "Fleet":
         self._psql(f'CREATE DATABASE "{self.db_name}"')
+        self.redis_start()
         self._start_sim()
         env = self.env()
         subprocess.run(
@@ -122,23 +125,54 @@ class Fleet:
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+        # Redis stays up while the replicas drain (they release their slots there).
         for p in self.procs:
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        self.redis_stop()
         try:
             self._psql(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
         except subprocess.CalledProcessError:
             pass
+
+    def redis_start(self) -> None:
+        """Starts the suite's Redis (empty: nothing is saved) and waits until it answers."""
+        log = open(self.logs / "redis.log", "ab")
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def redis_stop(self) -> None:
+        """Kills the suite's Redis at once (SIGKILL, as a crash)."""
+        if self.redis is not None and self.redis.poll() is None:
+            self.redis.kill()
+            self.redis.wait()
+        self.redis = None
 
     def env(self) -> dict[str, str]:
         u = urlsplit(self.admin_url)
         db_url = urlunsplit((u.scheme, u.netloc, "/" + self.db_name, u.query, u.fragment))
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "FLEETGATE_REDIS_URL": os.environ.get("FLEETGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+            "FLEETGATE_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}",
             "FLEETGATE_REDIS_PREFIX": self.prefix,
             "FLEETGATE_DATABASE_URL": db_url,
             "FLEETGATE_DATABASE_MAX_CONNECTIONS": "4",

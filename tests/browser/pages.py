@@ -132,8 +132,11 @@ class AdminPage:
     def replica_rows(self):
         return self.page.locator("#replicas tbody tr")
 
-    def expect_replicas(self, n: int, mode: str = "shared") -> None:
-        expect(self.page.locator(f"#replicas tbody tr[data-mode='{mode}']")).to_have_count(n, timeout=15_000)
+    def expect_replicas(self, n: int, mode: str = "shared", timeout: float = 15_000) -> None:
+        """`n` rows, all in `mode`."""
+        rows = self.page.locator("#replicas tbody tr")
+        expect(rows).to_have_count(n, timeout=timeout)
+        expect(self.page.locator(f"#replicas tbody tr[data-mode='{mode}']")).to_have_count(n, timeout=timeout)
 
     def expect_slots(self, in_use: int, cap: int, timeout: float = 15_000) -> None:
         expect(self.page.locator("#slots-in-use")).to_have_text(str(in_use), timeout=timeout)

@@ -87,3 +87,22 @@ def test_console_refuses_a_user_token(fleet, client):
     page.goto(f"{fleet.replicas[0]}/admin#token={user_token('not-an-admin')}")
     expect(page.locator("#signin-error")).to_contain_text("The admin token was refused")
     expect(page.get_by_label("Admin token")).to_be_visible()
+
+
+def test_console_shows_a_replica_running_degraded_while_redis_is_down(fleet, client):
+    admin = AdminPage(client().new_page(), fleet.replicas[0]).open_signed_in(ADMIN_TOKEN)
+    admin.expect_replicas(2, mode="shared")
+    fleet.redis_stop()
+    try:
+        # Nothing can be read from Redis: the console says so and shows the answering replica,
+        # which admits from its local share of the caps.
+        expect(admin.page.locator("#fleet-note")).to_contain_text("Redis cannot be read")
+        admin.expect_replicas(1, mode="degraded")
+        expect(admin.page.locator("#redis")).to_have_attribute("data-status", "down")
+        expect(admin.page.locator("#status")).to_have_text("degraded")
+        expect(admin.page.locator("#slots-in-use")).to_contain_text("unknown")
+    finally:
+        fleet.redis_start()
+    # Back to shared limits without a restart (after the fleet has re-registered).
+    admin.expect_replicas(2, mode="shared", timeout=40_000)
+    expect(admin.page.locator("#redis")).to_have_attribute("data-status", "up")
