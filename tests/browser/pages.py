@@ -165,6 +165,21 @@ class AdminPage:
         expect(dialog).to_be_hidden()
         expect(result).to_have_attribute("data-ok", "true")
 
+    def run_action_with_keyboard(self, label: str) -> None:
+        """The same with the keyboard only: Enter on the button; in the dialog, focus starts on
+        Cancel, Tab moves to Run it, Enter runs it."""
+        result = self.page.locator("#action-result")
+        self.page.get_by_role("button", name=label).focus()
+        self.page.keyboard.press("Enter")
+        dialog = self.page.get_by_role("dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+        self.page.keyboard.press("Tab")
+        expect(dialog.get_by_role("button", name="Run it")).to_be_focused()
+        self.page.keyboard.press("Enter")
+        expect(dialog).to_be_hidden()
+        expect(result).to_have_attribute("data-ok", "true")
+
     def cancel_action(self, label: str) -> None:
         self.page.get_by_role("button", name=label).click()
         dialog = self.page.get_by_role("dialog")

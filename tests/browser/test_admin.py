@@ -80,6 +80,8 @@ def test_every_action_asks_first_and_shows_its_result(fleet, client):
     ]:
         admin.run_action(label)
         assert field in admin.action_result(), (label, admin.action_result())
+    admin.run_action_with_keyboard("Reset errors")
+    assert "reset-errors: done" in admin.action_result()
 
 
 def test_console_refuses_a_user_token(fleet, client):
