@@ -138,6 +138,12 @@ class AdminPage:
         expect(rows).to_have_count(n, timeout=timeout)
         expect(self.page.locator(f"#replicas tbody tr[data-mode='{mode}']")).to_have_count(n, timeout=timeout)
 
+    def expect_replica_row(self, base: str, slots_held: int, waiting: int, timeout: float = 15_000) -> None:
+        """The row of the replica listening at `base` (http://host:port)."""
+        row = self.page.locator(f"#replicas tbody tr[data-listen='{base.removeprefix('http://')}']")
+        expect(row.locator("td").nth(3)).to_have_text(str(slots_held), timeout=timeout)
+        expect(row.locator("td").nth(4)).to_have_text(str(waiting), timeout=timeout)
+
     def expect_slots(self, in_use: int, cap: int, timeout: float = 15_000) -> None:
         expect(self.page.locator("#slots-in-use")).to_have_text(str(in_use), timeout=timeout)
         expect(self.page.locator("#slots-cap")).to_have_text(str(cap))

@@ -11,13 +11,13 @@ from pages import AdminPage, ChatPage
 
 
 def test_console_shows_every_replica_and_the_slot_a_slow_answer_holds(fleet, client):
-    fleet.sim_control({"llm_answer_latency_ms": 4000})
+    fleet.sim_control({"llm_answer_latency_ms": 6000})
     admin = AdminPage(client().new_page(), fleet.replicas[1]).open_signed_in(ADMIN_TOKEN)
     admin.expect_replicas(2, mode="shared")
     admin.expect_slots(0, 1)
 
     chat = ChatPage(client().new_page(), fleet.replicas[0]).open_signed_in(user_token("admin-watch-a"))
-    waiter = ChatPage(client().new_page(), fleet.replicas[0]).open_signed_in(user_token("admin-watch-b"))
+    waiter = ChatPage(client().new_page(), fleet.replicas[1]).open_signed_in(user_token("admin-watch-b"))
     chat.ask("A slow question", rag=False)
     expect(chat.progress).to_contain_text("Answering")
     admin.expect_slots(1, 1)
@@ -25,9 +25,11 @@ def test_console_shows_every_replica_and_the_slot_a_slow_answer_holds(fleet, cli
     waiter.ask("A question that waits", rag=False)
     waiter.expect_position(1)
     admin.expect_waiting("chat", 1)
-    # The replica holding the slot says so in its row.
-    holder = admin.page.locator("#replicas tbody tr").filter(has_text=fleet.replicas[0].removeprefix("http://"))
-    expect(holder.locator("td").nth(3)).to_have_text("1")
+    # Each replica's row: the slot on the first replica, the waiter on the second.
+    admin.expect_replica_row(fleet.replicas[0], slots_held=1, waiting=0)
+    admin.expect_replica_row(fleet.replicas[1], slots_held=0, waiting=1)
+    # All of it seen while the slow answer was still running.
+    expect(chat.progress).to_contain_text("Answering")
     screenshot(admin.page, "admin")
 
     chat.expect_answered()

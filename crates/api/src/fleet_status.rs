@@ -138,7 +138,8 @@ pub fn record(state: &AppState, listen: SocketAddr, started: SystemTime) -> Repl
         draining: state.is_shutting_down(),
         known_replicas: local.known_replicas,
         local_share: local.local_share,
-        slots_held: u64::try_from(state.gate().outstanding()).unwrap_or(u64::MAX),
+        // Granted slots only (the gate's outstanding count includes requests still waiting).
+        slots_held: state.slot_holders().total(),
         local_slots_in_use: local.local_slots_in_use,
         local_waiters: local.local_waiters,
         holders,

@@ -50,6 +50,11 @@ impl SlotHolders {
         }
     }
 
+    /// Slots held now, all users together.
+    pub fn total(&self) -> u64 {
+        self.lock().values().map(|&n| u64::from(n)).sum()
+    }
+
     /// The holders with the most slots first, at most `max`; and whether some were left out.
     pub fn snapshot(&self, max: usize) -> (Vec<Holder>, bool) {
         let mut all: Vec<Holder> = self
@@ -128,6 +133,7 @@ mod tests {
         assert_eq!(list[0].user, user_key("alice"));
         assert_eq!(list[0].slots, 2);
         assert_eq!(list[1].slots, 1);
+        assert_eq!(h.total(), 3);
         drop(a1);
         drop(b);
         assert_eq!(

@@ -66,6 +66,7 @@ function renderReplicas(c) {
     body.append(
       row([name, r.listen, stateCell(r.mode), r.slotsHeld, r.localWaiters, `${(seen / 1000).toFixed(1)} s ago`], {
         replica: r.replica,
+        listen: r.listen,
         mode: r.mode,
       }),
     );
