@@ -19,7 +19,9 @@
 //! `admission.rs`, `quota.rs`, `pipeline.rs`, `breakers.rs`, `stats.rs`, `json.rs` (body
 //! extractor), `state.rs`, `routes/` (one file per route group), `server.rs` (`app`, `run`),
 //! `telemetry.rs` (logs, traces), `metrics.rs` (Prometheus), `upstream/` (PubMed, Semantic Scholar and LLM clients, retrieval),
-//! `conversations.rs` (history in PostgreSQL), `export.rs` (Markdown, JSON, BibTeX, RIS).
+//! `conversations.rs` (history in PostgreSQL), `export.rs` (Markdown, JSON, BibTeX, RIS),
+//! `slot_holders.rs` and `fleet_status.rs` (the admin console's fleet view), `routes/pages.rs`
+//! and `web/` (the chat page and the admin console, embedded).
 
 pub mod admission;
 pub mod auth;
@@ -32,6 +34,7 @@ pub mod config;
 pub mod conversations;
 pub mod error;
 pub mod export;
+pub mod fleet_status;
 pub mod ip_limit;
 pub mod json;
 pub mod jwt;
@@ -42,6 +45,7 @@ pub mod rag_pipeline;
 pub mod routes;
 pub mod secret;
 mod server;
+pub mod slot_holders;
 pub mod state;
 pub mod stats;
 pub mod telemetry;

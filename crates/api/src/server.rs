@@ -23,7 +23,7 @@ use crate::auth::require_user;
 use crate::client_ip::resolve_client_ip;
 use crate::error::ApiError;
 use crate::json::BODY_LIMIT;
-use crate::routes::{chat, export, health, metrics, openapi, probes, research};
+use crate::routes::{chat, export, health, metrics, openapi, pages, probes, research};
 use crate::state::AppState;
 use crate::stats::count_requests;
 
@@ -49,7 +49,8 @@ pub fn app(state: AppState) -> Router {
             RouteClass::Export,
             post(export::export),
         ));
-    with_common(user_routes, state)
+    // The browser pages (chat and admin console) use the API above like any other client.
+    with_common(user_routes.merge(pages::router()), state)
 }
 
 /// The user routes plus everything around them: the public routes, the fallback and the outer
@@ -127,6 +128,11 @@ pub async fn run(
         stop: stop_rx,
     }
     .tap_io(|_| {});
+    // This replica's record in the admin console's fleet view, for as long as it serves.
+    let publisher = listener
+        .local_addr()
+        .ok()
+        .map(|addr| crate::fleet_status::Publisher::spawn(state.clone(), addr));
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, service)
         .with_graceful_shutdown(signal)
@@ -145,6 +151,9 @@ pub async fn run(
             Ok(())
         }
     };
+    if let Some(p) = publisher {
+        p.stop(&state).await;
+    }
     let released = state.gate().shutdown(Duration::from_secs(5)).await;
     if !released {
         tracing::warn!(

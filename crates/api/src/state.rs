@@ -15,6 +15,7 @@ use crate::ip_limit::{IpLimitStats, IpRateLimitLayer};
 use crate::jwt::JwtVerifier;
 use crate::pipeline::ChatPipeline;
 use crate::quota::{QuotaError, QuotaStore};
+use crate::slot_holders::SlotHolders;
 use crate::stats::RequestStats;
 
 /// Why a replica could not be built.
@@ -46,6 +47,7 @@ struct Inner {
     export_limit: IpRateLimitLayer,
     ip_stats: Arc<IpLimitStats>,
     request_stats: RequestStats,
+    slot_holders: SlotHolders,
     shutting_down: AtomicBool,
 }
 
@@ -146,6 +148,7 @@ impl AppState {
                 export_limit,
                 ip_stats,
                 request_stats: RequestStats::default(),
+                slot_holders: SlotHolders::default(),
                 shutting_down: AtomicBool::new(false),
             }),
         })
@@ -208,6 +211,10 @@ impl AppState {
     /// Request counters.
     pub fn request_stats(&self) -> &RequestStats {
         &self.inner.request_stats
+    }
+    /// Who holds this replica's slots (the fleet view's users at cap).
+    pub fn slot_holders(&self) -> &SlotHolders {
+        &self.inner.slot_holders
     }
     /// Whether shutdown has begun (readiness false, no new admissions).
     pub fn is_shutting_down(&self) -> bool {

@@ -3,9 +3,10 @@
 //!
 //! With `Accept: text/event-stream` the reply is a server-sent event stream, opened right after
 //! the quota spend: `queued` (position, again whenever it changes), `started`, `delta` (answer text
-//! as the LLM produces it), `citations`, `done` (the JSON reply) or `error` (problem+json). The
-//! wait and the answer run in a task that ends as soon as the client disconnects, which drops its
-//! slot (handed to the next waiter at once) and its upstream call.
+//! as the LLM produces it), `citations`, `done` (the JSON reply) or `error` (problem+json, plus
+//! `retryAfter` in seconds where a response would carry `Retry-After`). The wait and the answer
+//! run in a task that ends as soon as the client disconnects, which drops its slot (handed to the
+//! next waiter at once) and its upstream call.
 
 use std::convert::Infallible;
 
@@ -188,6 +189,16 @@ fn event(name: &str, data: &impl Serialize) -> Event {
         .unwrap_or_else(|_| Event::default().event(name))
 }
 
+/// The `error` event: the problem document plus `retryAfter` (seconds), which a stream cannot send
+/// as a header once it is open.
+fn error_event(err: &ApiError) -> Event {
+    let mut doc = serde_json::to_value(err.problem()).unwrap_or_else(|_| json!({}));
+    if let (Some(ra), Some(obj)) = (err.retry_after(), doc.as_object_mut()) {
+        obj.insert("retryAfter".into(), crate::error::secs_ceil(ra).into());
+    }
+    event("error", &doc)
+}
+
 /// Opens the event stream; the work runs in a task that stops when the client goes away.
 fn stream(
     state: AppState,
@@ -248,7 +259,7 @@ async fn run_stream(
         Ok(s) => s,
         Err(e) => {
             ticket.refund().await;
-            let _ = tx.send(event("error", &e.problem())).await;
+            let _ = tx.send(error_event(&e)).await;
             return;
         }
     };
@@ -308,7 +319,7 @@ async fn run_stream(
                 ticket.keep();
             }
             let err: ApiError = e.into();
-            let _ = tx.send(event("error", &err.problem())).await;
+            let _ = tx.send(error_event(&err)).await;
         }
     }
 }

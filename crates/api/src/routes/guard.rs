@@ -7,13 +7,14 @@ use tokio::time::Instant;
 
 use limiter_core::Rejection;
 
-use crate::admission::{RouteClass, Slot};
+use crate::admission::RouteClass;
 use crate::error::ApiError;
 use crate::quota::{QuotaStore, Ticket};
+use crate::slot_holders::HeldSlot;
 use crate::state::AppState;
 
 /// Waits for a slot (per-user and global caps) until the queue timeout.
-pub async fn admit(state: &AppState, user: &str, class: RouteClass) -> Result<Slot, ApiError> {
+pub async fn admit(state: &AppState, user: &str, class: RouteClass) -> Result<HeldSlot, ApiError> {
     admit_watched(state, user, class, None).await
 }
 
@@ -23,7 +24,7 @@ pub async fn admit_watched(
     user: &str,
     class: RouteClass,
     positions: Option<tokio::sync::watch::Sender<u32>>,
-) -> Result<Slot, ApiError> {
+) -> Result<HeldSlot, ApiError> {
     if state.is_shutting_down() {
         return Err(shutting_down());
     }
@@ -32,6 +33,8 @@ pub async fn admit_watched(
         .gate()
         .admit_watched(user, class, deadline, positions)
         .await
+        // Counted per user while held: the fleet view shows who is at the per-user cap.
+        .map(|slot| HeldSlot::new(slot, state.slot_holders(), user))
         .map_err(|e| match e {
             Rejection::Timeout { .. } => ApiError::QueueTimeout {
                 retry_after: Duration::from_secs(10),

@@ -19,6 +19,7 @@ use crate::admission::{GateStats, LocalAdmission};
 use crate::auth::{is_admin, require_admin};
 use crate::breakers::BreakerStatus;
 use crate::error::{ApiError, Problem};
+use crate::fleet_status::FleetView;
 use crate::ip_limit::IpLimitSnapshot;
 use crate::json::ValidJson;
 use crate::quota::LoadMetric;
@@ -66,6 +67,9 @@ pub struct Components {
     pub queue: Option<GateStats>,
     /// This replica's admission: mode, local share and what it holds (also while Redis is down).
     pub admission: LocalAdmission,
+    /// Every live replica, its mode and its slots; the users at their per-user cap (null if
+    /// Redis could not be read).
+    pub fleet: Option<FleetView>,
     /// Circuit breakers.
     pub breakers: BreakersComponent,
     /// Per-IP windows of this replica.
@@ -146,8 +150,9 @@ pub async fn report(state: &AppState) -> HealthReport {
             None => (false, Vec::new()),
         }
     };
-    let (redis_ping, pg_ping, gate, load, (wired, breaker_states)) =
-        tokio::join!(redis_ping, pg_ping, gate, load, breakers);
+    let fleet = within(crate::fleet_status::read(state));
+    let (redis_ping, pg_ping, gate, load, (wired, breaker_states), fleet) =
+        tokio::join!(redis_ping, pg_ping, gate, load, breakers, fleet);
     let pool = state.quota().pool();
     let pool_size = pool.size();
     let pool_idle = u32::try_from(pool.num_idle()).unwrap_or(0);
@@ -263,6 +268,7 @@ pub async fn report(state: &AppState) -> HealthReport {
             },
             queue: gate,
             admission: state.gate().local(),
+            fleet,
             breakers: BreakersComponent {
                 wired,
                 states: breaker_states,
