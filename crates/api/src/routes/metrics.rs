@@ -18,7 +18,7 @@ use crate::state::AppState;
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // The health report reads everything the gauges need, each probe under its own timeout,
     // so a scrape during an outage still answers (with what it could read).
-    let report = super::health::report(&state).await;
+    let report = state.health_cache().get(&state).await;
     let transitions = state
         .breakers()
         .map(|b| b.transitions())

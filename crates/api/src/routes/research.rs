@@ -69,6 +69,7 @@ pub async fn research(
     if crate::json::is_blank(&body.query) {
         return Err(ApiError::InvalidRequest("`query` must not be empty".into()));
     }
+    crate::json::no_control_chars("query", &body.query)?;
     let n = body.query.chars().count();
     if n > MAX_QUERY_CHARS {
         return Err(ApiError::InvalidRequest(format!(
