@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
-use tracing::Instrument;
 use sqlx::postgres::PgPoolOptions;
+use tracing::Instrument;
 
 use crate::config::Config;
 
@@ -260,9 +260,7 @@ impl QuotaStore {
                 // The request's span names the user by pseudonym; the id itself is never logged.
                 tracing::warn!(error = %e, "quota refund failed; retrying in the background");
                 let store = self.clone();
-                tokio::spawn(
-                    async move { store.retry_refund(ticket).await }.in_current_span(),
-                );
+                tokio::spawn(async move { store.retry_refund(ticket).await }.in_current_span());
             }
         }
     }

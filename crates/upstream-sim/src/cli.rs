@@ -29,6 +29,7 @@ OPTIONS
   --llm-api-key KEY             require 'Authorization: Bearer KEY' on /v1 (default none)
   --llm-stream-abort-rate F     fraction of streams cut off half-way, no [DONE] (default 0)
   --llm-token-ms N              generation time per answer word, streamed or not (default 0)
+  --llm-answer-pad-words N      pad answers with filler words up to N words (default 0)
   --hostile BOOL                hostile literature: HTML, images, javascript: links, control
                                 characters, &#0;, prompt injections, oversized fields (default false)
 Fault flags, for every group or, with a prefix pubmed-, s2- or llm-, for one:
@@ -89,6 +90,7 @@ const FLAGS: &[&str] = &[
     "llm-api-key",
     "llm-stream-abort-rate",
     "llm-token-ms",
+    "llm-answer-pad-words",
     "hostile",
 ];
 
@@ -158,6 +160,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             "llm-api-key" => cfg.settings.llm_api_key = (!v.is_empty()).then(|| v.to_string()),
             "llm-stream-abort-rate" => cfg.settings.llm_stream_abort_rate = num(&flag, v)?,
             "llm-token-ms" => cfg.settings.llm_token_ms = num(&flag, v)?,
+            "llm-answer-pad-words" => cfg.settings.llm_answer_pad_words = num(&flag, v)?,
             "hostile" => cfg.settings.hostile = num(&flag, v)?,
             _ => {
                 let prefixed = Group::ALL.into_iter().find_map(|g| {

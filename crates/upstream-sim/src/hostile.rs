@@ -9,7 +9,6 @@
 
 use crate::corpus::Paper;
 
-
 /// Title payloads, one per paper in turn.
 pub const TITLE_PAYLOADS: [&str; 6] = [
     // Raw HTML, an event handler.

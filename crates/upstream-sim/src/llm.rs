@@ -6,7 +6,8 @@
 //! chunk, one chunk per word, a finish chunk, optionally a usage chunk, then `data: [DONE]`, with
 //! `llm_answer_latency_ms` before the first word and `llm_chunk_delay_ms` (plus `llm_token_ms`)
 //! between chunks; a non-streamed answer waits the answer latency plus `llm_token_ms` per word.
-//! `max_tokens` (or `max_completion_tokens`) cuts the answer to that many words, with
+//! `llm_answer_pad_words` pads an answer with filler words (a long generation); `max_tokens` (or
+//! `max_completion_tokens`) cuts the answer to that many words, with
 //! `finish_reason: "length"`. Every request is recorded with its messages (`prompts.rs`).
 
 // Error paths return ready-made responses in the API's style; their size is irrelevant here.
@@ -267,6 +268,10 @@ pub(crate) async fn chat_completions(
         .live_prompts()
         .record(user.as_deref(), req.max_tokens, req.stream, &req.messages);
     let mut text = answer::compose(&req.messages);
+    let composed = text.split_whitespace().count() as u64;
+    for i in composed..settings.llm_answer_pad_words {
+        text.push_str(if i % 2 == 0 { " lorem" } else { " ipsum" });
+    }
     let mut finish = "stop";
     if let Some(max) = req.max_tokens {
         let words: Vec<&str> = text.split_inclusive(' ').collect();

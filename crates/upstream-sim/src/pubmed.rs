@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::corpus::{Match, Paper, Scope};
-use crate::hostile;
 use crate::errors;
+use crate::hostile;
 use crate::params::Params;
 use crate::state::SimState;
 

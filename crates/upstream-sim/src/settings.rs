@@ -125,6 +125,8 @@ pub struct Settings {
     /// Generation time per word of an answer, in ms, streamed or not (a long answer takes long,
     /// as with a real model); 0 = answers cost only the latencies above.
     pub llm_token_ms: u64,
+    /// Answers are padded with filler words up to this many (a long generation); 0 = as composed.
+    pub llm_answer_pad_words: u64,
     /// Hostile literature: titles, abstracts, authors and links carry HTML, Markdown images and
     /// `javascript:` links, control characters and `&#0;`, text written to steer a model, and
     /// oversized fields (see `hostile.rs`). The search results stay the same papers.
@@ -142,6 +144,7 @@ impl Default for Settings {
             llm_api_key: None,
             llm_stream_abort_rate: 0.0,
             llm_token_ms: 0,
+            llm_answer_pad_words: 0,
             hostile: false,
         }
     }
@@ -208,6 +211,9 @@ impl Settings {
         }
         if let Some(v) = patch.llm_token_ms {
             next.llm_token_ms = v;
+        }
+        if let Some(v) = patch.llm_answer_pad_words {
+            next.llm_answer_pad_words = v;
         }
         if let Some(v) = patch.hostile {
             next.hostile = v;
@@ -284,5 +290,6 @@ pub struct SettingsPatch {
     pub llm_api_key: Option<String>,
     pub llm_stream_abort_rate: Option<f64>,
     pub llm_token_ms: Option<u64>,
+    pub llm_answer_pad_words: Option<u64>,
     pub hostile: Option<bool>,
 }

@@ -3,14 +3,14 @@
 //! wants the whole answer ([`LlmClient::complete`]) collects the same stream.
 //!
 //! Streaming internally is what makes the timeouts mean something: `FLEETGATE_UPSTREAM_TIMEOUT_MS`
-//! bounds the time to the first byte of the answer and every gap between two chunks, never the
+//! bounds the time to the first token of the answer and every gap between two chunks, never the
 //! whole answer (a long answer is not a slow upstream), and `FLEETGATE_LLM_ANSWER_TIMEOUT_MS`
 //! bounds the whole. `max_tokens` (`FLEETGATE_LLM_MAX_TOKENS`) caps every answer.
 //!
 //! Only the upstream's faults count against the shared breaker, and they are known by the first
-//! byte: a connection error, a 5xx, a 429, or no first byte in time is a failure; the first byte
-//! of a 2xx answer is a success (recorded at once, so a half-open probe is settled without
-//! waiting for the answer to end). What happens later (a stall between chunks, a cut-off stream,
+//! token: a connection error, a 5xx, a 429, or no first token in time is a failure; the first
+//! token of a 2xx answer (or its end, if it has none) is a success, recorded at once, so a
+//! half-open probe is settled without waiting for the answer to end. What happens later (a stall between chunks, a cut-off stream,
 //! the answer timeout) ends this answer with an error but does not count: by then the upstream
 //! has shown it is up. Failures before the first byte other than a timeout (connection refused, a
 //! 5xx or 429 without a long `Retry-After`) are retried once: nothing was generated yet.
@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use breaker_store::{BreakerError, Breakers, Outbound, Outcome, Permit, parse_retry_after};
-use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -31,7 +30,7 @@ use tokio::time::Instant;
 use super::http::transport;
 use super::{UpstreamError, service::LLM};
 
-/// Attempts before the first byte (a retry only for refused connections, 5xx and 429).
+/// Attempts before the first token (a retry only for refused connections, 5xx and 429).
 const ATTEMPTS: u32 = 2;
 /// A 429 or 503 asking to wait longer than this is not retried.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
@@ -102,10 +101,10 @@ pub struct LlmClient {
     cfg: LlmConfig,
 }
 
-/// How one attempt before the first byte ended.
+/// How one attempt before the first token ended.
 enum Start {
-    /// Streaming: the response and its first chunk.
-    Streaming(reqwest::Response, Bytes),
+    /// Streaming: the reader and the first token (`None`: the answer ended without one).
+    Streaming(SseReader, Option<String>),
     /// Worth one more attempt (after the wait).
     Retry(UpstreamError, Duration),
     /// Final.
@@ -193,29 +192,27 @@ impl LlmClient {
             }
             Err(_) => return timed_out(breakers, permit).await,
         };
-        let mut resp = resp;
-        match tokio::time::timeout_at(deadline, resp.chunk()).await {
-            Ok(Ok(Some(first))) => {
+        let mut reader = SseReader {
+            resp,
+            buf: Vec::new(),
+        };
+        match reader.next(deadline).await {
+            Ok(first) => {
                 // The upstream is up and answering: settle the breaker now.
                 breakers
                     .record_in_background(permit, Outcome::Success)
                     .await;
-                Start::Streaming(resp, first)
+                Start::Streaming(reader, first)
             }
-            Ok(Ok(None)) => {
+            Err(ReadError::Timeout) => timed_out(breakers, permit).await,
+            Err(ReadError::Failed(e)) => {
                 failed("failure");
                 breakers.record(permit, Outcome::Failure).await;
-                Start::Failed(UpstreamError::Malformed {
-                    service: LLM,
-                    detail: "empty stream".into(),
-                })
+                match e {
+                    UpstreamError::Malformed { .. } => Start::Failed(e),
+                    other => Start::Retry(other, Duration::ZERO),
+                }
             }
-            Ok(Err(e)) => {
-                failed("failure");
-                breakers.record(permit, Outcome::Failure).await;
-                Start::Retry(transport(LLM, &e), Duration::ZERO)
-            }
-            Err(_) => timed_out(breakers, permit).await,
         }
     }
 
@@ -259,9 +256,9 @@ impl LlmClient {
     ) -> Result<mpsc::Receiver<Result<String, UpstreamError>>, UpstreamError> {
         let breakers = self.outbound.breakers().clone();
         let mut attempt = 1;
-        let (resp, first) = loop {
+        let (reader, first) = loop {
             match self.start(&breakers, messages, user).await {
-                Start::Streaming(resp, first) => break (resp, first),
+                Start::Streaming(reader, first) => break (reader, first),
                 Start::Retry(e, wait) if attempt < ATTEMPTS => {
                     tracing::debug!(error = %e, attempt, "LLM failed before answering; retrying");
                     attempt += 1;
@@ -274,7 +271,7 @@ impl LlmClient {
         let gap = self.cfg.timeout;
         let end = Instant::now() + self.cfg.answer_timeout;
         tokio::spawn(async move {
-            if let Err(Relay::Failed(e)) = relay(resp, first, &tx, gap, end).await {
+            if let Err(Relay::Failed(e)) = relay(reader, first, &tx, gap, end).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -282,7 +279,65 @@ impl LlmClient {
     }
 }
 
-/// No first byte within the timeout: the upstream's fault, and not retried (a slow upstream
+/// Reads `chat.completion.chunk` events off a streamed response.
+struct SseReader {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+enum ReadError {
+    /// Nothing by the deadline.
+    Timeout,
+    Failed(UpstreamError),
+}
+
+impl SseReader {
+    /// The next piece of answer text (cleaned of control characters, never empty), or `None` at
+    /// `[DONE]`.
+    async fn next(&mut self, deadline: Instant) -> Result<Option<String>, ReadError> {
+        let malformed = |detail: String| {
+            ReadError::Failed(UpstreamError::Malformed {
+                service: LLM,
+                detail,
+            })
+        };
+        loop {
+            while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line);
+                let Some(data) = line.trim_end().strip_prefix("data:") else {
+                    continue;
+                };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    return Ok(None);
+                }
+                match parse_chunk(data.as_bytes()) {
+                    Ok(Some(delta)) => {
+                        let delta = crate::text::clean(&delta);
+                        if !delta.is_empty() {
+                            return Ok(Some(delta.into_owned()));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(detail) => return Err(malformed(detail)),
+                }
+            }
+            let chunk = match tokio::time::timeout_at(deadline, self.resp.chunk()).await {
+                Err(_) => return Err(ReadError::Timeout),
+                Ok(Err(e)) => return Err(ReadError::Failed(transport(LLM, &e))),
+                Ok(Ok(None)) => return Err(malformed("stream ended before [DONE]".into())),
+                Ok(Ok(Some(c))) => c,
+            };
+            self.buf.extend_from_slice(&chunk);
+            if self.buf.len() > super::http::MAX_BODY {
+                return Err(malformed("event too large".into()));
+            }
+        }
+    }
+}
+
+/// No first token within the timeout: the upstream's fault, and not retried (a slow upstream
 /// asked again is only slower).
 async fn timed_out(breakers: &Breakers, permit: Permit) -> Start {
     failed("timeout");
@@ -296,49 +351,34 @@ enum Relay {
     Failed(UpstreamError),
 }
 
-/// Reads server-sent events and forwards each delta until `[DONE]`.
+/// Forwards the first token and every later one until `[DONE]`.
 async fn relay(
-    mut resp: reqwest::Response,
-    first: Bytes,
+    mut reader: SseReader,
+    first: Option<String>,
     tx: &mpsc::Sender<Result<String, UpstreamError>>,
     gap: Duration,
     end: Instant,
 ) -> Result<(), Relay> {
-    let mut buf: Vec<u8> = first.to_vec();
+    let Some(first) = first else {
+        return Ok(());
+    };
+    if tx.send(Ok(first)).await.is_err() {
+        return Err(Relay::Cancelled);
+    }
     loop {
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(data) = line.trim_end().strip_prefix("data:") else {
-                continue;
-            };
-            let data = data.trim();
-            if data == "[DONE]" {
-                return Ok(());
-            }
-            match parse_chunk(data.as_bytes()) {
-                Ok(Some(delta)) => {
-                    let delta = crate::text::clean(&delta).into_owned();
-                    if !delta.is_empty() && tx.send(Ok(delta)).await.is_err() {
-                        return Err(Relay::Cancelled);
-                    }
-                }
-                Ok(None) => {}
-                Err(detail) => {
-                    return Err(Relay::Failed(UpstreamError::Malformed {
-                        service: LLM,
-                        detail,
-                    }));
-                }
-            }
-        }
-        let next = (Instant::now() + gap).min(end);
-        let chunk = tokio::select! {
-            c = tokio::time::timeout_at(next, resp.chunk()) => c,
+        let deadline = (Instant::now() + gap).min(end);
+        let next = tokio::select! {
+            n = reader.next(deadline) => n,
             () = tx.closed() => return Err(Relay::Cancelled),
         };
-        let chunk = match chunk {
-            Err(_) => {
+        match next {
+            Ok(None) => return Ok(()),
+            Ok(Some(delta)) => {
+                if tx.send(Ok(delta)).await.is_err() {
+                    return Err(Relay::Cancelled);
+                }
+            }
+            Err(ReadError::Timeout) => {
                 failed(if Instant::now() >= end {
                     "answer_timeout"
                 } else {
@@ -346,21 +386,7 @@ async fn relay(
                 });
                 return Err(Relay::Failed(UpstreamError::Timeout { service: LLM }));
             }
-            Ok(Err(e)) => return Err(Relay::Failed(transport(LLM, &e))),
-            Ok(Ok(None)) => {
-                return Err(Relay::Failed(UpstreamError::Malformed {
-                    service: LLM,
-                    detail: "stream ended before [DONE]".into(),
-                }));
-            }
-            Ok(Ok(Some(c))) => c,
-        };
-        buf.extend_from_slice(&chunk);
-        if buf.len() > super::http::MAX_BODY {
-            return Err(Relay::Failed(UpstreamError::Malformed {
-                service: LLM,
-                detail: "event too large".into(),
-            }));
+            Err(ReadError::Failed(e)) => return Err(Relay::Failed(e)),
         }
     }
 }
