@@ -2,8 +2,9 @@
 //! recommendations) and `POST /api/system-health` (admin actions).
 //!
 //! One report is computed at a time and served for `FLEETGATE_HEALTH_CACHE_MS` (default 1 s) to
-//! every caller, public, admin and `/metrics` alike ([`HealthCache`]): a flood of probes costs the
-//! databases one round of checks per period, not one per probe.
+//! every public caller and to `/metrics` ([`HealthCache`]): a flood of probes costs the databases
+//! one round of checks per period, not one per probe. An admin (authenticated, wrong tokens
+//! throttled) always gets a fresh report, which the others then share.
 //!
 //! Score: 100 minus a penalty per problem (PostgreSQL down 50, Redis down 25, queue over 90 % of
 //! the global cap 15 (70 %: 5), error rate over 10 % 20 (5 %: 10), each open breaker 10 (max 30),
@@ -163,6 +164,15 @@ impl HealthCache {
         {
             return Arc::clone(r);
         }
+        let r = Arc::new(report(state).await);
+        *last = Some((Instant::now(), Arc::clone(&r)));
+        r
+    }
+
+    /// A report made now (still one at a time), which the next callers of [`HealthCache::get`]
+    /// share.
+    pub async fn refresh(&self, state: &AppState) -> Arc<HealthReport> {
+        let mut last = self.last.lock().await;
         let r = Arc::new(report(state).await);
         *last = Some((Instant::now(), Arc::clone(&r)));
         r
@@ -328,10 +338,10 @@ pub async fn get_health(
     client: ClientIp,
     headers: HeaderMap,
 ) -> Response {
-    let r = state.health_cache().get(&state).await;
     let body = if state.admin_gate().is_admin(client.0, &headers).await {
-        serde_json::to_vec(&*r)
+        serde_json::to_vec(&*state.health_cache().refresh(&state).await)
     } else {
+        let r = state.health_cache().get(&state).await;
         serde_json::to_vec(&HealthReport {
             status: r.status,
             score: r.score,

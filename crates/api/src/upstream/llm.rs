@@ -26,6 +26,8 @@ use breaker_store::{BreakerError, Breakers, Outbound, Outcome, Permit, parse_ret
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::http::transport;
 use super::{UpstreamError, service::LLM};
@@ -160,7 +162,18 @@ impl LlmClient {
 
     /// One attempt up to the first byte, its breaker outcome recorded.
     async fn start(&self, breakers: &Breakers, messages: &[ChatMessage], user: &str) -> Start {
-        let permit = match breakers.acquire(LLM).await {
+        let decision = tracing::info_span!(
+            "breaker.permit",
+            fleetgate.breaker.service = LLM,
+            fleetgate.breaker.state = breakers.state(LLM).as_str(),
+            fleetgate.breaker.decision = Empty,
+        );
+        let permit = breakers.acquire(LLM).instrument(decision.clone()).await;
+        decision.record(
+            "fleetgate.breaker.decision",
+            if permit.is_ok() { "allowed" } else { "refused" },
+        );
+        let permit = match permit {
             Ok(p) => p,
             Err(e) => {
                 failed("breaker_open");
@@ -255,16 +268,41 @@ impl LlmClient {
         user: &str,
     ) -> Result<mpsc::Receiver<Result<String, UpstreamError>>, UpstreamError> {
         let breakers = self.outbound.breakers().clone();
-        let mut attempt = 1;
-        let (reader, first) = loop {
-            match self.start(&breakers, messages, user).await {
-                Start::Streaming(reader, first) => break (reader, first),
-                Start::Retry(e, wait) if attempt < ATTEMPTS => {
-                    tracing::debug!(error = %e, attempt, "LLM failed before answering; retrying");
-                    attempt += 1;
-                    tokio::time::sleep(wait).await;
+        // The same spans as breaker-store's outbound calls: one call, one span per attempt.
+        let call = tracing::info_span!(
+            "upstream.call",
+            otel.name = %format_args!("call {LLM}"),
+            otel.status_code = Empty,
+            fleetgate.upstream = LLM,
+            fleetgate.attempts = Empty,
+        );
+        let started = async {
+            let mut attempt: u32 = 1;
+            loop {
+                let span = tracing::info_span!(
+                    "upstream.attempt",
+                    fleetgate.upstream = LLM,
+                    http.request.resend_count = (attempt > 1).then(|| attempt - 1),
+                );
+                match self.start(&breakers, messages, user).instrument(span).await {
+                    Start::Streaming(reader, first) => return Ok((reader, first)),
+                    Start::Retry(e, wait) if attempt < ATTEMPTS => {
+                        tracing::debug!(error = %e, attempt, "LLM failed before answering; retrying");
+                        attempt += 1;
+                        tokio::time::sleep(wait).await;
+                    }
+                    Start::Retry(e, _) | Start::Failed(e) => return Err((e, attempt)),
                 }
-                Start::Retry(e, _) | Start::Failed(e) => return Err(e),
+            }
+        }
+        .instrument(call.clone())
+        .await;
+        let (reader, first) = match started {
+            Ok(s) => s,
+            Err((e, attempts)) => {
+                call.record("otel.status_code", "ERROR");
+                call.record("fleetgate.attempts", attempts);
+                return Err(e);
             }
         };
         let (tx, rx) = mpsc::channel(64);
