@@ -68,17 +68,8 @@ async fn hostile_sources_stay_data_and_come_out_harmless() {
             json!({"message": question, "useRAG": true}),
         )
         .await;
-    assert_eq!(resp.status(), 200);
+    let status = resp.status();
     let body: Value = resp.json().await.unwrap();
-    let citations = body["citations"].as_array().unwrap();
-    assert!(citations.len() >= 3, "{body}");
-    assert_harmless("answer", body["answer"].as_str().unwrap());
-    for c in citations {
-        let url = c["url"].as_str().unwrap();
-        assert!(url.is_empty() || url.starts_with("https://"), "{c}");
-        assert_no_controls("citation title", c["title"].as_str().unwrap());
-        assert!(c["title"].as_str().unwrap().chars().count() <= 500);
-    }
 
     // What the model was given: instructions without any retrieved text; the sources in one
     // delimited block of a user message, one JSON object per line.
@@ -93,14 +84,21 @@ async fn hostile_sources_stay_data_and_come_out_harmless() {
             "{m} in the instructions:\n{system}"
         );
     }
+
+    assert_eq!(status, 200, "{body}");
+    let citations = body["citations"].as_array().unwrap();
+    assert!(citations.len() >= 3, "{body}");
+    assert_harmless("answer", body["answer"].as_str().unwrap());
+    for c in citations {
+        let url = c["url"].as_str().unwrap();
+        assert!(url.is_empty() || url.starts_with("https://"), "{c}");
+        assert_no_controls("citation title", c["title"].as_str().unwrap());
+        assert!(c["title"].as_str().unwrap().chars().count() <= 500);
+    }
     for c in citations {
         let title = c["title"].as_str().unwrap();
-        let words: String = title
-            .split_whitespace()
-            .rev()
-            .take(4)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let all: Vec<&str> = title.split_whitespace().collect();
+        let words = all[all.len().saturating_sub(4)..].join(" ");
         assert!(
             !system.contains(&words),
             "a source title in the instructions: {title}"

@@ -38,6 +38,12 @@ const ROLES: &[&str] = &[
     "function",
 ];
 
+/// One padding word: long, so that a padded answer is megabytes (more than the socket buffers
+/// between a client and a server hold, for tests of clients that stop reading).
+const FILLER: &str = "lorem-ipsum-dolor-sit-amet-consectetur-adipiscing-elit-sed-do-eiusmod-tempor-\
+    incididunt-ut-labore-et-dolore-magna-aliqua-ut-enim-ad-minim-veniam-quis-nostrud-exercitation-\
+    ullamco-laboris";
+
 fn invalid(param: Option<&str>, code: Option<&str>, message: &str) -> Response {
     errors::openai(400, "invalid_request_error", code, param, message)
 }
@@ -269,8 +275,9 @@ pub(crate) async fn chat_completions(
         .record(user.as_deref(), req.max_tokens, req.stream, &req.messages);
     let mut text = answer::compose(&req.messages);
     let composed = text.split_whitespace().count() as u64;
-    for i in composed..settings.llm_answer_pad_words {
-        text.push_str(if i % 2 == 0 { " lorem" } else { " ipsum" });
+    for _ in composed..settings.llm_answer_pad_words {
+        text.push(' ');
+        text.push_str(FILLER);
     }
     let mut finish = "stop";
     if let Some(max) = req.max_tokens {

@@ -125,7 +125,8 @@ pub struct Settings {
     /// Generation time per word of an answer, in ms, streamed or not (a long answer takes long,
     /// as with a real model); 0 = answers cost only the latencies above.
     pub llm_token_ms: u64,
-    /// Answers are padded with filler words up to this many (a long generation); 0 = as composed.
+    /// Answers are padded with filler words (about 200 bytes each) up to this many words (a long
+    /// generation); 0 = as composed.
     pub llm_answer_pad_words: u64,
     /// Hostile literature: titles, abstracts, authors and links carry HTML, Markdown images and
     /// `javascript:` links, control characters and `&#0;`, text written to steer a model, and
