@@ -47,7 +47,9 @@ async fn serve_with(vars: &[(&str, &str)]) -> Option<(i32, String)> {
 async fn short_secrets_and_a_long_leeway_stop_the_service() {
     let _s = serial().await;
     let long = "0123456789abcdef0123456789abcdef";
-    let cases: [(&str, Vec<(&str, &str)>, &str); 5] = [
+    // (what, variables, the variable the error must name)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: [Case<'_>; 5] = [
         (
             "1-byte JWT secret",
             vec![("FLEETGATE_JWT_SECRET", "x")],

@@ -104,6 +104,7 @@ pub fn validate(body: &ChatBody) -> Result<(), ApiError> {
         (status = 200, description = "The answer (JSON); with `Accept: text/event-stream`, a server-sent event stream: `queued`, `started`, `delta`, `citations`, `done` (this object) or `error` (problem+json)", body = ChatResponse),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `FLEETGATE_HTTP_BODY_TIMEOUT_MS`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited` (per-IP window) or `daily_quota_exhausted`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),

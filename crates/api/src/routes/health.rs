@@ -408,6 +408,7 @@ pub struct ActionResult {
         (status = 403, description = "`forbidden`: not the admin token", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: too many wrong admin tokens from this address", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `FLEETGATE_HTTP_BODY_TIMEOUT_MS`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`service_unavailable`: a dependency is down", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
