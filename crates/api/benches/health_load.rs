@@ -41,8 +41,12 @@ fn parse_args() -> Args {
     };
     Args {
         redis: get("--redis").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-        profiles: get("--profiles").and_then(|v| v.parse().ok()).unwrap_or(1_000_000),
-        active: get("--active").and_then(|v| v.parse().ok()).unwrap_or(10_000),
+        profiles: get("--profiles")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000),
+        active: get("--active")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000),
         secs: get("--secs").and_then(|v| v.parse().ok()).unwrap_or(5),
         probes: get("--probes").and_then(|v| v.parse().ok()).unwrap_or(128),
     }
@@ -58,12 +62,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn time_load_check(conn: &mut sqlx::PgConnection) -> (f64, f64) {
     for _ in 0..2 {
-        conn.execute("SELECT * FROM check_system_load()").await.unwrap();
+        conn.execute("SELECT * FROM check_system_load()")
+            .await
+            .unwrap();
     }
     let mut ms: Vec<f64> = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        conn.execute("SELECT * FROM check_system_load()").await.unwrap();
+        conn.execute("SELECT * FROM check_system_load()")
+            .await
+            .unwrap();
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     ms.sort_by(f64::total_cmp);
@@ -129,7 +137,9 @@ async fn run(a: Args) {
         "{}",
         serde_json::json!({"measure": "check_system_load", "index": true, "profiles": a.profiles, "active": a.active, "p50_ms": p50, "p90_ms": p90})
     );
-    db.execute("DROP INDEX user_profiles_active_day").await.unwrap();
+    db.execute("DROP INDEX user_profiles_active_day")
+        .await
+        .unwrap();
     db.execute("ANALYZE user_profiles").await.unwrap();
     let (p50, p90) = time_load_check(&mut db).await;
     println!(

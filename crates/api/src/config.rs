@@ -211,7 +211,8 @@ pub struct UpstreamSettings {
     pub pubmed_rate_per_sec: u32,
     /// `FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC`.
     pub semantic_scholar_rate_per_sec: u32,
-    /// `FLEETGATE_UPSTREAM_TIMEOUT_MS`.
+    /// `FLEETGATE_UPSTREAM_TIMEOUT_MS`: one attempt at PubMed or Semantic Scholar; for the LLM,
+    /// the time to the first token and each gap between tokens (not the whole answer).
     pub timeout_ms: u64,
     /// `FLEETGATE_BREAKER_FAILURE_THRESHOLD`.
     pub breaker_failure_threshold: u32,

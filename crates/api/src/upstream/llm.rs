@@ -10,10 +10,11 @@
 //! Only the upstream's faults count against the shared breaker, and they are known by the first
 //! token: a connection error, a 5xx, a 429, or no first token in time is a failure; the first
 //! token of a 2xx answer (or its end, if it has none) is a success, recorded at once, so a
-//! half-open probe is settled without waiting for the answer to end. What happens later (a stall between chunks, a cut-off stream,
-//! the answer timeout) ends this answer with an error but does not count: by then the upstream
-//! has shown it is up. Failures before the first byte other than a timeout (connection refused, a
-//! 5xx or 429 without a long `Retry-After`) are retried once: nothing was generated yet.
+//! half-open probe is settled without waiting for the answer to end. What happens later (a stall
+//! between chunks, a cut-off stream, the answer timeout) ends this answer with an error but does
+//! not count: by then the upstream has shown it is up. Failures before the first token other than
+//! a timeout (connection refused, a 5xx or 429 without a long `Retry-After`) are retried once:
+//! nothing was generated yet.
 //!
 //! The `user` field carries the caller's pseudonym of the end user ([`crate::pseudonym`]), as
 //! OpenAI recommends for abuse monitoring, never the id itself. Deltas are cleaned of control
