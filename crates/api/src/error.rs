@@ -84,6 +84,17 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The request body was not received by its deadline (`FLEETGATE_HTTP_BODY_TIMEOUT_MS`).
+    #[error("request timeout")]
+    RequestTimeout,
+    /// The conversation is longer than an export may be (`FLEETGATE_EXPORT_MAX_MESSAGES`).
+    #[error("export too large")]
+    ExportTooLarge {
+        /// Messages the conversation has, at least.
+        messages: u64,
+        /// The bound.
+        limit: u32,
+    },
     /// No such route or resource.
     #[error("not found")]
     NotFound(String),
@@ -128,6 +139,8 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::ExportTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -147,6 +160,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::ExportTooLarge { .. } => "export_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::ServiceUnavailable { .. } => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -166,6 +181,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "Not allowed",
             ApiError::InvalidRequest(_) => "Invalid request",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
+            ApiError::RequestTimeout => "Request body not received in time",
+            ApiError::ExportTooLarge { .. } => "Conversation too long to export",
             ApiError::NotFound(_) => "Not found",
             ApiError::ServiceUnavailable { .. } => "Service temporarily unavailable",
             ApiError::Internal(_) => "Internal server error",
@@ -200,6 +217,12 @@ impl ApiError {
             ApiError::PayloadTooLarge { limit } => {
                 format!("the request body exceeds the limit of {limit} bytes")
             }
+            ApiError::RequestTimeout => {
+                "the request body did not arrive within the time allowed; send it at once".into()
+            }
+            ApiError::ExportTooLarge { messages, limit } => format!(
+                "the conversation has {messages} messages or more; an export holds at most {limit}"
+            ),
             ApiError::ServiceUnavailable { detail, .. } => (*detail).into(),
             ApiError::Internal(_) => "an unexpected error occurred".into(),
         }
@@ -260,6 +283,10 @@ pub fn problem_response(err: &ApiError, extra: HeaderMap) -> Response {
     }
     if matches!(err, ApiError::Unauthorized(_)) {
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if matches!(err, ApiError::RequestTimeout) {
+        // The rest of the body may still come; this connection cannot carry another request.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     for (name, value) in extra.iter() {
         headers.insert(HeaderName::clone(name), value.clone());

@@ -1,5 +1,8 @@
 //! `POST /api/chat`: auth → per-IP window (layers, see [`crate::app`]) → quota spend (a user whose
-//! quota is exhausted is refused before waiting) → slot → pipeline → refund if the failure is ours.
+//! quota is exhausted is refused before waiting) → slot → pipeline → refund if the failure is ours
+//! and no answer text reached the client (once text was sent, the query was used, whatever fails
+//! after). The answer is Markdown neutralised by [`crate::text::MarkdownGuard`] (no raw HTML, no
+//! images, only http(s) links), streamed or not.
 //!
 //! With `Accept: text/event-stream` the reply is a server-sent event stream, opened right after
 //! the quota spend: `queued` (position, again whenever it changes), `started`, `delta` (answer text
@@ -31,6 +34,7 @@ use crate::json::ValidJson;
 use crate::pipeline::{ChatContext, ChatRequest, Citation};
 use crate::quota::Spend;
 use crate::state::AppState;
+use crate::text::{MarkdownGuard, neutralise};
 
 /// Longest accepted message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 4000;
@@ -70,13 +74,17 @@ pub struct ChatResponse {
     pub queued_ms: u64,
 }
 
-/// Checks what the type system cannot: a non-blank message of at most 4000 characters.
+/// Checks what the type system cannot: a non-blank message of at most 4000 characters, without
+/// control characters other than tab and newline.
 pub fn validate(body: &ChatBody) -> Result<(), ApiError> {
     if crate::json::is_blank(&body.message) {
         return Err(ApiError::InvalidRequest(
             "`message` must not be empty".into(),
         ));
     }
+    // Refused up front, before anything is spent: the database cannot store U+0000, and no
+    // question needs escape sequences.
+    crate::json::no_control_chars("message", &body.message)?;
     let n = body.message.chars().count();
     if n > MAX_MESSAGE_CHARS {
         return Err(ApiError::InvalidRequest(format!(
@@ -97,6 +105,7 @@ pub fn validate(body: &ChatBody) -> Result<(), ApiError> {
         (status = 200, description = "The answer (JSON); with `Accept: text/event-stream`, a server-sent event stream: `queued`, `started`, `delta`, `citations`, `done` (this object) or `error` (problem+json)", body = ChatResponse),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `FLEETGATE_HTTP_BODY_TIMEOUT_MS`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited` (per-IP window), `daily_quota_exhausted` or `user_queue_full`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -162,7 +171,7 @@ pub async fn chat(
         Ok(a) => {
             ticket.keep();
             Ok(Json(ChatResponse {
-                answer: a.answer,
+                answer: neutralise(&a.answer),
                 citations: a.citations,
                 conversation_id: a.conversation_id,
                 queries_remaining: remaining,
@@ -286,25 +295,25 @@ async fn run_stream(
     let (dtx, mut drx) = mpsc::channel::<String>(64);
     let answering = state.pipeline().answer_stream(req, ctx, dtx);
     tokio::pin!(answering);
+    let mut out = Deltas::new(&tx);
     let result = loop {
         tokio::select! {
             biased;
-            Some(text) = drx.recv() => {
-                let _ = tx.send(event("delta", &json!({ "text": text }))).await;
-            }
+            Some(text) = drx.recv() => out.send(&text).await,
             r = &mut answering => break r,
         }
     };
     while let Ok(text) = drx.try_recv() {
-        let _ = tx.send(event("delta", &json!({ "text": text }))).await;
+        out.send(&text).await;
     }
     drop(slot);
     match result {
         Ok(a) => {
             ticket.keep();
+            out.finish().await;
             let _ = tx.send(event("citations", &a.citations)).await;
             let done = ChatResponse {
-                answer: a.answer,
+                answer: out.sent,
                 citations: a.citations,
                 conversation_id: a.conversation_id,
                 queries_remaining: remaining,
@@ -313,7 +322,8 @@ async fn run_stream(
             let _ = tx.send(event("done", &done)).await;
         }
         Err(e) => {
-            if e.refunds_quota() {
+            // Text the client already has is an answer it got: never given back for free.
+            if e.refunds_quota() && out.sent.is_empty() {
                 ticket.refund().await;
             } else {
                 ticket.keep();
@@ -321,5 +331,48 @@ async fn run_stream(
             let err: ApiError = e.into();
             let _ = tx.send(error_event(&err)).await;
         }
+    }
+}
+
+/// The `delta` events of one answer, through the Markdown guard; `sent` is everything sent.
+struct Deltas<'a> {
+    tx: &'a mpsc::Sender<Event>,
+    guard: MarkdownGuard,
+    sent: String,
+}
+
+impl<'a> Deltas<'a> {
+    fn new(tx: &'a mpsc::Sender<Event>) -> Self {
+        Deltas {
+            tx,
+            guard: MarkdownGuard::new(),
+            sent: String::new(),
+        }
+    }
+
+    async fn emit(&mut self, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        // Counted as sent once handed to the connection's stream: from here on the client can
+        // read it, whatever happens next.
+        if self
+            .tx
+            .send(event("delta", &json!({ "text": text })))
+            .await
+            .is_ok()
+        {
+            self.sent.push_str(&text);
+        }
+    }
+
+    async fn send(&mut self, piece: &str) {
+        let safe = self.guard.push(&crate::text::clean(piece));
+        self.emit(safe).await;
+    }
+
+    async fn finish(&mut self) {
+        let rest = self.guard.finish();
+        self.emit(rest).await;
     }
 }
