@@ -330,7 +330,11 @@ fn stream_request(f: &Fleet, user: &str, body: Value) -> reqwest::RequestBuilder
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_delivers_queued_to_done_in_order() {
-    let f = start_with(|c| c.admission.max_concurrent_global = 1).await;
+    let f = start_with(|c| {
+        c.admission.max_concurrent_global = 1;
+        c.admission.max_concurrent_per_user = 1;
+    })
+    .await;
     // A slow answer holds the only slot, so the streamed chat has to queue.
     f.sim
         .set(|s| {
