@@ -451,3 +451,161 @@ async fn a_disconnect_mid_stream_frees_the_slot_and_the_upstream_call() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Streams a chat and reads events until one named `until` (or the end); returns the events and
+/// the still-open body (dropping it hangs up).
+async fn stream_until(
+    f: &Fleet,
+    user: &str,
+    until: &str,
+) -> (Vec<String>, impl futures_util::Stream + use<>) {
+    use futures_util::StreamExt;
+    let resp = stream_request(
+        f,
+        user,
+        json!({"message": "statins and muscle pain", "useRAG": false}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut seen = String::new();
+    let marker = format!("event: {until}\n");
+    while !seen.contains(&marker) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), body.next())
+            .await
+            .unwrap_or_else(|_| panic!("no `{until}` event: {seen}"))
+            .unwrap_or_else(|| panic!("stream ended before `{until}`: {seen}"))
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let names = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .map(String::from)
+        .collect();
+    (names, body)
+}
+
+/// Holds the only slot with a slow LLM answer (the holder's chat is not streamed).
+async fn hold_the_only_slot(f: &Fleet) -> tokio::task::JoinHandle<u16> {
+    f.sim.set(|s| s.llm_answer_latency_ms = 4000).unwrap();
+    let holder = tokio::spawn(post_owned(f.server.url("/api/chat"), "holder"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.sim.stats().group(Group::Llm).in_flight == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "holder never reached the LLM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    holder
+}
+
+/// A client that hangs up right after `started` has been served: the query stays spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_after_started_keeps_the_query_spent() {
+    let f = start().await;
+    // The answer takes a while, so the hang-up comes before any of it.
+    f.sim.set(|s| s.llm_answer_latency_ms = 2000).unwrap();
+    let (names, body) = stream_until(&f, "keeper", "started").await;
+    assert!(!names.iter().any(|n| n == "delta"), "{names:?}");
+    drop(body);
+    let quota = f.server.state.quota();
+    let gone = std::time::Instant::now();
+    while f.server.state.gate().stats().await.unwrap().slots_in_use > 0 {
+        assert!(
+            gone.elapsed() < std::time::Duration::from_secs(5),
+            "slot kept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // A refund would land within milliseconds of the slot's release; a second shows none came.
+    while gone.elapsed() < std::time::Duration::from_secs(1) {
+        assert_eq!(quota.remaining("keeper").await.unwrap(), 2, "refunded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A client that hangs up while its chat still waits for a slot gets its query back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_while_queued_refunds_the_query() {
+    let f = start_with(|c| {
+        c.admission.max_concurrent_global = 1;
+        c.admission.max_concurrent_per_user = 1;
+    })
+    .await;
+    let holder = hold_the_only_slot(&f).await;
+    let (names, body) = stream_until(&f, "leaver-queued", "queued").await;
+    assert!(!names.iter().any(|n| n == "started"), "{names:?}");
+    assert_eq!(
+        f.server
+            .state
+            .quota()
+            .remaining("leaver-queued")
+            .await
+            .unwrap(),
+        2
+    );
+    drop(body);
+    let gone = std::time::Instant::now();
+    loop {
+        let left = f
+            .server
+            .state
+            .quota()
+            .remaining("leaver-queued")
+            .await
+            .unwrap();
+        let waiting = f.server.state.gate().stats().await.unwrap().waiting.chat;
+        if left == 3 && waiting == 0 {
+            break;
+        }
+        assert!(
+            gone.elapsed() < std::time::Duration::from_secs(5),
+            "{left} queries left, {waiting} waiting, 5 s after the client left the queue"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    f.sim.set(|s| s.llm_answer_latency_ms = 0).unwrap();
+    assert_eq!(holder.await.unwrap(), 200);
+}
+
+/// A queue timeout on a stream is an `error` event (`queue_timeout`), and the query comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_timeout_on_a_stream_is_an_error_event_and_refunds() {
+    let f = start_with(|c| {
+        c.admission.max_concurrent_global = 1;
+        c.admission.max_concurrent_per_user = 1;
+        c.admission.queue_timeout_ms = 800;
+    })
+    .await;
+    let holder = hold_the_only_slot(&f).await;
+    let resp = stream_request(
+        &f,
+        "timed-out",
+        json!({"message": "statins and muscle pain", "useRAG": false}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = read_events(resp, std::time::Instant::now(), |n| {
+        n == "error" || n == "done"
+    })
+    .await;
+    let names: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(names.first(), Some(&"queued"), "{names:?}");
+    assert_eq!(names.last(), Some(&"error"), "{names:?}");
+    let problem = &events.last().unwrap().2;
+    assert_eq!(problem["code"], "queue_timeout", "{problem}");
+    assert_eq!(problem["status"], 503, "{problem}");
+    // Refunded before the event was sent.
+    assert_eq!(
+        f.server.state.quota().remaining("timed-out").await.unwrap(),
+        3
+    );
+    f.sim.set(|s| s.llm_answer_latency_ms = 0).unwrap();
+    assert_eq!(holder.await.unwrap(), 200);
+}
