@@ -59,6 +59,14 @@ impl AdmissionKeys {
         out
     }
 
+    /// Waiters in the queue of `class` (0 chat, 1 research, 2 export).
+    pub async fn queued(&mut self, class: usize) -> usize {
+        self.conn
+            .zcard(format!("{}:q:{class}", self.stem))
+            .await
+            .unwrap()
+    }
+
     /// Replica ids in the fleet registry.
     pub async fn replicas(&mut self) -> Vec<String> {
         self.conn
