@@ -1,12 +1,16 @@
 -- A waiter gives up (timeout, client gone, shutdown). If a grant raced with its leaving, the slot
 -- is released and handed on, never lost.
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..5] as described there)
--- ARGV[6] waiter id   ARGV[7] user lease key   ARGV[8] class   ARGV[9] replica
+-- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
+-- ARGV[7] waiter id   ARGV[8] user lease key   ARGV[9] class   ARGV[10] replica
 -- returns 0 left the queue | 1 was granted meanwhile, slot handed on | 2 unknown (reset, dropped)
-assert(#ARGV == 9, "admission_leave: 9 args")
-local id, user_key, class, replica = ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9]
-if redis.call('ZREM', T .. ':q:' .. class, id) == 1 then
-  redis.call('DEL', T .. ':w:' .. id)
+assert(#ARGV == 10, "admission_leave: 10 args")
+local id, user_key, class, replica = ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10]
+assert(class and Q[class], "admission_leave: class out of range")
+assert(string.sub(user_key, 1, #USER_HEAD) == USER_HEAD, "admission_leave: user key outside T")
+if redis.call('ZREM', Q[class], id) == 1 then
+  local user = user_of(user_key)
+  forget_waiter(id, class, user)
+  refresh_class(user, class, true)
   return 0
 end
 redis.call('HDEL', T .. ':grants:' .. replica, id)

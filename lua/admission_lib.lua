@@ -1,31 +1,43 @@
 -- Shared prelude of the admission_* scripts (prepended to each when loaded; not a script alone).
--- Every admission script takes the same first five ARGV and KEYS[1] = T:lease:global; the other
+-- Every admission script takes the same first six ARGV and KEYS[1] = T:lease:global; the other
 -- keys share T's hash tag and are built from T (a queue's keys are data-dependent: which user,
 -- which replica is next), so each script stays in one slot on Redis Cluster.
 --   T:lease:global      zset lease id -> expiry ms (global scope)
 --   T:lease:<user>      zset lease id -> expiry ms (one per user; the key is passed in, encoded)
 --   T:holders           hash lease id -> user lease key (to clean the user scope when a lease dies)
 --   T:fence             fencing counter, also the fleet-wide arrival order of waiters
---   T:q:0 | 1 | 2       zset waiter id -> arrival seq, for chat, research, export
+--   T:q:<class>         zset waiter id -> arrival seq: every waiter of a class (0 = served first)
+--   T:uq:<class>:<user> zset waiter id -> arrival seq: one user's waiters of a class
+--   T:ready:<class>     zset user -> arrival seq of that user's first waiter of the class, for
+--                       users with room under the user cap only: the waiters dispatch may grant
 --   T:w:<waiter>        hash {u = user lease key, r = replica}: the waiting request
 --   T:replicas          zset replica id -> heartbeat expiry ms (the replica registry)
 --   T:grants:<replica>  hash waiter -> "waiter fence expiry": grants not yet collected by heartbeat
 --   channel T:ch:<replica>  "g waiter fence expiry" (granted) | "r waiter" (queue reset)
+-- <user> is the user lease key without its `T:lease:` head (already encoded: no `:`, no braces).
+-- A user at its cap has no entry in any T:ready:<class>, so its waiters cost dispatch nothing
+-- however many there are; the user is made ready again whenever its lease count drops.
 -- ARGV[1] T   ARGV[2] user_cap   ARGV[3] global_cap   ARGV[4] lease_ttl_ms   ARGV[5] heartbeat_ttl_ms
+-- ARGV[6] number of priority classes (1..32)
 local T = ARGV[1]
 local USER_CAP = tonumber(ARGV[2])
 local GLOBAL_CAP = tonumber(ARGV[3])
 local LEASE_TTL = tonumber(ARGV[4])
 local HB_TTL = tonumber(ARGV[5])
+local NC = tonumber(ARGV[6])
 assert(T and USER_CAP and GLOBAL_CAP and LEASE_TTL and HB_TTL, "admission: T, caps and ttls")
+assert(NC and NC >= 1 and NC <= 32, "admission: 1..32 classes")
 local GLOBAL = T .. ':lease:global'
 assert(KEYS[1] == GLOBAL, "admission: KEYS[1] must be T:lease:global")
 local REPLICAS = T .. ':replicas'
 local HOLDERS = T .. ':holders'
+local USER_HEAD = T .. ':lease:'
 local DAY = 86400000
--- Waiters examined per dispatch: bounds the work of one call when many waiters are held back by
--- their own user cap; the rest are reached by later calls.
-local SCAN = 200
+-- Steps of one dispatch: a step grants a waiter, drops a dead one, sets a user at its cap aside
+-- or drops a stale ready entry. Only the first can repeat for the same waiter, so waiters held
+-- back by their user cap never use this budget; it bounds one call's cleanup after a replica
+-- died with many waiters (the rest is done by later calls).
+local STEPS = 200
 
 local now_t = redis.call('TIME')
 local NOW = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
@@ -38,7 +50,11 @@ local EXPIRY_S = string.format('%d', EXPIRY)
 local LEASE_TTL_S = ARGV[4]
 local GRANTS_TTL_S = string.format('%d', 2 * HB_TTL + LEASE_TTL)
 local FENCE = T .. ':fence'
-local Q = {[0] = T .. ':q:0', T .. ':q:1', T .. ':q:2'}
+local Q, READY = {}, {}
+for c = 0, NC - 1 do
+  Q[c] = T .. ':q:' .. c
+  READY[c] = T .. ':ready:' .. c
+end
 
 local function live(key)
   return redis.call('ZCOUNT', key, AFTER_NOW, '+inf')
@@ -65,20 +81,88 @@ local function keep_ttl(key, ttl)
   end
 end
 
--- Drop expired global leases (at most 100) and their entries in the user scopes.
+-- The user part of a user lease key, and that user's queue of one class.
+local function user_of(user_key)
+  return string.sub(user_key, #USER_HEAD + 1)
+end
+
+local function user_queue(class, user)
+  return T .. ':uq:' .. class .. ':' .. user
+end
+
+local function user_queues(user)
+  local keys = {}
+  for c = 0, NC - 1 do keys[c + 1] = user_queue(c, user) end
+  return keys
+end
+
+local function user_has_room(user_key)
+  local n = live(user_key)
+  counted[user_key] = n
+  return n < USER_CAP
+end
+
+-- Puts `user` in the ready set of `class` with the arrival seq of its first waiter there, or takes
+-- it out if it has none. `only_if_ready`: update an entry, never add one (the user is at its cap).
+local function refresh_class(user, class, only_if_ready)
+  local uq = user_queue(class, user)
+  local head = redis.call('ZRANGE', uq, 0, 0, 'WITHSCORES')
+  if not head[1] then
+    redis.call('ZREM', READY[class], user)
+  elseif only_if_ready then
+    redis.call('ZADD', READY[class], 'XX', head[2], user)
+  else
+    redis.call('ZADD', READY[class], head[2], user)
+    -- The ready entry lives as long as the waiter it stands for.
+    local ttl = redis.call('PTTL', uq)
+    if ttl > 0 then keep_ttl(READY[class], string.format('%d', ttl)) end
+  end
+end
+
+-- Takes a user at its cap out of every ready set (one EXISTS when it has nobody waiting).
+local function set_aside(user_key)
+  local user = user_of(user_key)
+  if redis.call('EXISTS', unpack(user_queues(user))) == 0 then return end
+  for c = 0, NC - 1 do redis.call('ZREM', READY[c], user) end
+end
+
+-- Makes the ready sets agree with a user's room and waiters: called whenever its lease count may
+-- have dropped. One EXISTS when the user has nobody waiting (the usual case).
+local function refresh_user(user_key)
+  local user = user_of(user_key)
+  local queues = user_queues(user)
+  if redis.call('EXISTS', unpack(queues)) == 0 then return end
+  local room = user_has_room(user_key)
+  for c = 0, NC - 1 do
+    if room then
+      refresh_class(user, c, false)
+    else
+      redis.call('ZREM', READY[c], user)
+    end
+  end
+end
+
+-- Drop expired global leases (at most 100) and their entries in the user scopes; their users may
+-- have room again.
 local function reclaim_global()
   local expired = redis.call('ZRANGE', GLOBAL, '-inf', NOW_S, 'BYSCORE', 'LIMIT', 0, 100)
+  local users = {}
   for _, id in ipairs(expired) do
     local user_key = redis.call('HGET', HOLDERS, id)
-    if user_key then redis.call('ZREM', user_key, id) end
+    if user_key then
+      redis.call('ZREM', user_key, id)
+      users[user_key] = true
+    end
     redis.call('HDEL', HOLDERS, id)
   end
   if #expired > 0 then redis.call('ZREM', GLOBAL, unpack(expired)) end
+  for user_key in pairs(users) do refresh_user(user_key) end
 end
 
 -- Fencing tokens never fall below Redis time in µs, so they stay monotonic even if the counter
--- key expires. That also makes refreshing its TTL on every grant unnecessary: the TTL only
--- collects an idle counter, and a counter that expired restarts above every token issued.
+-- key expires or is lost (a Redis restarted empty): a Redis grants far fewer than one lease per
+-- µs, so no token issued before can be above the time in µs now. That also makes refreshing its
+-- TTL on every grant unnecessary: the TTL only collects an idle counter.
 local function next_fence()
   local f = redis.call('INCR', FENCE)
   if f < NOW * 1000 then
@@ -92,12 +176,20 @@ end
 
 -- Grant lease `id` in the global scope and in `user_key`. Returns expiry, fence.
 local function take(id, user_key)
+  -- The user's live leases, as user_has_room counted them just before (nil: not counted).
+  local before = counted[user_key]
   redis.call('ZADD', GLOBAL, EXPIRY_S, id)
   keep_ttl(GLOBAL, LEASE_TTL_S)
   redis.call('ZADD', user_key, EXPIRY_S, id)
   keep_ttl(user_key, LEASE_TTL_S)
   redis.call('HSET', HOLDERS, id, user_key)
   keep_ttl(HOLDERS, LEASE_TTL_S)
+  -- At its cap now: its waiters step aside (below it they were ready already).
+  if before == nil then
+    refresh_user(user_key)
+  elseif before + 1 >= USER_CAP then
+    set_aside(user_key)
+  end
   return EXPIRY, next_fence()
 end
 
@@ -107,6 +199,7 @@ local function drop_lease(id, user_key)
   redis.call('ZREM', GLOBAL, id)
   redis.call('ZREM', user_key, id)
   redis.call('HDEL', HOLDERS, id)
+  refresh_user(user_key)
   if score and tonumber(score) > NOW then return 1 end
   return 0
 end
@@ -124,15 +217,11 @@ local function replica_alive(r)
   return a
 end
 
-local function forget_waiter(id, class)
+-- Removes a waiter from every structure but the ready sets (see refresh_class).
+local function forget_waiter(id, class, user)
   redis.call('ZREM', Q[class], id)
+  redis.call('ZREM', user_queue(class, user), id)
   redis.call('DEL', T .. ':w:' .. id)
-end
-
-local function user_has_room(user_key)
-  local n = live(user_key)
-  counted[user_key] = n
-  return n < USER_CAP
 end
 
 -- Live global leases. The holders map has an entry per global lease and the same TTL.
@@ -143,61 +232,79 @@ local function in_use()
   return n
 end
 
--- Hand free slots to waiters: strict priority between classes, FIFO within one. A waiter held
--- back only by its own user cap is skipped and keeps its place (no head-of-line blocking).
--- Waiters whose replica stopped heartbeating, or whose record expired, are dropped. Each grant is
--- recorded for the replica's heartbeat and pushed on its channel.
+-- Records a grant for the waiter's replica (collected by its heartbeat) and pushes it there.
+local function announce(id, replica, fence)
+  local msg = id .. ' ' .. string.format('%d', fence) .. ' ' .. EXPIRY_S
+  local grants = T .. ':grants:' .. replica
+  redis.call('HSET', grants, id, msg)
+  if ttl_kept[grants] == nil then
+    ttl_kept[grants] = GRANTS_TTL_S
+    redis.call('PEXPIRE', grants, GRANTS_TTL_S)
+  end
+  redis.call('PUBLISH', T .. ':ch:' .. replica, 'g ' .. msg)
+end
+
+-- Hand free slots to waiters: strict priority between classes, FIFO within one among waiters
+-- whose user has room. The first such waiter of a class is the first waiter of the first user in
+-- its ready set: no waiter held back by its own user cap is looked at (no head-of-line blocking,
+-- and no cost that grows with them). Waiters whose replica stopped heartbeating, or whose record
+-- expired, are dropped. Each grant is recorded for the replica's heartbeat and pushed on its
+-- channel.
+-- Expired leases are cleaned up first: their users may have room now, and must be ready before
+-- anyone is served (a lease of a dead replica expires without a release to say so).
 -- `entering` (admission_enter): also count the free slots left for the newcomer (no other caller
--- needs them), and leave the cleanup of expired leases to releases and heartbeats (it never
--- changes what counts: only live scores do).
--- Returns the free slots left (0 unless entering) and whether the queue is known to be empty.
+-- needs them).
+-- Returns the free slots left (0 unless entering).
 local function dispatch(entering)
-  if not entering then reclaim_global() end
-  -- Nobody queued (every call below the caps): nothing to hand out, one call to know it.
-  if redis.call('EXISTS', Q[0], Q[1], Q[2]) == 0 then
-    if entering then return GLOBAL_CAP - in_use(), true end
-    return 0, true
+  -- Nobody queued at all (every call below the caps): nothing to clean up for, one call to know.
+  if entering and redis.call('EXISTS', unpack(Q, 0, NC - 1)) == 0 then
+    return GLOBAL_CAP - in_use()
+  end
+  reclaim_global()
+  -- Nobody ready: nothing to hand out.
+  if redis.call('EXISTS', unpack(READY, 0, NC - 1)) == 0 then
+    if entering then return GLOBAL_CAP - in_use() end
+    return 0
   end
   local free = GLOBAL_CAP - in_use()
-  local scanned = 0
-  local full_users = {}
-  for class = 0, 2 do
-    local q = Q[class]
-    local rank = 0
-    -- Read as many waiters as there are free slots, more (up to 32) while some are skipped.
-    local n = free
-    while free > 0 and scanned < SCAN do
-      local batch = redis.call('ZRANGE', q, rank, rank + n - 1)
-      if #batch == 0 then break end
-      n = math.min(2 * n, 32)
-      for _, id in ipairs(batch) do
-        if free <= 0 or scanned >= SCAN then break end
-        scanned = scanned + 1
-        local w = redis.call('HMGET', T .. ':w:' .. id, 'u', 'r')
-        local user_key, replica = w[1], w[2]
-        if not user_key or not replica or not replica_alive(replica) then
-          forget_waiter(id, class) -- the ranks behind it moved up by one
-        elseif full_users[user_key] or not user_has_room(user_key) then
-          full_users[user_key] = true
-          rank = rank + 1
+  local steps = 0
+  for class = 0, NC - 1 do
+    local ready = READY[class]
+    while free > 0 and steps < STEPS do
+      local first = redis.call('ZRANGE', ready, 0, 0)
+      local user = first[1]
+      if not user then break end
+      steps = steps + 1
+      -- Its first two waiters: the one to serve, and the one whose turn comes next.
+      local heads = redis.call('ZRANGE', user_queue(class, user), 0, 1, 'WITHSCORES')
+      local id = heads[1]
+      local user_key = USER_HEAD .. user
+      if not id then
+        redis.call('ZREM', ready, user) -- its waiters left
+      else
+        local replica = redis.call('HGET', T .. ':w:' .. id, 'r')
+        if not replica or not replica_alive(replica) then
+          forget_waiter(id, class, user)
+          refresh_class(user, class, true)
+        elseif not user_has_room(user_key) then
+          -- At its cap after all (a cap lowered by a new configuration): set aside.
+          set_aside(user_key)
         else
-          local _, fence = take(id, user_key)
-          forget_waiter(id, class)
-          local msg = id .. ' ' .. string.format('%d', fence) .. ' ' .. EXPIRY_S
-          local grants = T .. ':grants:' .. replica
-          redis.call('HSET', grants, id, msg)
-          if ttl_kept[grants] == nil then
-            ttl_kept[grants] = GRANTS_TTL_S
-            redis.call('PEXPIRE', grants, GRANTS_TTL_S)
+          forget_waiter(id, class, user)
+          if heads[3] then
+            redis.call('ZADD', ready, 'XX', heads[4], user)
+          else
+            redis.call('ZREM', ready, user)
           end
-          redis.call('PUBLISH', T .. ':ch:' .. replica, 'g ' .. msg)
+          local _, fence = take(id, user_key) -- at its cap now? then it steps aside
+          announce(id, replica, fence)
           free = free - 1
         end
       end
     end
-    if free <= 0 or scanned >= SCAN then break end
+    if free <= 0 or steps >= STEPS then break end
   end
-  return free, false
+  return free
 end
 
 -- 1-based position of a queued waiter: everyone in a higher class plus those ahead in its own.

@@ -1,10 +1,11 @@
 -- Extend a granted admission lease. A lease that expired or vanished is lost: removed from both
 -- scopes (and the holders map) and never revived.
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..5] as described there)
--- ARGV[6] lease id   ARGV[7] user lease key
+-- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
+-- ARGV[7] lease id   ARGV[8] user lease key
 -- returns {1, expiry_ms} renewed | {0, 0} lost
-assert(#ARGV == 7, "admission_renew: 7 args")
-local id, user_key = ARGV[6], ARGV[7]
+assert(#ARGV == 8, "admission_renew: 8 args")
+local id, user_key = ARGV[7], ARGV[8]
+assert(string.sub(user_key, 1, #USER_HEAD) == USER_HEAD, "admission_renew: user key outside T")
 local g = tonumber(redis.call('ZSCORE', GLOBAL, id))
 local u = tonumber(redis.call('ZSCORE', user_key, id))
 if not g or not u or g <= NOW or u <= NOW then

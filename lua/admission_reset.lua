@@ -1,17 +1,19 @@
 -- Admin: empty the queue. Every waiter's replica is told ("r waiter") so each waiter is answered
 -- with a QueueReset rejection. Bounded by the maximum queue length. Leases are not touched.
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..5] as described there)
+-- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- returns the number of waiters removed
-assert(#ARGV == 5, "admission_reset: 5 args")
+assert(#ARGV == 6, "admission_reset: 6 args")
 local removed = 0
-for class = 0, 2 do
-  local q = T .. ':q:' .. class
-  for _, id in ipairs(redis.call('ZRANGE', q, 0, -1)) do
-    local replica = redis.call('HGET', T .. ':w:' .. id, 'r')
-    if replica then redis.call('PUBLISH', T .. ':ch:' .. replica, 'r ' .. id) end
+local users = {}
+for class = 0, NC - 1 do
+  for _, id in ipairs(redis.call('ZRANGE', Q[class], 0, -1)) do
+    local w = redis.call('HMGET', T .. ':w:' .. id, 'u', 'r')
+    if w[2] then redis.call('PUBLISH', T .. ':ch:' .. w[2], 'r ' .. id) end
+    if w[1] then users[user_of(w[1])] = true end
     redis.call('DEL', T .. ':w:' .. id)
     removed = removed + 1
   end
-  redis.call('DEL', q)
+  redis.call('DEL', Q[class], READY[class])
 end
+for user in pairs(users) do redis.call('DEL', unpack(user_queues(user))) end
 return removed

@@ -1,15 +1,13 @@
 -- A consistent snapshot for health and metrics. Read-only apart from reclaiming expired leases
 -- and dead replicas (bounded).
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..5] as described there)
--- returns {queued chat, queued research, queued export, slots in use, live replicas}
-assert(#ARGV == 5, "admission_stats: 5 args")
+-- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
+-- returns {queued in class 0, ..., queued in class classes-1, slots in use, live replicas}
+assert(#ARGV == 6, "admission_stats: 6 args")
 reclaim_global()
 local dead = redis.call('ZRANGE', REPLICAS, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, 10)
 if #dead > 0 then redis.call('ZREM', REPLICAS, unpack(dead)) end
-return {
-  redis.call('ZCARD', T .. ':q:0'),
-  redis.call('ZCARD', T .. ':q:1'),
-  redis.call('ZCARD', T .. ':q:2'),
-  live(GLOBAL),
-  redis.call('ZCARD', REPLICAS),
-}
+local out = {}
+for c = 0, NC - 1 do out[c + 1] = redis.call('ZCARD', Q[c]) end
+out[NC + 1] = live(GLOBAL)
+out[NC + 2] = redis.call('ZCARD', REPLICAS)
+return out

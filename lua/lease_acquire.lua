@@ -55,9 +55,11 @@ for i = 1, n do
   end
 end
 
--- Fencing tokens stay monotonic even if the counter key expires after a long idle spell: they
--- never fall below Redis time in us. So the TTL (which only collects an idle counter) need not be
--- refreshed on every grant: a counter that expired restarts above every token already issued.
+-- Fencing tokens stay monotonic even if the counter key is lost (expired after an idle spell,
+-- deleted, or gone with a Redis restarted empty): they never fall below Redis time in us, and a
+-- Redis grants far fewer than one lease per us, so no token issued before the loss is above the
+-- time in us now (this assumes the Redis host's clock does not step back). So the TTL (which only
+-- collects an idle counter) need not be refreshed on every grant.
 local fence_key = KEYS[n + 1]
 local fence = redis.call('INCR', fence_key)
 if fence < now * 1000 then

@@ -64,7 +64,9 @@ ensure_postgres() {
   pg_isready -h 127.0.0.1 -p 5432 -q || { echo "postgresql did not start" >&2; return 1; }
 }
 
-# A Python environment with the independent parsers some tests use (scripts/requirements-test.txt).
+# A Python environment with what some tests use (scripts/requirements-test.txt): the independent
+# BibTeX/RIS parsers, and pytest with Playwright for the browser tests (Playwright drives the
+# system's Chromium; it never downloads a browser of its own).
 ensure_test_python() {
   local env=.fleet/pyenv
   if [ ! -x "$env/bin/python" ]; then
@@ -73,9 +75,19 @@ ensure_test_python() {
       python3 -m venv "$env"
     fi
   fi
-  if ! "$env/bin/python" -c "import bibtexparser, rispy" >/dev/null 2>&1; then
-    echo "installing test parsers (pip)"
+  # Installed again whenever the pinned list changes (a copy of it marks what is installed).
+  if ! cmp -s scripts/requirements-test.txt "$env/requirements-test.txt"; then
+    echo "installing test packages (pip)"
     "$env/bin/pip" install -q -r scripts/requirements-test.txt
+    cp scripts/requirements-test.txt "$env/requirements-test.txt"
+  fi
+}
+
+# Headless Chromium for the browser tests (Debian's package, without its recommended extras).
+ensure_chromium() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "installing chromium (apt-get)"
+    apt_install --no-install-recommends chromium fonts-liberation
   fi
 }
 

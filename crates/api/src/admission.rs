@@ -34,50 +34,28 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
-    /// The name used in keys, headers and health.
+    /// Every class, in queue priority order (the order of the admission queue's classes).
+    pub const ALL: [RouteClass; 3] = [RouteClass::Chat, RouteClass::Research, RouteClass::Export];
+
+    /// The name used in keys, headers, health and the admission queue's class list.
     pub fn name(self) -> &'static str {
-        self.class().as_str()
+        match self {
+            RouteClass::Chat => "chat",
+            RouteClass::Research => "research",
+            RouteClass::Export => "export",
+        }
+    }
+
+    /// The queue's class names, highest priority first.
+    pub fn queue_classes() -> Vec<String> {
+        RouteClass::ALL
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect()
     }
 
     fn class(self) -> Class {
-        match self {
-            RouteClass::Chat => Class::Chat,
-            RouteClass::Research => Class::Research,
-            RouteClass::Export => Class::Export,
-        }
-    }
-}
-
-/// Why no slot was granted.
-#[derive(Debug, thiserror::Error)]
-pub enum AdmitError {
-    /// The deadline passed while waiting.
-    #[error("timed out waiting for a slot")]
-    Timeout,
-    /// Too many waiters fleet-wide.
-    #[error("wait queue full")]
-    Full,
-    /// An admin reset the queue.
-    #[error("queue reset")]
-    Reset,
-    /// This replica is shutting down.
-    #[error("shutting down")]
-    ShuttingDown,
-    /// Redis could not answer and local fallback is off.
-    #[error("admission unavailable")]
-    Unavailable(#[source] LimiterError),
-}
-
-impl AdmitError {
-    /// The outcome label of metrics and spans.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            AdmitError::Timeout => "timeout",
-            AdmitError::Full => "full",
-            AdmitError::Reset => "reset",
-            AdmitError::ShuttingDown => "shutting_down",
-            AdmitError::Unavailable(_) => "unavailable",
-        }
+        Class::new(self as u8)
     }
 }
 
@@ -284,7 +262,7 @@ impl Gate {
         user: &str,
         class: RouteClass,
         deadline: Instant,
-    ) -> Result<Slot, AdmitError> {
+    ) -> Result<Slot, Rejection> {
         self.admit_watched(user, class, deadline, None).await
     }
 
@@ -296,7 +274,7 @@ impl Gate {
         class: RouteClass,
         deadline: Instant,
         positions: Option<tokio::sync::watch::Sender<u32>>,
-    ) -> Result<Slot, AdmitError> {
+    ) -> Result<Slot, Rejection> {
         let span = tracing::info_span!(
             "queue.wait",
             fleetgate.queue.class = class.name(),
@@ -340,13 +318,13 @@ impl Gate {
         class: RouteClass,
         deadline: Instant,
         positions: Option<tokio::sync::watch::Sender<u32>>,
-    ) -> Result<Slot, AdmitError> {
+    ) -> Result<Slot, Rejection> {
         let inner = &self.inner;
         let closed = inner.closed.notified();
         tokio::pin!(closed);
         closed.as_mut().enable();
         if inner.is_closed.load(Ordering::Acquire) {
-            return Err(AdmitError::ShuttingDown);
+            return Err(Rejection::ShuttingDown);
         }
         // Counted before the grant exists so that shutdown never misses one being granted.
         inner.outstanding.fetch_add(1, Ordering::AcqRel);
@@ -374,13 +352,7 @@ impl Gate {
             }),
             Err(r) => {
                 inner.slot_done();
-                Err(match r {
-                    Rejection::Timeout { .. } => AdmitError::Timeout,
-                    Rejection::Full => AdmitError::Full,
-                    Rejection::Reset => AdmitError::Reset,
-                    Rejection::ShuttingDown => AdmitError::ShuttingDown,
-                    Rejection::Unavailable(e) => AdmitError::Unavailable(e),
-                })
+                Err(r)
             }
         }
     }
@@ -391,9 +363,9 @@ impl Gate {
         let s = a.stats().await?;
         Ok(GateStats {
             waiting: WaitingByClass {
-                chat: s.queued[Class::Chat.index()],
-                research: s.queued[Class::Research.index()],
-                export: s.queued[Class::Export.index()],
+                chat: s.queued_in(RouteClass::Chat.class()),
+                research: s.queued_in(RouteClass::Research.class()),
+                export: s.queued_in(RouteClass::Export.class()),
             },
             slots_in_use: s.in_use,
             global_cap: a.config().global_cap,

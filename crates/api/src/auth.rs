@@ -1,5 +1,6 @@
 //! Who is calling: the user behind a JWT ([`AuthUser`], set by [`require_user`] before the per-IP
-//! window runs, as in the request flow of DESIGN.md) and the admin bearer token ([`AdminToken`]).
+//! window runs) and the admin bearer token ([`AdminToken`]; the throttled check that routes use is
+//! [`crate::admin_gate::AdminGate`]).
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::HeaderMap;
@@ -18,12 +19,14 @@ use crate::state::AppState;
 pub struct AuthUser {
     /// The user id.
     pub id: String,
+    /// Its pseudonym ([`crate::pseudonym`]): what logs and upstreams see instead of the id.
+    pub pseudonym: String,
 }
 
 impl AuthUser {
-    /// A stable, non-reversible id for upstreams (hex SHA-256 of the user id).
+    /// A stable, non-reversible id for logs and upstreams (keyed HMAC of the user id).
     pub fn hashed_id(&self) -> String {
-        hex::encode(Sha256::digest(self.id.as_bytes()))
+        self.pseudonym.clone()
     }
 }
 
@@ -51,7 +54,10 @@ pub async fn require_user(State(state): State<AppState>, mut req: Request, next:
     let span = tracing::info_span!("auth", fleetgate.auth.outcome = tracing::field::Empty);
     let user = span.in_scope(|| match bearer(req.headers()) {
         Ok(Some(token)) => match state.jwt().verify(token) {
-            Ok(claims) => Ok(AuthUser { id: claims.sub }),
+            Ok(claims) => Ok(AuthUser {
+                pseudonym: state.pseudonymizer().pseudonym(&claims.sub),
+                id: claims.sub,
+            }),
             Err(e) => {
                 tracing::debug!(reason = %e, "token refused");
                 Err(ApiError::Unauthorized("invalid or expired token"))
@@ -63,6 +69,8 @@ pub async fn require_user(State(state): State<AppState>, mut req: Request, next:
     let user = match user {
         Ok(u) => {
             span.record("fleetgate.auth.outcome", "ok");
+            // Every later line of the request names the user by pseudonym, never by id.
+            tracing::Span::current().record("user", u.pseudonym.as_str());
             u
         }
         Err(e) => {

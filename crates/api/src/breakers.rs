@@ -41,6 +41,8 @@ pub struct BreakerStatus {
     pub calls: u64,
     /// Whether this view comes from the replica's local fallback (Redis unreachable).
     pub degraded: bool,
+    /// End of the open period, Unix ms, while open.
+    pub open_until_ms: Option<i64>,
 }
 
 /// Read and reset the shared breakers.
@@ -94,6 +96,7 @@ impl BreakerControl for Breakers {
                     failures: s.failures_in_window,
                     calls: s.calls_in_window,
                     degraded: s.degraded,
+                    open_until_ms: s.open_until_ms,
                 })
                 .collect())
         })

@@ -1,35 +1,13 @@
-//! CIDR blocks for `FLEETGATE_TRUSTED_PROXIES` (`10.0.0.0/8`, `::1/128`, or a bare address).
+//! Address blocks of `FLEETGATE_TRUSTED_PROXIES` (`10.0.0.0/8`, `::1/128`, or a bare address),
+//! parsed by `ipnet`. Addresses are compared in one canonical form: an IPv4-mapped IPv6 address
+//! (`::ffff:1.2.3.4`, what a dual-stack socket reports for an IPv4 peer) is the IPv4 address, so
+//! one client has one key and an IPv4 block matches it.
 
 use std::net::IpAddr;
-use std::str::FromStr;
 
-/// An address block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    len: u8,
-}
+use ipnet::{IpNet, Ipv4Net};
 
-impl Cidr {
-    /// Whether `ip` is inside the block (IPv4-mapped IPv6 addresses match IPv4 blocks).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, canonical(ip)) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.len))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as plain IPv4, so one client has one key.
+/// IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as plain IPv4.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -37,38 +15,51 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Why a CIDR did not parse.
+/// An IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) as the IPv4 block it denotes.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// Why a block did not parse.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid CIDR {0:?} (expected e.g. 10.0.0.0/8, ::1/128 or 127.0.0.1)")]
 pub struct CidrError(String);
 
-impl FromStr for Cidr {
-    type Err = CidrError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let err = || CidrError(s.to_string());
-        let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| err())?)),
-            None => (s, None),
-        };
-        let net = canonical(addr.parse::<IpAddr>().map_err(|_| err())?);
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let len = len.unwrap_or(max);
-        if len > max {
-            return Err(err());
-        }
-        Ok(Cidr { net, len })
-    }
+/// One block: `a.b.c.d/n`, `v6/n`, or a bare address (a block of one). Host bits are cleared
+/// (`10.1.2.3/8` is `10.0.0.0/8`).
+pub fn parse(s: &str) -> Result<IpNet, CidrError> {
+    let s = s.trim();
+    let net = match s.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => s
+            .parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| CidrError(s.to_string()))?,
+    };
+    Ok(canonical_net(net.trunc()))
 }
 
-/// Parses a comma-separated list.
-pub fn parse_list(list: &str) -> Result<Vec<Cidr>, CidrError> {
+/// Parses a comma-separated list (empty entries ignored).
+pub fn parse_list(list: &str) -> Result<Vec<IpNet>, CidrError> {
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(str::parse)
+        .map(parse)
         .collect()
+}
+
+/// Whether any block contains `ip` (compared canonically).
+pub fn contains_any(blocks: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    blocks.iter().any(|b| b.contains(&ip))
 }
 
 #[cfg(test)]
@@ -76,21 +67,33 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn blocks_match() {
-        let c: Cidr = "10.0.0.0/8".parse().unwrap();
-        assert!(c.contains("10.1.2.3".parse().unwrap()));
-        assert!(c.contains("::ffff:10.1.2.3".parse().unwrap()));
-        assert!(!c.contains("11.0.0.1".parse().unwrap()));
-        let h: Cidr = "127.0.0.1".parse().unwrap();
-        assert!(h.contains("127.0.0.1".parse().unwrap()));
-        assert!(!h.contains("127.0.0.2".parse().unwrap()));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("8.8.8.8".parse().unwrap()));
-        let v6: Cidr = "fd00::/8".parse().unwrap();
-        assert!(v6.contains("fd12::1".parse().unwrap()));
-        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert!("nonsense".parse::<Cidr>().is_err());
+        let c = parse_list("10.0.0.0/8").unwrap();
+        assert!(contains_any(&c, ip("10.1.2.3")));
+        assert!(contains_any(&c, ip("::ffff:10.1.2.3")));
+        assert!(!contains_any(&c, ip("11.0.0.1")));
+        let h = parse_list("127.0.0.1").unwrap();
+        assert!(contains_any(&h, ip("127.0.0.1")));
+        assert!(!contains_any(&h, ip("127.0.0.2")));
+        let all = parse_list("0.0.0.0/0").unwrap();
+        assert!(contains_any(&all, ip("8.8.8.8")));
+        let v6 = parse_list("fd00::/8").unwrap();
+        assert!(contains_any(&v6, ip("fd12::1")));
+        let mapped = parse_list("::ffff:192.168.0.0/112").unwrap();
+        assert_eq!(mapped, parse_list("192.168.0.0/16").unwrap());
+        assert!(contains_any(&mapped, ip("192.168.4.4")));
+        assert_eq!(
+            parse_list("10.1.2.3/8").unwrap(),
+            parse_list("10.0.0.0/8").unwrap()
+        );
+        assert!(parse("10.0.0.0/33").is_err());
+        assert!(parse("nonsense").is_err());
+        assert!(parse("10.0.0.0/8/8").is_err());
         assert_eq!(parse_list(" 10.0.0.0/8, ,::1 ").unwrap().len(), 2);
     }
 }

@@ -19,12 +19,24 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cidr::{Cidr, parse_list};
+use ipnet::IpNet;
+
+use crate::cidr::parse_list;
 use crate::secret::Secret;
 
 pub mod env;
-
+mod http;
 pub use env::names as variables;
+pub use http::HttpSettings;
+
+/// Shortest accepted `FLEETGATE_JWT_SECRET`, `FLEETGATE_ADMIN_TOKEN` and `FLEETGATE_USER_HASH_KEY`,
+/// in bytes: 256 bits, what HS256 needs to be as strong as its hash.
+pub const MIN_SECRET_BYTES: usize = 32;
+/// Largest accepted `FLEETGATE_JWT_LEEWAY_SECS`: clocks off by more than five minutes are a fault
+/// to fix, not a skew to tolerate (every second of leeway extends a stolen token's life).
+pub const MAX_JWT_LEEWAY_SECS: u64 = 300;
+/// Largest accepted `FLEETGATE_LLM_MAX_TOKENS`.
+pub const MAX_LLM_TOKENS: u32 = 32_768;
 
 /// Why the configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +86,8 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     /// Shutdown and request handling.
     pub server: ServerSettings,
+    /// Client connections: timeouts, body size, connection cap.
+    pub http: HttpSettings,
 }
 
 /// Redis.
@@ -114,10 +128,20 @@ pub struct AuthSettings {
     pub jwt_secret: Option<Secret>,
     /// `FLEETGATE_JWT_AUDIENCE`: when set, tokens must carry this `aud` (Supabase: `authenticated`).
     pub jwt_audience: Option<String>,
-    /// `FLEETGATE_JWT_LEEWAY_SECS`: clock skew tolerated on `exp`/`nbf`.
+    /// `FLEETGATE_JWT_ISSUER`: when set, tokens must carry this `iss` (Supabase:
+    /// `https://<project>.supabase.co/auth/v1`).
+    pub jwt_issuer: Option<String>,
+    /// `FLEETGATE_JWT_LEEWAY_SECS`: clock skew tolerated on `exp`/`nbf` (at most
+    /// [`MAX_JWT_LEEWAY_SECS`]).
     pub jwt_leeway_secs: u64,
     /// `FLEETGATE_ADMIN_TOKEN`: bearer token of the admin API; unset disables admin actions (403).
     pub admin_token: Option<Secret>,
+    /// `FLEETGATE_ADMIN_AUTH_FAILURES_PER_MIN`: wrong admin tokens one client address may send in
+    /// any 60 s before every admin attempt from it is answered 429 without being checked.
+    pub admin_failures_per_min: u32,
+    /// `FLEETGATE_USER_HASH_KEY`: key of the HMAC-SHA256 that turns a user id into the pseudonym
+    /// logs and the LLM's `user` field carry. Unset: derived from the JWT secret.
+    pub user_hash_key: Option<Secret>,
 }
 
 /// Layer 1.
@@ -149,6 +173,9 @@ pub struct AdmissionSettings {
     pub lease_ttl_ms: u64,
     /// `FLEETGATE_MAX_QUEUE`: waiters allowed fleet-wide before `queue_full`.
     pub max_queue: u32,
+    /// `FLEETGATE_MAX_QUEUED_PER_USER`: waiters one user may have fleet-wide before
+    /// `user_queue_full`.
+    pub max_queued_per_user: u32,
     /// `FLEETGATE_ADMISSION_GROUP`: the lease group (one per protected service).
     pub group: String,
     /// `FLEETGATE_ADMISSION_HEARTBEAT_MS`: a replica silent this long is dead; its waiters leave.
@@ -195,12 +222,18 @@ pub struct UpstreamSettings {
     pub pubmed_rate_per_sec: u32,
     /// `FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC`.
     pub semantic_scholar_rate_per_sec: u32,
-    /// `FLEETGATE_UPSTREAM_TIMEOUT_MS`.
+    /// `FLEETGATE_UPSTREAM_TIMEOUT_MS`: one attempt at PubMed or Semantic Scholar; for the LLM,
+    /// the time to the first token and each gap between tokens (not the whole answer).
     pub timeout_ms: u64,
     /// `FLEETGATE_BREAKER_FAILURE_THRESHOLD`.
     pub breaker_failure_threshold: u32,
     /// `FLEETGATE_BREAKER_OPEN_MS`.
     pub breaker_open_ms: u64,
+    /// `FLEETGATE_LLM_MAX_TOKENS`: `max_tokens` of every LLM request (the longest answer).
+    pub llm_max_tokens: u32,
+    /// `FLEETGATE_LLM_ANSWER_TIMEOUT_MS`: the longest a whole answer may take. Not a fault of the
+    /// upstream (it is still answering), so it never counts against the breaker.
+    pub llm_answer_timeout_ms: u64,
 }
 
 /// Server behaviour.
@@ -215,6 +248,11 @@ pub struct ServerSettings {
     pub pipeline: String,
     /// `FLEETGATE_LOG_FORMAT`: `human` (default) or `json` (one object per line).
     pub log_format: String,
+    /// `FLEETGATE_HEALTH_CACHE_MS`: how long one health report is served before the next is
+    /// computed (one at a time, whatever the probe rate).
+    pub health_cache_ms: u64,
+    /// `FLEETGATE_EXPORT_MAX_MESSAGES`: longest conversation an export renders.
+    pub export_max_messages: u32,
 }
 
 impl Default for Config {
@@ -230,6 +268,7 @@ impl Default for Config {
             quota: QuotaSettings::default(),
             upstream: UpstreamSettings::default(),
             server: ServerSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -261,8 +300,11 @@ impl Default for AuthSettings {
         AuthSettings {
             jwt_secret: None,
             jwt_audience: None,
+            jwt_issuer: None,
             jwt_leeway_secs: 30,
             admin_token: None,
+            admin_failures_per_min: 10,
+            user_hash_key: None,
         }
     }
 }
@@ -286,6 +328,7 @@ impl Default for AdmissionSettings {
             queue_timeout_ms: 60_000,
             lease_ttl_ms: 15_000,
             max_queue: 500,
+            max_queued_per_user: 10,
             group: "api".into(),
             heartbeat_ttl_ms: 3000,
             local_fallback: true,
@@ -319,6 +362,8 @@ impl Default for UpstreamSettings {
             timeout_ms: 30_000,
             breaker_failure_threshold: 5,
             breaker_open_ms: 30_000,
+            llm_max_tokens: 1024,
+            llm_answer_timeout_ms: 300_000,
         }
     }
 }
@@ -329,6 +374,8 @@ impl Default for ServerSettings {
             shutdown_grace_ms: 30_000,
             pipeline: "rag".into(),
             log_format: "human".into(),
+            health_cache_ms: 1000,
+            export_max_messages: 1000,
         }
     }
 }
@@ -363,7 +410,6 @@ impl Config {
     }
 
     /// Checks the values that every command needs (secrets are checked by [`Config::require_serve`]).
-    /// Each refusal names the variable; TOML keys are the same settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |var: &str, reason: &str| ConfigError::Invalid {
             var: var.into(),
@@ -389,6 +435,7 @@ impl Config {
                 "FLEETGATE_MAX_CONCURRENT_PER_USER",
             ),
             (a.max_concurrent_global, "FLEETGATE_MAX_CONCURRENT_GLOBAL"),
+            (a.max_queued_per_user, "FLEETGATE_MAX_QUEUED_PER_USER"),
             (a.expected_replicas, "FLEETGATE_EXPECTED_REPLICAS"),
             (
                 self.database.max_connections,
@@ -464,19 +511,82 @@ impl Config {
                 "a tier's count is too large",
             ));
         }
+        if self.auth.jwt_leeway_secs > MAX_JWT_LEEWAY_SECS {
+            return Err(invalid(
+                "FLEETGATE_JWT_LEEWAY_SECS",
+                &format!("must be at most {MAX_JWT_LEEWAY_SECS} (seconds); fix the clocks instead"),
+            ));
+        }
+        if self.auth.admin_failures_per_min == 0 || self.auth.admin_failures_per_min > 1000 {
+            return Err(invalid(
+                "FLEETGATE_ADMIN_AUTH_FAILURES_PER_MIN",
+                "must be within 1..=1000",
+            ));
+        }
+        if !(1..=MAX_LLM_TOKENS).contains(&self.upstream.llm_max_tokens) {
+            return Err(invalid(
+                "FLEETGATE_LLM_MAX_TOKENS",
+                &format!("must be within 1..={MAX_LLM_TOKENS}"),
+            ));
+        }
+        if self.upstream.llm_answer_timeout_ms < self.upstream.timeout_ms {
+            return Err(invalid(
+                "FLEETGATE_LLM_ANSWER_TIMEOUT_MS",
+                "must be at least FLEETGATE_UPSTREAM_TIMEOUT_MS",
+            ));
+        }
+        if !(100..=60_000).contains(&self.server.health_cache_ms) {
+            return Err(invalid(
+                "FLEETGATE_HEALTH_CACHE_MS",
+                "must be within 100..=60000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.server.export_max_messages) {
+            return Err(invalid(
+                "FLEETGATE_EXPORT_MAX_MESSAGES",
+                "must be within 1..=100000",
+            ));
+        }
+        self.http.validate()
+    }
+
+    /// What `serve` needs on top of [`Config::validate`]: a JWT secret, and secrets long enough to
+    /// resist guessing (the admin token and the user-hash key when set).
+    pub fn require_serve(&self) -> Result<(), ConfigError> {
+        let secret = match &self.auth.jwt_secret {
+            Some(s) if !s.expose().is_empty() => s,
+            _ => return Err(ConfigError::Missing("FLEETGATE_JWT_SECRET")),
+        };
+        for (value, var, hint) in [
+            (Some(secret), "FLEETGATE_JWT_SECRET", "openssl rand -hex 32"),
+            (
+                self.auth.admin_token.as_ref(),
+                "FLEETGATE_ADMIN_TOKEN",
+                "openssl rand -hex 32",
+            ),
+            (
+                self.auth.user_hash_key.as_ref(),
+                "FLEETGATE_USER_HASH_KEY",
+                "openssl rand -hex 32",
+            ),
+        ] {
+            if let Some(v) = value
+                && v.expose().len() < MIN_SECRET_BYTES
+            {
+                return Err(ConfigError::Invalid {
+                    var: var.into(),
+                    reason: format!(
+                        "must be at least {MIN_SECRET_BYTES} bytes long (it has {}); generate one with `{hint}`",
+                        v.expose().len()
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
-    /// What `serve` needs on top of [`Config::validate`]: the JWT secret.
-    pub fn require_serve(&self) -> Result<(), ConfigError> {
-        match &self.auth.jwt_secret {
-            Some(s) if !s.expose().is_empty() => Ok(()),
-            _ => Err(ConfigError::Missing("FLEETGATE_JWT_SECRET")),
-        }
-    }
-
     /// The trusted proxy blocks, parsed.
-    pub fn trusted_proxies(&self) -> Result<Vec<Cidr>, ConfigError> {
+    pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
         parse_list(&self.trusted_proxies.join(",")).map_err(|e| ConfigError::Invalid {
             var: "FLEETGATE_TRUSTED_PROXIES".into(),
             reason: e.to_string(),

@@ -17,6 +17,14 @@ pub enum ConversationError {
     /// The database failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// More messages than a load may return.
+    #[error("conversation too long")]
+    TooLong {
+        /// Messages it has, at least.
+        messages: u64,
+        /// The bound.
+        limit: u32,
+    },
 }
 
 /// The store.
@@ -123,11 +131,13 @@ impl Conversations {
         Ok(())
     }
 
-    /// The whole conversation, if it is the user's.
+    /// The whole conversation, if it is the user's and has at most `max_messages` messages (one
+    /// more is read to tell; work and memory stay bounded whatever the conversation's length).
     pub async fn load(
         &self,
         user: &str,
         id: Uuid,
+        max_messages: u32,
     ) -> Result<ExportConversation, ConversationError> {
         let head = sqlx::query(
             "SELECT title, created_at FROM conversations WHERE id = $1 AND user_id = $2",
@@ -139,11 +149,18 @@ impl Conversations {
         .ok_or(ConversationError::NotFound)?;
         let rows = sqlx::query(
             "SELECT role, content, citations, created_at FROM messages
-             WHERE conversation_id = $1 ORDER BY id",
+             WHERE conversation_id = $1 ORDER BY id LIMIT $2",
         )
         .bind(id)
+        .bind(i64::from(max_messages) + 1)
         .fetch_all(&self.pool)
         .await?;
+        if rows.len() > max_messages as usize {
+            return Err(ConversationError::TooLong {
+                messages: rows.len() as u64,
+                limit: max_messages,
+            });
+        }
         let messages = rows
             .into_iter()
             .map(|r| ExportMessage {

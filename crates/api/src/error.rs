@@ -54,6 +54,12 @@ pub enum ApiError {
         /// Suggested wait before retrying.
         retry_after: Duration,
     },
+    /// This user already has its maximum of waiters in the queue (layer 2).
+    #[error("user queue full")]
+    UserQueueFull {
+        /// Suggested wait before retrying.
+        retry_after: Duration,
+    },
     /// An upstream's breaker is open or it failed.
     #[error("upstream unavailable")]
     UpstreamUnavailable {
@@ -77,6 +83,17 @@ pub enum ApiError {
     PayloadTooLarge {
         /// The limit in bytes.
         limit: usize,
+    },
+    /// The request body was not received by its deadline (`FLEETGATE_HTTP_BODY_TIMEOUT_MS`).
+    #[error("request timeout")]
+    RequestTimeout,
+    /// The conversation is longer than an export may be (`FLEETGATE_EXPORT_MAX_MESSAGES`).
+    #[error("export too large")]
+    ExportTooLarge {
+        /// Messages the conversation has, at least.
+        messages: u64,
+        /// The bound.
+        limit: u32,
     },
     /// No such route or resource.
     #[error("not found")]
@@ -110,9 +127,9 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::RateLimited { .. } | ApiError::QuotaExhausted { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::RateLimited { .. }
+            | ApiError::QuotaExhausted { .. }
+            | ApiError::UserQueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueTimeout { .. }
             | ApiError::QueueFull { .. }
             | ApiError::UpstreamUnavailable { .. }
@@ -122,6 +139,8 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::ExportTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -134,12 +153,15 @@ impl ApiError {
             ApiError::QuotaExhausted { .. } => "daily_quota_exhausted",
             ApiError::QueueTimeout { .. } => "queue_timeout",
             ApiError::QueueFull { .. } => "queue_full",
+            ApiError::UserQueueFull { .. } => "user_queue_full",
             ApiError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::ExportTooLarge { .. } => "export_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::ServiceUnavailable { .. } => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -152,12 +174,15 @@ impl ApiError {
             ApiError::QuotaExhausted { .. } => "Daily query quota exhausted",
             ApiError::QueueTimeout { .. } => "Timed out waiting for a free slot",
             ApiError::QueueFull { .. } => "The wait queue is full",
+            ApiError::UserQueueFull { .. } => "Too many of your requests are waiting",
             ApiError::UpstreamUnavailable { .. } => "An upstream service is unavailable",
             ApiError::UpstreamTimeout => "An upstream service timed out",
             ApiError::Unauthorized(_) => "Authentication required",
             ApiError::Forbidden(_) => "Not allowed",
             ApiError::InvalidRequest(_) => "Invalid request",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
+            ApiError::RequestTimeout => "Request body not received in time",
+            ApiError::ExportTooLarge { .. } => "Conversation too long to export",
             ApiError::NotFound(_) => "Not found",
             ApiError::ServiceUnavailable { .. } => "Service temporarily unavailable",
             ApiError::Internal(_) => "Internal server error",
@@ -177,6 +202,10 @@ impl ApiError {
                 "no slot became free within the queue timeout; retry later".into()
             }
             ApiError::QueueFull { .. } => "too many requests are waiting; retry later".into(),
+            ApiError::UserQueueFull { .. } => {
+                "you already have the most requests allowed waiting; retry once one is served"
+                    .into()
+            }
             ApiError::UpstreamUnavailable { .. } => {
                 "a service this request depends on is failing; retry later (your query was not counted)".into()
             }
@@ -188,6 +217,12 @@ impl ApiError {
             ApiError::PayloadTooLarge { limit } => {
                 format!("the request body exceeds the limit of {limit} bytes")
             }
+            ApiError::RequestTimeout => {
+                "the request body did not arrive within the time allowed; send it at once".into()
+            }
+            ApiError::ExportTooLarge { messages, limit } => format!(
+                "the conversation has {messages} messages or more; an export holds at most {limit}"
+            ),
             ApiError::ServiceUnavailable { detail, .. } => (*detail).into(),
             ApiError::Internal(_) => "an unexpected error occurred".into(),
         }
@@ -200,6 +235,7 @@ impl ApiError {
             | ApiError::QuotaExhausted { retry_after, .. }
             | ApiError::QueueTimeout { retry_after }
             | ApiError::QueueFull { retry_after }
+            | ApiError::UserQueueFull { retry_after }
             | ApiError::UpstreamUnavailable { retry_after }
             | ApiError::ServiceUnavailable { retry_after, .. } => Some(*retry_after),
             ApiError::UpstreamTimeout => Some(Duration::from_secs(5)),
@@ -247,6 +283,10 @@ pub fn problem_response(err: &ApiError, extra: HeaderMap) -> Response {
     }
     if matches!(err, ApiError::Unauthorized(_)) {
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if matches!(err, ApiError::RequestTimeout) {
+        // The rest of the body may still come; this connection cannot carry another request.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     for (name, value) in extra.iter() {
         headers.insert(HeaderName::clone(name), value.clone());

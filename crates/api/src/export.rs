@@ -1,11 +1,19 @@
 //! Rendering a conversation for export: Markdown, JSON, BibTeX, RIS.
 //!
-//! Every value that comes from an upstream (titles, authors, venues) is sanitised for its format,
-//! so a hostile title cannot break a BibTeX entry or inject a RIS tag.
+//! Before any format, [`safe_copy`] makes the conversation safe whatever was stored (older rows
+//! predate today's rules): message text through the Markdown guard (no raw HTML, no images, only
+//! http(s) links, no numeric character references), every citation field cleaned of control
+//! characters and of references that decode to them, every URL http(s) or empty. Then each value
+//! is escaped for its format, so a hostile title cannot break a BibTeX entry, inject a RIS tag or
+//! become Markdown.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::text::{clean_upstream, escape_inline, http_url, neutralise};
 
 /// A cited work, with what bibliographies need.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,21 +71,58 @@ pub struct ExportConversation {
 impl ExportConversation {
     /// Every cited work once, in order of first citation.
     pub fn works(&self) -> Vec<&CitedWork> {
-        let mut out: Vec<&CitedWork> = Vec::new();
-        for w in self.messages.iter().flat_map(|m| &m.citations) {
-            if !out.iter().any(|o| o.source == w.source && o.id == w.id) {
-                out.push(w);
-            }
-        }
-        out
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        self.messages
+            .iter()
+            .flat_map(|m| &m.citations)
+            .filter(|w| seen.insert((w.source.as_str(), w.id.as_str())))
+            .collect()
+    }
+}
+
+/// Longest citation field kept in an export.
+const FIELD_CHARS: usize = 2000;
+
+fn safe_work(w: &CitedWork) -> CitedWork {
+    let f = |v: &str| clean_upstream(v, FIELD_CHARS);
+    CitedWork {
+        source: f(&w.source),
+        id: f(&w.id),
+        title: f(&w.title),
+        url: http_url(&w.url).map(str::to_string).unwrap_or_default(),
+        year: w.year,
+        authors: w.authors.iter().take(100).map(|a| f(a)).collect(),
+        doi: w.doi.as_deref().map(f),
+        venue: w.venue.as_deref().map(f),
+        pmid: w.pmid.as_deref().map(f),
+    }
+}
+
+/// The conversation with every value made safe (see the module doc).
+pub fn safe_copy(c: &ExportConversation) -> ExportConversation {
+    ExportConversation {
+        id: c.id,
+        title: clean_upstream(&c.title, FIELD_CHARS),
+        created_at: c.created_at,
+        messages: c
+            .messages
+            .iter()
+            .map(|m| ExportMessage {
+                role: m.role.clone(),
+                content: neutralise(&clean_upstream(&m.content, usize::MAX)),
+                citations: m.citations.iter().map(safe_work).collect(),
+                created_at: m.created_at,
+            })
+            .collect(),
     }
 }
 
 /// Markdown: the exchange, each answer followed by its numbered sources.
 pub fn markdown(c: &ExportConversation) -> String {
+    let c = &safe_copy(c);
     let mut s = format!(
         "# {}\n\n_Conversation {} — started {}_\n\n",
-        one_line(&c.title),
+        escape_inline(&c.title),
         c.id,
         c.created_at.format("%Y-%m-%d %H:%M UTC")
     );
@@ -89,14 +134,25 @@ pub fn markdown(c: &ExportConversation) -> String {
             if !m.citations.is_empty() {
                 s.push_str("**Sources**\n\n");
                 for (i, w) in m.citations.iter().enumerate() {
+                    let title = escape_inline(&w.title);
+                    // Only an http(s) URL is linked, with the characters that could end a link
+                    // destination percent-encoded.
+                    let linked = match w.url.as_str() {
+                        "" => title,
+                        url => format!(
+                            "[{title}]({})",
+                            url.replace('(', "%28")
+                                .replace(')', "%29")
+                                .replace('<', "%3C")
+                                .replace('>', "%3E")
+                        ),
+                    };
                     s.push_str(&format!(
-                        "{}. [{}]({}){} — {} {}\n",
+                        "{}. {linked}{} — {} {}\n",
                         i + 1,
-                        one_line(&w.title).replace(['[', ']'], ""),
-                        w.url.replace([' ', ')'], ""),
                         w.year.map(|y| format!(" ({y})")).unwrap_or_default(),
-                        w.source,
-                        one_line(&w.id)
+                        escape_inline(&w.source),
+                        escape_inline(&w.id)
                     ));
                 }
                 s.push('\n');
@@ -106,13 +162,14 @@ pub fn markdown(c: &ExportConversation) -> String {
     s
 }
 
-/// JSON: the conversation as stored.
+/// JSON: the conversation, made safe like every format.
 pub fn json(c: &ExportConversation) -> String {
-    serde_json::to_string_pretty(c).unwrap_or_else(|_| "{}".into())
+    serde_json::to_string_pretty(&safe_copy(c)).unwrap_or_else(|_| "{}".into())
 }
 
 /// BibTeX: one `@article` per cited work.
 pub fn bibtex(c: &ExportConversation) -> String {
+    let c = &safe_copy(c);
     let mut s = String::new();
     for w in c.works() {
         let key: String = format!("{}{}", w.source, w.id)
@@ -145,6 +202,7 @@ pub fn bibtex(c: &ExportConversation) -> String {
 
 /// RIS: one `TY  - JOUR` record per cited work.
 pub fn ris(c: &ExportConversation) -> String {
+    let c = &safe_copy(c);
     let mut s = String::new();
     for w in c.works() {
         s.push_str("TY  - JOUR\n");
@@ -163,7 +221,7 @@ pub fn ris(c: &ExportConversation) -> String {
         }
         s.push_str(&format!("UR  - {}\n", one_line(&w.url)));
         s.push_str(&format!("AN  - {}\n", one_line(&w.id)));
-        s.push_str(&format!("DB  - {}\n", w.source));
+        s.push_str(&format!("DB  - {}\n", one_line(&w.source)));
         s.push_str("ER  - \n\n");
     }
     s
@@ -245,7 +303,7 @@ pub(crate) mod tests {
     fn markdown_shows_every_citation() {
         let md = markdown(&sample());
         assert!(md.contains("1. [Plain title](https://pubmed.ncbi.nlm.nih.gov/1/) (2020)"));
-        assert!(md.contains("2. [Hostile } title ER - with @{braces} 100% \\ done]"));
+        assert!(md.contains("2. [Hostile } title ER - with @{braces} 100% \\\\ done]("));
     }
 
     #[test]

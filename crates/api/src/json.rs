@@ -1,17 +1,17 @@
 //! [`ValidJson`]: axum's `Json` with its rejections turned into the contract's problem documents:
-//! an over-long body is 413 `payload_too_large`, anything else 400 `invalid_request` with serde's
-//! explanation (field, expected type, position) as the detail.
+//! an over-long body is 413 `payload_too_large`, a body not read by the request's deadline 408
+//! `request_timeout`, anything else 400 `invalid_request` with serde's explanation (field,
+//! expected type, position) as the detail.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-
-/// Largest accepted request body.
-pub const BODY_LIMIT: usize = 64 * 1024;
+use crate::server::connection::BodyDeadline;
+use crate::state::AppState;
 
 /// A JSON body, or a problem response.
 #[derive(Debug, Clone)]
@@ -21,20 +21,32 @@ impl<S, T> FromRequest<S> for ValidJson<T>
 where
     T: DeserializeOwned,
     S: Send + Sync,
+    AppState: FromRef<S>,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        let limit = AppState::from_ref(state).config().http.max_body_bytes;
+        let deadline = req.extensions().get::<BodyDeadline>().map(|d| d.0);
+        let read = Json::<T>::from_request(req, state);
+        let result = match deadline {
+            // A client sending its body a byte at a time holds a connection and a task for as long
+            // as it likes unless the whole body has a deadline.
+            Some(d) => tokio::time::timeout_at(d, read)
+                .await
+                .map_err(|_| ApiError::RequestTimeout)?,
+            None => read.await,
+        };
+        match result {
             Ok(Json(v)) => Ok(ValidJson(v)),
-            Err(rej) => Err(rejection(rej)),
+            Err(rej) => Err(rejection(rej, limit)),
         }
     }
 }
 
-fn rejection(rej: JsonRejection) -> ApiError {
+fn rejection(rej: JsonRejection, limit: usize) -> ApiError {
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::PayloadTooLarge { limit: BODY_LIMIT };
+        return ApiError::PayloadTooLarge { limit };
     }
     match rej {
         JsonRejection::MissingJsonContentType(_) => {
@@ -77,4 +89,17 @@ pub fn is_blank(s: &str) -> bool {
                     | '\u{feff}'
         )
     })
+}
+
+/// Refuses a text field holding a control character other than tab and newline (see
+/// [`crate::text::clean`]): 400 `invalid_request` naming the field, the character and where it is.
+pub fn no_control_chars(field: &str, value: &str) -> Result<(), ApiError> {
+    match crate::text::first_disallowed(value) {
+        None => Ok(()),
+        Some((at, c)) => Err(ApiError::InvalidRequest(format!(
+            "`{field}` contains the control character U+{:04X} at position {at}; only tab and \
+             newline are allowed",
+            u32::from(c)
+        ))),
+    }
 }

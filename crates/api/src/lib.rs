@@ -14,13 +14,19 @@
 //! Use: build an [`AppState`] with [`AppState::new`] (config + pipeline), then [`app`] for the
 //! router or [`run`] to serve it with graceful shutdown.
 //!
-//! Layout: `config.rs` (layered configuration), `secret.rs`, `cidr.rs`, `error.rs` (problem+json),
-//! `jwt.rs` + `auth.rs`, `client_ip.rs`, `ip_limit/` (layer, service, headers, stats),
-//! `admission.rs`, `quota.rs`, `pipeline.rs`, `breakers.rs`, `stats.rs`, `json.rs` (body
-//! extractor), `state.rs`, `routes/` (one file per route group), `server.rs` (`app`, `run`),
-//! `telemetry.rs` (logs, traces), `metrics.rs` (Prometheus), `upstream/` (PubMed, Semantic Scholar and LLM clients, retrieval),
-//! `conversations.rs` (history in PostgreSQL), `export.rs` (Markdown, JSON, BibTeX, RIS).
+//! Layout: `config.rs` (layered configuration; `config/http.rs` the connection limits), `secret.rs`,
+//! `cidr.rs`, `error.rs` (problem+json), `jwt.rs` + `auth.rs`, `admin_gate.rs` (the admin token,
+//! throttled), `pseudonym.rs` (keyed user pseudonyms), `client_ip.rs`, `ip_limit/` (layer,
+//! service, headers, stats), `admission.rs`, `quota.rs`, `pipeline.rs`, `breakers.rs`, `stats.rs`,
+//! `json.rs` (body extractor), `request_id.rs`, `state.rs`, `routes/` (one file per route group),
+//! `server.rs` (`app`, `run`; `server/connection.rs` the per-connection timeouts), `telemetry.rs`
+//! (logs, traces), `metrics.rs` (Prometheus), `upstream/` (PubMed, Semantic Scholar and LLM
+//! clients, retrieval), `text/` (control characters, Markdown neutralisation),
+//! `conversations.rs` (history in PostgreSQL), `export.rs` (Markdown, JSON, BibTeX, RIS),
+//! `slot_holders.rs` and `fleet_status.rs` (the admin console's fleet view), `routes/pages.rs`
+//! and `web/` (the chat page and the admin console, embedded).
 
+pub mod admin_gate;
 pub mod admission;
 pub mod auth;
 #[doc(hidden)]
@@ -32,19 +38,24 @@ pub mod config;
 pub mod conversations;
 pub mod error;
 pub mod export;
+pub mod fleet_status;
 pub mod ip_limit;
 pub mod json;
 pub mod jwt;
 pub mod metrics;
 pub mod pipeline;
+pub mod pseudonym;
 pub mod quota;
 pub mod rag_pipeline;
+pub mod request_id;
 pub mod routes;
 pub mod secret;
 mod server;
+pub mod slot_holders;
 pub mod state;
 pub mod stats;
 pub mod telemetry;
+pub mod text;
 pub mod upstream;
 
 pub use breakers::BreakerControl;

@@ -55,7 +55,8 @@ pub struct DecisionLabels {
 pub struct QueueLabels {
     /// Priority class.
     pub class: &'static str,
-    /// `granted`, `timeout`, `full`, `reset`, `shutting_down`, `unavailable`, `cancelled`.
+    /// `granted`, `timeout`, `full`, `user_queue_full`, `reset`, `shutting_down`, `unavailable`,
+    /// `cancelled`.
     pub outcome: &'static str,
 }
 

@@ -35,7 +35,8 @@ pub struct ChatRequest {
 pub struct ChatContext {
     /// The JWT `sub`.
     pub user_id: String,
-    /// Hex SHA-256 of `user_id`: the `user` field sent to the LLM.
+    /// The user's pseudonym (keyed HMAC of `user_id`, [`crate::pseudonym`]): the `user` field sent
+    /// to the LLM.
     pub user_hash: String,
     /// How long the request waited for its slot.
     pub queued: Duration,
@@ -121,6 +122,9 @@ pub struct ExportRequest {
     pub conversation_id: Uuid,
     /// The format.
     pub format: ExportFormat,
+    /// Longest conversation exported (`FLEETGATE_EXPORT_MAX_MESSAGES`); longer is
+    /// [`PipelineError::ExportTooLarge`].
+    pub max_messages: u32,
 }
 
 /// An exported document.
@@ -155,16 +159,30 @@ pub enum PipelineError {
     /// The input is valid JSON but unusable (400 `invalid_request`, detail shown).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The answer was made but could not be stored (503 `service_unavailable`): our failure,
+    /// never reported as the upstream's.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The conversation is longer than an export may be (422 `export_too_large`).
+    #[error("export too large")]
+    ExportTooLarge {
+        /// Messages it has, at least.
+        messages: u64,
+        /// The bound.
+        limit: u32,
+    },
 }
 
 impl PipelineError {
-    /// Whether a spent query is given back: failures that are not the user's doing.
+    /// Whether a spent query may be given back: failures that are not the user's doing. The
+    /// route gives it back only if no answer text reached the client.
     pub fn refunds_quota(&self) -> bool {
         matches!(
             self,
             PipelineError::UpstreamUnavailable { .. }
                 | PipelineError::UpstreamTimeout
                 | PipelineError::Unavailable(_)
+                | PipelineError::Storage(_)
         )
     }
 }
@@ -182,6 +200,13 @@ impl From<PipelineError> for ApiError {
             }
             PipelineError::NotFound => ApiError::NotFound("no such conversation".into()),
             PipelineError::Invalid(d) => ApiError::InvalidRequest(d),
+            PipelineError::Storage(cause) => ApiError::unavailable(
+                "the answer could not be saved; retry later",
+                format!("storage: {cause}"),
+            ),
+            PipelineError::ExportTooLarge { messages, limit } => {
+                ApiError::ExportTooLarge { messages, limit }
+            }
         }
     }
 }

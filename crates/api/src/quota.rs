@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tracing::Instrument;
 
 use crate::config::Config;
 
@@ -256,9 +257,10 @@ impl QuotaStore {
         match self.refund(&ticket).await {
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, user = %ticket.user_id, "quota refund failed; retrying in the background");
+                // The request's span names the user by pseudonym; the id itself is never logged.
+                tracing::warn!(error = %e, "quota refund failed; retrying in the background");
                 let store = self.clone();
-                tokio::spawn(async move { store.retry_refund(ticket).await });
+                tokio::spawn(async move { store.retry_refund(ticket).await }.in_current_span());
             }
         }
     }
@@ -270,11 +272,11 @@ impl QuotaStore {
             tokio::time::sleep(wait).await;
             match self.refund(&ticket).await {
                 Ok(_) => {
-                    tracing::info!(user = %ticket.user_id, "quota refunded after a retry");
+                    tracing::info!("quota refunded after a retry");
                     return;
                 }
                 Err(e) if tokio::time::Instant::now() >= give_up => {
-                    tracing::error!(error = %e, user = %ticket.user_id, "quota refund abandoned: a query stays counted");
+                    tracing::error!(error = %e, "quota refund abandoned: a query stays counted");
                     return;
                 }
                 Err(_) => wait = (wait * 2).min(Duration::from_secs(5)),

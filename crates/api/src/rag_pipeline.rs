@@ -1,7 +1,12 @@
 //! The real chat pipeline: retrieval from PubMed and Semantic Scholar, an answer from the
 //! OpenAI-compatible LLM citing the numbered sources, conversations kept in PostgreSQL, research
 //! and export. Every upstream call goes through pacing, the shared breakers and retries
-//! (breaker-store's `Outbound`).
+//! (breaker-store's `Outbound`; the LLM's own rules are in [`crate::upstream::llm`]).
+//!
+//! What is stored is what the user was shown: the answer after the Markdown guard
+//! ([`crate::text::neutralise`]), sources after cleaning ([`crate::upstream::SourcePaper::cleaned`]).
+//! A failure to store an answer that was made is ours ([`PipelineError::Storage`]), not the
+//! upstream's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +22,7 @@ use crate::pipeline::{
     ChatAnswer, ChatContext, ChatPipeline, ChatRequest, Citation, ExportDocument, ExportFormat,
     ExportRequest, Paper, PipelineError, PipelineFuture, ResearchRequest,
 };
+use crate::text::{MarkdownGuard, neutralise};
 use crate::upstream::rag::build_messages;
 use crate::upstream::{
     ChatMessage, LlmClient, LlmConfig, PubMedClient, PubMedConfig, Retriever,
@@ -109,6 +115,8 @@ impl RagPipeline {
                 model: up.llm_model.clone(),
                 api_key: secret(&up.llm_api_key),
                 timeout,
+                answer_timeout: Duration::from_millis(up.llm_answer_timeout_ms),
+                max_tokens: up.llm_max_tokens,
             },
         );
         Ok(RagPipeline {
@@ -182,7 +190,7 @@ impl RagPipeline {
         self.conversations
             .append_turn(p.conv, question, &answer, &works)
             .await
-            .map_err(conversation_error)?;
+            .map_err(|e| PipelineError::Storage(e.to_string()))?;
         Ok(ChatAnswer {
             answer,
             citations: p.sources.iter().map(citation).collect(),
@@ -197,7 +205,7 @@ impl RagPipeline {
             .complete(&p.messages, &ctx.user_hash)
             .await
             .map_err(upstream_error)?;
-        let answer = format!("{}{text}", p.note.as_deref().unwrap_or(""));
+        let answer = neutralise(&format!("{}{text}", p.note.as_deref().unwrap_or("")));
         self.finish(p, &req.message, answer).await
     }
 
@@ -209,11 +217,11 @@ impl RagPipeline {
         deltas: tokio::sync::mpsc::Sender<String>,
     ) -> Result<ChatAnswer, PipelineError> {
         let p = self.prepare(&req, &ctx).await?;
+        let mut guard = MarkdownGuard::new();
         let mut answer = String::new();
-        if let Some(note) = &p.note {
-            answer.push_str(note);
-            let _ = deltas.send(note.clone()).await;
-        }
+        // The note goes out with the first piece of the answer: if the LLM fails before that,
+        // the client has received no text.
+        let mut note = p.note.clone();
         let mut rx = self
             .llm
             .stream(&p.messages, &ctx.user_hash)
@@ -221,11 +229,21 @@ impl RagPipeline {
             .map_err(upstream_error)?;
         while let Some(piece) = rx.recv().await {
             let piece = piece.map_err(upstream_error)?;
-            answer.push_str(&piece);
-            if deltas.send(piece).await.is_err() {
+            let piece = match note.take() {
+                Some(n) => n + &piece,
+                None => piece,
+            };
+            let safe = guard.push(&piece);
+            answer.push_str(&safe);
+            if !safe.is_empty() && deltas.send(safe).await.is_err() {
                 // The reader went away: stop, dropping the upstream stream (which cancels it).
                 return Err(PipelineError::Unavailable("client went away".into()));
             }
+        }
+        let rest = guard.finish();
+        answer.push_str(&rest);
+        if !rest.is_empty() {
+            let _ = deltas.send(rest).await;
         }
         self.finish(p, &req.message, answer).await
     }
@@ -269,7 +287,7 @@ impl ChatPipeline for RagPipeline {
         Box::pin(async move {
             let c = self
                 .conversations
-                .load(&ctx.user_id, req.conversation_id)
+                .load(&ctx.user_id, req.conversation_id, req.max_messages)
                 .await
                 .map_err(conversation_error)?;
             let (content_type, body) = match req.format {
@@ -335,6 +353,9 @@ fn upstream_error(e: UpstreamError) -> PipelineError {
 fn conversation_error(e: ConversationError) -> PipelineError {
     match e {
         ConversationError::NotFound => PipelineError::NotFound,
+        ConversationError::TooLong { messages, limit } => {
+            PipelineError::ExportTooLarge { messages, limit }
+        }
         ConversationError::Database(err) => {
             PipelineError::Unavailable(format!("conversation store: {err}"))
         }

@@ -1,10 +1,17 @@
 //! [`app`] builds the router of one replica; [`run`] serves it until a shutdown future resolves,
 //! then drains: readiness turns false, waiters are answered, running requests finish within the
 //! grace period, and every slot of this replica is released in Redis before `run` returns.
+//!
+//! Each accepted connection holds one of `FLEETGATE_HTTP_MAX_CONNECTIONS` permits (at the cap the
+//! listener stops accepting until one closes) and is served through
+//! [`connection::GuardedIo`], which enforces the idle, header and write-stall timeouts.
+
+pub(crate) mod connection;
 
 use std::any::Any;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,8 +20,9 @@ use axum::http::Uri;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::{Listener, ListenerExt};
+use axum::serve::Listener;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -22,8 +30,7 @@ use crate::admission::RouteClass;
 use crate::auth::require_user;
 use crate::client_ip::resolve_client_ip;
 use crate::error::ApiError;
-use crate::json::BODY_LIMIT;
-use crate::routes::{chat, export, health, metrics, openapi, probes, research};
+use crate::routes::{chat, export, health, metrics, openapi, pages, probes, research};
 use crate::state::AppState;
 use crate::stats::count_requests;
 
@@ -49,12 +56,14 @@ pub fn app(state: AppState) -> Router {
             RouteClass::Export,
             post(export::export),
         ));
-    with_common(user_routes, state)
+    // The browser pages (chat and admin console) use the API above like any other client.
+    with_common(user_routes.merge(pages::router()), state)
 }
 
 /// The user routes plus everything around them: the public routes, the fallback and the outer
 /// layers (shared with the benchmark-only router of [`crate::bench_support`]).
 pub(crate) fn with_common(user_routes: Router<AppState>, state: AppState) -> Router {
+    let max_body = state.config().http.max_body_bytes;
     user_routes
         .route(
             "/api/system-health",
@@ -65,7 +74,7 @@ pub(crate) fn with_common(user_routes: Router<AppState>, state: AppState) -> Rou
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(max_body))
         .layer(from_fn_with_state(state.clone(), resolve_client_ip))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(state.clone(), count_requests))
@@ -73,6 +82,9 @@ pub(crate) fn with_common(user_routes: Router<AppState>, state: AppState) -> Rou
         .layer(axum::middleware::from_fn(crate::telemetry::observe_request))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(
+            crate::request_id::sanitize_request_id,
+        ))
         .with_state(state)
 }
 
@@ -119,15 +131,28 @@ pub async fn run(
         tokio::time::sleep(grace.min(Duration::from_millis(100))).await;
         let _ = signalled_tx.send(());
     };
-    // `tap_io` only for its `SocketAddr` connect info (axum implements it for `TcpListener` and
-    // `TapIo`, not for other listeners).
+    let h = &state.config().http;
+    // This replica's record in the admin console's fleet view, for as long as it serves.
+    let publisher = listener
+        .local_addr()
+        .ok()
+        .map(|addr| crate::fleet_status::Publisher::spawn(state.clone(), addr));
     let listener = StopAccepting {
         listener: Some(listener),
         draining: None,
         stop: stop_rx,
-    }
-    .tap_io(|_| {});
-    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        permits: Arc::new(Semaphore::new(h.max_connections)),
+        limits: connection::ConnLimits {
+            header: Duration::from_millis(h.header_timeout_ms),
+            idle: Duration::from_millis(h.idle_timeout_ms),
+            write: Duration::from_millis(h.write_timeout_ms),
+            body: Duration::from_millis(h.body_timeout_ms),
+        },
+        at_cap_logged: None,
+    };
+    let service = app(state.clone())
+        .layer(axum::middleware::from_fn(connection::track_request))
+        .into_make_service_with_connect_info::<connection::ConnInfo>();
     let server = axum::serve(listener, service)
         .with_graceful_shutdown(signal)
         .into_future();
@@ -145,6 +170,9 @@ pub async fn run(
             Ok(())
         }
     };
+    if let Some(p) = publisher {
+        p.stop(&state).await;
+    }
     let released = state.gate().shutdown(Duration::from_secs(5)).await;
     if !released {
         tracing::warn!(
@@ -156,30 +184,66 @@ pub async fn run(
 }
 
 /// A listener that stops accepting, and closes its socket, when `stop` turns true (axum's own
-/// stops only when connections are told to shut down, at the same moment).
-struct StopAccepting {
+/// stops only when connections are told to shut down, at the same moment); that accepts only
+/// while a connection permit is free; and that hands out guarded sockets.
+pub struct StopAccepting {
     listener: Option<TcpListener>,
     /// Stopping: the connections the kernel already queued are taken before the socket closes
     /// (their handshake is done, so closing would reset them, requests and all).
     draining: Option<std::net::TcpListener>,
     stop: tokio::sync::watch::Receiver<bool>,
+    /// One per open connection (`FLEETGATE_HTTP_MAX_CONNECTIONS`).
+    permits: Arc<Semaphore>,
+    limits: connection::ConnLimits,
+    /// When the cap was last reported (once a minute at most).
+    at_cap_logged: Option<tokio::time::Instant>,
+}
+
+impl std::fmt::Debug for StopAccepting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StopAccepting")
+            .field("free_permits", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StopAccepting {
+    /// Waits for a connection permit (logging, at most once a minute, that the cap is reached).
+    async fn permit(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(p) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Some(p);
+        }
+        let now = tokio::time::Instant::now();
+        if self
+            .at_cap_logged
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.at_cap_logged = Some(now);
+            tracing::warn!(
+                "connection cap reached (FLEETGATE_HTTP_MAX_CONNECTIONS): not accepting until one closes"
+            );
+        }
+        Arc::clone(&self.permits).acquire_owned().await.ok()
+    }
 }
 
 impl Listener for StopAccepting {
-    type Io = tokio::net::TcpStream;
+    type Io = connection::GuardedIo;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             if let Some(queued) = &self.draining {
                 // A plain non-blocking accept(2): the runtime's readiness may not know yet of a
-                // connection the kernel has queued.
+                // connection the kernel has queued. Taken even at the cap: refusing them now
+                // would reset them.
                 match queued.accept() {
                     Ok((conn, addr)) => {
                         if conn.set_nonblocking(true).is_ok()
                             && let Ok(conn) = tokio::net::TcpStream::from_std(conn)
                         {
-                            return (conn, addr);
+                            let permit = Arc::clone(&self.permits).try_acquire_owned().ok();
+                            return (connection::GuardedIo::new(conn, self.limits, permit), addr);
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.draining = None,
@@ -188,19 +252,36 @@ impl Listener for StopAccepting {
                 }
                 continue;
             }
+            if self.listener.is_none() {
+                return std::future::pending().await;
+            }
+            let mut stop = self.stop.clone();
+            let permit = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => None,
+                p = self.permit() => p,
+            };
             let Some(listener) = self.listener.as_ref() else {
                 return std::future::pending().await;
             };
-            let accepted = tokio::select! {
-                biased;
-                _ = self.stop.wait_for(|stop| *stop) => None,
-                r = listener.accept() => Some(r),
+            let accepted = match permit {
+                None => None,
+                Some(permit) => tokio::select! {
+                    biased;
+                    _ = self.stop.wait_for(|stop| *stop) => None,
+                    r = listener.accept() => Some(r.map(|(c, a)| (c, a, permit))),
+                },
             };
             match accepted {
                 None => {
                     self.draining = self.listener.take().and_then(|l| l.into_std().ok());
                 }
-                Some(Ok(conn)) => return conn,
+                Some(Ok((conn, addr, permit))) => {
+                    return (
+                        connection::GuardedIo::new(conn, self.limits, Some(permit)),
+                        addr,
+                    );
+                }
                 // Per-connection errors (the peer gave up) say nothing about the listener; others
                 // (out of file descriptors) pass with time: retry after a pause, as axum does.
                 Some(Err(e)) => {
@@ -244,10 +325,19 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let limit = Duration::from_secs(30);
         let mut l = StopAccepting {
             listener: Some(listener),
             draining: None,
             stop,
+            permits: Arc::new(Semaphore::new(100)),
+            limits: connection::ConnLimits {
+                header: limit,
+                idle: limit,
+                write: limit,
+                body: limit,
+            },
+            at_cap_logged: None,
         };
         // Handshakes the kernel completes while nobody accepts: queued.
         let mut clients = Vec::new();

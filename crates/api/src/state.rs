@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use limiter_core::{LimiterError, RedisHandle, SlidingWindow, WindowPolicy};
 
+use crate::admin_gate::AdminGate;
 use crate::admission::{Gate, RouteClass};
 use crate::auth::AdminToken;
 use crate::breakers::BreakerControl;
@@ -14,7 +15,10 @@ use crate::config::{Config, ConfigError};
 use crate::ip_limit::{IpLimitStats, IpRateLimitLayer};
 use crate::jwt::JwtVerifier;
 use crate::pipeline::ChatPipeline;
+use crate::pseudonym::Pseudonymizer;
 use crate::quota::{QuotaError, QuotaStore};
+use crate::routes::health::HealthCache;
+use crate::slot_holders::SlotHolders;
 use crate::stats::RequestStats;
 
 /// Why a replica could not be built.
@@ -39,13 +43,16 @@ struct Inner {
     pipeline: Arc<dyn ChatPipeline>,
     breakers: OnceLock<Arc<dyn BreakerControl>>,
     jwt: JwtVerifier,
-    admin: Option<AdminToken>,
+    admin: AdminGate,
+    pseudonymizer: Pseudonymizer,
+    health: HealthCache,
     client_ip: ClientIpResolver,
     chat_limit: IpRateLimitLayer,
     research_limit: IpRateLimitLayer,
     export_limit: IpRateLimitLayer,
     ip_stats: Arc<IpLimitStats>,
     request_stats: RequestStats,
+    slot_holders: SlotHolders,
     shutting_down: AtomicBool,
 }
 
@@ -94,13 +101,21 @@ impl AppState {
         let jwt = JwtVerifier::new(
             secret.expose().as_bytes(),
             config.auth.jwt_audience.clone(),
+            config.auth.jwt_issuer.clone(),
             config.auth.jwt_leeway_secs,
+        )
+        .map_err(|_| ConfigError::Missing("FLEETGATE_JWT_SECRET"))?;
+        let pseudonymizer = Pseudonymizer::from_config(
+            config.auth.user_hash_key.as_ref().map(|k| k.expose()),
+            secret.expose(),
         );
         let a = &config.admission;
         let gate = Gate::start(
             redis.clone(),
             limiter_core::AdmissionConfig {
                 group: a.group.clone(),
+                classes: RouteClass::queue_classes(),
+                max_queued_per_user: a.max_queued_per_user,
                 user_cap: a.max_concurrent_per_user,
                 global_cap: a.max_concurrent_global,
                 lease_ttl: Duration::from_millis(a.lease_ttl_ms),
@@ -124,10 +139,12 @@ impl AppState {
         let research_limit = layer(RouteClass::Research, l.research_per_ip_per_min)?;
         let export_limit = layer(RouteClass::Export, l.export_per_ip_per_min)?;
         let client_ip = ClientIpResolver::new(config.trusted_proxies()?);
-        let admin = config.auth.admin_token.as_ref().map(AdminToken::new);
-        if admin.is_none() {
+        let token = config.auth.admin_token.as_ref().map(AdminToken::new);
+        if token.is_none() {
             tracing::warn!("FLEETGATE_ADMIN_TOKEN is not set: admin actions are disabled");
         }
+        let admin = AdminGate::new(redis.clone(), token, config.auth.admin_failures_per_min)?;
+        let health = HealthCache::new(Duration::from_millis(config.server.health_cache_ms));
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -138,12 +155,15 @@ impl AppState {
                 breakers: OnceLock::new(),
                 jwt,
                 admin,
+                pseudonymizer,
+                health,
                 client_ip,
                 chat_limit,
                 research_limit,
                 export_limit,
                 ip_stats,
                 request_stats: RequestStats::default(),
+                slot_holders: SlotHolders::default(),
                 shutting_down: AtomicBool::new(false),
             }),
         })
@@ -183,9 +203,22 @@ impl AppState {
     pub fn jwt(&self) -> &JwtVerifier {
         &self.inner.jwt
     }
-    /// The admin token, when configured.
+    /// The admin token, when configured (an unthrottled comparison: routes use
+    /// [`AppState::admin_gate`]).
     pub fn admin(&self) -> Option<&AdminToken> {
-        self.inner.admin.as_ref()
+        self.inner.admin.token()
+    }
+    /// The admin token with its per-address throttle of wrong guesses.
+    pub fn admin_gate(&self) -> &AdminGate {
+        &self.inner.admin
+    }
+    /// Turns user ids into the pseudonyms logs and upstreams see.
+    pub fn pseudonymizer(&self) -> &Pseudonymizer {
+        &self.inner.pseudonymizer
+    }
+    /// The health report of the last second.
+    pub fn health_cache(&self) -> &HealthCache {
+        &self.inner.health
     }
     /// The client address resolver.
     pub fn client_ip(&self) -> &ClientIpResolver {
@@ -206,6 +239,10 @@ impl AppState {
     /// Request counters.
     pub fn request_stats(&self) -> &RequestStats {
         &self.inner.request_stats
+    }
+    /// Who holds this replica's slots (the fleet view's users at cap).
+    pub fn slot_holders(&self) -> &SlotHolders {
+        &self.inner.slot_holders
     }
     /// Whether shutdown has begun (readiness false, no new admissions).
     pub fn is_shutting_down(&self) -> bool {

@@ -132,7 +132,9 @@ async fn bad_tokens_are_401() {
 async fn admin_actions_need_the_admin_token() {
     let db = TestDb::create().await;
     let prefix = testkit::unique_prefix("admin");
-    let cfg = config(&db, &prefix);
+    let mut cfg = config(&db, &prefix);
+    // Eleven wrong tokens from one address below: more than the default throttle allows.
+    cfg.auth.admin_failures_per_min = 100;
     migrate(&cfg).await;
     let fake = FakePipeline::new(Duration::from_millis(1), 1, Mode::Answer);
     let server = Server::start(cfg, fake).await;

@@ -76,15 +76,15 @@ async fn conversations_belong_to_their_owner_and_keep_turns() {
         Err(ConversationError::NotFound)
     ));
     assert!(matches!(
-        store.load("mallory", id).await,
+        store.load("mallory", id, 1000).await,
         Err(ConversationError::NotFound)
     ));
     assert!(matches!(
-        store.load("alice", uuid::Uuid::new_v4()).await,
+        store.load("alice", uuid::Uuid::new_v4(), 1000).await,
         Err(ConversationError::NotFound)
     ));
 
-    let c = store.load("alice", id).await.unwrap();
+    let c = store.load("alice", id, 1000).await.unwrap();
     assert_eq!(c.title, "Does metformin help?");
     assert_eq!(c.messages.len(), 4);
     assert_eq!(c.messages[1].citations[0].id, "1");

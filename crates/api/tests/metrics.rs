@@ -218,5 +218,19 @@ async fn counters_move_by_what_the_requests_did() {
         ),
         1.0
     );
-    assert!(get(&m3, "fleetgate_health_score") < get(&m1, "fleetgate_health_score"));
+    // The score comes from the health report, made at most once a second
+    // (FLEETGATE_HEALTH_CACHE_MS): it drops within about a second.
+    let healthy = get(&m1, "fleetgate_health_score");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (m, _) = scrape(&c, &server).await;
+        if get(&m, "fleetgate_health_score") < healthy {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the score never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

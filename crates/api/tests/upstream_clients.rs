@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use api::upstream::llm::hashed_user;
 use api::upstream::rag::build_messages;
 use api::upstream::{
     ChatMessage, LlmClient, LlmConfig, PubMedClient, PubMedConfig, Retriever,
@@ -80,6 +79,7 @@ fn clients_with(pubmed: &str, s2: &str, llm: &str, out: Arc<Outbound>) -> Client
                 model: "sim-1".into(),
                 api_key: None,
                 timeout: Duration::from_secs(5),
+                ..LlmConfig::default()
             },
         ),
     }
@@ -141,10 +141,11 @@ async fn llm_answers_cite_the_sources_and_the_user_id_is_hashed() {
         .unwrap();
     assert!(r.papers.len() >= 2);
     let msgs = build_messages("statin therapy and stroke", &r.papers, &r.unavailable, &[]);
-    let answer = c.llm.complete(&msgs, &hashed_user("user-1")).await.unwrap();
+    let pseudonym = api::pseudonym::Pseudonymizer::with_key(b"k").pseudonym("user-1");
+    let answer = c.llm.complete(&msgs, &pseudonym).await.unwrap();
     assert!(answer.contains("[1]") && answer.contains("[2]"), "{answer}");
     let users = sim.stats().users;
-    assert!(users.iter().any(|u| u.user == hashed_user("user-1")));
+    assert!(users.iter().any(|u| u.user == pseudonym));
     assert!(!users.iter().any(|u| u.user.contains("user-1")));
 }
 

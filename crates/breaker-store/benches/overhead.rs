@@ -5,7 +5,7 @@
 //! - OPEN: refused from the local cache, no Redis call;
 //! - push latency: a transition on one replica until another replica's cache has it.
 //!
-//! Run: `cargo bench -p breaker-store --bench overhead` (FLEETGATE_TEST_REDIS_URL to change Redis).
+//! Run: `cargo bench -p breaker-store --bench overhead` (against the test Redis: `testkit::redis_url`).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};

@@ -13,15 +13,26 @@
 //! permit, timeout, and retries of idempotent calls with exponential backoff, full jitter and
 //! `Retry-After`, each retry paced again and counted by the breaker.
 //!
+//! The crate reads no environment variable: [`BreakersConfig`], [`BreakerPolicy`] and
+//! [`OutboundConfig`] are plain values the service fills from its own configuration.
+//!
 //! Layout: `policy.rs` (trip/open/recovery rules), `state.rs` (states, observations, push
 //! messages), `scripts.rs` (script loading and EVALSHA), `shared.rs` (typed script calls),
 //! `local.rs` (the in-memory fallback breaker), `permit.rs` (permits and outcomes), `config.rs`,
-//! `cache.rs` (a replica's view of a shared breaker), `registry.rs` ([`Breakers`]: hot path,
-//! degraded mode, admin), `snapshot.rs` (health views), `subscriber.rs` (pub/sub task),
-//! `retry.rs` (backoff policy), `outbound.rs` ([`Outbound`]), `error.rs`.
+//! `cache.rs` (a replica's view of a shared breaker), `entry.rs` (one service's breaker on a
+//! replica), `registry.rs` ([`Breakers`]: hot path, degraded mode), `admin.rs` (forced states),
+//! `snapshot.rs` (health views), `subscriber.rs` (pub/sub task), `retry.rs` (backoff policy),
+//! `attempt.rs` (classifying one attempt), `call_error.rs`, `outbound.rs` ([`Outbound`]),
+//! `error.rs`.
 
+#![warn(missing_docs)]
+
+mod admin;
+mod attempt;
 mod cache;
+mod call_error;
 mod config;
+mod entry;
 mod error;
 mod local;
 mod outbound;
@@ -35,12 +46,11 @@ mod snapshot;
 mod state;
 mod subscriber;
 
+pub use attempt::{Attempt, StatusClass, classify_status, parse_retry_after};
+pub use call_error::CallError;
 pub use config::{BreakersConfig, MAX_BACKGROUND_RECORDS};
 pub use error::BreakerError;
-pub use outbound::{
-    Attempt, CallError, Outbound, OutboundConfig, ServiceOutbound, StatusClass, classify_status,
-    parse_retry_after,
-};
+pub use outbound::{Outbound, OutboundConfig, ServiceOutbound};
 pub use permit::{Outcome, Permit};
 pub use policy::BreakerPolicy;
 pub use registry::Breakers;

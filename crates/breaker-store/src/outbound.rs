@@ -1,206 +1,36 @@
 //! [`Outbound`]: the one way upstream clients call out. Per attempt:
 //!
 //! 1. breaker check on the local cache (no Redis call): an OPEN breaker refuses before a pacing
-//!    slot is booked, which keeps the OPEN path free of Redis round trips (the issue's order is
-//!    pacing → permit; this cheap check in front changes no outcome, it only saves a slot);
+//!    slot is booked, which keeps the OPEN path free of Redis round trips (the permit itself
+//!    comes after pacing; this cheap check in front changes no outcome, it only saves a slot);
 //! 2. pacing: limiter-core's fleet-wide `Pacer::reserve`, then wait for the slot (a local pacer at
 //!    the degraded rate when Redis is unreachable);
 //! 3. breaker permit ([`Breakers::acquire`]);
 //! 4. the call, under a timeout;
-//! 5. the outcome recorded by the breaker (successes of normal calls in the background); 429, 5xx and timeouts of idempotent calls are retried
-//!    with exponential backoff and full jitter, never sooner than `Retry-After`, each retry paced
-//!    and permitted again.
+//! 5. the outcome recorded by the breaker (successes of normal calls in the background); 429,
+//!    5xx and timeouts of idempotent calls are retried with exponential backoff and full jitter,
+//!    never sooner than `Retry-After`, each retry paced and permitted again.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use limiter_core::{Pace, Pacer};
 use tokio::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::registry::lock;
+use crate::attempt::Attempt;
+use crate::call_error::CallError;
+use crate::entry::lock;
 use crate::{BreakerError, Breakers, Outcome, Permit, RetryPolicy};
-
-/// What one attempt of an upstream call returned, classified for the breaker and the retries.
-#[derive(Debug)]
-pub enum Attempt<T, E> {
-    /// The upstream answered properly.
-    Success(T),
-    /// Timeout, connection error, 5xx or 429: counts as a breaker failure and is retried
-    /// (idempotent calls), after at least `retry_after` when the upstream sent one.
-    Failure {
-        /// The error to return if no retry succeeds.
-        error: E,
-        /// The upstream's `Retry-After` (see [`parse_retry_after`]).
-        retry_after: Option<Duration>,
-    },
-    /// A 4xx other than 429: the request was at fault, the upstream is fine. Not a breaker
-    /// failure, never retried.
-    Rejected(E),
-}
-
-/// How an HTTP status counts: see [`classify_status`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusClass {
-    /// 1xx-3xx.
-    Success,
-    /// 429 and 5xx (and anything unknown): a failure, retryable.
-    Failure,
-    /// 4xx except 429.
-    Rejected,
-}
-
-/// Classifies an HTTP status: 5xx and 429 are failures, other 4xx are rejections.
-pub fn classify_status(status: u16) -> StatusClass {
-    match status {
-        100..=399 => StatusClass::Success,
-        429 => StatusClass::Failure,
-        400..=499 => StatusClass::Rejected,
-        _ => StatusClass::Failure,
-    }
-}
-
-/// Parses a `Retry-After` value: delta-seconds, or an HTTP date (IMF-fixdate) relative to now.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(86_400)));
-    }
-    let at = parse_imf_fixdate(v)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(at.saturating_sub(now).min(86_400)))
-}
-
-/// `Sun, 06 Nov 1994 08:49:37 GMT` → Unix seconds.
-fn parse_imf_fixdate(v: &str) -> Option<u64> {
-    let mut it = v.split_ascii_whitespace();
-    let _weekday = it.next()?;
-    let day: u64 = it.next()?.parse().ok()?;
-    let month = match it.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = it.next()?.parse().ok()?;
-    let mut hms = it.next()?.split(':');
-    let (h, m, s): (u64, u64, u64) = (
-        hms.next()?.parse().ok()?,
-        hms.next()?.parse().ok()?,
-        hms.next()?.parse().ok()?,
-    );
-    if it.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days)
-        .ok()
-        .map(|d| d * 86_400 + h * 3600 + m * 60 + s)
-}
-
-/// Why an outbound call did not succeed. Each variant maps to one API error: `Unavailable` and
-/// `Paced` → 503 `upstream_unavailable` with `Retry-After`, `Timeout` → 504 `upstream_timeout`,
-/// `Upstream` → 502/503, `Rejected` → the caller's own mapping.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError<E> {
-    /// The breaker refused (OPEN, or HALF_OPEN with every probe taken): not called.
-    #[error("upstream {service} unavailable (circuit open), retry after {retry_after:?}")]
-    Unavailable {
-        /// The service.
-        service: String,
-        /// When to try again.
-        retry_after: Duration,
-        /// Attempts that reached the upstream before the refusal.
-        attempts: u32,
-    },
-    /// No pacing slot within the configured wait: not called.
-    #[error("upstream {service} paced out, retry after {retry_after:?}")]
-    Paced {
-        /// The service.
-        service: String,
-        /// When a slot may be free.
-        retry_after: Duration,
-        /// Attempts that reached the upstream before.
-        attempts: u32,
-    },
-    /// The last attempt timed out.
-    #[error("upstream {service} timed out after {attempts} attempts")]
-    Timeout {
-        /// The service.
-        service: String,
-        /// Attempts made.
-        attempts: u32,
-    },
-    /// The last attempt failed (5xx, 429, connection error).
-    #[error("upstream {service} failed after {attempts} attempts")]
-    Upstream {
-        /// The service.
-        service: String,
-        /// The last error.
-        error: E,
-        /// The upstream's last `Retry-After`.
-        retry_after: Option<Duration>,
-        /// Attempts made.
-        attempts: u32,
-    },
-    /// The upstream rejected the request (4xx other than 429).
-    #[error("upstream {service} rejected the request")]
-    Rejected {
-        /// The service.
-        service: String,
-        /// The error.
-        error: E,
-    },
-}
-
-impl<E> CallError<E> {
-    /// The `Retry-After` to pass on, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            CallError::Unavailable { retry_after, .. } | CallError::Paced { retry_after, .. } => {
-                Some(*retry_after)
-            }
-            CallError::Upstream { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    /// Attempts that reached the upstream.
-    pub fn attempts(&self) -> u32 {
-        match self {
-            CallError::Unavailable { attempts, .. }
-            | CallError::Paced { attempts, .. }
-            | CallError::Timeout { attempts, .. }
-            | CallError::Upstream { attempts, .. } => *attempts,
-            CallError::Rejected { .. } => 1,
-        }
-    }
-}
 
 /// Defaults of the wrapper.
 #[derive(Debug, Clone)]
 pub struct OutboundConfig {
-    /// Timeout of one attempt (`FLEETGATE_UPSTREAM_TIMEOUT_MS`).
+    /// Timeout of one attempt.
     pub timeout: Duration,
     /// Retry rules.
     pub retry: RetryPolicy,
@@ -226,7 +56,7 @@ impl Default for OutboundConfig {
 /// One upstream's settings; `None` fields take the [`OutboundConfig`] defaults.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceOutbound {
-    /// Fleet-wide pacing (PubMed 3/s, Semantic Scholar 1/s); `None`: unpaced (the LLM).
+    /// Fleet-wide pacing (an API that allows 3 calls a second); `None`: unpaced.
     pub pacer: Option<Pacer>,
     /// Timeout of one attempt.
     pub timeout: Option<Duration>,
@@ -242,6 +72,42 @@ struct ServiceEntry {
 }
 
 /// The outbound call wrapper. Cheap to share behind an `Arc`.
+///
+/// ```no_run
+/// use breaker_store::{
+///     Attempt, Breakers, BreakersConfig, Outbound, OutboundConfig, ServiceOutbound,
+///     StatusClass, classify_status,
+/// };
+/// use limiter_core::{Pacer, RedisConfig, RedisHandle};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = RedisHandle::new(&RedisConfig::default())?;
+/// let breakers = Breakers::new(redis.clone(), BreakersConfig::default())?;
+/// let outbound = Outbound::new(breakers, OutboundConfig::default()).with_service(
+///     "geocoder",
+///     ServiceOutbound {
+///         pacer: Some(Pacer::new(redis, "geocoder", 3.0, 1)?),
+///         ..ServiceOutbound::default()
+///     },
+/// );
+/// let body: String = outbound
+///     .call("geocoder", true, |_attempt| async {
+///         // Send the request here; classify what came back.
+///         let status = 200;
+///         match classify_status(status) {
+///             StatusClass::Success => Attempt::Success("ok".to_string()),
+///             StatusClass::Rejected => Attempt::Rejected(format!("status {status}")),
+///             StatusClass::Failure => Attempt::Failure {
+///                 error: format!("status {status}"),
+///                 retry_after: None,
+///             },
+///         }
+///     })
+///     .await?;
+/// # let _ = body;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Outbound {
     breakers: Breakers,
@@ -498,34 +364,5 @@ impl Outbound {
                 Ok(())
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_are_classified() {
-        assert_eq!(classify_status(200), StatusClass::Success);
-        assert_eq!(classify_status(404), StatusClass::Rejected);
-        assert_eq!(classify_status(429), StatusClass::Failure);
-        assert_eq!(classify_status(503), StatusClass::Failure);
-        assert_eq!(classify_status(0), StatusClass::Failure);
-    }
-
-    #[test]
-    fn retry_after_parses_seconds_and_dates() {
-        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            parse_imf_fixdate("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(784_111_777)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-        assert_eq!(parse_retry_after("Sun, 99 Nov 1994 08:49:37 GMT"), None);
     }
 }

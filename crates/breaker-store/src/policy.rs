@@ -13,7 +13,7 @@ pub(crate) const MAX_BUCKETS: u64 = 64;
 /// probe, one success to close).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerPolicy {
-    /// Failures within `window` that trip the breaker (`FLEETGATE_BREAKER_FAILURE_THRESHOLD`).
+    /// Failures within `window` that trip the breaker.
     pub failure_threshold: u32,
     /// Length of the rolling window of outcomes.
     pub window: Duration,
@@ -25,7 +25,7 @@ pub struct BreakerPolicy {
     pub min_calls: u32,
     /// A call slower than this counts as a failure even if it succeeded. `None`: never.
     pub slow_call: Option<Duration>,
-    /// First OPEN period (`FLEETGATE_BREAKER_OPEN_MS`).
+    /// First OPEN period.
     pub open: Duration,
     /// Cap of the OPEN period, which doubles on each consecutive trip. The trip count restarts
     /// once the breaker has stayed closed this long.

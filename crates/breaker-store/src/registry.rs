@@ -19,8 +19,8 @@
 //! switches back to shared state.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use limiter_core::{LimiterError, RedisHandle};
@@ -30,15 +30,33 @@ use tracing::Instrument;
 
 use crate::cache::{Cached, cached_refusal};
 use crate::config::MAX_BACKGROUND_RECORDS;
+use crate::entry::{Entry, lock, read, state_index};
 use crate::local::{LocalBreaker, LocalVerdict};
 use crate::permit::{Outcome, Permit, PermitSource};
-use crate::policy::BreakerPolicy;
-use crate::shared::{AdminAction, SharedBreaker, SharedVerdict};
-use crate::snapshot::{BreakerSnapshot, local_snapshot, shared_snapshot};
+use crate::shared::{SharedBreaker, SharedVerdict, channel};
 use crate::state::{BreakerState, MAX_HOLD, Observed};
+use crate::subscriber::{self, Listener};
 use crate::{BreakerError, BreakersConfig};
 
-/// Every breaker of one replica. Cheap to clone; the background pub/sub task stops when the last
+/// Every breaker of one replica.
+///
+/// ```no_run
+/// use breaker_store::{Breakers, BreakersConfig, Outcome};
+/// use limiter_core::{RedisConfig, RedisHandle};
+///
+/// # async fn run() -> Result<(), breaker_store::BreakerError> {
+/// # let redis = RedisHandle::new(&RedisConfig::default()).expect("config");
+/// let breakers = Breakers::new(redis, BreakersConfig::default())?;
+/// // Refused at once (503 with `Retry-After`) while the breaker is open on any replica.
+/// let permit = breakers.acquire("payments").await?;
+/// let ok = true; // ... make the call
+/// let outcome = if ok { Outcome::Success } else { Outcome::Failure };
+/// breakers.record(permit, outcome).await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Cheap to clone; the background pub/sub task stops when the last
 /// clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Breakers {
@@ -63,30 +81,6 @@ impl Drop for Inner {
             task.abort();
         }
     }
-}
-
-/// One service's breaker on this replica.
-#[derive(Debug)]
-pub(crate) struct Entry {
-    pub(crate) service: String,
-    pub(crate) policy: BreakerPolicy,
-    pub(crate) shared: SharedBreaker,
-    cache: Mutex<Cached>,
-    pub(crate) local: Mutex<LocalBreaker>,
-    /// State changes this replica learned, by state entered (closed, open, half-open): metrics.
-    transitions: [AtomicU64; 3],
-}
-
-fn state_index(s: BreakerState) -> usize {
-    match s {
-        BreakerState::Closed => 0,
-        BreakerState::Open => 1,
-        BreakerState::HalfOpen => 2,
-    }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Breakers {
@@ -130,7 +124,13 @@ impl Breakers {
         for s in &services {
             breakers.entry(s);
         }
-        let task = crate::subscriber::spawn(&runtime, &breakers.inner);
+        let task = subscriber::spawn(
+            &runtime,
+            &breakers.inner,
+            breakers.inner.redis.client().clone(),
+            channel(breakers.inner.redis.keys()),
+            breakers.inner.config.refresh_interval,
+        );
         *lock(&breakers.inner.task) = Some(task);
         Ok(breakers)
     }
@@ -331,99 +331,6 @@ impl Breakers {
         );
     }
 
-    /// Health view of one breaker. Reads Redis (one script call) unless degraded; an
-    /// unreachable Redis switches to degraded mode and answers from the local breaker.
-    pub async fn snapshot(&self, service: &str) -> Result<BreakerSnapshot, BreakerError> {
-        let entry = self.entry(service);
-        if !self.degraded() {
-            match entry.shared.read(&self.inner.redis, &entry.policy).await {
-                Ok(r) => {
-                    self.apply(&entry, &r.observed, Instant::now(), true);
-                    return Ok(shared_snapshot(&entry.service, &r));
-                }
-                Err(e) if e.is_unavailable() => self.redis_failed(&e, "breaker_read"),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(local_snapshot(&entry))
-    }
-
-    /// Snapshots of every service this replica knows, sorted by name.
-    pub async fn snapshots(&self) -> Result<Vec<BreakerSnapshot>, BreakerError> {
-        let mut out = Vec::new();
-        for s in self.services() {
-            out.push(self.snapshot(&s).await?);
-        }
-        Ok(out)
-    }
-
-    /// Forces a breaker CLOSED fleet-wide (clearing its window, probes and trip count).
-    pub async fn force_close(&self, service: &str) -> Result<(), BreakerError> {
-        self.admin(service, AdminAction::Close).await
-    }
-
-    /// Forces a breaker OPEN fleet-wide for `hold` (at most 30 days; longer is clamped).
-    pub async fn force_open(&self, service: &str, hold: Duration) -> Result<(), BreakerError> {
-        if hold.is_zero() {
-            return Err(BreakerError::InvalidConfig("hold must be positive".into()));
-        }
-        let hold = hold.min(MAX_HOLD);
-        self.admin(service, AdminAction::Open(hold)).await
-    }
-
-    /// Clears a breaker's error metrics (window counts and trip count) without changing its
-    /// state.
-    pub async fn reset_errors(&self, service: &str) -> Result<(), BreakerError> {
-        self.admin(service, AdminAction::Reset).await
-    }
-
-    /// `force_close` on every known service (the api's `force-close-circuits`).
-    pub async fn force_close_all(&self) -> Result<(), BreakerError> {
-        for s in self.services() {
-            self.force_close(&s).await?;
-        }
-        Ok(())
-    }
-
-    /// `reset_errors` on every known service (the api's `reset-errors`).
-    pub async fn reset_errors_all(&self) -> Result<(), BreakerError> {
-        for s in self.services() {
-            self.reset_errors(&s).await?;
-        }
-        Ok(())
-    }
-
-    /// Applies an admin action to the local copy (so this replica obeys even when degraded),
-    /// then to the shared breaker. Admin calls always try Redis: they are rare, and an operator
-    /// must learn that the fleet did not get the order.
-    async fn admin(&self, service: &str, action: AdminAction) -> Result<(), BreakerError> {
-        let entry = self.entry(service);
-        {
-            let mut local = lock(&entry.local);
-            let now = Instant::now();
-            match action {
-                AdminAction::Close => local.force(now, None),
-                AdminAction::Open(hold) => local.force(now, Some(hold)),
-                AdminAction::Reset => local.reset_errors(),
-            }
-        }
-        let cfg = &self.inner.config;
-        match entry
-            .shared
-            .admin(&self.inner.redis, action, cfg.state_ttl)
-            .await
-        {
-            Ok(obs) => {
-                self.apply(&entry, &obs, Instant::now(), false);
-                Ok(())
-            }
-            Err(e) => {
-                self.redis_failed(&e, "breaker_admin");
-                Err(e.into())
-            }
-        }
-    }
-
     /// Re-reads every breaker from Redis (after a pub/sub (re)connect, periodically, and to leave
     /// degraded mode). Returns whether every read succeeded; only then is degraded mode left.
     pub(crate) async fn resync(&self) -> bool {
@@ -458,7 +365,13 @@ impl Breakers {
         }
     }
 
-    fn apply(&self, entry: &Entry, obs: &Observed, received: Instant, authoritative: bool) {
+    pub(crate) fn apply(
+        &self,
+        entry: &Entry,
+        obs: &Observed,
+        received: Instant,
+        authoritative: bool,
+    ) {
         let (changed, entered) = {
             let mut c = lock(&entry.cache);
             let before = c.known.then_some(c.state);
@@ -481,7 +394,7 @@ impl Breakers {
 
     /// A Redis call failed: unavailability switches to degraded mode; anything else is a bug
     /// worth a log line, and that one call falls back to the local breaker.
-    fn redis_failed(&self, e: &LimiterError, op: &str) {
+    pub(crate) fn redis_failed(&self, e: &LimiterError, op: &str) {
         if !e.is_unavailable() {
             tracing::warn!(error = %e, op, "breaker script failed");
             return;
@@ -558,14 +471,24 @@ impl Breakers {
     }
 }
 
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn shared_permit(entry: Arc<Entry>, probe: Option<String>, now: Instant) -> Permit {
     Permit {
         entry,
         source: PermitSource::Shared { probe },
         started: now,
+    }
+}
+
+impl Listener for Inner {
+    fn on_message(self: Arc<Self>, payload: &str) {
+        Breakers { inner: self }.on_message(payload);
+    }
+
+    fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    async fn resync(self: Arc<Self>) -> bool {
+        Breakers { inner: self }.resync().await
     }
 }

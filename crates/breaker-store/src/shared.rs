@@ -14,7 +14,7 @@ pub(crate) struct SharedBreaker {
     service: String,
     /// Hash: st, generation, until, trips, ok, at, why.
     state: String,
-    /// Hash of window buckets: c<bucket> calls, f<bucket> failures.
+    /// Hash of window buckets: `c<bucket>` calls, `f<bucket>` failures.
     window: String,
     /// Sorted set of probe permits, scored by expiry.
     probes: String,

@@ -3,9 +3,10 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::registry::{Entry, lock};
+use crate::entry::{Entry, lock};
 use crate::shared::SharedRead;
 use crate::state::BreakerState;
+use crate::{BreakerError, Breakers};
 
 /// What health and admin views show of one breaker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub struct BreakerSnapshot {
     pub degraded: bool,
 }
 
-pub(crate) fn shared_snapshot(service: &str, r: &SharedRead) -> BreakerSnapshot {
+fn shared_snapshot(service: &str, r: &SharedRead) -> BreakerSnapshot {
     let o = &r.observed;
     BreakerSnapshot {
         service: service.to_string(),
@@ -49,7 +50,7 @@ pub(crate) fn shared_snapshot(service: &str, r: &SharedRead) -> BreakerSnapshot 
     }
 }
 
-pub(crate) fn local_snapshot(entry: &Entry) -> BreakerSnapshot {
+fn local_snapshot(entry: &Entry) -> BreakerSnapshot {
     let now = Instant::now();
     let wall_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -76,5 +77,33 @@ pub(crate) fn local_snapshot(entry: &Entry) -> BreakerSnapshot {
         open_until_ms: (local.state == BreakerState::Open).then(|| to_wall(local.open_until)),
         live_probes: u32::try_from(local.live_probes(now)).unwrap_or(u32::MAX),
         degraded: true,
+    }
+}
+
+impl Breakers {
+    /// Health view of one breaker. Reads Redis (one script call) unless degraded; an
+    /// unreachable Redis switches to degraded mode and answers from the local breaker.
+    pub async fn snapshot(&self, service: &str) -> Result<BreakerSnapshot, BreakerError> {
+        let entry = self.entry(service);
+        if !self.degraded() {
+            match entry.shared.read(&self.inner.redis, &entry.policy).await {
+                Ok(r) => {
+                    self.apply(&entry, &r.observed, Instant::now(), true);
+                    return Ok(shared_snapshot(&entry.service, &r));
+                }
+                Err(e) if e.is_unavailable() => self.redis_failed(&e, "breaker_read"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(local_snapshot(&entry))
+    }
+
+    /// Snapshots of every service this replica knows, sorted by name.
+    pub async fn snapshots(&self) -> Result<Vec<BreakerSnapshot>, BreakerError> {
+        let mut out = Vec::new();
+        for s in self.services() {
+            out.push(self.snapshot(&s).await?);
+        }
+        Ok(out)
     }
 }

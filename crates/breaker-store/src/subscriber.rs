@@ -1,5 +1,5 @@
-//! The background task of a [`Breakers`]: a dedicated pub/sub connection that pushes every state
-//! change into the local caches, with the safety nets that make a lost message harmless.
+//! The background task of a [`crate::Breakers`]: a dedicated pub/sub connection that pushes every
+//! state change into the local caches, with the safety nets that make a lost message harmless.
 //!
 //! - On every (re)connect it re-reads every breaker (messages published while it was away are
 //!   lost by pub/sub's design).
@@ -8,42 +8,52 @@
 //! - While degraded it retries that every 250 ms; a full successful re-read ends degraded mode.
 //! - It reconnects by itself with exponential backoff (50 ms doubling to 2 s).
 //!
-//! It holds only a weak reference, so dropping the last `Breakers` clone ends it (the clone's
-//! drop also aborts it).
+//! It holds only a weak reference to what it feeds ([`Listener`]), so dropping the last
+//! `Breakers` clone ends it (the clone's drop also aborts it).
 
-use std::sync::Weak;
+use std::future::Future;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 
-use crate::registry::{Breakers, Inner};
-use crate::shared::channel;
+/// What the task feeds: the breakers of one replica.
+pub(crate) trait Listener: Send + Sync + 'static {
+    /// Applies a pushed message.
+    fn on_message(self: Arc<Self>, payload: &str);
+    /// Whether the replica runs on its local breakers (Redis unreachable).
+    fn degraded(&self) -> bool;
+    /// Re-reads every breaker from Redis; whether every read succeeded.
+    fn resync(self: Arc<Self>) -> impl Future<Output = bool> + Send;
+}
 
 const TICK: Duration = Duration::from_millis(250);
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-pub(crate) fn spawn(
+/// Starts the task on `runtime`: subscribed to `channel` through `client`, re-reading every
+/// breaker at least every `refresh`.
+pub(crate) fn spawn<L: Listener>(
     runtime: &tokio::runtime::Handle,
-    inner: &std::sync::Arc<Inner>,
+    target: &Arc<L>,
+    client: redis::Client,
+    channel: String,
+    refresh: Duration,
 ) -> AbortHandle {
-    let weak = std::sync::Arc::downgrade(inner);
-    let client = inner.redis.client().clone();
-    let channel = channel(inner.redis.keys());
-    let refresh = inner.config.refresh_interval;
     runtime
-        .spawn(run(weak, client, channel, refresh))
+        .spawn(run(Arc::downgrade(target), client, channel, refresh))
         .abort_handle()
 }
 
-fn upgrade(weak: &Weak<Inner>) -> Option<Breakers> {
-    weak.upgrade().map(|inner| Breakers { inner })
-}
-
-async fn run(weak: Weak<Inner>, client: redis::Client, channel: String, refresh: Duration) {
+async fn run<L: Listener>(
+    weak: Weak<L>,
+    client: redis::Client,
+    channel: String,
+    refresh: Duration,
+) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let pubsub = match timeout(IO_TIMEOUT, client.get_async_pubsub()).await {
@@ -63,9 +73,9 @@ async fn run(weak: Weak<Inner>, client: redis::Client, channel: String, refresh:
         };
         backoff = BACKOFF_MIN;
         let (mut sink, mut stream) = pubsub.split();
-        let Some(b) = upgrade(&weak) else { return };
+        let Some(b) = weak.upgrade() else { return };
         let mut last_sync = Instant::now();
-        let mut synced = b.resync().await;
+        let mut synced = Arc::clone(&b).resync().await;
         drop(b);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -73,14 +83,14 @@ async fn run(weak: Weak<Inner>, client: redis::Client, channel: String, refresh:
             tokio::select! {
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
-                    let Some(b) = upgrade(&weak) else { return };
+                    let Some(b) = weak.upgrade() else { return };
                     match std::str::from_utf8(msg.get_payload_bytes()) {
                         Ok(payload) => b.on_message(payload),
                         Err(_) => tracing::warn!("non-UTF-8 breaker message"),
                     }
                 }
                 _ = tick.tick() => {
-                    let Some(b) = upgrade(&weak) else { return };
+                    let Some(b) = weak.upgrade() else { return };
                     let due = !synced || b.degraded() || last_sync.elapsed() >= refresh;
                     if !due {
                         continue;
@@ -89,7 +99,7 @@ async fn run(weak: Weak<Inner>, client: redis::Client, channel: String, refresh:
                         break;
                     }
                     last_sync = Instant::now();
-                    synced = b.resync().await;
+                    synced = Arc::clone(&b).resync().await;
                 }
             }
         }

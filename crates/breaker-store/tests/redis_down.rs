@@ -6,15 +6,38 @@ mod common;
 
 use std::time::Duration;
 
-use breaker_store::{BreakerError, BreakerPolicy, BreakerState, Outcome};
+use breaker_store::{BreakerError, BreakerPolicy, BreakerState, Breakers, BreakersConfig, Outcome};
 use common::*;
+use testkit::proxy::TcpProxy;
 use testkit::{RedisServer, unique_prefix};
+
+/// Waits until no connection reached the proxy for `quiet` (a replica cut off from Redis retries
+/// its pub/sub connection in the background, with a backoff that grows to 2 s): the window after
+/// that is the replica's own.
+async fn wait_quiet(proxy: &TcpProxy, quiet: Duration) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = proxy.connections();
+        tokio::time::sleep(quiet).await;
+        if proxy.connections() == before {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy never went quiet"
+        );
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breakers_work_locally_while_redis_is_down_and_share_again_after() {
     let mut server = RedisServer::start();
     let prefix = unique_prefix("brk-down");
-    let rs = replicas(&server.url(), &prefix, 3, &config(fast_policy(60_000)));
+    let cfg = config(fast_policy(60_000));
+    // Replica 0 reaches Redis through a proxy that counts what it sends.
+    let proxy = TcpProxy::start(server.port()).await;
+    let mut rs = vec![Breakers::new(handle(&proxy.url(), &prefix), cfg.clone()).unwrap()];
+    rs.extend(replicas(&server.url(), &prefix, 2, &cfg));
     // Shared and healthy first.
     for b in &rs {
         let p = b.acquire(SERVICE).await.unwrap();
@@ -40,11 +63,25 @@ async fn breakers_work_locally_while_redis_is_down_and_share_again_after() {
         rs[0].acquire(SERVICE).await,
         Err(BreakerError::Open { .. })
     ));
-    let t = std::time::Instant::now();
-    assert!(rs[0].check(SERVICE).is_err());
-    assert!(
-        t.elapsed() < Duration::from_millis(5),
-        "local refusal makes no Redis call"
+    // Refused locally: not one connection is attempted, not one byte sent to Redis's address.
+    wait_quiet(&proxy, Duration::from_millis(1000)).await;
+    let (connections, bytes) = (proxy.connections(), proxy.bytes_sent());
+    for _ in 0..50 {
+        assert!(rs[0].check(SERVICE).is_err());
+        assert!(matches!(
+            rs[0].acquire(SERVICE).await,
+            Err(BreakerError::Open { .. })
+        ));
+    }
+    assert_eq!(
+        proxy.connections(),
+        connections,
+        "a local refusal tried to reach Redis"
+    );
+    assert_eq!(
+        proxy.bytes_sent(),
+        bytes,
+        "a local refusal sent bytes to Redis"
     );
     let p = rs[1].acquire(SERVICE).await.unwrap();
     assert!(p.is_local());
@@ -152,4 +189,47 @@ async fn a_hung_redis_costs_one_timeout_then_nothing() {
     assert!(!s.degraded);
     assert!((1..=2).contains(&s.failures_in_window), "{s:?}");
     assert_eq!(rs[0].state(SERVICE), BreakerState::Closed);
+}
+
+/// With Redis up, a breaker this replica knows is OPEN (pushed by pub/sub) refuses calls from its
+/// cache: no connection is opened and no byte is sent to Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_refuses_from_the_cache_without_touching_redis() {
+    let server = RedisServer::start();
+    let proxy = TcpProxy::start(server.port()).await;
+    let prefix = unique_prefix("brk-cache");
+    // No periodic re-read during the test: the only traffic would be the refused calls'.
+    let cfg = BreakersConfig {
+        refresh_interval: Duration::from_secs(60),
+        ..config(BreakerPolicy::default())
+    };
+    let watched = Breakers::new(handle(&proxy.url(), &prefix), cfg.clone()).unwrap();
+    let admin = Breakers::new(handle(&server.url(), &prefix), cfg).unwrap();
+    let p = watched.acquire(SERVICE).await.unwrap();
+    watched.record(p, Outcome::Success).await;
+    admin
+        .force_open(SERVICE, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        wait_for(&watched, Duration::from_secs(5), |b| b.state(SERVICE)
+            == BreakerState::Open)
+        .await
+        .is_some(),
+        "the OPEN state was pushed"
+    );
+    let (connections, bytes) = (proxy.connections(), proxy.bytes_sent());
+    assert!(
+        connections > 0 && bytes > 0,
+        "the proxy carries this replica's traffic"
+    );
+    for _ in 0..100 {
+        assert!(matches!(
+            watched.acquire(SERVICE).await,
+            Err(BreakerError::Open { .. })
+        ));
+        assert!(watched.check(SERVICE).is_err());
+    }
+    assert_eq!(proxy.connections(), connections, "no new connection");
+    assert_eq!(proxy.bytes_sent(), bytes, "no byte sent to Redis");
 }

@@ -78,7 +78,7 @@ fn redis_benchmark(port: u16, concurrency: usize, secs: f64, sha: &str, ceiling_
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-c", &concurrency.to_string(), "-n", &n.to_string()])
         .args(["-r", &KEYS.to_string(), "--csv"])
-        .args(["EVALSHA", sha, "1", "bench:win:chat:{__rand_int__}"])
+        .args(["EVALSHA", sha, "1", "bench:win:api:{__rand_int__}"])
         .args([LIMIT.to_string(), WINDOW_MS.to_string()])
         .output()
         .expect("redis-benchmark must be installed");
@@ -158,7 +158,7 @@ fn main() {
         for _ in 0..rounds {
             let w = SlidingWindow::new(
                 redis.clone(),
-                WindowPolicy::new("chat", LIMIT, Duration::from_millis(WINDOW_MS)),
+                WindowPolicy::new("api", LIMIT, Duration::from_millis(WINDOW_MS)),
             )
             .unwrap();
             let r = rt.block_on(drive(c, secs, move || {

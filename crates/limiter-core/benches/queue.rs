@@ -1,9 +1,11 @@
 //! Admission queue figures against a dedicated redis-server:
 //! 1. hand-off latency: from `release` on replica A to the waiter on replica B holding its permit;
 //! 2. utilization: slot-time in use / (cap × elapsed) with a standing backlog;
-//! 3. Redis round trips per granted waiter under a backlog of 200 (INFO commandstats).
+//! 3. Redis round trips per granted waiter under a backlog of 200 (INFO commandstats), also with
+//!    300 more waiters of one user held back by its own cap the whole time (they must cost the
+//!    dispatch nothing).
 //!
-//! cargo bench -p limiter-core --bench queue [-- --handoffs 2000 --secs 10]
+//! cargo bench -p limiter-core --bench queue [-- --handoffs 2000 --secs 10 --blocked 300]
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -59,12 +61,12 @@ async fn handoff(url: &str, n: usize) -> Vec<f64> {
     let far = || Instant::now() + Duration::from_secs(10);
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
-        let holder = a.admit(b"a", Class::Chat, far()).await.unwrap();
+        let holder = a.admit(b"a", Class::new(0), far()).await.unwrap();
         let (tx, mut rx) = watch::channel(0u32);
         let b2 = b.clone();
         let waiter = tokio::spawn(async move {
             let p = b2
-                .admit_watched(b"b", Class::Chat, far(), tx)
+                .admit_watched(b"b", Class::new(0), far(), tx)
                 .await
                 .unwrap();
             (Instant::now(), p)
@@ -84,24 +86,50 @@ async fn handoff(url: &str, n: usize) -> Vec<f64> {
 }
 
 /// A standing backlog of `clients` waiters over `replicas` replicas, each holding its slot for
-/// `hold`. Returns (utilization, grants, evalsha per grant, all commands per grant).
+/// `hold`, plus `blocked` waiters of one user that holds its cap throughout. Returns
+/// (utilization, grants, evalsha per grant, all commands per grant).
 async fn backlog(
     url: &str,
     replicas: usize,
     clients: usize,
     hold: Duration,
     secs: f64,
+    blocked: usize,
 ) -> (f64, u64, f64, f64) {
     let cfg = AdmissionConfig {
-        group: format!("backlog{clients}"),
+        group: format!("backlog{clients}-{}-{blocked}", hold.as_millis()),
         global_cap: 20,
         user_cap: 2,
         max_queue: 10_000,
+        max_queued_per_user: 10_000,
         ..AdmissionConfig::default()
     };
     let mut adms = Vec::new();
     for _ in 0..replicas {
         adms.push(Admission::start(handle(url), cfg.clone()).await.unwrap());
+    }
+    // The blocked user: its two slots held, its waiters queued before the window opens.
+    let far_deadline = Instant::now() + Duration::from_secs(3600);
+    let mut held = Vec::new();
+    let mut blocked_waiters = Vec::new();
+    if blocked > 0 {
+        for _ in 0..2 {
+            held.push(
+                adms[0]
+                    .admit(b"blocked", Class::new(0), far_deadline)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for i in 0..blocked {
+            let adm = adms[i % replicas].clone();
+            let (tx, mut rx) = watch::channel(0u32);
+            blocked_waiters.push(tokio::spawn(async move {
+                adm.admit_watched(b"blocked", Class::new(0), far_deadline, tx)
+                    .await
+            }));
+            rx.wait_for(|p| *p > 0).await.unwrap();
+        }
     }
     let busy_us = Arc::new(AtomicU64::new(0));
     let grants = Arc::new(AtomicU64::new(0));
@@ -126,7 +154,7 @@ async fn backlog(
                 let p = adm
                     .admit(
                         user.as_bytes(),
-                        Class::Chat,
+                        Class::new(0),
                         Instant::now() + Duration::from_secs(60),
                     )
                     .await
@@ -162,6 +190,10 @@ async fn backlog(
     let g = grants.load(Ordering::Relaxed);
     let total = all_grants.load(Ordering::Relaxed) as f64;
     let util = busy_us.load(Ordering::Relaxed) as f64 / 1e6 / (20.0 * elapsed);
+    for w in blocked_waiters {
+        w.abort();
+    }
+    drop(held);
     for a in adms {
         a.shutdown().await;
     }
@@ -179,6 +211,7 @@ fn main() {
     };
     let handoffs = arg("--handoffs", 2000.0) as usize;
     let secs = arg("--secs", 10.0);
+    let blocked = arg("--blocked", 300.0) as usize;
     let server = testkit::RedisServer::start();
     let url = server.url();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -198,13 +231,13 @@ fn main() {
             lat[lat.len() - 1]
         );
         println!();
-        println!("| backlog (waiters, replicas, hold) | grants | utilization (slot-time / cap×elapsed) | EVALSHA round trips per grant | all Redis commands per grant (incl. inside scripts) |");
+        println!("| backlog (waiters, replicas, hold; blocked waiters of a user at its cap) | grants | utilization (slot-time / cap×elapsed) | EVALSHA round trips per grant | all Redis commands per grant (incl. inside scripts) |");
         println!("|---|---|---|---|---|");
-        for (clients, hold_ms) in [(200usize, 20u64), (200, 100)] {
+        for (clients, hold_ms, blocked) in [(200usize, 20u64, 0usize), (200, 100, 0), (200, 20, blocked)] {
             let (util, grants, evalsha, all) =
-                backlog(&url, 4, clients, Duration::from_millis(hold_ms), secs).await;
+                backlog(&url, 4, clients, Duration::from_millis(hold_ms), secs, blocked).await;
             println!(
-                "| {clients}, 4, {hold_ms} ms | {grants} | {:.1}% | {evalsha:.2} | {all:.1} |",
+                "| {clients}, 4, {hold_ms} ms; {blocked} | {grants} | {:.1}% | {evalsha:.2} | {all:.1} |",
                 util * 100.0
             );
         }

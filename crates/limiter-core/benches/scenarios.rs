@@ -169,7 +169,7 @@ fn wall_us() -> i64 {
 async fn window(a: Args) {
     let w = SlidingWindow::new(
         handle(&a),
-        WindowPolicy::new("chat", 100, Duration::from_secs(60)),
+        WindowPolicy::new("api", 100, Duration::from_secs(60)),
     )
     .unwrap();
     let keys = a.keys;
@@ -186,7 +186,7 @@ async fn window(a: Args) {
 async fn deny(a: Args) {
     let w = SlidingWindow::new(
         handle(&a),
-        WindowPolicy::new("chat", 5, Duration::from_secs(60)),
+        WindowPolicy::new("api", 5, Duration::from_secs(60)),
     )
     .unwrap();
     let w = Arc::new(CachedWindow::new(w));
@@ -228,7 +228,7 @@ async fn lease(a: Args) {
         async move {
             let deadline = Instant::now() + Duration::from_secs(30);
             let p = adm
-                .admit(users[i].as_bytes(), Class::Chat, deadline)
+                .admit(users[i].as_bytes(), Class::new(0), deadline)
                 .await
                 .unwrap();
             p.release().await.unwrap()
@@ -326,7 +326,7 @@ async fn handoff_holder(a: Args) {
     let k = |s: &str| format!("{}:sync:{s}", a.prefix);
     for i in 0..a.n {
         let far = Instant::now() + Duration::from_secs(30);
-        let p = adm.admit(b"holder", Class::Chat, far).await.unwrap();
+        let p = adm.admit(b"holder", Class::new(0), far).await.unwrap();
         rpush(&mut sync, &k("held"), i).await;
         blpop(&mut sync, &k("ready")).await;
         let pause = rand::rng().random_range(2_000..12_000);
@@ -355,7 +355,7 @@ async fn handoff_waiter(a: Args) {
         let waiter = tokio::spawn(async move {
             let far = Instant::now() + Duration::from_secs(30);
             let p = adm2
-                .admit_watched(b"waiter", Class::Chat, far, tx)
+                .admit_watched(b"waiter", Class::new(0), far, tx)
                 .await
                 .unwrap();
             (wall_us(), p)

@@ -15,6 +15,7 @@ pub enum LimiterError {
     Script {
         /// Name of the Lua script (its file name without `.lua`).
         script: &'static str,
+        /// The error Redis answered with.
         #[source]
         source: RedisError,
     },

@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn window_keys_have_their_own_tag() {
         let k = Keys::new("fg").expect("prefix");
-        assert_eq!(k.window("chat", b"10.0.0.1"), "fg:win:chat:{10.0.0.1}");
+        assert_eq!(k.window("search", b"10.0.0.1"), "fg:win:search:{10.0.0.1}");
         assert_eq!(k.lease_scope("adm", b"user:42"), "fg:{adm}:lease:user%3A42");
     }
 }

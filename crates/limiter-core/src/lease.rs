@@ -52,6 +52,28 @@ pub enum Acquire {
 }
 
 /// Leases of one group. All scopes of a group share a hash tag, so one script can check them all.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use limiter_core::{Acquire, LeaseManager, LeaseScope, RedisConfig, RedisHandle};
+///
+/// # async fn run() -> Result<(), limiter_core::LimiterError> {
+/// let redis = RedisHandle::new(&RedisConfig::default())?;
+/// let leases = LeaseManager::new(redis, "jobs", Duration::from_secs(15))?;
+/// // One slot in the user's scope (cap 2) and in the global one (cap 20), or none.
+/// let scopes = [LeaseScope::new("user:42", 2), LeaseScope::new("global", 20)];
+/// match leases.try_acquire(&scopes).await? {
+///     Acquire::Granted(lease) => {
+///         // ... work; the lease renews itself. Writes elsewhere carry lease.fence().
+///         lease.release().await?;
+///     }
+///     Acquire::Refused { scope, retry_after } => {
+///         println!("scope {scope} full, retry in {retry_after:?}");
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LeaseManager {
     redis: RedisHandle,
@@ -325,7 +347,10 @@ impl Lease {
         &self.shared.id
     }
 
-    /// Fencing token: strictly greater than that of every lease granted before it in this group.
+    /// Fencing token: strictly greater than that of every lease granted before it in this group,
+    /// also across a lost counter (deleted, or a Redis restarted empty): tokens never fall below
+    /// Redis time in µs, so they stay increasing as long as the Redis host's clock does not step
+    /// back.
     pub fn fence(&self) -> i64 {
         self.shared.fence
     }

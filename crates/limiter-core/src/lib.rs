@@ -8,33 +8,41 @@
 //! - [`Pacer`]: fleet-wide pacing of outbound calls (GCRA token bucket with `reserve`).
 //! - [`LeaseManager`] / [`Lease`]: concurrency slots held in several scopes at once, with TTLs,
 //!   renewal and fencing tokens.
-//! - [`Admission`]: a priority wait queue across the fleet in front of user and global caps, with
-//!   push hand-off of released slots.
+//! - [`Admission`]: a priority wait queue across the fleet in front of per-user and global caps,
+//!   with configured priority classes ([`Classes`]), a cap on each user's waiters, push hand-off
+//!   of released slots, and a degraded mode on a local share of the caps while Redis is down.
 //!
-//! A Redis that cannot answer is [`LimiterError::Unavailable`], never a denial.
+//! A Redis that cannot answer is [`LimiterError::Unavailable`], never a denial. The crate reads
+//! no environment variable: every primitive takes its configuration as values ([`RedisConfig`],
+//! [`AdmissionConfig`], [`WindowPolicy`], ...). Every key starts with a configured prefix, and
+//! the keys one script touches share a hash tag, so the same scripts run on Redis Cluster.
 //!
 //! Layout: `redis_handle.rs` (standalone/Cluster connection, EVALSHA with load fallback),
 //! `scripts.rs` (the Lua sources in `lua/`), `keys.rs` (key naming and id encoding), `error.rs`,
-//! `reply.rs` (reply decoding), then one file per primitive: `sliding_window.rs` (+ `deny_cache.rs`), `token_bucket.rs`,
-//! `lease.rs`, `queue.rs` (admission).
+//! `reply.rs` (reply decoding), then one file per primitive: `sliding_window.rs` (+
+//! `deny_cache.rs`), `token_bucket.rs`, `lease.rs`, and the folder `admission/` (one concept per
+//! file; its `mod.rs` describes them).
 
-mod degraded;
+#![warn(missing_docs)]
+
+mod admission;
 mod deny_cache;
 mod error;
 mod keys;
 mod lease;
-mod queue;
 mod redis_handle;
 mod reply;
 pub mod scripts;
 mod sliding_window;
 mod token_bucket;
 
+pub use admission::{
+    Admission, AdmissionConfig, Class, Classes, MAX_CLASSES, Permit, QueueStats, Rejection,
+};
 pub use deny_cache::CachedWindow;
 pub use error::LimiterError;
 pub use keys::{Keys, encode_component};
 pub use lease::{Acquire, Lease, LeaseManager, LeaseScope, redis_now_ms};
-pub use queue::{Admission, AdmissionConfig, Class, Permit, QueueStats, Rejection};
 pub use redis_handle::{
     RedisConfig, RedisHandle, ScriptObserver, ScriptOutcome, ToRedisArgsDyn, set_script_observer,
     split_nodes,

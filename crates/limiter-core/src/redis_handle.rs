@@ -58,11 +58,11 @@ pub fn set_script_observer(f: ScriptObserver) -> bool {
 /// Where Redis is and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// Standalone Redis URL (`FLEETGATE_REDIS_URL`), e.g. `redis://127.0.0.1:6379`.
+    /// Standalone Redis URL, e.g. `redis://127.0.0.1:6379`.
     pub url: String,
-    /// Cluster node URLs (`FLEETGATE_REDIS_CLUSTER`, comma-separated). Non-empty switches to Cluster.
+    /// Cluster node URLs. Non-empty switches to Cluster (and `url` is not used).
     pub cluster_nodes: Vec<String>,
-    /// Key prefix (`FLEETGATE_REDIS_PREFIX`).
+    /// Key prefix: every key starts with it (see [`Keys`]).
     pub prefix: String,
     /// How long one call may wait for its reply before it counts as `Unavailable`.
     pub response_timeout: Duration,
@@ -80,24 +80,6 @@ impl Default for RedisConfig {
             response_timeout: Duration::from_millis(1000),
             connect_timeout: Duration::from_millis(500),
         }
-    }
-}
-
-impl RedisConfig {
-    /// Defaults overridden by `FLEETGATE_REDIS_URL`, `FLEETGATE_REDIS_CLUSTER` and
-    /// `FLEETGATE_REDIS_PREFIX`.
-    pub fn from_env() -> Self {
-        let mut cfg = RedisConfig::default();
-        if let Ok(url) = std::env::var("FLEETGATE_REDIS_URL") {
-            cfg.url = url;
-        }
-        if let Ok(nodes) = std::env::var("FLEETGATE_REDIS_CLUSTER") {
-            cfg.cluster_nodes = split_nodes(&nodes);
-        }
-        if let Ok(prefix) = std::env::var("FLEETGATE_REDIS_PREFIX") {
-            cfg.prefix = prefix;
-        }
-        cfg
     }
 }
 

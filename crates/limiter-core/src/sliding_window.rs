@@ -27,7 +27,7 @@ pub enum WindowAlgorithm {
     Counter,
 }
 
-/// One policy: a name (route class such as `chat`), a limit and a window.
+/// One policy: a name (a route class such as `search`), a limit and a window.
 #[derive(Debug, Clone)]
 pub struct WindowPolicy {
     /// Policy name; part of the key and of the `RateLimit-Policy` header.
@@ -81,6 +81,24 @@ pub struct WindowDecision {
 }
 
 /// A sliding window bound to a Redis handle.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use limiter_core::{RedisConfig, RedisHandle, SlidingWindow, WindowPolicy};
+///
+/// # async fn run() -> Result<(), limiter_core::LimiterError> {
+/// let redis = RedisHandle::new(&RedisConfig::default())?;
+/// let window = SlidingWindow::new(
+///     redis,
+///     WindowPolicy::new("search", 10, Duration::from_secs(60)),
+/// )?;
+/// let decision = window.check(b"203.0.113.7").await?;
+/// if !decision.allowed {
+///     println!("429, retry in {:?}", decision.retry_after);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SlidingWindow {
     redis: RedisHandle,

@@ -1,7 +1,7 @@
 //! Outbound pacing (layer 4): a GCRA token bucket shared by the fleet (`lua/pacing_reserve.lua`).
 //!
 //! [`Pacer::reserve`] books the next free slot fleet-wide and says how long to wait for it, so
-//! replicas calling PubMed at 3/s are spaced evenly instead of colliding and retrying. With burst 1
+//! replicas calling an API limited to 3/s are spaced evenly instead of colliding and retrying. With burst 1
 //! no two booked slots are closer than `1/rate`. [`Pacer::try_acquire`] is a reservation that must
 //! start now.
 
@@ -65,6 +65,25 @@ pub enum Pace {
 }
 
 /// A fleet-wide pacer for one outbound service.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use limiter_core::{Pace, Pacer, RedisConfig, RedisHandle};
+///
+/// # async fn run() -> Result<(), limiter_core::LimiterError> {
+/// let redis = RedisHandle::new(&RedisConfig::default())?;
+/// // At most 3 calls a second across every replica.
+/// let pacer = Pacer::new(redis, "geocoder", 3.0, 1)?;
+/// match pacer.reserve(Duration::from_secs(10)).await? {
+///     Pace::Booked(slot) => {
+///         slot.wait().await;
+///         // ... call the upstream now
+///     }
+///     Pace::Refused { retry_after } => println!("503, retry in {retry_after:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Pacer {
     redis: RedisHandle,

@@ -3,9 +3,12 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
+use common::{HIGH, LOW};
+
 use std::time::Duration;
 
-use limiter_core::{Admission, AdmissionConfig, Class, Permit, Rejection};
+use limiter_core::{Admission, AdmissionConfig, Permit, Rejection};
+use testkit::proxy::TcpProxy;
 use tokio::time::Instant;
 
 fn soon(ms: u64) -> Instant {
@@ -17,7 +20,7 @@ async fn fill(adm: &Admission, users: &[&str], wait_ms: u64) -> Vec<Permit> {
     for u in users {
         let (adm, u) = (adm.clone(), u.to_string());
         tasks.push(tokio::spawn(async move {
-            adm.admit(u.as_bytes(), Class::Chat, soon(wait_ms)).await
+            adm.admit(u.as_bytes(), HIGH, soon(wait_ms)).await
         }));
     }
     let mut permits = Vec::new();
@@ -39,7 +42,7 @@ async fn outage_uses_local_shares_and_recovery_restores_shared_caps() {
         user_cap: 2,
         heartbeat_ttl: Duration::from_millis(600),
         expected_replicas: 5, // overridden by the registry once reached
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let mut r = Vec::new();
     for _ in 0..3 {
@@ -74,10 +77,16 @@ async fn outage_uses_local_shares_and_recovery_restores_shared_caps() {
     // Priority holds in the local queue too: with replica 0 full, a chat waiter that arrives
     // after an export waiter is served first.
     let (e_adm, c_adm) = (r[0].clone(), r[0].clone());
-    let export = tokio::spawn(async move { e_adm.admit(b"x", Class::Export, soon(5000)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let chat = tokio::spawn(async move { c_adm.admit(b"y", Class::Chat, soon(5000)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let export = tokio::spawn(async move { e_adm.admit(b"x", LOW, soon(5000)).await });
+    wait_for("the low waiter queued", 5, async || {
+        r[0].local_waiters() == 1
+    })
+    .await;
+    let chat = tokio::spawn(async move { c_adm.admit(b"y", HIGH, soon(5000)).await });
+    wait_for("the high waiter queued", 5, async || {
+        r[0].local_waiters() == 2
+    })
+    .await;
     held[0].pop();
     let chat_permit = tokio::time::timeout(Duration::from_secs(2), chat)
         .await
@@ -123,14 +132,14 @@ async fn without_fallback_an_outage_is_a_clear_refusal() {
     let mut server = testkit::RedisServer::start();
     let cfg = AdmissionConfig {
         local_fallback: false,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let adm = Admission::start(common::replica_at(&server.url(), "nofb"), cfg)
         .await
         .unwrap();
     server.stop();
     assert!(matches!(
-        adm.admit(b"u", Class::Chat, soon(1000)).await,
+        adm.admit(b"u", HIGH, soon(1000)).await,
         Err(Rejection::Unavailable(_))
     ));
     assert!(!adm.degraded());
@@ -147,20 +156,20 @@ async fn shared_waiters_move_to_the_local_queue_when_redis_goes() {
         user_cap: 1,
         heartbeat_ttl: Duration::from_millis(600),
         expected_replicas: 1,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let adm = Admission::start(common::replica_at(&server.url(), "deg-move"), cfg)
         .await
         .unwrap();
-    let a = adm.admit(b"a", Class::Chat, soon(1000)).await.unwrap();
-    let b = adm.admit(b"b", Class::Chat, soon(1000)).await.unwrap();
+    let a = adm.admit(b"a", HIGH, soon(1000)).await.unwrap();
+    let b = adm.admit(b"b", HIGH, soon(1000)).await.unwrap();
     let waiting = {
         let adm = adm.clone();
-        tokio::spawn(async move { adm.admit(b"waiter", Class::Chat, soon(20_000)).await })
+        tokio::spawn(async move { adm.admit(b"waiter", HIGH, soon(20_000)).await })
     };
     // Queued in Redis (both slots are held).
     let deadline = Instant::now() + Duration::from_secs(5);
-    while adm.stats().await.unwrap().queued[Class::Chat.index()] != 1 {
+    while adm.stats().await.unwrap().queued[HIGH.index()] != 1 {
         assert!(Instant::now() < deadline, "the waiter never queued");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -199,7 +208,7 @@ async fn local_waiters_requeue_in_redis_when_it_returns() {
         user_cap: 1,
         heartbeat_ttl: Duration::from_millis(600),
         expected_replicas: 1,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let adm = Admission::start(common::replica_at(&server.url(), "deg-requeue"), cfg)
         .await
@@ -207,14 +216,14 @@ async fn local_waiters_requeue_in_redis_when_it_returns() {
     adm.heartbeat().await.unwrap();
     server.stop();
     // Two local slots held, three waiters in the local queue.
-    let a = adm.admit(b"a", Class::Chat, soon(2000)).await.unwrap();
-    let b = adm.admit(b"b", Class::Chat, soon(2000)).await.unwrap();
+    let a = adm.admit(b"a", HIGH, soon(2000)).await.unwrap();
+    let b = adm.admit(b"b", HIGH, soon(2000)).await.unwrap();
     assert!(a.is_local() && b.is_local());
     let waiters: Vec<_> = ["c", "d", "e"]
         .iter()
         .map(|u| {
             let adm = adm.clone();
-            tokio::spawn(async move { adm.admit(u.as_bytes(), Class::Chat, soon(20_000)).await })
+            tokio::spawn(async move { adm.admit(u.as_bytes(), HIGH, soon(20_000)).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -230,7 +239,7 @@ async fn local_waiters_requeue_in_redis_when_it_returns() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let s = adm.stats().await.unwrap();
-        if s.queued[Class::Chat.index()] == 3 && s.in_use == 2 {
+        if s.queued[HIGH.index()] == 3 && s.in_use == 2 {
             break;
         }
         assert!(
@@ -269,16 +278,16 @@ async fn running_shared_permits_count_against_the_local_share() {
         user_cap: 2,
         heartbeat_ttl: Duration::from_millis(600),
         expected_replicas: 1,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let adm = Admission::start(common::replica_at(&server.url(), "deg-count"), cfg)
         .await
         .unwrap();
-    let a = adm.admit(b"a", Class::Chat, soon(1000)).await.unwrap();
-    let b = adm.admit(b"b", Class::Chat, soon(1000)).await.unwrap();
+    let a = adm.admit(b"a", HIGH, soon(1000)).await.unwrap();
+    let b = adm.admit(b"b", HIGH, soon(1000)).await.unwrap();
     assert!(!a.is_local() && !b.is_local());
     server.stop();
-    let refused = adm.admit(b"c", Class::Chat, soon(1500)).await;
+    let refused = adm.admit(b"c", HIGH, soon(1500)).await;
     assert!(
         matches!(refused, Err(Rejection::Timeout { .. })),
         "a local slot next to 2 running shared ones: {refused:?}"
@@ -286,7 +295,7 @@ async fn running_shared_permits_count_against_the_local_share() {
     assert!(adm.degraded());
     let waiting = {
         let adm = adm.clone();
-        tokio::spawn(async move { adm.admit(b"d", Class::Chat, soon(5000)).await })
+        tokio::spawn(async move { adm.admit(b"d", HIGH, soon(5000)).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiting.is_finished());
@@ -320,7 +329,7 @@ async fn a_recovering_replica_never_runs_beyond_a_cap_another_filled() {
         global_cap: 4,
         user_cap: 2,
         expected_replicas: 2,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     // A resumes shared admission one (short) heartbeat TTL after Redis returns; B, with a long
     // one, stays recovering for 8 s.
@@ -352,7 +361,7 @@ async fn a_recovering_replica_never_runs_beyond_a_cap_another_filled() {
     assert!(b_held.iter().all(Permit::is_local));
     let b_waiter = {
         let b = b.clone();
-        tokio::spawn(async move { b.admit(b"b3", Class::Chat, soon(30_000)).await })
+        tokio::spawn(async move { b.admit(b"b3", HIGH, soon(30_000)).await })
     };
     wait_for("A degraded", 5, async || a.degraded()).await;
 
@@ -368,7 +377,7 @@ async fn a_recovering_replica_never_runs_beyond_a_cap_another_filled() {
     assert!(a_held.iter().all(|p| !p.is_local()));
     let a_waiter = {
         let a = a.clone();
-        tokio::spawn(async move { a.admit(b"a3", Class::Chat, soon(30_000)).await })
+        tokio::spawn(async move { a.admit(b"a3", HIGH, soon(30_000)).await })
     };
     wait_for("A's waiter queued in Redis", 5, async || {
         a.stats().await.is_ok_and(|s| s.queued[0] == 1)
@@ -423,7 +432,7 @@ async fn shared_permits_survive_a_redis_restarted_empty() {
         heartbeat_ttl: Duration::from_millis(600),
         lease_ttl,
         expected_replicas: 2,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let a = Admission::start(common::replica_at(&server.url(), "deg-keep"), cfg.clone())
         .await
@@ -477,58 +486,6 @@ async fn shared_permits_survive_a_redis_restarted_empty() {
     .await;
 }
 
-/// A TCP forwarder to Redis that the test can cut (close every connection, refuse new ones) and
-/// restore: one replica loses Redis while the others reach it.
-struct Cuttable {
-    port: u16,
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    cut_tx: tokio::sync::watch::Sender<u64>,
-}
-
-impl Cuttable {
-    async fn start(target_port: u16) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (cut_tx, _) = tokio::sync::watch::channel(0u64);
-        let (open2, cuts) = (open.clone(), cut_tx.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !open2.load(Ordering::Acquire) {
-                    continue; // dropped: the client sees the connection closed
-                }
-                let mut cut = cuts.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
-                    else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Cuttable { port, open, cut_tx }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn cut(&self) {
-        self.open.store(false, std::sync::atomic::Ordering::Release);
-        self.cut_tx.send_modify(|n| *n += 1);
-    }
-
-    fn restore(&self) {
-        self.open.store(true, std::sync::atomic::Ordering::Release);
-    }
-}
-
 /// After an outage, a replica resumes shared admission only once every replica of the fleet
 /// has registered what it granted meanwhile (they do before rejoining the registry), not after a
 /// fixed delay that a replica slow to reconnect would overrun; if one never returns, after three
@@ -536,14 +493,14 @@ impl Cuttable {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_waits_for_every_replica_to_register_again() {
     let mut server = testkit::RedisServer::start();
-    let proxy = Cuttable::start(server.port()).await;
+    let proxy = TcpProxy::start(server.port()).await;
     let ttl = Duration::from_millis(600);
     let cfg = AdmissionConfig {
         global_cap: 4,
         user_cap: 2,
         heartbeat_ttl: ttl,
         expected_replicas: 2,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     };
     let a = Admission::start(common::replica_at(&server.url(), "deg-wait"), cfg.clone())
         .await
@@ -588,4 +545,47 @@ async fn recovery_waits_for_every_replica_to_register_again() {
     let more = fill(&a, &["a1", "a2", "a3"], 500).await;
     assert_eq!(more.len(), 2, "the shared cap counts B's slots");
     drop((more, b_held));
+}
+
+/// A shared permit through a Redis gap (the replica cut off, Redis itself fine): not given up
+/// within half its TTL; renewed again after a gap shorter than the TTL; reported lost after a gap
+/// longer than it, not before its last confirmed expiry. The permit stays usable either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permit_renewal_through_short_and_long_redis_gaps() {
+    let server = testkit::RedisServer::start();
+    let proxy = TcpProxy::start(server.port()).await;
+    let ttl = Duration::from_secs(3);
+    let cfg = AdmissionConfig {
+        lease_ttl: ttl,
+        heartbeat_ttl: Duration::from_millis(600),
+        expected_replicas: 1,
+        ..common::adm_cfg()
+    };
+    let cut_off = Admission::start(common::replica_at(&proxy.url(), "deg-gap"), cfg.clone())
+        .await
+        .unwrap();
+    let outside = Admission::start(common::replica_at(&server.url(), "deg-gap"), cfg)
+        .await
+        .unwrap();
+    let permit = cut_off.admit(b"u", HIGH, soon(1000)).await.unwrap();
+    let lease = permit.lease().expect("a shared permit");
+
+    // Shorter than the TTL.
+    common::cut_and_hold_half_a_ttl(&proxy, lease, ttl).await;
+    let expiry_before = lease.expiry_ms();
+    proxy.restore();
+    wait_for("renewed after the gap", 6, async || {
+        lease.expiry_ms() > expiry_before
+    })
+    .await;
+    assert!(!lease.is_lost());
+    assert_eq!(outside.stats().await.unwrap().in_use, 1, "still counted");
+
+    // Longer than the TTL.
+    wait_for("shared admission again", 10, async || !cut_off.degraded()).await;
+    let cut_at = common::cut_and_hold_half_a_ttl(&proxy, lease, ttl).await;
+    common::expect_reported_lost(lease, ttl, cut_at).await;
+    assert_eq!(outside.stats().await.unwrap().in_use, 0, "expired in Redis");
+    proxy.restore();
+    drop(permit);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use limiter_core::{Acquire, LeaseManager, LeaseScope};
 use rand::Rng;
+use testkit::proxy::TcpProxy;
 
 fn manager(prefix: &str, ttl_ms: u64) -> LeaseManager {
     LeaseManager::new(
@@ -99,7 +100,11 @@ async fn refusal_names_the_full_scope_and_takes_nothing() {
     match m.try_acquire(&a).await.unwrap() {
         Acquire::Refused { scope, retry_after } => {
             assert_eq!(scope, 0);
-            assert!(retry_after <= Duration::from_secs(5));
+            // Until the only lease of the scope expires: granted a moment ago with a 5 s TTL.
+            assert!(
+                retry_after > Duration::from_secs(4) && retry_after <= Duration::from_secs(5),
+                "{retry_after:?}"
+            );
         }
         Acquire::Granted(_) => panic!("user cap ignored"),
     }
@@ -215,18 +220,156 @@ async fn dropped_guard_releases_and_lost_lease_is_reported() {
     assert!(lease.is_lost());
 }
 
-#[tokio::test]
-async fn fencing_tokens_increase() {
-    let prefix = testkit::unique_prefix("leasefence");
-    let m = manager(&prefix, 5_000);
-    let scopes = [LeaseScope::new("global", 5)];
-    let mut last = 0;
-    for _ in 0..10 {
-        let Acquire::Granted(l) = m.try_acquire(&scopes).await.unwrap() else {
-            panic!("refused")
-        };
-        assert!(l.fence() > last);
-        last = l.fence();
-        l.release().await.unwrap();
+/// Fencing tokens are unique and increase fleet-wide, also when the counter key is lost: deleted,
+/// or gone with a Redis that restarted empty. Tokens never fall below Redis time in µs, and a
+/// Redis grants far fewer than one lease per µs, so no token issued before the loss can be reached
+/// again (as long as the Redis host's clock does not step back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fencing_tokens_stay_unique_and_increasing_when_the_counter_is_lost() {
+    let mut server = testkit::RedisServer::start();
+    let managers: Vec<LeaseManager> = (0..4)
+        .map(|_| {
+            LeaseManager::new(
+                common::replica_at(&server.url(), "fence"),
+                "adm",
+                Duration::from_secs(5),
+            )
+            .unwrap()
+        })
+        .collect();
+
+    // Four handles acquire at once, 25 leases each, one after another per handle.
+    async fn phase(managers: &[LeaseManager]) -> Vec<Vec<i64>> {
+        let mut tasks = Vec::new();
+        for m in managers {
+            let m = m.clone();
+            tasks.push(tokio::spawn(async move {
+                let scopes = [LeaseScope::new("global", 100)];
+                let mut tokens = Vec::new();
+                while tokens.len() < 25 {
+                    match m.try_acquire(&scopes).await {
+                        Ok(Acquire::Granted(l)) => {
+                            tokens.push(l.fence());
+                            l.release().await.unwrap();
+                        }
+                        Ok(Acquire::Refused { .. }) => panic!("cap 100 refused"),
+                        // Redis restarting: the handle reconnects by itself.
+                        Err(e) if e.is_unavailable() => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                tokens
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
     }
+
+    let mut phases = vec![phase(&managers).await];
+    let redis = common::replica_at(&server.url(), "fence");
+    let fence_key = redis.keys().fence("adm");
+    let n: i64 = redis.cmd(redis::cmd("DEL").arg(&fence_key)).await.unwrap();
+    assert_eq!(n, 1, "the counter existed and is gone");
+    phases.push(phase(&managers).await);
+    server.restart();
+    phases.push(phase(&managers).await);
+
+    let mut all = Vec::new();
+    let mut floor = 0;
+    for (i, per_handle) in phases.iter().enumerate() {
+        for tokens in per_handle {
+            assert!(
+                tokens.windows(2).all(|w| w[0] < w[1]),
+                "phase {i}: one handle's tokens must increase: {tokens:?}"
+            );
+            assert!(
+                tokens[0] > floor,
+                "phase {i}: token {} not above {floor}, issued before the counter was lost",
+                tokens[0]
+            );
+        }
+        floor = per_handle.iter().flatten().copied().max().unwrap();
+        all.extend(per_handle.iter().flatten().copied());
+    }
+    let unique: std::collections::HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "every token unique");
+    assert_eq!(all.len(), 300);
+}
+
+/// A lease through a proxy the test can cut, with a 3 s TTL; and a manager on the same Redis
+/// that is never cut, to see the slot from outside.
+async fn lease_behind_a_proxy(
+    server: &testkit::RedisServer,
+) -> (TcpProxy, limiter_core::Lease, LeaseManager) {
+    let proxy = TcpProxy::start(server.port()).await;
+    let ttl = Duration::from_secs(3);
+    let cut_off = LeaseManager::new(common::replica_at(&proxy.url(), "gap"), "adm", ttl).unwrap();
+    let outside = LeaseManager::new(common::replica_at(&server.url(), "gap"), "adm", ttl).unwrap();
+    let Acquire::Granted(lease) = cut_off
+        .try_acquire(&[LeaseScope::new("global", 1)])
+        .await
+        .unwrap()
+    else {
+        panic!("refused")
+    };
+    (proxy, lease, outside)
+}
+
+/// Redis unreachable for less than the TTL: the lease is not given up (its last renewal keeps it
+/// in Redis until then) and renews again once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_rides_out_a_redis_gap_shorter_than_its_ttl() {
+    let server = testkit::RedisServer::start();
+    let (proxy, lease, outside) = lease_behind_a_proxy(&server).await;
+    let ttl = Duration::from_secs(3);
+    common::cut_and_hold_half_a_ttl(&proxy, &lease, ttl).await;
+    let expiry_before = lease.expiry_ms();
+    proxy.restore();
+    // Renewed again: Redis confirms a later expiry (a renewal every TTL/3).
+    let deadline = tokio::time::Instant::now() + ttl * 2;
+    while lease.expiry_ms() <= expiry_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never renewed again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!lease.is_lost());
+    assert!(
+        matches!(
+            outside
+                .try_acquire(&[LeaseScope::new("global", 1)])
+                .await
+                .unwrap(),
+            Acquire::Refused { .. }
+        ),
+        "the slot is still held"
+    );
+    assert!(lease.release().await.unwrap());
+}
+
+/// Redis unreachable for longer than the TTL: the lease is reported lost, not before its last
+/// confirmed expiry and soon after it, and its slot is free for others once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_reported_lost_after_a_redis_gap_longer_than_its_ttl() {
+    let server = testkit::RedisServer::start();
+    let (proxy, lease, outside) = lease_behind_a_proxy(&server).await;
+    let ttl = Duration::from_secs(3);
+    let cut_at = common::cut_and_hold_half_a_ttl(&proxy, &lease, ttl).await;
+    common::expect_reported_lost(&lease, ttl, cut_at).await;
+    proxy.restore();
+    // Expired in Redis: someone else takes the slot at once.
+    let Acquire::Granted(other) = outside
+        .try_acquire(&[LeaseScope::new("global", 1)])
+        .await
+        .unwrap()
+    else {
+        panic!("the lost lease still holds its slot")
+    };
+    other.release().await.unwrap();
 }

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
+use common::{HIGH, LOW, MID};
+
 use std::time::Duration;
 
 use limiter_core::scripts::ADMISSION_ENTER;
@@ -13,7 +15,7 @@ fn cfg(global: u32, user: u32) -> AdmissionConfig {
     AdmissionConfig {
         global_cap: global,
         user_cap: user,
-        ..AdmissionConfig::default()
+        ..common::adm_cfg()
     }
 }
 
@@ -51,11 +53,13 @@ async fn raw_enter(
                 &1u32,
                 &lease_ttl_ms,
                 &heartbeat_ttl_ms,
+                &3u32,
                 &id,
                 &user_key,
                 &replica,
                 &0u32,
                 &500u32,
+                &10u32,
                 &60_000u64,
             ],
         )
@@ -97,15 +101,15 @@ async fn queue_waiter(
 async fn strict_priority_between_classes_fifo_within() {
     let prefix = testkit::unique_prefix("qprio");
     let r = replicas(&prefix, 4, &cfg(1, 2)).await;
-    let holder = r[0].admit(b"h", Class::Chat, soon(5)).await.unwrap();
+    let holder = r[0].admit(b"h", HIGH, soon(5)).await.unwrap();
     let (tx, mut granted) = mpsc::unbounded_channel();
     let order = [
-        (1, "e1", Class::Export),
-        (2, "r1", Class::Research),
-        (3, "e2", Class::Export),
-        (0, "c1", Class::Chat),
-        (1, "r2", Class::Research),
-        (2, "c2", Class::Chat),
+        (1, "e1", LOW),
+        (2, "r1", MID),
+        (3, "e2", LOW),
+        (0, "c1", HIGH),
+        (1, "r2", MID),
+        (2, "c2", HIGH),
     ];
     let mut tasks = Vec::new();
     for (i, (replica, name, class)) in order.iter().enumerate() {
@@ -128,29 +132,28 @@ async fn strict_priority_between_classes_fifo_within() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_at_its_cap_does_not_block_others() {
     let prefix = testkit::unique_prefix("qhol");
-    let r = replicas(&prefix, 4, &cfg(2, 1)).await;
-    let a1 = r[0].admit(b"alice", Class::Chat, soon(5)).await.unwrap();
-    let x = r[1].admit(b"xavier", Class::Chat, soon(5)).await.unwrap();
+    // Heartbeats every 10 s: a grant that arrives within the 5 s waits below was pushed over
+    // pub/sub, not collected by a heartbeat.
+    let mut c = cfg(2, 1);
+    c.heartbeat_ttl = Duration::from_secs(30);
+    let r = replicas(&prefix, 4, &c).await;
+    let a1 = r[0].admit(b"alice", HIGH, soon(5)).await.unwrap();
+    let x = r[1].admit(b"xavier", HIGH, soon(5)).await.unwrap();
     let (tx, mut granted) = mpsc::unbounded_channel();
     // Alice's second request waits at the head (held back by her own cap once a slot frees).
-    let a2 = queue_waiter(&r[2], "alice", Class::Chat, "a2", tx.clone()).await;
-    let b1 = queue_waiter(&r[3], "bob", Class::Chat, "b1", tx.clone()).await;
-    let started = Instant::now();
+    let a2 = queue_waiter(&r[2], "alice", HIGH, "a2", tx.clone()).await;
+    let b1 = queue_waiter(&r[3], "bob", HIGH, "b1", tx.clone()).await;
     x.release().await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), granted.recv())
         .await
-        .unwrap()
+        .expect("the grant was not pushed")
         .unwrap();
     assert_eq!(first, "b1", "bob passes alice, who is at her cap");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "no waiting on a timer"
-    );
     // Alice kept her place: her own release hands the slot to her waiter.
     a1.release().await.unwrap();
     let second = tokio::time::timeout(Duration::from_secs(5), granted.recv())
         .await
-        .unwrap()
+        .expect("the grant was not pushed")
         .unwrap();
     assert_eq!(second, "a2");
     drop(b1.await.unwrap());
@@ -170,7 +173,7 @@ async fn dead_replica_waiters_stop_blocking_within_heartbeat_ttl() {
     c.heartbeat_ttl = Duration::from_millis(600);
     let r = replicas(&prefix, 1, &c).await;
     let live = &r[0];
-    let holder = live.admit(b"h", Class::Chat, soon(5)).await.unwrap();
+    let holder = live.admit(b"h", HIGH, soon(5)).await.unwrap();
 
     // The dead replica's waiters, entered with the raw script (as its process would have) at the
     // front of the queue, in the highest class. It never heartbeats again.
@@ -191,7 +194,7 @@ async fn dead_replica_waiters_stop_blocking_within_heartbeat_ttl() {
     }
     let died_at = Instant::now();
     let (tx, mut granted) = mpsc::unbounded_channel();
-    let waiter = queue_waiter(live, "alive", Class::Export, "alive", tx).await;
+    let waiter = queue_waiter(live, "alive", LOW, "alive", tx).await;
     // Keep the slot until the dead replica's heartbeat has expired, then free it.
     tokio::time::sleep_until(died_at + Duration::from_millis(700)).await;
     holder.release().await.unwrap();
@@ -221,7 +224,7 @@ async fn dead_replica_slots_return() {
     let reply = raw_enter(&redis, 800, 300, "cafe.lease1", &ghost, "cafe").await;
     assert_eq!(reply[0], 1, "granted");
     let t0 = Instant::now();
-    let p = live.admit(b"u", Class::Chat, soon(5)).await.unwrap();
+    let p = live.admit(b"u", HIGH, soon(5)).await.unwrap();
     // Freed by expiry: handed on by a heartbeat's dispatch, within TTL + a heartbeat period.
     assert!(
         t0.elapsed() >= Duration::from_millis(600),
@@ -241,13 +244,10 @@ async fn dead_replica_slots_return() {
     assert_eq!(reply[0], 1);
     tokio::time::sleep(Duration::from_millis(400)).await; // its heartbeat lapses
     assert_eq!(live.reclaim_dead_replicas().await.unwrap(), 1);
-    let p = tokio::time::timeout(
-        Duration::from_secs(1),
-        live.admit(b"u", Class::Chat, soon(5)),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let p = tokio::time::timeout(Duration::from_secs(1), live.admit(b"u", HIGH, soon(5)))
+        .await
+        .unwrap()
+        .unwrap();
     p.release().await.unwrap();
 }
 
@@ -257,16 +257,12 @@ async fn timeout_full_reset_and_cancel() {
     let mut c = cfg(1, 2);
     c.max_queue = 3;
     let r = replicas(&prefix, 2, &c).await;
-    let holder = r[0].admit(b"h", Class::Chat, soon(5)).await.unwrap();
+    let holder = r[0].admit(b"h", HIGH, soon(5)).await.unwrap();
 
     // Timeout: answered after the deadline, and out of the queue.
     let t0 = Instant::now();
     let err = r[1]
-        .admit(
-            b"t",
-            Class::Chat,
-            Instant::now() + Duration::from_millis(200),
-        )
+        .admit(b"t", HIGH, Instant::now() + Duration::from_millis(200))
         .await
         .unwrap_err();
     assert!(matches!(err, Rejection::Timeout { .. }), "{err:?}");
@@ -275,12 +271,12 @@ async fn timeout_full_reset_and_cancel() {
 
     // Full: three waiters fill the queue, the fourth is refused at once.
     let (tx, _granted) = mpsc::unbounded_channel();
-    let w1 = queue_waiter(&r[1], "a", Class::Chat, "w1", tx.clone()).await;
-    let w2 = queue_waiter(&r[0], "b", Class::Research, "w2", tx.clone()).await;
-    let w3 = queue_waiter(&r[1], "c", Class::Export, "w3", tx.clone()).await;
+    let w1 = queue_waiter(&r[1], "a", HIGH, "w1", tx.clone()).await;
+    let w2 = queue_waiter(&r[0], "b", MID, "w2", tx.clone()).await;
+    let w3 = queue_waiter(&r[1], "c", LOW, "w3", tx.clone()).await;
     let t0 = Instant::now();
     assert!(matches!(
-        r[0].admit(b"d", Class::Chat, soon(5)).await,
+        r[0].admit(b"d", HIGH, soon(5)).await,
         Err(Rejection::Full)
     ));
     assert!(t0.elapsed() < Duration::from_millis(500));
@@ -303,23 +299,33 @@ async fn timeout_full_reset_and_cancel() {
 }
 
 /// A grant that races with the waiter leaving is never lost: the slot goes to the next waiter.
+/// The cancel comes later and later after the release, so some rounds cancel before the grant
+/// reaches the racer and others after: both outcomes are counted, and each must occur.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grant_racing_a_cancel_is_handed_on() {
     let prefix = testkit::unique_prefix("qrace");
     let r = replicas(&prefix, 2, &cfg(1, 2)).await;
-    for round in 0..20 {
-        let holder = r[0].admit(b"h", Class::Chat, soon(5)).await.unwrap();
+    let (mut racer_first, mut cancel_first) = (0, 0);
+    for round in 0..50 {
+        let holder = r[0].admit(b"h", HIGH, soon(5)).await.unwrap();
         let (tx, mut granted) = mpsc::unbounded_channel();
-        let racer = queue_waiter(&r[1], "racer", Class::Chat, "racer", tx.clone()).await;
-        let next = queue_waiter(&r[0], "next", Class::Research, "next", tx.clone()).await;
-        // Release and cancel at (nearly) the same moment.
+        let racer = queue_waiter(&r[1], "racer", HIGH, "racer", tx.clone()).await;
+        let next = queue_waiter(&r[0], "next", MID, "next", tx.clone()).await;
+        // Release, and cancel the racer (first in line) 10 µs to 75 ms later, each round 20%
+        // later than the one before: a grant reaches it in about a millisecond on an idle
+        // machine (several on a busy one), finer than a timer, so the wait spins.
         let release = tokio::spawn(holder.release());
-        tokio::time::sleep(Duration::from_micros(200 * round)).await;
+        let spin = std::time::Instant::now();
+        let delay = Duration::from_secs_f64(10e-6 * 1.2f64.powi(round));
+        while spin.elapsed() < delay {
+            std::hint::spin_loop();
+        }
         racer.abort();
         drop(racer); // a permit it may already hold is dropped with it
         release.await.unwrap().unwrap();
         // Whoever got it, the slot must end with "next" (or with racer, then handed on).
         let deadline = Instant::now() + Duration::from_secs(3);
+        let mut racer_got_it = false;
         loop {
             let got = tokio::time::timeout_at(deadline, granted.recv())
                 .await
@@ -328,6 +334,12 @@ async fn grant_racing_a_cancel_is_handed_on() {
             if got == "next" {
                 break;
             }
+            racer_got_it = true;
+        }
+        if racer_got_it {
+            racer_first += 1;
+        } else {
+            cancel_first += 1;
         }
         drop(next.await.unwrap());
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -336,23 +348,26 @@ async fn grant_racing_a_cancel_is_handed_on() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    eprintln!("racer granted first: {racer_first}, cancelled first: {cancel_first}");
+    assert!(
+        racer_first > 0 && cancel_first > 0,
+        "the race was not crossed: racer granted first {racer_first} times, cancelled first \
+         {cancel_first} times"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_count_only_those_served_first_and_stream_changes() {
     let prefix = testkit::unique_prefix("qpos");
     let r = replicas(&prefix, 2, &cfg(1, 2)).await;
-    let holder = r[0].admit(b"h", Class::Chat, soon(10)).await.unwrap();
+    let holder = r[0].admit(b"h", HIGH, soon(10)).await.unwrap();
     let (tx, _g) = mpsc::unbounded_channel();
-    let _e = queue_waiter(&r[0], "e", Class::Export, "e", tx.clone()).await;
-    let _r1 = queue_waiter(&r[1], "r1", Class::Research, "r1", tx.clone()).await;
+    let _e = queue_waiter(&r[0], "e", LOW, "e", tx.clone()).await;
+    let _r1 = queue_waiter(&r[1], "r1", MID, "r1", tx.clone()).await;
     // A research waiter arriving after an export waiter is served before it.
     let (ptx, mut prx) = watch::channel(0u32);
     let adm = r[1].clone();
-    let watched = tokio::spawn(async move {
-        adm.admit_watched(b"r2", Class::Research, soon(10), ptx)
-            .await
-    });
+    let watched = tokio::spawn(async move { adm.admit_watched(b"r2", MID, soon(10), ptx).await });
     prx.wait_for(|p| *p > 0).await.unwrap();
     assert_eq!(
         *prx.borrow(),
@@ -360,7 +375,7 @@ async fn positions_count_only_those_served_first_and_stream_changes() {
         "behind r1 only; the export waiter comes after"
     );
     // A chat arrival moves it back to 3 (seen at the next heartbeat).
-    let _c = queue_waiter(&r[0], "c", Class::Chat, "c", tx.clone()).await;
+    let _c = queue_waiter(&r[0], "c", HIGH, "c", tx.clone()).await;
     tokio::time::timeout(Duration::from_secs(3), prx.wait_for(|p| *p == 3))
         .await
         .expect("position change not streamed")
@@ -373,13 +388,13 @@ async fn positions_count_only_those_served_first_and_stream_changes() {
 async fn shutdown_answers_waiters_and_leaves_nothing() {
     let prefix = testkit::unique_prefix("qshut");
     let r = replicas(&prefix, 2, &cfg(1, 2)).await;
-    let holder = r[0].admit(b"h", Class::Chat, soon(10)).await.unwrap();
+    let holder = r[0].admit(b"h", HIGH, soon(10)).await.unwrap();
     let (tx, _g) = mpsc::unbounded_channel();
-    let w = queue_waiter(&r[1], "w", Class::Chat, "w", tx).await;
+    let w = queue_waiter(&r[1], "w", HIGH, "w", tx).await;
     r[1].shutdown().await;
     assert!(matches!(w.await.unwrap(), Err(Rejection::ShuttingDown)));
     assert!(matches!(
-        r[1].admit(b"x", Class::Chat, soon(1)).await,
+        r[1].admit(b"x", HIGH, soon(1)).await,
         Err(Rejection::ShuttingDown)
     ));
     let s = r[0].stats().await.unwrap();

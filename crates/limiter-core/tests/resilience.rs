@@ -2,11 +2,13 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
+use common::{HIGH, MID};
+
 use std::time::Duration;
 
 use limiter_core::{
-    Acquire, Admission, AdmissionConfig, Class, LeaseManager, LeaseScope, LimiterError, Pace,
-    Pacer, RedisConfig, RedisHandle, SlidingWindow, WindowAlgorithm, WindowPolicy,
+    Acquire, Admission, AdmissionConfig, LeaseManager, LeaseScope, LimiterError, Pace, Pacer,
+    RedisConfig, RedisHandle, SlidingWindow, WindowAlgorithm, WindowPolicy,
 };
 use tokio::time::Instant;
 
@@ -152,24 +154,23 @@ async fn every_script_runs_on_a_cluster() {
         AdmissionConfig {
             group: "clu-adm".into(),
             global_cap: 1,
-            ..AdmissionConfig::default()
+            ..common::adm_cfg()
         },
     )
     .await
     .unwrap();
     let far = Instant::now() + Duration::from_secs(10);
-    let first = adm.admit(b"u1", Class::Chat, far).await.unwrap();
+    let first = adm.admit(b"u1", HIGH, far).await.unwrap();
     let (tx, mut positions) = tokio::sync::watch::channel(0u32);
     let adm2 = adm.clone();
-    let second =
-        tokio::spawn(async move { adm2.admit_watched(b"u2", Class::Research, far, tx).await });
+    let second = tokio::spawn(async move { adm2.admit_watched(b"u2", MID, far, tx).await });
     positions.wait_for(|p| *p == 1).await.unwrap();
     assert!(first.release().await.unwrap());
     let second = second.await.unwrap().unwrap();
     assert!(second.position_at_entry() == 1 && !second.is_local());
     assert!(second.release().await.unwrap());
     let stats = adm.stats().await.unwrap();
-    assert_eq!((stats.in_use, stats.queued), (0, [0, 0, 0]));
+    assert_eq!((stats.in_use, stats.queued), (0, vec![0, 0, 0]));
     adm.shutdown().await;
 
     let pacer = Pacer::new(redis.clone(), "pubmed", 3.0, 1).unwrap();

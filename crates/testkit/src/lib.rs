@@ -1,10 +1,13 @@
 //! Test support shared by every crate's tests: Redis servers the test owns (started on free
 //! loopback ports and stopped by pid), a 3-master Redis Cluster, and unique key prefixes so tests
 //! run in parallel against the machine's Redis without seeing each other's keys.
+//! [`proxy::TcpProxy`] forwards to a Redis, can be cut, and counts what went through it.
 //!
-//! Everything here is synchronous and panics on setup failure: it runs only in tests, where a
+//! Everything but the proxy is synchronous; all of it panics on setup failure: it runs only in tests, where a
 //! setup failure should stop the test with a clear message.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+pub mod proxy;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -23,6 +23,8 @@ const STOPWORDS: &[&str] = &[
 ];
 
 /// Lines like `[3] Some title...` (leading whitespace allowed), in order, first occurrence wins.
+/// A line whose text is a JSON object (`[3] {"title": "...", ...}`, how fleetgate hands sources
+/// over as data) contributes its `title`.
 pub fn sources(text: &str) -> Vec<Source> {
     let mut out: Vec<Source> = Vec::new();
     for line in text.lines() {
@@ -39,7 +41,8 @@ pub fn sources(text: &str) -> Vec<Source> {
         let Some(title) = after.strip_prefix(' ') else {
             continue;
         };
-        let title = shorten(title.trim(), 90);
+        let title = source_title(title.trim());
+        let title = shorten(&title, 90);
         let Ok(number) = num.parse::<u32>() else {
             continue;
         };
@@ -52,6 +55,17 @@ pub fn sources(text: &str) -> Vec<Source> {
         }
     }
     out
+}
+
+/// The title of a source line's text: the `title` of a JSON object, or the text itself.
+fn source_title(text: &str) -> String {
+    if text.starts_with('{')
+        && let Ok(serde_json::Value::Object(o)) = serde_json::from_str(text)
+        && let Some(t) = o.get("title").and_then(serde_json::Value::as_str)
+    {
+        return t.split_whitespace().collect::<Vec<_>>().join(" ");
+    }
+    text.to_string()
 }
 
 fn shorten(s: &str, max_chars: usize) -> String {
@@ -155,6 +169,14 @@ mod tests {
             "{a}"
         );
         assert_eq!(a, compose(&msgs));
+    }
+
+    #[test]
+    fn json_source_lines_give_their_title() {
+        let block = "<sources>\n[1] {\"title\":\"Statins \\u003cb\\u003e and stroke\",\"year\":2020}\n</sources>";
+        let found = sources(block);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].title, "Statins <b> and stroke");
     }
 
     #[test]

@@ -14,7 +14,7 @@ USAGE: upstream-sim [--listen 127.0.0.1:9100] [OPTIONS]
 
 Routes: /pubmed/{esearch,esummary,efetch}.fcgi (also /entrez/eutils/...), /s2/graph/v1/paper/search
 (also /graph/v1/...), /v1/chat/completions, /v1/models; GET/POST /control, POST /control/reset,
-GET /stats, POST /stats/reset.
+GET /stats, GET /stats/prompts, POST /stats/reset.
 
 OPTIONS
   --listen ADDR                 address to bind (default 127.0.0.1:9100; port 0 = any free port)
@@ -28,6 +28,10 @@ OPTIONS
   --llm-answer-latency-ms N     time to first token / non-streamed answer (default 0)
   --llm-api-key KEY             require 'Authorization: Bearer KEY' on /v1 (default none)
   --llm-stream-abort-rate F     fraction of streams cut off half-way, no [DONE] (default 0)
+  --llm-token-ms N              generation time per answer word, streamed or not (default 0)
+  --llm-answer-pad-words N      pad answers with filler words up to N words (default 0)
+  --hostile BOOL                hostile literature: HTML, images, javascript: links, control
+                                characters, &#0;, prompt injections, oversized fields (default false)
 Fault flags, for every group or, with a prefix pubmed-, s2- or llm-, for one:
   --[GROUP-]latency-ms N        fixed delay before each answer (default 0)
   --[GROUP-]jitter-ms N         plus uniform random 0..=N ms (default 0)
@@ -85,6 +89,9 @@ const FLAGS: &[&str] = &[
     "llm-answer-latency-ms",
     "llm-api-key",
     "llm-stream-abort-rate",
+    "llm-token-ms",
+    "llm-answer-pad-words",
+    "hostile",
 ];
 
 const FAULT_FLAGS: &[&str] = &[
@@ -152,6 +159,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             "llm-answer-latency-ms" => cfg.settings.llm_answer_latency_ms = num(&flag, v)?,
             "llm-api-key" => cfg.settings.llm_api_key = (!v.is_empty()).then(|| v.to_string()),
             "llm-stream-abort-rate" => cfg.settings.llm_stream_abort_rate = num(&flag, v)?,
+            "llm-token-ms" => cfg.settings.llm_token_ms = num(&flag, v)?,
+            "llm-answer-pad-words" => cfg.settings.llm_answer_pad_words = num(&flag, v)?,
+            "hostile" => cfg.settings.hostile = num(&flag, v)?,
             _ => {
                 let prefixed = Group::ALL.into_iter().find_map(|g| {
                     flag.strip_prefix(&format!("{}-", g.as_str()))

@@ -1,5 +1,5 @@
 //! The simulator's own endpoints: `GET/POST /control`, `POST /control/reset`, `GET /stats`,
-//! `POST /stats/reset`. They are never delayed or failed by the injected faults.
+//! `GET /stats/prompts`, `POST /stats/reset`. They are never delayed or failed by the injected faults.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -50,6 +50,11 @@ pub(crate) async fn reset_control(State(state): State<SimState>) -> Response {
 
 pub(crate) async fn get_stats(State(state): State<SimState>) -> Response {
     Json(state.stats()).into_response()
+}
+
+/// The LLM requests last received (see `prompts.rs`).
+pub(crate) async fn get_prompts(State(state): State<SimState>) -> Response {
+    Json(state.prompts()).into_response()
 }
 
 pub(crate) async fn reset_stats(State(state): State<SimState>) -> Response {

@@ -25,7 +25,8 @@
 //! `faults.rs` the middleware that delays, fails and counts (`clock.rs` the clock of its rate
 //! limit); `stats.rs` the counters (`calls.rs` the log of LLM calls);
 //! `pubmed.rs`, `s2.rs`, `llm.rs` the three APIs; `answer.rs` the LLM's answer composer;
-//! `corpus.rs` and `vocab.rs` the synthetic papers; `errors.rs` each API's error style;
+//! `corpus.rs` and `vocab.rs` the synthetic papers; `hostile.rs` their hostile disguise;
+//! `prompts.rs` the LLM requests last received (`GET /stats/prompts`); `errors.rs` each API's error style;
 //! `params.rs` query parsing; `control.rs` the control endpoints; `cli.rs` the binary's flags.
 
 pub mod answer;
@@ -36,8 +37,10 @@ mod control;
 pub mod corpus;
 mod errors;
 mod faults;
+pub mod hostile;
 mod llm;
 mod params;
+pub mod prompts;
 mod pubmed;
 mod s2;
 mod server;

@@ -4,7 +4,11 @@
 //! checked when an API key is configured (401), the `user` field is recorded in the stats, and
 //! the answer comes from [`answer::compose`](crate::answer::compose). A stream sends a role
 //! chunk, one chunk per word, a finish chunk, optionally a usage chunk, then `data: [DONE]`, with
-//! `llm_answer_latency_ms` before the first word and `llm_chunk_delay_ms` between chunks.
+//! `llm_answer_latency_ms` before the first word and `llm_chunk_delay_ms` (plus `llm_token_ms`)
+//! between chunks; a non-streamed answer waits the answer latency plus `llm_token_ms` per word.
+//! `llm_answer_pad_words` pads an answer with filler words (a long generation); `max_tokens` (or
+//! `max_completion_tokens`) cuts the answer to that many words, with
+//! `finish_reason: "length"`. Every request is recorded with its messages (`prompts.rs`).
 
 // Error paths return ready-made responses in the API's style; their size is irrelevant here.
 #![allow(clippy::result_large_err)]
@@ -34,6 +38,12 @@ const ROLES: &[&str] = &[
     "function",
 ];
 
+/// One padding word: long, so that a padded answer is megabytes (more than the socket buffers
+/// between a client and a server hold, for tests of clients that stop reading).
+const FILLER: &str = "lorem-ipsum-dolor-sit-amet-consectetur-adipiscing-elit-sed-do-eiusmod-tempor-\
+    incididunt-ut-labore-et-dolore-magna-aliqua-ut-enim-ad-minim-veniam-quis-nostrud-exercitation-\
+    ullamco-laboris";
+
 fn invalid(param: Option<&str>, code: Option<&str>, message: &str) -> Response {
     errors::openai(400, "invalid_request_error", code, param, message)
 }
@@ -44,6 +54,7 @@ struct ChatRequest {
     messages: Vec<(String, String)>,
     stream: bool,
     include_usage: bool,
+    max_tokens: Option<u64>,
 }
 
 /// Text of a message `content`: a string, null, or an array of `{"type": "text", "text": ..}` parts.
@@ -162,6 +173,22 @@ fn parse(body: &[u8]) -> Result<(ChatRequest, Option<String>), Response> {
             ));
         }
     };
+    let max_tokens = match obj
+        .get("max_completion_tokens")
+        .or_else(|| obj.get("max_tokens"))
+    {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => Some(n),
+            _ => {
+                return Err(invalid(
+                    Some("max_tokens"),
+                    Some("invalid_value"),
+                    "Invalid 'max_tokens': expected an integer of at least 1.",
+                ));
+            }
+        },
+    };
     let include_usage = obj
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
@@ -173,6 +200,7 @@ fn parse(body: &[u8]) -> Result<(ChatRequest, Option<String>), Response> {
             messages,
             stream,
             include_usage,
+            max_tokens,
         },
         user,
     ))
@@ -242,7 +270,24 @@ pub(crate) async fn chat_completions(
         state.live_stats().record_user(u);
         state.live_stats().begin_user(u)
     });
-    let text = answer::compose(&req.messages);
+    state
+        .live_prompts()
+        .record(user.as_deref(), req.max_tokens, req.stream, &req.messages);
+    let mut text = answer::compose(&req.messages);
+    let composed = text.split_whitespace().count() as u64;
+    for _ in composed..settings.llm_answer_pad_words {
+        text.push(' ');
+        text.push_str(FILLER);
+    }
+    let mut finish = "stop";
+    if let Some(max) = req.max_tokens {
+        let words: Vec<&str> = text.split_inclusive(' ').collect();
+        if words.len() as u64 > max {
+            text = words[..max as usize].concat().trim_end().to_string();
+            finish = "length";
+        }
+    }
+    let token_delay = Duration::from_millis(settings.llm_token_ms);
     let id = format!("chatcmpl-sim{:012x}", state.next_id());
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -258,8 +303,10 @@ pub(crate) async fn chat_completions(
     let first_delay = Duration::from_millis(settings.llm_answer_latency_ms);
 
     if !req.stream {
-        if !first_delay.is_zero() {
-            tokio::time::sleep(first_delay).await;
+        let words = u32::try_from(text.split_whitespace().count()).unwrap_or(u32::MAX);
+        let generation = first_delay + token_delay * words;
+        if !generation.is_zero() {
+            tokio::time::sleep(generation).await;
         }
         drop(user_in_flight);
         return Json(json!({
@@ -272,7 +319,7 @@ pub(crate) async fn chat_completions(
                 "index": 0,
                 "message": { "role": "assistant", "content": text, "refusal": null },
                 "logprobs": null,
-                "finish_reason": "stop",
+                "finish_reason": finish,
             }],
             "usage": usage,
         }))
@@ -298,7 +345,7 @@ pub(crate) async fn chat_completions(
         text.split_inclusive(' ')
             .map(|piece| chunk(json!({ "content": piece }), Value::Null)),
     );
-    frames.push(chunk(json!({}), json!("stop")));
+    frames.push(chunk(json!({}), json!(finish)));
     if req.include_usage {
         let v = json!({
             "id": id,
@@ -312,7 +359,7 @@ pub(crate) async fn chat_completions(
     }
     frames.push("data: [DONE]\n\n".to_string());
 
-    let chunk_delay = Duration::from_millis(settings.llm_chunk_delay_ms);
+    let chunk_delay = Duration::from_millis(settings.llm_chunk_delay_ms) + token_delay;
     let rate = settings.llm_stream_abort_rate;
     let abort = rate > 0.0 && state.roll(|rng| rng.random::<f64>() < rate);
     // An aborted stream sends half its frames, then fails the body: hyper drops the

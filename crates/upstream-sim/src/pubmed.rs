@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::corpus::{Match, Paper, Scope};
 use crate::errors;
+use crate::hostile;
 use crate::params::Params;
 use crate::state::SimState;
 
@@ -223,6 +224,7 @@ pub(crate) async fn esummary(State(state): State<SimState>, req: Request) -> Res
         Err(r) => return r,
     };
     let corpus = state.corpus();
+    let hostile = state.settings().hostile;
     if p.get("retmode") == Some("json") {
         let mut result = serde_json::Map::new();
         let mut uids = Vec::new();
@@ -233,7 +235,7 @@ pub(crate) async fn esummary(State(state): State<SimState>, req: Request) -> Res
             }
             uids.push(Value::String(key.clone()));
             let entry = match corpus.by_pmid(id) {
-                Some(paper) => summary_json(paper),
+                Some(paper) => summary_json(&hostile::view(hostile, paper)),
                 None => json!({ "uid": key, "error": "cannot get document summary" }),
             };
             result.insert(key, entry);
@@ -248,7 +250,7 @@ pub(crate) async fn esummary(State(state): State<SimState>, req: Request) -> Res
         "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<!DOCTYPE eSummaryResult PUBLIC \"-//NLM//DTD esummary v1 20041029//EN\" \"https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20041029/esummary-v1.dtd\">\n<eSummaryResult>\n",
     );
     for id in ids {
-        match corpus.by_pmid(id) {
+        match corpus.by_pmid(id).map(|p| hostile::view(hostile, p)) {
             Some(paper) => {
                 let _ = write!(out, "<DocSum>\n\t<Id>{id}</Id>\n");
                 let item = |out: &mut String, name: &str, ty: &str, v: &str| {
@@ -373,7 +375,12 @@ pub(crate) async fn efetch(State(state): State<SimState>, req: Request) -> Respo
     };
     let corpus = state.corpus();
     // Unknown ids are left out, as the real service does.
-    let papers: Vec<&Paper> = ids.iter().filter_map(|&id| corpus.by_pmid(id)).collect();
+    let hostile = state.settings().hostile;
+    let papers: Vec<std::borrow::Cow<'_, Paper>> = ids
+        .iter()
+        .filter_map(|&id| corpus.by_pmid(id))
+        .map(|p| hostile::view(hostile, p))
+        .collect();
     if p.get("retmode") == Some("text") {
         let mut out = String::new();
         for (i, paper) in papers.iter().enumerate() {
@@ -389,7 +396,7 @@ pub(crate) async fn efetch(State(state): State<SimState>, req: Request) -> Respo
     let mut out = String::from(
         "<?xml version=\"1.0\" ?>\n<!DOCTYPE PubmedArticleSet PUBLIC \"-//NLM//DTD PubMedArticle, 1st January 2025//EN\" \"https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd\">\n<PubmedArticleSet>\n",
     );
-    for paper in papers {
+    for paper in &papers {
         article_xml(&mut out, paper);
     }
     out.push_str("</PubmedArticleSet>\n");

@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::corpus::{Match, Paper, Scope};
 use crate::errors;
+use crate::hostile;
 use crate::params::Params;
 use crate::state::SimState;
 
@@ -79,7 +80,9 @@ fn publication_types(p: &Paper) -> Vec<&'static str> {
     }
 }
 
-fn paper_json(p: &Paper, fields: &[&str]) -> Value {
+fn paper_json(p: &Paper, fields: &[&str], hostile: bool) -> Value {
+    let disguised = hostile::view(hostile, p);
+    let p: &Paper = &disguised;
     let mut m = Map::new();
     m.insert("paperId".into(), json!(p.s2_id));
     for &f in fields {
@@ -97,7 +100,10 @@ fn paper_json(p: &Paper, fields: &[&str]) -> Value {
                 ids.insert("CorpusId".into(), json!(p.corpus_id));
                 Value::Object(ids)
             }
-            "url" => json!(format!("https://www.semanticscholar.org/paper/{}", p.s2_id)),
+            "url" => match hostile.then(|| hostile::url(p)).flatten() {
+                Some(u) => json!(u),
+                None => json!(format!("https://www.semanticscholar.org/paper/{}", p.s2_id)),
+            },
             "title" => json!(p.title),
             "abstract" => {
                 if p.s2_abstract_missing {
@@ -194,6 +200,7 @@ pub(crate) async fn search(State(state): State<SimState>, req: Request) -> Respo
         Ok(r) => r,
         Err(r) => return r,
     };
+    let hostile = state.settings().hostile;
     let hits: Vec<&Paper> = state
         .corpus()
         .search(query, Scope::S2, Match::Any)
@@ -207,7 +214,7 @@ pub(crate) async fn search(State(state): State<SimState>, req: Request) -> Respo
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|p| paper_json(p, &fields))
+        .map(|p| paper_json(p, &fields, hostile))
         .collect();
     let mut body = json!({ "total": total, "offset": offset });
     let end = offset + data.len();
@@ -255,7 +262,7 @@ pub(crate) async fn paper(
         corpus.by_s2_id(&id)
     };
     match found {
-        Some(paper) => Json(paper_json(paper, &fields)).into_response(),
+        Some(paper) => Json(paper_json(paper, &fields, state.settings().hostile)).into_response(),
         None => errors::s2(
             404,
             &format!(

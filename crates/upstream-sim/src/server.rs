@@ -101,6 +101,7 @@ pub fn app(state: SimState) -> Router {
         )
         .route("/control/reset", post(control::reset_control))
         .route("/stats", get(control::get_stats))
+        .route("/stats/prompts", get(control::get_prompts))
         .route("/stats/reset", post(control::reset_stats))
         .layer(DefaultBodyLimit::max(state.max_body_bytes()))
         .with_state(state)
@@ -179,6 +180,11 @@ impl RunningSim {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.state.stats()
+    }
+
+    /// The LLM requests last received.
+    pub fn prompts(&self) -> Vec<crate::prompts::RecordedPrompt> {
+        self.state().prompts()
     }
 
     pub fn reset_stats(&self) {

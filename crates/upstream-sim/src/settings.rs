@@ -122,6 +122,16 @@ pub struct Settings {
     /// Fraction (0..=1) of streams cut off half-way: the connection is closed without a finish
     /// chunk or `[DONE]`, as when an upstream dies mid-answer.
     pub llm_stream_abort_rate: f64,
+    /// Generation time per word of an answer, in ms, streamed or not (a long answer takes long,
+    /// as with a real model); 0 = answers cost only the latencies above.
+    pub llm_token_ms: u64,
+    /// Answers are padded with filler words (about 200 bytes each) up to this many words (a long
+    /// generation); 0 = as composed.
+    pub llm_answer_pad_words: u64,
+    /// Hostile literature: titles, abstracts, authors and links carry HTML, Markdown images and
+    /// `javascript:` links, control characters and `&#0;`, text written to steer a model, and
+    /// oversized fields (see `hostile.rs`). The search results stay the same papers.
+    pub hostile: bool,
 }
 
 impl Default for Settings {
@@ -134,6 +144,9 @@ impl Default for Settings {
             llm_answer_latency_ms: 0,
             llm_api_key: None,
             llm_stream_abort_rate: 0.0,
+            llm_token_ms: 0,
+            llm_answer_pad_words: 0,
+            hostile: false,
         }
     }
 }
@@ -196,6 +209,15 @@ impl Settings {
         }
         if let Some(v) = patch.llm_stream_abort_rate {
             next.llm_stream_abort_rate = v;
+        }
+        if let Some(v) = patch.llm_token_ms {
+            next.llm_token_ms = v;
+        }
+        if let Some(v) = patch.llm_answer_pad_words {
+            next.llm_answer_pad_words = v;
+        }
+        if let Some(v) = patch.hostile {
+            next.hostile = v;
         }
         if let Some(k) = &patch.llm_api_key {
             // An empty key switches authentication off.
@@ -268,4 +290,7 @@ pub struct SettingsPatch {
     /// `""` switches authentication off.
     pub llm_api_key: Option<String>,
     pub llm_stream_abort_rate: Option<f64>,
+    pub llm_token_ms: Option<u64>,
+    pub llm_answer_pad_words: Option<u64>,
+    pub hostile: Option<bool>,
 }

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::clock::SimClock;
 use crate::corpus::{Corpus, CorpusConfig};
 use crate::faults::RateWindows;
+use crate::prompts::{Prompts, RecordedPrompt};
 use crate::settings::{Faults, Group, Settings, SettingsError, SettingsPatch};
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -103,6 +104,7 @@ struct Inner {
     max_body_bytes: usize,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
+    prompts: Prompts,
 }
 
 /// Shared state of one simulator; cheap to clone.
@@ -131,6 +133,7 @@ impl SimState {
                 max_body_bytes: cfg.max_body_bytes,
                 next_id: AtomicU64::new(1),
                 shutdown,
+                prompts: Prompts::default(),
             }),
         }
     }
@@ -188,6 +191,16 @@ impl SimState {
 
     pub fn reset_stats(&self) {
         self.inner.stats.reset();
+        self.inner.prompts.clear();
+    }
+
+    /// The LLM requests last received.
+    pub fn prompts(&self) -> Vec<RecordedPrompt> {
+        self.inner.prompts.snapshot()
+    }
+
+    pub(crate) fn live_prompts(&self) -> &Prompts {
+        &self.inner.prompts
     }
 
     pub(crate) fn live_stats(&self) -> &Stats {

@@ -51,8 +51,8 @@ pub fn client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
-/// Hex SHA-256 of a user id: the `user` field replicas send to the LLM (and the simulator's key).
+/// A user's pseudonym (HMAC-SHA256 keyed from the fleet's JWT secret): the `user` field replicas
+/// send to the LLM (and the simulator's key).
 pub fn user_hash(user: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(user.as_bytes()))
+    api::pseudonym::Pseudonymizer::derived_from(fleet::JWT_SECRET.as_bytes()).pseudonym(user)
 }

@@ -73,11 +73,22 @@ pub static VARS: &[EnvVar] = &[
         c.auth.jwt_audience = Some(v);
         Ok(())
     }),
+    var("FLEETGATE_JWT_ISSUER", |c, _, v| {
+        c.auth.jwt_issuer = Some(v);
+        Ok(())
+    }),
     var("FLEETGATE_JWT_LEEWAY_SECS", |c, n, v| {
         parse(&mut c.auth.jwt_leeway_secs, n, &v)
     }),
     var("FLEETGATE_ADMIN_TOKEN", |c, _, v| {
         c.auth.admin_token = Some(Secret::new(v));
+        Ok(())
+    }),
+    var("FLEETGATE_ADMIN_AUTH_FAILURES_PER_MIN", |c, n, v| {
+        parse(&mut c.auth.admin_failures_per_min, n, &v)
+    }),
+    var("FLEETGATE_USER_HASH_KEY", |c, _, v| {
+        c.auth.user_hash_key = Some(Secret::new(v));
         Ok(())
     }),
     var("FLEETGATE_TRUSTED_PROXIES", |c, _, v| {
@@ -110,6 +121,9 @@ pub static VARS: &[EnvVar] = &[
     }),
     var("FLEETGATE_MAX_QUEUE", |c, n, v| {
         parse(&mut c.admission.max_queue, n, &v)
+    }),
+    var("FLEETGATE_MAX_QUEUED_PER_USER", |c, n, v| {
+        parse(&mut c.admission.max_queued_per_user, n, &v)
     }),
     var("FLEETGATE_ADMISSION_GROUP", |c, _, v| {
         c.admission.group = v;
@@ -178,6 +192,12 @@ pub static VARS: &[EnvVar] = &[
     var("FLEETGATE_BREAKER_OPEN_MS", |c, n, v| {
         parse(&mut c.upstream.breaker_open_ms, n, &v)
     }),
+    var("FLEETGATE_LLM_MAX_TOKENS", |c, n, v| {
+        parse(&mut c.upstream.llm_max_tokens, n, &v)
+    }),
+    var("FLEETGATE_LLM_ANSWER_TIMEOUT_MS", |c, n, v| {
+        parse(&mut c.upstream.llm_answer_timeout_ms, n, &v)
+    }),
     var("FLEETGATE_SHUTDOWN_GRACE_MS", |c, n, v| {
         parse(&mut c.server.shutdown_grace_ms, n, &v)
     }),
@@ -188,6 +208,30 @@ pub static VARS: &[EnvVar] = &[
     var("FLEETGATE_LOG_FORMAT", |c, _, v| {
         c.server.log_format = v;
         Ok(())
+    }),
+    var("FLEETGATE_HEALTH_CACHE_MS", |c, n, v| {
+        parse(&mut c.server.health_cache_ms, n, &v)
+    }),
+    var("FLEETGATE_EXPORT_MAX_MESSAGES", |c, n, v| {
+        parse(&mut c.server.export_max_messages, n, &v)
+    }),
+    var("FLEETGATE_HTTP_HEADER_TIMEOUT_MS", |c, n, v| {
+        parse(&mut c.http.header_timeout_ms, n, &v)
+    }),
+    var("FLEETGATE_HTTP_IDLE_TIMEOUT_MS", |c, n, v| {
+        parse(&mut c.http.idle_timeout_ms, n, &v)
+    }),
+    var("FLEETGATE_HTTP_BODY_TIMEOUT_MS", |c, n, v| {
+        parse(&mut c.http.body_timeout_ms, n, &v)
+    }),
+    var("FLEETGATE_HTTP_MAX_BODY_BYTES", |c, n, v| {
+        parse(&mut c.http.max_body_bytes, n, &v)
+    }),
+    var("FLEETGATE_HTTP_WRITE_TIMEOUT_MS", |c, n, v| {
+        parse(&mut c.http.write_timeout_ms, n, &v)
+    }),
+    var("FLEETGATE_HTTP_MAX_CONNECTIONS", |c, n, v| {
+        parse(&mut c.http.max_connections, n, &v)
     }),
 ];
 

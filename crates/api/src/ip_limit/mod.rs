@@ -10,5 +10,5 @@ mod stats;
 
 pub use headers::{policy_header, ratelimit_header};
 pub use layer::IpRateLimitLayer;
-pub use service::IpRateLimit;
+pub use service::{IpRateLimit, client_key};
 pub use stats::{IpLimitSnapshot, IpLimitStats};

@@ -36,9 +36,9 @@ impl<S> IpRateLimit<S> {
     }
 }
 
-/// The key of a client: the IPv4 address, or the /64 of an IPv6 address (one subscriber usually
+/// The key of a client (also of the admin-token throttle): the IPv4 address, or the /64 of an IPv6 address (one subscriber usually
 /// owns a whole /64 and could otherwise rotate addresses to dodge the limit).
-fn client_key(ip: IpAddr) -> Vec<u8> {
+pub fn client_key(ip: IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(v4) => v4.to_string().into_bytes(),
         IpAddr::V6(v6) => {

@@ -1,11 +1,15 @@
 //! `POST /api/chat`: auth → per-IP window (layers, see [`crate::app`]) → quota spend (a user whose
-//! quota is exhausted is refused before waiting) → slot → pipeline → refund if the failure is ours.
+//! quota is exhausted is refused before waiting) → slot → pipeline → refund if the failure is ours
+//! and no answer text reached the client (once text was sent, the query was used, whatever fails
+//! after). The answer is Markdown neutralised by [`crate::text::MarkdownGuard`] (no raw HTML, no
+//! images, only http(s) links), streamed or not.
 //!
 //! With `Accept: text/event-stream` the reply is a server-sent event stream, opened right after
 //! the quota spend: `queued` (position, again whenever it changes), `started`, `delta` (answer text
-//! as the LLM produces it), `citations`, `done` (the JSON reply) or `error` (problem+json). The
-//! wait and the answer run in a task that ends as soon as the client disconnects, which drops its
-//! slot (handed to the next waiter at once) and its upstream call.
+//! as the LLM produces it), `citations`, `done` (the JSON reply) or `error` (problem+json, plus
+//! `retryAfter` in seconds where a response would carry `Retry-After`). The wait and the answer
+//! run in a task that ends as soon as the client disconnects, which drops its slot (handed to the
+//! next waiter at once) and its upstream call.
 
 use std::convert::Infallible;
 
@@ -30,6 +34,7 @@ use crate::json::ValidJson;
 use crate::pipeline::{ChatContext, ChatRequest, Citation};
 use crate::quota::Spend;
 use crate::state::AppState;
+use crate::text::{MarkdownGuard, neutralise};
 
 /// Longest accepted message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 4000;
@@ -69,13 +74,17 @@ pub struct ChatResponse {
     pub queued_ms: u64,
 }
 
-/// Checks what the type system cannot: a non-blank message of at most 4000 characters.
+/// Checks what the type system cannot: a non-blank message of at most 4000 characters, without
+/// control characters other than tab and newline.
 pub fn validate(body: &ChatBody) -> Result<(), ApiError> {
     if crate::json::is_blank(&body.message) {
         return Err(ApiError::InvalidRequest(
             "`message` must not be empty".into(),
         ));
     }
+    // Refused up front, before anything is spent: the database cannot store U+0000, and no
+    // question needs escape sequences.
+    crate::json::no_control_chars("message", &body.message)?;
     let n = body.message.chars().count();
     if n > MAX_MESSAGE_CHARS {
         return Err(ApiError::InvalidRequest(format!(
@@ -96,8 +105,9 @@ pub fn validate(body: &ChatBody) -> Result<(), ApiError> {
         (status = 200, description = "The answer (JSON); with `Accept: text/event-stream`, a server-sent event stream: `queued`, `started`, `delta`, `citations`, `done` (this object) or `error` (problem+json)", body = ChatResponse),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `FLEETGATE_HTTP_BODY_TIMEOUT_MS`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited` (per-IP window) or `daily_quota_exhausted`", body = Problem, content_type = "application/problem+json",
+        (status = 429, description = "`rate_limited` (per-IP window), `daily_quota_exhausted` or `user_queue_full`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "`queue_timeout`, `queue_full`, `upstream_unavailable` or `service_unavailable`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -161,7 +171,7 @@ pub async fn chat(
         Ok(a) => {
             ticket.keep();
             Ok(Json(ChatResponse {
-                answer: a.answer,
+                answer: neutralise(&a.answer),
                 citations: a.citations,
                 conversation_id: a.conversation_id,
                 queries_remaining: remaining,
@@ -186,6 +196,16 @@ fn event(name: &str, data: &impl Serialize) -> Event {
         .event(name)
         .json_data(data)
         .unwrap_or_else(|_| Event::default().event(name))
+}
+
+/// The `error` event: the problem document plus `retryAfter` (seconds), which a stream cannot send
+/// as a header once it is open.
+fn error_event(err: &ApiError) -> Event {
+    let mut doc = serde_json::to_value(err.problem()).unwrap_or_else(|_| json!({}));
+    if let (Some(ra), Some(obj)) = (err.retry_after(), doc.as_object_mut()) {
+        obj.insert("retryAfter".into(), crate::error::secs_ceil(ra).into());
+    }
+    event("error", &doc)
 }
 
 /// Opens the event stream; the work runs in a task that stops when the client goes away.
@@ -248,7 +268,7 @@ async fn run_stream(
         Ok(s) => s,
         Err(e) => {
             ticket.refund().await;
-            let _ = tx.send(event("error", &e.problem())).await;
+            let _ = tx.send(error_event(&e)).await;
             return;
         }
     };
@@ -275,25 +295,25 @@ async fn run_stream(
     let (dtx, mut drx) = mpsc::channel::<String>(64);
     let answering = state.pipeline().answer_stream(req, ctx, dtx);
     tokio::pin!(answering);
+    let mut out = Deltas::new(&tx);
     let result = loop {
         tokio::select! {
             biased;
-            Some(text) = drx.recv() => {
-                let _ = tx.send(event("delta", &json!({ "text": text }))).await;
-            }
+            Some(text) = drx.recv() => out.send(&text).await,
             r = &mut answering => break r,
         }
     };
     while let Ok(text) = drx.try_recv() {
-        let _ = tx.send(event("delta", &json!({ "text": text }))).await;
+        out.send(&text).await;
     }
     drop(slot);
     match result {
         Ok(a) => {
             ticket.keep();
+            out.finish().await;
             let _ = tx.send(event("citations", &a.citations)).await;
             let done = ChatResponse {
-                answer: a.answer,
+                answer: out.sent,
                 citations: a.citations,
                 conversation_id: a.conversation_id,
                 queries_remaining: remaining,
@@ -302,13 +322,57 @@ async fn run_stream(
             let _ = tx.send(event("done", &done)).await;
         }
         Err(e) => {
-            if e.refunds_quota() {
+            // Text the client already has is an answer it got: never given back for free.
+            if e.refunds_quota() && out.sent.is_empty() {
                 ticket.refund().await;
             } else {
                 ticket.keep();
             }
             let err: ApiError = e.into();
-            let _ = tx.send(event("error", &err.problem())).await;
+            let _ = tx.send(error_event(&err)).await;
         }
+    }
+}
+
+/// The `delta` events of one answer, through the Markdown guard; `sent` is everything sent.
+struct Deltas<'a> {
+    tx: &'a mpsc::Sender<Event>,
+    guard: MarkdownGuard,
+    sent: String,
+}
+
+impl<'a> Deltas<'a> {
+    fn new(tx: &'a mpsc::Sender<Event>) -> Self {
+        Deltas {
+            tx,
+            guard: MarkdownGuard::new(),
+            sent: String::new(),
+        }
+    }
+
+    async fn emit(&mut self, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        // Counted as sent once handed to the connection's stream: from here on the client can
+        // read it, whatever happens next.
+        if self
+            .tx
+            .send(event("delta", &json!({ "text": text })))
+            .await
+            .is_ok()
+        {
+            self.sent.push_str(&text);
+        }
+    }
+
+    async fn send(&mut self, piece: &str) {
+        let safe = self.guard.push(&crate::text::clean(piece));
+        self.emit(safe).await;
+    }
+
+    async fn finish(&mut self) {
+        let rest = self.guard.finish();
+        self.emit(rest).await;
     }
 }

@@ -47,8 +47,10 @@ pub struct ExportBody {
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such conversation", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `FLEETGATE_HTTP_BODY_TIMEOUT_MS`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json",
+        (status = 422, description = "`export_too_large`: the conversation has more messages than `FLEETGATE_EXPORT_MAX_MESSAGES`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited` or `user_queue_full`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "`queue_timeout`, `queue_full` or `service_unavailable`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -74,6 +76,7 @@ pub async fn export(
             ExportRequest {
                 conversation_id: body.conversation_id,
                 format: body.format,
+                max_messages: state.config().server.export_max_messages,
             },
             ctx,
         )

@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::admission::{AdmitError, RouteClass, Slot};
+use limiter_core::Rejection;
+
+use crate::admission::RouteClass;
 use crate::error::ApiError;
 use crate::quota::{QuotaStore, Ticket};
+use crate::slot_holders::HeldSlot;
 use crate::state::AppState;
 
 /// Waits for a slot (per-user and global caps) until the queue timeout.
-pub async fn admit(state: &AppState, user: &str, class: RouteClass) -> Result<Slot, ApiError> {
+pub async fn admit(state: &AppState, user: &str, class: RouteClass) -> Result<HeldSlot, ApiError> {
     admit_watched(state, user, class, None).await
 }
 
@@ -21,7 +24,7 @@ pub async fn admit_watched(
     user: &str,
     class: RouteClass,
     positions: Option<tokio::sync::watch::Sender<u32>>,
-) -> Result<Slot, ApiError> {
+) -> Result<HeldSlot, ApiError> {
     if state.is_shutting_down() {
         return Err(shutting_down());
     }
@@ -30,20 +33,25 @@ pub async fn admit_watched(
         .gate()
         .admit_watched(user, class, deadline, positions)
         .await
+        // Counted per user while held: the fleet view shows who is at the per-user cap.
+        .map(|slot| HeldSlot::new(slot, state.slot_holders(), user))
         .map_err(|e| match e {
-            AdmitError::Timeout => ApiError::QueueTimeout {
+            Rejection::Timeout { .. } => ApiError::QueueTimeout {
                 retry_after: Duration::from_secs(10),
             },
-            AdmitError::Full => ApiError::QueueFull {
+            Rejection::Full => ApiError::QueueFull {
                 retry_after: Duration::from_secs(10),
             },
-            AdmitError::ShuttingDown => shutting_down(),
-            AdmitError::Reset => ApiError::ServiceUnavailable {
+            Rejection::UserQueueFull => ApiError::UserQueueFull {
+                retry_after: Duration::from_secs(10),
+            },
+            Rejection::ShuttingDown => shutting_down(),
+            Rejection::Reset => ApiError::ServiceUnavailable {
                 retry_after: Duration::from_secs(1),
                 detail: "the wait queue was reset; retry",
                 cause: "queue reset by an admin".into(),
             },
-            AdmitError::Unavailable(e) => {
+            Rejection::Unavailable(e) => {
                 ApiError::unavailable("admission is temporarily unavailable", e)
             }
         })

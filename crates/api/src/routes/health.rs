@@ -1,24 +1,33 @@
 //! `GET /api/system-health` (public: status and score; admin: every component and
 //! recommendations) and `POST /api/system-health` (admin actions).
 //!
+//! One report is computed at a time and served for `FLEETGATE_HEALTH_CACHE_MS` (default 1 s) to
+//! every public caller and to `/metrics` ([`HealthCache`]): a flood of probes costs the databases
+//! one round of checks per period, not one per probe. An admin (authenticated, wrong tokens
+//! throttled) always gets a fresh report, which the others then share.
+//!
 //! Score: 100 minus a penalty per problem (PostgreSQL down 50, Redis down 25, queue over 90 % of
 //! the global cap 15 (70 %: 5), error rate over 10 % 20 (5 %: 10), each open breaker 10 (max 30),
 //! pool nearly exhausted 10, a latency over 500 ms 5). Status: PostgreSQL down → `unhealthy`;
 //! otherwise `healthy` from 80, `degraded` from 50 (and whenever Redis is down), else `unhealthy`.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use utoipa::ToSchema;
 
 use crate::admission::{GateStats, LocalAdmission};
-use crate::auth::{is_admin, require_admin};
 use crate::breakers::BreakerStatus;
+use crate::client_ip::ClientIp;
 use crate::error::{ApiError, Problem};
+use crate::fleet_status::FleetView;
 use crate::ip_limit::IpLimitSnapshot;
 use crate::json::ValidJson;
 use crate::quota::LoadMetric;
@@ -66,6 +75,9 @@ pub struct Components {
     pub queue: Option<GateStats>,
     /// This replica's admission: mode, local share and what it holds (also while Redis is down).
     pub admission: LocalAdmission,
+    /// Every live replica, its mode and its slots; the users at their per-user cap (null if
+    /// Redis could not be read).
+    pub fleet: Option<FleetView>,
     /// Circuit breakers.
     pub breakers: BreakersComponent,
     /// Per-IP windows of this replica.
@@ -130,6 +142,47 @@ async fn within<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) 
     }
 }
 
+/// The last report and when it was made: single flight (callers wait for the one being made) and
+/// reused while younger than the period.
+#[derive(Debug)]
+pub struct HealthCache {
+    period: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, Arc<HealthReport>)>>,
+}
+
+impl HealthCache {
+    /// Reports reused for `period`.
+    pub fn new(period: Duration) -> Self {
+        HealthCache {
+            period,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A report at most `period` old (counted from when it was finished, so a new one starts at
+    /// least a period after the previous one ended).
+    pub async fn get(&self, state: &AppState) -> Arc<HealthReport> {
+        let mut last = self.last.lock().await;
+        if let Some((at, r)) = last.as_ref()
+            && at.elapsed() < self.period
+        {
+            return Arc::clone(r);
+        }
+        let r = Arc::new(report(state).await);
+        *last = Some((Instant::now(), Arc::clone(&r)));
+        r
+    }
+
+    /// A report made now (still one at a time), which the next callers of [`HealthCache::get`]
+    /// share.
+    pub async fn refresh(&self, state: &AppState) -> Arc<HealthReport> {
+        let mut last = self.last.lock().await;
+        let r = Arc::new(report(state).await);
+        *last = Some((Instant::now(), Arc::clone(&r)));
+        r
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
 }
@@ -146,8 +199,9 @@ pub async fn report(state: &AppState) -> HealthReport {
             None => (false, Vec::new()),
         }
     };
-    let (redis_ping, pg_ping, gate, load, (wired, breaker_states)) =
-        tokio::join!(redis_ping, pg_ping, gate, load, breakers);
+    let fleet = within(crate::fleet_status::read(state));
+    let (redis_ping, pg_ping, gate, load, (wired, breaker_states), fleet) =
+        tokio::join!(redis_ping, pg_ping, gate, load, breakers, fleet);
     let pool = state.quota().pool();
     let pool_size = pool.size();
     let pool_idle = u32::try_from(pool.num_idle()).unwrap_or(0);
@@ -263,6 +317,7 @@ pub async fn report(state: &AppState) -> HealthReport {
             },
             queue: gate,
             admission: state.gate().local(),
+            fleet,
             breakers: BreakersComponent {
                 wired,
                 states: breaker_states,
@@ -284,13 +339,37 @@ pub async fn report(state: &AppState) -> HealthReport {
         (status = 200, description = "The report (components and recommendations only for admins)", body = HealthReport),
     )
 )]
-pub async fn get_health(State(state): State<AppState>, headers: HeaderMap) -> Json<HealthReport> {
-    let mut r = report(&state).await;
-    if !is_admin(state.admin(), &headers) {
-        r.components = None;
-        r.recommendations = None;
-    }
-    Json(r)
+pub async fn get_health(
+    State(state): State<AppState>,
+    client: ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    // A page that sends its user's token with every request asks for the public view: a valid
+    // user JWT is no guess at the admin token and is not counted as one.
+    let user_token = crate::auth::bearer(&headers)
+        .ok()
+        .flatten()
+        .is_some_and(|t| state.jwt().verify(t).is_ok());
+    let admin = !user_token && state.admin_gate().is_admin(client.0, &headers).await;
+    let body = if admin {
+        serde_json::to_vec(&*state.health_cache().refresh(&state).await)
+    } else {
+        let r = state.health_cache().get(&state).await;
+        serde_json::to_vec(&HealthReport {
+            status: r.status,
+            score: r.score,
+            components: None,
+            recommendations: None,
+        })
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.unwrap_or_default(),
+    )
+        .into_response()
 }
 
 /// Admin actions.
@@ -340,6 +419,9 @@ pub struct ActionResult {
         (status = 400, description = "`invalid_request` (unknown action)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: no token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: not the admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: too many wrong admin tokens from this address", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `FLEETGATE_HTTP_BODY_TIMEOUT_MS`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`service_unavailable`: a dependency is down", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -347,10 +429,11 @@ pub struct ActionResult {
 )]
 pub async fn post_health(
     State(state): State<AppState>,
+    client: ClientIp,
     headers: HeaderMap,
     body: Result<ValidJson<ActionBody>, ApiError>,
 ) -> Result<Json<ActionResult>, ApiError> {
-    require_admin(state.admin(), &headers)?;
+    state.admin_gate().authorize(client.0, &headers).await?;
     let ValidJson(body) = body?;
     let action = body.action;
     tracing::info!(?action, "admin action");

@@ -18,7 +18,13 @@ use crate::state::AppState;
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // The health report reads everything the gauges need, each probe under its own timeout,
     // so a scrape during an outage still answers (with what it could read).
-    let report = super::health::report(&state).await;
+    // The report of the last second (shared with the health route: a scrape flood costs the
+    // databases nothing more); breaker states are read now, from Redis, so that they are current.
+    let report = state.health_cache().get(&state).await;
+    let breaker_states = match state.breakers() {
+        Some(b) => b.states().await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let transitions = state
         .breakers()
         .map(|b| b.transitions())
@@ -40,15 +46,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             }
             None => m.slots(None, outstanding, cap),
         }
-        if let Some(c) = &report.components {
-            for b in &c.breakers.states {
-                let st = match b.state.as_str() {
-                    "open" => "open",
-                    "half_open" => "half_open",
-                    _ => "closed",
-                };
-                m.breaker(&b.service, st);
-            }
+        for b in &breaker_states {
+            let st = match b.state.as_str() {
+                "open" => "open",
+                "half_open" => "half_open",
+                _ => "closed",
+            };
+            m.breaker(&b.service, st);
         }
         for (service, to, n) in &transitions {
             m.breaker_transitions(service, to, *n);

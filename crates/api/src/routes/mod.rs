@@ -5,6 +5,7 @@ pub mod export;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod probes;
 pub mod research;
 

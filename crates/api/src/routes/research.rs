@@ -52,8 +52,9 @@ pub struct ResearchResponse {
         (status = 200, description = "Papers", body = ResearchResponse),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `FLEETGATE_HTTP_BODY_TIMEOUT_MS`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json",
+        (status = 429, description = "`rate_limited` or `user_queue_full`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "`queue_timeout`, `queue_full`, `upstream_unavailable` or `service_unavailable`", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -69,6 +70,7 @@ pub async fn research(
     if crate::json::is_blank(&body.query) {
         return Err(ApiError::InvalidRequest("`query` must not be empty".into()));
     }
+    crate::json::no_control_chars("query", &body.query)?;
     let n = body.query.chars().count();
     if n > MAX_QUERY_CHARS {
         return Err(ApiError::InvalidRequest(format!(

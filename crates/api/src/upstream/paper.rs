@@ -48,6 +48,47 @@ pub struct SourcePaper {
     pub venue: Option<String>,
 }
 
+/// Bounds of a retrieved paper's fields (characters): enough for any real record, small enough that
+/// a hostile upstream cannot blow up prompts, stored citations or exports.
+pub mod bounds {
+    /// Title, venue.
+    pub const TITLE: usize = 500;
+    /// Abstract (the prompt uses a shorter excerpt).
+    pub const ABSTRACT: usize = 10_000;
+    /// One author's name.
+    pub const AUTHOR: usize = 200;
+    /// Authors kept.
+    pub const AUTHORS: usize = 50;
+    /// Ids and DOIs.
+    pub const ID: usize = 200;
+}
+
+impl SourcePaper {
+    /// The paper with every text field cleaned of control characters (and of character
+    /// references to them) and cut to [`bounds`], and its URL kept only if it is http(s).
+    pub fn cleaned(self) -> SourcePaper {
+        use crate::text::{clean_upstream, http_url};
+        let f = |v: &str, max| clean_upstream(v, max);
+        SourcePaper {
+            source: self.source,
+            id: f(&self.id, bounds::ID),
+            pmid: self.pmid.as_deref().map(|v| f(v, bounds::ID)),
+            doi: self.doi.as_deref().map(|v| f(v, bounds::ID)),
+            title: f(&self.title, bounds::TITLE),
+            abstract_text: f(&self.abstract_text, bounds::ABSTRACT),
+            year: self.year,
+            authors: self
+                .authors
+                .iter()
+                .take(bounds::AUTHORS)
+                .map(|a| f(a, bounds::AUTHOR))
+                .collect(),
+            url: http_url(&self.url).map(str::to_string).unwrap_or_default(),
+            venue: self.venue.as_deref().map(|v| f(v, bounds::TITLE)),
+        }
+    }
+}
+
 /// Normalises a DOI for comparison: trimmed, lower-case, without a resolver prefix.
 pub fn normalize_doi(doi: &str) -> Option<String> {
     let d = doi.trim().to_ascii_lowercase();

@@ -20,7 +20,7 @@ use sqlx::{Connection, Executor};
 use tokio::sync::{Notify, oneshot};
 
 pub const JWT_SECRET: &str = "test-jwt-secret-at-least-32-bytes-long!!";
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 /// The server's maintenance database (`FLEETGATE_TEST_DATABASE_URL`), where test databases are
 /// created and dropped.
 fn admin_url() -> String {

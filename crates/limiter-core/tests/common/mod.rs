@@ -17,3 +17,58 @@ pub fn replica_at(url: &str, prefix: &str) -> RedisHandle {
     })
     .unwrap()
 }
+
+/// Three priority classes, served in this order, for the admission tests.
+pub const HIGH: limiter_core::Class = limiter_core::Class::new(0);
+/// The middle class.
+pub const MID: limiter_core::Class = limiter_core::Class::new(1);
+/// The last class.
+pub const LOW: limiter_core::Class = limiter_core::Class::new(2);
+
+/// The admission defaults with the three classes above.
+pub fn adm_cfg() -> limiter_core::AdmissionConfig {
+    limiter_core::AdmissionConfig {
+        classes: vec!["high".into(), "mid".into(), "low".into()],
+        ..limiter_core::AdmissionConfig::default()
+    }
+}
+
+/// Cuts `proxy` (the lease's only way to Redis) and checks the lease is not given up within
+/// half its TTL: its last renewal keeps it in Redis for 2/3 TTL at least. Returns when the cut
+/// began.
+pub async fn cut_and_hold_half_a_ttl(
+    proxy: &testkit::proxy::TcpProxy,
+    lease: &limiter_core::Lease,
+    ttl: std::time::Duration,
+) -> tokio::time::Instant {
+    proxy.cut();
+    let cut_at = tokio::time::Instant::now();
+    assert!(
+        tokio::time::timeout(ttl / 2, lease.lost()).await.is_err(),
+        "given up after {:?} of a {ttl:?} lease's gap",
+        cut_at.elapsed()
+    );
+    cut_at
+}
+
+/// Waits for the loss of a lease cut off from Redis at `cut_at`: reported within
+/// TTL + TTL/3 + 2 s (the first failed renewal past its last confirmed expiry), not before
+/// 2/3 TTL (the earliest that expiry can be).
+pub async fn expect_reported_lost(
+    lease: &limiter_core::Lease,
+    ttl: std::time::Duration,
+    cut_at: tokio::time::Instant,
+) {
+    tokio::time::timeout(
+        ttl + ttl / 3 + std::time::Duration::from_secs(2),
+        lease.lost(),
+    )
+    .await
+    .expect("never reported lost");
+    assert!(
+        cut_at.elapsed() >= ttl * 2 / 3,
+        "reported lost {:?} after the cut",
+        cut_at.elapsed()
+    );
+    assert!(lease.is_lost());
+}

@@ -1,0 +1,133 @@
+//! The state one replica's admission shares between its handle and its background tasks, and the
+//! mode changes every path needs.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::class::{Class, Classes};
+use super::config::AdmissionConfig;
+use super::local::Local;
+use super::local_queue::LocalCaps;
+use super::mode::{Mode, ModeCell};
+use super::permit::{Held, Permit, SharedCounted};
+use super::scripts::QueueScripts;
+use super::waiter::{Event, Waiters};
+
+pub(crate) struct Inner {
+    pub(crate) cfg: AdmissionConfig,
+    pub(crate) classes: Classes,
+    pub(crate) scripts: Arc<QueueScripts>,
+    /// This replica's waiters in the shared queue.
+    pub(crate) waiters: Arc<Waiters>,
+    pub(crate) closing: AtomicBool,
+    /// Wakes the heartbeat loop for an immediate heartbeat (after a pub/sub reconnect).
+    pub(crate) heartbeat_now: Notify,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The local queue (degraded mode) and the count of running shared permits.
+    pub(crate) local: Arc<Local>,
+    pub(crate) mode: ModeCell,
+    /// When this replica's recovery registered its permits (`Recovering` since then).
+    pub(crate) recovering_since: Mutex<Option<Instant>>,
+    /// Replicas in the registry at the last heartbeat.
+    pub(crate) registered_now: AtomicU32,
+    /// Live replicas as last read from the registry.
+    pub(crate) live_replicas: AtomicU32,
+}
+
+impl Inner {
+    pub(crate) fn new(cfg: AdmissionConfig, classes: Classes, scripts: QueueScripts) -> Self {
+        let scripts = Arc::new(scripts);
+        Inner {
+            live_replicas: AtomicU32::new(cfg.expected_replicas.max(1)),
+            waiters: Arc::new(Waiters::new(Arc::clone(&scripts))),
+            scripts,
+            classes,
+            cfg,
+            closing: AtomicBool::new(false),
+            heartbeat_now: Notify::new(),
+            tasks: Mutex::new(Vec::new()),
+            local: Arc::default(),
+            mode: ModeCell::default(),
+            recovering_since: Mutex::new(None),
+            registered_now: AtomicU32::new(0),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        self.mode.get()
+    }
+
+    pub(crate) fn set_mode(&self, mode: Mode) {
+        if self.mode.set(mode) {
+            tracing::warn!(replica = %self.scripts.replica(), mode = mode.name(), "admission mode changed");
+        }
+    }
+
+    /// Redis is unreachable: admit from the local share (if configured to).
+    pub(crate) fn enter_degraded(&self) {
+        if !self.cfg.local_fallback {
+            return;
+        }
+        // Before the mode: a local grant seen as degraded is always registered by a recovery.
+        self.local.enter_degraded();
+        self.set_mode(Mode::Degraded);
+        // Waiters in the shared queue would wait for a grant that cannot come (and a Redis that
+        // returns empty has forgotten them) until their deadline: they move to the local queue.
+        for (_, w) in self.waiters.drain() {
+            let _ = w.tx.send(Event::Degraded);
+        }
+    }
+
+    /// This replica's share of the caps while Redis is unreachable.
+    pub(crate) fn local_caps(&self) -> LocalCaps {
+        LocalCaps {
+            global: self.cfg.global_cap,
+            user: self.cfg.user_cap,
+            queue: self.cfg.max_queue,
+            user_queue: self.cfg.max_queued_per_user,
+        }
+        .share(self.live_replicas.load(Ordering::Relaxed))
+    }
+
+    /// A new waiter/lease id: `<replica>.<random>` (reclaim tells a lease's replica by it).
+    pub(crate) fn new_id(&self) -> String {
+        format!(
+            "{}.{}",
+            self.scripts.replica(),
+            crate::lease::new_lease_id()
+        )
+    }
+
+    /// A permit for a lease Redis granted.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn shared_permit(
+        &self,
+        id: String,
+        user_key: &str,
+        class: Class,
+        expiry: i64,
+        fence: i64,
+        started: Instant,
+        position_at_entry: u32,
+        entered_at_ms: i64,
+    ) -> Permit {
+        let counted = SharedCounted::new(&self.local, &id, user_key);
+        Permit {
+            held: Held::Shared(self.scripts.lease(id, user_key, expiry, fence), counted),
+            class,
+            queued: started.elapsed(),
+            position_at_entry,
+            entered_at_ms,
+            granted_at_ms: expiry - ttl_ms_i64(self.cfg.lease_ttl),
+        }
+    }
+}
+
+pub(crate) fn ttl_ms_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,125 @@
+//! [`Permit`]: a granted slot, renewed while held and released when dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::class::Class;
+use super::local::Local;
+use super::local_queue::LocalSlot;
+use crate::{Lease, LimiterError};
+
+/// A granted slot. Renews itself while held; released when dropped, which hands the slot to the
+/// next eligible waiter anywhere in the fleet.
+///
+/// If its lease is lost (Redis unreachable past the lease TTL, or the lease removed), the permit
+/// stays usable: admission never interrupts a running request. [`Permit::lease`] reports the loss
+/// for holders that want to stop, and the lease keeps renewing, so a recovery that registers it
+/// again counts it against the caps once more.
+#[derive(Debug)]
+pub struct Permit {
+    pub(crate) held: Held,
+    pub(crate) class: Class,
+    pub(crate) queued: Duration,
+    pub(crate) position_at_entry: u32,
+    pub(crate) entered_at_ms: i64,
+    pub(crate) granted_at_ms: i64,
+}
+
+impl Permit {
+    /// Redis time (ms) at which the request entered: joined the queue, or was granted at once
+    /// (0 for a permit granted locally while Redis was unreachable).
+    pub fn entered_at_ms(&self) -> i64 {
+        self.entered_at_ms
+    }
+
+    /// Redis time (ms) of the grant: the fleet-wide order of grants (0 for a local permit).
+    pub fn granted_at_ms(&self) -> i64 {
+        self.granted_at_ms
+    }
+
+    /// Time spent waiting before the grant (zero if a slot was free).
+    pub fn queued(&self) -> Duration {
+        self.queued
+    }
+
+    /// Queue position at entry (0 if never queued).
+    pub fn position_at_entry(&self) -> u32 {
+        self.position_at_entry
+    }
+
+    /// The class it was admitted in.
+    pub fn class(&self) -> Class {
+        self.class
+    }
+
+    /// The Redis lease (id, fencing token, loss notification); `None` for a permit granted
+    /// locally while Redis was unreachable.
+    pub fn lease(&self) -> Option<&Lease> {
+        match &self.held {
+            Held::Shared(lease, _) => Some(lease),
+            Held::Local(_) => None,
+        }
+    }
+
+    /// Whether this permit was granted in degraded mode (local share of the caps).
+    pub fn is_local(&self) -> bool {
+        matches!(self.held, Held::Local(_))
+    }
+
+    /// Releases now. For a shared permit, waits for Redis to confirm; `Ok(true)` if it was held.
+    pub async fn release(self) -> Result<bool, LimiterError> {
+        match self.held {
+            Held::Shared(lease, counted) => {
+                let released = lease.release().await;
+                drop(counted);
+                released
+            }
+            Held::Local(local) => {
+                drop(local);
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// How a permit is held.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// Granted by Redis: its lease, and its place in the local count.
+    Shared(Lease, SharedCounted),
+    /// Granted from the local share.
+    Local(LocalPermit),
+}
+
+/// Records a shared permit in the local state while it runs (see `Local::shared_taken`).
+#[derive(Debug)]
+pub(crate) struct SharedCounted(Arc<Local>, String);
+
+impl SharedCounted {
+    pub(crate) fn new(local: &Arc<Local>, id: &str, user_key: &str) -> Self {
+        local.shared_taken(id, user_key);
+        SharedCounted(Arc::clone(local), id.to_string())
+    }
+}
+
+impl Drop for SharedCounted {
+    fn drop(&mut self) {
+        self.0.shared_returned(&self.1);
+    }
+}
+
+/// A slot granted locally; returned to the local queue when dropped (and, if it was adopted into
+/// Redis after the outage, released there too).
+#[derive(Debug)]
+pub(crate) struct LocalPermit {
+    pub(crate) local: Arc<Local>,
+    pub(crate) slot: Arc<LocalSlot>,
+}
+
+impl Drop for LocalPermit {
+    fn drop(&mut self) {
+        self.local.release(&self.slot);
+        // Dropping the adopted lease releases it in Redis (spawned).
+        drop(self.slot.adopted.lock().ok().and_then(|mut a| a.take()));
+    }
+}

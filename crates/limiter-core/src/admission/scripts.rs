@@ -1,0 +1,291 @@
+//! Typed calls of the admission scripts (`lua/admission_*.lua`): their arguments in, their
+//! replies decoded. Nothing here decides anything; the scripts do.
+
+use std::time::Duration;
+
+use super::class::{Class, Classes};
+use super::config::AdmissionConfig;
+use super::stats::QueueStats;
+use crate::lease::{Lease, LeaseOps, ScriptCall, ttl_millis};
+use crate::redis_handle::ToRedisArgsDyn;
+use crate::reply::ints;
+use crate::scripts::{
+    ADMISSION_ADOPT, ADMISSION_ENTER, ADMISSION_HEARTBEAT, ADMISSION_LEAVE, ADMISSION_RECLAIM,
+    ADMISSION_RELEASE, ADMISSION_RENEW, ADMISSION_RESET, ADMISSION_STATS, LuaScript,
+};
+use crate::{LimiterError, RedisHandle};
+
+/// The reply of `admission_enter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entered {
+    /// A slot was free: granted at once.
+    Granted { expiry: i64, fence: i64 },
+    /// Queued at this 1-based position, at this Redis time (ms).
+    Queued { position: u32, at_ms: i64 },
+    /// The queue is at its maximum length.
+    Full,
+    /// This user's waiters fill its share of the queue.
+    UserFull,
+}
+
+/// What one heartbeat brought back.
+#[derive(Debug)]
+pub(crate) struct Beat {
+    /// Grants for this replica's waiters, as pushed (`"waiter fence expiry"`).
+    pub(crate) grants: Vec<String>,
+    /// Positions of the watched waiters, in the order given (0: no longer queued).
+    pub(crate) positions: Vec<i64>,
+    /// Replicas in the registry.
+    pub(crate) live: i64,
+}
+
+/// The admission scripts of one queue, as called by one replica.
+#[derive(Debug)]
+pub(crate) struct QueueScripts {
+    redis: RedisHandle,
+    group: String,
+    replica: String,
+    lease_ttl: Duration,
+    /// `T`: the hash tag every key of the queue shares.
+    tag: String,
+    global_key: String,
+    /// ARGV[1..6] of every admission script.
+    base_args: Vec<String>,
+}
+
+impl QueueScripts {
+    pub(crate) fn new(
+        redis: RedisHandle,
+        cfg: &AdmissionConfig,
+        classes: &Classes,
+        replica: String,
+    ) -> Self {
+        let tag = redis.keys().group_tag(&cfg.group);
+        QueueScripts {
+            global_key: redis.keys().lease_scope(&cfg.group, b"global"),
+            base_args: vec![
+                tag.clone(),
+                cfg.user_cap.to_string(),
+                cfg.global_cap.to_string(),
+                ttl_millis(cfg.lease_ttl).to_string(),
+                ttl_millis(cfg.heartbeat_ttl).to_string(),
+                classes.len().to_string(),
+            ],
+            tag,
+            group: cfg.group.clone(),
+            replica,
+            lease_ttl: cfg.lease_ttl,
+            redis,
+        }
+    }
+
+    pub(crate) fn redis(&self) -> &RedisHandle {
+        &self.redis
+    }
+
+    /// This replica's id in the registry.
+    pub(crate) fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// The pub/sub channel grants for this replica are pushed on.
+    pub(crate) fn channel(&self) -> String {
+        format!("{}:ch:{}", self.tag, self.replica)
+    }
+
+    /// The lease scope key of a user.
+    pub(crate) fn user_key(&self, user: &[u8]) -> String {
+        let mut scope = b"user:".to_vec();
+        scope.extend_from_slice(user);
+        self.redis.keys().lease_scope(&self.group, &scope)
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &'static LuaScript,
+        extra: &[&str],
+    ) -> Result<T, LimiterError> {
+        let mut args: Vec<&dyn ToRedisArgsDyn> = self
+            .base_args
+            .iter()
+            .map(|a| a as &dyn ToRedisArgsDyn)
+            .collect();
+        args.extend(extra.iter().map(|a| a as &dyn ToRedisArgsDyn));
+        self.redis.eval(script, &[&self.global_key], &args).await
+    }
+
+    fn call(&self, script: &'static LuaScript, id: &str, user_key: &str) -> ScriptCall {
+        let mut args = self.base_args.clone();
+        args.push(id.to_string());
+        args.push(user_key.to_string());
+        ScriptCall {
+            script,
+            keys: vec![self.global_key.clone()],
+            args,
+        }
+    }
+
+    /// Takes a slot or queues (`admission_enter`). `record_ttl`: how long the waiter's record
+    /// lives (its wait budget plus a margin).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn enter(
+        &self,
+        id: &str,
+        user_key: &str,
+        class: Class,
+        max_queue: u32,
+        max_queued_per_user: u32,
+        record_ttl: Duration,
+    ) -> Result<Entered, LimiterError> {
+        let class = class.index().to_string();
+        let (max_queue, max_user) = (max_queue.to_string(), max_queued_per_user.to_string());
+        let record_ttl = ttl_millis(record_ttl).to_string();
+        let reply: Vec<i64> = self
+            .run(
+                &ADMISSION_ENTER,
+                &[
+                    id,
+                    user_key,
+                    &self.replica,
+                    &class,
+                    &max_queue,
+                    &max_user,
+                    &record_ttl,
+                ],
+            )
+            .await?;
+        let name = ADMISSION_ENTER.name();
+        Ok(match reply.first().copied() {
+            Some(1) => {
+                let [_, expiry, fence] = ints::<3>(name, reply)?;
+                Entered::Granted { expiry, fence }
+            }
+            Some(0) => {
+                let [_, position, at_ms] = ints::<3>(name, reply)?;
+                Entered::Queued {
+                    position: u32::try_from(position).unwrap_or(u32::MAX),
+                    at_ms,
+                }
+            }
+            Some(-1) => Entered::Full,
+            Some(-2) => Entered::UserFull,
+            _ => {
+                return Err(LimiterError::Protocol {
+                    script: name,
+                    detail: format!("unexpected reply {reply:?}"),
+                });
+            }
+        })
+    }
+
+    /// A waiter leaves (`admission_leave`); a grant that raced with it is handed on.
+    pub(crate) async fn leave(
+        &self,
+        id: &str,
+        user_key: &str,
+        class: Class,
+    ) -> Result<i64, LimiterError> {
+        let class = class.index().to_string();
+        self.run(&ADMISSION_LEAVE, &[id, user_key, &class, &self.replica])
+            .await
+    }
+
+    /// Releases a lease and hands the slot on (`admission_release`).
+    pub(crate) async fn release(&self, id: &str, user_key: &str) -> Result<(), LimiterError> {
+        let _: i64 = self.run(&ADMISSION_RELEASE, &[id, user_key]).await?;
+        Ok(())
+    }
+
+    /// This replica's heartbeat; `watched`: (waiter id, class) whose positions are wanted.
+    pub(crate) async fn heartbeat(
+        &self,
+        watched: &[(String, Class)],
+    ) -> Result<Beat, LimiterError> {
+        let classes: Vec<String> = watched.iter().map(|(_, c)| c.index().to_string()).collect();
+        let mut extra: Vec<&str> = vec![&self.replica];
+        for ((id, _), class) in watched.iter().zip(&classes) {
+            extra.push(id);
+            extra.push(class);
+        }
+        let (grants, positions, live) = self.run(&ADMISSION_HEARTBEAT, &extra).await?;
+        Ok(Beat {
+            grants,
+            positions,
+            live,
+        })
+    }
+
+    /// Queue depth per class, slots in use, live replicas.
+    pub(crate) async fn stats(&self, classes: usize) -> Result<QueueStats, LimiterError> {
+        let r: Vec<i64> = self.run(&ADMISSION_STATS, &[]).await?;
+        if r.len() != classes + 2 {
+            return Err(LimiterError::Protocol {
+                script: ADMISSION_STATS.name(),
+                detail: format!("expected {} integers, got {}", classes + 2, r.len()),
+            });
+        }
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(QueueStats {
+            queued: r[..classes].iter().map(|v| u(*v)).collect(),
+            in_use: u(r[classes]),
+            live_replicas: u(r[classes + 1]),
+        })
+    }
+
+    /// Empties the queue; returns how many waited.
+    pub(crate) async fn reset(&self) -> Result<u64, LimiterError> {
+        let n: i64 = self.run(&ADMISSION_RESET, &[]).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Removes the leases of dead replicas; returns how many.
+    pub(crate) async fn reclaim(&self) -> Result<u64, LimiterError> {
+        let n: i64 = self.run(&ADMISSION_RECLAIM, &[]).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Registers running permits (lease id, user key) without a cap check; returns their expiry.
+    pub(crate) async fn adopt_all(&self, pairs: &[(&str, &str)]) -> Result<i64, LimiterError> {
+        let mut extra: Vec<&str> = vec!["all"];
+        for (id, user_key) in pairs {
+            extra.push(id);
+            extra.push(user_key);
+        }
+        let reply: Vec<i64> = self.run(&ADMISSION_ADOPT, &extra).await?;
+        Ok(reply.first().copied().unwrap_or(0))
+    }
+
+    /// Registers one permit if the shared caps have room; `Some(expiry)` if registered.
+    pub(crate) async fn adopt_checked(
+        &self,
+        id: &str,
+        user_key: &str,
+    ) -> Result<Option<i64>, LimiterError> {
+        let reply: Vec<i64> = self
+            .run(&ADMISSION_ADOPT, &["checked", id, user_key])
+            .await?;
+        let [expiry, adopted] = ints::<2>(ADMISSION_ADOPT.name(), reply)?;
+        Ok((adopted == 1).then_some(expiry))
+    }
+
+    /// The self-renewing guard of an admission lease. It keeps renewing after a loss: a recovery
+    /// from a Redis outage may register the permit again while it runs.
+    pub(crate) fn lease(&self, id: String, user_key: &str, expiry: i64, fence: i64) -> Lease {
+        let ops = LeaseOps {
+            renew: self.call(&ADMISSION_RENEW, &id, user_key),
+            release: self.call(&ADMISSION_RELEASE, &id, user_key),
+            renew_after_loss: true,
+        };
+        Lease::start(self.redis.clone(), id, ops, self.lease_ttl, expiry, fence)
+    }
+
+    /// Takes this replica out of the registry (at shutdown).
+    pub(crate) async fn leave_registry(&self) -> Result<(), LimiterError> {
+        let zrem = redis::cmd("ZREM")
+            .arg(format!("{}:replicas", self.tag))
+            .arg(&self.replica)
+            .clone();
+        let _: i64 = self.redis.cmd(&zrem).await?;
+        Ok(())
+    }
+}
