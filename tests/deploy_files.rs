@@ -1,5 +1,6 @@
 //! The deploy files agree with the service: every `FLEETGATE_*` variable they set is one the
-//! configuration reads (`api::config::ENV_VARS`), the ones `serve` needs are set for every
+//! configuration loader reads (`api::config::variables()`, the table it applies), the ones
+//! `serve` needs are set for every
 //! replica, the probes and health checks ask routes the service has (its OpenAPI document), the
 //! drain fits in the termination grace period, and compose mounts the observability files where
 //! they live.
@@ -39,9 +40,10 @@ fn routes() -> BTreeSet<String> {
 }
 
 fn check_names(names: &BTreeSet<String>, file: &str) {
+    let read: BTreeSet<&str> = api::config::variables().collect();
     for n in names.iter().filter(|n| n.starts_with("FLEETGATE_")) {
         assert!(
-            api::config::ENV_VARS.contains(&n.as_str()),
+            read.contains(n.as_str()),
             "{file}: {n} is not a variable the service reads"
         );
     }
@@ -321,4 +323,74 @@ fn kubernetes_manifests_match_the_service() {
         d["metadata"]["name"]
     );
     assert!(hpa[0]["spec"]["minReplicas"].as_u64().unwrap() >= 3);
+}
+
+/// `FLEETGATE_*` names in a text (a trailing `_` or `*` marks a family, e.g. `FLEETGATE_*`, and is
+/// skipped), without the test harness's own `FLEETGATE_TEST_*`.
+fn named_variables(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (at, _) in text.match_indices("FLEETGATE_") {
+        let name: String = text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        if !name.ends_with('_') && !name.starts_with("FLEETGATE_TEST_") {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+/// Every file under `dir` (recursively) whose name ends with one of `exts`.
+fn files_under(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p, exts));
+        } else if exts
+            .iter()
+            .any(|x| p.to_string_lossy().ends_with(&format!(".{x}")) || x.is_empty())
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The service, its deploy files and its README name only variables the loader reads: a
+/// variable read anywhere but through the loader's table, or a stale name in a message or a
+/// deploy file, fails here.
+#[test]
+fn every_variable_named_is_one_the_loader_reads() {
+    let read: BTreeSet<&str> = api::config::variables().collect();
+    let mut places = files_under(&root().join("crates/api/src"), &["rs"]);
+    places.extend(files_under(&root().join("deploy"), &[""]));
+    places.push(root().join("README.md"));
+    for f in places {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue; // not text
+        };
+        for n in named_variables(&text) {
+            assert!(
+                read.contains(n.as_str()),
+                "{}: {n} is not a variable the configuration loader reads",
+                f.display()
+            );
+        }
+    }
+}
+
+/// Every variable the loader reads has a row in the README.
+#[test]
+fn readme_documents_every_variable() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let documented: BTreeSet<String> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `FLEETGATE_"))
+        .flat_map(|l| named_variables(l.split(" | ").next().unwrap_or_default()))
+        .collect();
+    for v in api::config::variables() {
+        assert!(documented.contains(v), "README has no table row for {v}");
+    }
 }

@@ -15,6 +15,8 @@ mod harness;
 
 mod global_cap;
 mod postgres_outage;
+mod priority;
+mod rag_pacing;
 mod redis_outage;
 mod replica_kill;
 mod rolling_restart;

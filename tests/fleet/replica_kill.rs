@@ -8,10 +8,10 @@
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
+use upstream_sim::calls::{first_reached, max_concurrent};
 
 use crate::harness::admission_keys::AdmissionKeys;
 use crate::harness::load::{Outcome, chat, ip, summary};
-use crate::harness::sim::users_in_flight;
 use crate::harness::{
     Fleet, FleetOptions, Load, LoadOptions, RedisTarget, TestDb, client, serial, user_hash,
     wait_for,
@@ -65,23 +65,31 @@ fn survivors(fleet: &Fleet, tag: &str) -> (Load, Vec<String>) {
     (load, hashes)
 }
 
-/// Time after `since` when the survivors first run 20 LLM calls at once (`None`: not before
-/// `until`); also checks they never run more.
+/// Time after `since_ms` (the simulator's clock) when the survivors first ran 20 LLM calls at
+/// once, from the simulator's call log (`None`: not before `until`).
 async fn survivors_full(
     fleet: &Fleet,
     hashes: &[String],
-    since: Instant,
+    since_ms: u64,
     until: Instant,
 ) -> Option<Duration> {
-    while Instant::now() < until {
-        let now = users_in_flight(&fleet.sim.stats().await, hashes);
-        assert!(now <= 20, "the survivors ran {now} at once");
-        if now == 20 {
-            return Some(since.elapsed());
+    loop {
+        let calls = fleet.sim.llm_calls().await;
+        if let Some(t) = first_reached(&calls, 20, since_ms, |c| hashes.contains(&c.user)) {
+            return Some(Duration::from_millis(t - since_ms));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    None
+}
+
+/// The most LLM calls the survivors ran at once from `since_ms` on (the simulator's call log:
+/// every instant, not samples).
+async fn survivors_max(fleet: &Fleet, hashes: &[String], since_ms: u64) -> usize {
+    let calls = fleet.sim.llm_calls().await;
+    max_concurrent(&calls, since_ms, u64::MAX, |c| hashes.contains(&c.user))
 }
 
 async fn all_failed(pending: Pending) {
@@ -125,11 +133,12 @@ async fn replica_killed_mid_load() {
         .sim
         .control(serde_json::json!({"llm_answer_latency_ms": 300}))
         .await;
+    let killed_ms = fleet.sim.now_ms().await;
     let killed = Instant::now();
     fleet.kill(0).await;
     all_failed(victims).await;
     let (load, hashes) = survivors(&fleet, "survivor");
-    let full = survivors_full(&fleet, &hashes, killed, killed + lease + SLACK * 2).await;
+    let full = survivors_full(&fleet, &hashes, killed_ms, killed + lease + SLACK * 2).await;
     let leases_left = keys
         .leases()
         .await
@@ -138,10 +147,12 @@ async fn replica_killed_mid_load() {
         .count();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outcomes = load.stop().await;
+    let max = survivors_max(&fleet, &hashes, killed_ms).await;
     eprintln!(
-        "kill -9, part 1: survivors at 20 after {full:?}; {:?}",
+        "kill -9, part 1: survivors at 20 after {full:?}, at most {max} at once; {:?}",
         summary(&outcomes)
     );
+    assert!(max <= 20, "the survivors ran {max} at once");
     let full = full.expect("the dead replica's slots never came back");
     assert!(full <= lease + SLACK, "its slots came back after {full:?}");
     assert_eq!(leases_left, 0);
@@ -170,11 +181,12 @@ async fn replica_killed_mid_load() {
         .sim
         .control(serde_json::json!({"llm_answer_latency_ms": 300}))
         .await;
+    let killed_ms = fleet.sim.now_ms().await;
     let killed = Instant::now();
     fleet.kill(0).await;
     all_failed(victims).await;
     let (load, hashes) = survivors(&fleet, "late");
-    let full = survivors_full(&fleet, &hashes, killed, killed + lease).await;
+    let full = survivors_full(&fleet, &hashes, killed_ms, killed + lease).await;
     let waiters_left = keys
         .chat_waiters()
         .await
@@ -186,10 +198,18 @@ async fn replica_killed_mid_load() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outcomes = load.stop().await;
+    // Replica 1's holders and the survivors together: the whole live fleet.
+    let live: Vec<String> = (0..20)
+        .map(|k| user_hash(&format!("holder-{k}")))
+        .chain(hashes.iter().cloned())
+        .collect();
+    let max = survivors_max(&fleet, &live, killed_ms).await;
     eprintln!(
-        "kill -9, part 2: survivors at 20 after {full:?}; {:?}",
+        "kill -9, part 2: survivors at 20 after {full:?}, the live fleet at most {max} at once; \
+         {:?}",
         summary(&outcomes)
     );
+    assert!(max <= 20, "the live fleet ran {max} at once");
     // Replica 1's calls end ~4-5 s after the kill; the heartbeat TTL (2 s) is over by then.
     let full = full.expect("dead waiters kept slots (survivors not at 20 within the lease TTL)");
     assert!(

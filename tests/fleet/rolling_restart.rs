@@ -2,11 +2,13 @@
 //! its waiters are answered 503 with `Retry-After`, its slots are released), start it again on
 //! the same port, wait until it is ready, next. No request fails other than with `Retry-After`
 //! (a connection refused by a stopped replica is retried on the next one, as a load balancer
-//! does), and afterwards no slot is held and nobody waits, long before a leaked lease (15 s)
-//! could have expired.
+//! does). The moment each replica has exited, nothing of it is left in Redis (read directly):
+//! no lease, no waiter, no grant, no registry entry; a leaked lease would still be there, its
+//! 15 s TTL far from over. Afterwards no slot is held and nobody waits.
 
 use std::time::{Duration, Instant};
 
+use crate::harness::admission_keys::AdmissionKeys;
 use crate::harness::load::summary;
 use crate::harness::{Fleet, FleetOptions, Load, LoadOptions, RedisTarget, TestDb, client, serial};
 
@@ -31,8 +33,22 @@ async fn rolling_restart_under_load() {
         },
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut keys = AdmissionKeys::open(&redis.url()).await;
     let mut drains = Vec::new();
+    let mut held_at_signal = Vec::new();
     for i in 0..fleet.replicas.len() {
+        let id = fleet.health(i).await.expect("health")["components"]["admission"]["replicaId"]
+            .as_str()
+            .expect("replicaId")
+            .to_string();
+        // It is serving: it holds slots now.
+        let held = keys
+            .leases()
+            .await
+            .iter()
+            .filter(|l| l.starts_with(&format!("{id}.")))
+            .count();
+        held_at_signal.push(held);
         let t = Instant::now();
         let status = fleet.terminate(i, Duration::from_secs(30)).await;
         drains.push(t.elapsed());
@@ -41,6 +57,11 @@ async fn rolling_restart_under_load() {
             "replica {i} did not exit cleanly on SIGTERM: {status:?}\n{}",
             fleet.log_tail(i)
         );
+        let left = keys.left_by(&id).await;
+        assert!(
+            left.is_empty(),
+            "replica {i} ({id}, {held} leases before the signal) left behind at exit: {left:?}"
+        );
         fleet.restart(i).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -48,7 +69,8 @@ async fn rolling_restart_under_load() {
     let outcomes = load.stop().await;
     let (_, max) = fleet.sim.llm_in_flight().await;
     eprintln!(
-        "rolling restart: drains {drains:?}, LLM max {max}; {:?}",
+        "rolling restart: drains {drains:?}, leases held at the signal {held_at_signal:?}, LLM max \
+         {max}; {:?}",
         summary(&outcomes)
     );
 
@@ -65,6 +87,10 @@ async fn rolling_restart_under_load() {
             .collect::<Vec<_>>()
     );
     assert!(outcomes.iter().filter(|o| o.ok()).count() > 100);
+    assert!(
+        held_at_signal.iter().sum::<usize>() > 0,
+        "the replicas held slots when stopped: {held_at_signal:?}"
+    );
     assert!(max <= 20, "the LLM saw {max} at once");
     for i in 0..fleet.replicas.len() {
         assert!(

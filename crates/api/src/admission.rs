@@ -123,6 +123,8 @@ pub struct GateStats {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalAdmission {
+    /// This replica's id in the fleet registry (its lease and waiter ids start with it).
+    pub replica_id: String,
     /// `shared` (caps in Redis), `degraded` (Redis unreachable: this replica's local share) or
     /// `recovering` (Redis back: a local grant runs only if the shared caps have room too, until
     /// the fleet has registered what it granted during the outage).
@@ -378,6 +380,7 @@ impl Gate {
     pub fn local(&self) -> LocalAdmission {
         let a = &self.inner.admission;
         LocalAdmission {
+            replica_id: a.replica_id().to_string(),
             mode: a.mode_name().into(),
             known_replicas: a.live_replicas(),
             local_share: a.local_share(),

@@ -1,6 +1,8 @@
 //! Configuration, layered: built-in defaults → the TOML file named by `FLEETGATE_CONFIG` →
-//! environment variables. Every env name is listed in [`ENV_VARS`] and in the README. A value that
-//! cannot be read is an error naming the variable (or TOML key), never a silent default.
+//! environment variables. The variables are one table, [`env::VARS`]: the loader applies it,
+//! `--help` lists it (with [`variables`]), and the README documents each. A value that cannot be
+//! read, or a combination that cannot work, is an error naming the variable (or TOML key), never a
+//! silent default.
 //!
 //! TOML uses the struct field names below, e.g.
 //! ```toml
@@ -13,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -23,7 +24,9 @@ use ipnet::IpNet;
 use crate::cidr::parse_list;
 use crate::secret::Secret;
 
+pub mod env;
 mod http;
+pub use env::names as variables;
 pub use http::HttpSettings;
 
 /// Shortest accepted `FLEETGATE_JWT_SECRET`, `FLEETGATE_ADMIN_TOKEN` and `FLEETGATE_USER_HASH_KEY`,
@@ -112,6 +115,9 @@ pub struct DatabaseSettings {
     /// `FLEETGATE_DATABASE_ACQUIRE_TIMEOUT_MS`: how long a request waits for a connection before
     /// it is answered `service_unavailable`.
     pub acquire_timeout_ms: u64,
+    /// `FLEETGATE_EMERGENCY_CLEANUP_IDLE_SECS`: the admin action `emergency-cleanup` ends this
+    /// database's sessions idle inside a transaction for at least this long.
+    pub emergency_idle_secs: u64,
 }
 
 /// Authentication.
@@ -208,6 +214,8 @@ pub struct UpstreamSettings {
     pub llm_api_key: Option<Secret>,
     /// `FLEETGATE_NCBI_API_KEY`.
     pub ncbi_api_key: Option<Secret>,
+    /// `FLEETGATE_NCBI_EMAIL`: the `email` parameter NCBI asks E-utilities clients to send.
+    pub ncbi_email: Option<String>,
     /// `FLEETGATE_S2_API_KEY`.
     pub s2_api_key: Option<Secret>,
     /// `FLEETGATE_PUBMED_RATE_PER_SEC`.
@@ -282,6 +290,7 @@ impl Default for DatabaseSettings {
             url: Secret::new("postgres://localhost/fleetgate"),
             max_connections: 10,
             acquire_timeout_ms: 2000,
+            emergency_idle_secs: 300,
         }
     }
 }
@@ -346,6 +355,7 @@ impl Default for UpstreamSettings {
             llm_model: "gpt-4o-mini".into(),
             llm_api_key: None,
             ncbi_api_key: None,
+            ncbi_email: None,
             s2_api_key: None,
             pubmed_rate_per_sec: 3,
             semantic_scholar_rate_per_sec: 1,
@@ -370,68 +380,6 @@ impl Default for ServerSettings {
     }
 }
 
-/// Every environment variable read, for `--help` and the README.
-pub const ENV_VARS: &[&str] = &[
-    "FLEETGATE_CONFIG",
-    "FLEETGATE_LISTEN",
-    "FLEETGATE_REDIS_URL",
-    "FLEETGATE_REDIS_CLUSTER",
-    "FLEETGATE_REDIS_PREFIX",
-    "FLEETGATE_REDIS_TIMEOUT_MS",
-    "FLEETGATE_DATABASE_URL",
-    "FLEETGATE_DATABASE_MAX_CONNECTIONS",
-    "FLEETGATE_DATABASE_ACQUIRE_TIMEOUT_MS",
-    "FLEETGATE_JWT_SECRET",
-    "FLEETGATE_JWT_AUDIENCE",
-    "FLEETGATE_JWT_ISSUER",
-    "FLEETGATE_JWT_LEEWAY_SECS",
-    "FLEETGATE_ADMIN_TOKEN",
-    "FLEETGATE_ADMIN_AUTH_FAILURES_PER_MIN",
-    "FLEETGATE_USER_HASH_KEY",
-    "FLEETGATE_TRUSTED_PROXIES",
-    "FLEETGATE_CHAT_PER_IP_PER_MIN",
-    "FLEETGATE_RESEARCH_PER_IP_PER_MIN",
-    "FLEETGATE_EXPORT_PER_IP_PER_MIN",
-    "FLEETGATE_IP_LIMIT_FAIL_OPEN",
-    "FLEETGATE_MAX_CONCURRENT_PER_USER",
-    "FLEETGATE_MAX_CONCURRENT_GLOBAL",
-    "FLEETGATE_QUEUE_TIMEOUT_MS",
-    "FLEETGATE_LEASE_TTL_MS",
-    "FLEETGATE_MAX_QUEUE",
-    "FLEETGATE_MAX_QUEUED_PER_USER",
-    "FLEETGATE_ADMISSION_GROUP",
-    "FLEETGATE_ADMISSION_HEARTBEAT_MS",
-    "FLEETGATE_ADMISSION_LOCAL_FALLBACK",
-    "FLEETGATE_EXPECTED_REPLICAS",
-    "FLEETGATE_FREE_DAILY_QUERIES",
-    "FLEETGATE_QUOTA_TIERS",
-    "FLEETGATE_PUBMED_URL",
-    "FLEETGATE_SEMANTIC_SCHOLAR_URL",
-    "FLEETGATE_LLM_URL",
-    "FLEETGATE_LLM_MODEL",
-    "FLEETGATE_LLM_API_KEY",
-    "FLEETGATE_NCBI_API_KEY",
-    "FLEETGATE_S2_API_KEY",
-    "FLEETGATE_PUBMED_RATE_PER_SEC",
-    "FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC",
-    "FLEETGATE_UPSTREAM_TIMEOUT_MS",
-    "FLEETGATE_BREAKER_FAILURE_THRESHOLD",
-    "FLEETGATE_BREAKER_OPEN_MS",
-    "FLEETGATE_LLM_MAX_TOKENS",
-    "FLEETGATE_LLM_ANSWER_TIMEOUT_MS",
-    "FLEETGATE_SHUTDOWN_GRACE_MS",
-    "FLEETGATE_PIPELINE",
-    "FLEETGATE_LOG_FORMAT",
-    "FLEETGATE_HEALTH_CACHE_MS",
-    "FLEETGATE_EXPORT_MAX_MESSAGES",
-    "FLEETGATE_HTTP_HEADER_TIMEOUT_MS",
-    "FLEETGATE_HTTP_IDLE_TIMEOUT_MS",
-    "FLEETGATE_HTTP_BODY_TIMEOUT_MS",
-    "FLEETGATE_HTTP_MAX_BODY_BYTES",
-    "FLEETGATE_HTTP_WRITE_TIMEOUT_MS",
-    "FLEETGATE_HTTP_MAX_CONNECTIONS",
-];
-
 impl Config {
     /// Defaults → `FLEETGATE_CONFIG` file → process environment.
     pub fn load() -> Result<Config, ConfigError> {
@@ -439,12 +387,12 @@ impl Config {
     }
 
     /// The same with an injected environment (tests).
-    pub fn load_from(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut cfg = match env("FLEETGATE_CONFIG") {
+    pub fn load_from(vars: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut cfg = match vars(env::CONFIG_FILE) {
             Some(path) => Self::from_file(&path)?,
             None => Config::default(),
         };
-        cfg.apply_env(&env)?;
+        env::apply(&mut cfg, &vars)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -461,226 +409,6 @@ impl Config {
         })
     }
 
-    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let e = |name: &'static str| env(name).filter(|v| !v.trim().is_empty());
-        set(&mut self.listen, "FLEETGATE_LISTEN", e("FLEETGATE_LISTEN"))?;
-        if let Some(v) = e("FLEETGATE_REDIS_URL") {
-            self.redis.url = Secret::new(v);
-        }
-        if let Some(v) = e("FLEETGATE_REDIS_CLUSTER") {
-            self.redis.cluster = limiter_core::split_nodes(&v);
-        }
-        if let Some(v) = e("FLEETGATE_REDIS_PREFIX") {
-            self.redis.prefix = v;
-        }
-        set(
-            &mut self.redis.timeout_ms,
-            "FLEETGATE_REDIS_TIMEOUT_MS",
-            e("FLEETGATE_REDIS_TIMEOUT_MS"),
-        )?;
-        if let Some(v) = e("FLEETGATE_DATABASE_URL") {
-            self.database.url = Secret::new(v);
-        }
-        let d = &mut self.database;
-        set(
-            &mut d.max_connections,
-            "FLEETGATE_DATABASE_MAX_CONNECTIONS",
-            e("FLEETGATE_DATABASE_MAX_CONNECTIONS"),
-        )?;
-        set(
-            &mut d.acquire_timeout_ms,
-            "FLEETGATE_DATABASE_ACQUIRE_TIMEOUT_MS",
-            e("FLEETGATE_DATABASE_ACQUIRE_TIMEOUT_MS"),
-        )?;
-        let a = &mut self.auth;
-        if let Some(v) = e("FLEETGATE_JWT_SECRET") {
-            a.jwt_secret = Some(Secret::new(v));
-        }
-        if let Some(v) = e("FLEETGATE_JWT_AUDIENCE") {
-            a.jwt_audience = Some(v);
-        }
-        if let Some(v) = e("FLEETGATE_JWT_ISSUER") {
-            a.jwt_issuer = Some(v);
-        }
-        set(
-            &mut a.jwt_leeway_secs,
-            "FLEETGATE_JWT_LEEWAY_SECS",
-            e("FLEETGATE_JWT_LEEWAY_SECS"),
-        )?;
-        if let Some(v) = e("FLEETGATE_ADMIN_TOKEN") {
-            a.admin_token = Some(Secret::new(v));
-        }
-        set(
-            &mut a.admin_failures_per_min,
-            "FLEETGATE_ADMIN_AUTH_FAILURES_PER_MIN",
-            e("FLEETGATE_ADMIN_AUTH_FAILURES_PER_MIN"),
-        )?;
-        if let Some(v) = e("FLEETGATE_USER_HASH_KEY") {
-            a.user_hash_key = Some(Secret::new(v));
-        }
-        if let Some(v) = e("FLEETGATE_TRUSTED_PROXIES") {
-            self.trusted_proxies = limiter_core::split_nodes(&v);
-        }
-        let l = &mut self.limits;
-        set(
-            &mut l.chat_per_ip_per_min,
-            "FLEETGATE_CHAT_PER_IP_PER_MIN",
-            e("FLEETGATE_CHAT_PER_IP_PER_MIN"),
-        )?;
-        set(
-            &mut l.research_per_ip_per_min,
-            "FLEETGATE_RESEARCH_PER_IP_PER_MIN",
-            e("FLEETGATE_RESEARCH_PER_IP_PER_MIN"),
-        )?;
-        set(
-            &mut l.export_per_ip_per_min,
-            "FLEETGATE_EXPORT_PER_IP_PER_MIN",
-            e("FLEETGATE_EXPORT_PER_IP_PER_MIN"),
-        )?;
-        set(
-            &mut l.fail_open,
-            "FLEETGATE_IP_LIMIT_FAIL_OPEN",
-            e("FLEETGATE_IP_LIMIT_FAIL_OPEN"),
-        )?;
-        let m = &mut self.admission;
-        set(
-            &mut m.max_concurrent_per_user,
-            "FLEETGATE_MAX_CONCURRENT_PER_USER",
-            e("FLEETGATE_MAX_CONCURRENT_PER_USER"),
-        )?;
-        set(
-            &mut m.max_concurrent_global,
-            "FLEETGATE_MAX_CONCURRENT_GLOBAL",
-            e("FLEETGATE_MAX_CONCURRENT_GLOBAL"),
-        )?;
-        set(
-            &mut m.queue_timeout_ms,
-            "FLEETGATE_QUEUE_TIMEOUT_MS",
-            e("FLEETGATE_QUEUE_TIMEOUT_MS"),
-        )?;
-        set(
-            &mut m.lease_ttl_ms,
-            "FLEETGATE_LEASE_TTL_MS",
-            e("FLEETGATE_LEASE_TTL_MS"),
-        )?;
-        set(
-            &mut m.max_queue,
-            "FLEETGATE_MAX_QUEUE",
-            e("FLEETGATE_MAX_QUEUE"),
-        )?;
-        set(
-            &mut m.max_queued_per_user,
-            "FLEETGATE_MAX_QUEUED_PER_USER",
-            e("FLEETGATE_MAX_QUEUED_PER_USER"),
-        )?;
-        if let Some(v) = e("FLEETGATE_ADMISSION_GROUP") {
-            m.group = v;
-        }
-        set(
-            &mut m.heartbeat_ttl_ms,
-            "FLEETGATE_ADMISSION_HEARTBEAT_MS",
-            e("FLEETGATE_ADMISSION_HEARTBEAT_MS"),
-        )?;
-        set(
-            &mut m.local_fallback,
-            "FLEETGATE_ADMISSION_LOCAL_FALLBACK",
-            e("FLEETGATE_ADMISSION_LOCAL_FALLBACK"),
-        )?;
-        set(
-            &mut m.expected_replicas,
-            "FLEETGATE_EXPECTED_REPLICAS",
-            e("FLEETGATE_EXPECTED_REPLICAS"),
-        )?;
-        set(
-            &mut self.quota.free_daily_queries,
-            "FLEETGATE_FREE_DAILY_QUERIES",
-            e("FLEETGATE_FREE_DAILY_QUERIES"),
-        )?;
-        if let Some(v) = e("FLEETGATE_QUOTA_TIERS") {
-            self.quota.tiers = parse_tiers(&v)?;
-        }
-        let u = &mut self.upstream;
-        for (field, name) in [
-            (&mut u.pubmed_url, "FLEETGATE_PUBMED_URL"),
-            (
-                &mut u.semantic_scholar_url,
-                "FLEETGATE_SEMANTIC_SCHOLAR_URL",
-            ),
-            (&mut u.llm_url, "FLEETGATE_LLM_URL"),
-            (&mut u.llm_model, "FLEETGATE_LLM_MODEL"),
-        ] {
-            if let Some(v) = e(name) {
-                *field = v;
-            }
-        }
-        for (field, name) in [
-            (&mut u.llm_api_key, "FLEETGATE_LLM_API_KEY"),
-            (&mut u.ncbi_api_key, "FLEETGATE_NCBI_API_KEY"),
-            (&mut u.s2_api_key, "FLEETGATE_S2_API_KEY"),
-        ] {
-            if let Some(v) = e(name) {
-                *field = Some(Secret::new(v));
-            }
-        }
-        set(
-            &mut u.pubmed_rate_per_sec,
-            "FLEETGATE_PUBMED_RATE_PER_SEC",
-            e("FLEETGATE_PUBMED_RATE_PER_SEC"),
-        )?;
-        set(
-            &mut u.semantic_scholar_rate_per_sec,
-            "FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC",
-            e("FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC"),
-        )?;
-        set(
-            &mut u.timeout_ms,
-            "FLEETGATE_UPSTREAM_TIMEOUT_MS",
-            e("FLEETGATE_UPSTREAM_TIMEOUT_MS"),
-        )?;
-        set(
-            &mut u.breaker_failure_threshold,
-            "FLEETGATE_BREAKER_FAILURE_THRESHOLD",
-            e("FLEETGATE_BREAKER_FAILURE_THRESHOLD"),
-        )?;
-        set(
-            &mut u.breaker_open_ms,
-            "FLEETGATE_BREAKER_OPEN_MS",
-            e("FLEETGATE_BREAKER_OPEN_MS"),
-        )?;
-        set(
-            &mut u.llm_max_tokens,
-            "FLEETGATE_LLM_MAX_TOKENS",
-            e("FLEETGATE_LLM_MAX_TOKENS"),
-        )?;
-        set(
-            &mut u.llm_answer_timeout_ms,
-            "FLEETGATE_LLM_ANSWER_TIMEOUT_MS",
-            e("FLEETGATE_LLM_ANSWER_TIMEOUT_MS"),
-        )?;
-        set(
-            &mut self.server.shutdown_grace_ms,
-            "FLEETGATE_SHUTDOWN_GRACE_MS",
-            e("FLEETGATE_SHUTDOWN_GRACE_MS"),
-        )?;
-        if let Some(v) = e("FLEETGATE_PIPELINE") {
-            self.server.pipeline = v;
-        }
-        if let Some(v) = e("FLEETGATE_LOG_FORMAT") {
-            self.server.log_format = v;
-        }
-        set(
-            &mut self.server.health_cache_ms,
-            "FLEETGATE_HEALTH_CACHE_MS",
-            e("FLEETGATE_HEALTH_CACHE_MS"),
-        )?;
-        set(
-            &mut self.server.export_max_messages,
-            "FLEETGATE_EXPORT_MAX_MESSAGES",
-            e("FLEETGATE_EXPORT_MAX_MESSAGES"),
-        )?;
-        self.http.apply_env(&e)
-    }
-
     /// Checks the values that every command needs (secrets are checked by [`Config::require_serve`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |var: &str, reason: &str| ConfigError::Invalid {
@@ -694,48 +422,65 @@ impl Config {
                 "1-64 characters of [A-Za-z0-9_.-/]",
             )
         })?;
+        let (a, l, u) = (&self.admission, &self.limits, &self.upstream);
         for (v, var) in [
+            (l.chat_per_ip_per_min, "FLEETGATE_CHAT_PER_IP_PER_MIN"),
             (
-                self.limits.chat_per_ip_per_min,
-                "FLEETGATE_CHAT_PER_IP_PER_MIN",
-            ),
-            (
-                self.limits.research_per_ip_per_min,
+                l.research_per_ip_per_min,
                 "FLEETGATE_RESEARCH_PER_IP_PER_MIN",
             ),
+            (l.export_per_ip_per_min, "FLEETGATE_EXPORT_PER_IP_PER_MIN"),
             (
-                self.limits.export_per_ip_per_min,
-                "FLEETGATE_EXPORT_PER_IP_PER_MIN",
-            ),
-            (
-                self.admission.max_concurrent_per_user,
+                a.max_concurrent_per_user,
                 "FLEETGATE_MAX_CONCURRENT_PER_USER",
             ),
-            (
-                self.admission.max_concurrent_global,
-                "FLEETGATE_MAX_CONCURRENT_GLOBAL",
-            ),
-            (
-                self.admission.max_queued_per_user,
-                "FLEETGATE_MAX_QUEUED_PER_USER",
-            ),
+            (a.max_concurrent_global, "FLEETGATE_MAX_CONCURRENT_GLOBAL"),
+            (a.max_queued_per_user, "FLEETGATE_MAX_QUEUED_PER_USER"),
+            (a.expected_replicas, "FLEETGATE_EXPECTED_REPLICAS"),
             (
                 self.database.max_connections,
                 "FLEETGATE_DATABASE_MAX_CONNECTIONS",
+            ),
+            (u.pubmed_rate_per_sec, "FLEETGATE_PUBMED_RATE_PER_SEC"),
+            (
+                u.semantic_scholar_rate_per_sec,
+                "FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC",
+            ),
+            (
+                u.breaker_failure_threshold,
+                "FLEETGATE_BREAKER_FAILURE_THRESHOLD",
             ),
         ] {
             if v == 0 {
                 return Err(invalid(var, "must be at least 1"));
             }
         }
-        if self.admission.heartbeat_ttl_ms < 30 || self.admission.expected_replicas == 0 {
+        if a.max_concurrent_per_user > a.max_concurrent_global {
             return Err(invalid(
-                "FLEETGATE_ADMISSION_HEARTBEAT_MS",
-                "heartbeat must be at least 30 ms and FLEETGATE_EXPECTED_REPLICAS at least 1",
+                "FLEETGATE_MAX_CONCURRENT_PER_USER",
+                "must not exceed FLEETGATE_MAX_CONCURRENT_GLOBAL (one user could never use more \
+                 slots than the fleet has)",
             ));
         }
-        if self.admission.lease_ttl_ms < 100 {
-            return Err(invalid("FLEETGATE_LEASE_TTL_MS", "must be at least 100"));
+        // Below these the background renewals and heartbeats (a third of the TTL) could not
+        // keep up with a Redis round trip on a loaded machine.
+        if a.heartbeat_ttl_ms < 30 {
+            return Err(invalid(
+                "FLEETGATE_ADMISSION_HEARTBEAT_MS",
+                "must be at least 30 (ms)",
+            ));
+        }
+        if a.lease_ttl_ms < 100 {
+            return Err(invalid(
+                "FLEETGATE_LEASE_TTL_MS",
+                "must be at least 100 (ms)",
+            ));
+        }
+        if self.database.emergency_idle_secs == 0 {
+            return Err(invalid(
+                "FLEETGATE_EMERGENCY_CLEANUP_IDLE_SECS",
+                "must be at least 1 (s)",
+            ));
         }
         if !matches!(
             self.server.pipeline.as_str(),
@@ -752,14 +497,19 @@ impl Config {
                 "expected `human` or `json`",
             ));
         }
-        if i32::try_from(self.quota.free_daily_queries).is_err()
-            || self
-                .quota
-                .tiers
-                .values()
-                .any(|v| i32::try_from(*v).is_err())
-        {
+        if i32::try_from(self.quota.free_daily_queries).is_err() {
             return Err(invalid("FLEETGATE_FREE_DAILY_QUERIES", "too large"));
+        }
+        if self
+            .quota
+            .tiers
+            .values()
+            .any(|v| i32::try_from(*v).is_err())
+        {
+            return Err(invalid(
+                "FLEETGATE_QUOTA_TIERS",
+                "a tier's count is too large",
+            ));
         }
         if self.auth.jwt_leeway_secs > MAX_JWT_LEEWAY_SECS {
             return Err(invalid(
@@ -858,26 +608,6 @@ impl Config {
             ..limiter_core::RedisConfig::default()
         }
     }
-}
-
-fn set<T: FromStr>(
-    field: &mut T,
-    var: &'static str,
-    value: Option<String>,
-) -> Result<(), ConfigError> {
-    if let Some(v) = value {
-        *field = v.trim().parse().map_err(|_| ConfigError::Invalid {
-            var: var.into(),
-            reason: format!(
-                "expected {}",
-                std::any::type_name::<T>()
-                    .rsplit("::")
-                    .next()
-                    .unwrap_or("a value")
-            ),
-        })?;
-    }
-    Ok(())
 }
 
 fn parse_tiers(list: &str) -> Result<BTreeMap<String, u32>, ConfigError> {

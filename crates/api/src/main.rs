@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use api::config::ENV_VARS;
 use api::{AppState, ChatPipeline, Config, EchoPipeline, UnconfiguredPipeline};
 
 const USAGE: &str = "usage: fleetgate <serve|migrate>
@@ -17,7 +16,8 @@ Configuration: defaults, then the TOML file named by FLEETGATE_CONFIG, then the 
 fn main() -> ExitCode {
     let cmd = std::env::args().nth(1).unwrap_or_default();
     if matches!(cmd.as_str(), "-h" | "--help" | "help") {
-        println!("{USAGE}\n\nVariables:\n  {}", ENV_VARS.join("\n  "));
+        let vars: Vec<&str> = api::config::variables().collect();
+        println!("{USAGE}\n\nVariables:\n  {}", vars.join("\n  "));
         return ExitCode::SUCCESS;
     }
     if !matches!(cmd.as_str(), "serve" | "migrate") {

@@ -96,9 +96,7 @@ impl RagPipeline {
                 base_url: up.pubmed_url.clone(),
                 api_key: secret(&up.ncbi_api_key),
                 tool: "fleetgate".into(),
-                email: std::env::var("FLEETGATE_NCBI_EMAIL")
-                    .ok()
-                    .filter(|e| !e.is_empty()),
+                email: up.ncbi_email.clone(),
             },
         );
         let s2 = SemanticScholarClient::new(

@@ -14,6 +14,7 @@ async fn queue_timeout_and_queue_full_are_503_and_refunded() {
     let prefix = testkit::unique_prefix("adm");
     let mut cfg = config(&db, &prefix);
     cfg.admission.max_concurrent_global = 1;
+    cfg.admission.max_concurrent_per_user = 1;
     cfg.admission.max_queue = 1;
     cfg.admission.queue_timeout_ms = 1500;
     cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
@@ -75,6 +76,7 @@ async fn client_gone_while_queued_gets_its_query_back() {
     let prefix = testkit::unique_prefix("gone");
     let mut cfg = config(&db, &prefix);
     cfg.admission.max_concurrent_global = 1;
+    cfg.admission.max_concurrent_per_user = 1;
     cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
     let store = migrate(&cfg).await;
     let fake = FakePipeline::new(Duration::from_secs(20), usize::MAX, Mode::Answer);

@@ -57,6 +57,7 @@ async fn counters_move_by_what_the_requests_did() {
     cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
     cfg.limits.chat_per_ip_per_min = 2;
     cfg.admission.max_concurrent_global = 1;
+    cfg.admission.max_concurrent_per_user = 1;
     cfg.upstream.breaker_failure_threshold = 2;
     let server = common::rag_replica(&sim, cfg).await;
     let c = common::client();

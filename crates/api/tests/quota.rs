@@ -40,7 +40,7 @@ async fn hundred_concurrent_spends_with_three_left_spend_exactly_three() {
             }
             Spend::Exhausted { limit, retry_after } => {
                 assert_eq!(limit, 3);
-                assert!(retry_after <= Duration::from_secs(86_400));
+                assert_until_midnight(retry_after.as_secs_f64());
             }
         }
     }
@@ -226,4 +226,74 @@ async fn concurrent_first_spends_of_a_new_user_all_count() {
         }
         assert_eq!(used(&store, &user).await, 3);
     }
+}
+
+/// The quota day is the UTC day whatever the database session's time zone: sessions 14 hours
+/// ahead of UTC and 12 hours behind (at any instant, the local date of one of them is not the UTC
+/// date) count on, refund on and reset at the UTC day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_day_is_utc_in_any_session_time_zone() {
+    use sqlx::Executor;
+    let db = TestDb::create().await;
+    let cfg = config(&db, "unused");
+    migrate(&cfg).await;
+    let mut local_day_differed = false;
+    for zone in ["Pacific/Kiritimati", "Etc/GMT+12"] {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    conn.execute(sqlx::AssertSqlSafe(format!("SET TIME ZONE '{zone}'")))
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect(&db.url)
+            .await
+            .unwrap();
+        let store = QuotaStore::with_pool(pool, &cfg);
+        let session_day: chrono::NaiveDate = sqlx::query_scalar("SELECT CURRENT_DATE")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let user = format!("tz-{zone}");
+        let ticket = match store.spend(&user).await.unwrap() {
+            Spend::Spent(t) => t,
+            other => panic!("{other:?}"),
+        };
+        let utc_day = chrono::Utc::now().date_naive();
+        local_day_differed |= session_day != utc_day;
+        assert_eq!(ticket.day, utc_day, "{zone}: the spend's day");
+        let row_day: chrono::NaiveDate =
+            sqlx::query_scalar("SELECT usage_day FROM user_profiles WHERE user_id = $1")
+                .bind(&user)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(row_day, utc_day, "{zone}: the row's day");
+        assert_eq!(store.remaining(&user).await.unwrap(), 2, "{zone}");
+        // A count of the previous UTC day does not count today ...
+        sqlx::query("UPDATE user_profiles SET usage_day = usage_day - 1 WHERE user_id = $1")
+            .bind(&user)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.remaining(&user).await.unwrap(),
+            3,
+            "{zone}: a new day"
+        );
+        // ... and today's spend starts it again at one, refundable on today.
+        let today = match store.spend(&user).await.unwrap() {
+            Spend::Spent(t) => t,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((today.day, today.remaining), (utc_day, 2), "{zone}");
+        assert!(store.refund(&today).await.unwrap(), "{zone}");
+        assert_eq!(used(&store, &user).await, 0, "{zone}");
+    }
+    assert!(
+        local_day_differed,
+        "one of the two zones was on another date than UTC"
+    );
 }

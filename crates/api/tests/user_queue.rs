@@ -14,6 +14,7 @@ async fn a_user_past_its_waiting_cap_gets_429_and_others_still_queue() {
     let prefix = testkit::unique_prefix("uq");
     let mut cfg = config(&db, &prefix);
     cfg.admission.max_concurrent_global = 1;
+    cfg.admission.max_concurrent_per_user = 1;
     cfg.admission.max_queued_per_user = 1;
     cfg.admission.queue_timeout_ms = 20_000;
     cfg.trusted_proxies = vec!["127.0.0.1/32".into()];

@@ -74,7 +74,7 @@ pub(crate) async fn inject(
     let faults = state.settings().faults(group).clone();
     if !state
         .rate_windows()
-        .admit(group, faults.rate_limit_per_sec, Instant::now())
+        .admit(group, faults.rate_limit_per_sec, state.clock().now())
     {
         let resp = errors::throttled(group, faults.retry_after_secs);
         in_flight.answered(resp.status().as_u16());

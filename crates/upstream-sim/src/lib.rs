@@ -22,14 +22,17 @@
 //! # Layout
 //! `server.rs` routes and serves ([`app`], [`serve`], [`spawn`], [`RunningSim`]); `state.rs`
 //! holds [`SimConfig`] and [`SimState`]; `settings.rs` the runtime-settable [`Settings`];
-//! `faults.rs` the middleware that delays, fails and counts; `stats.rs` the counters;
+//! `faults.rs` the middleware that delays, fails and counts (`clock.rs` the clock of its rate
+//! limit); `stats.rs` the counters (`calls.rs` the log of LLM calls);
 //! `pubmed.rs`, `s2.rs`, `llm.rs` the three APIs; `answer.rs` the LLM's answer composer;
 //! `corpus.rs` and `vocab.rs` the synthetic papers; `hostile.rs` their hostile disguise;
 //! `prompts.rs` the LLM requests last received (`GET /stats/prompts`); `errors.rs` each API's error style;
 //! `params.rs` query parsing; `control.rs` the control endpoints; `cli.rs` the binary's flags.
 
 pub mod answer;
+pub mod calls;
 pub mod cli;
+pub mod clock;
 mod control;
 pub mod corpus;
 mod errors;
@@ -46,6 +49,8 @@ mod state;
 pub mod stats;
 mod vocab;
 
+pub use calls::LlmCall;
+pub use clock::SimClock;
 pub use corpus::{Corpus, CorpusConfig, Paper};
 pub use server::{RunningSim, app, serve, spawn, spawn_on};
 pub use settings::{Faults, FaultsPatch, Group, Settings, SettingsError, SettingsPatch};

@@ -8,6 +8,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::watch;
 
+use crate::clock::SimClock;
 use crate::corpus::{Corpus, CorpusConfig};
 use crate::faults::RateWindows;
 use crate::prompts::{Prompts, RecordedPrompt};
@@ -27,6 +28,8 @@ pub struct SimConfig {
     pub stats_capacity: usize,
     /// Seed of the fault dice; `None` draws one from the OS.
     pub fault_seed: Option<u64>,
+    /// Clock of the enforced rate limit (real unless a test sets a manual one).
+    pub clock: SimClock,
 }
 
 impl Default for SimConfig {
@@ -37,6 +40,7 @@ impl Default for SimConfig {
             max_body_bytes: 1 << 20,
             stats_capacity: 10_000,
             fault_seed: None,
+            clock: SimClock::real(),
         }
     }
 }
@@ -80,6 +84,12 @@ impl SimConfig {
         self.fault_seed = Some(seed);
         self
     }
+
+    /// The clock of the enforced rate limit, e.g. [`SimClock::manual`] in a test.
+    pub fn with_clock(mut self, clock: SimClock) -> Self {
+        self.clock = clock;
+        self
+    }
 }
 
 #[derive(Debug)]
@@ -90,6 +100,7 @@ struct Inner {
     stats: Stats,
     dice: Mutex<StdRng>,
     rate_windows: RateWindows,
+    clock: SimClock,
     max_body_bytes: usize,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -118,6 +129,7 @@ impl SimState {
                 stats: Stats::new(cfg.stats_capacity),
                 dice: Mutex::new(dice),
                 rate_windows: RateWindows::default(),
+                clock: cfg.clock.clone(),
                 max_body_bytes: cfg.max_body_bytes,
                 next_id: AtomicU64::new(1),
                 shutdown,
@@ -193,6 +205,11 @@ impl SimState {
 
     pub(crate) fn live_stats(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    /// The clock of the enforced rate limit.
+    pub fn clock(&self) -> &SimClock {
+        &self.inner.clock
     }
 
     pub(crate) fn rate_windows(&self) -> &RateWindows {

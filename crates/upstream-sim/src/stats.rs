@@ -1,7 +1,8 @@
 //! What reached the simulator: per endpoint and per group, requests in total and by status,
 //! requests in flight and the most ever in flight at once, arrival times (bounded ring buffer),
-//! plus the `user` fields and `traceparent` headers received (bounded), and per LLM end user
-//! (`user` field) the requests in flight and the most ever in flight at once.
+//! plus the `user` fields and `traceparent` headers received (bounded), per LLM end user
+//! (`user` field) the requests in flight and the most ever in flight at once, and a log of LLM
+//! calls with their start and end ([`crate::calls`]).
 //!
 //! This is the independent observer that tests of pacing and concurrency limits assert on.
 
@@ -11,6 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::calls::{CallLog, LlmCall};
 use crate::settings::Group;
 
 /// Every route the simulator counts.
@@ -141,6 +143,9 @@ pub struct StatsSnapshot {
     /// LLM requests whose user could not be tracked (more than N distinct users).
     #[serde(default)]
     pub llm_users_untracked: u64,
+    /// Every LLM call (last N only, oldest first): user, start and end. See [`crate::calls`].
+    #[serde(default)]
+    pub llm_calls: Vec<LlmCall>,
 }
 
 impl StatsSnapshot {
@@ -212,6 +217,7 @@ struct Inner {
     traceparents: VecDeque<RecordedTrace>,
     llm_users: BTreeMap<String, UserStats>,
     llm_users_untracked: u64,
+    llm_calls: CallLog,
 }
 
 impl Inner {
@@ -286,15 +292,19 @@ impl Stats {
         );
     }
 
-    /// Counts an LLM request of `user` as in flight until the returned guard drops.
+    /// Counts an LLM request of `user` as in flight until the returned guard drops, and logs the
+    /// call.
     pub fn begin_user(&self, user: &str) -> UserInFlight {
         let mut inner = self.lock();
+        let at = self.now_ms();
+        let call = inner.llm_calls.start(user, at, self.capacity);
         let tracked = inner.llm_users.len() < self.capacity || inner.llm_users.contains_key(user);
         if !tracked {
             inner.llm_users_untracked += 1;
             return UserInFlight {
                 stats: self.clone(),
                 user: None,
+                call,
             };
         }
         let u = inner.llm_users.entry(user.to_string()).or_default();
@@ -304,6 +314,7 @@ impl Stats {
         UserInFlight {
             stats: self.clone(),
             user: Some(user.to_string()),
+            call,
         }
     }
 
@@ -323,6 +334,7 @@ impl Stats {
             };
         }
         inner.llm_users_untracked = 0;
+        inner.llm_calls.reset();
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -362,6 +374,7 @@ impl Stats {
             traceparents: inner.traceparents.iter().cloned().collect(),
             llm_users: inner.llm_users.clone(),
             llm_users_untracked: inner.llm_users_untracked,
+            llm_calls: inner.llm_calls.snapshot(),
         }
     }
 }
@@ -424,14 +437,18 @@ pub struct UserInFlight {
     stats: Stats,
     /// `None` when the user was not tracked.
     user: Option<String>,
+    /// Its number in the call log.
+    call: u64,
 }
 
 impl Drop for UserInFlight {
     fn drop(&mut self) {
+        let at = self.stats.now_ms();
+        let mut inner = self.stats.lock();
+        inner.llm_calls.end(self.call, at);
         let Some(user) = self.user.take() else {
             return;
         };
-        let mut inner = self.stats.lock();
         if let Some(u) = inner.llm_users.get_mut(&user) {
             u.in_flight = u.in_flight.saturating_sub(1);
         }

@@ -59,6 +59,62 @@ impl AdmissionKeys {
         out
     }
 
+    /// Waiters in the queue of `class` (0 chat, 1 research, 2 export).
+    pub async fn queued(&mut self, class: usize) -> usize {
+        self.conn
+            .zcard(format!("{}:q:{class}", self.stem))
+            .await
+            .unwrap()
+    }
+
+    /// Replica ids in the fleet registry.
+    pub async fn replicas(&mut self) -> Vec<String> {
+        self.conn
+            .zrange(format!("{}:replicas", self.stem), 0, -1)
+            .await
+            .unwrap()
+    }
+
+    /// What replica `id` left behind: its leases (global scope and holders), its waiters in any
+    /// class, and its registry entry. (Its record of grants pushed to its waiters, `T:grants:<id>`,
+    /// is bookkeeping, not slots: it expires by itself.)
+    pub async fn left_by(&mut self, id: &str) -> Vec<String> {
+        let mine = |l: &String| l.starts_with(&format!("{id}."));
+        let mut left: Vec<String> = self.leases().await.into_iter().filter(mine).collect();
+        let holders: Vec<String> = self
+            .conn
+            .hkeys(format!("{}:holders", self.stem))
+            .await
+            .unwrap();
+        left.extend(
+            holders
+                .into_iter()
+                .filter(mine)
+                .map(|h| format!("holder {h}")),
+        );
+        for class in 0..3 {
+            let ids: Vec<String> = self
+                .conn
+                .zrange(format!("{}:q:{class}", self.stem), 0, -1)
+                .await
+                .unwrap();
+            for w in ids {
+                let r: Option<String> = self
+                    .conn
+                    .hget(format!("{}:w:{w}", self.stem), "r")
+                    .await
+                    .unwrap();
+                if r.as_deref() == Some(id) {
+                    left.push(format!("waiter {w}"));
+                }
+            }
+        }
+        if self.replicas().await.iter().any(|r| r == id) {
+            left.push("registry entry".into());
+        }
+        left
+    }
+
     /// Lease ids in the global scope (each starts with its replica id and a dot).
     pub async fn leases(&mut self) -> Vec<String> {
         self.conn

@@ -7,6 +7,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use upstream_sim::LlmCall;
+
 use super::bins;
 use super::process::Proc;
 
@@ -86,6 +88,30 @@ impl Sim {
             .await
             .expect("sim control");
         assert!(r.status().is_success(), "sim control: {}", r.status());
+    }
+
+    /// The simulator's clock (ms since it started), as `/stats` reports it: the time base of its
+    /// arrival times and call log.
+    pub async fn now_ms(&self) -> u64 {
+        self.stats().await["uptime_ms"].as_u64().expect("uptime_ms")
+    }
+
+    /// The log of LLM calls (user, start, end; see `upstream_sim::calls`).
+    pub async fn llm_calls(&self) -> Vec<LlmCall> {
+        serde_json::from_value(self.stats().await["llm_calls"].clone()).expect("llm_calls")
+    }
+
+    /// Waits (up to `timeout`) until the LLM's recorded maximum since the last reset reaches
+    /// `n`; returns the recorded maximum then (or at the timeout).
+    pub async fn wait_llm_max(&self, n: u64, timeout: std::time::Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (_, max) = self.llm_in_flight().await;
+            if max >= n || tokio::time::Instant::now() >= deadline {
+                return max;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// LLM requests in flight now and the most at once since the last reset.

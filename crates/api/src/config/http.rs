@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{ConfigError, set};
+use super::ConfigError;
 
 /// HTTP server limits (`[http]` in the TOML file).
 #[derive(Debug, Clone, Deserialize)]
@@ -43,36 +43,6 @@ impl Default for HttpSettings {
 }
 
 impl HttpSettings {
-    pub(super) fn apply_env(
-        &mut self,
-        e: &impl Fn(&'static str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
-        for (field, name) in [
-            (
-                &mut self.header_timeout_ms,
-                "FLEETGATE_HTTP_HEADER_TIMEOUT_MS",
-            ),
-            (&mut self.idle_timeout_ms, "FLEETGATE_HTTP_IDLE_TIMEOUT_MS"),
-            (&mut self.body_timeout_ms, "FLEETGATE_HTTP_BODY_TIMEOUT_MS"),
-            (
-                &mut self.write_timeout_ms,
-                "FLEETGATE_HTTP_WRITE_TIMEOUT_MS",
-            ),
-        ] {
-            set(field, name, e(name))?;
-        }
-        set(
-            &mut self.max_body_bytes,
-            "FLEETGATE_HTTP_MAX_BODY_BYTES",
-            e("FLEETGATE_HTTP_MAX_BODY_BYTES"),
-        )?;
-        set(
-            &mut self.max_connections,
-            "FLEETGATE_HTTP_MAX_CONNECTIONS",
-            e("FLEETGATE_HTTP_MAX_CONNECTIONS"),
-        )
-    }
-
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |var: &str, reason: &str| ConfigError::Invalid {
             var: var.into(),

@@ -483,7 +483,9 @@ pub async fn post_health(
         Action::EmergencyCleanup => {
             let rows = state
                 .quota()
-                .emergency_cleanup_connections(Duration::from_secs(300))
+                .emergency_cleanup_connections(Duration::from_secs(
+                    state.config().database.emergency_idle_secs,
+                ))
                 .await
                 .map_err(|e| ApiError::unavailable("the database is unavailable", e))?;
             let list: Vec<_> = rows

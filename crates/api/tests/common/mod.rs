@@ -114,6 +114,25 @@ pub async fn migrate(cfg: &Config) -> QuotaStore {
     store
 }
 
+/// Seconds from now to the next 00:00 UTC, from this machine's clock (independently of the code
+/// under test). Tests that use it start clear of midnight ([`TestDb::create`] waits).
+pub fn secs_to_next_utc_midnight() -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    86_400.0 - now.rem_euclid(86_400.0)
+}
+
+/// Asserts that a `Retry-After` of `secs` points at the next UTC midnight (within 2 s).
+pub fn assert_until_midnight(secs: f64) {
+    let expected = secs_to_next_utc_midnight();
+    assert!(
+        (secs - expected).abs() <= 2.0,
+        "Retry-After {secs} s, but the next UTC midnight is {expected:.1} s away"
+    );
+}
+
 pub fn token(user: &str) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -378,6 +378,18 @@ async fn per_user_concurrency() {
     assert_eq!(v["llm_users"]["ua"]["max_in_flight"], 2);
     assert_eq!(v["llm_users"]["ua"]["in_flight"], 0);
     assert_eq!(v["llm_users"]["ub"]["max_in_flight"], 1);
+    // The call log has the three, each answered in at least the 400 ms latency and all
+    // overlapping: the same figures, read from start and end times.
+    let log: Vec<upstream_sim::LlmCall> = serde_json::from_value(v["llm_calls"].clone()).unwrap();
+    assert_eq!(log.len(), 3, "{log:?}");
+    for call in &log {
+        let end = call.end_ms.expect("ended");
+        assert!(end - call.start_ms >= 400, "{call:?}");
+    }
+    let (from, to) = (0, v["uptime_ms"].as_u64().unwrap());
+    use upstream_sim::calls::max_concurrent;
+    assert_eq!(max_concurrent(&log, from, to, |_| true), 3);
+    assert_eq!(max_concurrent(&log, from, to, |c| c.user == "ua"), 2);
 }
 
 #[tokio::test]
