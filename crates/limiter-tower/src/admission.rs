@@ -153,7 +153,25 @@ impl<S, K> Layer<S> for AdmissionLayer<K> {
     }
 }
 
-/// The service of an [`AdmissionLayer`].
+/// The service of an [`AdmissionLayer`], built by [`Layer::layer`]; its [`LimitBody`] holds
+/// the slot until the body ends.
+///
+/// ```no_run
+/// # use limiter_core::{Admission, AdmissionConfig, RedisConfig, RedisHandle};
+/// use limiter_tower::{AdmissionLayer, ConstantKey};
+/// use tower::Layer;
+///
+/// # async fn build() -> Result<(), Box<dyn std::error::Error>> {
+/// # let redis = RedisHandle::new(&RedisConfig::default())?;
+/// let admission = Admission::start(redis, AdmissionConfig::default()).await?;
+/// let handler = tower::service_fn(|_req: http::Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+/// });
+/// let service = AdmissionLayer::new(admission, "default", ConstantKey::new("all"))?.layer(handler);
+/// # let _ = service;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct AdmissionService<S, K> {
     inner: S,

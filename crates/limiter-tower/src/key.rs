@@ -323,6 +323,10 @@ impl<B> KeyExtractor<B> for HeaderKey {
 }
 
 /// [`JwtClaimKey::hs256`] was given an empty secret.
+///
+/// ```
+/// assert!(limiter_tower::JwtClaimKey::hs256(b"").is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the JWT secret is empty")]
 pub struct EmptySecret;

@@ -24,18 +24,21 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use limiter_core::{RedisConfig, RedisHandle, SlidingWindow, WindowPolicy};
+//! use limiter_core::{RedisConfig, RedisHandle, WindowPolicy};
 //! use limiter_tower::{ClientIpKey, SlidingWindowLayer};
 //! use tower::ServiceBuilder;
 //!
 //! # fn build() -> Result<(), Box<dyn std::error::Error>> {
 //! let redis = RedisHandle::new(&RedisConfig::default())?;
-//! let window = SlidingWindow::new(redis, WindowPolicy::new("api", 100, Duration::from_secs(60)))?;
-//! let layers = ServiceBuilder::new().layer(SlidingWindowLayer::new(window, ClientIpKey::direct()));
+//! let policy = WindowPolicy::new("api", 100, Duration::from_secs(60));
+//! let window = SlidingWindowLayer::new(redis, policy, ClientIpKey::direct())?;
+//! let layers = ServiceBuilder::new().layer(window);
 //! # let _ = layers;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The crate's `examples/axum_app.rs` protects an axum app with a window and an admission layer.
 
 #![warn(missing_docs)]
 

@@ -15,9 +15,21 @@ use http::HeaderName;
 
 /// The header a layer in [`Mode::Shadow`] adds to a response it would have refused; its value is
 /// the refusal's stable code (`rate_limited`, `queue_timeout`, ...).
+///
+/// ```
+/// assert_eq!(limiter_tower::SHADOW_HEADER, "limit-shadow-refusal");
+/// ```
 pub const SHADOW_HEADER: HeaderName = HeaderName::from_static("limit-shadow-refusal");
 
 /// How a layer treats its decisions.
+///
+/// ```
+/// use limiter_tower::Mode;
+///
+/// let mode: Mode = "shadow".parse().unwrap();
+/// assert_eq!(mode, Mode::Shadow);
+/// assert_eq!(mode.as_str(), "shadow");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Decide and refuse (the default).

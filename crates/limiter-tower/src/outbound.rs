@@ -22,6 +22,18 @@ use http::{Method, Request, Response, header};
 use tower::{Layer, Service, ServiceExt};
 
 /// Why an outbound call produced no response.
+///
+/// ```
+/// use std::time::Duration;
+/// use limiter_tower::OutboundError;
+///
+/// let e: OutboundError<std::io::Error> = OutboundError::Unavailable {
+///     service: "geocoder".into(),
+///     retry_after: Duration::from_secs(30),
+/// };
+/// assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
+/// assert_eq!(e.to_string(), "upstream geocoder unavailable (circuit open)");
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError<E> {
     /// The breaker is open (or every half-open probe is taken): not called.
@@ -127,7 +139,28 @@ impl<S> Layer<S> for OutboundLayer {
     }
 }
 
-/// The service of an [`OutboundLayer`].
+/// The service of an [`OutboundLayer`], built by [`Layer::layer`] over a client service;
+/// its error is an [`OutboundError`] of the client's error.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use breaker_store::{Breakers, BreakersConfig, Outbound, OutboundConfig};
+/// # use limiter_core::{RedisConfig, RedisHandle};
+/// use limiter_tower::OutboundLayer;
+/// use tower::{Layer, ServiceExt};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # let redis = RedisHandle::new(&RedisConfig::default())?;
+/// # let outbound = Arc::new(Outbound::new(Breakers::new(redis, BreakersConfig::default())?, OutboundConfig::default()));
+/// let client = tower::service_fn(|_req: http::Request<String>| async {
+///     Ok::<_, std::io::Error>(http::Response::new(String::new()))
+/// });
+/// let service = OutboundLayer::new(outbound, "geocoder").layer(client);
+/// let resp = service.oneshot(http::Request::new(String::new())).await?;
+/// # let _ = resp;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct OutboundService<S> {
     inner: S,

@@ -25,6 +25,15 @@ use crate::{
 };
 
 /// The hook refused: the key has no quota left.
+///
+/// ```
+/// use std::time::Duration;
+/// use limiter_tower::QuotaDenied;
+///
+/// // Renews in an hour: the refusal carries `Retry-After: 3600`.
+/// let denied = QuotaDenied { retry_after: Some(Duration::from_secs(3600)) };
+/// # let _ = denied;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QuotaDenied {
     /// When the quota renews, for `Retry-After`.
@@ -211,7 +220,28 @@ impl<S, H, K> Layer<S> for QuotaLayer<H, K> {
     }
 }
 
-/// The service of a [`QuotaLayer`].
+/// The service of a [`QuotaLayer`], built by [`Layer::layer`]: it answers with a
+/// [`LimitBody`] that settles the ticket.
+///
+/// ```
+/// # use limiter_tower::{QuotaDenied, QuotaHook};
+/// # #[derive(Debug)]
+/// # struct MyQuota;
+/// # impl QuotaHook for MyQuota {
+/// #     type Ticket = ();
+/// #     async fn check(&self, _: &str) -> Result<(), QuotaDenied> { Ok(()) }
+/// #     async fn commit(&self, _: ()) {}
+/// #     async fn refund(&self, _: ()) {}
+/// # }
+/// use limiter_tower::{ConstantKey, QuotaLayer};
+/// use tower::Layer;
+///
+/// let handler = tower::service_fn(|_req: http::Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+/// });
+/// let service = QuotaLayer::new(MyQuota, ConstantKey::new("all")).layer(handler);
+/// # let _ = service;
+/// ```
 #[derive(Debug)]
 pub struct QuotaService<S, H, K> {
     inner: S,

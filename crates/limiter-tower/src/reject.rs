@@ -10,6 +10,16 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 /// Why a layer refused a request.
+///
+/// ```
+/// use std::time::Duration;
+/// use limiter_tower::LimitRejection;
+///
+/// let r = LimitRejection::QueueTimeout { retry_after: Duration::from_secs(10) };
+/// assert_eq!(r.status(), 503);
+/// assert_eq!(r.code(), "queue_timeout");
+/// assert_eq!(r.retry_after(), Some(Duration::from_secs(10)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LimitRejection {

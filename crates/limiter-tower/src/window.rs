@@ -185,7 +185,26 @@ impl<S, K> Layer<S> for SlidingWindowLayer<K> {
     }
 }
 
-/// The service of a [`SlidingWindowLayer`].
+/// The service of a [`SlidingWindowLayer`], built by [`Layer::layer`]; it answers with a
+/// [`LimitBody`] (the inner body, or a rendered refusal).
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use limiter_core::{RedisConfig, RedisHandle, WindowPolicy};
+/// use limiter_tower::{ConstantKey, SlidingWindowLayer};
+/// use tower::Layer;
+///
+/// # fn build() -> Result<(), Box<dyn std::error::Error>> {
+/// # let redis = RedisHandle::new(&RedisConfig::default())?;
+/// let policy = WindowPolicy::new("all", 1000, Duration::from_secs(1));
+/// let handler = tower::service_fn(|_req: http::Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+/// });
+/// let service = SlidingWindowLayer::new(redis, policy, ConstantKey::new("all"))?.layer(handler);
+/// # let _ = service;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct WindowService<S, K> {
     inner: S,
