@@ -139,12 +139,13 @@ async fn a_dropped_body_frees_the_slot() {
 async fn queue_timeout_is_refused_and_shadow_lets_it_through() {
     let obs = Arc::new(Observer::default());
     let gate = Arc::new(Semaphore::new(0));
-    let handle = LimitHandle::new();
-    let layer = layer("adm-timeout", cap_one())
+    let admission = Admission::start(redis("adm-timeout"), cap_one())
         .await
-        .queue_timeout(Duration::from_millis(300))
-        .handle(handle.clone());
-    let app = app(layer, obs.clone(), gate.clone());
+        .unwrap();
+    let enforce = AdmissionLayer::new(admission.clone(), "default", HeaderKey::new(KEY))
+        .unwrap()
+        .queue_timeout(Duration::from_millis(300));
+    let app = app(enforce, obs.clone(), gate.clone());
     let a = app.clone().oneshot(get("/", "u")).await.unwrap();
 
     let b = app.clone().oneshot(get("/", "u")).await.unwrap();
@@ -152,10 +153,17 @@ async fn queue_timeout_is_refused_and_shadow_lets_it_through() {
     assert_eq!(header(&b, "retry-after").unwrap(), "10");
     assert_eq!(problem(b).await["code"], "queue_timeout");
 
+    // Same queue, a layer in shadow mode with a long timeout: shadow never waits for it.
+    let handle = LimitHandle::new();
     handle.set_mode(Mode::Shadow);
-    let c = tokio::time::timeout(SOON, app.clone().oneshot(get("/", "u")))
-        .await
+    let shadow = AdmissionLayer::new(admission, "default", HeaderKey::new(KEY))
         .unwrap()
+        .queue_timeout(Duration::from_secs(60))
+        .handle(handle.clone());
+    let shadow_app = self::app(shadow, obs.clone(), gate.clone());
+    let c = tokio::time::timeout(SOON, shadow_app.oneshot(get("/", "u")))
+        .await
+        .expect("shadow mode does not queue")
         .unwrap();
     assert_eq!(c.status(), 200);
     assert_eq!(header(&c, "limit-shadow-refusal").unwrap(), "queue_timeout");
