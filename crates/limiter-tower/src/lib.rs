@@ -22,6 +22,12 @@
 //! response-body wrapper that holds a guard until the body ends), `mode.rs` ([`LimitHandle`]),
 //! `window.rs`, `admission.rs`, `quota.rs`, `outbound.rs` (one layer each, with its service).
 //!
+//! Each layer follows tower's shape (`XLayer` builds `XService`, generic over the inner service
+//! and the body types, the inner service readied in `poll_ready` and moved into the call). Their
+//! futures are boxed: each awaits Redis and then the inner service, and one allocation per request
+//! is noise next to a Redis round trip. The services pass the inner service's error through
+//! unchanged (refusals are responses), so they sit in an axum `Router` as they are.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use limiter_core::{RedisConfig, RedisHandle, WindowPolicy};

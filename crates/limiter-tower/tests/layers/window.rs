@@ -159,3 +159,49 @@ async fn redis_unreachable_fails_open_or_closed_without_internal_text() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_refused_key_is_answered_without_redis_until_its_window_reopens() {
+    // The proxy is the observer: it counts the script calls that reach Redis.
+    let target: u16 = testkit::redis_url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or(6379);
+    let proxy = testkit::proxy::TcpProxy::start(target).await;
+    let via_proxy = RedisHandle::new(&RedisConfig {
+        url: proxy.url(),
+        prefix: testkit::unique_prefix("win-cache"),
+        ..RedisConfig::default()
+    })
+    .unwrap();
+    let policy = WindowPolicy::new("c", 1, Duration::from_secs(60));
+    let layer = SlidingWindowLayer::new(via_proxy, policy, HeaderKey::new(KEY)).unwrap();
+    let app = app(layer, Arc::new(AtomicUsize::new(0)));
+    assert_eq!(
+        app.clone().oneshot(get("/", "a")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        app.clone().oneshot(get("/", "a")).await.unwrap().status(),
+        429
+    );
+    let scripts = proxy.commands_sent("EVALSHA") + proxy.commands_sent("EVAL");
+    assert!(scripts >= 2, "both decisions went to Redis ({scripts})");
+    for _ in 0..20 {
+        let resp = app.clone().oneshot(get("/", "a")).await.unwrap();
+        assert_eq!(resp.status(), 429);
+        assert!(header(&resp, "retry-after").is_some());
+    }
+    assert_eq!(
+        proxy.commands_sent("EVALSHA") + proxy.commands_sent("EVAL"),
+        scripts,
+        "refusals of a known key cost Redis nothing"
+    );
+    // Another key still goes to Redis.
+    assert_eq!(
+        app.clone().oneshot(get("/", "b")).await.unwrap().status(),
+        200
+    );
+    assert!(proxy.commands_sent("EVALSHA") + proxy.commands_sent("EVAL") > scripts);
+}
