@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use breaker_store::{
-    BreakerPolicy, Breakers, BreakersConfig, Outbound, OutboundConfig, RetryPolicy,
+    BreakerPolicy, Breakers, BreakersConfig, Outbound, OutboundConfig, RetryPolicy, ServiceOutbound,
 };
 use http::{Request, Response};
+use limiter_core::Pacer;
 use limiter_tower::{OutboundError, OutboundLayer};
+use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
 use super::redis;
@@ -56,8 +58,12 @@ fn client(
 }
 
 fn outbound(name: &str, threshold: u32) -> Arc<Outbound> {
+    Arc::new(outbound_on(redis(name), threshold))
+}
+
+fn outbound_on(redis: limiter_core::RedisHandle, threshold: u32) -> Outbound {
     let breakers = Breakers::new(
-        redis(name),
+        redis,
         BreakersConfig {
             default_policy: BreakerPolicy {
                 failure_threshold: threshold,
@@ -74,13 +80,13 @@ fn outbound(name: &str, threshold: u32) -> Arc<Outbound> {
         max_backoff: Duration::from_millis(50),
         ..RetryPolicy::default()
     };
-    Arc::new(Outbound::new(
+    Outbound::new(
         breakers,
         OutboundConfig {
             retry,
             ..OutboundConfig::default()
         },
-    ))
+    )
 }
 
 fn req(method: &str) -> Request<String> {
@@ -144,4 +150,46 @@ async fn the_breaker_opens_and_calls_fail_fast() {
         seen,
         "an open breaker calls nobody"
     );
+}
+
+#[tokio::test]
+async fn calls_are_paced_fleet_wide() {
+    // 5 calls a second, no burst: any 6 consecutive calls span at least a second. The client
+    // records when each call reached it.
+    let redis = redis("out-pace");
+    let pacer = Pacer::new(redis.clone(), "paced", 5.0, 1).unwrap();
+    let out = outbound_on(redis, 100).with_service(
+        "paced",
+        ServiceOutbound {
+            pacer: Some(pacer),
+            ..ServiceOutbound::default()
+        },
+    );
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let client = {
+        let times = times.clone();
+        tower::service_fn(move |_req: Request<String>| {
+            let times = times.clone();
+            async move {
+                times.lock().unwrap().push(Instant::now());
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }
+        })
+    };
+    let svc = OutboundLayer::new(Arc::new(out), "paced").layer(client);
+    let calls = (0..10).map(|_| svc.clone().oneshot(req("GET")));
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let mut t = times.lock().unwrap().clone();
+    t.sort();
+    assert_eq!(t.len(), 10);
+    for w in t.windows(6) {
+        let span = w[5] - w[0];
+        // Generous: Redis time and this clock may disagree by a few ms.
+        assert!(
+            span >= Duration::from_millis(900),
+            "6 calls within {span:?}"
+        );
+    }
 }
