@@ -552,7 +552,8 @@ mod tests {
         assert_eq!(k.key(&req(b"alice")).as_deref(), Some("alice"));
         assert_eq!(k.key(&req(b"")), None);
         assert_eq!(k.key(&req(b"a b")), None);
-        assert_eq!(k.key(&req(b"\x7f")), None);
+        assert_eq!(k.key(&req(b"a\tb")), None);
+        assert_eq!(k.key(&req(b"caf\xc3\xa9")), None);
         assert_eq!(k.key(&req(&[b'a'; 257])), None);
         assert_eq!(k.key(&req(&[b'a'; 256])).map(|s| s.len()), Some(256));
         let twice = Request::builder()
