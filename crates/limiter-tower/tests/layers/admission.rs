@@ -175,3 +175,66 @@ async fn queue_timeout_is_refused_and_shadow_lets_it_through() {
     );
     drop((a, c));
 }
+
+/// Waits until the fleet-wide queue holds `n` waiters.
+async fn queued(admission: &Admission, n: u64) {
+    tokio::time::timeout(SOON, async {
+        while admission.stats().await.unwrap().total_queued() != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("waiters in the queue");
+}
+
+#[tokio::test]
+async fn a_full_queue_and_a_key_at_its_waiter_cap_are_refused_at_once() {
+    let obs = Arc::new(Observer::default());
+    let gate = Arc::new(Semaphore::new(0));
+    let cfg = AdmissionConfig {
+        max_queue: 2,
+        max_queued_per_user: 1,
+        ..cap_one()
+    };
+    let admission = Admission::start(redis("adm-full"), cfg).await.unwrap();
+    let layer = AdmissionLayer::new(admission.clone(), "default", HeaderKey::new(KEY)).unwrap();
+    let app = app(layer, obs.clone(), gate.clone());
+    let a = app.clone().oneshot(get("/", "u")).await.unwrap();
+    let b = tokio::spawn(app.clone().oneshot(get("/", "u")));
+    queued(&admission, 1).await;
+
+    // "u" already has its one waiter.
+    let c = tokio::time::timeout(SOON, app.clone().oneshot(get("/", "u")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.status(), 429);
+    assert_eq!(header(&c, "retry-after").unwrap(), "10");
+    assert_eq!(problem(c).await["code"], "user_queue_full");
+
+    let d = tokio::spawn(app.clone().oneshot(get("/", "v")));
+    queued(&admission, 2).await;
+    // The queue holds its maximum.
+    let e = tokio::time::timeout(SOON, app.clone().oneshot(get("/", "w")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.status(), 503);
+    assert_eq!(header(&e, "retry-after").unwrap(), "10");
+    assert_eq!(problem(e).await["code"], "queue_full");
+    assert_eq!(obs.max.load(Ordering::SeqCst), 1);
+
+    // Everything queued is served in turn as bodies end.
+    gate.add_permits(3);
+    drop(a);
+    for w in [b, d] {
+        let r = tokio::time::timeout(SOON, w)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(text(r).await, "first\nlast\n");
+    }
+    assert_eq!(obs.max.load(Ordering::SeqCst), 1, "never above the cap");
+}
