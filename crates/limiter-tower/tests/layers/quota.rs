@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get as route_get;
 use http::StatusCode;
-use limiter_tower::{HeaderKey, QuotaDenied, QuotaHook, QuotaLayer};
+use limiter_tower::{HeaderKey, LimitHandle, Mode, QuotaDenied, QuotaHook, QuotaLayer};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
@@ -96,4 +96,37 @@ async fn commits_successes_and_refunds_failures() {
     assert_eq!(header(&resp, "retry-after").unwrap(), "3600");
     assert_eq!(problem(resp).await["code"], "quota_exhausted");
     assert!(rx.try_recv().is_err(), "a refusal settles nothing");
+
+    let no_key = http::Request::get("/ok").body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(no_key).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(problem(resp).await["code"], "invalid_request");
+}
+
+#[tokio::test]
+async fn shadow_lets_a_request_without_quota_through_unspent() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hook = Hook {
+        left: Mutex::new(HashMap::from([("u".to_string(), 0)])),
+        events: tx,
+    };
+    let handle = LimitHandle::new();
+    handle.set_mode(Mode::Shadow);
+    let app = Router::new()
+        .route("/ok", route_get(|| async { "fine" }))
+        .layer(QuotaLayer::new(hook, HeaderKey::new(KEY)).handle(handle.clone()));
+    let resp = app.clone().oneshot(get("/ok", "u")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "limit-shadow-refusal").unwrap(),
+        "quota_exhausted"
+    );
+    assert_eq!(text(resp).await, "fine");
+    assert_eq!(handle.shadow_refusals(), 1);
+    // A key with quota is spent and committed as usual.
+    let resp = app.clone().oneshot(get("/ok", "v")).await.unwrap();
+    assert_eq!(header(&resp, "limit-shadow-refusal"), None);
+    assert_eq!(text(resp).await, "fine");
+    assert_eq!(next(&mut rx).await, "commit");
+    assert!(rx.try_recv().is_err(), "the refused one settled nothing");
 }
