@@ -18,8 +18,9 @@
 //! `application/problem+json` by default, [`ProblemJson`]). The crate reads no environment
 //! variable: everything is a value you build.
 //!
-//! Layout: `key.rs` (key extractors; `key/client_ip.rs`, `key/jwt.rs`), `reject.rs` (refusals and their rendering), `body.rs` (the
-//! response-body wrapper that holds a guard until the body ends), `mode.rs` ([`LimitHandle`]),
+//! Layout: `key.rs` (key extractors; `key/client_ip.rs`, `key/jwt.rs`), `reject.rs` (refusals
+//! and their rendering), `body.rs` (the response-body wrapper that holds a guard until the body
+//! ends), `mode.rs` ([`LimitHandle`]),
 //! `window.rs`, `admission.rs`, `quota.rs`, `outbound.rs` (one layer each, with its service).
 //!
 //! Each layer follows tower's shape (`XLayer` builds `XService`, generic over the inner service
