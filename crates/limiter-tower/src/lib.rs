@@ -1,0 +1,77 @@
+//! limiter-tower: tower layers that give any axum/tower service the fleet-wide limits of
+//! [`limiter_core`] and [`breaker_store`]. Every replica behind the load balancer enforces the
+//! same limits, because their state lives in Redis.
+//!
+//! - [`SlidingWindowLayer`]: at most N requests per client in any window, with the
+//!   `RateLimit`/`RateLimit-Policy` headers and a local cache of clients already over the limit.
+//! - [`AdmissionLayer`]: concurrency caps (per key and fleet-wide) with a priority wait queue; the
+//!   slot is held until the response body ends, so a streamed response keeps it.
+//! - [`QuotaLayer`]: calls your [`QuotaHook`] (a daily quota in your database, say): check before
+//!   the request runs, commit once it succeeded, refund on a 5xx or a failure before any byte.
+//! - [`OutboundLayer`]: fleet-wide pacing, a shared circuit breaker and retries around any HTTP
+//!   client service.
+//! - [`LimitHandle`]: switches layers between enforce, shadow and off at runtime, and adjusts
+//!   window limits.
+//!
+//! Who a limit applies to is a [`KeyExtractor`] ([`ClientIpKey`], [`HeaderKey`], [`JwtClaimKey`],
+//! [`ConstantKey`]); what a refusal looks like is a [`RejectionRenderer`] (RFC 9457
+//! `application/problem+json` by default, [`ProblemJson`]). The crate reads no environment
+//! variable: everything is a value you build.
+//!
+//! Layout: `key.rs` (key extractors; `key/client_ip.rs`, `key/jwt.rs`), `reject.rs` (refusals
+//! and their rendering), `body.rs` (the response-body wrapper that holds a guard until the body
+//! ends), `mode.rs` ([`LimitHandle`]),
+//! `window.rs`, `admission.rs`, `quota.rs`, `outbound.rs` (one layer each, with its service).
+//!
+//! Each layer follows tower's shape (`XLayer` builds `XService`, generic over the inner service
+//! and the body types, the inner service readied in `poll_ready` and moved into the call). Their
+//! futures are boxed: each awaits Redis and then the inner service, and one allocation per request
+//! is noise next to a Redis round trip. The services pass the inner service's error through
+//! unchanged (refusals are responses), so they sit in an axum `Router` as they are.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use limiter_core::{RedisConfig, RedisHandle, WindowPolicy};
+//! use limiter_tower::{ClientIpKey, SlidingWindowLayer};
+//! use tower::ServiceBuilder;
+//!
+//! # fn build() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisHandle::new(&RedisConfig::default())?;
+//! let policy = WindowPolicy::new("api", 100, Duration::from_secs(60));
+//! let window = SlidingWindowLayer::new(redis, policy, ClientIpKey::direct())?;
+//! let layers = ServiceBuilder::new().layer(window);
+//! # let _ = layers;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The crate's `examples/axum_app.rs` protects an axum app with a window and an admission layer.
+
+#![warn(missing_docs)]
+
+mod admission;
+mod body;
+mod key;
+mod mode;
+mod outbound;
+mod quota;
+mod reject;
+mod window;
+
+pub use admission::{AdmissionLayer, AdmissionService};
+pub use body::LimitBody;
+pub use key::{
+    ClientIpKey, ConstantKey, EmptySecret, HeaderKey, JwtClaimKey, KeyExtractor, PeerAddr,
+};
+pub use mode::{LimitHandle, Mode, SHADOW_HEADER};
+pub use outbound::{OutboundError, OutboundLayer, OutboundService};
+pub use quota::{QuotaDenied, QuotaHook, QuotaLayer, QuotaService};
+pub use reject::{LimitRejection, ProblemJson, RejectionRenderer};
+pub use window::{SlidingWindowLayer, WindowService};
+
+/// The inner service that `poll_ready` readied, leaving a fresh clone in its place (a clone is
+/// not ready until polled itself: tower's rule for services moved into a future).
+fn take_ready<S: Clone>(slot: &mut S) -> S {
+    let clone = slot.clone();
+    std::mem::replace(slot, clone)
+}

@@ -1,0 +1,240 @@
+//! AdmissionLayer: the slot lives as long as the response body, refusals, shadow mode.
+//!
+//! The observer is the handler itself: it counts the requests running (from the handler's start
+//! to the end of the body it streams) and the most ever running at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get as route_get;
+use limiter_core::{Admission, AdmissionConfig};
+use limiter_tower::{AdmissionLayer, HeaderKey, LimitHandle, Mode};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use super::{KEY, SOON, get, header, problem, redis, text};
+
+/// Requests running now and the most seen at once.
+#[derive(Debug, Default)]
+struct Observer {
+    running: AtomicUsize,
+    max: AtomicUsize,
+}
+
+/// Decrements `running` when the stream ends or is dropped.
+struct Running(Arc<Observer>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A handler streaming `first`, then waiting for a permit of `gate` before its last chunk.
+fn app(layer: AdmissionLayer<HeaderKey>, obs: Arc<Observer>, gate: Arc<Semaphore>) -> Router {
+    let handler = move || {
+        let obs = obs.clone();
+        let gate = gate.clone();
+        async move {
+            let now = obs.running.fetch_add(1, Ordering::SeqCst) + 1;
+            obs.max.fetch_max(now, Ordering::SeqCst);
+            let running = Running(obs);
+            let chunks = futures_util::stream::unfold(0u8, move |step| {
+                let gate = gate.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok::<_, std::io::Error>("first\n".to_string()), 1)),
+                        1 => {
+                            gate.acquire().await.unwrap().forget();
+                            Some((Ok("last\n".to_string()), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            let chunks = futures_util::StreamExt::map(chunks, move |c| {
+                let _held = &running;
+                c
+            });
+            Body::from_stream(chunks)
+        }
+    };
+    Router::new().route("/", route_get(handler)).layer(layer)
+}
+
+async fn layer(name: &str, cfg: AdmissionConfig) -> AdmissionLayer<HeaderKey> {
+    let admission = Admission::start(redis(name), cfg).await.unwrap();
+    AdmissionLayer::new(admission, "default", HeaderKey::new(KEY)).unwrap()
+}
+
+fn cap_one() -> AdmissionConfig {
+    AdmissionConfig {
+        user_cap: 1,
+        global_cap: 1,
+        ..AdmissionConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_body_keeps_its_slot_until_it_ends() {
+    let obs = Arc::new(Observer::default());
+    let gate = Arc::new(Semaphore::new(0));
+    let app = app(
+        layer("adm-stream", cap_one()).await,
+        obs.clone(),
+        gate.clone(),
+    );
+
+    // A: admitted, headers back, its body still streaming.
+    let a = app.clone().oneshot(get("/", "u")).await.unwrap();
+    assert_eq!(a.status(), 200);
+    assert_eq!(obs.running.load(Ordering::SeqCst), 1);
+
+    // B waits in the queue while A's body runs: its handler does not start.
+    let b = tokio::spawn(app.clone().oneshot(get("/", "u")));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!b.is_finished(), "B must wait for A's body to end");
+    assert_eq!(obs.running.load(Ordering::SeqCst), 1);
+
+    // A's body ends: B is admitted.
+    gate.add_permits(1);
+    assert_eq!(text(a).await, "first\nlast\n");
+    let b = tokio::time::timeout(SOON, b)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.status(), 200);
+    gate.add_permits(1);
+    assert_eq!(text(b).await, "first\nlast\n");
+    assert_eq!(obs.max.load(Ordering::SeqCst), 1, "never above the cap");
+}
+
+#[tokio::test]
+async fn a_dropped_body_frees_the_slot() {
+    let obs = Arc::new(Observer::default());
+    let gate = Arc::new(Semaphore::new(0));
+    let app = app(
+        layer("adm-drop", cap_one()).await,
+        obs.clone(),
+        gate.clone(),
+    );
+    let a = app.clone().oneshot(get("/", "u")).await.unwrap();
+    let b = tokio::spawn(app.clone().oneshot(get("/", "u")));
+    // The client goes away mid-stream.
+    drop(a);
+    let b = tokio::time::timeout(SOON, b)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.status(), 200);
+    assert_eq!(obs.max.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn queue_timeout_is_refused_and_shadow_lets_it_through() {
+    let obs = Arc::new(Observer::default());
+    let gate = Arc::new(Semaphore::new(0));
+    let admission = Admission::start(redis("adm-timeout"), cap_one())
+        .await
+        .unwrap();
+    let enforce = AdmissionLayer::new(admission.clone(), "default", HeaderKey::new(KEY))
+        .unwrap()
+        .queue_timeout(Duration::from_millis(300));
+    let app = app(enforce, obs.clone(), gate.clone());
+    let a = app.clone().oneshot(get("/", "u")).await.unwrap();
+
+    let b = app.clone().oneshot(get("/", "u")).await.unwrap();
+    assert_eq!(b.status(), 503);
+    assert_eq!(header(&b, "retry-after").unwrap(), "10");
+    assert_eq!(problem(b).await["code"], "queue_timeout");
+
+    // Same queue, a layer in shadow mode with a long timeout: shadow never waits for it.
+    let handle = LimitHandle::new();
+    handle.set_mode(Mode::Shadow);
+    let shadow = AdmissionLayer::new(admission, "default", HeaderKey::new(KEY))
+        .unwrap()
+        .queue_timeout(Duration::from_secs(60))
+        .handle(handle.clone());
+    let shadow_app = self::app(shadow, obs.clone(), gate.clone());
+    let c = tokio::time::timeout(SOON, shadow_app.oneshot(get("/", "u")))
+        .await
+        .expect("shadow mode does not queue")
+        .unwrap();
+    assert_eq!(c.status(), 200);
+    assert_eq!(header(&c, "limit-shadow-refusal").unwrap(), "queue_timeout");
+    assert_eq!(handle.shadow_refusals(), 1);
+    assert_eq!(
+        obs.max.load(Ordering::SeqCst),
+        2,
+        "shadow let the second one run"
+    );
+    drop((a, c));
+}
+
+/// Waits until the fleet-wide queue holds `n` waiters.
+async fn queued(admission: &Admission, n: u64) {
+    tokio::time::timeout(SOON, async {
+        while admission.stats().await.unwrap().total_queued() != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("waiters in the queue");
+}
+
+#[tokio::test]
+async fn a_full_queue_and_a_key_at_its_waiter_cap_are_refused_at_once() {
+    let obs = Arc::new(Observer::default());
+    let gate = Arc::new(Semaphore::new(0));
+    let cfg = AdmissionConfig {
+        max_queue: 2,
+        max_queued_per_user: 1,
+        ..cap_one()
+    };
+    let admission = Admission::start(redis("adm-full"), cfg).await.unwrap();
+    let layer = AdmissionLayer::new(admission.clone(), "default", HeaderKey::new(KEY)).unwrap();
+    let app = app(layer, obs.clone(), gate.clone());
+    let a = app.clone().oneshot(get("/", "u")).await.unwrap();
+    let b = tokio::spawn(app.clone().oneshot(get("/", "u")));
+    queued(&admission, 1).await;
+
+    // "u" already has its one waiter.
+    let c = tokio::time::timeout(SOON, app.clone().oneshot(get("/", "u")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.status(), 429);
+    assert_eq!(header(&c, "retry-after").unwrap(), "10");
+    assert_eq!(problem(c).await["code"], "user_queue_full");
+
+    let d = tokio::spawn(app.clone().oneshot(get("/", "v")));
+    queued(&admission, 2).await;
+    // The queue holds its maximum.
+    let e = tokio::time::timeout(SOON, app.clone().oneshot(get("/", "w")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.status(), 503);
+    assert_eq!(header(&e, "retry-after").unwrap(), "10");
+    assert_eq!(problem(e).await["code"], "queue_full");
+    assert_eq!(obs.max.load(Ordering::SeqCst), 1);
+
+    // Everything queued is served in turn as bodies end.
+    gate.add_permits(3);
+    drop(a);
+    for w in [b, d] {
+        let r = tokio::time::timeout(SOON, w)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(text(r).await, "first\nlast\n");
+    }
+    assert_eq!(obs.max.load(Ordering::SeqCst), 1, "never above the cap");
+}
