@@ -1,4 +1,4 @@
-//! Issue 9's scenario 5 (driven by `bench/run`): what the chat route's limiter stack adds to a
+//! Scenario 5 of `bench/run` (the HTTP chat route): what the chat route's limiter stack adds to a
 //! request under HTTP load from `wrk`, against the same route without it.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! For benchmarks only (`benches/http_stack.rs`, issue 9's scenario 5): the router of
+//! For benchmarks only (`benches/http_stack.rs`, scenario 5 of `bench/run`): the router of
 //! [`crate::app`] with the chat route's limiters taken out, so that the cost of the limiter stack
 //! is measured against the same route, same outer layers, without it. Deliberately not a
 //! configuration: the service never builds these routers, so no setting can turn limits off.

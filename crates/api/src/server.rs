@@ -36,7 +36,7 @@ use crate::stats::count_requests;
 
 /// The router of one replica.
 pub fn app(state: AppState) -> Router {
-    // A user route: auth first, then the per-IP window of its class (DESIGN.md's request flow).
+    // A user route: auth first, then the per-IP window of its class.
     // `route_layer` keeps both off unmatched paths and methods.
     let user_route = |path: &str, class: RouteClass, r: axum::routing::MethodRouter<AppState>| {
         Router::new()

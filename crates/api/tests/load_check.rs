@@ -1,4 +1,4 @@
-//! The original app's own load check, over TCP: 10 concurrent chats from one user and one IP.
+//! The load check of the chat route, over TCP: 10 concurrent chats from one user and one IP.
 #![allow(clippy::unwrap_used)]
 
 mod common;
