@@ -155,7 +155,7 @@ async fn run(a: Args) {
     drop(db);
 
     // The flood, against a replica served in-process.
-    let state = api::AppState::new(cfg, Arc::new(api::EchoPipeline))
+    let state = api::AppState::new(cfg, Arc::new(chat::EchoAssistant))
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -260,13 +260,13 @@ async fn run(a: Args) {
     let cfg = config(&a, url_sync, &format!("bench-http-{pid}"));
     let quota = api::quota::QuotaStore::connect_lazy(&cfg).unwrap();
     quota.migrate().await.unwrap();
-    let state = api::AppState::new(cfg, Arc::new(api::EchoPipeline))
+    let state = api::AppState::new(cfg, Arc::new(chat::EchoAssistant))
         .await
         .unwrap();
     let cfg_async = config(&a, url_async, &format!("bench-http-async-{pid}"));
     let quota_async = api::quota::QuotaStore::connect_lazy(&cfg_async).unwrap();
     quota_async.migrate().await.unwrap();
-    let state_async = api::AppState::new(cfg_async, Arc::new(api::EchoPipeline))
+    let state_async = api::AppState::new(cfg_async, Arc::new(chat::EchoAssistant))
         .await
         .unwrap();
     variants.push((

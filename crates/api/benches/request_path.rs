@@ -63,7 +63,7 @@ async fn main() {
     cfg.quota.free_daily_queries = 1_000_000;
     let quota = api::quota::QuotaStore::connect_lazy(&cfg).unwrap();
     quota.migrate().await.unwrap();
-    let state = api::AppState::new(cfg, Arc::new(api::EchoPipeline))
+    let state = api::AppState::new(cfg, Arc::new(chat::EchoAssistant))
         .await
         .unwrap();
     let state2 = state.clone();

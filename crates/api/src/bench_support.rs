@@ -14,11 +14,11 @@ use crate::admission::RouteClass;
 use crate::auth::{AuthUser, require_user};
 use crate::error::ApiError;
 use crate::json::ValidJson;
-use crate::pipeline::{ChatContext, ChatRequest};
 use crate::routes::chat::{ChatBody, ChatResponse, validate};
 use crate::routes::{admit, request_id};
 use crate::server::with_common;
 use crate::state::AppState;
+use chat::{ChatContext, ChatRequest};
 
 /// What the chat route leaves out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ async fn chat_without(
         conversation_id: body.conversation_id,
         stream: false,
     };
-    let a = state.pipeline().answer(req, ctx).await?;
+    let a = state.assistant().answer(req, ctx).await?;
     drop(slot);
     Ok(axum::Json(ChatResponse {
         answer: a.answer,

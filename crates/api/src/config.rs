@@ -82,7 +82,7 @@ pub struct Config {
     pub admission: AdmissionSettings,
     /// Daily quota (layer 3).
     pub quota: QuotaSettings,
-    /// Upstream services (used by the pipeline, an issue of its own).
+    /// Upstream services (for the chat assistant, [`crate::assistant`]).
     pub upstream: UpstreamSettings,
     /// Shutdown and request handling.
     pub server: ServerSettings,
@@ -198,7 +198,7 @@ pub struct QuotaSettings {
     pub tiers: BTreeMap<String, u32>,
 }
 
-/// Upstreams (read here so one file configures the service; used by the pipeline issue).
+/// Upstreams of the chat assistant (read here so one file configures the service).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamSettings {

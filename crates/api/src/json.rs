@@ -92,9 +92,9 @@ pub fn is_blank(s: &str) -> bool {
 }
 
 /// Refuses a text field holding a control character other than tab and newline (see
-/// [`crate::text::clean`]): 400 `invalid_request` naming the field, the character and where it is.
+/// [`chat::text::clean`]): 400 `invalid_request` naming the field, the character and where it is.
 pub fn no_control_chars(field: &str, value: &str) -> Result<(), ApiError> {
-    match crate::text::first_disallowed(value) {
+    match chat::text::first_disallowed(value) {
         None => Ok(()),
         Some((at, c)) => Err(ApiError::InvalidRequest(format!(
             "`{field}` contains the control character U+{:04X} at position {at}; only tab and \

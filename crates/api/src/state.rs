@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use chat::Assistant;
 use limiter_core::{LimiterError, RedisHandle, SlidingWindow, WindowPolicy};
 
 use crate::admin_gate::AdminGate;
@@ -14,7 +15,6 @@ use crate::client_ip::ClientIpResolver;
 use crate::config::{Config, ConfigError};
 use crate::ip_limit::{IpLimitStats, IpRateLimitLayer};
 use crate::jwt::JwtVerifier;
-use crate::pipeline::ChatPipeline;
 use crate::pseudonym::Pseudonymizer;
 use crate::quota::{QuotaError, QuotaStore};
 use crate::routes::health::HealthCache;
@@ -40,7 +40,7 @@ struct Inner {
     redis: RedisHandle,
     quota: QuotaStore,
     gate: Gate,
-    pipeline: Arc<dyn ChatPipeline>,
+    assistant: Arc<dyn Assistant>,
     breakers: OnceLock<Arc<dyn BreakerControl>>,
     jwt: JwtVerifier,
     admin: AdminGate,
@@ -72,21 +72,21 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Builds a replica's state from a configuration and a pipeline. Connects to nothing: Redis
+    /// Builds a replica's state from a configuration and a chat assistant. Connects to nothing: Redis
     /// and PostgreSQL are reached on first use, so a replica starts while either is down.
     pub async fn new(
         config: Config,
-        pipeline: Arc<dyn ChatPipeline>,
+        assistant: Arc<dyn Assistant>,
     ) -> Result<AppState, StartError> {
         let redis = RedisHandle::new(&config.redis_config())?;
         let quota = QuotaStore::connect_lazy(&config)?;
-        Self::with_parts(config, pipeline, redis, quota).await
+        Self::with_parts(config, assistant, redis, quota).await
     }
 
     /// Builds a replica's state over an existing Redis handle and quota store (tests share them).
     pub async fn with_parts(
         config: Config,
-        pipeline: Arc<dyn ChatPipeline>,
+        assistant: Arc<dyn Assistant>,
         redis: RedisHandle,
         quota: QuotaStore,
     ) -> Result<AppState, StartError> {
@@ -151,7 +151,7 @@ impl AppState {
                 redis,
                 quota,
                 gate,
-                pipeline,
+                assistant,
                 breakers: OnceLock::new(),
                 jwt,
                 admin,
@@ -191,9 +191,9 @@ impl AppState {
     pub fn gate(&self) -> &Gate {
         &self.inner.gate
     }
-    /// The pipeline.
-    pub fn pipeline(&self) -> &dyn ChatPipeline {
-        self.inner.pipeline.as_ref()
+    /// The chat assistant the routes call once a request has passed every limit.
+    pub fn assistant(&self) -> &dyn Assistant {
+        self.inner.assistant.as_ref()
     }
     /// The breakers, when wired.
     pub fn breakers(&self) -> Option<&Arc<dyn BreakerControl>> {

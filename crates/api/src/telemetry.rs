@@ -183,7 +183,7 @@ pub fn init(format: LogFormat) -> Guard {
 /// [`init`] with an injected environment for the `OTEL_*` switches (tests).
 pub fn init_with(format: LogFormat, env: impl Fn(&str) -> Option<String>) -> Guard {
     // The OTLP/HTTP client is a reqwest client too: it needs the ring provider first.
-    crate::upstream::install_crypto_provider();
+    chat::upstream::install_crypto_provider();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = provider(&env);
     let tracer = provider.tracer("fleetgate");

@@ -15,7 +15,7 @@ async fn ten_concurrent_chats_from_one_user_and_ip() {
     let store = migrate(&cfg).await;
     // The first calls hold until 2 are in flight at once (or 5 s): while they hold, a third would
     // be seen if the per-user cap let it in (checked: with a cap of 3 this test fails, seeing 3).
-    let fake = FakePipeline::new(Duration::from_secs(5), 2, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_secs(5), 2, Mode::Answer);
     let server = Server::start(cfg, fake.clone()).await;
     let c = client();
 

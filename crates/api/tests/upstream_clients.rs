@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use api::upstream::rag::build_messages;
-use api::upstream::{
-    ChatMessage, LlmClient, LlmConfig, PubMedClient, PubMedConfig, Retriever,
-    SemanticScholarClient, SemanticScholarConfig, Source, UpstreamError, http_client, service,
-};
 use breaker_store::{Breakers, BreakersConfig, Outbound, OutboundConfig, RetryPolicy};
+use chat::prompt::build_messages;
+use chat::retrieval::Retriever;
+use chat::upstream::{
+    ChatMessage, LlmClient, LlmConfig, PubMedClient, PubMedConfig, SemanticScholarClient,
+    SemanticScholarConfig, Source, UpstreamError, http_client, service,
+};
 use limiter_core::{RedisConfig, RedisHandle};
 use upstream_sim::{Group, SimConfig};
 

@@ -1,4 +1,4 @@
-//! `POST /api/research`: papers from PubMed and Semantic Scholar (through the pipeline). Per-IP
+//! `POST /api/research`: papers from PubMed and Semantic Scholar (through the chat assistant). Per-IP
 //! window and admission as for chat (class `research`); no daily quota (it counts chat queries).
 
 use axum::Json;
@@ -11,8 +11,8 @@ use crate::admission::RouteClass;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::json::ValidJson;
-use crate::pipeline::{ChatContext, Paper, ResearchRequest};
 use crate::state::AppState;
+use chat::{ChatContext, Paper, ResearchRequest};
 
 /// Longest accepted query, in characters.
 pub const MAX_QUERY_CHARS: usize = 1000;
@@ -105,7 +105,7 @@ pub async fn research(
     };
     let queued = slot.queued();
     let papers = state
-        .pipeline()
+        .assistant()
         .research(
             ResearchRequest {
                 query: body.query,

@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use api::AppState;
 use api::config::Config;
-use api::pipeline::{
-    ChatAnswer, ChatContext, ChatPipeline, ChatRequest, PipelineError, PipelineFuture,
-};
 use api::quota::QuotaStore;
 use api::secret::Secret;
+use chat::{Assistant, AssistantError, AssistantFuture, ChatAnswer, ChatContext, ChatRequest};
 use limiter_core::RedisHandle;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor};
@@ -158,7 +156,7 @@ pub enum Mode {
 
 /// The independent observer: counts calls in flight and the most ever seen at once. Each call
 /// holds until `release()` (or the hold elapses, or `target` calls are in flight at once).
-pub struct FakePipeline {
+pub struct FakeAssistant {
     pub in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
     pub calls: AtomicU64,
@@ -172,9 +170,9 @@ pub struct FakePipeline {
     pub mode: Mode,
 }
 
-impl FakePipeline {
+impl FakeAssistant {
     pub fn new(hold: Duration, target: usize, mode: Mode) -> Arc<Self> {
-        Arc::new(FakePipeline {
+        Arc::new(FakeAssistant {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
@@ -214,8 +212,8 @@ impl FakePipeline {
     }
 }
 
-impl ChatPipeline for FakePipeline {
-    fn answer(&self, req: ChatRequest, _ctx: ChatContext) -> PipelineFuture<'_, ChatAnswer> {
+impl Assistant for FakeAssistant {
+    fn answer(&self, req: ChatRequest, _ctx: ChatContext) -> AssistantFuture<'_, ChatAnswer> {
         Box::pin(async move {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -246,7 +244,7 @@ impl ChatPipeline for FakePipeline {
                     citations: vec![],
                     conversation_id: req.conversation_id.unwrap_or_else(uuid::Uuid::new_v4),
                 }),
-                Mode::UpstreamDown => Err(PipelineError::UpstreamUnavailable {
+                Mode::UpstreamDown => Err(AssistantError::UpstreamUnavailable {
                     retry_after: Duration::from_secs(7),
                     cause: "fake upstream down: secret internal detail".into(),
                 }),
@@ -265,7 +263,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(cfg: Config, pipeline: Arc<dyn ChatPipeline>) -> Server {
+    pub async fn start(cfg: Config, pipeline: Arc<dyn Assistant>) -> Server {
         init();
         let state = AppState::new(cfg, pipeline).await.unwrap();
         Self::start_state(state).await
@@ -371,7 +369,7 @@ pub async fn rag_replica(sim: &upstream_sim::RunningSim, mut cfg: Config) -> Ser
     let redis = redis(&cfg.redis.prefix).await;
     let breakers = api::breakers::build(&cfg, redis.clone()).unwrap();
     let pipeline =
-        api::RagPipeline::build(&cfg, &redis, breakers.clone(), quota.pool().clone()).unwrap();
+        api::assistant::rag(&cfg, &redis, breakers.clone(), quota.pool().clone()).unwrap();
     let state = AppState::with_parts(cfg, Arc::new(pipeline), redis, quota)
         .await
         .unwrap()
