@@ -116,7 +116,7 @@ async fn load(c: &reqwest::Client, url: &str, conc: u64, secs: u64, tag: &str) -
     let end = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for w in 0..conc {
-        let token = api::jwt::sign_hs256(
+        let token = api::auth::jwt::sign_hs256(
             SECRET.as_bytes(),
             &serde_json::json!({"sub": format!("bench-{tag}-{w}"), "exp": exp}),
         );

@@ -49,7 +49,8 @@ pub fn rag(
 /// The chat crate's settings from the service's configuration (secrets exposed only here, to be
 /// sent to their upstream).
 pub fn settings(up: &UpstreamSettings) -> RagSettings {
-    let key = |s: &Option<crate::secret::Secret>| s.as_ref().map(|s| s.expose().to_string());
+    let key =
+        |s: &Option<crate::config::secret::Secret>| s.as_ref().map(|s| s.expose().to_string());
     RagSettings {
         pubmed_url: up.pubmed_url.clone(),
         semantic_scholar_url: up.semantic_scholar_url.clone(),

@@ -10,12 +10,13 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use crate::admission::RouteClass;
-use crate::auth::{AuthUser, require_user};
+use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::json::ValidJson;
+use crate::limits::admission::RouteClass;
 use crate::routes::chat::{ChatBody, ChatResponse, validate};
 use crate::routes::{admit, request_id};
+use crate::server::json::ValidJson;
+use crate::server::middleware::require_user;
 use crate::server::with_common;
 use crate::state::AppState;
 use chat::{ChatContext, ChatRequest};

@@ -1,55 +1,49 @@
 //! api: the fleetgate service (binary `fleetgate`). An Axum app that puts the fleet-wide limits of
-//! `limiter-core` in front of the clinical research chat:
+//! `limiter-core` in front of the clinical research chat (crate `chat`):
 //!
-//! 1. per-IP sliding windows per route class ([`ip_limit`], tower layers);
-//! 2. admission: per-user and global concurrency caps with a wait ([`admission`]);
-//! 3. the daily query quota in PostgreSQL ([`quota`], `migrations/`);
+//! 1. per-IP sliding windows per route class ([`limits::ip_limit`], tower layers);
+//! 2. the daily query quota in PostgreSQL ([`limits::quota`], `migrations/`);
+//! 3. admission: per-user and global concurrency caps with a wait ([`limits::admission`]);
 //!
-//! plus JWT auth ([`auth`], [`jwt`]), client-IP resolution behind trusted proxies ([`client_ip`]),
-//! health and admin actions, probes and the OpenAPI document ([`routes`]). The chat itself is the
-//! crate `chat`, called through its `Assistant` trait once a request has passed every limit
-//! ([`assistant`] builds the one a replica runs); circuit breakers behind [`BreakerControl`].
+//! plus JWT auth and the admin token ([`auth`]), client-IP resolution behind trusted proxies
+//! ([`server::client_ip`]), the health report ([`health`]), admin actions and the fleet view
+//! ([`admin`]), probes and the OpenAPI document ([`routes`]). The chat is called through
+//! `chat::Assistant` once a request has passed every limit ([`assistant`] builds the one a
+//! replica runs).
 //!
 //! Use: build an [`AppState`] with [`AppState::new`] (config + assistant), then [`app`] for the
 //! router or [`run`] to serve it with graceful shutdown.
 //!
-//! Layout: `config.rs` (layered configuration; `config/http.rs` the connection limits), `secret.rs`,
-//! `cidr.rs`, `error.rs` (problem+json), `jwt.rs` + `auth.rs`, `admin_gate.rs` (the admin token,
-//! throttled), `pseudonym.rs` (keyed user pseudonyms), `client_ip.rs`, `ip_limit/` (layer,
-//! service, headers, stats), `admission.rs`, `quota.rs`, `assistant.rs`, `breakers.rs`, `stats.rs`,
-//! `json.rs` (body extractor), `request_id.rs`, `state.rs`, `routes/` (one file per route group),
-//! `server.rs` (`app`, `run`; `server/connection.rs` the per-connection timeouts), `telemetry.rs`
-//! (logs, traces), `metrics.rs` (Prometheus), `slot_holders.rs` and `fleet_status.rs` (the admin console's fleet view), `routes/pages.rs`
-//! and `web/` (the chat page and the admin console, embedded).
+//! Layout, lower layers first (a module uses only those above it in this list, and none of these
+//! uses [`state`]): `config/` (layered configuration: `env.rs` the table of variables, `http.rs`
+//! the connection limits, `secret.rs`, `cidr.rs`), `error.rs` (problem+json), `metrics.rs`
+//! (Prometheus), `telemetry.rs` (logs, traces), `auth/` (`jwt.rs`, the admin token,
+//! `admin_gate.rs` its throttle, `pseudonym.rs`), `limits/` (`ip_limit/`, `quota.rs`,
+//! `admission.rs`), `admin/` (`breakers.rs`, `slot_holders.rs`), `health/` (`report.rs`,
+//! `cache.rs`, `stats.rs`), `server/` (`client_ip.rs`, `json.rs`, `request_id.rs`,
+//! `connection.rs`). Then `state.rs` ([`AppState`]), and what reads it: `server/middleware.rs`,
+//! `health/check.rs`, `admin/fleet_status.rs`, `routes/` (one file per route group; `pages.rs`
+//! and `web/` the chat page and the admin console, embedded), `server/mod.rs` (`app`, `run`),
+//! `assistant.rs`.
 
-pub mod admin_gate;
-pub mod admission;
+pub mod admin;
 pub mod assistant;
 pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
-pub mod breakers;
-pub mod cidr;
-pub mod client_ip;
 pub mod config;
 pub mod error;
-pub mod fleet_status;
-pub mod ip_limit;
-pub mod json;
-pub mod jwt;
+pub mod health;
+pub mod limits;
 pub mod metrics;
-pub mod pseudonym;
-pub mod quota;
-pub mod request_id;
 pub mod routes;
-pub mod secret;
-mod server;
-pub mod slot_holders;
+pub mod server;
 pub mod state;
-pub mod stats;
 pub mod telemetry;
 
-pub use breakers::BreakerControl;
+// Kept at the root too: the fleet tests mint tokens and pseudonyms through these paths.
+pub use admin::breakers::BreakerControl;
+pub use auth::{jwt, pseudonym};
 pub use config::{Config, ConfigError};
 pub use error::ApiError;
 pub use server::{app, run};

@@ -77,9 +77,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("FLEETGATE_REDIS_URL / FLEETGATE_REDIS_CLUSTER / FLEETGATE_REDIS_PREFIX")?;
     // One set of breakers per replica, shared by the health/admin API and the assistant's
     // outbound calls.
-    let breakers = api::breakers::build(&config, redis.clone())
+    let breakers = api::admin::breakers::build(&config, redis.clone())
         .context("FLEETGATE_BREAKER_FAILURE_THRESHOLD / FLEETGATE_BREAKER_OPEN_MS")?;
-    let quota = api::quota::QuotaStore::connect_lazy(&config).context("FLEETGATE_DATABASE_URL")?;
+    let quota =
+        api::limits::quota::QuotaStore::connect_lazy(&config).context("FLEETGATE_DATABASE_URL")?;
     let assistant =
         api::assistant::from_config(&config, &redis, breakers.clone(), quota.pool().clone())
             .context("FLEETGATE_PUBMED_RATE_PER_SEC / FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC")?;
@@ -100,7 +101,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let store = api::quota::QuotaStore::connect_lazy(&config)?;
+    let store = api::limits::quota::QuotaStore::connect_lazy(&config)?;
     store
         .migrate()
         .await

@@ -7,19 +7,19 @@ use std::time::Duration;
 use chat::Assistant;
 use limiter_core::{LimiterError, RedisHandle, SlidingWindow, WindowPolicy};
 
-use crate::admin_gate::AdminGate;
-use crate::admission::{Gate, RouteClass};
+use crate::admin::breakers::BreakerControl;
+use crate::admin::slot_holders::SlotHolders;
 use crate::auth::AdminToken;
-use crate::breakers::BreakerControl;
-use crate::client_ip::ClientIpResolver;
+use crate::auth::admin_gate::AdminGate;
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::pseudonym::Pseudonymizer;
 use crate::config::{Config, ConfigError};
-use crate::ip_limit::{IpLimitStats, IpRateLimitLayer};
-use crate::jwt::JwtVerifier;
-use crate::pseudonym::Pseudonymizer;
-use crate::quota::{QuotaError, QuotaStore};
-use crate::routes::health::HealthCache;
-use crate::slot_holders::SlotHolders;
-use crate::stats::RequestStats;
+use crate::health::HealthCache;
+use crate::health::stats::RequestStats;
+use crate::limits::admission::{Gate, RouteClass};
+use crate::limits::ip_limit::{IpLimitStats, IpRateLimitLayer};
+use crate::limits::quota::{QuotaError, QuotaStore};
+use crate::server::client_ip::ClientIpResolver;
 
 /// Why a replica could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -251,5 +251,11 @@ impl AppState {
     /// Begins shutdown: readiness turns false and new requests are refused with 503.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
+    }
+}
+
+impl axum::extract::FromRef<AppState> for crate::server::json::MaxBodyBytes {
+    fn from_ref(state: &AppState) -> Self {
+        crate::server::json::MaxBodyBytes(state.config().http.max_body_bytes)
     }
 }

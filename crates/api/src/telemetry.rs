@@ -330,7 +330,7 @@ pub async fn observe_request(req: Request, next: Next) -> Response {
             http.response.status_code = Empty,
             request_id = %request_id,
             trace_id = Empty,
-            // The caller's pseudonym once authenticated (`auth::require_user`), never the id.
+            // The caller's pseudonym once authenticated (`server::middleware::require_user`), never the id.
             user = Empty,
         );
         let parent = opentelemetry::global::get_text_map_propagator(|p| {

@@ -184,7 +184,7 @@ async fn force_close_circuits_closes_breakers_for_every_replica() {
     let a = rag_replica(&sim, cfg.clone()).await;
     let b = rag_replica(&sim, cfg.clone()).await;
     // Another member of the fleet opens the LLM breaker for 10 minutes.
-    let other = api::breakers::build(&cfg, redis(&prefix).await).unwrap();
+    let other = api::admin::breakers::build(&cfg, redis(&prefix).await).unwrap();
     other
         .force_open("llm", Duration::from_secs(600))
         .await

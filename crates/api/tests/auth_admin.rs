@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use api::jwt::{sign_hs256, sign_with_header};
+use api::auth::jwt::{sign_hs256, sign_with_header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::secret::Secret;
+use api::config::secret::Secret;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

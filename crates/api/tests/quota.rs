@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::quota::{QuotaStore, Spend};
+use api::limits::quota::{QuotaStore, Spend};
 use common::*;
 
 async fn used(store: &QuotaStore, user: &str) -> i32 {
@@ -182,7 +182,7 @@ async fn postgres_down_is_503_and_spends_nothing() {
     let prefix = testkit::unique_prefix("pgdown");
     let mut cfg = config(&db, &prefix);
     // Nothing listens there.
-    cfg.database.url = api::secret::Secret::new(format!(
+    cfg.database.url = api::config::secret::Secret::new(format!(
         "postgres://postgres@127.0.0.1:{}/none",
         testkit::free_port()
     ));

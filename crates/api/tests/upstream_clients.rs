@@ -142,7 +142,7 @@ async fn llm_answers_cite_the_sources_and_the_user_id_is_hashed() {
         .unwrap();
     assert!(r.papers.len() >= 2);
     let msgs = build_messages("statin therapy and stroke", &r.papers, &r.unavailable, &[]);
-    let pseudonym = api::pseudonym::Pseudonymizer::with_key(b"k").pseudonym("user-1");
+    let pseudonym = api::auth::pseudonym::Pseudonymizer::with_key(b"k").pseudonym("user-1");
     let answer = c.llm.complete(&msgs, &pseudonym).await.unwrap();
     assert!(answer.contains("[1]") && answer.contains("[2]"), "{answer}");
     let users = sim.stats().users;

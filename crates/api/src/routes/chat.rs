@@ -29,11 +29,11 @@ use uuid::Uuid;
 
 use super::guard::admit_watched;
 use super::{TicketGuard, admit};
-use crate::admission::RouteClass;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
-use crate::json::ValidJson;
-use crate::quota::Spend;
+use crate::limits::admission::RouteClass;
+use crate::limits::quota::Spend;
+use crate::server::json::ValidJson;
 use crate::state::AppState;
 
 /// Longest accepted message, in characters.
@@ -77,14 +77,14 @@ pub struct ChatResponse {
 /// Checks what the type system cannot: a non-blank message of at most 4000 characters, without
 /// control characters other than tab and newline.
 pub fn validate(body: &ChatBody) -> Result<(), ApiError> {
-    if crate::json::is_blank(&body.message) {
+    if crate::server::json::is_blank(&body.message) {
         return Err(ApiError::InvalidRequest(
             "`message` must not be empty".into(),
         ));
     }
     // Refused up front, before anything is spent: the database cannot store U+0000, and no
     // question needs escape sequences.
-    crate::json::no_control_chars("message", &body.message)?;
+    crate::server::json::no_control_chars("message", &body.message)?;
     let n = body.message.chars().count();
     if n > MAX_MESSAGE_CHARS {
         return Err(ApiError::InvalidRequest(format!(

@@ -9,10 +9,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::admit;
-use crate::admission::RouteClass;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
-use crate::json::ValidJson;
+use crate::limits::admission::RouteClass;
+use crate::server::json::ValidJson;
 use crate::state::AppState;
 use chat::{ChatContext, ExportFormat, ExportRequest};
 

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::admit;
-use crate::admission::RouteClass;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
-use crate::json::ValidJson;
+use crate::limits::admission::RouteClass;
+use crate::server::json::ValidJson;
 use crate::state::AppState;
 use chat::{ChatContext, Paper, ResearchRequest};
 
@@ -67,10 +67,10 @@ pub async fn research(
     headers: axum::http::HeaderMap,
     ValidJson(body): ValidJson<ResearchBody>,
 ) -> Result<Json<ResearchResponse>, ApiError> {
-    if crate::json::is_blank(&body.query) {
+    if crate::server::json::is_blank(&body.query) {
         return Err(ApiError::InvalidRequest("`query` must not be empty".into()));
     }
-    crate::json::no_control_chars("query", &body.query)?;
+    crate::server::json::no_control_chars("query", &body.query)?;
     let n = body.query.chars().count();
     if n > MAX_QUERY_CHARS {
         return Err(ApiError::InvalidRequest(format!(

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use api::AppState;
 use api::config::Config;
-use api::quota::QuotaStore;
-use api::secret::Secret;
+use api::config::secret::Secret;
+use api::limits::quota::QuotaStore;
 use chat::{Assistant, AssistantError, AssistantFuture, ChatAnswer, ChatContext, ChatRequest};
 use limiter_core::RedisHandle;
 use sqlx::postgres::PgPoolOptions;
@@ -137,7 +137,7 @@ pub fn token(user: &str) -> String {
         .unwrap()
         .as_secs()
         + 3600;
-    api::jwt::sign_hs256(
+    api::auth::jwt::sign_hs256(
         JWT_SECRET.as_bytes(),
         &serde_json::json!({"sub": user, "exp": exp, "aud": "authenticated"}),
     )
@@ -367,7 +367,7 @@ pub async fn rag_replica(sim: &upstream_sim::RunningSim, mut cfg: Config) -> Ser
     cfg.upstream.timeout_ms = 5_000;
     let quota = migrate(&cfg).await;
     let redis = redis(&cfg.redis.prefix).await;
-    let breakers = api::breakers::build(&cfg, redis.clone()).unwrap();
+    let breakers = api::admin::breakers::build(&cfg, redis.clone()).unwrap();
     let pipeline =
         api::assistant::rag(&cfg, &redis, breakers.clone(), quota.pool().clone()).unwrap();
     let state = AppState::with_parts(cfg, Arc::new(pipeline), redis, quota)

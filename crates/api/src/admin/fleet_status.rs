@@ -18,20 +18,20 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
-use crate::slot_holders::Holder;
+use crate::admin::slot_holders::Holder;
 use crate::state::AppState;
 
 static PUBLISH: LuaScript = LuaScript::new(
     "fleet_status_publish",
-    include_str!("../../../lua/fleet_status_publish.lua"),
+    include_str!("../../../../lua/fleet_status_publish.lua"),
 );
 static READ: LuaScript = LuaScript::new(
     "fleet_status_read",
-    include_str!("../../../lua/fleet_status_read.lua"),
+    include_str!("../../../../lua/fleet_status_read.lua"),
 );
 static LEAVE: LuaScript = LuaScript::new(
     "fleet_status_leave",
-    include_str!("../../../lua/fleet_status_leave.lua"),
+    include_str!("../../../../lua/fleet_status_leave.lua"),
 );
 
 /// Most records the fleet view lists (the rest are counted in `liveReplicas`; the field docs
