@@ -193,7 +193,7 @@ pub fn init_with(format: LogFormat, env: impl Fn(&str) -> Option<String>) -> Gua
     // filters lost the parent of the first request's spans in tracing-subscriber 0.3.)
     let user = std::env::var("RUST_LOG").unwrap_or_default();
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    for ours in ["api", "limiter_core", "breaker_store"] {
+    for ours in ["api", "chat", "limiter_core", "breaker_store"] {
         // Only an explicit directive for the crate itself (`api=warn`) wins; one for a module
         // (`api::auth=debug`) is more specific than ours and keeps its level anyway.
         let named = user

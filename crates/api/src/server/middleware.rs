@@ -39,7 +39,13 @@ pub async fn resolve_client_ip(
 
 /// Middleware: verifies the JWT and stores the [`AuthUser`] in the request extensions.
 pub async fn require_user(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let span = tracing::info_span!("auth", fleetgate.auth.outcome = tracing::field::Empty);
+    // Logged under `api::auth`, the module that owns authentication, so `RUST_LOG=api::auth=debug`
+    // shows why tokens are refused wherever this middleware lives.
+    let span = tracing::info_span!(
+        target: "api::auth",
+        "auth",
+        fleetgate.auth.outcome = tracing::field::Empty
+    );
     let user = span.in_scope(|| match bearer(req.headers()) {
         Ok(Some(token)) => match state.jwt().verify(token) {
             Ok(claims) => Ok(AuthUser {
@@ -47,7 +53,7 @@ pub async fn require_user(State(state): State<AppState>, mut req: Request, next:
                 id: claims.sub,
             }),
             Err(e) => {
-                tracing::debug!(reason = %e, "token refused");
+                tracing::debug!(target: "api::auth", reason = %e, "token refused");
                 Err(ApiError::Unauthorized("invalid or expired token"))
             }
         },
