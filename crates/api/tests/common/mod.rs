@@ -1,6 +1,8 @@
 //! Shared test support: a fresh PostgreSQL database per test, a replica served in-process on port
-//! 0, a fake pipeline that counts what reaches it (the independent observer), and token minting.
+//! 0, a fake assistant that counts what reaches it (the independent observer), and token minting.
 #![allow(clippy::unwrap_used, dead_code)]
+
+pub mod rag_fleet;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
