@@ -14,17 +14,20 @@
 //! Use: build an [`AppState`] with [`AppState::new`] (config + assistant), then [`app`] for the
 //! router or [`run`] to serve it with graceful shutdown.
 //!
-//! Layout, lower layers first (a module uses only those above it in this list, and none of these
-//! uses [`state`]): `config/` (layered configuration: `env.rs` the table of variables, `http.rs`
-//! the connection limits, `secret.rs`, `cidr.rs`), `error.rs` (problem+json), `metrics.rs`
-//! (Prometheus), `telemetry.rs` (logs, traces), `auth/` (`jwt.rs`, the admin token,
-//! `admin_gate.rs` its throttle, `pseudonym.rs`), `limits/` (`ip_limit/`, `quota.rs`,
-//! `admission.rs`), `admin/` (`breakers.rs`, `slot_holders.rs`), `health/` (`report.rs`,
-//! `cache.rs`, `stats.rs`), `server/` (`client_ip.rs`, `json.rs`, `request_id.rs`,
-//! `connection.rs`). Then `state.rs` ([`AppState`]), and what reads it: `server/middleware.rs`,
-//! `health/check.rs`, `admin/fleet_status.rs`, `routes/` (one file per route group; `pages.rs`
-//! and `web/` the chat page and the admin console, embedded), `server/mod.rs` (`app`, `run`),
-//! `assistant.rs`.
+//! Layout: `config/` (layered configuration: `env.rs` the table of variables, `sections.rs`,
+//! `validate.rs`, `http.rs` the connection limits, `secret.rs`, `cidr.rs`), `error.rs`
+//! (problem+json), `auth/` (the user and the admin token, `jwt.rs`, `admin_gate.rs` its throttle,
+//! `pseudonym.rs`), `limits/` (`ip_limit/`, `quota.rs`, `admission.rs`), `admin/` (`breakers.rs`,
+//! `fleet_view.rs` + `fleet_status.rs`, `slot_holders.rs`), `health/` (`report.rs`, `check.rs`,
+//! `cache.rs`, `stats.rs`), `server/` (`mod.rs` with `app` and `run`, `connection.rs`,
+//! `client_ip.rs`, `json.rs`, `request_id.rs`, `middleware.rs`), `routes/` (one file per route
+//! group; `pages.rs` and `web/` the chat page and the admin console, embedded), `state.rs`
+//! ([`AppState`]), `assistant.rs`, `metrics.rs` (Prometheus), `telemetry.rs` (logs, traces).
+//!
+//! No import circle: only the modules that work on a request or a replica read [`AppState`]
+//! (`server/mod.rs`, `server/middleware.rs`, `routes/`, `health/check.rs`,
+//! `admin/fleet_status.rs`); what the state holds (verifiers, limiters, counters, the health
+//! cache) never depends on it.
 
 pub mod admin;
 pub mod assistant;

@@ -14,7 +14,7 @@ use crate::auth::admin_gate::AdminGate;
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::pseudonym::Pseudonymizer;
 use crate::config::{Config, ConfigError};
-use crate::health::HealthCache;
+use crate::health::cache::HealthCache;
 use crate::health::stats::RequestStats;
 use crate::limits::admission::{Gate, RouteClass};
 use crate::limits::ip_limit::{IpLimitStats, IpRateLimitLayer};

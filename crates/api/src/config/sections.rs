@@ -49,7 +49,7 @@ pub struct AuthSettings {
     /// `https://<project>.supabase.co/auth/v1`).
     pub jwt_issuer: Option<String>,
     /// `FLEETGATE_JWT_LEEWAY_SECS`: clock skew tolerated on `exp`/`nbf` (at most
-    /// [`MAX_JWT_LEEWAY_SECS`]).
+    /// [`super::MAX_JWT_LEEWAY_SECS`]).
     pub jwt_leeway_secs: u64,
     /// `FLEETGATE_ADMIN_TOKEN`: bearer token of the admin API; unset disables admin actions (403).
     pub admin_token: Option<Secret>,

@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::admin::breakers::BreakerStatus;
-use crate::admin::fleet_status::FleetView;
+use crate::admin::fleet_view::FleetView;
 use crate::health::stats::RequestSnapshot;
 use crate::limits::admission::{GateStats, LocalAdmission};
 use crate::limits::ip_limit::IpLimitSnapshot;

@@ -96,7 +96,7 @@ pub fn is_blank(s: &str) -> bool {
 }
 
 /// Refuses a text field holding a control character other than tab and newline (see
-/// [`chat::text::clean`]): 400 `invalid_request` naming the field, the character and where it is.
+/// [`chat::text::clean()`]): 400 `invalid_request` naming the field, the character and where it is.
 pub fn no_control_chars(field: &str, value: &str) -> Result<(), ApiError> {
     match chat::text::first_disallowed(value) {
         None => Ok(()),

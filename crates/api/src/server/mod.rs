@@ -4,7 +4,7 @@
 //!
 //! Each accepted connection holds one of `FLEETGATE_HTTP_MAX_CONNECTIONS` permits (at the cap the
 //! listener stops accepting until one closes) and is served through
-//! [`connection::GuardedIo`], which enforces the idle, header and write-stall timeouts.
+//! `connection::GuardedIo`, which enforces the idle, header and write-stall timeouts.
 
 pub mod client_ip;
 pub(crate) mod connection;

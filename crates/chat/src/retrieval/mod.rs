@@ -1,5 +1,5 @@
 //! Retrieval: query PubMed and Semantic Scholar concurrently, merge and de-duplicate, and rank by
-//! BM25 against the question ([`rank`]). One source failing (breaker open, error) still yields
+//! BM25 against the question ([`mod@rank`]). One source failing (breaker open, error) still yields
 //! papers from the other, and the result says which source was missing.
 
 pub mod rank;

@@ -18,7 +18,7 @@
 //!
 //! The `user` field carries the caller's pseudonym of the end user (made by the service), as
 //! OpenAI recommends for abuse monitoring, never the id itself. Deltas are cleaned of control
-//! characters ([`crate::text::clean`]) before anyone sees them.
+//! characters ([`crate::text::clean()`]) before anyone sees them.
 
 use std::sync::Arc;
 use std::time::Duration;

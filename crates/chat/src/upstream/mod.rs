@@ -1,7 +1,7 @@
 //! Real clients of the three upstreams: PubMed E-utilities, Semantic Scholar Graph API v1, an
 //! OpenAI-compatible chat completions endpoint.
 //!
-//! Every call goes through breaker-store's [`Outbound`]: fleet-wide pacing, the shared breaker,
+//! Every call goes through breaker-store's [`breaker_store::Outbound`]: fleet-wide pacing, the shared breaker,
 //! a timeout and retries with backoff. Responses are read with a size cap and parsed defensively:
 //! a malformed, truncated or unexpected body is an [`UpstreamError::Malformed`], never a panic.
 //!
