@@ -1,9 +1,9 @@
-"""Side-by-side benchmark driver (issue 9). Run through `bench/run`, which installs the peers,
+"""Side-by-side benchmark driver. Run through `bench/run`, which installs the peers,
 builds our runner and calls this with the venv's Python.
 
 Starts a dedicated redis-server, runs every scenario with each runner in alternation (the order
 rotates every round), several rounds, then writes bench/results/latest.json, PNG plots in
-bench/results/ and the "Side by side with peers (issue 9)" section of BENCHMARKS.md.
+bench/results/ and the "Side by side with peers" section of BENCHMARKS.md.
 
 Settings (environment): BENCH_ROUNDS (3), BENCH_SECS (3), BENCH_CONC ("1,16,64"),
 BENCH_HANDOFFS (200), BENCH_SCENARIOS ("window,lease,lease-try,handoff,deny,http").

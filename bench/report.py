@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-HEADING = "## Side by side with peers (issue 9)"
+HEADING = "## Side by side with peers"
 
 GUARANTEES = {
     "ours": "exact sliding window: ≤ N admissions in any 60 s span; denials not counted; Redis clock",

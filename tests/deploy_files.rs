@@ -381,16 +381,59 @@ fn every_variable_named_is_one_the_loader_reads() {
     }
 }
 
-/// Every variable the loader reads has a row in the README.
+/// The README has one configuration table (`| env | default | meaning |`) with exactly one row
+/// per variable the loader reads, each with a default and a meaning: a
+/// variable added to the loader without its row, a stale row, a duplicate, a row naming two
+/// variables or a second table fails here.
 #[test]
-fn readme_documents_every_variable() {
+fn readme_table_documents_every_variable() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let documented: BTreeSet<String> = readme
-        .lines()
-        .filter(|l| l.starts_with("| `FLEETGATE_"))
-        .flat_map(|l| named_variables(l.split(" | ").next().unwrap_or_default()))
-        .collect();
-    for v in api::config::variables() {
-        assert!(documented.contains(v), "README has no table row for {v}");
+    let rows = config_table_rows(&readme);
+    let mut documented: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let mut read: Vec<&str> = api::config::variables().collect();
+    documented.sort_unstable();
+    read.sort_unstable();
+    assert_eq!(
+        documented, read,
+        "README's configuration table must list each of the loader's variables exactly once"
+    );
+    for (name, default, meaning) in &rows {
+        assert!(!default.is_empty(), "README: {name} has no default");
+        assert!(!meaning.is_empty(), "README: {name} has no meaning");
     }
+}
+
+/// The rows of README's one configuration table: (variable, default, meaning).
+fn config_table_rows(readme: &str) -> Vec<(String, String, String)> {
+    const HEADER: &str = "| env | default | meaning |";
+    let tables = readme.lines().filter(|l| l.trim() == HEADER).count();
+    assert_eq!(
+        tables, 1,
+        "README must have exactly one configuration table"
+    );
+    let mut rows = Vec::new();
+    for line in readme
+        .lines()
+        .skip_while(|l| l.trim() != HEADER)
+        .skip(2) // the header and its |---| line
+        .take_while(|l| l.starts_with('|'))
+    {
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .splitn(3, " | ")
+            .map(str::trim)
+            .collect();
+        let [first, default, meaning] = cells[..] else {
+            panic!("README configuration row without three cells: {line}");
+        };
+        let names = named_variables(first);
+        let name = first.trim_matches('`');
+        assert!(
+            names.len() == 1 && names.contains(name),
+            "README configuration row must name one variable alone in its first cell: {line}"
+        );
+        rows.push((name.to_string(), default.to_string(), meaning.to_string()));
+    }
+    rows
 }

@@ -1,4 +1,4 @@
-"""Python peer for the side-by-side benchmarks (issue 9), driven by bench/run.
+"""Python peer for the side-by-side benchmarks, driven by bench/run.
 
 Prints one JSON line, same fields as crates/limiter-core/benches/scenarios.rs.
 

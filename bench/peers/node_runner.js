@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Node peers for the side-by-side benchmarks (issue 9), driven by bench/run.
+// Node peers for the side-by-side benchmarks, driven by bench/run.
 // Prints one JSON line, same fields as crates/limiter-core/benches/scenarios.rs.
 //
 // node node_runner.js --scenario window|deny|lease|lease-try|handoff-holder|handoff-waiter

@@ -59,14 +59,15 @@ async fn the_llm_user_is_a_keyed_pseudonym() {
         !users.contains(&plain),
         "a plain SHA-256 of the subject: {users:?}"
     );
-    let keyed = api::pseudonym::Pseudonymizer::derived_from(JWT_SECRET.as_bytes()).pseudonym(sub);
+    let keyed =
+        api::auth::pseudonym::Pseudonymizer::derived_from(JWT_SECRET.as_bytes()).pseudonym(sub);
     assert!(users.contains(&keyed), "{users:?}");
 
     let key = "an-operator-chosen-key-of-32-bytes-or-more";
     let r = Replica::start("llmuserkey", &[("FLEETGATE_USER_HASH_KEY", key)]).await;
     let resp = r.chat(sub, "198.51.100.81", ask("hello", false)).await;
     assert_eq!(resp.status(), 200);
-    let keyed = api::pseudonym::Pseudonymizer::with_key(key.as_bytes()).pseudonym(sub);
+    let keyed = api::auth::pseudonym::Pseudonymizer::with_key(key.as_bytes()).pseudonym(sub);
     let users = r.sim.stats().await["users"].to_string();
     assert!(users.contains(&keyed), "{users}");
 }
@@ -107,7 +108,7 @@ async fn logs_name_users_by_pseudonym_only() {
     let (resp, ()) = tokio::join!(chat, stop);
     assert_eq!(resp.status(), 503);
     let pseudonym =
-        api::pseudonym::Pseudonymizer::derived_from(JWT_SECRET.as_bytes()).pseudonym(sub);
+        api::auth::pseudonym::Pseudonymizer::derived_from(JWT_SECRET.as_bytes()).pseudonym(sub);
     let logged = wait_for(Duration::from_secs(10), || async {
         let log = r.log();
         log.contains("quota refund failed").then_some(log)

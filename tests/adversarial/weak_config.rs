@@ -120,7 +120,8 @@ async fn tokens_without_the_configured_issuer_are_refused() {
         .unwrap()
         .as_secs()
         + 600;
-    let mint = |claims: serde_json::Value| api::jwt::sign_hs256(JWT_SECRET.as_bytes(), &claims);
+    let mint =
+        |claims: serde_json::Value| api::auth::jwt::sign_hs256(JWT_SECRET.as_bytes(), &claims);
     let cases = [
         (mint(json!({"sub": "rita", "exp": exp})), 401),
         (

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::config::Config;
-use api::secret::Secret;
+use api::config::secret::Secret;
 use sqlx::{Connection, Executor, Row};
 
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
@@ -111,7 +111,7 @@ async fn run(a: Args) {
     cfg.database.max_connections = 10;
     cfg.auth.jwt_secret = Some(Secret::new(SECRET));
     cfg.server.pipeline = "echo".into();
-    let quota = api::quota::QuotaStore::connect_lazy(&cfg).unwrap();
+    let quota = api::limits::quota::QuotaStore::connect_lazy(&cfg).unwrap();
     quota.migrate().await.unwrap();
 
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -155,7 +155,7 @@ async fn run(a: Args) {
     drop(db);
 
     // The flood, against a replica served in-process.
-    let state = api::AppState::new(cfg, Arc::new(api::EchoPipeline))
+    let state = api::AppState::new(cfg, Arc::new(chat::EchoAssistant))
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,4 +1,4 @@
-//! Issue 9's scenario 5 (driven by `bench/run`): what the chat route's limiter stack adds to a
+//! Scenario 5 of `bench/run` (the HTTP chat route): what the chat route's limiter stack adds to a
 //! request under HTTP load from `wrk`, against the same route without it.
 //!
 //! ```text
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use api::bench_support::{Without, app_without};
 use api::config::Config;
-use api::secret::Secret;
+use api::config::secret::Secret;
 use sqlx::{Connection, Executor};
 
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
@@ -131,7 +131,7 @@ fn wrk_script(dir: &std::path::Path) -> std::path::PathBuf {
         + 24 * 3600;
     let tokens: Vec<String> = (0..USERS)
         .map(|i| {
-            let t = api::jwt::sign_hs256(
+            let t = api::auth::jwt::sign_hs256(
                 SECRET.as_bytes(),
                 &serde_json::json!({"sub": format!("bench-user-{i}"), "exp": exp}),
             );
@@ -258,15 +258,15 @@ async fn run(a: Args) {
 
     let mut variants: Vec<(&str, SocketAddr)> = Vec::new();
     let cfg = config(&a, url_sync, &format!("bench-http-{pid}"));
-    let quota = api::quota::QuotaStore::connect_lazy(&cfg).unwrap();
+    let quota = api::limits::quota::QuotaStore::connect_lazy(&cfg).unwrap();
     quota.migrate().await.unwrap();
-    let state = api::AppState::new(cfg, Arc::new(api::EchoPipeline))
+    let state = api::AppState::new(cfg, Arc::new(chat::EchoAssistant))
         .await
         .unwrap();
     let cfg_async = config(&a, url_async, &format!("bench-http-async-{pid}"));
-    let quota_async = api::quota::QuotaStore::connect_lazy(&cfg_async).unwrap();
+    let quota_async = api::limits::quota::QuotaStore::connect_lazy(&cfg_async).unwrap();
     quota_async.migrate().await.unwrap();
-    let state_async = api::AppState::new(cfg_async, Arc::new(api::EchoPipeline))
+    let state_async = api::AppState::new(cfg_async, Arc::new(chat::EchoAssistant))
         .await
         .unwrap();
     variants.push((

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::config::Config;
-use api::secret::Secret;
+use api::config::secret::Secret;
 use sqlx::{Connection, Executor};
 
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
@@ -61,9 +61,9 @@ async fn main() {
     // Exactly the warm-up plus the measured chats: the window is full when they are done.
     cfg.limits.chat_per_ip_per_min = 920;
     cfg.quota.free_daily_queries = 1_000_000;
-    let quota = api::quota::QuotaStore::connect_lazy(&cfg).unwrap();
+    let quota = api::limits::quota::QuotaStore::connect_lazy(&cfg).unwrap();
     quota.migrate().await.unwrap();
-    let state = api::AppState::new(cfg, Arc::new(api::EchoPipeline))
+    let state = api::AppState::new(cfg, Arc::new(chat::EchoAssistant))
         .await
         .unwrap();
     let state2 = state.clone();
@@ -80,7 +80,7 @@ async fn main() {
         .unwrap()
         .as_secs()
         + 3600;
-    let token = api::jwt::sign_hs256(
+    let token = api::auth::jwt::sign_hs256(
         SECRET.as_bytes(),
         &serde_json::json!({"sub": "bench", "exp": exp}),
     );
@@ -141,8 +141,8 @@ async fn main() {
         "  quota spend alone (one UPDATE, autocommit)",
         500,
         async |i| match q.spend(&format!("bench-{}", i % 50)).await.unwrap() {
-            api::quota::Spend::Spent(_) => 1,
-            api::quota::Spend::Exhausted { .. } => 0,
+            api::limits::quota::Spend::Spent(_) => 1,
+            api::limits::quota::Spend::Exhausted { .. } => 0,
         },
         1,
     )
@@ -154,7 +154,7 @@ async fn main() {
         async |_| {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             let slot = gate
-                .admit("bench", api::admission::RouteClass::Chat, deadline)
+                .admit("bench", api::limits::admission::RouteClass::Chat, deadline)
                 .await
                 .unwrap();
             drop(slot);

@@ -1,5 +1,5 @@
-//! Requests/s of the chat route with OTLP trace export on vs off (issue 7's overhead target:
-//! under 10 % lost). Each mode is a real `fleetgate serve` process (echo pipeline, every layer,
+//! Requests/s of the chat route with OTLP trace export on vs off (target: under
+//! 10 % lost). Each mode is a real `fleetgate serve` process (echo pipeline, every layer,
 //! the machine's Redis and PostgreSQL); "on" exports every span by OTLP/HTTP to a receiver in
 //! this process that decodes each batch, as a collector would. Modes alternate for several
 //! rounds under the same closed-loop load; medians and the spread are printed.
@@ -116,7 +116,7 @@ async fn load(c: &reqwest::Client, url: &str, conc: u64, secs: u64, tag: &str) -
     let end = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for w in 0..conc {
-        let token = api::jwt::sign_hs256(
+        let token = api::auth::jwt::sign_hs256(
             SECRET.as_bytes(),
             &serde_json::json!({"sub": format!("bench-{tag}-{w}"), "exp": exp}),
         );

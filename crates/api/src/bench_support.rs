@@ -1,4 +1,4 @@
-//! For benchmarks only (`benches/http_stack.rs`, issue 9's scenario 5): the router of
+//! For benchmarks only (`benches/http_stack.rs`, scenario 5 of `bench/run`): the router of
 //! [`crate::app`] with the chat route's limiters taken out, so that the cost of the limiter stack
 //! is measured against the same route, same outer layers, without it. Deliberately not a
 //! configuration: the service never builds these routers, so no setting can turn limits off.
@@ -10,15 +10,16 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use crate::admission::RouteClass;
-use crate::auth::{AuthUser, require_user};
+use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::json::ValidJson;
-use crate::pipeline::{ChatContext, ChatRequest};
+use crate::limits::admission::RouteClass;
 use crate::routes::chat::{ChatBody, ChatResponse, validate};
 use crate::routes::{admit, request_id};
+use crate::server::json::ValidJson;
+use crate::server::middleware::require_user;
 use crate::server::with_common;
 use crate::state::AppState;
+use chat::{ChatContext, ChatRequest};
 
 /// What the chat route leaves out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +69,7 @@ async fn chat_without(
         conversation_id: body.conversation_id,
         stream: false,
     };
-    let a = state.pipeline().answer(req, ctx).await?;
+    let a = state.assistant().answer(req, ctx).await?;
     drop(slot);
     Ok(axum::Json(ChatResponse {
         answer: a.answer,

@@ -1,70 +1,53 @@
 //! api: the fleetgate service (binary `fleetgate`). An Axum app that puts the fleet-wide limits of
-//! `limiter-core` in front of the clinical research chat:
+//! `limiter-core` in front of the clinical research chat (crate `chat`):
 //!
-//! 1. per-IP sliding windows per route class ([`ip_limit`], tower layers);
-//! 2. admission: per-user and global concurrency caps with a wait ([`admission`]);
-//! 3. the daily query quota in PostgreSQL ([`quota`], `migrations/`);
+//! 1. per-IP sliding windows per route class ([`limits::ip_limit`], tower layers);
+//! 2. the daily query quota in PostgreSQL ([`limits::quota`], `migrations/`);
+//! 3. admission: per-user and global concurrency caps with a wait ([`limits::admission`]);
 //!
-//! plus JWT auth ([`auth`], [`jwt`]), client-IP resolution behind trusted proxies ([`client_ip`]),
-//! health and admin actions, probes and the OpenAPI document ([`routes`]). The chat pipeline
-//! itself sits behind the [`ChatPipeline`] trait (its parts: upstream clients and RAG in
-//! [`upstream`], conversation storage in [`conversations`], export renderers in [`export`]);
-//! circuit breakers behind [`BreakerControl`].
+//! plus JWT auth and the admin token ([`auth`]), client-IP resolution behind trusted proxies
+//! ([`server::client_ip`]), the health report ([`health`]), admin actions and the fleet view
+//! ([`admin`]), probes and the OpenAPI document ([`routes`]). The chat is called through
+//! `chat::Assistant` once a request has passed every limit ([`assistant`] builds the one a
+//! replica runs).
 //!
-//! Use: build an [`AppState`] with [`AppState::new`] (config + pipeline), then [`app`] for the
+//! Use: build an [`AppState`] with [`AppState::new`] (config + assistant), then [`app`] for the
 //! router or [`run`] to serve it with graceful shutdown.
 //!
-//! Layout: `config.rs` (layered configuration; `config/http.rs` the connection limits), `secret.rs`,
-//! `cidr.rs`, `error.rs` (problem+json), `jwt.rs` + `auth.rs`, `admin_gate.rs` (the admin token,
-//! throttled), `pseudonym.rs` (keyed user pseudonyms), `client_ip.rs`, `ip_limit/` (layer,
-//! service, headers, stats), `admission.rs`, `quota.rs`, `pipeline.rs`, `breakers.rs`, `stats.rs`,
-//! `json.rs` (body extractor), `request_id.rs`, `state.rs`, `routes/` (one file per route group),
-//! `server.rs` (`app`, `run`; `server/connection.rs` the per-connection timeouts), `telemetry.rs`
-//! (logs, traces), `metrics.rs` (Prometheus), `upstream/` (PubMed, Semantic Scholar and LLM
-//! clients, retrieval), `text/` (control characters, Markdown neutralisation),
-//! `conversations.rs` (history in PostgreSQL), `export.rs` (Markdown, JSON, BibTeX, RIS),
-//! `slot_holders.rs` and `fleet_status.rs` (the admin console's fleet view), `routes/pages.rs`
-//! and `web/` (the chat page and the admin console, embedded).
+//! Layout: `config/` (layered configuration: `env.rs` the table of variables, `sections.rs`,
+//! `validate.rs`, `http.rs` the connection limits, `secret.rs`, `cidr.rs`), `error.rs`
+//! (problem+json), `auth/` (the user and the admin token, `jwt.rs`, `admin_gate.rs` its throttle,
+//! `pseudonym.rs`), `limits/` (`ip_limit/`, `quota.rs`, `admission.rs`), `admin/` (`breakers.rs`,
+//! `fleet_view.rs` + `fleet_status.rs`, `slot_holders.rs`), `health/` (`report.rs`, `check.rs`,
+//! `cache.rs`, `stats.rs`), `server/` (`mod.rs` with `app` and `run`, `connection.rs`,
+//! `client_ip.rs`, `json.rs`, `request_id.rs`, `middleware.rs`), `routes/` (one file per route
+//! group; `pages.rs` and `web/` the chat page and the admin console, embedded), `state.rs`
+//! ([`AppState`]), `assistant.rs`, `metrics.rs` (Prometheus), `telemetry.rs` (logs, traces).
+//!
+//! No import circle: only the modules that work on a request or a replica read [`AppState`]
+//! (`server/mod.rs`, `server/middleware.rs`, `routes/`, `health/check.rs`,
+//! `admin/fleet_status.rs`); what the state holds (verifiers, limiters, counters, the health
+//! cache) never depends on it.
 
-pub mod admin_gate;
-pub mod admission;
+pub mod admin;
+pub mod assistant;
 pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
-pub mod breakers;
-pub mod cidr;
-pub mod client_ip;
 pub mod config;
-pub mod conversations;
 pub mod error;
-pub mod export;
-pub mod fleet_status;
-pub mod ip_limit;
-pub mod json;
-pub mod jwt;
+pub mod health;
+pub mod limits;
 pub mod metrics;
-pub mod pipeline;
-pub mod pseudonym;
-pub mod quota;
-pub mod rag_pipeline;
-pub mod request_id;
 pub mod routes;
-pub mod secret;
-mod server;
-pub mod slot_holders;
+pub mod server;
 pub mod state;
-pub mod stats;
 pub mod telemetry;
-pub mod text;
-pub mod upstream;
 
-pub use breakers::BreakerControl;
+// Kept at the root too: the fleet tests mint tokens and pseudonyms through these paths.
+pub use admin::breakers::BreakerControl;
+pub use auth::{jwt, pseudonym};
 pub use config::{Config, ConfigError};
 pub use error::ApiError;
-pub use pipeline::{
-    ChatAnswer, ChatContext, ChatPipeline, ChatRequest, Citation, EchoPipeline, PipelineError,
-    PipelineFuture, UnconfiguredPipeline,
-};
-pub use rag_pipeline::RagPipeline;
 pub use server::{app, run};
 pub use state::{AppState, StartError};

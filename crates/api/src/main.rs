@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use api::{AppState, ChatPipeline, Config, EchoPipeline, UnconfiguredPipeline};
+use api::{AppState, Config};
 
 const USAGE: &str = "usage: fleetgate <serve|migrate>
 
@@ -75,25 +75,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let redis = limiter_core::RedisHandle::new(&config.redis_config())
         .context("FLEETGATE_REDIS_URL / FLEETGATE_REDIS_CLUSTER / FLEETGATE_REDIS_PREFIX")?;
-    // One set of breakers per replica, shared by the health/admin API and the pipeline's
+    // One set of breakers per replica, shared by the health/admin API and the assistant's
     // outbound calls.
-    let breakers = api::breakers::build(&config, redis.clone())
+    let breakers = api::admin::breakers::build(&config, redis.clone())
         .context("FLEETGATE_BREAKER_FAILURE_THRESHOLD / FLEETGATE_BREAKER_OPEN_MS")?;
-    let quota = api::quota::QuotaStore::connect_lazy(&config).context("FLEETGATE_DATABASE_URL")?;
-    let pipeline: Arc<dyn ChatPipeline> = match config.server.pipeline.as_str() {
-        "echo" => {
-            tracing::warn!("FLEETGATE_PIPELINE=echo: development pipeline, no upstream is called");
-            Arc::new(EchoPipeline)
-        }
-        "unconfigured" => Arc::new(UnconfiguredPipeline),
-        _ => Arc::new(
-            api::RagPipeline::build(&config, &redis, breakers.clone(), quota.pool().clone())
-                .context(
-                    "FLEETGATE_PUBMED_RATE_PER_SEC / FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC",
-                )?,
-        ),
-    };
-    let state = AppState::with_parts(config, pipeline, redis, quota)
+    let quota =
+        api::limits::quota::QuotaStore::connect_lazy(&config).context("FLEETGATE_DATABASE_URL")?;
+    let assistant =
+        api::assistant::from_config(&config, &redis, breakers.clone(), quota.pool().clone())
+            .context("FLEETGATE_PUBMED_RATE_PER_SEC / FLEETGATE_SEMANTIC_SCHOLAR_RATE_PER_SEC")?;
+    let state = AppState::with_parts(config, assistant, redis, quota)
         .await
         .map_err(|e| match e {
             api::StartError::Config(c) => anyhow::Error::new(c),
@@ -110,7 +101,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let store = api::quota::QuotaStore::connect_lazy(&config)?;
+    let store = api::limits::quota::QuotaStore::connect_lazy(&config)?;
     store
         .migrate()
         .await

@@ -4,22 +4,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use chat::Assistant;
 use limiter_core::{LimiterError, RedisHandle, SlidingWindow, WindowPolicy};
 
-use crate::admin_gate::AdminGate;
-use crate::admission::{Gate, RouteClass};
+use crate::admin::breakers::BreakerControl;
+use crate::admin::slot_holders::SlotHolders;
 use crate::auth::AdminToken;
-use crate::breakers::BreakerControl;
-use crate::client_ip::ClientIpResolver;
+use crate::auth::admin_gate::AdminGate;
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::pseudonym::Pseudonymizer;
 use crate::config::{Config, ConfigError};
-use crate::ip_limit::{IpLimitStats, IpRateLimitLayer};
-use crate::jwt::JwtVerifier;
-use crate::pipeline::ChatPipeline;
-use crate::pseudonym::Pseudonymizer;
-use crate::quota::{QuotaError, QuotaStore};
-use crate::routes::health::HealthCache;
-use crate::slot_holders::SlotHolders;
-use crate::stats::RequestStats;
+use crate::health::cache::HealthCache;
+use crate::health::stats::RequestStats;
+use crate::limits::admission::{Gate, RouteClass};
+use crate::limits::ip_limit::{IpLimitStats, IpRateLimitLayer};
+use crate::limits::quota::{QuotaError, QuotaStore};
+use crate::server::client_ip::ClientIpResolver;
 
 /// Why a replica could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ struct Inner {
     redis: RedisHandle,
     quota: QuotaStore,
     gate: Gate,
-    pipeline: Arc<dyn ChatPipeline>,
+    assistant: Arc<dyn Assistant>,
     breakers: OnceLock<Arc<dyn BreakerControl>>,
     jwt: JwtVerifier,
     admin: AdminGate,
@@ -72,21 +72,21 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Builds a replica's state from a configuration and a pipeline. Connects to nothing: Redis
+    /// Builds a replica's state from a configuration and a chat assistant. Connects to nothing: Redis
     /// and PostgreSQL are reached on first use, so a replica starts while either is down.
     pub async fn new(
         config: Config,
-        pipeline: Arc<dyn ChatPipeline>,
+        assistant: Arc<dyn Assistant>,
     ) -> Result<AppState, StartError> {
         let redis = RedisHandle::new(&config.redis_config())?;
         let quota = QuotaStore::connect_lazy(&config)?;
-        Self::with_parts(config, pipeline, redis, quota).await
+        Self::with_parts(config, assistant, redis, quota).await
     }
 
     /// Builds a replica's state over an existing Redis handle and quota store (tests share them).
     pub async fn with_parts(
         config: Config,
-        pipeline: Arc<dyn ChatPipeline>,
+        assistant: Arc<dyn Assistant>,
         redis: RedisHandle,
         quota: QuotaStore,
     ) -> Result<AppState, StartError> {
@@ -151,7 +151,7 @@ impl AppState {
                 redis,
                 quota,
                 gate,
-                pipeline,
+                assistant,
                 breakers: OnceLock::new(),
                 jwt,
                 admin,
@@ -191,9 +191,9 @@ impl AppState {
     pub fn gate(&self) -> &Gate {
         &self.inner.gate
     }
-    /// The pipeline.
-    pub fn pipeline(&self) -> &dyn ChatPipeline {
-        self.inner.pipeline.as_ref()
+    /// The chat assistant the routes call once a request has passed every limit.
+    pub fn assistant(&self) -> &dyn Assistant {
+        self.inner.assistant.as_ref()
     }
     /// The breakers, when wired.
     pub fn breakers(&self) -> Option<&Arc<dyn BreakerControl>> {
@@ -251,5 +251,11 @@ impl AppState {
     /// Begins shutdown: readiness turns false and new requests are refused with 503.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
+    }
+}
+
+impl axum::extract::FromRef<AppState> for crate::server::json::MaxBodyBytes {
+    fn from_ref(state: &AppState) -> Self {
+        crate::server::json::MaxBodyBytes(state.config().http.max_body_bytes)
     }
 }

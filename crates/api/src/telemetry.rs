@@ -183,7 +183,7 @@ pub fn init(format: LogFormat) -> Guard {
 /// [`init`] with an injected environment for the `OTEL_*` switches (tests).
 pub fn init_with(format: LogFormat, env: impl Fn(&str) -> Option<String>) -> Guard {
     // The OTLP/HTTP client is a reqwest client too: it needs the ring provider first.
-    crate::upstream::install_crypto_provider();
+    chat::upstream::install_crypto_provider();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = provider(&env);
     let tracer = provider.tracer("fleetgate");
@@ -193,7 +193,7 @@ pub fn init_with(format: LogFormat, env: impl Fn(&str) -> Option<String>) -> Gua
     // filters lost the parent of the first request's spans in tracing-subscriber 0.3.)
     let user = std::env::var("RUST_LOG").unwrap_or_default();
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    for ours in ["api", "limiter_core", "breaker_store"] {
+    for ours in ["api", "chat", "limiter_core", "breaker_store"] {
         // Only an explicit directive for the crate itself (`api=warn`) wins; one for a module
         // (`api::auth=debug`) is more specific than ours and keeps its level anyway.
         let named = user
@@ -330,7 +330,7 @@ pub async fn observe_request(req: Request, next: Next) -> Response {
             http.response.status_code = Empty,
             request_id = %request_id,
             trace_id = Empty,
-            // The caller's pseudonym once authenticated (`auth::require_user`), never the id.
+            // The caller's pseudonym once authenticated (`server::middleware::require_user`), never the id.
             user = Empty,
         );
         let parent = opentelemetry::global::get_text_map_propagator(|p| {

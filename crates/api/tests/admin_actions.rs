@@ -63,7 +63,7 @@ async fn reset_queue_refuses_every_waiter_on_every_replica() {
     // Short enough that a reset that reached nobody ends the test soon, as a timeout.
     cfg.admission.queue_timeout_ms = 10_000;
     let store = migrate(&cfg).await;
-    let fake = FakePipeline::new(Duration::from_secs(30), usize::MAX, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_secs(30), usize::MAX, Mode::Answer);
     let a = Server::start(cfg.clone(), fake.clone()).await;
     let b = Server::start(cfg, fake.clone()).await;
     let c = client();
@@ -184,7 +184,7 @@ async fn force_close_circuits_closes_breakers_for_every_replica() {
     let a = rag_replica(&sim, cfg.clone()).await;
     let b = rag_replica(&sim, cfg.clone()).await;
     // Another member of the fleet opens the LLM breaker for 10 minutes.
-    let other = api::breakers::build(&cfg, redis(&prefix).await).unwrap();
+    let other = api::admin::breakers::build(&cfg, redis(&prefix).await).unwrap();
     other
         .force_open("llm", Duration::from_secs(600))
         .await
@@ -268,7 +268,7 @@ async fn cleanup_sessions_deletes_old_conversations_and_stale_counters() {
         .await
         .unwrap();
     }
-    let server = Server::start(cfg, Arc::new(api::EchoPipeline)).await;
+    let server = Server::start(cfg, Arc::new(chat::EchoAssistant)).await;
     let result = admin(&client(), &server, "cleanup-sessions").await;
     assert_eq!(result["old_conversations_deleted"], 1, "{result}");
     assert_eq!(result["stale_usage_counters_reset"], 1, "{result}");
@@ -308,7 +308,7 @@ async fn emergency_cleanup_ends_only_long_idle_transactions() {
     let mut cfg = config(&db, &testkit::unique_prefix("adm-emerg"));
     cfg.database.emergency_idle_secs = 2;
     migrate(&cfg).await;
-    let server = Server::start(cfg, Arc::new(api::EchoPipeline)).await;
+    let server = Server::start(cfg, Arc::new(chat::EchoAssistant)).await;
     let connect = || sqlx::PgConnection::connect(&db.url);
     // Idle inside a transaction for longer than the threshold.
     let mut long = connect().await.unwrap();

@@ -19,7 +19,7 @@ async fn queue_timeout_and_queue_full_are_503_and_refunded() {
     cfg.admission.queue_timeout_ms = 1500;
     cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
     let store = migrate(&cfg).await;
-    let fake = FakePipeline::new(Duration::from_secs(20), usize::MAX, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_secs(20), usize::MAX, Mode::Answer);
     let server = Server::start(cfg, fake.clone()).await;
     let c = client();
     let send = |user: &'static str, ip: &'static str| {
@@ -79,7 +79,7 @@ async fn client_gone_while_queued_gets_its_query_back() {
     cfg.admission.max_concurrent_per_user = 1;
     cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
     let store = migrate(&cfg).await;
-    let fake = FakePipeline::new(Duration::from_secs(20), usize::MAX, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_secs(20), usize::MAX, Mode::Answer);
     let server = Server::start(cfg, fake.clone()).await;
     let c = client();
     let url = server.url("/api/chat");

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use api::jwt::{sign_hs256, sign_with_header};
+use api::auth::jwt::{sign_hs256, sign_with_header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
@@ -27,7 +27,7 @@ async fn bad_tokens_are_401() {
     cfg.auth.jwt_audience = Some("authenticated".into());
     cfg.limits.chat_per_ip_per_min = 1000;
     migrate(&cfg).await;
-    let fake = FakePipeline::new(Duration::from_millis(1), 1, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_millis(1), 1, Mode::Answer);
     let server = Server::start(cfg, fake.clone()).await;
     let c = client();
     let key = JWT_SECRET.as_bytes();
@@ -136,7 +136,7 @@ async fn admin_actions_need_the_admin_token() {
     // Eleven wrong tokens from one address below: more than the default throttle allows.
     cfg.auth.admin_failures_per_min = 100;
     migrate(&cfg).await;
-    let fake = FakePipeline::new(Duration::from_millis(1), 1, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_millis(1), 1, Mode::Answer);
     let server = Server::start(cfg, fake).await;
     let c = client();
     let url = server.url("/api/system-health");
@@ -253,7 +253,7 @@ async fn forged_forwarded_for_from_untrusted_peer_changes_nothing() {
     let mut cfg = config(&db, &prefix);
     cfg.quota.free_daily_queries = 100;
     migrate(&cfg).await;
-    let fake = FakePipeline::new(Duration::from_millis(1), 1, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_millis(1), 1, Mode::Answer);
     let server = Server::start(cfg, fake).await;
     let c = client();
     let mut statuses = Vec::new();
@@ -285,7 +285,7 @@ async fn trusted_proxy_forwarded_for_is_used() {
     cfg.limits.chat_per_ip_per_min = 1;
     cfg.trusted_proxies = vec!["127.0.0.0/8".into()];
     migrate(&cfg).await;
-    let fake = FakePipeline::new(Duration::from_millis(1), 1, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_millis(1), 1, Mode::Answer);
     let server = Server::start(cfg, fake).await;
     let c = client();
     let send = |xff: &'static str| {

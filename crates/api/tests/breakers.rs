@@ -18,8 +18,8 @@ async fn health_shows_breakers_and_admin_closes_them() {
     let cfg = config(&db, &prefix);
     let store = migrate(&cfg).await;
     let r = redis(&prefix).await;
-    let breakers = api::breakers::build(&cfg, r.clone()).unwrap();
-    let state = api::AppState::with_parts(cfg, Arc::new(api::EchoPipeline), r, store)
+    let breakers = api::admin::breakers::build(&cfg, r.clone()).unwrap();
+    let state = api::AppState::with_parts(cfg, Arc::new(chat::EchoAssistant), r, store)
         .await
         .unwrap()
         .with_breakers(Arc::new(breakers.clone()));

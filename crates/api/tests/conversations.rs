@@ -1,8 +1,8 @@
 //! Conversations in a fresh PostgreSQL database: ownership, history bound, atomic turns.
 #![allow(clippy::unwrap_used)]
 
-use api::conversations::{ConversationError, Conversations};
-use api::export::CitedWork;
+use chat::conversations::{ConversationError, Conversations};
+use chat::export::CitedWork;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgConnection};
 

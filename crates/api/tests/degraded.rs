@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::secret::Secret;
+use api::config::secret::Secret;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -22,10 +22,10 @@ async fn redis_down_fail_open_serves_and_health_is_degraded() {
     let mut closed_cfg = cfg.clone();
     closed_cfg.limits.fail_open = false;
     migrate(&cfg).await;
-    let open = Server::start(cfg.clone(), Arc::new(api::EchoPipeline)).await;
-    let closed = Server::start(closed_cfg, Arc::new(api::EchoPipeline)).await;
+    let open = Server::start(cfg.clone(), Arc::new(chat::EchoAssistant)).await;
+    let closed = Server::start(closed_cfg, Arc::new(chat::EchoAssistant)).await;
     // Its calls hold until released: the observer of what its local share lets through.
-    let fake = FakePipeline::new(Duration::from_secs(30), usize::MAX, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_secs(30), usize::MAX, Mode::Answer);
     let capped = Server::start(cfg, fake.clone()).await;
     let c = client();
     assert_eq!(chat(&c, &open, "deg-1", "before").await.status(), 200);
@@ -142,7 +142,7 @@ async fn redis_never_reached_uses_the_expected_fleet_size() {
     cfg.admission.heartbeat_ttl_ms = 300;
     cfg.admission.expected_replicas = 4;
     migrate(&cfg).await;
-    let server = Server::start(cfg, Arc::new(api::EchoPipeline)).await;
+    let server = Server::start(cfg, Arc::new(chat::EchoAssistant)).await;
     let c = client();
     assert_eq!(chat(&c, &server, "never-1", "q").await.status(), 200);
     let v = admin_health(&c, &server).await;

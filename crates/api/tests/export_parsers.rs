@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use api::export::{CitedWork, ExportConversation, ExportMessage, bibtex, markdown, ris};
+use chat::export::{CitedWork, ExportConversation, ExportMessage, bibtex, markdown, ris};
 use chrono::Utc;
 use uuid::Uuid;
 

@@ -20,10 +20,10 @@ async fn global_cap_holds_across_three_servers() {
     cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
     migrate(&cfg).await;
     // One observer behind all three replicas. Calls hold until 20 run at once (or 10 s).
-    let fake = FakePipeline::new(Duration::from_secs(10), 20, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_secs(10), 20, Mode::Answer);
     let mut servers = Vec::new();
     for _ in 0..3 {
-        servers.push(Server::start(cfg.clone(), fake.clone() as Arc<dyn api::ChatPipeline>).await);
+        servers.push(Server::start(cfg.clone(), fake.clone() as Arc<dyn chat::Assistant>).await);
     }
     let c = client();
     let reqs = (0..200).map(|i| {

@@ -18,7 +18,7 @@ async fn bad_input_is_problem_json() {
     cfg.limits.research_per_ip_per_min = 1000;
     cfg.limits.export_per_ip_per_min = 1000;
     migrate(&cfg).await;
-    let fake = FakePipeline::new(Duration::from_millis(1), 1, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_millis(1), 1, Mode::Answer);
     let server = Server::start(cfg, fake.clone()).await;
     let c = client();
     let url = server.url("/api/chat");
@@ -164,7 +164,7 @@ async fn probes_openapi_and_request_ids() {
     let prefix = testkit::unique_prefix("probes");
     let cfg = config(&db, &prefix);
     migrate(&cfg).await;
-    let server = Server::start(cfg, std::sync::Arc::new(api::EchoPipeline)).await;
+    let server = Server::start(cfg, std::sync::Arc::new(chat::EchoAssistant)).await;
     let c = client();
     let r = c.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -35,8 +35,8 @@ async fn a_request_whose_lease_is_lost_runs_to_completion_and_frees_nothing_else
     cfg.admission.lease_ttl_ms = 600;
     let store = migrate(&cfg).await;
     // Two replicas, so the two requests' pipelines are let go one at a time.
-    let fake_a = FakePipeline::new(Duration::from_secs(30), usize::MAX, Mode::Answer);
-    let fake_b = FakePipeline::new(Duration::from_secs(30), usize::MAX, Mode::Answer);
+    let fake_a = FakeAssistant::new(Duration::from_secs(30), usize::MAX, Mode::Answer);
+    let fake_b = FakeAssistant::new(Duration::from_secs(30), usize::MAX, Mode::Answer);
     let one = Server::start(cfg.clone(), fake_a.clone()).await;
     let two = Server::start(cfg, fake_b.clone()).await;
     let c = client();

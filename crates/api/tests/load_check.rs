@@ -1,4 +1,4 @@
-//! The original app's own load check, over TCP: 10 concurrent chats from one user and one IP.
+//! The load check of the chat route, over TCP: 10 concurrent chats from one user and one IP.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -15,7 +15,7 @@ async fn ten_concurrent_chats_from_one_user_and_ip() {
     let store = migrate(&cfg).await;
     // The first calls hold until 2 are in flight at once (or 5 s): while they hold, a third would
     // be seen if the per-user cap let it in (checked: with a cap of 3 this test fails, seeing 3).
-    let fake = FakePipeline::new(Duration::from_secs(5), 2, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_secs(5), 2, Mode::Answer);
     let server = Server::start(cfg, fake.clone()).await;
     let c = client();
 

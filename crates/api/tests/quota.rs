@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::quota::{QuotaStore, Spend};
+use api::limits::quota::{QuotaStore, Spend};
 use common::*;
 
 async fn used(store: &QuotaStore, user: &str) -> i32 {
@@ -134,7 +134,7 @@ async fn failed_upstream_call_is_refunded() {
     let prefix = testkit::unique_prefix("refund");
     let cfg = config(&db, &prefix);
     let store = migrate(&cfg).await;
-    let fake = FakePipeline::new(Duration::from_millis(1), 1, Mode::UpstreamDown);
+    let fake = FakeAssistant::new(Duration::from_millis(1), 1, Mode::UpstreamDown);
     let server = Server::start(cfg, fake.clone()).await;
     let c = client();
     let r = chat(&c, &server, "u-refund", "hello").await;
@@ -157,7 +157,7 @@ async fn handler_panic_is_a_500_without_internals_and_refunds() {
     let prefix = testkit::unique_prefix("panic");
     let cfg = config(&db, &prefix);
     let store = migrate(&cfg).await;
-    let fake = FakePipeline::new(Duration::from_millis(1), 1, Mode::Panic);
+    let fake = FakeAssistant::new(Duration::from_millis(1), 1, Mode::Panic);
     let server = Server::start(cfg, fake.clone()).await;
     let c = client();
     let r = chat(&c, &server, "u-panic", "hello").await;
@@ -182,13 +182,13 @@ async fn postgres_down_is_503_and_spends_nothing() {
     let prefix = testkit::unique_prefix("pgdown");
     let mut cfg = config(&db, &prefix);
     // Nothing listens there.
-    cfg.database.url = api::secret::Secret::new(format!(
+    cfg.database.url = api::config::secret::Secret::new(format!(
         "postgres://postgres@127.0.0.1:{}/none",
         testkit::free_port()
     ));
     cfg.database.acquire_timeout_ms = 500;
-    let fake = FakePipeline::new(Duration::from_millis(1), 1, Mode::Answer);
-    let server = Server::start(cfg, fake.clone() as Arc<dyn api::ChatPipeline>).await;
+    let fake = FakeAssistant::new(Duration::from_millis(1), 1, Mode::Answer);
+    let server = Server::start(cfg, fake.clone() as Arc<dyn chat::Assistant>).await;
     let c = client();
     let r = chat(&c, &server, "u-pg", "hello").await;
     assert_eq!(r.status(), 503);

@@ -17,7 +17,7 @@ async fn sigterm_during_load_drains_and_releases_everything() {
     cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
     migrate(&cfg).await;
     // Calls hold until released by the test (or 20 s).
-    let fake = FakePipeline::new(Duration::from_secs(20), usize::MAX, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_secs(20), usize::MAX, Mode::Answer);
     let mut server = Server::start(cfg, fake.clone()).await;
     let c = client();
     // 3 users × 3 requests: 6 run (2 per user), 3 wait for their user's slot.

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use api::upstream::rag::build_messages;
-use api::upstream::{
-    ChatMessage, LlmClient, LlmConfig, PubMedClient, PubMedConfig, Retriever,
-    SemanticScholarClient, SemanticScholarConfig, Source, UpstreamError, http_client, service,
-};
 use breaker_store::{Breakers, BreakersConfig, Outbound, OutboundConfig, RetryPolicy};
+use chat::prompt::build_messages;
+use chat::retrieval::Retriever;
+use chat::upstream::{
+    ChatMessage, LlmClient, LlmConfig, PubMedClient, PubMedConfig, SemanticScholarClient,
+    SemanticScholarConfig, Source, UpstreamError, http_client, service,
+};
 use limiter_core::{RedisConfig, RedisHandle};
 use upstream_sim::{Group, SimConfig};
 
@@ -141,7 +142,7 @@ async fn llm_answers_cite_the_sources_and_the_user_id_is_hashed() {
         .unwrap();
     assert!(r.papers.len() >= 2);
     let msgs = build_messages("statin therapy and stroke", &r.papers, &r.unavailable, &[]);
-    let pseudonym = api::pseudonym::Pseudonymizer::with_key(b"k").pseudonym("user-1");
+    let pseudonym = api::auth::pseudonym::Pseudonymizer::with_key(b"k").pseudonym("user-1");
     let answer = c.llm.complete(&msgs, &pseudonym).await.unwrap();
     assert!(answer.contains("[1]") && answer.contains("[2]"), "{answer}");
     let users = sim.stats().users;

@@ -19,7 +19,7 @@ async fn a_user_past_its_waiting_cap_gets_429_and_others_still_queue() {
     cfg.admission.queue_timeout_ms = 20_000;
     cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
     let store = migrate(&cfg).await;
-    let fake = FakePipeline::new(Duration::from_secs(20), usize::MAX, Mode::Answer);
+    let fake = FakeAssistant::new(Duration::from_secs(20), usize::MAX, Mode::Answer);
     let server = Server::start(cfg, fake.clone()).await;
     let c = client();
     let send = |user: &'static str, ip: &'static str| {

@@ -1,4 +1,4 @@
-//! Our side of the side-by-side benchmarks with peer libraries (issue 9, driven by `bench/run`).
+//! Our side of the side-by-side benchmarks with peer libraries (driven by `bench/run`).
 //!
 //! One scenario per process, one JSON line on stdout, so the driver can alternate this runner
 //! with the Node and Python peers against the same redis-server:

@@ -9,7 +9,7 @@
 use std::str::FromStr;
 
 use super::{Config, ConfigError, parse_tiers};
-use crate::secret::Secret;
+use crate::config::secret::Secret;
 
 /// Names the TOML file read before the environment (not in [`VARS`]: it is read first, to find
 /// the file the other values are layered on).

@@ -1,7 +1,7 @@
 //! `POST /api/chat`: auth → per-IP window (layers, see [`crate::app`]) → quota spend (a user whose
-//! quota is exhausted is refused before waiting) → slot → pipeline → refund if the failure is ours
+//! quota is exhausted is refused before waiting) → slot → assistant → refund if the failure is ours
 //! and no answer text reached the client (once text was sent, the query was used, whatever fails
-//! after). The answer is Markdown neutralised by [`crate::text::MarkdownGuard`] (no raw HTML, no
+//! after). The answer is Markdown neutralised by [`chat::text::MarkdownGuard`] (no raw HTML, no
 //! images, only http(s) links), streamed or not.
 //!
 //! With `Accept: text/event-stream` the reply is a server-sent event stream, opened right after
@@ -18,6 +18,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use chat::text::{MarkdownGuard, neutralise};
+use chat::{ChatContext, ChatRequest, Citation};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -27,14 +29,12 @@ use uuid::Uuid;
 
 use super::guard::admit_watched;
 use super::{TicketGuard, admit};
-use crate::admission::RouteClass;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
-use crate::json::ValidJson;
-use crate::pipeline::{ChatContext, ChatRequest, Citation};
-use crate::quota::Spend;
+use crate::limits::admission::RouteClass;
+use crate::limits::quota::Spend;
+use crate::server::json::ValidJson;
 use crate::state::AppState;
-use crate::text::{MarkdownGuard, neutralise};
 
 /// Longest accepted message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 4000;
@@ -77,14 +77,14 @@ pub struct ChatResponse {
 /// Checks what the type system cannot: a non-blank message of at most 4000 characters, without
 /// control characters other than tab and newline.
 pub fn validate(body: &ChatBody) -> Result<(), ApiError> {
-    if crate::json::is_blank(&body.message) {
+    if crate::server::json::is_blank(&body.message) {
         return Err(ApiError::InvalidRequest(
             "`message` must not be empty".into(),
         ));
     }
     // Refused up front, before anything is spent: the database cannot store U+0000, and no
     // question needs escape sequences.
-    crate::json::no_control_chars("message", &body.message)?;
+    crate::server::json::no_control_chars("message", &body.message)?;
     let n = body.message.chars().count();
     if n > MAX_MESSAGE_CHARS {
         return Err(ApiError::InvalidRequest(format!(
@@ -165,7 +165,7 @@ pub async fn chat(
     };
     let queued = slot.queued();
     ticket.start();
-    let result = state.pipeline().answer(req, ctx).await;
+    let result = state.assistant().answer(req, ctx).await;
     drop(slot);
     match result {
         Ok(a) => {
@@ -293,7 +293,7 @@ async fn run_stream(
     };
     ticket.start();
     let (dtx, mut drx) = mpsc::channel::<String>(64);
-    let answering = state.pipeline().answer_stream(req, ctx, dtx);
+    let answering = state.assistant().answer_stream(req, ctx, dtx);
     tokio::pin!(answering);
     let mut out = Deltas::new(&tx);
     let result = loop {
@@ -367,7 +367,7 @@ impl<'a> Deltas<'a> {
     }
 
     async fn send(&mut self, piece: &str) {
-        let safe = self.guard.push(&crate::text::clean(piece));
+        let safe = self.guard.push(&chat::text::clean(piece));
         self.emit(safe).await;
     }
 

@@ -9,12 +9,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::admit;
-use crate::admission::RouteClass;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
-use crate::json::ValidJson;
-use crate::pipeline::{ChatContext, ExportFormat, ExportRequest};
+use crate::limits::admission::RouteClass;
+use crate::server::json::ValidJson;
 use crate::state::AppState;
+use chat::{ChatContext, ExportFormat, ExportRequest};
 
 /// An export request.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -71,7 +71,7 @@ pub async fn export(
         request_id: super::request_id(&headers),
     };
     let doc = state
-        .pipeline()
+        .assistant()
         .export(
             ExportRequest {
                 conversation_id: body.conversation_id,

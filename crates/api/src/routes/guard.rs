@@ -7,10 +7,10 @@ use tokio::time::Instant;
 
 use limiter_core::Rejection;
 
-use crate::admission::RouteClass;
+use crate::admin::slot_holders::HeldSlot;
 use crate::error::ApiError;
-use crate::quota::{QuotaStore, Ticket};
-use crate::slot_holders::HeldSlot;
+use crate::limits::admission::RouteClass;
+use crate::limits::quota::{QuotaStore, Ticket};
 use crate::state::AppState;
 
 /// Waits for a slot (per-user and global caps) until the queue timeout.

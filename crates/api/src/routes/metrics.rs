@@ -20,7 +20,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // so a scrape during an outage still answers (with what it could read).
     // The report of the last second (shared with the health route: a scrape flood costs the
     // databases nothing more); breaker states are read now, from Redis, so that they are current.
-    let report = state.health_cache().get(&state).await;
+    let report = state
+        .health_cache()
+        .get(|| crate::health::check::report(&state))
+        .await;
     let breaker_states = match state.breakers() {
         Some(b) => b.states().await.unwrap_or_default(),
         None => Vec::new(),

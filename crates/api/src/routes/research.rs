@@ -1,4 +1,4 @@
-//! `POST /api/research`: papers from PubMed and Semantic Scholar (through the pipeline). Per-IP
+//! `POST /api/research`: papers from PubMed and Semantic Scholar (through the chat assistant). Per-IP
 //! window and admission as for chat (class `research`); no daily quota (it counts chat queries).
 
 use axum::Json;
@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::admit;
-use crate::admission::RouteClass;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
-use crate::json::ValidJson;
-use crate::pipeline::{ChatContext, Paper, ResearchRequest};
+use crate::limits::admission::RouteClass;
+use crate::server::json::ValidJson;
 use crate::state::AppState;
+use chat::{ChatContext, Paper, ResearchRequest};
 
 /// Longest accepted query, in characters.
 pub const MAX_QUERY_CHARS: usize = 1000;
@@ -67,10 +67,10 @@ pub async fn research(
     headers: axum::http::HeaderMap,
     ValidJson(body): ValidJson<ResearchBody>,
 ) -> Result<Json<ResearchResponse>, ApiError> {
-    if crate::json::is_blank(&body.query) {
+    if crate::server::json::is_blank(&body.query) {
         return Err(ApiError::InvalidRequest("`query` must not be empty".into()));
     }
-    crate::json::no_control_chars("query", &body.query)?;
+    crate::server::json::no_control_chars("query", &body.query)?;
     let n = body.query.chars().count();
     if n > MAX_QUERY_CHARS {
         return Err(ApiError::InvalidRequest(format!(
@@ -105,7 +105,7 @@ pub async fn research(
     };
     let queued = slot.queued();
     let papers = state
-        .pipeline()
+        .assistant()
         .research(
             ResearchRequest {
                 query: body.query,

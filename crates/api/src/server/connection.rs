@@ -10,7 +10,7 @@
 //!   client stopped reading and every buffer on the way is full, e.g. an SSE stream nobody reads).
 //!
 //! While a request runs, reads have no deadline: the handler has its own (queue timeout, upstream
-//! timeouts, the body deadline of [`crate::json::ValidJson`]). "A request runs" is counted by
+//! timeouts, the body deadline of [`crate::server::json::ValidJson`]). "A request runs" is counted by
 //! [`track_request`] from the moment hyper hands a request to the service until its response body
 //! has ended or been dropped ([`InFlight`], held in the response body, as tower-http's in-flight
 //! counter does).
@@ -305,7 +305,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, supe
     }
 }
 
-/// The time by which a request's body must have been read (see [`crate::json::ValidJson`]).
+/// The time by which a request's body must have been read (see [`crate::server::json::ValidJson`]).
 #[derive(Debug, Clone, Copy)]
 pub struct BodyDeadline(pub Instant);
 

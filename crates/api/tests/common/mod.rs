@@ -1,6 +1,8 @@
 //! Shared test support: a fresh PostgreSQL database per test, a replica served in-process on port
-//! 0, a fake pipeline that counts what reaches it (the independent observer), and token minting.
+//! 0, a fake assistant that counts what reaches it (the independent observer), and token minting.
 #![allow(clippy::unwrap_used, dead_code)]
+
+pub mod rag_fleet;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -9,11 +11,9 @@ use std::time::Duration;
 
 use api::AppState;
 use api::config::Config;
-use api::pipeline::{
-    ChatAnswer, ChatContext, ChatPipeline, ChatRequest, PipelineError, PipelineFuture,
-};
-use api::quota::QuotaStore;
-use api::secret::Secret;
+use api::config::secret::Secret;
+use api::limits::quota::QuotaStore;
+use chat::{Assistant, AssistantError, AssistantFuture, ChatAnswer, ChatContext, ChatRequest};
 use limiter_core::RedisHandle;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor};
@@ -139,7 +139,7 @@ pub fn token(user: &str) -> String {
         .unwrap()
         .as_secs()
         + 3600;
-    api::jwt::sign_hs256(
+    api::auth::jwt::sign_hs256(
         JWT_SECRET.as_bytes(),
         &serde_json::json!({"sub": user, "exp": exp, "aud": "authenticated"}),
     )
@@ -158,7 +158,7 @@ pub enum Mode {
 
 /// The independent observer: counts calls in flight and the most ever seen at once. Each call
 /// holds until `release()` (or the hold elapses, or `target` calls are in flight at once).
-pub struct FakePipeline {
+pub struct FakeAssistant {
     pub in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
     pub calls: AtomicU64,
@@ -172,9 +172,9 @@ pub struct FakePipeline {
     pub mode: Mode,
 }
 
-impl FakePipeline {
+impl FakeAssistant {
     pub fn new(hold: Duration, target: usize, mode: Mode) -> Arc<Self> {
-        Arc::new(FakePipeline {
+        Arc::new(FakeAssistant {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
@@ -214,8 +214,8 @@ impl FakePipeline {
     }
 }
 
-impl ChatPipeline for FakePipeline {
-    fn answer(&self, req: ChatRequest, _ctx: ChatContext) -> PipelineFuture<'_, ChatAnswer> {
+impl Assistant for FakeAssistant {
+    fn answer(&self, req: ChatRequest, _ctx: ChatContext) -> AssistantFuture<'_, ChatAnswer> {
         Box::pin(async move {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -246,7 +246,7 @@ impl ChatPipeline for FakePipeline {
                     citations: vec![],
                     conversation_id: req.conversation_id.unwrap_or_else(uuid::Uuid::new_v4),
                 }),
-                Mode::UpstreamDown => Err(PipelineError::UpstreamUnavailable {
+                Mode::UpstreamDown => Err(AssistantError::UpstreamUnavailable {
                     retry_after: Duration::from_secs(7),
                     cause: "fake upstream down: secret internal detail".into(),
                 }),
@@ -265,7 +265,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(cfg: Config, pipeline: Arc<dyn ChatPipeline>) -> Server {
+    pub async fn start(cfg: Config, pipeline: Arc<dyn Assistant>) -> Server {
         init();
         let state = AppState::new(cfg, pipeline).await.unwrap();
         Self::start_state(state).await
@@ -369,9 +369,9 @@ pub async fn rag_replica(sim: &upstream_sim::RunningSim, mut cfg: Config) -> Ser
     cfg.upstream.timeout_ms = 5_000;
     let quota = migrate(&cfg).await;
     let redis = redis(&cfg.redis.prefix).await;
-    let breakers = api::breakers::build(&cfg, redis.clone()).unwrap();
+    let breakers = api::admin::breakers::build(&cfg, redis.clone()).unwrap();
     let pipeline =
-        api::RagPipeline::build(&cfg, &redis, breakers.clone(), quota.pool().clone()).unwrap();
+        api::assistant::rag(&cfg, &redis, breakers.clone(), quota.pool().clone()).unwrap();
     let state = AppState::with_parts(cfg, Arc::new(pipeline), redis, quota)
         .await
         .unwrap()

@@ -1,11 +1,11 @@
-//! The real chat pipeline: retrieval from PubMed and Semantic Scholar, an answer from the
+//! The real assistant: retrieval from PubMed and Semantic Scholar, an answer from the
 //! OpenAI-compatible LLM citing the numbered sources, conversations kept in PostgreSQL, research
 //! and export. Every upstream call goes through pacing, the shared breakers and retries
 //! (breaker-store's `Outbound`; the LLM's own rules are in [`crate::upstream::llm`]).
 //!
 //! What is stored is what the user was shown: the answer after the Markdown guard
 //! ([`crate::text::neutralise`]), sources after cleaning ([`crate::upstream::SourcePaper::cleaned`]).
-//! A failure to store an answer that was made is ours ([`PipelineError::Storage`]), not the
+//! A failure to store an answer that was made is ours ([`AssistantError::Storage`]), not the
 //! upstream's.
 
 use std::sync::Arc;
@@ -15,18 +15,18 @@ use breaker_store::{Breakers, Outbound, OutboundConfig, ServiceOutbound};
 use limiter_core::{LimiterError, Pacer, RedisHandle};
 use sqlx::PgPool;
 
-use crate::config::Config;
+use crate::assistant::{
+    Assistant, AssistantError, AssistantFuture, ChatAnswer, ChatContext, ChatRequest, Citation,
+    ExportDocument, ExportFormat, ExportRequest, Paper, ResearchRequest,
+};
 use crate::conversations::{ConversationError, Conversations};
 use crate::export::{self, CitedWork};
-use crate::pipeline::{
-    ChatAnswer, ChatContext, ChatPipeline, ChatRequest, Citation, ExportDocument, ExportFormat,
-    ExportRequest, Paper, PipelineError, PipelineFuture, ResearchRequest,
-};
+use crate::prompt::build_messages;
+use crate::retrieval::Retriever;
 use crate::text::{MarkdownGuard, neutralise};
-use crate::upstream::rag::build_messages;
 use crate::upstream::{
-    ChatMessage, LlmClient, LlmConfig, PubMedClient, PubMedConfig, Retriever,
-    SemanticScholarClient, SemanticScholarConfig, SourcePaper, UpstreamError, http_client, service,
+    ChatMessage, LlmClient, LlmConfig, PubMedClient, PubMedConfig, SemanticScholarClient,
+    SemanticScholarConfig, SourcePaper, UpstreamError, http_client, service,
 };
 
 /// Earlier messages of a conversation put into the prompt (three exchanges).
@@ -34,25 +34,80 @@ const HISTORY_MESSAGES: i64 = 6;
 /// Suggested wait when an upstream failed without saying how long to wait.
 const DEFAULT_RETRY: Duration = Duration::from_secs(10);
 
+/// What [`RagAssistant::build`] needs to know: where the upstreams are, their keys and rates,
+/// and the timeouts. Keys are plain strings here; `Debug` never prints them.
+#[derive(Clone, Default)]
+pub struct RagSettings {
+    /// Base URL of NCBI E-utilities.
+    pub pubmed_url: String,
+    /// Base URL of the Semantic Scholar Graph API v1.
+    pub semantic_scholar_url: String,
+    /// Base URL of an OpenAI-compatible `/v1` API.
+    pub llm_url: String,
+    /// Model name sent to the LLM.
+    pub llm_model: String,
+    /// Bearer key of the LLM API.
+    pub llm_api_key: Option<String>,
+    /// NCBI `api_key`.
+    pub ncbi_api_key: Option<String>,
+    /// The `email` parameter NCBI asks E-utilities clients to send.
+    pub ncbi_email: Option<String>,
+    /// Semantic Scholar `x-api-key`.
+    pub s2_api_key: Option<String>,
+    /// PubMed requests per second, fleet-wide.
+    pub pubmed_rate_per_sec: u32,
+    /// Semantic Scholar requests per second, fleet-wide.
+    pub semantic_scholar_rate_per_sec: u32,
+    /// One attempt at PubMed or Semantic Scholar; for the LLM, the first token and each gap.
+    pub timeout: Duration,
+    /// The longest a whole LLM answer may take.
+    pub llm_answer_timeout: Duration,
+    /// `max_tokens` of every LLM request.
+    pub llm_max_tokens: u32,
+}
+
+impl std::fmt::Debug for RagSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = |k: &Option<String>| k.as_ref().map(|_| "<redacted>");
+        f.debug_struct("RagSettings")
+            .field("pubmed_url", &self.pubmed_url)
+            .field("semantic_scholar_url", &self.semantic_scholar_url)
+            .field("llm_url", &self.llm_url)
+            .field("llm_model", &self.llm_model)
+            .field("llm_api_key", &key(&self.llm_api_key))
+            .field("ncbi_api_key", &key(&self.ncbi_api_key))
+            .field("ncbi_email", &self.ncbi_email)
+            .field("s2_api_key", &key(&self.s2_api_key))
+            .field("pubmed_rate_per_sec", &self.pubmed_rate_per_sec)
+            .field(
+                "semantic_scholar_rate_per_sec",
+                &self.semantic_scholar_rate_per_sec,
+            )
+            .field("timeout", &self.timeout)
+            .field("llm_answer_timeout", &self.llm_answer_timeout)
+            .field("llm_max_tokens", &self.llm_max_tokens)
+            .finish()
+    }
+}
+
 /// Retrieval + LLM + conversations.
 #[derive(Debug, Clone)]
-pub struct RagPipeline {
+pub struct RagAssistant {
     retriever: Retriever,
     llm: LlmClient,
     conversations: Conversations,
 }
 
-impl RagPipeline {
+impl RagAssistant {
     /// Builds the clients from the configuration: PubMed and Semantic Scholar paced fleet-wide at
     /// their configured rates, every upstream behind the replica's breakers.
     pub fn build(
-        config: &Config,
+        up: RagSettings,
         redis: &RedisHandle,
         breakers: Breakers,
         pool: PgPool,
     ) -> Result<Self, LimiterError> {
-        let up = &config.upstream;
-        let timeout = Duration::from_millis(up.timeout_ms);
+        let timeout = up.timeout;
         let http = http_client(Duration::from_secs(5));
         // Spacing 10% wider than 1/rate: room for ~100 ms of jitter between a booked slot and the
         // request's arrival, so the upstream never counts more than `rate` in any second.
@@ -88,13 +143,12 @@ impl RagPipeline {
                 },
             ),
         );
-        let secret = |s: &Option<crate::secret::Secret>| s.as_ref().map(|s| s.expose().to_string());
         let pubmed = PubMedClient::new(
             http.clone(),
             Arc::clone(&outbound),
             PubMedConfig {
                 base_url: up.pubmed_url.clone(),
-                api_key: secret(&up.ncbi_api_key),
+                api_key: up.ncbi_api_key.clone(),
                 tool: "fleetgate".into(),
                 email: up.ncbi_email.clone(),
             },
@@ -104,7 +158,7 @@ impl RagPipeline {
             Arc::clone(&outbound),
             SemanticScholarConfig {
                 base_url: up.semantic_scholar_url.clone(),
-                api_key: secret(&up.s2_api_key),
+                api_key: up.s2_api_key.clone(),
             },
         );
         let llm = LlmClient::new(
@@ -113,13 +167,13 @@ impl RagPipeline {
             LlmConfig {
                 base_url: up.llm_url.clone(),
                 model: up.llm_model.clone(),
-                api_key: secret(&up.llm_api_key),
+                api_key: up.llm_api_key.clone(),
                 timeout,
-                answer_timeout: Duration::from_millis(up.llm_answer_timeout_ms),
+                answer_timeout: up.llm_answer_timeout,
                 max_tokens: up.llm_max_tokens,
             },
         );
-        Ok(RagPipeline {
+        Ok(RagAssistant {
             retriever: Retriever::new(pubmed, s2),
             llm,
             conversations: Conversations::new(pool),
@@ -131,7 +185,7 @@ impl RagPipeline {
         &self,
         req: &ChatRequest,
         ctx: &ChatContext,
-    ) -> Result<Prepared, PipelineError> {
+    ) -> Result<Prepared, AssistantError> {
         let conv = self
             .conversations
             .open(&ctx.user_id, req.conversation_id, &req.message)
@@ -185,12 +239,12 @@ impl RagPipeline {
         p: Prepared,
         question: &str,
         answer: String,
-    ) -> Result<ChatAnswer, PipelineError> {
+    ) -> Result<ChatAnswer, AssistantError> {
         let works: Vec<CitedWork> = p.sources.iter().map(cited_work).collect();
         self.conversations
             .append_turn(p.conv, question, &answer, &works)
             .await
-            .map_err(|e| PipelineError::Storage(e.to_string()))?;
+            .map_err(|e| AssistantError::Storage(e.to_string()))?;
         Ok(ChatAnswer {
             answer,
             citations: p.sources.iter().map(citation).collect(),
@@ -198,7 +252,7 @@ impl RagPipeline {
         })
     }
 
-    async fn chat(&self, req: ChatRequest, ctx: ChatContext) -> Result<ChatAnswer, PipelineError> {
+    async fn chat(&self, req: ChatRequest, ctx: ChatContext) -> Result<ChatAnswer, AssistantError> {
         let p = self.prepare(&req, &ctx).await?;
         let text = self
             .llm
@@ -215,7 +269,7 @@ impl RagPipeline {
         req: ChatRequest,
         ctx: ChatContext,
         deltas: tokio::sync::mpsc::Sender<String>,
-    ) -> Result<ChatAnswer, PipelineError> {
+    ) -> Result<ChatAnswer, AssistantError> {
         let p = self.prepare(&req, &ctx).await?;
         let mut guard = MarkdownGuard::new();
         let mut answer = String::new();
@@ -237,7 +291,7 @@ impl RagPipeline {
             answer.push_str(&safe);
             if !safe.is_empty() && deltas.send(safe).await.is_err() {
                 // The reader went away: stop, dropping the upstream stream (which cancels it).
-                return Err(PipelineError::Unavailable("client went away".into()));
+                return Err(AssistantError::Unavailable("client went away".into()));
             }
         }
         let rest = guard.finish();
@@ -258,8 +312,8 @@ struct Prepared {
     note: Option<String>,
 }
 
-impl ChatPipeline for RagPipeline {
-    fn answer(&self, req: ChatRequest, ctx: ChatContext) -> PipelineFuture<'_, ChatAnswer> {
+impl Assistant for RagAssistant {
+    fn answer(&self, req: ChatRequest, ctx: ChatContext) -> AssistantFuture<'_, ChatAnswer> {
         Box::pin(self.chat(req, ctx))
     }
 
@@ -268,11 +322,11 @@ impl ChatPipeline for RagPipeline {
         req: ChatRequest,
         ctx: ChatContext,
         deltas: tokio::sync::mpsc::Sender<String>,
-    ) -> PipelineFuture<'_, ChatAnswer> {
+    ) -> AssistantFuture<'_, ChatAnswer> {
         Box::pin(self.chat_stream(req, ctx, deltas))
     }
 
-    fn research(&self, req: ResearchRequest, _ctx: ChatContext) -> PipelineFuture<'_, Vec<Paper>> {
+    fn research(&self, req: ResearchRequest, _ctx: ChatContext) -> AssistantFuture<'_, Vec<Paper>> {
         Box::pin(async move {
             let r = self
                 .retriever
@@ -283,7 +337,7 @@ impl ChatPipeline for RagPipeline {
         })
     }
 
-    fn export(&self, req: ExportRequest, ctx: ChatContext) -> PipelineFuture<'_, ExportDocument> {
+    fn export(&self, req: ExportRequest, ctx: ChatContext) -> AssistantFuture<'_, ExportDocument> {
         Box::pin(async move {
             let c = self
                 .conversations
@@ -340,24 +394,24 @@ fn paper(p: SourcePaper) -> Paper {
     }
 }
 
-fn upstream_error(e: UpstreamError) -> PipelineError {
+fn upstream_error(e: UpstreamError) -> AssistantError {
     match e {
-        UpstreamError::Timeout { .. } => PipelineError::UpstreamTimeout,
-        other => PipelineError::UpstreamUnavailable {
+        UpstreamError::Timeout { .. } => AssistantError::UpstreamTimeout,
+        other => AssistantError::UpstreamUnavailable {
             retry_after: other.retry_after().unwrap_or(DEFAULT_RETRY),
             cause: other.to_string(),
         },
     }
 }
 
-fn conversation_error(e: ConversationError) -> PipelineError {
+fn conversation_error(e: ConversationError) -> AssistantError {
     match e {
-        ConversationError::NotFound => PipelineError::NotFound,
+        ConversationError::NotFound => AssistantError::NotFound,
         ConversationError::TooLong { messages, limit } => {
-            PipelineError::ExportTooLarge { messages, limit }
+            AssistantError::ExportTooLarge { messages, limit }
         }
         ConversationError::Database(err) => {
-            PipelineError::Unavailable(format!("conversation store: {err}"))
+            AssistantError::Unavailable(format!("conversation store: {err}"))
         }
     }
 }

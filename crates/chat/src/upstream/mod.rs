@@ -1,20 +1,18 @@
-//! Real clients of the three upstreams (PubMed E-utilities, Semantic Scholar Graph API v1, an
-//! OpenAI-compatible chat completions endpoint) and the retrieval that feeds the LLM.
+//! Real clients of the three upstreams: PubMed E-utilities, Semantic Scholar Graph API v1, an
+//! OpenAI-compatible chat completions endpoint.
 //!
-//! Every call goes through breaker-store's [`Outbound`]: fleet-wide pacing, the shared breaker,
+//! Every call goes through breaker-store's [`breaker_store::Outbound`]: fleet-wide pacing, the shared breaker,
 //! a timeout and retries with backoff. Responses are read with a size cap and parsed defensively:
 //! a malformed, truncated or unexpected body is an [`UpstreamError::Malformed`], never a panic.
 //!
-//! Layout: `paper.rs` (the record both sources map to, de-duplication), `rank.rs` (BM25),
-//! `http.rs` (capped body reads, outcome classification), `pubmed.rs`, `semantic_scholar.rs`,
-//! `llm.rs` (JSON and streamed completions), `rag.rs` (retrieve, rank, build the prompt).
+//! Layout: `paper.rs` (the record both sources map to, de-duplication), `http.rs` (capped body
+//! reads, outcome classification), `pubmed.rs`, `semantic_scholar.rs`, `llm.rs` (JSON and
+//! streamed completions).
 
 mod http;
 pub mod llm;
 pub mod paper;
 pub mod pubmed;
-pub mod rag;
-pub mod rank;
 pub mod semantic_scholar;
 
 use std::time::Duration;
@@ -22,7 +20,6 @@ use std::time::Duration;
 pub use llm::{ChatMessage, LlmClient, LlmConfig};
 pub use paper::{Source, SourcePaper, dedupe};
 pub use pubmed::{PubMedClient, PubMedConfig};
-pub use rag::{Retrieval, Retriever};
 pub use semantic_scholar::{SemanticScholarClient, SemanticScholarConfig};
 
 /// Breaker and pacing names of the upstream services.
@@ -112,7 +109,7 @@ impl UpstreamError {
             CallError::Upstream { .. } => "failure",
             CallError::Rejected { .. } => "rejected",
         };
-        crate::metrics::get().upstream_error(service, kind);
+        crate::instrumentation::get().error(service, kind);
         match err {
             CallError::Timeout { .. } => UpstreamError::Timeout { service },
             CallError::Upstream { error, .. } | CallError::Rejected { error, .. } => error,

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::auth::{AdminToken, bearer};
 use crate::error::ApiError;
-use crate::ip_limit::client_key;
+use crate::limits::ip_limit::client_key;
 
 /// Addresses remembered (blocked ones, and local counts while Redis is down) before expired
 /// entries are pruned; if all are live the map is cleared, which forgets at most one block each.

@@ -1,7 +1,7 @@
-//! The seam to the chat pipeline (upstream calls, RAG, streaming, export), an issue of its own.
-//! Handlers run every layer (auth, per-IP window, quota, admission) and then call a
-//! [`ChatPipeline`]; its errors map to the contract's codes, and the quota is refunded on the ones
-//! that are the service's fault ([`PipelineError::refunds_quota`]).
+//! The seam between the gate and the product: the service's routes run every limit (auth, per-IP
+//! window, quota, admission) and then call an [`Assistant`] with plain values; its errors say
+//! whose fault a failure was ([`AssistantError::refunds_quota`]), which the service maps to its
+//! HTTP codes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,11 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::ApiError;
-
 /// A boxed future (object-safe trait without `async_trait`).
-pub type PipelineFuture<'a, T> =
-    Pin<Box<dyn Future<Output = Result<T, PipelineError>> + Send + 'a>>;
+pub type AssistantFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, AssistantError>> + Send + 'a>>;
 
 /// A validated chat question.
 #[derive(Debug, Clone)]
@@ -30,13 +28,13 @@ pub struct ChatRequest {
     pub stream: bool,
 }
 
-/// Who asks and what the gate decided, for every pipeline call.
+/// Who asks and what the gate decided, for every assistant call.
 #[derive(Debug, Clone)]
 pub struct ChatContext {
     /// The JWT `sub`.
     pub user_id: String,
-    /// The user's pseudonym (keyed HMAC of `user_id`, [`crate::pseudonym`]): the `user` field sent
-    /// to the LLM.
+    /// The user's pseudonym (a keyed hash of `user_id`, made by the service): the `user` field
+    /// sent to the LLM.
     pub user_hash: String,
     /// How long the request waited for its slot.
     pub queued: Duration,
@@ -123,7 +121,7 @@ pub struct ExportRequest {
     /// The format.
     pub format: ExportFormat,
     /// Longest conversation exported (`FLEETGATE_EXPORT_MAX_MESSAGES`); longer is
-    /// [`PipelineError::ExportTooLarge`].
+    /// [`AssistantError::ExportTooLarge`].
     pub max_messages: u32,
 }
 
@@ -136,9 +134,9 @@ pub struct ExportDocument {
     pub body: String,
 }
 
-/// How a pipeline call failed.
+/// How an assistant call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
+pub enum AssistantError {
     /// An upstream failed or its breaker is open (503 `upstream_unavailable`).
     #[error("upstream unavailable: {cause}")]
     UpstreamUnavailable {
@@ -150,8 +148,8 @@ pub enum PipelineError {
     /// An upstream did not answer in time (504 `upstream_timeout`).
     #[error("upstream timeout")]
     UpstreamTimeout,
-    /// Something the pipeline needs is down or not configured (503 `service_unavailable`).
-    #[error("pipeline unavailable: {0}")]
+    /// Something the assistant needs is down or not configured (503 `service_unavailable`).
+    #[error("assistant unavailable: {0}")]
     Unavailable(String),
     /// The referenced conversation does not exist for this user (404).
     #[error("not found")]
@@ -173,48 +171,24 @@ pub enum PipelineError {
     },
 }
 
-impl PipelineError {
+impl AssistantError {
     /// Whether a spent query may be given back: failures that are not the user's doing. The
     /// route gives it back only if no answer text reached the client.
     pub fn refunds_quota(&self) -> bool {
         matches!(
             self,
-            PipelineError::UpstreamUnavailable { .. }
-                | PipelineError::UpstreamTimeout
-                | PipelineError::Unavailable(_)
-                | PipelineError::Storage(_)
+            AssistantError::UpstreamUnavailable { .. }
+                | AssistantError::UpstreamTimeout
+                | AssistantError::Unavailable(_)
+                | AssistantError::Storage(_)
         )
     }
 }
 
-impl From<PipelineError> for ApiError {
-    fn from(e: PipelineError) -> Self {
-        match e {
-            PipelineError::UpstreamUnavailable { retry_after, cause } => {
-                tracing::warn!(%cause, "upstream unavailable");
-                ApiError::UpstreamUnavailable { retry_after }
-            }
-            PipelineError::UpstreamTimeout => ApiError::UpstreamTimeout,
-            PipelineError::Unavailable(cause) => {
-                ApiError::unavailable("the answering service is unavailable; retry later", cause)
-            }
-            PipelineError::NotFound => ApiError::NotFound("no such conversation".into()),
-            PipelineError::Invalid(d) => ApiError::InvalidRequest(d),
-            PipelineError::Storage(cause) => ApiError::unavailable(
-                "the answer could not be saved; retry later",
-                format!("storage: {cause}"),
-            ),
-            PipelineError::ExportTooLarge { messages, limit } => {
-                ApiError::ExportTooLarge { messages, limit }
-            }
-        }
-    }
-}
-
-/// What the routes call once a request has passed every layer.
-pub trait ChatPipeline: Send + Sync + 'static {
+/// What the service's routes call once a request has passed every limit.
+pub trait Assistant: Send + Sync + 'static {
     /// Answers a chat question.
-    fn answer(&self, req: ChatRequest, ctx: ChatContext) -> PipelineFuture<'_, ChatAnswer>;
+    fn answer(&self, req: ChatRequest, ctx: ChatContext) -> AssistantFuture<'_, ChatAnswer>;
 
     /// Answers while relaying the text as it is produced: each piece goes to `deltas` as soon as
     /// the upstream sends it (SSE `delta` events). The default answers whole and sends the answer
@@ -224,7 +198,7 @@ pub trait ChatPipeline: Send + Sync + 'static {
         req: ChatRequest,
         ctx: ChatContext,
         deltas: tokio::sync::mpsc::Sender<String>,
-    ) -> PipelineFuture<'_, ChatAnswer> {
+    ) -> AssistantFuture<'_, ChatAnswer> {
         Box::pin(async move {
             let answer = self.answer(req, ctx).await?;
             let _ = deltas.send(answer.answer.clone()).await;
@@ -232,58 +206,21 @@ pub trait ChatPipeline: Send + Sync + 'static {
         })
     }
 
-    /// Searches papers. The default says the pipeline does not offer it.
-    fn research(&self, _req: ResearchRequest, _ctx: ChatContext) -> PipelineFuture<'_, Vec<Paper>> {
-        Box::pin(async { Err(PipelineError::Unavailable("research is not wired".into())) })
+    /// Searches papers. The default says the assistant does not offer it.
+    fn research(
+        &self,
+        _req: ResearchRequest,
+        _ctx: ChatContext,
+    ) -> AssistantFuture<'_, Vec<Paper>> {
+        Box::pin(async { Err(AssistantError::Unavailable("research is not wired".into())) })
     }
 
-    /// Exports a conversation. The default says the pipeline does not offer it.
-    fn export(&self, _req: ExportRequest, _ctx: ChatContext) -> PipelineFuture<'_, ExportDocument> {
-        Box::pin(async { Err(PipelineError::Unavailable("export is not wired".into())) })
-    }
-}
-
-/// The pipeline of a replica whose upstream pipeline is not wired yet: every call is 503.
-#[derive(Debug, Default)]
-pub struct UnconfiguredPipeline;
-
-impl ChatPipeline for UnconfiguredPipeline {
-    fn answer(&self, _: ChatRequest, _: ChatContext) -> PipelineFuture<'_, ChatAnswer> {
-        Box::pin(async {
-            Err(PipelineError::Unavailable(
-                "no chat pipeline configured".into(),
-            ))
-        })
-    }
-}
-
-/// Development only (`FLEETGATE_PIPELINE=echo`, used by the schemathesis run): answers with the
-/// question, research with no papers, export with an empty document. Never an upstream call.
-#[derive(Debug, Default)]
-pub struct EchoPipeline;
-
-impl ChatPipeline for EchoPipeline {
-    fn answer(&self, req: ChatRequest, _: ChatContext) -> PipelineFuture<'_, ChatAnswer> {
-        Box::pin(async move {
-            Ok(ChatAnswer {
-                answer: format!("echo: {}", req.message),
-                citations: Vec::new(),
-                conversation_id: req.conversation_id.unwrap_or_else(Uuid::new_v4),
-            })
-        })
-    }
-
-    fn research(&self, _: ResearchRequest, _: ChatContext) -> PipelineFuture<'_, Vec<Paper>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-
-    fn export(&self, req: ExportRequest, _: ChatContext) -> PipelineFuture<'_, ExportDocument> {
-        Box::pin(async move {
-            Ok(ExportDocument {
-                content_type: "application/json".into(),
-                body: serde_json::json!({"conversationId": req.conversation_id, "messages": []})
-                    .to_string(),
-            })
-        })
+    /// Exports a conversation. The default says the assistant does not offer it.
+    fn export(
+        &self,
+        _req: ExportRequest,
+        _ctx: ChatContext,
+    ) -> AssistantFuture<'_, ExportDocument> {
+        Box::pin(async { Err(AssistantError::Unavailable("export is not wired".into())) })
     }
 }

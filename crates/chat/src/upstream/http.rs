@@ -41,7 +41,10 @@ pub(crate) async fn send(
         url.full = %full,
         fleetgate.upstream = service,
     );
-    span.in_scope(|| req.headers_mut().extend(crate::telemetry::trace_headers()));
+    span.in_scope(|| {
+        req.headers_mut()
+            .extend(crate::instrumentation::get().trace_headers())
+    });
     let start = Instant::now();
     let r = client.execute(req).instrument(span.clone()).await;
     let outcome = match &r {
@@ -60,7 +63,7 @@ pub(crate) async fn send(
     if !matches!(outcome, "success" | "rejected") {
         span.record("otel.status_code", "ERROR");
     }
-    crate::metrics::get().upstream_attempt(service, outcome, start.elapsed());
+    crate::instrumentation::get().attempt(service, outcome, start.elapsed());
     r
 }
 

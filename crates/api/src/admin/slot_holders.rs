@@ -1,7 +1,7 @@
 //! Who holds this replica's slots: a count per user, kept for as long as each slot is held, so the
 //! fleet view of the admin console can show the users at their per-user cap. A user's slots may be
 //! spread over several replicas, so the admin report adds up the counts of every replica's status
-//! record ([`crate::fleet_status`]). Users are named by a short hash of their id, never the id.
+//! record ([`crate::admin::fleet_status`]). Users are named by a short hash of their id, never the id.
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::admission::Slot;
+use crate::limits::admission::Slot;
 
 /// One user's slots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -1,14 +1,11 @@
-//! Request counters of one replica (error rate for the health score), kept by a middleware.
+//! Request counters of one replica (error rate for the health score), kept by
+//! [`crate::server::middleware::count_requests`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
-
-use crate::state::AppState;
 
 /// Counters since start or the last `reset-errors`.
 #[derive(Debug, Default)]
@@ -61,7 +58,9 @@ impl RequestStats {
     }
 }
 
-struct InFlight<'a>(&'a AtomicU64);
+/// Counts one request as running until dropped.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a AtomicU64);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -69,24 +68,20 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Middleware counting every response by class.
-pub async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let stats = state.request_stats();
-    stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    let _guard = InFlight(&stats.in_flight);
-    let mut resp = next.run(req).await;
-    if state.is_shutting_down() {
-        // Draining: this connection is not reused (see `crate::run`).
-        resp.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
+impl RequestStats {
+    /// A request starts: it counts as in flight until the guard is dropped.
+    pub fn start(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.in_flight)
     }
-    stats.total.fetch_add(1, Ordering::Relaxed);
-    if resp.status().is_server_error() {
-        stats.server_errors.fetch_add(1, Ordering::Relaxed);
-    } else if resp.status().is_client_error() {
-        stats.client_errors.fetch_add(1, Ordering::Relaxed);
+
+    /// A response of `status` was sent.
+    pub fn answered(&self, status: StatusCode) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if status.is_server_error() {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        } else if status.is_client_error() {
+            self.client_errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
-    resp
 }

@@ -4,9 +4,13 @@
 //!
 //! Each accepted connection holds one of `FLEETGATE_HTTP_MAX_CONNECTIONS` permits (at the cap the
 //! listener stops accepting until one closes) and is served through
-//! [`connection::GuardedIo`], which enforces the idle, header and write-stall timeouts.
+//! `connection::GuardedIo`, which enforces the idle, header and write-stall timeouts.
 
+pub mod client_ip;
 pub(crate) mod connection;
+pub mod json;
+pub mod middleware;
+pub mod request_id;
 
 use std::any::Any;
 use std::future::{Future, IntoFuture};
@@ -26,17 +30,15 @@ use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::admission::RouteClass;
-use crate::auth::require_user;
-use crate::client_ip::resolve_client_ip;
 use crate::error::ApiError;
+use crate::limits::admission::RouteClass;
 use crate::routes::{chat, export, health, metrics, openapi, pages, probes, research};
+use crate::server::middleware::{count_requests, require_user, resolve_client_ip};
 use crate::state::AppState;
-use crate::stats::count_requests;
 
 /// The router of one replica.
 pub fn app(state: AppState) -> Router {
-    // A user route: auth first, then the per-IP window of its class (DESIGN.md's request flow).
+    // A user route: auth first, then the per-IP window of its class.
     // `route_layer` keeps both off unmatched paths and methods.
     let user_route = |path: &str, class: RouteClass, r: axum::routing::MethodRouter<AppState>| {
         Router::new()
@@ -83,7 +85,7 @@ pub(crate) fn with_common(user_routes: Router<AppState>, state: AppState) -> Rou
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(axum::middleware::from_fn(
-            crate::request_id::sanitize_request_id,
+            crate::server::request_id::sanitize_request_id,
         ))
         .with_state(state)
 }
@@ -136,7 +138,7 @@ pub async fn run(
     let publisher = listener
         .local_addr()
         .ok()
-        .map(|addr| crate::fleet_status::Publisher::spawn(state.clone(), addr));
+        .map(|addr| crate::admin::fleet_status::Publisher::spawn(state.clone(), addr));
     let listener = StopAccepting {
         listener: Some(listener),
         draining: None,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::SourcePaper;
+use crate::upstream::SourcePaper;
 
 const K1: f64 = 1.2;
 const B: f64 = 0.75;

@@ -17,8 +17,8 @@ use tracing::Instrument;
 
 use super::layer::Shared;
 use super::{IpLimitStats, ratelimit_header};
-use crate::client_ip::ClientIp;
 use crate::error::{ApiError, problem_response};
+use crate::server::client_ip::ClientIp;
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

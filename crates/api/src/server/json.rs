@@ -11,7 +11,11 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::server::connection::BodyDeadline;
-use crate::state::AppState;
+
+/// The largest request body (`FLEETGATE_HTTP_MAX_BODY_BYTES`), taken from the router's state (the
+/// state implements `FromRef` for it), named in the 413 detail.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxBodyBytes(pub usize);
 
 /// A JSON body, or a problem response.
 #[derive(Debug, Clone)]
@@ -21,12 +25,12 @@ impl<S, T> FromRequest<S> for ValidJson<T>
 where
     T: DeserializeOwned,
     S: Send + Sync,
-    AppState: FromRef<S>,
+    MaxBodyBytes: FromRef<S>,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = AppState::from_ref(state).config().http.max_body_bytes;
+        let limit = MaxBodyBytes::from_ref(state).0;
         let deadline = req.extensions().get::<BodyDeadline>().map(|d| d.0);
         let read = Json::<T>::from_request(req, state);
         let result = match deadline {
@@ -92,9 +96,9 @@ pub fn is_blank(s: &str) -> bool {
 }
 
 /// Refuses a text field holding a control character other than tab and newline (see
-/// [`crate::text::clean`]): 400 `invalid_request` naming the field, the character and where it is.
+/// [`chat::text::clean()`]): 400 `invalid_request` naming the field, the character and where it is.
 pub fn no_control_chars(field: &str, value: &str) -> Result<(), ApiError> {
-    match crate::text::first_disallowed(value) {
+    match chat::text::first_disallowed(value) {
         None => Ok(()),
         Some((at, c)) => Err(ApiError::InvalidRequest(format!(
             "`{field}` contains the control character U+{:04X} at position {at}; only tab and \

@@ -19,9 +19,9 @@ use crate::config::Config;
 
 /// The upstream services that get a breaker.
 pub const SERVICES: [&str; 3] = [
-    crate::upstream::service::PUBMED,
-    crate::upstream::service::SEMANTIC_SCHOLAR,
-    crate::upstream::service::LLM,
+    chat::upstream::service::PUBMED,
+    chat::upstream::service::SEMANTIC_SCHOLAR,
+    chat::upstream::service::LLM,
 ];
 
 /// A boxed future.

@@ -1,25 +1,27 @@
-//! Who is calling: the user behind a JWT ([`AuthUser`], set by [`require_user`] before the per-IP
+//! Who is calling: the user behind a JWT ([`AuthUser`], set by
+//! [`crate::server::middleware::require_user`] before the per-IP
 //! window runs) and the admin bearer token ([`AdminToken`]; the throttled check that routes use is
-//! [`crate::admin_gate::AdminGate`]).
+//! [`crate::auth::admin_gate::AdminGate`]).
 
-use axum::extract::{FromRequestParts, Request, State};
+pub mod admin_gate;
+pub mod jwt;
+pub mod pseudonym;
+
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
+use crate::config::secret::Secret;
 use crate::error::ApiError;
-use crate::secret::Secret;
-use crate::state::AppState;
 
 /// An authenticated user (the JWT `sub`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthUser {
     /// The user id.
     pub id: String,
-    /// Its pseudonym ([`crate::pseudonym`]): what logs and upstreams see instead of the id.
+    /// Its pseudonym ([`crate::auth::pseudonym`]): what logs and upstreams see instead of the id.
     pub pseudonym: String,
 }
 
@@ -47,40 +49,6 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         ));
     }
     Ok(Some(token.trim()))
-}
-
-/// Middleware: verifies the JWT and stores the [`AuthUser`] in the request extensions.
-pub async fn require_user(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let span = tracing::info_span!("auth", fleetgate.auth.outcome = tracing::field::Empty);
-    let user = span.in_scope(|| match bearer(req.headers()) {
-        Ok(Some(token)) => match state.jwt().verify(token) {
-            Ok(claims) => Ok(AuthUser {
-                pseudonym: state.pseudonymizer().pseudonym(&claims.sub),
-                id: claims.sub,
-            }),
-            Err(e) => {
-                tracing::debug!(reason = %e, "token refused");
-                Err(ApiError::Unauthorized("invalid or expired token"))
-            }
-        },
-        Ok(None) => Err(ApiError::Unauthorized("a bearer token is required")),
-        Err(e) => Err(e),
-    });
-    let user = match user {
-        Ok(u) => {
-            span.record("fleetgate.auth.outcome", "ok");
-            // Every later line of the request names the user by pseudonym, never by id.
-            tracing::Span::current().record("user", u.pseudonym.as_str());
-            u
-        }
-        Err(e) => {
-            span.record("fleetgate.auth.outcome", "refused");
-            return e.into_response();
-        }
-    };
-    drop(span);
-    req.extensions_mut().insert(user);
-    next.run(req).await
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for AuthUser {

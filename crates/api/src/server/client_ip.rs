@@ -16,15 +16,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
-use crate::cidr::{canonical, contains_any};
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::config::cidr::{canonical, contains_any};
 
 /// Longest chain of trusted hops believed (real chains have a handful).
 const MAX_HOPS: usize = 32;
@@ -143,35 +138,11 @@ impl ClientIpResolver {
     }
 }
 
-/// Middleware: stores the [`ClientIp`] (from the connection's peer address) in the extensions, or
-/// answers 400 when a trusted proxy's `X-Forwarded-For` cannot be read.
-pub async fn resolve_client_ip(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    match state.client_ip().resolve(peer, req.headers()) {
-        Ok(ip) => {
-            req.extensions_mut().insert(ClientIp(ip));
-            next.run(req).await
-        }
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "X-Forwarded-For refused");
-            ApiError::InvalidRequest(e.to_string()).into_response()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::cidr::parse_list;
+    use crate::config::cidr::parse_list;
     use axum::http::HeaderValue;
 
     fn headers(xff: &[&[u8]]) -> HeaderMap {

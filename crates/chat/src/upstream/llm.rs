@@ -16,9 +16,9 @@
 //! a timeout (connection refused, a 5xx or 429 without a long `Retry-After`) are retried once:
 //! nothing was generated yet.
 //!
-//! The `user` field carries the caller's pseudonym of the end user ([`crate::pseudonym`]), as
+//! The `user` field carries the caller's pseudonym of the end user (made by the service), as
 //! OpenAI recommends for abuse monitoring, never the id itself. Deltas are cleaned of control
-//! characters ([`crate::text::clean`]) before anyone sees them.
+//! characters ([`crate::text::clean()`]) before anyone sees them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,7 +115,7 @@ enum Start {
 }
 
 fn failed(kind: &'static str) {
-    crate::metrics::get().upstream_error(LLM, kind);
+    crate::instrumentation::get().error(LLM, kind);
 }
 
 impl LlmClient {

@@ -1,0 +1,7 @@
+//! The three limits a user request passes, in order: the per-IP sliding window of its route
+//! class (`ip_limit/`, tower layers), the daily quota in PostgreSQL (`quota.rs`), and admission to
+//! a fleet-wide slot, waiting in the priority queue if none is free (`admission.rs`).
+
+pub mod admission;
+pub mod ip_limit;
+pub mod quota;
