@@ -130,6 +130,21 @@ impl Local {
         self.state().requeue_all();
     }
 
+    /// Everything this replica runs right now: local slots and shared permits.
+    pub(crate) fn running(&self) -> u32 {
+        self.state().running()
+    }
+
+    /// Starts measuring the lowest [`Local::running`] from now on.
+    pub(crate) fn reset_low_water(&self) {
+        self.state().reset_low_water();
+    }
+
+    /// The lowest [`Local::running`] since [`Local::reset_low_water`].
+    pub(crate) fn low_water(&self) -> u32 {
+        self.state().low_water()
+    }
+
     /// Slots held right now.
     pub(crate) fn held_count(&self) -> usize {
         self.state().held_count()
