@@ -17,20 +17,15 @@ use super::mode::Mode;
 use crate::LimiterError;
 
 impl Inner {
-    /// One heartbeat: registry, lost grants, dispatch, watched positions, live replica count.
+    /// One heartbeat: registry, lost grants, dispatch, watched positions, live replica count, the
+    /// fleet's recent peak of slots in use.
     pub(crate) async fn heartbeat(&self) -> Result<(), LimiterError> {
-        // This replica's own count is measured over the round trip (its lowest), so the others'
-        // part of the fleet's count is never taken low.
-        let _one = self.beat_lock.lock().await;
-        self.local.reset_low_water();
         let watched = self.waiters.watched();
         let ids: Vec<(String, super::class::Class)> =
             watched.iter().map(|(id, c, _)| (id.clone(), *c)).collect();
         let beat = self.scripts.heartbeat(&ids).await?;
-        self.outage.observe(
-            u32::try_from(beat.in_use).unwrap_or(0),
-            self.local.low_water(),
-        );
+        self.outage
+            .observe(u32::try_from(beat.peak).unwrap_or(u32::MAX));
         if beat.live > 0 {
             let live = u32::try_from(beat.live).unwrap_or(u32::MAX);
             self.registered_now.store(live, Ordering::Relaxed);

@@ -38,10 +38,8 @@ pub(crate) struct Inner {
     pub(crate) registered_now: AtomicU32,
     /// Live replicas as last read from the registry.
     pub(crate) live_replicas: AtomicU32,
-    /// The fleet's slots at the last heartbeat, and this replica's limit during an outage.
+    /// The fleet's recent peak of slots in use, and this replica's limit during an outage.
     pub(crate) outage: OutageCap,
-    /// One heartbeat at a time: each measures this replica's own count over its round trip.
-    pub(crate) beat_lock: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
@@ -61,7 +59,6 @@ impl Inner {
             recovering_since: Mutex::new(None),
             registered_now: AtomicU32::new(0),
             outage: OutageCap::default(),
-            beat_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -88,10 +85,15 @@ impl Inner {
             let replicas = self.live_replicas.load(Ordering::Relaxed);
             let share = self.shares().global;
             let own = self.local.running();
-            let limit = self
-                .outage
-                .begin(self.cfg.global_cap, share, replicas, own);
-            tracing::warn!(own, share, limit, "Redis unreachable: local admission limit");
+            let limit = self.outage.begin(self.cfg.global_cap, share, replicas, own);
+            let peak = self.outage.peak();
+            tracing::warn!(
+                own,
+                share,
+                ?peak,
+                limit,
+                "Redis unreachable: local admission limit"
+            );
         }
         self.set_mode(Mode::Degraded);
         // Waiters in the shared queue would wait for a grant that cannot come (and a Redis that

@@ -3,8 +3,10 @@
 //! Each replica enforces its share of the fleet's caps locally: `max(1, cap / live replicas)`
 //! (its shared permits granted before the outage and still running count against it),
 //! with the replica count last read from the registry in Redis (or the configured expected fleet
-//! size if Redis was never reached), so the fleet as a whole stays within the global cap. The local
-//! queue has the same rules as the shared one (see `local_queue.rs`).
+//! size if Redis was never reached); of the global cap, at most the limit fixed as the outage
+//! began (`outage.rs`: room for the others' shared slots still running), so the fleet as a whole
+//! stays within the global cap. The local queue has the same rules as the shared one (see
+//! `local_queue.rs`).
 //!
 //! When Redis answers again, everything this replica runs outside Redis's counts is registered
 //! there (`admission_adopt`): the slots granted locally during the outage and the shared permits
@@ -133,16 +135,6 @@ impl Local {
     /// Everything this replica runs right now: local slots and shared permits.
     pub(crate) fn running(&self) -> u32 {
         self.state().running()
-    }
-
-    /// Starts measuring the lowest [`Local::running`] from now on.
-    pub(crate) fn reset_low_water(&self) {
-        self.state().reset_low_water();
-    }
-
-    /// The lowest [`Local::running`] since [`Local::reset_low_water`].
-    pub(crate) fn low_water(&self) -> u32 {
-        self.state().low_water()
     }
 
     /// Slots held right now.

@@ -119,8 +119,6 @@ pub(crate) struct State {
     /// count against the local share (or an outage would let the local queue start `global` more
     /// next to them), and a recovery registers them again.
     shared: HashMap<String, String>,
-    /// The lowest `running()` since the last `reset_low_water` (a heartbeat's round trip).
-    low_water: u32,
 }
 
 impl State {
@@ -128,21 +126,6 @@ impl State {
     pub(crate) fn running(&self) -> u32 {
         self.in_use
             .saturating_add(u32::try_from(self.shared.len()).unwrap_or(u32::MAX))
-    }
-
-    /// Starts measuring the lowest `running()` from now on.
-    pub(crate) fn reset_low_water(&mut self) {
-        self.low_water = self.running();
-    }
-
-    /// The lowest `running()` since the last `reset_low_water`.
-    pub(crate) fn low_water(&self) -> u32 {
-        self.low_water
-    }
-
-    /// Called after every decrease of `running()`.
-    fn note_low(&mut self) {
-        self.low_water = self.low_water.min(self.running());
     }
 
     fn held_by(&self, user: &[u8]) -> u32 {
@@ -210,7 +193,6 @@ impl State {
             return;
         }
         self.in_use = self.in_use.saturating_sub(1);
-        self.note_low();
         if let Some(u) = self.users.get_mut(&slot.user) {
             u.held = u.held.saturating_sub(1);
         }
@@ -350,7 +332,6 @@ impl State {
     /// A shared permit ended: its room in the local share goes to a waiter.
     pub(crate) fn shared_returned(&mut self, id: &str) {
         self.shared.remove(id);
-        self.note_low();
         self.dispatch();
     }
 

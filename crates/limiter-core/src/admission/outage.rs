@@ -2,37 +2,43 @@
 //! as a whole stays within the global cap although the shared slots granted before the outage
 //! are spread unevenly over the replicas and still running (one replica may hold 15 of 20).
 //!
-//! The rule. At every heartbeat a replica reads the slots in use fleet-wide and takes the others'
-//! part of them: `others = in_use - own`, with `own` the lowest count this replica ran at any
-//! moment of the heartbeat's round trip (so `others` is never counted low). When the outage
-//! begins it fixes, from its own count `h` then and `n` live replicas,
+//! The rule. Redis keeps the most slots in use fleet-wide at once per heartbeat period
+//! (`note_peak` in `admission_lib.lua`); every heartbeat reads the peak of the last three periods
+//! or more. When the outage begins a replica fixes, from that peak `P`, what it runs then (`h`)
+//! and the `n` live replicas,
 //!
 //! ```text
-//! limit = min(share, h + floor((cap - (others + h)) / n))
+//! limit = min(share, h + floor((cap - max(P, h)) / n))
 //! ```
 //!
 //! and admits locally only while everything it runs (shared slots of before and local ones) is
-//! below `limit`: it keeps what it runs and adds at most an n-th of the room left fleet-wide.
+//! below `limit`: it keeps what it runs and adds at most an n-th of the room the fleet left free
+//! even at its busiest.
 //!
 //! Why the sum stays within the cap. During the outage no shared slot is granted, so each
 //! replica's shared slots only end; a local grant brings its count to `limit` at most. So at any
-//! moment replica `i` runs at most `max(h_i, limit_i) <= h_i + floor((cap - H) / n)`, where
-//! `H = sum of h_i <= cap` (Redis granted them) and `others_i + h_i >= H` (others counted high).
-//! Summed over the `n` replicas: at most `H + n * floor((cap - H) / n) <= cap`.
+//! moment replica `i` runs at most `max(h_i, limit_i) <= h_i + floor((cap - P_i) / n)`. With
+//! `H = sum of h_i` the fleet's count when the outage began and `P_i >= H` for every replica
+//! (below), the fleet runs at most `H + n * floor((cap - H) / n) <= cap`.
 //!
-//! What it assumes: `others` is as of the last heartbeat (every `heartbeat_ttl / 3`); slots the
-//! other replicas gained between that heartbeat and the outage are not in it, and the fleet can
-//! exceed the cap by at most those (none when the fleet was at its cap, which is when an outage
-//! matters). And the registry's replica count is the fleet's, as for the shares themselves.
+//! What it assumes: `P_i >= H`, the fleet did not run more at the outage's start than at its
+//! busiest of the periods its last heartbeat saw. It fails only if the fleet climbed to a new
+//! peak between a replica's last heartbeat (every `heartbeat_ttl / 3`) and the outage, and then
+//! by at most that climb (nothing when the fleet was at its cap, or had been within the last
+//! three heartbeat TTLs). A peak rather than the count of the moment: the count of a busy fleet
+//! dips between one request's end and the next one's grant, and a replica's heartbeat seeing
+//! such a dip would hand out room the fleet fills again before the outage (seen in the fleet
+//! test: 22 LLM calls at once under a cap of 20). Also assumed, as for the shares themselves:
+//! the registry's replica count is the fleet's.
 //!
 //! The cost: a replica that held little when the outage began stays small for the whole outage,
 //! even after the others' shared slots end, because nothing tells it they did. A fleet that was
-//! idle runs its full shares; one that was full runs what each replica held, each at most its
+//! idle runs its full shares; one that was busy runs what each replica held, each at most its
 //! share. A replica that never reached Redis knows nothing of the others: it uses its share.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// This replica's view of the fleet's slots, and its limit during an outage.
+/// This replica's view of the fleet's recent peak, and its limit during an outage.
 #[derive(Debug, Default)]
 pub(crate) struct OutageCap {
     state: Mutex<State>,
@@ -40,9 +46,9 @@ pub(crate) struct OutageCap {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Slots the other replicas held at the last heartbeat (counted high); `None` before the
+    /// The fleet's recent peak of slots in use, as the last heartbeat read it; `None` before the
     /// first heartbeat answered.
-    others: Option<u32>,
+    peak: Option<u32>,
     /// The limit fixed when the outage began; `None` while admission goes through Redis.
     limit: Option<u32>,
 }
@@ -52,9 +58,9 @@ impl OutageCap {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A heartbeat saw `in_use` slots fleet-wide while this replica ran at least `own_low`.
-    pub(crate) fn observe(&self, in_use: u32, own_low: u32) {
-        self.state().others = Some(in_use.saturating_sub(own_low));
+    /// A heartbeat read the fleet's recent peak of slots in use.
+    pub(crate) fn observe(&self, peak: u32) {
+        self.state().peak = Some(peak);
     }
 
     /// The outage begins with this replica running `own`: fixes and returns its limit. Redis
@@ -62,15 +68,20 @@ impl OutageCap {
     /// Redis gave meanwhile miss what replicas still degraded run unregistered.
     pub(crate) fn begin(&self, global_cap: u32, share: u32, replicas: u32, own: u32) -> u32 {
         let mut st = self.state();
-        let new = limit(global_cap, share, replicas, st.others, own);
+        let new = limit(global_cap, share, replicas, st.peak, own);
         let limit = st.limit.map_or(new, |old| old.min(new));
         st.limit = Some(limit);
         limit
     }
 
-    /// Shared admission resumed: the shares alone apply to the next outage's start.
+    /// Shared admission resumed: the shares alone apply until the next outage begins.
     pub(crate) fn end(&self) {
         self.state().limit = None;
+    }
+
+    /// The fleet's recent peak as the last heartbeat read it.
+    pub(crate) fn peak(&self) -> Option<u32> {
+        self.state().peak
     }
 
     /// The limit in force, if an outage began and shared admission has not resumed.
@@ -79,13 +90,13 @@ impl OutageCap {
     }
 }
 
-/// `min(share, own + floor((cap - (others + own)) / replicas))`; the share alone when the others
-/// are unknown (see the module doc).
-fn limit(global_cap: u32, share: u32, replicas: u32, others: Option<u32>, own: u32) -> u32 {
-    let Some(others) = others else {
+/// `min(share, own + floor((cap - max(peak, own)) / replicas))`; the share alone when the peak is
+/// unknown (see the module doc).
+fn limit(global_cap: u32, share: u32, replicas: u32, peak: Option<u32>, own: u32) -> u32 {
+    let Some(peak) = peak else {
         return share;
     };
-    let room = global_cap.saturating_sub(others.saturating_add(own));
+    let room = global_cap.saturating_sub(peak.max(own));
     share.min(own.saturating_add(room / replicas.max(1)))
 }
 
@@ -93,8 +104,8 @@ fn limit(global_cap: u32, share: u32, replicas: u32, others: Option<u32>, own: u
 mod tests {
     use super::*;
 
-    /// Every way of spreading up to `cap` running slots over three replicas: the limits never
-    /// let the fleet run more than the cap, whatever each replica's share.
+    /// Every way of spreading up to `cap` running slots over three replicas, with any peak at
+    /// least their sum: the limits never let the fleet run more than the cap.
     #[test]
     fn the_fleet_total_never_exceeds_the_cap() {
         let (cap, n) = (20, 3);
@@ -103,29 +114,28 @@ mod tests {
             for b in 0..=cap - a {
                 for c in 0..=cap - a - b {
                     let held = [a, b, c];
-                    let total: u32 = held
-                        .iter()
-                        .map(|&h| {
-                            let others = held.iter().sum::<u32>() - h;
-                            h.max(limit(cap, share, n, Some(others), h))
-                        })
-                        .sum();
-                    assert!(total <= cap, "{held:?} can reach {total}");
+                    for peak in a + b + c..=cap {
+                        let total: u32 = held
+                            .iter()
+                            .map(|&h| h.max(limit(cap, share, n, Some(peak), h)))
+                            .sum();
+                        assert!(total <= cap, "{held:?} (peak {peak}) can reach {total}");
+                    }
                 }
             }
         }
     }
 
     #[test]
-    fn an_idle_fleet_keeps_its_shares_and_a_full_one_what_it_held() {
+    fn an_idle_fleet_keeps_its_shares_and_a_busy_one_what_it_held() {
         assert_eq!(limit(20, 6, 3, Some(0), 0), 6);
         assert_eq!(limit(20, 6, 3, None, 4), 6);
         // 15 + 2 + 3 running: nobody adds anything.
-        assert_eq!(limit(20, 6, 3, Some(5), 15), 6);
-        assert_eq!(limit(20, 6, 3, Some(18), 2), 2);
-        assert_eq!(limit(20, 6, 3, Some(17), 3), 3);
+        assert_eq!(limit(20, 6, 3, Some(20), 15), 6);
+        assert_eq!(limit(20, 6, 3, Some(20), 2), 2);
+        assert_eq!(limit(20, 6, 3, Some(20), 3), 3);
         // 8 + 1 + 0 of 12: one more each for the two light ones.
-        assert_eq!(limit(12, 4, 3, Some(8), 1), 2);
+        assert_eq!(limit(12, 4, 3, Some(9), 1), 2);
         assert_eq!(limit(12, 4, 3, Some(9), 0), 1);
     }
 }
