@@ -23,9 +23,10 @@ impl Inner {
         let watched = self.waiters.watched();
         let ids: Vec<(String, super::class::Class)> =
             watched.iter().map(|(id, c, _)| (id.clone(), *c)).collect();
+        let sent = tokio::time::Instant::now();
         let beat = self.scripts.heartbeat(&ids).await?;
         self.outage
-            .observe(u32::try_from(beat.peak).unwrap_or(u32::MAX));
+            .observe(u32::try_from(beat.peak).unwrap_or(u32::MAX), sent);
         if beat.live > 0 {
             let live = u32::try_from(beat.live).unwrap_or(u32::MAX);
             self.registered_now.store(live, Ordering::Relaxed);

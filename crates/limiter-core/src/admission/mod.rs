@@ -48,7 +48,7 @@ mod stats;
 mod waiter;
 
 pub use class::{Class, Classes, MAX_CLASSES};
-pub use config::AdmissionConfig;
+pub use config::{AdmissionConfig, OutagePolicy};
 pub use handle::Admission;
 pub use permit::Permit;
 pub use rejection::Rejection;

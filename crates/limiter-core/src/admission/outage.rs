@@ -37,6 +37,9 @@
 //! share. A replica that never reached Redis knows nothing of the others: it uses its share.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// This replica's view of the fleet's recent peak, and its limit during an outage.
 #[derive(Debug, Default)]
@@ -51,6 +54,8 @@ struct State {
     peak: Option<u32>,
     /// The limit fixed when the outage began; `None` while admission goes through Redis.
     limit: Option<u32>,
+    /// When the last heartbeat that Redis answered was sent (this replica's monotonic clock).
+    contact: Option<Instant>,
 }
 
 impl OutageCap {
@@ -58,9 +63,21 @@ impl OutageCap {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A heartbeat read the fleet's recent peak of slots in use.
-    pub(crate) fn observe(&self, peak: u32) {
-        self.state().peak = Some(peak);
+    /// A heartbeat sent at `sent` read the fleet's recent peak of slots in use.
+    pub(crate) fn observe(&self, peak: u32, sent: Instant) {
+        let mut st = self.state();
+        st.peak = Some(peak);
+        st.contact = Some(st.contact.map_or(sent, |c| c.max(sent)));
+    }
+
+    /// Until when this replica's slots are surely still counted in Redis, whatever cut it off:
+    /// every lease renews each third of `lease_ttl`, so at the last contact each had been renewed
+    /// within a third of it and lives two thirds of it longer at least; less a tenth of the TTL
+    /// for the drift between this clock and Redis's. `None` if Redis never answered (nothing of
+    /// this replica is counted there; the local limit alone applies).
+    pub(crate) fn counted_until(&self, lease_ttl: Duration) -> Option<Instant> {
+        let c = self.state().contact?;
+        Some(c + lease_ttl * 2 / 3 - lease_ttl / 10)
     }
 
     /// The outage begins with this replica running `own`: fixes and returns its limit. Redis
