@@ -3,7 +3,9 @@
 -- expiry rather than release are handed on here) and reads the positions of watched waiters.
 -- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- ARGV[7] replica   ARGV[8..] pairs: waiter id, class (waiters whose position is watched)
--- returns {{"waiter fence expiry", ...} grants, {position, ...} one per watched waiter, live replicas}
+-- returns {{"waiter fence expiry", ...} grants, {position, ...} one per watched waiter, live replicas,
+--          the most slots in use fleet-wide at once over the last three heartbeat TTLs or more
+--          (the replica's local limit during an outage leaves room for that many)}
 assert(#ARGV >= 7 and (#ARGV - 7) % 2 == 0, "admission_heartbeat: replica, then waiter/class pairs")
 local replica = ARGV[7]
 mark_alive(replica)
@@ -20,4 +22,4 @@ for i = 8, #ARGV, 2 do
   assert(class and Q[class], "admission_heartbeat: class out of range")
   positions[#positions + 1] = position(ARGV[i], class)
 end
-return {grants, positions, redis.call('ZCARD', REPLICAS)}
+return {grants, positions, redis.call('ZCARD', REPLICAS), recent_peak()}

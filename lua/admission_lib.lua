@@ -13,6 +13,7 @@
 --   T:w:<waiter>        hash {u = user lease key, r = replica}: the waiting request
 --   T:replicas          zset replica id -> heartbeat expiry ms (the replica registry)
 --   T:grants:<replica>  hash waiter -> "waiter fence expiry": grants not yet collected by heartbeat
+--   T:peak:<period>     the most global leases at once in heartbeat period <period> (NOW / HB_TTL)
 --   channel T:ch:<replica>  "g waiter fence expiry" (granted) | "r waiter" (queue reset)
 -- <user> is the user lease key without its `T:lease:` head (already encoded: no `:`, no braces).
 -- A user at its cap has no entry in any T:ready:<class>, so its waiters cost dispatch nothing
@@ -174,11 +175,42 @@ local function next_fence()
   return f
 end
 
+-- The fleet's busiest moments, per heartbeat TTL: T:peak:<NOW / HB_TTL> holds the most global
+-- leases right after any grant of that period (ZCARD counts expired ones not yet reclaimed too:
+-- never low). A replica's heartbeat reads the last four (recent_peak); during a Redis outage it
+-- leaves room for that many (its local limit, see the replica's admission/outage.rs).
+local PEAK_HEAD = T .. ':peak:'
+local PEAK_BUCKET = math.floor(NOW / HB_TTL)
+local PEAK_KEY = PEAK_HEAD .. string.format('%d', PEAK_BUCKET)
+local PEAK_TTL_S = string.format('%d', 5 * HB_TTL)
+-- This period's peak as read or written by this call (nil: not read yet).
+local peak_seen = nil
+
+local function note_peak()
+  local n = redis.call('ZCARD', GLOBAL)
+  if peak_seen == nil then peak_seen = tonumber(redis.call('GET', PEAK_KEY)) or 0 end
+  if n > peak_seen then
+    redis.call('SET', PEAK_KEY, string.format('%d', n), 'PX', PEAK_TTL_S)
+    peak_seen = n
+  end
+end
+
+-- The most global leases at once over this heartbeat period and the three before (and now).
+local function recent_peak()
+  local peak = live(GLOBAL)
+  for b = PEAK_BUCKET - 3, PEAK_BUCKET do
+    local p = tonumber(redis.call('GET', PEAK_HEAD .. string.format('%d', b)))
+    if p and p > peak then peak = p end
+  end
+  return peak
+end
+
 -- Grant lease `id` in the global scope and in `user_key`. Returns expiry, fence.
 local function take(id, user_key)
   -- The user's live leases, as user_has_room counted them just before (nil: not counted).
   local before = counted[user_key]
   redis.call('ZADD', GLOBAL, EXPIRY_S, id)
+  note_peak()
   keep_ttl(GLOBAL, LEASE_TTL_S)
   redis.call('ZADD', user_key, EXPIRY_S, id)
   keep_ttl(user_key, LEASE_TTL_S)

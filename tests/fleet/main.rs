@@ -14,6 +14,7 @@
 mod harness;
 
 mod global_cap;
+mod partition;
 mod postgres_outage;
 mod priority;
 mod rag_pacing;

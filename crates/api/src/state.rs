@@ -123,6 +123,7 @@ impl AppState {
                 heartbeat_ttl: Duration::from_millis(a.heartbeat_ttl_ms),
                 local_fallback: a.local_fallback,
                 expected_replicas: a.expected_replicas,
+                outage_policy: a.outage_policy.into(),
             },
         )
         .await?;

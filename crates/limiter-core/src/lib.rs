@@ -37,7 +37,8 @@ mod sliding_window;
 mod token_bucket;
 
 pub use admission::{
-    Admission, AdmissionConfig, Class, Classes, MAX_CLASSES, Permit, QueueStats, Rejection,
+    Admission, AdmissionConfig, Class, Classes, MAX_CLASSES, OutagePolicy, Permit, QueueStats,
+    Rejection,
 };
 pub use deny_cache::CachedWindow;
 pub use error::LimiterError;

@@ -197,6 +197,11 @@ fn rejection(r: &Rejection, retry_after: Duration) -> LimitRejection {
                 retry_after: Duration::from_secs(1),
             }
         }
+        // Redis stayed out of reach past the time this replica's slots are surely counted there:
+        // it refuses until Redis answers, which takes longer than a queue reset.
+        Rejection::OutageTooLong => LimitRejection::Unavailable {
+            retry_after: Duration::from_secs(5),
+        },
     }
 }
 

@@ -33,6 +33,9 @@ pub struct FleetOptions {
     pub llm_latency_ms: u64,
     /// Extra or overriding `FLEETGATE_*` variables.
     pub env: Vec<(String, String)>,
+    /// Variables of one replica only (index, name, value), over `env`: one replica's own way
+    /// to Redis, say.
+    pub replica_env: Vec<(usize, String, String)>,
 }
 
 impl FleetOptions {
@@ -43,7 +46,15 @@ impl FleetOptions {
             database_url: database_url.to_string(),
             llm_latency_ms: 500,
             env: Vec::new(),
+            replica_env: Vec::new(),
         }
+    }
+
+    /// A variable of replica `i` only.
+    pub fn replica_env(mut self, i: usize, name: &str, value: impl ToString) -> Self {
+        self.replica_env
+            .push((i, name.to_string(), value.to_string()));
+        self
     }
 
     pub fn env(mut self, name: &str, value: impl ToString) -> Self {
@@ -67,6 +78,7 @@ pub struct Fleet {
     pub replicas: Vec<Replica>,
     pub prefix: String,
     env: Vec<(String, String)>,
+    replica_env: Vec<(usize, String, String)>,
     client: reqwest::Client,
     // Last: the logs outlive the processes writing them.
     dir: TempDir,
@@ -142,6 +154,7 @@ impl Fleet {
             replicas,
             prefix,
             env,
+            replica_env: opts.replica_env,
             client: super::client(),
             dir,
         };
@@ -166,6 +179,9 @@ impl Fleet {
             .env_clear()
             .envs(self.env.iter().cloned())
             .env("FLEETGATE_LISTEN", format!("127.0.0.1:{}", r.port));
+        for (_, k, v) in self.replica_env.iter().filter(|(at, _, _)| *at == i) {
+            cmd.env(k, v);
+        }
         r.proc = Some(Proc::spawn(&format!("replica-{i}"), cmd, &log));
     }
 

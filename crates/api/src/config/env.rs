@@ -138,6 +138,9 @@ pub static VARS: &[EnvVar] = &[
     var("FLEETGATE_EXPECTED_REPLICAS", |c, n, v| {
         parse(&mut c.admission.expected_replicas, n, &v)
     }),
+    var("FLEETGATE_OUTAGE_POLICY", |c, n, v| {
+        parse(&mut c.admission.outage_policy, n, &v)
+    }),
     var("FLEETGATE_FREE_DAILY_QUERIES", |c, n, v| {
         parse(&mut c.quota.free_daily_queries, n, &v)
     }),

@@ -102,6 +102,43 @@ pub struct AdmissionSettings {
     pub local_fallback: bool,
     /// `FLEETGATE_EXPECTED_REPLICAS`: fleet size assumed for that share before Redis was reached.
     pub expected_replicas: u32,
+    /// `FLEETGATE_OUTAGE_POLICY`: `safety` (local admission stops once this replica's slots may
+    /// no longer be counted in Redis, then 503 until Redis answers) or `availability` (local
+    /// admission for the whole outage).
+    pub outage_policy: OutagePolicy,
+}
+
+/// `FLEETGATE_OUTAGE_POLICY` (see `limiter_core::OutagePolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutagePolicy {
+    /// Refuse once this replica's slots may have expired in Redis (a partition cannot exceed
+    /// the cap).
+    #[default]
+    Safety,
+    /// Admit on the local limit for the whole outage.
+    Availability,
+}
+
+impl std::str::FromStr for OutagePolicy {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "safety" => Ok(OutagePolicy::Safety),
+            "availability" => Ok(OutagePolicy::Availability),
+            _ => Err(()),
+        }
+    }
+}
+
+impl From<OutagePolicy> for limiter_core::OutagePolicy {
+    fn from(p: OutagePolicy) -> Self {
+        match p {
+            OutagePolicy::Safety => limiter_core::OutagePolicy::Safety,
+            OutagePolicy::Availability => limiter_core::OutagePolicy::Availability,
+        }
+    }
 }
 
 /// Layer 3.
@@ -232,6 +269,7 @@ impl Default for AdmissionSettings {
             heartbeat_ttl_ms: 3000,
             local_fallback: true,
             expected_replicas: 3,
+            outage_policy: OutagePolicy::Safety,
         }
     }
 }

@@ -51,6 +51,11 @@ pub async fn admit_watched(
                 detail: "the wait queue was reset; retry",
                 cause: "queue reset by an admin".into(),
             },
+            Rejection::OutageTooLong => ApiError::ServiceUnavailable {
+                retry_after: Duration::from_secs(5),
+                detail: "the shared limits are unreachable; retry",
+                cause: "Redis unreachable for longer than a lease (outage policy: safety)".into(),
+            },
             Rejection::Unavailable(e) => {
                 ApiError::unavailable("admission is temporarily unavailable", e)
             }

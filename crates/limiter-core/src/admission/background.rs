@@ -17,12 +17,16 @@ use super::mode::Mode;
 use crate::LimiterError;
 
 impl Inner {
-    /// One heartbeat: registry, lost grants, dispatch, watched positions, live replica count.
+    /// One heartbeat: registry, lost grants, dispatch, watched positions, live replica count, the
+    /// fleet's recent peak of slots in use.
     pub(crate) async fn heartbeat(&self) -> Result<(), LimiterError> {
         let watched = self.waiters.watched();
         let ids: Vec<(String, super::class::Class)> =
             watched.iter().map(|(id, c, _)| (id.clone(), *c)).collect();
+        let sent = tokio::time::Instant::now();
         let beat = self.scripts.heartbeat(&ids).await?;
+        self.outage
+            .observe(u32::try_from(beat.peak).unwrap_or(u32::MAX), sent);
         if beat.live > 0 {
             let live = u32::try_from(beat.live).unwrap_or(u32::MAX);
             self.registered_now.store(live, Ordering::Relaxed);

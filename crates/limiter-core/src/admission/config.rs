@@ -5,6 +5,26 @@ use std::time::Duration;
 use super::class::Classes;
 use crate::LimiterError;
 
+/// What a replica does while Redis is unreachable, past the time its slots stay counted there.
+///
+/// A replica cannot tell a Redis that is down for everyone from one that only it cannot reach
+/// (a partition): in the second case the other replicas go on admitting by Redis's counts, which
+/// forget this replica's slots once their leases expire unrenewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutagePolicy {
+    /// Admit on the local limit only while this replica's leases are surely still counted in
+    /// Redis (two thirds of the lease TTL after the last heartbeat that reached it, less a tenth
+    /// of the TTL for clock drift); after that refuse with [`crate::Rejection::OutageTooLong`]
+    /// until Redis answers. The global cap holds through partitions; a whole-Redis outage longer
+    /// than that refuses everything.
+    #[default]
+    Safety,
+    /// Admit on the local limit for as long as the outage lasts. Serves through any outage; a
+    /// replica cut off from Redis for longer than the lease TTL runs beside a fleet that has
+    /// handed its slots on, over the cap.
+    Availability,
+}
+
 /// Limits and timings of the queue. Every replica of a fleet must use the same values.
 ///
 /// ```
@@ -46,6 +66,8 @@ pub struct AdmissionConfig {
     pub local_fallback: bool,
     /// Fleet size assumed for the local share when Redis was never reached.
     pub expected_replicas: u32,
+    /// Local admission past the time this replica's slots stay counted in Redis.
+    pub outage_policy: OutagePolicy,
 }
 
 impl Default for AdmissionConfig {
@@ -61,6 +83,7 @@ impl Default for AdmissionConfig {
             heartbeat_ttl: Duration::from_secs(3),
             local_fallback: true,
             expected_replicas: 3,
+            outage_policy: OutagePolicy::Safety,
         }
     }
 }

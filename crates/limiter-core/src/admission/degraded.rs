@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::class::Class;
+use super::config::OutagePolicy;
 use super::inner::Inner;
 use super::mode::Mode;
 use super::permit::{Held, LocalPermit, Permit};
@@ -26,12 +27,38 @@ impl Inner {
         let started = Instant::now();
         let id = self.new_id();
         let user_key = self.scripts.user_key(user);
-        let Some(slot) = self
+        // Safety policy, Redis unreachable: admit (or wait) only while this replica's slots are
+        // still counted in Redis; past that the other replicas may have handed them on.
+        let counted_until = (self.mode() == Mode::Degraded
+            && self.cfg.outage_policy == OutagePolicy::Safety)
+            .then(|| self.outage.counted_until(self.cfg.lease_ttl))
+            .flatten();
+        if counted_until.is_some_and(|t| started >= t) {
+            return Err(Rejection::OutageTooLong);
+        }
+        let local_deadline = counted_until.map_or(deadline, |t| deadline.min(t));
+        let admitted = self
             .local
-            .admit(self.local_caps(), &id, user, &user_key, class, deadline)
-            .await?
-        else {
-            return Ok(None);
+            .admit(
+                self.local_caps(),
+                &id,
+                user,
+                &user_key,
+                class,
+                local_deadline,
+            )
+            .await;
+        let slot = match admitted {
+            Ok(Some(slot)) => slot,
+            Ok(None) => return Ok(None),
+            Err(Rejection::Timeout { .. }) if local_deadline < deadline => {
+                // Redis back meanwhile: the caller tries again on the new mode.
+                if self.mode() != Mode::Degraded {
+                    return Ok(None);
+                }
+                return Err(Rejection::OutageTooLong);
+            }
+            Err(e) => return Err(e),
         };
         let permit = Permit {
             held: Held::Local(LocalPermit {

@@ -114,7 +114,9 @@ impl Admission {
     }
 
     /// This replica's share of the global cap when Redis is unreachable:
-    /// `max(1, global_cap / live replicas)`.
+    /// `max(1, global_cap / live replicas)`, and during an outage (until shared admission
+    /// resumes) at most the limit fixed as it began (room for the shared slots still running on
+    /// the other replicas).
     pub fn local_share(&self) -> u32 {
         self.inner.local_caps().global
     }

@@ -14,6 +14,7 @@ use super::config::AdmissionConfig;
 use super::local::Local;
 use super::local_queue::LocalCaps;
 use super::mode::{Mode, ModeCell};
+use super::outage::OutageCap;
 use super::permit::{Held, Permit, SharedCounted};
 use super::scripts::QueueScripts;
 use super::waiter::{Event, Waiters};
@@ -37,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) registered_now: AtomicU32,
     /// Live replicas as last read from the registry.
     pub(crate) live_replicas: AtomicU32,
+    /// The fleet's recent peak of slots in use, and this replica's limit during an outage.
+    pub(crate) outage: OutageCap,
 }
 
 impl Inner {
@@ -55,6 +58,7 @@ impl Inner {
             mode: ModeCell::default(),
             recovering_since: Mutex::new(None),
             registered_now: AtomicU32::new(0),
+            outage: OutageCap::default(),
         }
     }
 
@@ -75,6 +79,22 @@ impl Inner {
         }
         // Before the mode: a local grant seen as degraded is always registered by a recovery.
         self.local.enter_degraded();
+        // Before the mode too: no local grant without the limit. Fixed once per outage, from
+        // what this replica runs as it begins (no shared slot is granted during it).
+        if self.mode() != Mode::Degraded {
+            let replicas = self.live_replicas.load(Ordering::Relaxed);
+            let share = self.shares().global;
+            let own = self.local.running();
+            let limit = self.outage.begin(self.cfg.global_cap, share, replicas, own);
+            let peak = self.outage.peak();
+            tracing::warn!(
+                own,
+                share,
+                ?peak,
+                limit,
+                "Redis unreachable: local admission limit"
+            );
+        }
         self.set_mode(Mode::Degraded);
         // Waiters in the shared queue would wait for a grant that cannot come (and a Redis that
         // returns empty has forgotten them) until their deadline: they move to the local queue.
@@ -83,8 +103,18 @@ impl Inner {
         }
     }
 
-    /// This replica's share of the caps while Redis is unreachable.
+    /// This replica's caps while Redis is unreachable: its share, and of the global cap at most
+    /// the limit fixed when the outage began (see `outage.rs`).
     pub(crate) fn local_caps(&self) -> LocalCaps {
+        let mut caps = self.shares();
+        if let Some(limit) = self.outage.limit() {
+            caps.global = caps.global.min(limit);
+        }
+        caps
+    }
+
+    /// This replica's share of the caps: `max(1, cap / live replicas)` each.
+    fn shares(&self) -> LocalCaps {
         LocalCaps {
             global: self.cfg.global_cap,
             user: self.cfg.user_cap,

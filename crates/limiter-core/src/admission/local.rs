@@ -3,8 +3,10 @@
 //! Each replica enforces its share of the fleet's caps locally: `max(1, cap / live replicas)`
 //! (its shared permits granted before the outage and still running count against it),
 //! with the replica count last read from the registry in Redis (or the configured expected fleet
-//! size if Redis was never reached), so the fleet as a whole stays within the global cap. The local
-//! queue has the same rules as the shared one (see `local_queue.rs`).
+//! size if Redis was never reached); of the global cap, at most the limit fixed as the outage
+//! began (`outage.rs`: room for the others' shared slots still running), so the fleet as a whole
+//! stays within the global cap. The local queue has the same rules as the shared one (see
+//! `local_queue.rs`).
 //!
 //! When Redis answers again, everything this replica runs outside Redis's counts is registered
 //! there (`admission_adopt`): the slots granted locally during the outage and the shared permits
@@ -128,6 +130,11 @@ impl Local {
     /// granting them local slots now would run beyond the shared cap, unseen by Redis.
     pub(crate) fn requeue_all(&self) {
         self.state().requeue_all();
+    }
+
+    /// Everything this replica runs right now: local slots and shared permits.
+    pub(crate) fn running(&self) -> u32 {
+        self.state().running()
     }
 
     /// Slots held right now.

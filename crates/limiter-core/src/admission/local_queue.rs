@@ -122,7 +122,8 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn running(&self) -> u32 {
+    /// Everything this replica runs: local slots and shared permits.
+    pub(crate) fn running(&self) -> u32 {
         self.in_use
             .saturating_add(u32::try_from(self.shared.len()).unwrap_or(u32::MAX))
     }

@@ -18,15 +18,16 @@
 //! Cancellation is safe at every await: a waiter whose future is dropped leaves the queue (spawned),
 //! and if a grant raced with its leaving, the leave script releases the slot and hands it on.
 //!
-//! Redis unreachable: each replica admits from its share of the caps (`local.rs`, `degraded.rs`)
-//! and registers what it granted when Redis returns (`recovery.rs`).
+//! Redis unreachable: each replica admits from its share of the caps (`local.rs`, `degraded.rs`),
+//! less what the shared slots still running elsewhere take of the global cap (`outage.rs`), and
+//! registers what it granted when Redis returns (`recovery.rs`).
 //!
 //! Layout: `handle.rs` ([`Admission`], the public API), `config.rs`, `class.rs`, `rejection.rs`,
 //! `permit.rs`, `stats.rs`; inside: `inner.rs` (state shared with the background tasks),
 //! `shared.rs` (the path through Redis), `waiter.rs` (delivering grants to waiting requests),
 //! `scripts.rs` (typed script calls), `background.rs` (pub/sub listener, heartbeat), `mode.rs`,
-//! `local_queue.rs` (the local queue's bookkeeping), `local.rs` (it behind a lock), `degraded.rs`
-//! (the path through it), `recovery.rs`.
+//! `local_queue.rs` (the local queue's bookkeeping), `local.rs` (it behind a lock), `outage.rs` (the
+//! limit during an outage), `degraded.rs` (the path through it), `recovery.rs`.
 
 mod background;
 mod class;
@@ -37,6 +38,7 @@ mod inner;
 mod local;
 mod local_queue;
 mod mode;
+mod outage;
 mod permit;
 mod recovery;
 mod rejection;
@@ -46,7 +48,7 @@ mod stats;
 mod waiter;
 
 pub use class::{Class, Classes, MAX_CLASSES};
-pub use config::AdmissionConfig;
+pub use config::{AdmissionConfig, OutagePolicy};
 pub use handle::Admission;
 pub use permit::Permit;
 pub use rejection::Rejection;

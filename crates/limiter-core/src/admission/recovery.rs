@@ -132,6 +132,7 @@ impl Inner {
             shared: Vec::new(),
         };
         if self.adopt_all(leftover).await {
+            self.outage.end();
             self.set_mode(Mode::Shared);
             self.local.requeue_all();
         }

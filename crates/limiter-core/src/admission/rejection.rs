@@ -25,6 +25,11 @@ pub enum Rejection {
     /// This replica is shutting down.
     #[error("replica shutting down")]
     ShuttingDown,
+    /// Redis has been unreachable for longer than this replica's slots stay counted there
+    /// ([`crate::OutagePolicy::Safety`]): it refuses rather than admit beyond what the other
+    /// replicas, which may still reach Redis, can see. Retry later.
+    #[error("Redis unreachable for longer than a lease; refusing until it answers")]
+    OutageTooLong,
     /// No decision could be reached: Redis unreachable with local fallback off, an error from
     /// Redis, or an argument the queue was not configured for (a class out of range).
     #[error("admission unavailable")]
@@ -33,7 +38,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// A short stable label (`timeout`, `full`, `user_queue_full`, `reset`, `shutting_down`,
-    /// `unavailable`) for metrics and logs.
+    /// `outage_too_long`, `unavailable`) for metrics and logs.
     pub fn outcome(&self) -> &'static str {
         match self {
             Rejection::Timeout { .. } => "timeout",
@@ -41,6 +46,7 @@ impl Rejection {
             Rejection::UserQueueFull => "user_queue_full",
             Rejection::Reset => "reset",
             Rejection::ShuttingDown => "shutting_down",
+            Rejection::OutageTooLong => "outage_too_long",
             Rejection::Unavailable(_) => "unavailable",
         }
     }

@@ -37,6 +37,8 @@ pub(crate) struct Beat {
     pub(crate) positions: Vec<i64>,
     /// Replicas in the registry.
     pub(crate) live: i64,
+    /// The most slots in use fleet-wide at once over the last three heartbeat TTLs or more.
+    pub(crate) peak: i64,
 }
 
 /// The admission scripts of one queue, as called by one replica.
@@ -207,11 +209,12 @@ impl QueueScripts {
             extra.push(id);
             extra.push(class);
         }
-        let (grants, positions, live) = self.run(&ADMISSION_HEARTBEAT, &extra).await?;
+        let (grants, positions, live, peak) = self.run(&ADMISSION_HEARTBEAT, &extra).await?;
         Ok(Beat {
             grants,
             positions,
             live,
+            peak,
         })
     }
 

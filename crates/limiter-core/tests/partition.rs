@@ -1,0 +1,126 @@
+//! One replica cut off from Redis while the others reach it (a partition): its leases expire in
+//! Redis unrenewed and the others hand its slots on. Under the safety outage policy it stops
+//! admitting on its local limit before that happens and refuses until Redis answers it again;
+//! under the availability policy it goes on admitting, beside a fleet that already uses its
+//! slots.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use common::HIGH;
+
+use std::time::Duration;
+
+use limiter_core::{Admission, AdmissionConfig, OutagePolicy, Permit, Rejection};
+use testkit::proxy::TcpProxy;
+use tokio::time::Instant;
+
+fn soon(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms)
+}
+
+async fn wait_for(what: &str, secs: u64, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn admit(adm: &Admission, user: &str) -> Permit {
+    adm.admit(user.as_bytes(), HIGH, soon(1000)).await.unwrap()
+}
+
+/// Cap 4 over A (through a proxy the test cuts) and B, each holding 2. A is cut off; within the
+/// time its leases surely live it may replace a finished slot locally. Once they have expired
+/// and B has taken the freed room in Redis, A must not admit: that would be a fifth slot.
+/// Returns what A's admission gave then.
+async fn cut_off_replica_after_its_leases_expired(
+    policy: OutagePolicy,
+) -> Result<Permit, Rejection> {
+    let server = testkit::RedisServer::start();
+    let proxy = TcpProxy::start(server.port()).await;
+    let lease_ttl = Duration::from_millis(1500);
+    let cfg = AdmissionConfig {
+        global_cap: 4,
+        user_cap: 2,
+        lease_ttl,
+        heartbeat_ttl: Duration::from_millis(600),
+        expected_replicas: 2,
+        outage_policy: policy,
+        ..common::adm_cfg()
+    };
+    let prefix = format!("part-{policy:?}");
+    let a = Admission::start(common::replica_at(&proxy.url(), &prefix), cfg.clone())
+        .await
+        .unwrap();
+    let b = Admission::start(common::replica_at(&server.url(), &prefix), cfg)
+        .await
+        .unwrap();
+    wait_for("the registry shows 2 replicas", 5, async || {
+        a.heartbeat().await.unwrap();
+        b.heartbeat().await.unwrap();
+        a.live_replicas() == 2 && b.live_replicas() == 2
+    })
+    .await;
+    let mut a_held = vec![admit(&a, "a1").await, admit(&a, "a2").await];
+    let mut b_held = vec![admit(&b, "b1").await, admit(&b, "b2").await];
+    a.heartbeat().await.unwrap();
+
+    proxy.cut();
+    wait_for("A degraded", 5, async || a.degraded()).await;
+    // Within the time its leases surely live: one of A's slots ends (its release cannot reach
+    // Redis, so the lease stays counted) and a local one takes its place.
+    drop(a_held.pop());
+    let local = a.admit(b"a3", HIGH, soon(300)).await.unwrap();
+    assert!(local.is_local());
+    // A's work ends; its leases expire in Redis, unrenewed.
+    drop((a_held, local));
+    wait_for("A's leases expired in Redis", 10, async || {
+        b.stats().await.is_ok_and(|s| s.in_use == 2)
+    })
+    .await;
+    // B hands the freed room on: the shared cap is full again, all of it on B.
+    b_held.push(admit(&b, "b3").await);
+    b_held.push(admit(&b, "b4").await);
+    assert_eq!(b.stats().await.unwrap().in_use, 4);
+
+    let refused_at = Instant::now();
+    let answer = a.admit(b"a4", HIGH, soon(3000)).await;
+    if let Err(Rejection::OutageTooLong) = &answer {
+        assert!(
+            refused_at.elapsed() < Duration::from_millis(100),
+            "refused only after {:?}",
+            refused_at.elapsed()
+        );
+        // And once Redis answers A again, A admits by Redis's counts: a slot B frees.
+        proxy.restore();
+        wait_for("A shared again", 15, async || !a.degraded()).await;
+        let waiting = {
+            let a = a.clone();
+            tokio::spawn(async move { a.admit(b"a5", HIGH, soon(10_000)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "admitted beyond the cap");
+        drop(b_held.pop());
+        let p = waiting.await.unwrap().unwrap();
+        assert!(!p.is_local());
+        assert_eq!(b.stats().await.unwrap().in_use, 4);
+    }
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_refuses_once_the_cut_off_replicas_leases_may_have_expired() {
+    let answer = cut_off_replica_after_its_leases_expired(OutagePolicy::Safety).await;
+    assert!(
+        matches!(answer, Err(Rejection::OutageTooLong)),
+        "a fifth slot beside a cap of 4 full in Redis: {answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_keeps_admitting_beyond_the_cap() {
+    let answer = cut_off_replica_after_its_leases_expired(OutagePolicy::Availability).await;
+    let permit = answer.expect("availability admits on the local limit for the whole outage");
+    assert!(permit.is_local());
+}

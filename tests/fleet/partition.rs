@@ -1,0 +1,120 @@
+//! One replica of three loses Redis (its connections cut, new ones refused) for twice the lease
+//! TTL under load, while the other two keep it. Its leases expire in Redis unrenewed and the
+//! others hand its slots on: under the default outage policy (safety) it stops admitting on its
+//! local limit before that, and refuses with `Retry-After` until Redis answers it again. Over the
+//! whole run the LLM never runs more than 20 calls at once (the simulator's recorded maximum), and
+//! every request is answered or refused with `Retry-After`. On a replica that keeps admitting
+//! locally (the availability policy, or before the safety policy) the LLM saw 26 at once.
+
+use std::time::{Duration, Instant};
+
+use testkit::proxy::TcpProxy;
+
+use crate::harness::load::summary;
+use crate::harness::{Fleet, FleetOptions, Load, LoadOptions, RedisTarget, TestDb, client, serial};
+
+/// Short, so that twice it is a short test. The LLM answers well within a tenth of it (the drift
+/// margin of the safety policy): a call admitted locally just before the stop ends before the
+/// replica's leases can expire.
+const LEASE_MS: u64 = 4000;
+const LLM_MS: u64 = 300;
+const HEARTBEAT_MS: u64 = 1500;
+
+/// Every replica admitting through Redis again.
+async fn all_shared(fleet: &Fleet) -> bool {
+    for i in 0..fleet.replicas.len() {
+        let Some(h) = fleet.health(i).await else {
+            return false;
+        };
+        if h["components"]["admission"]["mode"] != "shared" {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_replica_cut_off_for_two_lease_ttls() {
+    let _one = serial().await;
+    let redis = testkit::RedisServer::start();
+    let proxy = TcpProxy::start(redis.port()).await;
+    let db = TestDb::create().await;
+    let opts = FleetOptions {
+        llm_latency_ms: LLM_MS,
+        ..FleetOptions::new(RedisTarget::Standalone(redis.url()), &db.url)
+    }
+    .env("FLEETGATE_LEASE_TTL_MS", LEASE_MS)
+    .env("FLEETGATE_ADMISSION_HEARTBEAT_MS", HEARTBEAT_MS)
+    .replica_env(0, "FLEETGATE_REDIS_URL", proxy.url());
+    let mut fleet = Fleet::start("partition", opts).await;
+    let load = Load::start(
+        &client(),
+        LoadOptions {
+            bases: fleet.bases(),
+            users: (0..60).map(|n| format!("partition-user-{n}")).collect(),
+            ip_offset: 0,
+            failover: false,
+        },
+    );
+    // The fleet at its cap, and every replica's heartbeat has seen it there.
+    fleet.sim.reset_stats().await;
+    let before = fleet.sim.wait_llm_max(20, Duration::from_secs(10)).await;
+    assert_eq!(before, 20, "the shared cap is reached before the cut");
+    tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
+
+    // From here the simulator records the whole run: the cut, and the return.
+    fleet.sim.reset_stats().await;
+    proxy.cut();
+    let cut = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2 * LEASE_MS)).await;
+    let cut_off_health = fleet.health(0).await;
+    proxy.restore();
+    let back = Instant::now();
+    let mut shared_after = None;
+    while back.elapsed() < Duration::from_secs(15) {
+        if all_shared(&fleet).await {
+            shared_after = Some(back.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A little load through the fleet whole again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, max_run) = fleet.sim.llm_in_flight().await;
+    let outcomes = load.stop().await;
+    let during: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.replica == 0 && o.finished >= cut && o.started <= back)
+        .collect();
+    let refused = during.iter().filter(|o| o.status == 503).count();
+    eprintln!(
+        "partition: LLM max {max_run} over the run; replica 0 during the cut: {} requests, {refused} \
+         refused with 503; shared again {shared_after:?} after the restore; {:?}",
+        during.len(),
+        summary(&outcomes)
+    );
+
+    fleet.assert_all_running();
+    assert!(
+        max_run <= 20,
+        "the LLM saw {max_run} at once with one replica cut off"
+    );
+    let mode = cut_off_health
+        .as_ref()
+        .map(|h| h["components"]["admission"]["mode"].clone());
+    assert_eq!(
+        mode,
+        Some(serde_json::json!("degraded")),
+        "the cut-off replica declared its degraded mode"
+    );
+    assert!(
+        refused > 0,
+        "the cut-off replica refused nothing past its leases' lifetime"
+    );
+    assert!(
+        outcomes.iter().all(|o| o.ok() || o.retryable()),
+        "a request neither answered nor refused with Retry-After: {:?}",
+        summary(&outcomes)
+    );
+    shared_after.expect("not every replica shared again within 15 s of the restore");
+}
