@@ -164,17 +164,30 @@ class AdminPage:
     def run_action(self, label: str) -> None:
         """Clicks an action, confirms it in the dialog, and waits for its result."""
         result = self.page.locator("#action-result")
+        run = self._next_run(result)
         self.page.get_by_role("button", name=label).click()
         dialog = self.page.get_by_role("dialog")
         expect(dialog).to_be_visible()
         dialog.get_by_role("button", name="Run it").click()
         expect(dialog).to_be_hidden()
+        self._wait_ok(result, run)
+
+    @staticmethod
+    def _next_run(result) -> str:
+        """The run number the next action will carry: the previous action's `data-ok` stays on
+        the element until the new run starts, so only the run number tells them apart."""
+        return str(int(result.get_attribute("data-run") or 0) + 1)
+
+    @staticmethod
+    def _wait_ok(result, run: str) -> None:
+        expect(result).to_have_attribute("data-run", run)
         expect(result).to_have_attribute("data-ok", "true")
 
     def run_action_with_keyboard(self, label: str) -> None:
         """The same with the keyboard only: Enter on the button; in the dialog, focus starts on
         Cancel, Tab moves to Run it, Enter runs it."""
         result = self.page.locator("#action-result")
+        run = self._next_run(result)
         self.page.get_by_role("button", name=label).focus()
         self.page.keyboard.press("Enter")
         dialog = self.page.get_by_role("dialog")
@@ -184,7 +197,7 @@ class AdminPage:
         expect(dialog.get_by_role("button", name="Run it")).to_be_focused()
         self.page.keyboard.press("Enter")
         expect(dialog).to_be_hidden()
-        expect(result).to_have_attribute("data-ok", "true")
+        self._wait_ok(result, run)
 
     def cancel_action(self, label: str) -> None:
         self.page.get_by_role("button", name=label).click()

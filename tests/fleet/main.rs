@@ -8,7 +8,7 @@
 //! also on a panic. Logs of a failed test are kept and their directory printed.
 //!
 //! Layout: `harness/` (binaries, processes, simulator, PostgreSQL, fleet, load), then one file per
-//! acceptance scenario of issue 8.
+//! scenario.
 #![allow(clippy::unwrap_used)]
 
 mod harness;

@@ -230,6 +230,8 @@ async function runAction(action) {
   const out = $("action-result");
   out.replaceChildren(text("p", `Running ${action}…`));
   out.dataset.action = action;
+  // A run number, so a watcher can tell this run's outcome from the previous one's.
+  out.dataset.run = String(Number(out.dataset.run || 0) + 1);
   delete out.dataset.ok;
   try {
     const resp = await post("/api/system-health", session.token, { action });
