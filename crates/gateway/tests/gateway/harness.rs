@@ -1,0 +1,188 @@
+//! Real processes for the gateway tests: the Python app (`tests/gateway_app/app.py`, the
+//! independent observer of concurrency) and `fleetgate gateway` replicas, each test with its own
+//! Redis key prefix.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A reqwest client (plain HTTP; the provider is installed for reqwest's TLS stack all the same).
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client")
+}
+
+/// The `fleetgate` binary, built once per test process (a no-op when it is fresh): the gateway
+/// crate cannot depend on the api crate that owns the binary.
+fn fleetgate() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "api", "--bin", "fleetgate"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building fleetgate failed");
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/debug/deps/<test> -> target/debug/fleetgate
+        exe.parent()
+            .and_then(|p| p.parent())
+            .expect("target dir")
+            .join("fleetgate")
+    })
+}
+
+/// Kills the child when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Python app.
+pub struct App {
+    _proc: Proc,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl App {
+    /// Starts it and waits for its `PORT` line.
+    pub fn start() -> App {
+        let python = std::env::var("FLEETGATE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/gateway_app/app.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 (FLEETGATE_TEST_PYTHON)");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("stdout");
+        BufReader::new(out).read_line(&mut line).expect("PORT line");
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("app said {line:?}"));
+        App {
+            _proc: Proc(child),
+            port,
+        }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What it observed (`GET /stats`, straight to the app).
+    pub async fn stats(&self) -> Value {
+        client()
+            .get(format!("{}/stats", self.url()))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json")
+    }
+
+    /// Lets every waiting `/sse` finish.
+    pub async fn release(&self) {
+        client()
+            .post(format!("{}/release", self.url()))
+            .send()
+            .await
+            .expect("release");
+    }
+}
+
+/// A `fleetgate gateway` process.
+pub struct Gateway {
+    proc: Proc,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// Writes `policy` to a file of its own.
+fn policy_file(policy: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.toml", testkit::unique_prefix("gw-policy")));
+    std::fs::write(&path, policy).expect("policy file");
+    path
+}
+
+/// The command of a gateway on `port` with `policy`, limits under `prefix`.
+pub fn command(policy: &str, prefix: &str, port: u16, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(fleetgate());
+    cmd.arg("gateway")
+        .env("FLEETGATE_GATEWAY_CONFIG", policy_file(policy))
+        .env("FLEETGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLEETGATE_REDIS_URL", testkit::redis_url())
+        .env("FLEETGATE_REDIS_PREFIX", prefix)
+        .env_remove("FLEETGATE_CONFIG")
+        .envs(env.iter().copied());
+    cmd
+}
+
+impl Gateway {
+    /// Starts a replica and waits until it accepts connections.
+    pub async fn start(policy: &str, prefix: &str, env: &[(&str, &str)]) -> Gateway {
+        let port = testkit::free_port();
+        let quiet = std::env::var_os("TEST_LOG").is_none();
+        let child = command(policy, prefix, port, env)
+            .stdout(Stdio::null())
+            .stderr(if quiet {
+                Stdio::null()
+            } else {
+                Stdio::inherit()
+            })
+            .spawn()
+            .expect("fleetgate gateway");
+        let mut gw = Gateway {
+            proc: Proc(child),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Ok(Some(status)) = gw.proc.0.try_wait() {
+                panic!("gateway exited at start: {status}");
+            }
+            assert!(Instant::now() < deadline, "gateway did not listen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        gw.port = port;
+        gw
+    }
+
+    /// A URL on this replica.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// The `code` of a problem+json response (after checking its content type).
+pub async fn problem_code(resp: reqwest::Response) -> String {
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/problem+json",
+        "{resp:?}"
+    );
+    let doc: Value = resp.json().await.expect("problem json");
+    doc["code"].as_str().unwrap_or_default().to_string()
+}
