@@ -9,8 +9,8 @@ use limiter_tower::{HeaderKey, JwtClaimKey, KeyExtractor};
 /// Where the identity comes from.
 #[derive(Debug, Clone)]
 enum Source {
-    /// The `sub` of a verified HS256 bearer token.
-    Jwt(JwtClaimKey),
+    /// The `sub` of a verified HS256 bearer token (boxed: the verifier is large, and built once).
+    Jwt(Box<JwtClaimKey>),
     /// A header written by a trusted proxy.
     Header(HeaderKey),
 }
@@ -34,7 +34,7 @@ impl IdentityResolver {
     /// The `sub` claim of a bearer token verified with the HS256 `secret`.
     pub fn jwt(secret: &[u8], header: HeaderName) -> Result<Self, limiter_tower::EmptySecret> {
         Ok(IdentityResolver {
-            source: Some(Source::Jwt(JwtClaimKey::hs256(secret)?)),
+            source: Some(Source::Jwt(Box::new(JwtClaimKey::hs256(secret)?))),
             header,
         })
     }

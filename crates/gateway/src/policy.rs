@@ -327,3 +327,33 @@ class = "export"
         assert!(e.contains("names no jwt_hs256_secret_env or header"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod readme {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The policy the workspace README shows is one the gateway accepts.
+    #[test]
+    fn the_readme_policy_loads() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("## Put fleetgate in front of your app")
+            .nth(1)
+            .unwrap();
+        let toml = section
+            .split("```toml\n")
+            .nth(1)
+            .unwrap()
+            .split("```")
+            .next()
+            .unwrap();
+        let p = Policy::parse(toml).unwrap();
+        assert_eq!(p.routes.len(), 3);
+        let a = p.admission.unwrap();
+        assert_eq!(a.classes, ["chat", "research", "export"]);
+        assert_eq!((a.global_concurrency, a.per_user_concurrency), (20, 2));
+        let per_ip: Vec<_> = p.routes.iter().map(|r| r.per_ip_per_min).collect();
+        assert_eq!(per_ip, [Some(5), Some(10), Some(3)]);
+    }
+}
