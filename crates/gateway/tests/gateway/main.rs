@@ -114,6 +114,29 @@ async fn per_ip_window_refuses_with_ratelimit_headers() {
 }
 
 #[tokio::test]
+async fn per_user_window_counts_each_user_apart() {
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        2,
+        "[[routes]]\npath = \"/echo\"\nper_user_per_min = 2\n",
+    );
+    let gw = Gateway::start(&p, &testkit::unique_prefix("gw-user"), &[]).await;
+    let c = client();
+    let call = |user: &'static str| c.get(gw.url("/echo")).header("x-user-id", user).send();
+    for _ in 0..2 {
+        assert_eq!(call("ann").await.unwrap().status(), 200);
+    }
+    let r = call("ann").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"route0-user\";q=2;w=60");
+    assert_eq!(problem_code(r).await, "rate_limited");
+    // Same address, another user: a window of its own.
+    assert_eq!(call("bob").await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn sse_chunks_arrive_while_the_app_still_holds_the_request() {
     let app = App::start();
     let p = policy(
