@@ -327,6 +327,18 @@ async fn unmatched_paths_pass_or_are_refused_and_the_app_failing_is_a_502() {
 }
 
 #[tokio::test]
+async fn an_app_without_a_response_head_in_time_is_a_504() {
+    let app = App::start();
+    let p = format!("upstream = \"{}\"\nupstream_timeout_ms = 300\n", app.url());
+    let gw = Gateway::start(&p, &testkit::unique_prefix("gw-504"), &[]).await;
+    let r = client().get(gw.url("/work?ms=3000")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(problem_code(r).await, "gateway_timeout");
+    let r = client().get(gw.url("/work?ms=0")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
 async fn a_bad_policy_stops_the_gateway_with_the_key_named() {
     let app = App::start();
     let p = policy(
