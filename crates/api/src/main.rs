@@ -135,6 +135,7 @@ async fn gateway(config: Config) -> anyhow::Result<()> {
             expected_replicas: a.expected_replicas,
             ..limiter_core::AdmissionConfig::default()
         },
+        shutdown_grace: std::time::Duration::from_millis(config.server.shutdown_grace_ms),
     };
     gateway::run(&policy, &settings, shutdown_signal()).await?;
     tracing::info!("fleetgate gateway stopped");

@@ -19,6 +19,7 @@
 //!     redis: limiter_core::RedisConfig::default(),
 //!     trusted_proxies: Vec::new(),
 //!     admission: limiter_core::AdmissionConfig::default(),
+//!     shutdown_grace: std::time::Duration::from_secs(30),
 //! };
 //! gateway::run(&policy, &settings, std::future::pending()).await?;
 //! # Ok(())

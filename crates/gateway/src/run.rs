@@ -29,6 +29,9 @@ pub struct Settings {
     /// The admission queue's fleet settings (group, lease and heartbeat, local fallback,
     /// waiters per user); classes, caps, queue length come from the policy.
     pub admission: AdmissionConfig,
+    /// How long requests still running (an SSE stream, say) may go on after the shutdown signal
+    /// before the gateway exits anyway.
+    pub shutdown_grace: Duration,
 }
 
 /// Why the gateway could not start or stopped.
@@ -105,19 +108,35 @@ pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, Gate
     Ok(Gateway::new(policy, identity(policy)?, &deps)?)
 }
 
-/// Serves `gateway` on `listener` until `shutdown` completes (in-flight requests then finish).
+/// Serves `gateway` on `listener` until `shutdown` completes; requests still running then have
+/// `grace` to finish (a stream that outlives it is cut: a replica must stop in bounded time).
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
 ) -> Result<(), GatewayError> {
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
     let app = axum::Router::new().fallback_service(gateway);
-    axum::serve(
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    .with_graceful_shutdown(signal);
+    let deadline = async move {
+        if stopped.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = std::future::IntoFuture::into_future(server) => r?,
+        () = deadline => tracing::warn!("shutdown grace over: cutting the requests still running"),
+    }
     Ok(())
 }
 
@@ -130,5 +149,5 @@ pub async fn run(
     let gateway = build(policy, settings).await?;
     let listener = TcpListener::bind(settings.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, upstream = %policy.upstream, "fleetgate gateway serving");
-    serve(listener, gateway, shutdown).await
+    serve(listener, gateway, shutdown, settings.shutdown_grace).await
 }

@@ -170,6 +170,25 @@ impl Gateway {
         gw
     }
 
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.proc.0.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; whether it did.
+    pub async fn exited_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.proc.0.try_wait() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// A URL on this replica.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)

@@ -184,6 +184,41 @@ async fn sse_chunks_arrive_while_the_app_still_holds_the_request() {
 }
 
 #[tokio::test]
+async fn a_stream_still_open_at_shutdown_is_cut_after_the_grace() {
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        1,
+        "[[routes]]\npath = \"/sse\"\nclass = \"chat\"\n",
+    );
+    let grace = [("FLEETGATE_SHUTDOWN_GRACE_MS", "500")];
+    let mut gw = Gateway::start(&p, &testkit::unique_prefix("gw-stop"), &grace).await;
+    let resp = client()
+        .get(gw.url("/sse"))
+        .header("x-user-id", "late")
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data: first"));
+    let asked = std::time::Instant::now();
+    gw.terminate();
+    // The app would hold the stream 30 s; the gateway stops after its 500 ms grace.
+    assert!(
+        gw.exited_within(Duration::from_secs(10)).await,
+        "still running"
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        asked.elapsed()
+    );
+    app.release().await;
+}
+
+#[tokio::test]
 async fn shadow_route_never_refuses_and_says_it_would_have() {
     let app = App::start();
     let routes = "[[routes]]\npath = \"/work\"\nper_ip_per_min = 1\nshadow = true\n";
