@@ -92,6 +92,8 @@ fn route_stack(
     // routes on one path (different methods) apart.
     let name = |what: &str| format!("route{index}-{what}");
     let minute = Duration::from_secs(60);
+    // Built inside out: the proxy, then admission around it, then the windows, the per-address
+    // window last so that it runs first.
     let mut svc: RouteService = BoxCloneSyncService::new(deps.proxy.clone());
     if let (Some(class), Some(admission)) = (&r.class, &deps.admission) {
         let layer = AdmissionLayer::new(
