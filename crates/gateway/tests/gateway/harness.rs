@@ -3,10 +3,10 @@
 //! Redis key prefix.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -19,25 +19,57 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-/// The `fleetgate` binary, built once per test process (a no-op when it is fresh): the gateway
-/// crate cannot depend on the api crate that owns the binary.
+/// Newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> Option<SystemTime> {
+    let mut best = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let t = if p.is_dir() {
+            newest(&p)
+        } else {
+            e.metadata().and_then(|m| m.modified()).ok()
+        };
+        best = best.max(t);
+    }
+    best
+}
+
+/// The `fleetgate` binary next to the test executable (`cargo test --workspace` builds it); built
+/// here when missing or older than its sources (the gateway crate cannot depend on the api crate
+/// that owns it). Not rebuilt when fresh: a plain build resolves features apart from the
+/// workspace's test build and would relink it for nothing.
 fn fleetgate() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "api", "--bin", "fleetgate"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building fleetgate failed");
         let exe = std::env::current_exe().expect("current_exe");
         // target/debug/deps/<test> -> target/debug/fleetgate
-        exe.parent()
-            .and_then(|p| p.parent())
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
             .expect("target dir")
-            .join("fleetgate")
+            .join("fleetgate");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        let sources = [
+            "api",
+            "gateway",
+            "limiter-core",
+            "limiter-tower",
+            "breaker-store",
+        ]
+        .iter()
+        .filter_map(|c| newest(&root.join("crates").join(c)))
+        .max();
+        if built.is_none() || sources > built {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-q", "-p", "api", "--bin", "fleetgate"])
+                .current_dir(&root)
+                .status()
+                .expect("cargo build");
+            assert!(status.success(), "building fleetgate failed");
+        }
+        bin
     })
 }
 
