@@ -219,6 +219,55 @@ async fn a_stream_still_open_at_shutdown_is_cut_after_the_grace() {
 }
 
 #[tokio::test]
+async fn a_freed_slot_goes_to_the_highest_class_waiting() {
+    let app = App::start();
+    let routes = "[[routes]]\npath = \"/sse\"\nclass = \"chat\"\n\
+                  [[routes]]\npath = \"/work\"\nmethod = \"POST\"\nclass = \"export\"\n\
+                  [[routes]]\npath = \"/work\"\nclass = \"chat\"\n";
+    let gw = Gateway::start(
+        &policy(&app, 1, 1, routes),
+        &testkit::unique_prefix("gw-prio"),
+        &[],
+    )
+    .await;
+    let c = client();
+    // The only slot, held by a stream.
+    let resp = c
+        .get(gw.url("/sse"))
+        .header("x-user-id", "holder")
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    let mut waiting = Vec::new();
+    for (user, export) in [("e1", true), ("e2", true), ("c1", false), ("c2", false)] {
+        let req = if export {
+            c.post(gw.url("/work?ms=50"))
+        } else {
+            c.get(gw.url("/work?ms=50"))
+        };
+        let req = req.header("x-user-id", user);
+        waiting.push(tokio::spawn(async move {
+            req.send().await.unwrap().status().as_u16()
+        }));
+        // Queued in this order (generous: a queued request makes no sound to wait on).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    app.release().await;
+    while body.next().await.is_some() {}
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), 200);
+    }
+    let order = app.stats().await["order"].clone();
+    assert_eq!(
+        order,
+        serde_json::json!(["holder", "c1", "c2", "e1", "e2"]),
+        "{order}"
+    );
+}
+
+#[tokio::test]
 async fn shadow_route_never_refuses_and_says_it_would_have() {
     let app = App::start();
     let routes = "[[routes]]\npath = \"/work\"\nper_ip_per_min = 1\nshadow = true\n";

@@ -2,7 +2,8 @@
 not Rust. It is the independent observer: it counts its own in-flight requests, overall and per
 user (the X-Fleetgate-User header the gateway sets), and reports the maxima at GET /stats.
 
-  GET  /stats         {"max_in_flight", "in_flight", "max_per_user": {user: n}, "served"}
+  GET  /stats         {"max_in_flight", "in_flight", "max_per_user": {user: n}, "served",
+                       "order": users in the order their requests started}
   GET  /echo          the request headers it received, as JSON
   ANY  /work?ms=N     holds the request N ms (default 300), then answers "ok"
   GET  /sse           one SSE event at once, the next only after POST /release, then ends
@@ -13,10 +14,12 @@ Prints "PORT <n>" once listening on 127.0.0.1 (port 0: the OS picks).
 import asyncio, json, sys
 from urllib.parse import urlsplit, parse_qs
 
-state = {"in_flight": 0, "max_in_flight": 0, "per_user": {}, "max_per_user": {}, "served": 0}
+state = {"in_flight": 0, "max_in_flight": 0, "per_user": {}, "max_per_user": {}, "served": 0,
+         "order": []}
 release = asyncio.Event()
 
 def enter(user):
+    state["order"].append(user)
     state["in_flight"] += 1
     state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
     if user:
@@ -61,7 +64,7 @@ async def handle(reader, writer):
         url = urlsplit(target)
         user = headers.get("x-fleetgate-user")
         if url.path == "/stats":
-            stats = {k: state[k] for k in ("in_flight", "max_in_flight", "max_per_user", "served")}
+            stats = {k: state[k] for k in ("in_flight", "max_in_flight", "max_per_user", "served", "order")}
             respond(writer, "200 OK", json.dumps(stats), "application/json")
         elif url.path == "/echo":
             # Hop-by-hop fields of its own, which the gateway must not pass on to the client.
