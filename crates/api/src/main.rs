@@ -1,4 +1,5 @@
-//! `fleetgate serve` runs a replica; `fleetgate migrate` applies the database migrations.
+//! `fleetgate serve` runs a replica; `fleetgate migrate` applies the database migrations;
+//! `fleetgate gateway` puts the limits in front of another app (the `gateway` crate).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -6,10 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use api::{AppState, Config};
 
-const USAGE: &str = "usage: fleetgate <serve|migrate>
+const USAGE: &str = "usage: fleetgate <serve|migrate|gateway>
 
   serve     run a replica (needs FLEETGATE_JWT_SECRET)
   migrate   apply the database migrations to FLEETGATE_DATABASE_URL
+  gateway   proxy another app with the limits of the policy file FLEETGATE_GATEWAY_CONFIG
 
 Configuration: defaults, then the TOML file named by FLEETGATE_CONFIG, then the environment.";
 
@@ -20,7 +22,7 @@ fn main() -> ExitCode {
         println!("{USAGE}\n\nVariables:\n  {}", vars.join("\n  "));
         return ExitCode::SUCCESS;
     }
-    if !matches!(cmd.as_str(), "serve" | "migrate") {
+    if !matches!(cmd.as_str(), "serve" | "migrate" | "gateway") {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cmd.as_str() {
             "serve" => serve(config).await,
+            "gateway" => gateway(config).await,
             _ => migrate(config).await,
         }
     });
@@ -97,6 +100,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "fleetgate serving");
     api::run(listener, state, shutdown_signal()).await?;
     tracing::info!("fleetgate stopped");
+    Ok(())
+}
+
+/// The gateway: the policy file's limits in front of its upstream app, with this
+/// configuration's listen address, Redis, trusted proxies and admission fleet settings.
+async fn gateway(config: Config) -> anyhow::Result<()> {
+    let path = config
+        .server
+        .gateway_config
+        .clone()
+        .context("FLEETGATE_GATEWAY_CONFIG must name the gateway's policy file")?;
+    let policy = gateway::Policy::load(path.as_ref())?;
+    let a = &config.admission;
+    let settings = gateway::Settings {
+        listen: config.listen,
+        redis: config.redis_config(),
+        trusted_proxies: config.trusted_proxies()?,
+        admission: limiter_core::AdmissionConfig {
+            group: a.group.clone(),
+            max_queued_per_user: a.max_queued_per_user,
+            lease_ttl: std::time::Duration::from_millis(a.lease_ttl_ms),
+            heartbeat_ttl: std::time::Duration::from_millis(a.heartbeat_ttl_ms),
+            local_fallback: a.local_fallback,
+            expected_replicas: a.expected_replicas,
+            ..limiter_core::AdmissionConfig::default()
+        },
+        shutdown_grace: std::time::Duration::from_millis(config.server.shutdown_grace_ms),
+    };
+    gateway::run(&policy, &settings, shutdown_signal()).await?;
+    tracing::info!("fleetgate gateway stopped");
     Ok(())
 }
 

@@ -218,6 +218,10 @@ pub static VARS: &[EnvVar] = &[
     var("FLEETGATE_EXPORT_MAX_MESSAGES", |c, n, v| {
         parse(&mut c.server.export_max_messages, n, &v)
     }),
+    var("FLEETGATE_GATEWAY_CONFIG", |c, _, v| {
+        c.server.gateway_config = Some(v);
+        Ok(())
+    }),
     var("FLEETGATE_HTTP_HEADER_TIMEOUT_MS", |c, n, v| {
         parse(&mut c.http.header_timeout_ms, n, &v)
     }),

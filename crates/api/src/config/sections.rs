@@ -207,6 +207,8 @@ pub struct ServerSettings {
     pub health_cache_ms: u64,
     /// `FLEETGATE_EXPORT_MAX_MESSAGES`: longest conversation an export renders.
     pub export_max_messages: u32,
+    /// `FLEETGATE_GATEWAY_CONFIG`: the policy file of `fleetgate gateway`.
+    pub gateway_config: Option<String>,
 }
 
 impl Default for RedisSettings {
@@ -313,6 +315,7 @@ impl Default for ServerSettings {
             log_format: "human".into(),
             health_cache_ms: 1000,
             export_max_messages: 1000,
+            gateway_config: None,
         }
     }
 }

@@ -1,0 +1,45 @@
+//! gateway: fleetgate in front of any HTTP app, whatever it is written in. A TOML policy names
+//! the app, how callers are identified and each route's limits; the gateway applies them with
+//! the fleet-wide layers of [`limiter_tower`] (state in Redis, so every gateway replica enforces
+//! the same limits) and streams requests and responses through to the app.
+//!
+//! Layout: `policy.rs` (the policy file, checked at load), `routes.rs` (method and path
+//! matching), `identity.rs` (who is calling; the identity header the app receives),
+//! `proxy.rs` (the streaming reverse proxy and its header rules), `problem.rs` (the gateway's own
+//! refusals), `router.rs` (each route's stack of limits, and the service dispatching to them),
+//! `run.rs` (building and serving it).
+//!
+//! ```no_run
+//! use gateway::{Policy, Settings};
+//!
+//! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+//! let policy = Policy::load("gateway.toml".as_ref())?;
+//! let settings = Settings {
+//!     listen: "0.0.0.0:8080".parse()?,
+//!     redis: limiter_core::RedisConfig::default(),
+//!     trusted_proxies: Vec::new(),
+//!     admission: limiter_core::AdmissionConfig::default(),
+//!     shutdown_grace: std::time::Duration::from_secs(30),
+//! };
+//! gateway::run(&policy, &settings, std::future::pending()).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod identity;
+mod policy;
+mod problem;
+mod proxy;
+mod router;
+mod routes;
+mod run;
+
+pub use identity::IdentityResolver;
+pub use policy::{AdmissionPolicy, DefaultPolicy, Identity, Policy, PolicyError, RoutePolicy};
+pub use problem::GatewayProblem;
+pub use proxy::{Proxy, strip_hop_by_hop};
+pub use router::{Gateway, RouteDeps};
+pub use routes::{PathPattern, RouteMatch, first_match};
+pub use run::{GatewayError, Settings, build, run, serve};

@@ -1,0 +1,359 @@
+//! The policy file: which upstream app the gateway fronts, who the caller is, and the limits of
+//! each route. TOML, checked entirely at load: a typo or an impossible value stops the gateway
+//! with an error naming the key, rather than running with a limit silently missing.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::routes::PathPattern;
+
+/// A policy that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read the policy file {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, or a key unknown or of the wrong type.
+    #[error("policy: {0}")]
+    Parse(String),
+    /// Parsed, but a value is refused; the message names the key.
+    #[error("policy: {0}")]
+    Invalid(String),
+}
+
+/// The whole policy file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Base URL of the app (`http://127.0.0.1:3000`); plain HTTP only.
+    pub upstream: String,
+    /// Longest wait for the app's response head (ms), after which the client gets 504.
+    #[serde(default = "default_first_byte_ms")]
+    pub upstream_timeout_ms: u64,
+    /// How the caller's identity is established.
+    #[serde(default)]
+    pub identity: Identity,
+    /// The concurrency caps and classes; needed when a route names a class.
+    pub admission: Option<AdmissionPolicy>,
+    /// The routes, first match wins.
+    #[serde(default)]
+    pub routes: Vec<RoutePolicy>,
+    /// What happens to a request no route matches.
+    #[serde(default)]
+    pub default: DefaultPolicy,
+    /// Daily quotas: not supported yet; present only to refuse the key with a clear message.
+    quota: Option<toml::Value>,
+}
+
+fn default_first_byte_ms() -> u64 {
+    60_000
+}
+
+/// `[identity]`: a verified HS256 bearer token, or a header set by a trusted auth proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// Name of the environment variable holding the HS256 secret; the token's `sub` is the user.
+    pub jwt_hs256_secret_env: Option<String>,
+    /// A header already carrying the user (only behind a proxy that overwrites it).
+    pub header: Option<String>,
+    /// The header the app receives the verified user in; any value the client sent is removed.
+    #[serde(default = "default_identity_header")]
+    pub identity_header: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            jwt_hs256_secret_env: None,
+            header: None,
+            identity_header: default_identity_header(),
+        }
+    }
+}
+
+fn default_identity_header() -> String {
+    "X-Fleetgate-User".into()
+}
+
+/// `[admission]`: fleet-wide and per-user concurrency, classes by priority (highest first).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionPolicy {
+    /// Class names, highest priority first.
+    pub classes: Vec<String>,
+    /// Requests running at once in the whole fleet.
+    pub global_concurrency: u32,
+    /// Requests one user may run at once.
+    pub per_user_concurrency: u32,
+    /// Longest wait for a slot (ms).
+    #[serde(default = "default_queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+    /// Waiters allowed in the fleet-wide queue.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: u32,
+}
+
+fn default_queue_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_max_queue() -> u32 {
+    500
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutePolicy {
+    /// Method to match (any when absent).
+    pub method: Option<String>,
+    /// Exact path, or a prefix ending in `*`.
+    pub path: String,
+    /// Admission class (no admission when absent).
+    pub class: Option<String>,
+    /// Requests a minute per client address.
+    pub per_ip_per_min: Option<u32>,
+    /// Requests a minute per user.
+    pub per_user_per_min: Option<u32>,
+    /// Decide and mark, never refuse.
+    #[serde(default)]
+    pub shadow: bool,
+    /// Daily quota: not supported yet (refused at load).
+    daily_quota: Option<toml::Value>,
+}
+
+/// `[default]`: requests no route matches are passed to the app (default) or refused with 404.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultPolicy {
+    /// Refuse unmatched requests (404 problem+json).
+    #[serde(default)]
+    pub refuse: bool,
+}
+
+impl RoutePolicy {
+    /// Whether the route limits or queues by user (it then needs an identity).
+    pub fn needs_user(&self) -> bool {
+        self.class.is_some() || self.per_user_per_min.is_some()
+    }
+}
+
+impl Policy {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Policy::parse(&text)
+    }
+
+    /// Parses and checks a policy.
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Parse(e.to_string()))?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    fn validate(&self) -> Result<(), PolicyError> {
+        let bad = |m: String| Err(PolicyError::Invalid(m));
+        if self.quota.is_some() {
+            return bad("[quota]: daily quotas are not supported by the gateway yet".into());
+        }
+        match self.upstream.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
+            _ => {
+                return bad(format!(
+                    "upstream: {:?} is not an http:// URL",
+                    self.upstream
+                ));
+            }
+        }
+        if self.upstream_timeout_ms == 0 {
+            return bad("upstream_timeout_ms: must be above 0".into());
+        }
+        let id = &self.identity;
+        if id.jwt_hs256_secret_env.is_some() && id.header.is_some() {
+            return bad("[identity]: set jwt_hs256_secret_env or header, not both".into());
+        }
+        for (key, value) in [
+            ("identity.header", id.header.as_deref()),
+            (
+                "identity.identity_header",
+                Some(id.identity_header.as_str()),
+            ),
+        ] {
+            if let Some(v) = value
+                && http::HeaderName::from_bytes(v.as_bytes()).is_err()
+            {
+                return bad(format!("{key}: {v:?} is not a header name"));
+            }
+        }
+        let classes: BTreeSet<&str> = match &self.admission {
+            Some(a) => {
+                if a.classes.is_empty() {
+                    return bad("admission.classes: at least one class".into());
+                }
+                for (key, v) in [
+                    ("admission.global_concurrency", a.global_concurrency),
+                    ("admission.per_user_concurrency", a.per_user_concurrency),
+                    ("admission.max_queue", a.max_queue),
+                ] {
+                    if v == 0 {
+                        return bad(format!("{key}: must be above 0"));
+                    }
+                }
+                if a.queue_timeout_ms == 0 {
+                    return bad("admission.queue_timeout_ms: must be above 0".into());
+                }
+                a.classes.iter().map(String::as_str).collect()
+            }
+            None => BTreeSet::new(),
+        };
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = format!("routes[{i}] ({})", r.path);
+            if r.daily_quota.is_some() {
+                return bad(format!(
+                    "{at}.daily_quota: daily quotas are not supported by the gateway yet"
+                ));
+            }
+            if let Err(e) = PathPattern::parse(&r.path) {
+                return bad(format!("{at}.path: {e}"));
+            }
+            if let Some(m) = &r.method
+                && http::Method::from_bytes(m.as_bytes()).is_err()
+            {
+                return bad(format!("{at}.method: {m:?} is not a method"));
+            }
+            if let Some(c) = &r.class
+                && !classes.contains(c.as_str())
+            {
+                return bad(format!("{at}.class: {c:?} is not one of admission.classes"));
+            }
+            for (key, v) in [
+                ("per_ip_per_min", r.per_ip_per_min),
+                ("per_user_per_min", r.per_user_per_min),
+            ] {
+                if v == Some(0) {
+                    return bad(format!("{at}.{key}: must be above 0"));
+                }
+            }
+            if r.needs_user() && id.jwt_hs256_secret_env.is_none() && id.header.is_none() {
+                return bad(format!(
+                    "{at}: limits by user, but [identity] names no jwt_hs256_secret_env or header"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BASE: &str = r#"
+upstream = "http://127.0.0.1:3000"
+[identity]
+header = "X-User-Id"
+[admission]
+classes = ["chat", "export"]
+global_concurrency = 20
+per_user_concurrency = 2
+[[routes]]
+method = "POST"
+path = "/api/chat"
+class = "chat"
+per_ip_per_min = 5
+[[routes]]
+path = "/api/export/*"
+class = "export"
+"#;
+
+    fn err(extra: &str) -> String {
+        Policy::parse(&format!("{BASE}{extra}"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_good_policy_loads_with_defaults() {
+        let p = Policy::parse(BASE).unwrap();
+        assert_eq!(p.identity.identity_header, "X-Fleetgate-User");
+        let a = p.admission.unwrap();
+        assert_eq!((a.queue_timeout_ms, a.max_queue), (60_000, 500));
+        assert!(!p.default.refuse);
+        assert_eq!(p.routes.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = err("[[routes]]\npath = \"/x\"\nclass = \"research\"\n");
+        assert!(e.contains("routes[2] (/x).class"), "{e}");
+        let e = err("[[routes]]\npath = \"x*y\"\n");
+        assert!(e.contains("routes[2] (x*y).path"), "{e}");
+        let e = err("[[routes]]\npath = \"/x\"\nper_ip_per_min = 0\n");
+        assert!(e.contains("per_ip_per_min: must be above 0"), "{e}");
+        let e = err("[[routes]]\npath = \"/x\"\nper_ip_per_minute = 3\n");
+        assert!(e.contains("unknown field"), "{e}");
+        let e = err("[[routes]]\npath = \"/x\"\ndaily_quota = 3\n");
+        assert!(e.contains("not supported by the gateway yet"), "{e}");
+        let e = err("[quota]\nfree = 3\n");
+        assert!(e.contains("not supported by the gateway yet"), "{e}");
+        let e = Policy::parse(&BASE.replace("global_concurrency = 20", "global_concurrency = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admission.global_concurrency"), "{e}");
+        let e = Policy::parse(&BASE.replace("http://127", "ftp://127"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upstream"), "{e}");
+    }
+
+    #[test]
+    fn user_limits_need_an_identity() {
+        let e = Policy::parse(&BASE.replace("header = \"X-User-Id\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names no jwt_hs256_secret_env or header"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The policy the workspace README shows is one the gateway accepts.
+    #[test]
+    fn the_readme_policy_loads() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("## Put fleetgate in front of your app")
+            .nth(1)
+            .unwrap();
+        let toml = section
+            .split("```toml\n")
+            .nth(1)
+            .unwrap()
+            .split("```")
+            .next()
+            .unwrap();
+        let p = Policy::parse(toml).unwrap();
+        assert_eq!(p.routes.len(), 3);
+        let a = p.admission.unwrap();
+        assert_eq!(a.classes, ["chat", "research", "export"]);
+        assert_eq!((a.global_concurrency, a.per_user_concurrency), (20, 2));
+        let per_ip: Vec<_> = p.routes.iter().map(|r| r.per_ip_per_min).collect();
+        assert_eq!(per_ip, [Some(5), Some(10), Some(3)]);
+    }
+}

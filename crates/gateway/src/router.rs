@@ -1,0 +1,197 @@
+//! The gateway service: establishes the identity, picks the request's route and runs it through
+//! that route's limits, then the proxy.
+//!
+//! Each route gets its own stack of limiter-tower layers, outermost first: the per-address
+//! window (cheap refusals before anything else), the per-user window, then admission in the
+//! route's class (the slot is held until the app's response body ends, so a streamed answer keeps
+//! it). A route's layers share one `LimitHandle`, in shadow mode when the route says so. Every
+//! route's admission draws from one fleet-wide queue, so classes compete in priority order.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use futures_util::future::BoxFuture;
+use http::{HeaderName, Method, Request, Response};
+use ipnet::IpNet;
+use limiter_core::{Admission, LimiterError, RedisHandle, WindowPolicy};
+use limiter_tower::{
+    AdmissionLayer, ClientIpKey, HeaderKey, LimitBody, LimitHandle, Mode, SlidingWindowLayer,
+};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::identity::IdentityResolver;
+use crate::policy::{Policy, RoutePolicy};
+use crate::problem::GatewayProblem;
+use crate::proxy::Proxy;
+use crate::routes::{PathPattern, RouteMatch, first_match};
+
+/// A route's whole stack, boxed so that every route has one type.
+type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// What a layer's response body becomes: one body type for every stack.
+fn unify(resp: Response<LimitBody<Body>>) -> Response<Body> {
+    resp.map(Body::new)
+}
+
+/// What the route stacks are built from.
+#[derive(Debug, Clone)]
+pub struct RouteDeps {
+    /// Limit state.
+    pub redis: RedisHandle,
+    /// The fleet-wide admission queue (when the policy has `[admission]`).
+    pub admission: Option<Admission>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The proxy to the app.
+    pub proxy: Proxy,
+}
+
+struct Route {
+    matcher: RouteMatch,
+    needs_user: bool,
+    shadow: bool,
+    service: RouteService,
+}
+
+/// The gateway: a tower service over every request.
+#[derive(Clone)]
+pub struct Gateway {
+    identity: IdentityResolver,
+    routes: Arc<[Route]>,
+    /// `None`: unmatched requests are refused (404).
+    fallback: Option<Proxy>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("routes", &self.routes.len())
+            .field("refuse_unmatched", &self.fallback.is_none())
+            .finish()
+    }
+}
+
+fn route_stack(
+    index: usize,
+    r: &RoutePolicy,
+    deps: &RouteDeps,
+    user_header: &HeaderName,
+    queue_timeout: Duration,
+) -> Result<RouteService, LimiterError> {
+    let handle = LimitHandle::new();
+    if r.shadow {
+        handle.set_mode(Mode::Shadow);
+    }
+    // Names are part of the Redis keys and of `RateLimit-Policy`: the route's position keeps two
+    // routes on one path (different methods) apart.
+    let name = |what: &str| format!("route{index}-{what}");
+    let minute = Duration::from_secs(60);
+    // Built inside out: the proxy, then admission around it, then the windows, the per-address
+    // window last so that it runs first.
+    let mut svc: RouteService = BoxCloneSyncService::new(deps.proxy.clone());
+    if let (Some(class), Some(admission)) = (&r.class, &deps.admission) {
+        let layer = AdmissionLayer::new(
+            admission.clone(),
+            class,
+            HeaderKey::new(user_header.clone()),
+        )?
+        .queue_timeout(queue_timeout)
+        .handle(handle.clone());
+        svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
+    }
+    if let Some(n) = r.per_user_per_min {
+        let policy = WindowPolicy::new(name("user"), n, minute);
+        let layer = SlidingWindowLayer::new(
+            deps.redis.clone(),
+            policy,
+            HeaderKey::new(user_header.clone()),
+        )?
+        .handle(handle.clone());
+        svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
+    }
+    if let Some(n) = r.per_ip_per_min {
+        let key = ClientIpKey::behind(deps.trusted_proxies.iter().copied())
+            .peer_from(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+        let policy = WindowPolicy::new(name("ip"), n, minute);
+        let layer = SlidingWindowLayer::new(deps.redis.clone(), policy, key)?.handle(handle);
+        svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
+    }
+    Ok(svc)
+}
+
+impl Gateway {
+    /// Builds every route's stack from a checked `policy`.
+    pub fn new(
+        policy: &Policy,
+        identity: IdentityResolver,
+        deps: &RouteDeps,
+    ) -> Result<Gateway, LimiterError> {
+        let queue_timeout = policy
+            .admission
+            .as_ref()
+            .map_or(Duration::from_secs(60), |a| {
+                Duration::from_millis(a.queue_timeout_ms)
+            });
+        let mut routes = Vec::with_capacity(policy.routes.len());
+        for (i, r) in policy.routes.iter().enumerate() {
+            let method = match &r.method {
+                Some(m) => Some(Method::from_bytes(m.as_bytes()).map_err(|_| {
+                    LimiterError::InvalidArgument(format!("routes[{i}].method: {m:?}"))
+                })?),
+                None => None,
+            };
+            let path = PathPattern::parse(&r.path).map_err(LimiterError::InvalidArgument)?;
+            routes.push(Route {
+                matcher: RouteMatch::new(method, path),
+                needs_user: r.needs_user(),
+                shadow: r.shadow,
+                service: route_stack(i, r, deps, identity.header(), queue_timeout)?,
+            });
+        }
+        Ok(Gateway {
+            identity,
+            routes: routes.into(),
+            fallback: (!policy.default.refuse).then(|| deps.proxy.clone()),
+        })
+    }
+}
+
+impl Service<Request<Body>> for Gateway {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let user = self.identity.apply(&mut req);
+        let found = first_match(
+            self.routes.iter().map(|r| &r.matcher),
+            req.method(),
+            req.uri().path(),
+        );
+        let service = match found {
+            Some(i) => {
+                let route = &self.routes[i];
+                // A shadow route refuses nothing, not even an anonymous request: its layers mark it.
+                if route.needs_user && !route.shadow && user.is_none() {
+                    return Box::pin(async { Ok(GatewayProblem::Unauthorized.response()) });
+                }
+                route.service.clone()
+            }
+            None => match &self.fallback {
+                Some(proxy) => BoxCloneSyncService::new(proxy.clone()),
+                None => return Box::pin(async { Ok(GatewayProblem::NotFound.response()) }),
+            },
+        };
+        Box::pin(service.oneshot(req))
+    }
+}

@@ -1,0 +1,153 @@
+//! Starting the gateway: the policy and the settings it shares with `fleetgate serve` (listen
+//! address, Redis, trusted proxies, the admission queue's fleet settings) become a listening
+//! server. The library reads one environment variable only: the one the policy names for the
+//! HS256 secret (the operator's explicit choice); everything else is passed in.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use limiter_core::{Admission, AdmissionConfig, LimiterError, RedisConfig, RedisHandle};
+use tokio::net::TcpListener;
+
+use crate::identity::IdentityResolver;
+use crate::policy::{Policy, PolicyError};
+use crate::proxy::Proxy;
+use crate::router::{Gateway, RouteDeps};
+
+/// What the gateway shares with a `fleetgate serve` replica, mapped from its configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The Redis holding the limits' state (one prefix per protected app).
+    pub redis: RedisConfig,
+    /// Proxies whose `X-Forwarded-For` / `-Proto` / `-Host` are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The admission queue's fleet settings (group, lease and heartbeat, local fallback,
+    /// waiters per user); classes, caps, queue length come from the policy.
+    pub admission: AdmissionConfig,
+    /// How long requests still running (an SSE stream, say) may go on after the shutdown signal
+    /// before the gateway exits anyway.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the gateway could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The policy is unusable.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A limit could not be built (Redis configuration, admission settings).
+    #[error("limits: {0}")]
+    Limits(#[from] LimiterError),
+    /// The listener or the server failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn header(key: &str, name: &str) -> Result<HeaderName, PolicyError> {
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| PolicyError::Invalid(format!("{key}: {name:?} is not a header name")))
+}
+
+/// The identity resolver the policy asks for; reads the secret's variable.
+fn identity(policy: &Policy) -> Result<IdentityResolver, PolicyError> {
+    let id = &policy.identity;
+    let out = header("identity.identity_header", &id.identity_header)?;
+    if let Some(var) = &id.jwt_hs256_secret_env {
+        let secret = std::env::var(var).unwrap_or_default();
+        return IdentityResolver::jwt(secret.as_bytes(), out).map_err(|_| {
+            PolicyError::Invalid(format!(
+                "identity.jwt_hs256_secret_env: the variable {var} is not set or empty"
+            ))
+        });
+    }
+    if let Some(h) = &id.header {
+        return Ok(IdentityResolver::from_header(
+            header("identity.header", h)?,
+            out,
+        ));
+    }
+    Ok(IdentityResolver::anonymous(out))
+}
+
+/// Builds the gateway service (routes, limits, proxy) from a checked policy.
+pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, GatewayError> {
+    let redis = RedisHandle::new(&settings.redis)?;
+    let admission = match &policy.admission {
+        Some(a) => {
+            let cfg = AdmissionConfig {
+                classes: a.classes.clone(),
+                global_cap: a.global_concurrency,
+                user_cap: a.per_user_concurrency,
+                max_queue: a.max_queue,
+                ..settings.admission.clone()
+            };
+            Some(Admission::start(redis.clone(), cfg).await?)
+        }
+        None => None,
+    };
+    let upstream = policy
+        .upstream
+        .parse()
+        .map_err(|_| PolicyError::Invalid(format!("upstream: {:?}", policy.upstream)))?;
+    let proxy = Proxy::new(
+        &upstream,
+        Duration::from_millis(policy.upstream_timeout_ms),
+        settings.trusted_proxies.clone(),
+    );
+    let deps = RouteDeps {
+        redis,
+        admission,
+        trusted_proxies: settings.trusted_proxies.clone(),
+        proxy,
+    };
+    Ok(Gateway::new(policy, identity(policy)?, &deps)?)
+}
+
+/// Serves `gateway` on `listener` until `shutdown` completes; requests still running then have
+/// `grace` to finish (a stream that outlives it is cut: a replica must stop in bounded time).
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), GatewayError> {
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
+    let app = axum::Router::new().fallback_service(gateway);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
+    let deadline = async move {
+        if stopped.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = std::future::IntoFuture::into_future(server) => r?,
+        () = deadline => tracing::warn!("shutdown grace over: cutting the requests still running"),
+    }
+    Ok(())
+}
+
+/// Runs the gateway of `policy` on `settings.listen` until `shutdown` completes.
+pub async fn run(
+    policy: &Policy,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let gateway = build(policy, settings).await?;
+    let listener = TcpListener::bind(settings.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, upstream = %policy.upstream, "fleetgate gateway serving");
+    serve(listener, gateway, shutdown, settings.shutdown_grace).await
+}

@@ -1,0 +1,239 @@
+//! Real processes for the gateway tests: the Python app (`tests/gateway_app/app.py`, the
+//! independent observer of concurrency) and `fleetgate gateway` replicas, each test with its own
+//! Redis key prefix.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+/// A reqwest client (plain HTTP; the provider is installed for reqwest's TLS stack all the same).
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client")
+}
+
+/// Newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> Option<SystemTime> {
+    let mut best = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let t = if p.is_dir() {
+            newest(&p)
+        } else {
+            e.metadata().and_then(|m| m.modified()).ok()
+        };
+        best = best.max(t);
+    }
+    best
+}
+
+/// The `fleetgate` binary next to the test executable (`cargo test --workspace` builds it); built
+/// here when missing or older than its sources (the gateway crate cannot depend on the api crate
+/// that owns it). Not rebuilt when fresh: a plain build resolves features apart from the
+/// workspace's test build and would relink it for nothing.
+fn fleetgate() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/debug/deps/<test> -> target/debug/fleetgate
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .join("fleetgate");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        let sources = [
+            "api",
+            "gateway",
+            "limiter-core",
+            "limiter-tower",
+            "breaker-store",
+        ]
+        .iter()
+        .filter_map(|c| newest(&root.join("crates").join(c)))
+        .max();
+        if built.is_none() || sources > built {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-q", "-p", "api", "--bin", "fleetgate"])
+                .current_dir(&root)
+                .status()
+                .expect("cargo build");
+            assert!(status.success(), "building fleetgate failed");
+        }
+        bin
+    })
+}
+
+/// Kills the child when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Python app.
+pub struct App {
+    _proc: Proc,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl App {
+    /// Starts it and waits for its `PORT` line.
+    pub fn start() -> App {
+        let python = std::env::var("FLEETGATE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/gateway_app/app.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 (FLEETGATE_TEST_PYTHON)");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("stdout");
+        BufReader::new(out).read_line(&mut line).expect("PORT line");
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("app said {line:?}"));
+        App {
+            _proc: Proc(child),
+            port,
+        }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What it observed (`GET /stats`, straight to the app).
+    pub async fn stats(&self) -> Value {
+        client()
+            .get(format!("{}/stats", self.url()))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json")
+    }
+
+    /// Lets every waiting `/sse` finish.
+    pub async fn release(&self) {
+        client()
+            .post(format!("{}/release", self.url()))
+            .send()
+            .await
+            .expect("release");
+    }
+}
+
+/// A `fleetgate gateway` process.
+pub struct Gateway {
+    proc: Proc,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// Writes `policy` to a file of its own.
+fn policy_file(policy: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.toml", testkit::unique_prefix("gw-policy")));
+    std::fs::write(&path, policy).expect("policy file");
+    path
+}
+
+/// The command of a gateway on `port` with `policy`, limits under `prefix`.
+pub fn command(policy: &str, prefix: &str, port: u16, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(fleetgate());
+    cmd.arg("gateway")
+        .env("FLEETGATE_GATEWAY_CONFIG", policy_file(policy))
+        .env("FLEETGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLEETGATE_REDIS_URL", testkit::redis_url())
+        .env("FLEETGATE_REDIS_PREFIX", prefix)
+        .env_remove("FLEETGATE_CONFIG")
+        .envs(env.iter().copied());
+    cmd
+}
+
+impl Gateway {
+    /// Starts a replica and waits until it accepts connections.
+    pub async fn start(policy: &str, prefix: &str, env: &[(&str, &str)]) -> Gateway {
+        let port = testkit::free_port();
+        let quiet = std::env::var_os("TEST_LOG").is_none();
+        let child = command(policy, prefix, port, env)
+            .stdout(Stdio::null())
+            .stderr(if quiet {
+                Stdio::null()
+            } else {
+                Stdio::inherit()
+            })
+            .spawn()
+            .expect("fleetgate gateway");
+        let mut gw = Gateway {
+            proc: Proc(child),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Ok(Some(status)) = gw.proc.0.try_wait() {
+                panic!("gateway exited at start: {status}");
+            }
+            assert!(Instant::now() < deadline, "gateway did not listen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        gw.port = port;
+        gw
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.proc.0.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; whether it did.
+    pub async fn exited_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.proc.0.try_wait() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// A URL on this replica.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// The `code` of a problem+json response (after checking its content type).
+pub async fn problem_code(resp: reqwest::Response) -> String {
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/problem+json",
+        "{resp:?}"
+    );
+    let doc: Value = resp.json().await.expect("problem json");
+    doc["code"].as_str().unwrap_or_default().to_string()
+}

@@ -1,0 +1,440 @@
+//! `fleetgate gateway` in front of an app that is not written in Rust (a Python asyncio app that
+//! counts its own in-flight requests), every process real, limits in the machine's Redis.
+
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use harness::{App, Gateway, client, problem_code};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A policy for `app` with `routes` (TOML appended after the identity and admission tables).
+fn policy(app: &App, global: u32, per_user: u32, routes: &str) -> String {
+    format!(
+        r#"upstream = "{}"
+[identity]
+header = "X-User-Id"
+[admission]
+classes = ["chat", "export"]
+global_concurrency = {global}
+per_user_concurrency = {per_user}
+queue_timeout_ms = 30000
+{routes}"#,
+        app.url()
+    )
+}
+
+/// Fires `per_user` requests for each of `users` at once, alternating between the replicas;
+/// returns the statuses.
+async fn burst(gws: &[&Gateway], users: &[&str], per_user: usize, path: &str) -> Vec<u16> {
+    let c = client();
+    let mut calls = Vec::new();
+    for (i, u) in users
+        .iter()
+        .flat_map(|u| std::iter::repeat_n(u, per_user))
+        .enumerate()
+    {
+        let req = c.get(gws[i % gws.len()].url(path)).header("x-user-id", *u);
+        calls.push(tokio::spawn(async move {
+            req.send().await.unwrap().status().as_u16()
+        }));
+    }
+    let mut out = Vec::new();
+    for c in calls {
+        out.push(c.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn caps_hold_across_two_replicas_and_are_reached() {
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        2,
+        "[[routes]]\npath = \"/work\"\nclass = \"chat\"\n",
+    );
+    let prefix = testkit::unique_prefix("gw-caps");
+    let a = Gateway::start(&p, &prefix, &[]).await;
+    let b = Gateway::start(&p, &prefix, &[]).await;
+    // One user, six at once: two run, the rest wait their turn.
+    let statuses = burst(&[&a, &b], &["solo"], 6, "/work?ms=400").await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let s = app.stats().await;
+    assert_eq!(s["max_per_user"]["solo"], 2, "{s}");
+    assert_eq!(s["max_in_flight"], 2, "{s}");
+    // Six users, two each: the fleet-wide cap of four binds.
+    let users = ["u1", "u2", "u3", "u4", "u5", "u6"];
+    let statuses = burst(&[&a, &b], &users, 2, "/work?ms=400").await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let s = app.stats().await;
+    assert_eq!(
+        s["max_in_flight"], 4,
+        "global cap of 4 across two replicas: {s}"
+    );
+    for u in users {
+        assert!(s["max_per_user"][u].as_u64().unwrap() <= 2, "{s}");
+    }
+    assert_eq!(s["served"], 18, "{s}");
+}
+
+#[tokio::test]
+async fn per_ip_window_refuses_with_ratelimit_headers() {
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        2,
+        "[[routes]]\npath = \"/work\"\nper_ip_per_min = 3\n",
+    );
+    let gw = Gateway::start(&p, &testkit::unique_prefix("gw-ip"), &[]).await;
+    let c = client();
+    for i in 0..3 {
+        let r = c.get(gw.url("/work?ms=0")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["ratelimit-policy"], "\"route0-ip\";q=3;w=60");
+        let remaining = format!("r={}", 2 - i);
+        let rl = r.headers()["ratelimit"].to_str().unwrap().to_string();
+        assert!(rl.contains(&remaining), "{rl}");
+    }
+    let r = c.get(gw.url("/work?ms=0")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.headers()["ratelimit"].to_str().unwrap().contains("r=0"));
+    assert_eq!(problem_code(r).await, "rate_limited");
+    assert_eq!(
+        app.stats().await["served"],
+        3,
+        "the refused request never reached the app"
+    );
+}
+
+#[tokio::test]
+async fn per_user_window_counts_each_user_apart() {
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        2,
+        "[[routes]]\npath = \"/echo\"\nper_user_per_min = 2\n",
+    );
+    let gw = Gateway::start(&p, &testkit::unique_prefix("gw-user"), &[]).await;
+    let c = client();
+    let call = |user: &'static str| c.get(gw.url("/echo")).header("x-user-id", user).send();
+    for _ in 0..2 {
+        assert_eq!(call("ann").await.unwrap().status(), 200);
+    }
+    let r = call("ann").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"route0-user\";q=2;w=60");
+    assert_eq!(problem_code(r).await, "rate_limited");
+    // Same address, another user: a window of its own.
+    assert_eq!(call("bob").await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn sse_chunks_arrive_while_the_app_still_holds_the_request() {
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        1,
+        "[[routes]]\npath = \"/sse\"\nclass = \"chat\"\n",
+    );
+    let gw = Gateway::start(&p, &testkit::unique_prefix("gw-sse"), &[]).await;
+    let resp = client()
+        .get(gw.url("/sse"))
+        .header("x-user-id", "reader")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("first event before the app ends")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data: first"));
+    // The app has not finished: the event came through while it still holds the request.
+    assert_eq!(app.stats().await["in_flight"], 1);
+    // The admission slot is held with the stream: the same user's next request waits.
+    let second = client()
+        .get(gw.url("/sse"))
+        .header("x-user-id", "reader")
+        .send();
+    let second = tokio::spawn(second);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.stats().await["max_per_user"]["reader"], 1);
+    app.release().await;
+    let mut rest = Vec::new();
+    while let Some(chunk) = body.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(String::from_utf8_lossy(&rest).contains("data: last"));
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(second.status(), 200);
+    assert!(second.text().await.unwrap().contains("data: last"));
+    assert_eq!(app.stats().await["max_per_user"]["reader"], 1);
+}
+
+#[tokio::test]
+async fn a_stream_still_open_at_shutdown_is_cut_after_the_grace() {
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        1,
+        "[[routes]]\npath = \"/sse\"\nclass = \"chat\"\n",
+    );
+    let grace = [("FLEETGATE_SHUTDOWN_GRACE_MS", "500")];
+    let mut gw = Gateway::start(&p, &testkit::unique_prefix("gw-stop"), &grace).await;
+    let resp = client()
+        .get(gw.url("/sse"))
+        .header("x-user-id", "late")
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data: first"));
+    let asked = std::time::Instant::now();
+    gw.terminate();
+    // The app would hold the stream 30 s; the gateway stops after its 500 ms grace.
+    assert!(
+        gw.exited_within(Duration::from_secs(10)).await,
+        "still running"
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        asked.elapsed()
+    );
+    app.release().await;
+}
+
+#[tokio::test]
+async fn a_freed_slot_goes_to_the_highest_class_waiting() {
+    let app = App::start();
+    let routes = "[[routes]]\npath = \"/sse\"\nclass = \"chat\"\n\
+                  [[routes]]\npath = \"/work\"\nmethod = \"POST\"\nclass = \"export\"\n\
+                  [[routes]]\npath = \"/work\"\nclass = \"chat\"\n";
+    let gw = Gateway::start(
+        &policy(&app, 1, 1, routes),
+        &testkit::unique_prefix("gw-prio"),
+        &[],
+    )
+    .await;
+    let c = client();
+    // The only slot, held by a stream.
+    let resp = c
+        .get(gw.url("/sse"))
+        .header("x-user-id", "holder")
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    let mut waiting = Vec::new();
+    for (user, export) in [("e1", true), ("e2", true), ("c1", false), ("c2", false)] {
+        let req = if export {
+            c.post(gw.url("/work?ms=50"))
+        } else {
+            c.get(gw.url("/work?ms=50"))
+        };
+        let req = req.header("x-user-id", user);
+        waiting.push(tokio::spawn(async move {
+            req.send().await.unwrap().status().as_u16()
+        }));
+        // Queued in this order (generous: a queued request makes no sound to wait on).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    app.release().await;
+    while body.next().await.is_some() {}
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), 200);
+    }
+    let order = app.stats().await["order"].clone();
+    assert_eq!(
+        order,
+        serde_json::json!(["holder", "c1", "c2", "e1", "e2"]),
+        "{order}"
+    );
+}
+
+#[tokio::test]
+async fn shadow_route_never_refuses_and_says_it_would_have() {
+    let app = App::start();
+    let routes = "[[routes]]\npath = \"/work\"\nper_ip_per_min = 1\nshadow = true\n";
+    let gw = Gateway::start(
+        &policy(&app, 4, 2, routes),
+        &testkit::unique_prefix("gw-sh"),
+        &[],
+    )
+    .await;
+    let c = client();
+    for i in 0..3 {
+        let r = c.get(gw.url("/work?ms=0")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let mark = r
+            .headers()
+            .get("limit-shadow-refusal")
+            .map(|v| v.to_str().unwrap().to_string());
+        if i == 0 {
+            assert_eq!(mark, None);
+        } else {
+            assert_eq!(mark.as_deref(), Some("rate_limited"));
+        }
+    }
+    assert_eq!(app.stats().await["served"], 3);
+}
+
+/// Sends `raw` over one connection and returns the whole answer (the request says `close`).
+async fn raw(port: u16, raw: &str) -> (String, serde_json::Value) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (
+        head.to_ascii_lowercase(),
+        serde_json::from_str(body).unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_go_and_the_identity_header_is_the_verified_one() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let app = App::start();
+    let p = format!(
+        "upstream = \"{}\"\n[identity]\njwt_hs256_secret_env = \"GW_TEST_SECRET\"\n",
+        app.url()
+    );
+    let secret = "gateway-test-secret";
+    let gw = Gateway::start(
+        &p,
+        &testkit::unique_prefix("gw-hdr"),
+        &[("GW_TEST_SECRET", secret)],
+    )
+    .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({"sub": "alice", "exp": exp});
+    let token = encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let forged = encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(b"not-the-secret").unwrap(),
+    )
+    .unwrap();
+    let request = |auth: &str| {
+        format!(
+            "GET /echo HTTP/1.1\r\nHost: app.example\r\nAuthorization: Bearer {auth}\r\n\
+             X-Fleetgate-User: root\r\nConnection: close, x-private\r\nX-Private: 1\r\n\
+             Keep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n\
+             X-Forwarded-For: 203.0.113.9\r\n\r\n"
+        )
+    };
+    let (head, seen) = raw(gw.port, &request(&token)).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(seen["x-fleetgate-user"], "alice", "{seen}");
+    for gone in ["x-private", "keep-alive", "te", "proxy-authorization"] {
+        assert!(seen.get(gone).is_none(), "{gone} reached the app: {seen}");
+    }
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "{seen}");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "app.example");
+    // The app's own hop-by-hop fields stay on its side.
+    assert!(
+        !head.contains("x-hop:") && !head.contains("keep-alive:"),
+        "{head}"
+    );
+    // A token signed with another secret proves nothing: the forged header is removed.
+    let (_, seen) = raw(gw.port, &request(&forged)).await;
+    assert!(seen.get("x-fleetgate-user").is_none(), "{seen}");
+    // Upgrades are not passed through yet.
+    let up =
+        "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n";
+    let (head, doc) = raw(gw.port, up).await;
+    assert!(head.starts_with("http/1.1 501"), "{head}");
+    assert_eq!(doc["code"], "upgrade_not_supported");
+}
+
+#[tokio::test]
+async fn unmatched_paths_pass_or_are_refused_and_the_app_failing_is_a_502() {
+    let app = App::start();
+    let routes = "[[routes]]\nmethod = \"POST\"\npath = \"/work\"\nclass = \"chat\"\n";
+    let p = policy(&app, 4, 2, routes);
+    let prefix = testkit::unique_prefix("gw-def");
+    let pass = Gateway::start(&p, &prefix, &[]).await;
+    let refuse = Gateway::start(&format!("{p}[default]\nrefuse = true\n"), &prefix, &[]).await;
+    let c = client();
+    let r = c.get(pass.url("/work?ms=0")).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.text().await.unwrap()),
+        (200, "ok".into())
+    );
+    let r = c.get(refuse.url("/work?ms=0")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(problem_code(r).await, "not_found");
+    // A route limited by user refuses a request that names nobody.
+    let r = c.post(refuse.url("/work?ms=0")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(problem_code(r).await, "unauthorized");
+    assert_eq!(app.stats().await["served"], 1);
+    // An app that is not there: 502 without the connection error's text.
+    let dead = format!("upstream = \"http://127.0.0.1:{}\"\n", testkit::free_port());
+    let gw = Gateway::start(&dead, &prefix, &[]).await;
+    let r = c.get(gw.url("/anything")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("bad_gateway") && !body.to_lowercase().contains("refused"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_app_without_a_response_head_in_time_is_a_504() {
+    let app = App::start();
+    let p = format!("upstream = \"{}\"\nupstream_timeout_ms = 300\n", app.url());
+    let gw = Gateway::start(&p, &testkit::unique_prefix("gw-504"), &[]).await;
+    let r = client().get(gw.url("/work?ms=3000")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(problem_code(r).await, "gateway_timeout");
+    let r = client().get(gw.url("/work?ms=0")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_bad_policy_stops_the_gateway_with_the_key_named() {
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        2,
+        "[[routes]]\npath = \"/work\"\nclass = \"research\"\n",
+    );
+    let out = harness::command(&p, "unused", testkit::free_port(), &[])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("routes[0] (/work).class"), "{err}");
+}
