@@ -13,7 +13,7 @@
 mod client_ip;
 mod jwt;
 
-pub use client_ip::{ClientIpKey, PeerAddr};
+pub use client_ip::{ClientIpKey, ForwardedForError, PeerAddr};
 pub use jwt::{EmptySecret, JwtClaimKey};
 
 use http::{HeaderName, Request};

@@ -61,7 +61,8 @@ mod window;
 pub use admission::{AdmissionLayer, AdmissionService};
 pub use body::LimitBody;
 pub use key::{
-    ClientIpKey, ConstantKey, EmptySecret, HeaderKey, JwtClaimKey, KeyExtractor, PeerAddr,
+    ClientIpKey, ConstantKey, EmptySecret, ForwardedForError, HeaderKey, JwtClaimKey, KeyExtractor,
+    PeerAddr,
 };
 pub use mode::{LimitHandle, Mode, SHADOW_HEADER};
 pub use outbound::{OutboundError, OutboundLayer, OutboundService};

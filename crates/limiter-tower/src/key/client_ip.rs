@@ -12,6 +12,19 @@ use super::KeyExtractor;
 /// Longest chain of trusted hops believed (real chains have a handful).
 const MAX_HOPS: usize = 32;
 
+/// Why [`ClientIpKey::try_resolve`] could not name the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardedForError {
+    /// A hop we trust wrote something that is not an address.
+    #[error(
+        "X-Forwarded-For holds an entry that is not an IP address where a trusted proxy wrote one"
+    )]
+    Junk,
+    /// More trusted hops than any real proxy chain has.
+    #[error("X-Forwarded-For has more trusted hops than any real proxy chain")]
+    TooManyHops,
+}
+
 /// A peer address put in the request extensions by whatever accepts connections, for
 /// [`ClientIpKey`]. A `std::net::SocketAddr` extension is read too.
 ///
@@ -94,11 +107,31 @@ impl ClientIpKey {
     }
 
     /// The client address of a request from `peer` with `headers`; `None` when a trusted hop's
-    /// entry is not an address.
+    /// entry is not an address ([`ClientIpKey::try_resolve`] says why).
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+        self.try_resolve(peer, headers).ok()
+    }
+
+    /// The client address of a request from `peer` with `headers`, or why a trusted hop's entry
+    /// names nobody.
+    ///
+    /// ```
+    /// use limiter_tower::{ClientIpKey, ForwardedForError};
+    ///
+    /// let key = ClientIpKey::behind(["10.0.0.0/8".parse().unwrap()]);
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("x-forwarded-for", "unknown".parse().unwrap());
+    /// let peer = "10.0.0.1".parse().unwrap();
+    /// assert_eq!(key.try_resolve(peer, &headers), Err(ForwardedForError::Junk));
+    /// ```
+    pub fn try_resolve(
+        &self,
+        peer: IpAddr,
+        headers: &HeaderMap,
+    ) -> Result<IpAddr, ForwardedForError> {
         let peer = canonical(peer);
         if !self.trusts(peer) {
-            return Some(peer);
+            return Ok(peer);
         }
         // Several header lines are one comma-separated list, in order: walk the last line's last
         // entry first.
@@ -113,21 +146,21 @@ impl ClientIpKey {
             match parse_entry(raw) {
                 // An empty entry asserts nothing; skipping it hands nobody anything.
                 Entry::Empty => continue,
-                Entry::Junk => return None,
+                Entry::Junk => return Err(ForwardedForError::Junk),
                 Entry::Addr(ip) => {
                     hops += 1;
                     if hops > MAX_HOPS {
-                        return None;
+                        return Err(ForwardedForError::TooManyHops);
                     }
                     if !self.trusts(ip) {
-                        return Some(ip);
+                        return Ok(ip);
                     }
                     hop = ip;
                 }
             }
         }
         // Every hop is trusted: the request started inside the trusted range (a probe, say).
-        Some(hop)
+        Ok(hop)
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
@@ -274,6 +307,7 @@ mod tests {
         for sent in [
             &b"\xff, 198.51.100.7"[..],
             b"not an address, 198.51.100.7",
+            b"\xff\xfe\xfd,198.51.100.7",
             b", 198.51.100.7",
             b"198.51.100.7 , ",
         ] {
@@ -283,6 +317,11 @@ mod tests {
                 "{sent:?}"
             );
         }
+        // Junk on an earlier header line than the proxy's is the client's too.
+        assert_eq!(
+            k.resolve(peer, &headers(&[b"\xff", b"198.51.100.7"])),
+            Some(ip("198.51.100.7"))
+        );
     }
 
     #[test]
@@ -294,11 +333,20 @@ mod tests {
             b"junk",
             b"198.51.100.7, \xff",
             b"198.51.100.7, 10.0.0.2, unknown",
+            b"1.2.3.4.5",
         ] {
             assert_eq!(k.resolve(peer, &headers(&[sent])), None, "{sent:?}");
         }
         let long = vec!["10.0.0.3"; MAX_HOPS + 1].join(",");
         assert_eq!(k.resolve(peer, &headers(&[long.as_bytes()])), None);
+        assert_eq!(
+            k.try_resolve(peer, &headers(&[long.as_bytes()])),
+            Err(ForwardedForError::TooManyHops)
+        );
+        assert_eq!(
+            k.try_resolve(peer, &headers(&[b"198.51.100.7, \xff"])),
+            Err(ForwardedForError::Junk)
+        );
         // The extractor refuses rather than keying the request as the proxy.
         let mut req = Request::builder()
             .header("x-forwarded-for", "junk")
