@@ -47,7 +47,7 @@ async fn thousand_concurrent_checks_admit_exactly_the_limit() {
 #[tokio::test]
 async fn edge_is_exact_against_a_model() {
     let prefix = testkit::unique_prefix("swedge");
-    let (limit, window_ms) = (3usize, 150i64);
+    let (limit, window_ms) = (3usize, 500i64);
     let w = window(&prefix, limit as u32, window_ms as u64);
     let mut admitted: Vec<i64> = Vec::new();
     // Checks one decision against the model and records it.
@@ -76,7 +76,7 @@ async fn edge_is_exact_against_a_model() {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut left = retry_after;
         loop {
-            if left > Duration::from_millis(20) {
+            if left > Duration::from_millis(40) {
                 tokio::time::sleep(left / 2).await;
             }
             let d = w.check(b"client").await.unwrap();
