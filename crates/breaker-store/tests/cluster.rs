@@ -34,7 +34,7 @@ async fn shared_breakers_work_on_a_cluster() {
     }
     assert!(all_see(&rs, BreakerState::Open, Duration::from_secs(1)).await);
     assert!(!rs[0].degraded());
-    tokio::time::sleep(Duration::from_millis(220)).await;
+    open_period_over(&rs).await;
     let probe = rs[1].acquire(SERVICE).await.unwrap();
     assert!(probe.is_probe());
     assert!(matches!(

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use breaker_store::{
     Attempt, BreakerError, BreakerPolicy, BreakerState, CallError, Outbound, OutboundConfig,
@@ -16,7 +16,7 @@ use breaker_store::{
 use common::*;
 use limiter_core::RedisHandle;
 use testkit::{redis_url, unique_prefix};
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, watch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_failures_over_three_replicas_open_all_and_calls_fail_fast() {
@@ -72,7 +72,8 @@ async fn five_failures_over_three_replicas_open_all_and_calls_fail_fast() {
 }
 
 /// After the open period, 50 concurrent callers spread over the replicas: exactly
-/// `probe_permits` reach the upstream. Returns the replicas.
+/// `probe_permits` reach the upstream. Each probe is held until every caller has either reached
+/// the upstream or been refused, so all of them ask while the probes run. Returns the replicas.
 async fn probe_round(
     prefix: &str,
     probe_permits: u32,
@@ -87,15 +88,18 @@ async fn probe_round(
         fail_once(&rs[i % 3]).await;
     }
     assert!(all_see(&rs, BreakerState::Open, Duration::from_millis(500)).await);
-    tokio::time::sleep(Duration::from_millis(320)).await;
+    open_period_over(&rs).await;
 
     let upstream = Arc::new(AtomicUsize::new(0));
+    // Callers that reached the upstream or were refused.
+    let settled = Arc::new(watch::channel(0usize).0);
     let barrier = Arc::new(Barrier::new(50));
     let mut tasks = Vec::new();
     for i in 0..50 {
         let b = rs[i % 3].clone();
         let upstream = upstream.clone();
         let barrier = barrier.clone();
+        let settled = settled.clone();
         tasks.push(tokio::spawn(async move {
             // Each caller goes through the wrapper, retries allowed: a failed probe must not
             // let a retry through either.
@@ -104,10 +108,15 @@ async fn probe_round(
             let res: Result<(), CallError<&str>> = out
                 .call(SERVICE, true, |_| {
                     let upstream = upstream.clone();
+                    let settled = settled.clone();
                     async move {
                         upstream.fetch_add(1, Ordering::SeqCst);
-                        // Hold the probe so every other caller arrives while it runs.
-                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        settled.send_modify(|n| *n += 1);
+                        // Hold the probe until every other caller has asked (bounded, so a
+                        // broken breaker fails the counts below instead of hanging).
+                        let mut rx = settled.subscribe();
+                        let everyone = rx.wait_for(|n| *n >= 50);
+                        let _ = tokio::time::timeout(Duration::from_secs(5), everyone).await;
                         if probe_succeeds {
                             Attempt::Success(())
                         } else {
@@ -119,6 +128,9 @@ async fn probe_round(
                     }
                 })
                 .await;
+            if matches!(res, Err(CallError::Unavailable { attempts: 0, .. })) {
+                settled.send_modify(|n| *n += 1);
+            }
             match res {
                 Ok(()) => true,
                 Err(CallError::Unavailable { attempts: 0, .. }) => false,
@@ -191,18 +203,36 @@ async fn a_dead_probers_permit_expires() {
     for _ in 0..5 {
         fail_once(&rs[0]).await;
     }
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    open_period_over(&rs).await;
     let probe = rs[0].acquire(SERVICE).await.unwrap();
     assert!(probe.is_probe());
     std::mem::forget(probe); // the prober dies without recording
-    match rs[1].acquire(SERVICE).await {
+    let busy_at = Instant::now();
+    let busy_for = match rs[1].acquire(SERVICE).await {
         Err(BreakerError::HalfOpenBusy { retry_after }) => {
             assert!(retry_after <= Duration::from_millis(200));
+            retry_after
         }
         other => panic!("expected busy, got {other:?}"),
-    }
-    tokio::time::sleep(Duration::from_millis(220)).await;
-    let p = rs[1].acquire(SERVICE).await.unwrap();
+    };
+    // Ask until the permit has expired in Redis and a new probe is let through.
+    let p = loop {
+        match rs[1].acquire(SERVICE).await {
+            Ok(p) => break p,
+            Err(BreakerError::HalfOpenBusy { .. }) => {}
+            Err(e) => panic!("expected busy, got {e:?}"),
+        }
+        assert!(
+            busy_at.elapsed() < Duration::from_secs(5),
+            "the dead prober's permit never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        busy_at.elapsed() + Duration::from_millis(20) >= busy_for,
+        "a new probe {:?} into a permit announced for {busy_for:?}",
+        busy_at.elapsed()
+    );
     assert!(p.is_probe());
     assert_eq!(
         rs[1].record(p, Outcome::Success).await,
@@ -214,17 +244,12 @@ async fn a_dead_probers_permit_expires() {
 async fn force_open_is_pushed_to_every_replica_within_100ms() {
     let prefix = unique_prefix("brk-push");
     let rs = replicas(&redis_url(), &prefix, 3, &config(BreakerPolicy::default()));
-    // Let every replica subscribe and learn the (closed) state.
+    // Every replica subscribed and learned the (closed) state.
+    all_subscribed(&rs, &prefix).await;
     for b in &rs {
-        assert!(
-            wait_for(b, Duration::from_secs(5), |b| b.state(SERVICE)
-                == BreakerState::Closed
-                && b.check(SERVICE).is_ok())
-            .await
-            .is_some()
-        );
+        assert_eq!(b.state(SERVICE), BreakerState::Closed);
+        assert!(b.check(SERVICE).is_ok());
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     rs[0]
         .force_open(SERVICE, Duration::from_secs(60))
         .await
@@ -351,7 +376,14 @@ async fn slow_calls_count_as_failures_and_client_errors_do_not() {
             .await;
         assert!(r.is_ok());
     }
-    assert_eq!(rs[0].state(SERVICE), BreakerState::Open);
+    // A success's outcome is recorded in the background: wait for the trip it causes.
+    assert!(
+        wait_for(&rs[0], Duration::from_secs(2), |b| b.state(SERVICE)
+            == BreakerState::Open)
+        .await
+        .is_some(),
+        "two slow calls did not trip the breaker"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,7 +394,7 @@ async fn every_key_has_a_ttl_and_one_hash_tag() {
     for _ in 0..5 {
         fail_once(&rs[0]).await;
     }
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    open_period_over(&rs).await;
     let _probe = rs[0].acquire(SERVICE).await.unwrap();
     let h: RedisHandle = handle(&redis_url(), &prefix);
     let keys: Vec<String> = h

@@ -102,14 +102,10 @@ async fn outage_uses_local_shares_and_recovery_restores_shared_caps() {
     held.clear();
 
     server.restart();
-    let back = Instant::now();
-    while r.iter().any(Admission::degraded) {
-        assert!(
-            back.elapsed() < Duration::from_secs(5),
-            "still degraded 5 s after Redis returned"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("shared again within 5 s of Redis's return", 5, async || {
+        !r.iter().any(Admission::degraded)
+    })
+    .await;
     // The kept permits were adopted: Redis counts them, so only 4 more fit fleet-wide.
     assert_eq!(r[0].stats().await.unwrap().in_use, 2);
     let fresh = fill(&r[2], &["p", "q", "s", "t", "u", "v"], 300).await;
@@ -117,14 +113,10 @@ async fn outage_uses_local_shares_and_recovery_restores_shared_caps() {
     assert!(fresh.iter().all(|p| !p.is_local()));
     drop(kept);
     drop(fresh);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while r[0].stats().await.unwrap().in_use != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "adopted permits not released in Redis"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("adopted permits released in Redis", 3, async || {
+        r[0].stats().await.unwrap().in_use == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -168,19 +160,14 @@ async fn shared_waiters_move_to_the_local_queue_when_redis_goes() {
         tokio::spawn(async move { adm.admit(b"waiter", HIGH, soon(20_000)).await })
     };
     // Queued in Redis (both slots are held).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while adm.stats().await.unwrap().queued[HIGH.index()] != 1 {
-        assert!(Instant::now() < deadline, "the waiter never queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("the waiter queued in Redis", 5, async || {
+        adm.stats().await.unwrap().queued[HIGH.index()] == 1
+    })
+    .await;
     server.stop();
     // Degraded (found by the heartbeat); then one of the running shared permits ends, which
     // frees room in the local share (2 of 2) for the waiter, now in the local queue.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !adm.degraded() {
-        assert!(Instant::now() < deadline, "never degraded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("degraded", 5, async || adm.degraded()).await;
     let freed = Instant::now();
     drop(a);
     let permit = tokio::time::timeout(Duration::from_secs(10), waiting)
@@ -226,33 +213,37 @@ async fn local_waiters_requeue_in_redis_when_it_returns() {
             tokio::spawn(async move { adm.admit(u.as_bytes(), HIGH, soon(20_000)).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for("three waiters in the local queue", 5, async || {
+        adm.local_waiters() == 3
+    })
+    .await;
     assert!(waiters.iter().all(|w| !w.is_finished()));
 
     server.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while adm.degraded() {
-        assert!(Instant::now() < deadline, "shared admission never resumed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("shared admission resumed", 10, async || !adm.degraded()).await;
     // The waiters are in Redis now, behind the two adopted slots.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    wait_for("waiters requeued in Redis", 5, async || {
         let s = adm.stats().await.unwrap();
-        if s.queued[HIGH.index()] == 3 && s.in_use == 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waiters not requeued in Redis: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        s.queued[HIGH.index()] == 3 && s.in_use == 2
+    })
+    .await;
     // One slot frees: exactly one waiter gets it, from the shared queue.
     drop(a);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for("a waiter granted the freed slot", 5, async || {
+        waiters.iter().any(|w| w.is_finished())
+    })
+    .await;
+    // Redis shows the grant done (two waiting, two running); a second grant would have to come
+    // from somewhere else, so a short look for one suffices.
+    wait_for("the grant counted in Redis", 5, async || {
+        let s = adm.stats().await.unwrap();
+        s.queued[HIGH.index()] == 2 && s.in_use == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let done: Vec<_> = waiters.iter().filter(|w| w.is_finished()).collect();
     assert_eq!(done.len(), 1, "one free slot, one grant");
+    assert_eq!(adm.local_waiters(), 2, "the other two still wait");
     let mut granted = Vec::new();
     for w in waiters {
         if w.is_finished() {
@@ -297,7 +288,10 @@ async fn running_shared_permits_count_against_the_local_share() {
         let adm = adm.clone();
         tokio::spawn(async move { adm.admit(b"d", HIGH, soon(5000)).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for("the waiter in the local queue", 5, async || {
+        adm.local_waiters() == 1
+    })
+    .await;
     assert!(!waiting.is_finished());
     // One shared permit ends: its room goes to the local waiter.
     drop(a);
@@ -447,16 +441,10 @@ async fn shared_permits_survive_a_redis_restarted_empty() {
     server.stop();
     wait_for("both degraded", 5, async || a.degraded() && b.degraded()).await;
     // Longer than the lease TTL: the permits' renewals give them up as lost.
-    let lost = Instant::now();
-    while !held
-        .iter()
-        .all(|p| p.lease().is_some_and(limiter_core::Lease::is_lost))
-    {
-        assert!(
-            lost.elapsed() < Duration::from_secs(5),
-            "never reported lost"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for p in &held {
+        tokio::time::timeout(Duration::from_secs(5), p.lease().unwrap().lost())
+            .await
+            .expect("never reported lost");
     }
     server.restart();
     wait_for("both shared again", 10, async || {
@@ -470,8 +458,18 @@ async fn shared_permits_survive_a_redis_restarted_empty() {
     );
     let more = fill(&b, &["v1", "v2"], 500).await;
     assert!(more.is_empty(), "admitted beyond the cap: {more:?}");
-    // Still counted three lease TTLs later: their renewals found them again.
-    tokio::time::sleep(lease_ttl * 3).await;
+    // Still counted three lease TTLs later: their renewals found them again (waited for on the
+    // expiries Redis confirms to those renewals).
+    let clock = common::replica_at(&server.url(), "deg-keep");
+    let (secs, micros): (i64, i64) = clock.cmd(&redis::cmd("TIME")).await.unwrap();
+    // A renewal three TTLs from now confirms an expiry four TTLs from now.
+    let renewed_by =
+        secs * 1000 + micros / 1000 + i64::try_from(lease_ttl.as_millis() * 4).unwrap();
+    wait_for("renewed for three lease TTLs", 10, async || {
+        held.iter()
+            .all(|p| p.lease().unwrap().expiry_ms() >= renewed_by)
+    })
+    .await;
     assert_eq!(
         b.stats().await.unwrap().in_use,
         4,

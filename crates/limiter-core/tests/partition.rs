@@ -99,7 +99,10 @@ async fn cut_off_replica_after_its_leases_expired(
             let a = a.clone();
             tokio::spawn(async move { a.admit(b"a5", HIGH, soon(10_000)).await })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_for("A's waiter queued in Redis (or admitted)", 5, async || {
+            waiting.is_finished() || a.stats().await.is_ok_and(|s| s.queued[HIGH.index()] == 1)
+        })
+        .await;
         assert!(!waiting.is_finished(), "admitted beyond the cap");
         drop(b_held.pop());
         let p = waiting.await.unwrap().unwrap();

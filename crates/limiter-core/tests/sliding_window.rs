@@ -3,7 +3,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use limiter_core::{SlidingWindow, WindowAlgorithm, WindowPolicy};
 
@@ -40,13 +40,14 @@ async fn thousand_concurrent_checks_admit_exactly_the_limit() {
 
 /// Every decision is checked against an exact model of the log: a call at Redis time `now` is
 /// admitted iff the limit-th newest admission is at least `window` old. The test drives the window
-/// through closing and reopening six times: it fills it, waits for the reopening the denial
-/// announces (less a margin), then calls back to back across it, so calls land on both sides of
-/// every edge whatever the machine's load; each is judged by the model, not by timing.
+/// through closing and reopening six times: it fills it, then closes in on the reopening on the
+/// window's own clock (each denial announces how far it is: sleep half of that, and call back to
+/// back over the last few ms), so calls land on both sides of every edge whatever the machine's
+/// load; each is judged by the model, not by timing.
 #[tokio::test]
 async fn edge_is_exact_against_a_model() {
     let prefix = testkit::unique_prefix("swedge");
-    let (limit, window_ms) = (3usize, 150i64);
+    let (limit, window_ms) = (3usize, 500i64);
     let w = window(&prefix, limit as u32, window_ms as u64);
     let mut admitted: Vec<i64> = Vec::new();
     // Checks one decision against the model and records it.
@@ -72,14 +73,20 @@ async fn edge_is_exact_against_a_model() {
                 break (edge, d.retry_after);
             }
         };
-        tokio::time::sleep(retry_after.saturating_sub(Duration::from_millis(40))).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut left = retry_after;
         loop {
+            if left > Duration::from_millis(40) {
+                tokio::time::sleep(left / 2).await;
+            }
             let d = w.check(b"client").await.unwrap();
             if judge(d).is_none() {
                 closest_admission = closest_admission.min(d.at_ms - edge);
                 break;
             }
+            assert!(Instant::now() < deadline, "the window never reopened");
             denials_before_edge += 1;
+            left = d.retry_after;
         }
     }
     assert!(
@@ -95,18 +102,46 @@ async fn edge_is_exact_against_a_model() {
 #[tokio::test]
 async fn denied_calls_are_not_recorded() {
     let prefix = testkit::unique_prefix("swdeny");
-    let w = window(&prefix, 2, 300);
+    let w = window(&prefix, 2, 1000);
     assert!(w.check(b"a").await.unwrap().allowed);
     let second = w.check(b"a").await.unwrap();
     assert!(second.allowed && second.remaining == 0);
-    // Hammering while closed must not push the reopening further away.
+    // Hammering while closed must not push the reopening further away: every denial announces
+    // the same edge (on Redis's clock), and the window reopens there. 50 calls back to back (as
+    // many as land before the edge on a loaded machine), then closing in on the edge.
     let first_denial = w.check(b"a").await.unwrap();
     assert!(!first_denial.allowed);
-    for _ in 0..50 {
-        assert!(!w.check(b"a").await.unwrap().allowed);
+    let edge = edge_of(&first_denial);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut denials = 0;
+    loop {
+        let d = w.check(b"a").await.unwrap();
+        if d.allowed {
+            assert!(
+                d.at_ms >= edge,
+                "admitted {} ms before the edge",
+                edge - d.at_ms
+            );
+            break;
+        }
+        assert!(
+            d.at_ms < edge,
+            "denied {} ms after the edge",
+            d.at_ms - edge
+        );
+        assert_eq!(edge_of(&d), edge, "a denial moved the reopening");
+        assert!(Instant::now() < deadline, "the window never reopened");
+        denials += 1;
+        if denials >= 50 && d.retry_after > Duration::from_millis(10) {
+            tokio::time::sleep(d.retry_after / 2).await;
+        }
     }
-    tokio::time::sleep(first_denial.retry_after + Duration::from_millis(5)).await;
-    assert!(w.check(b"a").await.unwrap().allowed);
+    assert!(denials >= 10, "only {denials} denials before the edge");
+}
+
+/// When a denied window reopens, on Redis's clock (ms).
+fn edge_of(d: &limiter_core::WindowDecision) -> i64 {
+    d.at_ms + i64::try_from(d.retry_after.as_millis()).unwrap()
 }
 
 #[tokio::test]
@@ -186,35 +221,50 @@ async fn counter_variant_bounds_admissions_with_constant_memory() {
     let policy = WindowPolicy::new("bulk", 5000, Duration::from_secs(60));
     assert_eq!(policy.algorithm, WindowAlgorithm::Counter);
     let redis = common::replica(&prefix);
-    // Buckets align to Redis's clock. The exact-in-the-first-bucket bound below holds only if the
-    // run does not cross a bucket boundary (after one, the estimate counts the previous bucket
-    // weighted by what is left of the window, and admits a few more: the approximation by design).
-    // The run takes about a second: start it at least 10 s before the next boundary.
-    let (secs, micros): (u64, u64) = redis.cmd(&redis::cmd("TIME")).await.unwrap();
-    let into_bucket_ms = (secs * 1000 + micros / 1000) % 60_000;
-    if into_bucket_ms > 50_000 {
-        tokio::time::sleep(Duration::from_millis(60_000 - into_bucket_ms + 100)).await;
-    }
     let w = Arc::new(SlidingWindow::new(redis.clone(), policy).unwrap());
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let w = Arc::clone(&w);
         tasks.push(tokio::spawn(async move {
-            let mut n = 0;
+            let mut calls = Vec::new();
             for _ in 0..800 {
-                if w.check(b"k").await.unwrap().allowed {
-                    n += 1;
-                }
+                let d = w.check(b"k").await.unwrap();
+                calls.push((d.at_ms, d.allowed));
             }
-            n
+            calls
         }));
     }
-    let mut allowed = 0;
+    let mut calls = Vec::new();
     for t in tasks {
-        allowed += t.await.unwrap();
+        calls.extend(t.await.unwrap());
     }
-    // In the first window the estimate is exact (no previous bucket): at most the limit.
-    assert!(allowed <= 5000, "{allowed}");
+    // Buckets align to Redis's clock, which the decisions report: judge each admission by the
+    // bucket it fell in, so a run that crosses a boundary is judged too, not avoided by waiting.
+    let window = 60_000;
+    let first_call = calls.iter().map(|c| c.0).min().unwrap();
+    let second_bucket = first_call - first_call % window + window;
+    let admitted_at = |later: bool| {
+        calls
+            .iter()
+            .filter(move |(at, ok)| *ok && (*at >= second_bucket) == later)
+            .map(|c| c.0)
+    };
+    let first = admitted_at(false).count();
+    // In the first bucket the estimate is exact (no previous bucket): at most the limit.
+    assert!(first <= 5000, "{first}");
+    // Past the boundary the estimate weighs the first bucket by what is left of the window: the
+    // j-th admission at e ms into it needs first * (window - e) / window + j <= limit.
+    let later: Vec<i64> = admitted_at(true).collect();
+    if let Some(last) = later.iter().max() {
+        let weighed = first as u64 * u64::try_from(last - second_bucket).unwrap();
+        let bound = 5000 - first + usize::try_from(weighed.div_ceil(window as u64)).unwrap();
+        assert!(
+            later.len() <= bound,
+            "{} after the boundary, bound {bound}",
+            later.len()
+        );
+    }
+    let allowed = first + later.len();
     assert!(allowed >= 4990, "{allowed}");
     let len: i64 = redis
         .cmd(redis::cmd("HLEN").arg(redis.keys().window("bulk", b"k")))
@@ -245,7 +295,9 @@ async fn cached_window_answers_denied_clients_without_redis() {
     );
     assert!(!cached.check(b"ip").await.unwrap().1);
     assert!(cached.check(b"ip").await.unwrap().0.allowed);
+    let first_asked = Instant::now();
     let (first_denial, from_cache) = cached.check(b"ip").await.unwrap();
+    let denied_by_redis = Instant::now();
     assert!(!first_denial.allowed && !from_cache);
     // With Redis gone, the cached denial still answers, proving no round trip is made.
     server.stop();
@@ -257,18 +309,31 @@ async fn cached_window_answers_denied_clients_without_redis() {
     // Other clients still go to Redis (and see it is down).
     assert!(cached.check(b"other").await.unwrap_err().is_unavailable());
     server.restart();
-    // After the retry time the cache lets the call through to Redis again.
-    tokio::time::sleep(first_denial.retry_after + Duration::from_millis(10)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // The cache answers until the retry time (on this process's clock), then lets the call
+    // through to Redis again, which admits it.
+    let reopens = denied_by_redis + first_denial.retry_after;
     loop {
+        let asked = Instant::now();
         match cached.check(b"ip").await {
-            Ok((d, from_cache)) => {
-                assert!(d.allowed && !from_cache);
+            Ok((d, true)) => {
+                assert!(!d.allowed);
+                assert!(
+                    asked < reopens,
+                    "cached {:?} past the retry time",
+                    asked - reopens
+                );
+            }
+            Ok((d, false)) => {
+                assert!(d.allowed);
+                assert!(Instant::now() >= first_asked + first_denial.retry_after);
                 break;
             }
             Err(e) => assert!(e.is_unavailable()),
         }
-        assert!(tokio::time::Instant::now() < deadline);
+        assert!(
+            asked < reopens + Duration::from_secs(5),
+            "never asked Redis again"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

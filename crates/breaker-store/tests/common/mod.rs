@@ -80,6 +80,68 @@ pub fn fast_policy(open_ms: u64) -> BreakerPolicy {
     }
 }
 
+/// Redis's clock, the one the breakers' scripts use, in Unix ms.
+pub async fn redis_now_ms(h: &RedisHandle) -> i64 {
+    let (secs, micros): (i64, i64) = h.cmd(&redis::cmd("TIME")).await.unwrap();
+    secs * 1000 + micros / 1000
+}
+
+/// Waits until the open period of the (open) breaker has ended on Redis's clock, then until every
+/// replica's cache lets a call ask Redis again: the moment half-open begins, whatever the load.
+pub async fn open_period_over(rs: &[Breakers]) {
+    let snap = rs[0].snapshot(SERVICE).await.unwrap();
+    assert_eq!(snap.state, BreakerState::Open, "{snap:?}");
+    let until = snap.open_until_ms.expect("an open breaker has an end");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = until - redis_now_ms(rs[0].redis()).await;
+        if left <= 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "open period never ended on Redis's clock"
+        );
+        tokio::time::sleep(Duration::from_millis(left.unsigned_abs().min(50))).await;
+    }
+    for b in rs {
+        assert!(
+            wait_for(b, Duration::from_secs(5), |b| b.check(SERVICE).is_ok())
+                .await
+                .is_some(),
+            "a replica still refuses locally after the open period"
+        );
+    }
+}
+
+/// Waits until each replica is subscribed to the breakers' channel (Redis's own count of
+/// subscribers) and has read the shared state once: from then on a published change reaches it.
+pub async fn all_subscribed(rs: &[Breakers], prefix: &str) {
+    let h = rs[0].redis();
+    let channel = format!("{prefix}:breaker");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, n): (String, usize) = h
+            .cmd(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
+            .await
+            .unwrap();
+        if n >= rs.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {n} replicas subscribed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for b in rs {
+        // The first read after subscribing bumps the change counter.
+        assert!(
+            wait_for(b, Duration::from_secs(5), |b| *b.changes().borrow() > 0)
+                .await
+                .is_some(),
+            "a replica never read the shared state"
+        );
+    }
+}
+
 /// Polls a snapshot until `f` holds (outcomes of successful wrapper calls are recorded in the
 /// background), with a deadline; returns the last snapshot.
 pub async fn snapshot_when(

@@ -66,8 +66,17 @@ fn app(layer: AdmissionLayer<HeaderKey>, obs: Arc<Observer>, gate: Arc<Semaphore
 }
 
 async fn layer(name: &str, cfg: AdmissionConfig) -> AdmissionLayer<HeaderKey> {
+    layer_and_admission(name, cfg).await.0
+}
+
+/// The layer and its admission (to observe the waiters it queues).
+async fn layer_and_admission(
+    name: &str,
+    cfg: AdmissionConfig,
+) -> (AdmissionLayer<HeaderKey>, Admission) {
     let admission = Admission::start(redis(name), cfg).await.unwrap();
-    AdmissionLayer::new(admission, "default", HeaderKey::new(KEY)).unwrap()
+    let layer = AdmissionLayer::new(admission.clone(), "default", HeaderKey::new(KEY)).unwrap();
+    (layer, admission)
 }
 
 fn cap_one() -> AdmissionConfig {
@@ -82,11 +91,8 @@ fn cap_one() -> AdmissionConfig {
 async fn a_streamed_body_keeps_its_slot_until_it_ends() {
     let obs = Arc::new(Observer::default());
     let gate = Arc::new(Semaphore::new(0));
-    let app = app(
-        layer("adm-stream", cap_one()).await,
-        obs.clone(),
-        gate.clone(),
-    );
+    let (layer, admission) = layer_and_admission("adm-stream", cap_one()).await;
+    let app = app(layer, obs.clone(), gate.clone());
 
     // A: admitted, headers back, its body still streaming.
     let a = app.clone().oneshot(get("/", "u")).await.unwrap();
@@ -95,7 +101,11 @@ async fn a_streamed_body_keeps_its_slot_until_it_ends() {
 
     // B waits in the queue while A's body runs: its handler does not start.
     let b = tokio::spawn(app.clone().oneshot(get("/", "u")));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while admission.local_waiters() != 1 && !b.is_finished() {
+        assert!(tokio::time::Instant::now() < deadline, "B never queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(!b.is_finished(), "B must wait for A's body to end");
     assert_eq!(obs.running.load(Ordering::SeqCst), 1);
 
