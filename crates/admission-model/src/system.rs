@@ -204,12 +204,26 @@ impl System {
 
     /// The fair, fault-free future of a state: delivered messages, heartbeats, every request
     /// finishing; time passes only if a fault happened (slots of a crashed replica come back by
-    /// expiry). It must end with every client answered (granted, or timed out if Redis lost its
-    /// waiter) and no slot held.
+    /// expiry). It must end with every client answered (served, or timed out if Redis had lost its
+    /// waiter), every waiter Redis held served, and no slot held.
     pub fn drains(&self, from: &State) -> bool {
         let mut s = from.clone();
         s.previous = None;
         let faulted = s.faults_left < self.fault_budget;
+        // Waiters Redis still holds as they are (queued with their record and a live replica, or
+        // granted) must be served; the others can only time out.
+        let must_serve: Vec<bool> = (0..self.clients.len())
+            .map(|c| {
+                let id = id_of(c);
+                let st = &s.store;
+                let queued = st.queues.iter().flatten().any(|w| {
+                    w.id == id
+                        && st.records.contains(&id)
+                        && st.replicas.get(&w.replica) == Some(&true)
+                });
+                s.clients[c] == Phase::Waiting && (queued || st.leases.contains_key(&id))
+            })
+            .collect();
         for r in 0..self.replicas {
             match s.up[usize::from(r)] {
                 Up::Cut => s.up[usize::from(r)] = Up::Up,
@@ -257,7 +271,12 @@ impl System {
             .clients
             .iter()
             .all(|p| !matches!(p, Phase::Waiting | Phase::Running));
-        answered && s.store.in_use() == 0 && s.store.queued() == 0 && s.violation.is_none()
+        let served = (0..self.clients.len()).all(|c| !must_serve[c] || s.clients[c] == Phase::Done);
+        answered
+            && served
+            && s.store.in_use() == 0
+            && s.store.queued() == 0
+            && s.violation.is_none()
     }
 
     fn restart(&self, s: &mut State, r: Replica) {

@@ -61,8 +61,15 @@ fn check(sys: System) -> usize {
 
 #[test]
 fn holds_without_faults() {
-    let n = check(system(params(1, 2, None), Faults::default(), 0));
-    eprintln!("no faults: {n} states");
+    // One slot: waiters of both users and classes compete for it.
+    for (user_cap, global_cap) in [(1, 1), (1, 2), (2, 2)] {
+        let n = check(system(
+            params(user_cap, global_cap, None),
+            Faults::default(),
+            0,
+        ));
+        eprintln!("no faults, caps {user_cap}/{global_cap}: {n} states");
+    }
 }
 
 #[test]
