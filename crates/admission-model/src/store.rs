@@ -203,7 +203,9 @@ impl Store {
         if entering { free } else { 0 }
     }
 
-    fn position(&self, id: Id, class: usize) -> usize {
+    /// 1-based queue position (everyone in a higher class plus those ahead in its own), 0 if
+    /// not queued: what the heartbeat reports for a watched waiter.
+    pub fn position(&self, id: Id, class: usize) -> usize {
         let Some(rank) = self.queues[class].iter().position(|w| w.id == id) else {
             return 0;
         };

@@ -44,6 +44,8 @@ pub struct System {
     pub clients: Vec<ClientSpec>,
     pub faults: Faults,
     pub fault_budget: u8,
+    /// An operator may empty the queue (`admission_reset`) once.
+    pub admin_reset: bool,
 }
 
 /// Where a client's request stands.
@@ -92,6 +94,8 @@ pub struct State {
     pub granted_after_leaving: bool,
     /// Some waiter was granted by a hand-off (not at once).
     pub handed_off: bool,
+    /// The operator's reset was used.
+    pub reset_done: bool,
 }
 
 /// The steps.
@@ -114,6 +118,7 @@ pub enum Action {
     RestartEmpty,
     Failover,
     ExpireRecord(usize),
+    AdminReset,
 }
 
 /// Client index <-> waiter/lease id (0 is never an id).
@@ -402,6 +407,7 @@ impl Model for System {
             violation: None,
             granted_after_leaving: false,
             handed_off: false,
+            reset_done: false,
         }]
     }
 
@@ -442,6 +448,9 @@ impl Model for System {
         }
         if self.settled(s) {
             actions.push(Action::Tick);
+        }
+        if self.admin_reset && !s.reset_done && s.store.queued() > 0 {
+            actions.push(Action::AdminReset);
         }
         if s.faults_left == 0 {
             return;
@@ -528,6 +537,12 @@ impl Model for System {
                 self.redis_lost_state(&mut s, previous);
             }
             Action::ExpireRecord(c) => s.store.expire_record(id_of(c)),
+            Action::AdminReset => {
+                s.reset_done = true;
+                self.script(&mut s, |_, st, out| {
+                    st.reset(out);
+                });
+            }
         }
         let fault = matches!(
             action,

@@ -50,6 +50,7 @@ fn system(params: Params, faults: Faults, budget: u8) -> System {
         clients: clients(),
         faults,
         fault_budget: budget,
+        admin_reset: false,
     }
 }
 
@@ -180,4 +181,32 @@ fn failover_that_loses_the_last_write() {
         path.is_some(),
         "expected: a lost leave brings its waiter back"
     );
+}
+
+#[test]
+fn holds_through_two_faults_of_any_kind() {
+    let faults = Faults {
+        crash: true,
+        lose_message: true,
+        record_expiry: true,
+        restart_empty: true,
+        ..Faults::default()
+    };
+    let n = check(system(params(1, 2, None), faults, 2));
+    eprintln!("two faults of any kind: {n} states");
+}
+
+#[test]
+fn holds_through_an_operators_reset_and_a_fault() {
+    let faults = Faults {
+        crash: true,
+        lose_message: true,
+        ..Faults::default()
+    };
+    let sys = System {
+        admin_reset: true,
+        ..system(params(1, 2, None), faults, 1)
+    };
+    let n = check(sys);
+    eprintln!("reset and a fault: {n} states");
 }

@@ -382,14 +382,25 @@ fn step(
             assert_eq!(got, want, "{ctx}: leave reply");
         }
         Op::Heartbeat(r) => {
-            let (grants, _, live, _): (Vec<String>, Vec<i64>, i64, i64) =
-                real.eval(&ADMISSION_HEARTBEAT, &[format!("r{r}")]);
+            // Every waiter seen so far is watched: queued ones have a position, the others 0.
+            let mut args = vec![format!("r{r}")];
+            for (id, (_, wr, c)) in ids.iter() {
+                args.push(lease_id(*id, *wr));
+                args.push(c.to_string());
+            }
+            let (grants, positions, live, _): (Vec<String>, Vec<i64>, i64, i64) =
+                real.eval(&ADMISSION_HEARTBEAT, &args);
             let got: BTreeSet<Id> = grants
                 .iter()
                 .map(|g| id_of(g.split(' ').next().unwrap()))
                 .collect();
             let want = m.heartbeat(p, *r, &mut out);
             assert_eq!(got, want, "{ctx}: heartbeat grants");
+            let want: Vec<i64> = ids
+                .iter()
+                .map(|(id, (_, _, c))| i64::try_from(m.position(*id, usize::from(*c))).unwrap())
+                .collect();
+            assert_eq!(positions, want, "{ctx}: watched positions");
             assert_eq!(
                 usize::try_from(live).unwrap(),
                 m.replicas.len(),

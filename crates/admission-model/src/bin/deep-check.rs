@@ -84,6 +84,7 @@ fn main() -> ExitCode {
             clients: clients.clone(),
             faults,
             fault_budget,
+            admin_reset: false,
         };
         let started = Instant::now();
         let checker = sys.checker().threads(threads).spawn_bfs().join();
