@@ -46,6 +46,11 @@ pub struct System {
     pub fault_budget: u8,
     /// An operator may empty the queue (`admission_reset`) once.
     pub admin_reset: bool,
+    /// A replica that cannot renew a request's lease stops that request before the lease's TTL
+    /// runs out (measured on its own clock, with a margin), and does not start a grant that
+    /// reaches it after its lease's expiry. Not what the service does today: what a partition or
+    /// pause of any length needs (see `tests/check.rs`).
+    pub stop_unrenewed: bool,
 }
 
 /// Where a client's request stands.
@@ -61,6 +66,8 @@ pub enum Phase {
     Refused,
     /// Its replica crashed.
     Lost,
+    /// Stopped by its replica: its lease could not be renewed, or its grant came too late.
+    Stopped,
 }
 
 /// A replica's condition.
@@ -198,6 +205,16 @@ impl System {
 
     fn grant_reaches(&self, s: &mut State, id: Id, granted: bool) {
         let c = client_of(id);
+        // A grant carries its lease's expiry: one that arrives after it (its replica was paused
+        // or cut for a lease TTL) is not started but released.
+        let expired = !s.store.leases.get(&id).is_some_and(|l| l.live);
+        if granted && self.stop_unrenewed && expired && s.clients.get(c) == Some(&Phase::Waiting) {
+            s.clients[c] = Phase::Stopped;
+            self.script(s, |p, st, out| {
+                st.release(p, id, out);
+            });
+            return;
+        }
         if s.clients.get(c) == Some(&Phase::Waiting) {
             s.clients[c] = if granted {
                 Phase::Running
@@ -216,7 +233,7 @@ impl System {
         s.previous = None;
         let faulted = s.faults_left < self.fault_budget;
         // Waiters Redis still holds as they are (queued with their record and a live replica, or
-        // granted) must be served; the others can only time out.
+        // granted a lease still live) must be served; the others can only time out or be refused.
         let must_serve: Vec<bool> = (0..self.clients.len())
             .map(|c| {
                 let id = id_of(c);
@@ -226,7 +243,8 @@ impl System {
                         && st.records.contains(&id)
                         && st.replicas.get(&w.replica) == Some(&true)
                 });
-                s.clients[c] == Phase::Waiting && (queued || st.leases.contains_key(&id))
+                let granted = st.leases.get(&id).is_some_and(|l| l.live);
+                s.clients[c] == Phase::Waiting && (queued || granted)
             })
             .collect();
         for r in 0..self.replicas {
@@ -348,6 +366,13 @@ impl System {
     }
 
     fn tick(&self, s: &mut State) {
+        if self.stop_unrenewed {
+            for (c, spec) in self.clients.iter().enumerate() {
+                if s.clients[c] == Phase::Running && s.up[usize::from(spec.replica)] == Up::Cut {
+                    s.clients[c] = Phase::Stopped;
+                }
+            }
+        }
         let renewed = |c: usize| {
             s.clients[c] == Phase::Running && s.up[usize::from(self.clients[c].replica)] == Up::Up
         };

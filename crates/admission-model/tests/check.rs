@@ -51,6 +51,7 @@ fn system(params: Params, faults: Faults, budget: u8) -> System {
         faults,
         fault_budget: budget,
         admin_reset: false,
+        stop_unrenewed: false,
     }
 }
 
@@ -147,6 +148,28 @@ fn finds_the_cap_exceeded_when_a_replica_is_cut_past_the_lease_ttl() {
 /// A failover to a Redis replica that missed the last write: the caps hold (replicas register
 /// what they run before anyone admits), but a waiter that was served, or had left, can come back
 /// with the lost write and be granted again: that slot waits for the lease TTL.
+/// The same cut, with a replica that stops a request whose lease it cannot renew before that
+/// lease expires: the cap holds for a cut of any length.
+#[test]
+fn holds_through_a_cut_when_unrenewed_requests_stop() {
+    let faults = Faults {
+        cut: true,
+        ..Faults::default()
+    };
+    let mut sys = System {
+        stop_unrenewed: true,
+        ..system(params(1, 2, None), faults, 1)
+    };
+    // A fifth request, so that someone can take a slot while the cut replica's lease expires.
+    sys.clients.push(ClientSpec {
+        user: 2,
+        class: 1,
+        replica: 1,
+    });
+    let n = check(sys);
+    eprintln!("cut, requests stopped with their lease: {n} states");
+}
+
 #[test]
 fn failover_that_loses_the_last_write() {
     let faults = Faults {

@@ -85,6 +85,7 @@ fn main() -> ExitCode {
             faults,
             fault_budget,
             admin_reset: false,
+            stop_unrenewed: false,
         };
         let started = Instant::now();
         let checker = sys.checker().threads(threads).spawn_bfs().join();
