@@ -48,8 +48,6 @@ pub struct Policy {
     /// What happens to a request no route matches.
     #[serde(default)]
     pub default: DefaultPolicy,
-    /// Daily quotas: not supported yet; present only to refuse the key with a clear message.
-    quota: Option<toml::Value>,
 }
 
 fn default_first_byte_ms() -> u64 {
@@ -123,11 +121,11 @@ pub struct RoutePolicy {
     pub per_ip_per_min: Option<u32>,
     /// Requests a minute per user.
     pub per_user_per_min: Option<u32>,
+    /// Requests a UTC day per user (kept in PostgreSQL).
+    pub daily_quota: Option<u32>,
     /// Decide and mark, never refuse.
     #[serde(default)]
     pub shadow: bool,
-    /// Daily quota: not supported yet (refused at load).
-    daily_quota: Option<toml::Value>,
 }
 
 /// `[default]`: requests no route matches are passed to the app (default) or refused with 404.
@@ -142,11 +140,22 @@ pub struct DefaultPolicy {
 impl RoutePolicy {
     /// Whether the route limits or queues by user (it then needs an identity).
     pub fn needs_user(&self) -> bool {
-        self.class.is_some() || self.per_user_per_min.is_some()
+        self.class.is_some() || self.per_user_per_min.is_some() || self.daily_quota.is_some()
+    }
+
+    /// The route's stable name: its method (`*` for any) and path. Quota counts are kept under
+    /// it, so reordering the routes keeps them.
+    pub fn name(&self) -> String {
+        format!("{} {}", self.method.as_deref().unwrap_or("*"), self.path)
     }
 }
 
 impl Policy {
+    /// Whether a route has a daily quota (the gateway then needs PostgreSQL).
+    pub fn needs_database(&self) -> bool {
+        self.routes.iter().any(|r| r.daily_quota.is_some())
+    }
+
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
@@ -165,9 +174,6 @@ impl Policy {
 
     fn validate(&self) -> Result<(), PolicyError> {
         let bad = |m: String| Err(PolicyError::Invalid(m));
-        if self.quota.is_some() {
-            return bad("[quota]: daily quotas are not supported by the gateway yet".into());
-        }
         match self.upstream.parse::<http::Uri>() {
             Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
             _ => {
@@ -220,11 +226,6 @@ impl Policy {
         };
         for (i, r) in self.routes.iter().enumerate() {
             let at = format!("routes[{i}] ({})", r.path);
-            if r.daily_quota.is_some() {
-                return bad(format!(
-                    "{at}.daily_quota: daily quotas are not supported by the gateway yet"
-                ));
-            }
             if let Err(e) = PathPattern::parse(&r.path) {
                 return bad(format!("{at}.path: {e}"));
             }
@@ -241,6 +242,7 @@ impl Policy {
             for (key, v) in [
                 ("per_ip_per_min", r.per_ip_per_min),
                 ("per_user_per_min", r.per_user_per_min),
+                ("daily_quota", r.daily_quota),
             ] {
                 if v == Some(0) {
                     return bad(format!("{at}.{key}: must be above 0"));
@@ -305,10 +307,13 @@ class = "export"
         assert!(e.contains("per_ip_per_min: must be above 0"), "{e}");
         let e = err("[[routes]]\npath = \"/x\"\nper_ip_per_minute = 3\n");
         assert!(e.contains("unknown field"), "{e}");
-        let e = err("[[routes]]\npath = \"/x\"\ndaily_quota = 3\n");
-        assert!(e.contains("not supported by the gateway yet"), "{e}");
+        let e = err("[[routes]]\npath = \"/x\"\ndaily_quota = 0\n");
+        assert!(
+            e.contains("routes[2] (/x).daily_quota: must be above 0"),
+            "{e}"
+        );
         let e = err("[quota]\nfree = 3\n");
-        assert!(e.contains("not supported by the gateway yet"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
         let e = Policy::parse(&BASE.replace("global_concurrency = 20", "global_concurrency = 0"))
             .unwrap_err()
             .to_string();
@@ -355,5 +360,7 @@ mod readme {
         assert_eq!((a.global_concurrency, a.per_user_concurrency), (20, 2));
         let per_ip: Vec<_> = p.routes.iter().map(|r| r.per_ip_per_min).collect();
         assert_eq!(per_ip, [Some(5), Some(10), Some(3)]);
+        let quotas: Vec<_> = p.routes.iter().map(|r| r.daily_quota).collect();
+        assert_eq!(quotas, [Some(3), None, None], "3 chats a day");
     }
 }

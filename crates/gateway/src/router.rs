@@ -2,7 +2,8 @@
 //! that route's limits, then the proxy.
 //!
 //! Each route gets its own stack of limiter-tower layers, outermost first: the per-address
-//! window (cheap refusals before anything else), the per-user window, then admission in the
+//! window (cheap refusals before anything else), the per-user window, the daily quota (before
+//! admission: a user with nothing left never takes a place in the queue), then admission in the
 //! route's class (the slot is held until the app's response body ends, so a streamed answer keeps
 //! it). A route's layers share one `LimitHandle`, in shadow mode when the route says so. Every
 //! route's admission draws from one fleet-wide queue, so classes compete in priority order.
@@ -29,6 +30,7 @@ use crate::identity::IdentityResolver;
 use crate::policy::{Policy, RoutePolicy};
 use crate::problem::GatewayProblem;
 use crate::proxy::Proxy;
+use crate::quota::{QuotaStore, RouteQuota};
 use crate::routes::{PathPattern, RouteMatch, first_match};
 
 /// A route's whole stack, boxed so that every route has one type.
@@ -50,6 +52,8 @@ pub struct RouteDeps {
     pub trusted_proxies: Vec<IpNet>,
     /// The proxy to the app.
     pub proxy: Proxy,
+    /// The daily quotas' store (when a route has one).
+    pub quota: Option<QuotaStore>,
 }
 
 struct Route {
@@ -92,8 +96,8 @@ fn route_stack(
     // routes on one path (different methods) apart.
     let name = |what: &str| format!("route{index}-{what}");
     let minute = Duration::from_secs(60);
-    // Built inside out: the proxy, then admission around it, then the windows, the per-address
-    // window last so that it runs first.
+    // Built inside out: the proxy, then admission around it, the quota, then the windows, the
+    // per-address window last so that it runs first.
     let mut svc: RouteService = BoxCloneSyncService::new(deps.proxy.clone());
     if let (Some(class), Some(admission)) = (&r.class, &deps.admission) {
         let layer = AdmissionLayer::new(
@@ -103,6 +107,17 @@ fn route_stack(
         )?
         .queue_timeout(queue_timeout)
         .handle(handle.clone());
+        svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
+    }
+    if let Some(limit) = r.daily_quota {
+        let store = deps.quota.clone().ok_or_else(|| {
+            LimiterError::InvalidArgument(format!(
+                "routes[{index}].daily_quota: no database to keep quotas in"
+            ))
+        })?;
+        let layer = RouteQuota::new(store, &r.name(), limit)
+            .layer(user_header.clone())
+            .handle(handle.clone());
         svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
     }
     if let Some(n) = r.per_user_per_min {

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::identity::IdentityResolver;
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::Proxy;
+use crate::quota::{Database, QuotaStore};
 use crate::router::{Gateway, RouteDeps};
 
 /// What the gateway shares with a `fleetgate serve` replica, mapped from its configuration.
@@ -29,6 +30,8 @@ pub struct Settings {
     /// The admission queue's fleet settings (group, lease and heartbeat, local fallback,
     /// waiters per user); classes, caps, queue length come from the policy.
     pub admission: AdmissionConfig,
+    /// PostgreSQL, for daily quotas; a policy with a `daily_quota` refuses to start without it.
+    pub database: Option<Database>,
     /// How long requests still running (an SSE stream, say) may go on after the shutdown signal
     /// before the gateway exits anyway.
     pub shutdown_grace: Duration,
@@ -46,6 +49,9 @@ pub enum GatewayError {
     /// The listener or the server failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A route has a daily quota and no database is configured, or it cannot be prepared.
+    #[error("daily quotas: {0}")]
+    Quota(String),
 }
 
 fn header(key: &str, name: &str) -> Result<HeaderName, PolicyError> {
@@ -77,6 +83,23 @@ fn identity(policy: &Policy) -> Result<IdentityResolver, PolicyError> {
 /// Builds the gateway service (routes, limits, proxy) from a checked policy.
 pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, GatewayError> {
     let redis = RedisHandle::new(&settings.redis)?;
+    let quota = if policy.needs_database() {
+        let Some(db) = &settings.database else {
+            return Err(GatewayError::Quota(
+                "a route has daily_quota, which needs PostgreSQL: set FLEETGATE_DATABASE_URL"
+                    .into(),
+            ));
+        };
+        let store = QuotaStore::open(db).await.map_err(|e| {
+            tracing::error!(error = %e, "quota database");
+            GatewayError::Quota(
+                "cannot prepare the quota table in the database of FLEETGATE_DATABASE_URL".into(),
+            )
+        })?;
+        Some(store)
+    } else {
+        None
+    };
     let admission = match &policy.admission {
         Some(a) => {
             let cfg = AdmissionConfig {
@@ -104,6 +127,7 @@ pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, Gate
         admission,
         trusted_proxies: settings.trusted_proxies.clone(),
         proxy,
+        quota,
     };
     Ok(Gateway::new(policy, identity(policy)?, &deps)?)
 }

@@ -438,3 +438,84 @@ async fn a_bad_policy_stops_the_gateway_with_the_key_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("routes[0] (/work).class"), "{err}");
 }
+
+#[tokio::test]
+async fn a_daily_quota_refuses_the_fourth_until_midnight_and_refunds_what_failed() {
+    // Counting across midnight would see the day reset under it.
+    tokio::time::sleep(testkit::wait_clear_of_utc_midnight(Duration::from_secs(
+        120,
+    )))
+    .await;
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        2,
+        "[[routes]]\npath = \"/work\"\ndaily_quota = 3\n",
+    );
+    let db = harness::database_url();
+    let env = [("FLEETGATE_DATABASE_URL", db.as_str())];
+    let gw = Gateway::start(&p, &testkit::unique_prefix("gw-quota"), &env).await;
+    let store = harness::quota_store().await;
+    let user = testkit::unique_prefix("quota-user");
+    let c = client();
+    let call = |query: &str| {
+        c.get(gw.url(&format!("/work?ms=0{query}")))
+            .header("x-user-id", &user)
+            .send()
+    };
+    // The app fails: the unit comes back.
+    assert_eq!(call("&status=500").await.unwrap().status(), 500);
+    harness::wait_used(&store, "* /work", &user, 0).await;
+    for i in 1..=3 {
+        assert_eq!(call("").await.unwrap().status(), 200);
+        harness::wait_used(&store, "* /work", &user, i).await;
+    }
+    let r = call("").await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let midnight = gateway::until_next_utc_midnight().as_secs();
+    assert!(retry.abs_diff(midnight) <= 2, "{retry} vs {midnight}");
+    assert_eq!(problem_code(r).await, "quota_exhausted");
+    // 1 failed + 3 served; the refused one never reached the app.
+    assert_eq!(app.stats().await["served"], 4);
+    // Another user has a day of their own.
+    let other = testkit::unique_prefix("quota-other");
+    let r = c.get(gw.url("/work?ms=0")).header("x-user-id", &other);
+    assert_eq!(r.send().await.unwrap().status(), 200);
+    // An app that cannot be reached at all (502) costs nothing either.
+    let dead = format!(
+        "upstream = \"http://127.0.0.1:{}\"\n[identity]\nheader = \"X-User-Id\"\n\
+         [[routes]]\npath = \"/work\"\ndaily_quota = 3\n",
+        testkit::free_port()
+    );
+    let gw = Gateway::start(&dead, &testkit::unique_prefix("gw-quota"), &env).await;
+    let lost = testkit::unique_prefix("quota-lost");
+    let r = c.get(gw.url("/work")).header("x-user-id", &lost);
+    assert_eq!(r.send().await.unwrap().status(), 502);
+    harness::wait_used(&store, "* /work", &lost, 0).await;
+}
+
+#[tokio::test]
+async fn a_daily_quota_without_a_database_stops_the_gateway_at_start() {
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        2,
+        "[[routes]]\npath = \"/work\"\ndaily_quota = 3\n",
+    );
+    let out = harness::command(&p, "unused", testkit::free_port(), &[])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("daily_quota") && err.contains("FLEETGATE_DATABASE_URL"),
+        "{err}"
+    );
+}
