@@ -6,7 +6,7 @@
 //! Layout: `policy.rs` (the policy file, checked at load), `routes.rs` (method and path
 //! matching), `identity.rs` (who is calling; the identity header the app receives),
 //! `proxy.rs` (the streaming reverse proxy and its header rules), `quota.rs` (daily quotas in
-//! PostgreSQL), `problem.rs` (the gateway's own refusals), `router.rs` (each route's stack of limits, and the service dispatching to them),
+//! PostgreSQL), `breaker.rs` (the circuit breaker on the app), `problem.rs` (the gateway's own refusals), `router.rs` (each route's stack of limits, and the service dispatching to them),
 //! `run.rs` (building and serving it).
 //!
 //! ```no_run
@@ -29,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+mod breaker;
 mod identity;
 mod policy;
 mod problem;
@@ -38,8 +39,11 @@ mod router;
 mod routes;
 mod run;
 
+pub use breaker::AppBreaker;
 pub use identity::IdentityResolver;
-pub use policy::{AdmissionPolicy, DefaultPolicy, Identity, Policy, PolicyError, RoutePolicy};
+pub use policy::{
+    AdmissionPolicy, AppBreakerPolicy, DefaultPolicy, Identity, Policy, PolicyError, RoutePolicy,
+};
 pub use problem::GatewayProblem;
 pub use proxy::{Proxy, strip_hop_by_hop};
 pub use quota::{Database, QuotaStore, RouteQuota, until_next_utc_midnight};

@@ -48,6 +48,9 @@ pub struct Policy {
     /// What happens to a request no route matches.
     #[serde(default)]
     pub default: DefaultPolicy,
+    /// The circuit breaker on the app.
+    #[serde(default)]
+    pub breaker: AppBreakerPolicy,
 }
 
 fn default_first_byte_ms() -> u64 {
@@ -137,6 +140,68 @@ pub struct DefaultPolicy {
     pub refuse: bool,
 }
 
+/// `[breaker]`: the circuit breaker on the app, shared by every replica. On by default; the
+/// defaults trip on 5 failures (5xx, 502, 504) within 30 s and stay open 30 s, doubling on each
+/// trip in a row up to 5 min; one probe, whose success closes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppBreakerPolicy {
+    /// `false`: no breaker.
+    pub enabled: bool,
+    /// Failures within the window that open it.
+    pub failure_threshold: u32,
+    /// The rolling window (ms).
+    pub window_ms: u64,
+    /// Also needs this share of failures among at least `min_calls` calls (busy apps).
+    pub failure_ratio: Option<f64>,
+    /// Calls the window must hold before the ratio counts.
+    pub min_calls: u32,
+    /// First open period (ms).
+    pub open_ms: u64,
+    /// Longest open period (ms).
+    pub open_max_ms: u64,
+    /// Probes at once, fleet-wide, when the open period ends.
+    pub probe_permits: u32,
+    /// Probe successes that close it.
+    pub success_threshold: u32,
+}
+
+impl Default for AppBreakerPolicy {
+    fn default() -> Self {
+        let d = breaker_store::BreakerPolicy::default();
+        let ms = |t: std::time::Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+        AppBreakerPolicy {
+            enabled: true,
+            failure_threshold: d.failure_threshold,
+            window_ms: ms(d.window),
+            failure_ratio: d.failure_ratio,
+            min_calls: d.min_calls,
+            open_ms: ms(d.open),
+            open_max_ms: ms(d.open_max),
+            probe_permits: d.probe_permits,
+            success_threshold: d.success_threshold,
+        }
+    }
+}
+
+impl AppBreakerPolicy {
+    /// The breaker-store policy.
+    pub fn to_store(&self) -> breaker_store::BreakerPolicy {
+        use std::time::Duration;
+        breaker_store::BreakerPolicy {
+            failure_threshold: self.failure_threshold,
+            window: Duration::from_millis(self.window_ms),
+            failure_ratio: self.failure_ratio,
+            min_calls: self.min_calls,
+            open: Duration::from_millis(self.open_ms),
+            open_max: Duration::from_millis(self.open_max_ms.max(self.open_ms)),
+            probe_permits: self.probe_permits,
+            success_threshold: self.success_threshold,
+            ..breaker_store::BreakerPolicy::default()
+        }
+    }
+}
+
 impl RoutePolicy {
     /// Whether the route limits or queues by user (it then needs an identity).
     pub fn needs_user(&self) -> bool {
@@ -182,6 +247,13 @@ impl Policy {
                     self.upstream
                 ));
             }
+        }
+        if self.breaker.enabled
+            && let Err(e) = self.breaker.to_store().validate()
+        {
+            let why = e.to_string();
+            let why = why.trim_start_matches("invalid breaker configuration: ");
+            return bad(format!("[breaker]: {why}"));
         }
         if self.upstream_timeout_ms == 0 {
             return bad("upstream_timeout_ms: must be above 0".into());
@@ -295,6 +367,11 @@ class = "export"
         assert_eq!((a.queue_timeout_ms, a.max_queue), (60_000, 500));
         assert!(!p.default.refuse);
         assert_eq!(p.routes.len(), 2);
+        assert!(p.breaker.enabled);
+        assert_eq!(
+            p.breaker.to_store(),
+            breaker_store::BreakerPolicy::default()
+        );
     }
 
     #[test]
@@ -313,6 +390,13 @@ class = "export"
             "{e}"
         );
         let e = err("[quota]\nfree = 3\n");
+        assert!(e.contains("unknown field"), "{e}");
+        let e = err("[breaker]\nfailure_threshold = 0\n");
+        assert!(
+            e.contains("[breaker]: failure_threshold must be >= 1"),
+            "{e}"
+        );
+        let e = err("[breaker]\nopen_after = 3\n");
         assert!(e.contains("unknown field"), "{e}");
         let e = Policy::parse(&BASE.replace("global_concurrency = 20", "global_concurrency = 0"))
             .unwrap_err()

@@ -25,6 +25,7 @@ use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use tower::Service;
 
+use crate::breaker::AppBreaker;
 use crate::problem::GatewayProblem;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -83,6 +84,10 @@ pub struct Proxy {
     base_path: String,
     first_byte_timeout: Duration,
     trusted: Vec<IpNet>,
+    /// The breaker on the app, if any.
+    breaker: Option<AppBreaker>,
+    /// A shadow route's proxy: an open breaker marks the request instead of refusing it.
+    shadow: bool,
 }
 
 impl Proxy {
@@ -107,6 +112,22 @@ impl Proxy {
             base_path,
             first_byte_timeout,
             trusted,
+            breaker: None,
+            shadow: false,
+        }
+    }
+
+    /// Every call to the app goes through `breaker`.
+    pub fn with_breaker(mut self, breaker: AppBreaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// The same proxy for a shadow route.
+    pub fn shadowed(&self) -> Self {
+        Proxy {
+            shadow: true,
+            ..self.clone()
         }
     }
 
@@ -160,6 +181,14 @@ impl Proxy {
         // The client speaks HTTP/1.1 to the app whatever the client spoke to us.
         *req.version_mut() = Version::HTTP_11;
         self.forward_headers(req.headers_mut(), peer);
+        match &self.breaker {
+            Some(b) => b.call(self.shadow, self.send(req)).await,
+            None => self.send(req).await,
+        }
+    }
+
+    /// Sends the rewritten request; the app's failures become the gateway's 502/504.
+    async fn send(&self, req: Request<Body>) -> Response<Body> {
         match tokio::time::timeout(self.first_byte_timeout, self.client.request(req)).await {
             Err(_) => {
                 tracing::warn!(upstream = %self.upstream, "app sent no response head in time");

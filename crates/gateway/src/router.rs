@@ -26,6 +26,7 @@ use limiter_tower::{
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
+use crate::breaker::AppBreaker;
 use crate::identity::IdentityResolver;
 use crate::policy::{Policy, RoutePolicy};
 use crate::problem::GatewayProblem;
@@ -50,8 +51,10 @@ pub struct RouteDeps {
     pub admission: Option<Admission>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
-    /// The proxy to the app.
+    /// The proxy to the app (through the breaker, if any).
     pub proxy: Proxy,
+    /// The breaker on the app, checked before the limits.
+    pub breaker: Option<AppBreaker>,
     /// The daily quotas' store (when a route has one).
     pub quota: Option<QuotaStore>,
 }
@@ -70,6 +73,7 @@ pub struct Gateway {
     routes: Arc<[Route]>,
     /// `None`: unmatched requests are refused (404).
     fallback: Option<Proxy>,
+    breaker: Option<AppBreaker>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -98,7 +102,12 @@ fn route_stack(
     let minute = Duration::from_secs(60);
     // Built inside out: the proxy, then admission around it, the quota, then the windows, the
     // per-address window last so that it runs first.
-    let mut svc: RouteService = BoxCloneSyncService::new(deps.proxy.clone());
+    let proxy = if r.shadow {
+        deps.proxy.shadowed()
+    } else {
+        deps.proxy.clone()
+    };
+    let mut svc: RouteService = BoxCloneSyncService::new(proxy);
     if let (Some(class), Some(admission)) = (&r.class, &deps.admission) {
         let layer = AdmissionLayer::new(
             admission.clone(),
@@ -173,6 +182,7 @@ impl Gateway {
             identity,
             routes: routes.into(),
             fallback: (!policy.default.refuse).then(|| deps.proxy.clone()),
+            breaker: deps.breaker.clone(),
         })
     }
 }
@@ -193,6 +203,11 @@ impl Service<Request<Body>> for Gateway {
             req.method(),
             req.uri().path(),
         );
+        let shadow = found.is_some_and(|i| self.routes[i].shadow);
+        // An open breaker refuses before the limits: no quota spent, no slot taken.
+        if !shadow && let Some(refused) = self.breaker.as_ref().and_then(AppBreaker::refusal) {
+            return Box::pin(async { Ok(refused) });
+        }
         let service = match found {
             Some(i) => {
                 let route = &self.routes[i];

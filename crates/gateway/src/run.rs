@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use limiter_core::{Admission, AdmissionConfig, LimiterError, RedisConfig, RedisHandle};
 use tokio::net::TcpListener;
 
+use crate::breaker::AppBreaker;
 use crate::identity::IdentityResolver;
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::Proxy;
@@ -117,13 +118,19 @@ pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, Gate
         .upstream
         .parse()
         .map_err(|_| PolicyError::Invalid(format!("upstream: {:?}", policy.upstream)))?;
-    let proxy = Proxy::new(
-        &upstream,
-        Duration::from_millis(policy.upstream_timeout_ms),
-        settings.trusted_proxies.clone(),
-    );
+    let first_byte = Duration::from_millis(policy.upstream_timeout_ms);
+    let mut proxy = Proxy::new(&upstream, first_byte, settings.trusted_proxies.clone());
+    let breaker = if policy.breaker.enabled {
+        let b = AppBreaker::new(redis.clone(), &policy.breaker, first_byte)
+            .map_err(|e| PolicyError::Invalid(format!("[breaker]: {e}")))?;
+        proxy = proxy.with_breaker(b.clone());
+        Some(b)
+    } else {
+        None
+    };
     let deps = RouteDeps {
         redis,
+        breaker,
         admission,
         trusted_proxies: settings.trusted_proxies.clone(),
         proxy,

@@ -163,6 +163,16 @@ impl App {
             .expect("stats json")
     }
 
+    /// From now on `/work` answers 500 (`heal: false`), or normally again (`heal: true`).
+    pub async fn set_healthy(&self, heal: bool) {
+        let path = if heal { "heal" } else { "break" };
+        client()
+            .post(format!("{}/{path}", self.url()))
+            .send()
+            .await
+            .expect("break/heal");
+    }
+
     /// Lets every waiting `/sse` finish.
     pub async fn release(&self) {
         client()

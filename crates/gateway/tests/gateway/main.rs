@@ -519,3 +519,60 @@ async fn a_daily_quota_without_a_database_stops_the_gateway_at_start() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_breaker_opens_on_app_failures_fleet_wide_and_a_probe_closes_it() {
+    let app = App::start();
+    let p = format!(
+        "upstream = \"{}\"\n[breaker]\nfailure_threshold = 3\nopen_ms = 1000\n",
+        app.url()
+    );
+    let prefix = testkit::unique_prefix("gw-breaker");
+    let a = Gateway::start(&p, &prefix, &[]).await;
+    let b = Gateway::start(&p, &prefix, &[]).await;
+    let c = client();
+    let get = |gw: &Gateway| c.get(gw.url("/work?ms=0")).send();
+    app.set_healthy(false).await;
+    for _ in 0..3 {
+        assert_eq!(get(&a).await.unwrap().status(), 500);
+    }
+    // Open on both replicas: refused without reaching the app.
+    for gw in [&a, &b] {
+        let r = get(gw).await.unwrap();
+        assert_eq!(r.status(), 503);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&retry), "{retry}");
+        assert_eq!(problem_code(r).await, "circuit_open");
+    }
+    assert_eq!(app.stats().await["served"], 3);
+    app.set_healthy(true).await;
+    // Refused until the open period ends; then a probe reaches the app and closes the breaker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut refused = 0;
+    loop {
+        let r = get(&b).await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        refused += 1;
+        assert!(std::time::Instant::now() < deadline, "never closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused > 0,
+        "the probe went before the open period was over"
+    );
+    for gw in [&a, &b, &a] {
+        assert_eq!(get(gw).await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        app.stats().await["served"],
+        7,
+        "3 failures, the probe, 3 after it: no refused request reached the app"
+    );
+}
