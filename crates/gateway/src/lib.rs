@@ -6,7 +6,7 @@
 //! Layout: `policy.rs` (the policy file, checked at load), `routes.rs` (method and path
 //! matching), `identity.rs` (who is calling; the identity header the app receives),
 //! `proxy.rs` (the streaming reverse proxy and its header rules), `quota.rs` (daily quotas in
-//! PostgreSQL), `breaker.rs` (the circuit breaker on the app), `problem.rs` (the gateway's own refusals), `router.rs` (each route's stack of limits, and the service dispatching to them),
+//! PostgreSQL), `breaker.rs` (the circuit breaker on the app), `tunnel.rs` (WebSocket pass-through), `problem.rs` (the gateway's own refusals), `router.rs` (each route's stack of limits, and the service dispatching to them),
 //! `run.rs` (building and serving it).
 //!
 //! ```no_run
@@ -38,6 +38,7 @@ mod quota;
 mod router;
 mod routes;
 mod run;
+mod tunnel;
 
 pub use breaker::AppBreaker;
 pub use identity::IdentityResolver;

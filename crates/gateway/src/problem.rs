@@ -16,7 +16,7 @@ pub enum GatewayProblem {
     BadGateway,
     /// The app sent no response head in time (504 `gateway_timeout`).
     GatewayTimeout,
-    /// A protocol upgrade (WebSocket): not passed through yet (501 `upgrade_not_supported`).
+    /// A protocol upgrade other than WebSocket (h2c) (501 `upgrade_not_supported`).
     UpgradeNotSupported,
     /// The breaker on the app is open (503 `circuit_open`; the caller adds `Retry-After`).
     CircuitOpen,

@@ -222,6 +222,9 @@ impl Service<Request<Body>> for Gateway {
                 None => return Box::pin(async { Ok(GatewayProblem::NotFound.response()) }),
             },
         };
-        Box::pin(service.oneshot(req))
+        Box::pin(async move {
+            let resp = service.oneshot(req).await?;
+            Ok(crate::tunnel::hold_while_open(resp))
+        })
     }
 }

@@ -17,9 +17,7 @@ Prints "PORT <n>" once listening on 127.0.0.1 (port 0: the OS picks).
 """
 import asyncio, json, sys
 from urllib.parse import urlsplit, parse_qs
-from websockets.datastructures import Headers
 from websockets.frames import Opcode
-from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 state = {"in_flight": 0, "max_in_flight": 0, "per_user": {}, "max_per_user": {}, "served": 0,
@@ -70,7 +68,10 @@ def respond(writer, status, body, ctype="text/plain", extra=""):
 async def websocket(reader, writer, target, headers, user):
     """Echoes text and binary messages until the client closes."""
     proto = ServerProtocol()
-    resp = proto.accept(Request(target, Headers(headers)))
+    # The protocol parses the handshake itself: hand it the request head again.
+    head = f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    proto.receive_data((head + "\r\n").encode("latin-1"))
+    resp = proto.accept(proto.events_received()[0])
     proto.send_response(resp)
     writer.write(b"".join(proto.data_to_send()))
     await writer.drain()
