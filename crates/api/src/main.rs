@@ -113,6 +113,14 @@ async fn gateway(config: Config) -> anyhow::Result<()> {
         .context("FLEETGATE_GATEWAY_CONFIG must name the gateway's policy file")?;
     let policy = gateway::Policy::load(path.as_ref())?;
     let a = &config.admission;
+    // The built-in default URL is not a database anyone chose: only one the operator set counts.
+    let default_db = api::config::DatabaseSettings::default();
+    let db = &config.database;
+    let database = (db.url.expose() != default_db.url.expose()).then(|| gateway::Database {
+        url: db.url.expose().to_string(),
+        max_connections: db.max_connections,
+        acquire_timeout: std::time::Duration::from_millis(db.acquire_timeout_ms),
+    });
     let settings = gateway::Settings {
         listen: config.listen,
         redis: config.redis_config(),
@@ -126,6 +134,7 @@ async fn gateway(config: Config) -> anyhow::Result<()> {
             expected_replicas: a.expected_replicas,
             ..limiter_core::AdmissionConfig::default()
         },
+        database,
         shutdown_grace: std::time::Duration::from_millis(config.server.shutdown_grace_ms),
     };
     gateway::run(&policy, &settings, shutdown_signal()).await?;

@@ -5,8 +5,8 @@
 //!
 //! Layout: `policy.rs` (the policy file, checked at load), `routes.rs` (method and path
 //! matching), `identity.rs` (who is calling; the identity header the app receives),
-//! `proxy.rs` (the streaming reverse proxy and its header rules), `problem.rs` (the gateway's own
-//! refusals), `router.rs` (each route's stack of limits, and the service dispatching to them),
+//! `proxy.rs` (the streaming reverse proxy and its header rules), `quota.rs` (daily quotas in
+//! PostgreSQL), `breaker.rs` (the circuit breaker on the app), `tunnel.rs` (WebSocket pass-through), `problem.rs` (the gateway's own refusals), `router.rs` (each route's stack of limits, and the service dispatching to them),
 //! `run.rs` (building and serving it).
 //!
 //! ```no_run
@@ -19,6 +19,7 @@
 //!     redis: limiter_core::RedisConfig::default(),
 //!     trusted_proxies: Vec::new(),
 //!     admission: limiter_core::AdmissionConfig::default(),
+//!     database: None,
 //!     shutdown_grace: std::time::Duration::from_secs(30),
 //! };
 //! gateway::run(&policy, &settings, std::future::pending()).await?;
@@ -28,18 +29,25 @@
 
 #![warn(missing_docs)]
 
+mod breaker;
 mod identity;
 mod policy;
 mod problem;
 mod proxy;
+mod quota;
 mod router;
 mod routes;
 mod run;
+mod tunnel;
 
+pub use breaker::AppBreaker;
 pub use identity::IdentityResolver;
-pub use policy::{AdmissionPolicy, DefaultPolicy, Identity, Policy, PolicyError, RoutePolicy};
+pub use policy::{
+    AdmissionPolicy, AppBreakerPolicy, DefaultPolicy, Identity, Policy, PolicyError, RoutePolicy,
+};
 pub use problem::GatewayProblem;
 pub use proxy::{Proxy, strip_hop_by_hop};
+pub use quota::{Database, QuotaStore, RouteQuota, until_next_utc_midnight};
 pub use router::{Gateway, RouteDeps};
 pub use routes::{PathPattern, RouteMatch, first_match};
 pub use run::{GatewayError, Settings, build, run, serve};

@@ -48,8 +48,9 @@ pub struct Policy {
     /// What happens to a request no route matches.
     #[serde(default)]
     pub default: DefaultPolicy,
-    /// Daily quotas: not supported yet; present only to refuse the key with a clear message.
-    quota: Option<toml::Value>,
+    /// The circuit breaker on the app.
+    #[serde(default)]
+    pub breaker: AppBreakerPolicy,
 }
 
 fn default_first_byte_ms() -> u64 {
@@ -123,11 +124,11 @@ pub struct RoutePolicy {
     pub per_ip_per_min: Option<u32>,
     /// Requests a minute per user.
     pub per_user_per_min: Option<u32>,
+    /// Requests a UTC day per user (kept in PostgreSQL).
+    pub daily_quota: Option<u32>,
     /// Decide and mark, never refuse.
     #[serde(default)]
     pub shadow: bool,
-    /// Daily quota: not supported yet (refused at load).
-    daily_quota: Option<toml::Value>,
 }
 
 /// `[default]`: requests no route matches are passed to the app (default) or refused with 404.
@@ -139,14 +140,87 @@ pub struct DefaultPolicy {
     pub refuse: bool,
 }
 
+/// `[breaker]`: the circuit breaker on the app, shared by every replica. On by default; the
+/// defaults trip on 5 failures (5xx, 502, 504) within 30 s and stay open 30 s, doubling on each
+/// trip in a row up to 5 min; one probe, whose success closes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppBreakerPolicy {
+    /// `false`: no breaker.
+    pub enabled: bool,
+    /// Failures within the window that open it.
+    pub failure_threshold: u32,
+    /// The rolling window (ms).
+    pub window_ms: u64,
+    /// Also needs this share of failures among at least `min_calls` calls (busy apps).
+    pub failure_ratio: Option<f64>,
+    /// Calls the window must hold before the ratio counts.
+    pub min_calls: u32,
+    /// First open period (ms).
+    pub open_ms: u64,
+    /// Longest open period (ms).
+    pub open_max_ms: u64,
+    /// Probes at once, fleet-wide, when the open period ends.
+    pub probe_permits: u32,
+    /// Probe successes that close it.
+    pub success_threshold: u32,
+}
+
+impl Default for AppBreakerPolicy {
+    fn default() -> Self {
+        let d = breaker_store::BreakerPolicy::default();
+        let ms = |t: std::time::Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+        AppBreakerPolicy {
+            enabled: true,
+            failure_threshold: d.failure_threshold,
+            window_ms: ms(d.window),
+            failure_ratio: d.failure_ratio,
+            min_calls: d.min_calls,
+            open_ms: ms(d.open),
+            open_max_ms: ms(d.open_max),
+            probe_permits: d.probe_permits,
+            success_threshold: d.success_threshold,
+        }
+    }
+}
+
+impl AppBreakerPolicy {
+    /// The breaker-store policy.
+    pub fn to_store(&self) -> breaker_store::BreakerPolicy {
+        use std::time::Duration;
+        breaker_store::BreakerPolicy {
+            failure_threshold: self.failure_threshold,
+            window: Duration::from_millis(self.window_ms),
+            failure_ratio: self.failure_ratio,
+            min_calls: self.min_calls,
+            open: Duration::from_millis(self.open_ms),
+            open_max: Duration::from_millis(self.open_max_ms.max(self.open_ms)),
+            probe_permits: self.probe_permits,
+            success_threshold: self.success_threshold,
+            ..breaker_store::BreakerPolicy::default()
+        }
+    }
+}
+
 impl RoutePolicy {
     /// Whether the route limits or queues by user (it then needs an identity).
     pub fn needs_user(&self) -> bool {
-        self.class.is_some() || self.per_user_per_min.is_some()
+        self.class.is_some() || self.per_user_per_min.is_some() || self.daily_quota.is_some()
+    }
+
+    /// The route's stable name: its method (`*` for any) and path. Quota counts are kept under
+    /// it, so reordering the routes keeps them.
+    pub fn name(&self) -> String {
+        format!("{} {}", self.method.as_deref().unwrap_or("*"), self.path)
     }
 }
 
 impl Policy {
+    /// Whether a route has a daily quota (the gateway then needs PostgreSQL).
+    pub fn needs_database(&self) -> bool {
+        self.routes.iter().any(|r| r.daily_quota.is_some())
+    }
+
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
@@ -165,9 +239,6 @@ impl Policy {
 
     fn validate(&self) -> Result<(), PolicyError> {
         let bad = |m: String| Err(PolicyError::Invalid(m));
-        if self.quota.is_some() {
-            return bad("[quota]: daily quotas are not supported by the gateway yet".into());
-        }
         match self.upstream.parse::<http::Uri>() {
             Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
             _ => {
@@ -176,6 +247,13 @@ impl Policy {
                     self.upstream
                 ));
             }
+        }
+        if self.breaker.enabled
+            && let Err(e) = self.breaker.to_store().validate()
+        {
+            let why = e.to_string();
+            let why = why.trim_start_matches("invalid breaker configuration: ");
+            return bad(format!("[breaker]: {why}"));
         }
         if self.upstream_timeout_ms == 0 {
             return bad("upstream_timeout_ms: must be above 0".into());
@@ -220,11 +298,6 @@ impl Policy {
         };
         for (i, r) in self.routes.iter().enumerate() {
             let at = format!("routes[{i}] ({})", r.path);
-            if r.daily_quota.is_some() {
-                return bad(format!(
-                    "{at}.daily_quota: daily quotas are not supported by the gateway yet"
-                ));
-            }
             if let Err(e) = PathPattern::parse(&r.path) {
                 return bad(format!("{at}.path: {e}"));
             }
@@ -241,6 +314,7 @@ impl Policy {
             for (key, v) in [
                 ("per_ip_per_min", r.per_ip_per_min),
                 ("per_user_per_min", r.per_user_per_min),
+                ("daily_quota", r.daily_quota),
             ] {
                 if v == Some(0) {
                     return bad(format!("{at}.{key}: must be above 0"));
@@ -293,6 +367,11 @@ class = "export"
         assert_eq!((a.queue_timeout_ms, a.max_queue), (60_000, 500));
         assert!(!p.default.refuse);
         assert_eq!(p.routes.len(), 2);
+        assert!(p.breaker.enabled);
+        assert_eq!(
+            p.breaker.to_store(),
+            breaker_store::BreakerPolicy::default()
+        );
     }
 
     #[test]
@@ -305,10 +384,20 @@ class = "export"
         assert!(e.contains("per_ip_per_min: must be above 0"), "{e}");
         let e = err("[[routes]]\npath = \"/x\"\nper_ip_per_minute = 3\n");
         assert!(e.contains("unknown field"), "{e}");
-        let e = err("[[routes]]\npath = \"/x\"\ndaily_quota = 3\n");
-        assert!(e.contains("not supported by the gateway yet"), "{e}");
+        let e = err("[[routes]]\npath = \"/x\"\ndaily_quota = 0\n");
+        assert!(
+            e.contains("routes[2] (/x).daily_quota: must be above 0"),
+            "{e}"
+        );
         let e = err("[quota]\nfree = 3\n");
-        assert!(e.contains("not supported by the gateway yet"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+        let e = err("[breaker]\nfailure_threshold = 0\n");
+        assert!(
+            e.contains("[breaker]: failure_threshold must be >= 1"),
+            "{e}"
+        );
+        let e = err("[breaker]\nopen_after = 3\n");
+        assert!(e.contains("unknown field"), "{e}");
         let e = Policy::parse(&BASE.replace("global_concurrency = 20", "global_concurrency = 0"))
             .unwrap_err()
             .to_string();
@@ -355,5 +444,7 @@ mod readme {
         assert_eq!((a.global_concurrency, a.per_user_concurrency), (20, 2));
         let per_ip: Vec<_> = p.routes.iter().map(|r| r.per_ip_per_min).collect();
         assert_eq!(per_ip, [Some(5), Some(10), Some(3)]);
+        let quotas: Vec<_> = p.routes.iter().map(|r| r.daily_quota).collect();
+        assert_eq!(quotas, [Some(3), None, None], "3 chats a day");
     }
 }

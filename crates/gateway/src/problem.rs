@@ -16,8 +16,10 @@ pub enum GatewayProblem {
     BadGateway,
     /// The app sent no response head in time (504 `gateway_timeout`).
     GatewayTimeout,
-    /// A protocol upgrade (WebSocket): not passed through yet (501 `upgrade_not_supported`).
+    /// A protocol upgrade other than WebSocket (h2c) (501 `upgrade_not_supported`).
     UpgradeNotSupported,
+    /// The breaker on the app is open (503 `circuit_open`; the caller adds `Retry-After`).
+    CircuitOpen,
 }
 
 impl GatewayProblem {
@@ -29,6 +31,7 @@ impl GatewayProblem {
             GatewayProblem::BadGateway => StatusCode::BAD_GATEWAY,
             GatewayProblem::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayProblem::UpgradeNotSupported => StatusCode::NOT_IMPLEMENTED,
+            GatewayProblem::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -40,6 +43,7 @@ impl GatewayProblem {
             GatewayProblem::BadGateway => "bad_gateway",
             GatewayProblem::GatewayTimeout => "gateway_timeout",
             GatewayProblem::UpgradeNotSupported => "upgrade_not_supported",
+            GatewayProblem::CircuitOpen => "circuit_open",
         }
     }
 
@@ -50,6 +54,7 @@ impl GatewayProblem {
             GatewayProblem::BadGateway => "The application could not be reached",
             GatewayProblem::GatewayTimeout => "The application did not answer in time",
             GatewayProblem::UpgradeNotSupported => "Protocol upgrades are not supported",
+            GatewayProblem::CircuitOpen => "The application is failing; calls to it are paused",
         }
     }
 

@@ -19,13 +19,16 @@ use futures_util::future::BoxFuture;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use tower::Service;
 
+use crate::breaker::AppBreaker;
 use crate::problem::GatewayProblem;
+use crate::tunnel;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -62,7 +65,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether the client asks to switch protocols (WebSocket, h2c).
+/// Whether the client asks to switch protocols (WebSocket, passed through; h2c, refused).
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         || headers
@@ -83,6 +86,10 @@ pub struct Proxy {
     base_path: String,
     first_byte_timeout: Duration,
     trusted: Vec<IpNet>,
+    /// The breaker on the app, if any.
+    breaker: Option<AppBreaker>,
+    /// A shadow route's proxy: an open breaker marks the request instead of refusing it.
+    shadow: bool,
 }
 
 impl Proxy {
@@ -107,6 +114,22 @@ impl Proxy {
             base_path,
             first_byte_timeout,
             trusted,
+            breaker: None,
+            shadow: false,
+        }
+    }
+
+    /// Every call to the app goes through `breaker`.
+    pub fn with_breaker(mut self, breaker: AppBreaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// The same proxy for a shadow route.
+    pub fn shadowed(&self) -> Self {
+        Proxy {
+            shadow: true,
+            ..self.clone()
         }
     }
 
@@ -146,9 +169,14 @@ impl Proxy {
     }
 
     async fn forward(self, mut req: Request<Body>) -> Response<Body> {
-        if is_upgrade(req.headers()) {
-            return GatewayProblem::UpgradeNotSupported.response();
-        }
+        let upgrade = if is_upgrade(req.headers()) {
+            if !tunnel::is_websocket(req.headers()) {
+                return GatewayProblem::UpgradeNotSupported.response();
+            }
+            Some(tunnel::client_side(&mut req))
+        } else {
+            None
+        };
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -160,6 +188,17 @@ impl Proxy {
         // The client speaks HTTP/1.1 to the app whatever the client spoke to us.
         *req.version_mut() = Version::HTTP_11;
         self.forward_headers(req.headers_mut(), peer);
+        if upgrade.is_some() {
+            tunnel::restore_request_headers(req.headers_mut());
+        }
+        match &self.breaker {
+            Some(b) => b.call(self.shadow, self.send(req, upgrade)).await,
+            None => self.send(req, upgrade).await,
+        }
+    }
+
+    /// Sends the rewritten request; the app's failures become the gateway's 502/504.
+    async fn send(&self, req: Request<Body>, upgrade: Option<OnUpgrade>) -> Response<Body> {
         match tokio::time::timeout(self.first_byte_timeout, self.client.request(req)).await {
             Err(_) => {
                 tracing::warn!(upstream = %self.upstream, "app sent no response head in time");
@@ -169,6 +208,7 @@ impl Proxy {
                 tracing::warn!(upstream = %self.upstream, error = %e, "app unreachable");
                 GatewayProblem::BadGateway.response()
             }
+            Ok(Ok(resp)) if let Some(client) = upgrade => tunnel::answer(client, resp),
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);

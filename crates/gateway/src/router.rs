@@ -2,7 +2,8 @@
 //! that route's limits, then the proxy.
 //!
 //! Each route gets its own stack of limiter-tower layers, outermost first: the per-address
-//! window (cheap refusals before anything else), the per-user window, then admission in the
+//! window (cheap refusals before anything else), the per-user window, the daily quota (before
+//! admission: a user with nothing left never takes a place in the queue), then admission in the
 //! route's class (the slot is held until the app's response body ends, so a streamed answer keeps
 //! it). A route's layers share one `LimitHandle`, in shadow mode when the route says so. Every
 //! route's admission draws from one fleet-wide queue, so classes compete in priority order.
@@ -25,10 +26,12 @@ use limiter_tower::{
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
+use crate::breaker::AppBreaker;
 use crate::identity::IdentityResolver;
 use crate::policy::{Policy, RoutePolicy};
 use crate::problem::GatewayProblem;
 use crate::proxy::Proxy;
+use crate::quota::{QuotaStore, RouteQuota};
 use crate::routes::{PathPattern, RouteMatch, first_match};
 
 /// A route's whole stack, boxed so that every route has one type.
@@ -48,8 +51,12 @@ pub struct RouteDeps {
     pub admission: Option<Admission>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
-    /// The proxy to the app.
+    /// The proxy to the app (through the breaker, if any).
     pub proxy: Proxy,
+    /// The breaker on the app, checked before the limits.
+    pub breaker: Option<AppBreaker>,
+    /// The daily quotas' store (when a route has one).
+    pub quota: Option<QuotaStore>,
 }
 
 struct Route {
@@ -66,6 +73,7 @@ pub struct Gateway {
     routes: Arc<[Route]>,
     /// `None`: unmatched requests are refused (404).
     fallback: Option<Proxy>,
+    breaker: Option<AppBreaker>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -92,9 +100,14 @@ fn route_stack(
     // routes on one path (different methods) apart.
     let name = |what: &str| format!("route{index}-{what}");
     let minute = Duration::from_secs(60);
-    // Built inside out: the proxy, then admission around it, then the windows, the per-address
-    // window last so that it runs first.
-    let mut svc: RouteService = BoxCloneSyncService::new(deps.proxy.clone());
+    // Built inside out: the proxy, then admission around it, the quota, then the windows, the
+    // per-address window last so that it runs first.
+    let proxy = if r.shadow {
+        deps.proxy.shadowed()
+    } else {
+        deps.proxy.clone()
+    };
+    let mut svc: RouteService = BoxCloneSyncService::new(proxy);
     if let (Some(class), Some(admission)) = (&r.class, &deps.admission) {
         let layer = AdmissionLayer::new(
             admission.clone(),
@@ -103,6 +116,17 @@ fn route_stack(
         )?
         .queue_timeout(queue_timeout)
         .handle(handle.clone());
+        svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
+    }
+    if let Some(limit) = r.daily_quota {
+        let store = deps.quota.clone().ok_or_else(|| {
+            LimiterError::InvalidArgument(format!(
+                "routes[{index}].daily_quota: no database to keep quotas in"
+            ))
+        })?;
+        let layer = RouteQuota::new(store, &r.name(), limit)
+            .layer(user_header.clone())
+            .handle(handle.clone());
         svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
     }
     if let Some(n) = r.per_user_per_min {
@@ -158,6 +182,7 @@ impl Gateway {
             identity,
             routes: routes.into(),
             fallback: (!policy.default.refuse).then(|| deps.proxy.clone()),
+            breaker: deps.breaker.clone(),
         })
     }
 }
@@ -178,6 +203,11 @@ impl Service<Request<Body>> for Gateway {
             req.method(),
             req.uri().path(),
         );
+        let shadow = found.is_some_and(|i| self.routes[i].shadow);
+        // An open breaker refuses before the limits: no quota spent, no slot taken.
+        if !shadow && let Some(refused) = self.breaker.as_ref().and_then(AppBreaker::refusal) {
+            return Box::pin(async { Ok(refused) });
+        }
         let service = match found {
             Some(i) => {
                 let route = &self.routes[i];
@@ -192,6 +222,9 @@ impl Service<Request<Body>> for Gateway {
                 None => return Box::pin(async { Ok(GatewayProblem::NotFound.response()) }),
             },
         };
-        Box::pin(service.oneshot(req))
+        Box::pin(async move {
+            let resp = service.oneshot(req).await?;
+            Ok(crate::tunnel::hold_while_open(resp))
+        })
     }
 }

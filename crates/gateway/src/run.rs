@@ -12,9 +12,11 @@ use ipnet::IpNet;
 use limiter_core::{Admission, AdmissionConfig, LimiterError, RedisConfig, RedisHandle};
 use tokio::net::TcpListener;
 
+use crate::breaker::AppBreaker;
 use crate::identity::IdentityResolver;
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::Proxy;
+use crate::quota::{Database, QuotaStore};
 use crate::router::{Gateway, RouteDeps};
 
 /// What the gateway shares with a `fleetgate serve` replica, mapped from its configuration.
@@ -29,6 +31,8 @@ pub struct Settings {
     /// The admission queue's fleet settings (group, lease and heartbeat, local fallback,
     /// waiters per user); classes, caps, queue length come from the policy.
     pub admission: AdmissionConfig,
+    /// PostgreSQL, for daily quotas; a policy with a `daily_quota` refuses to start without it.
+    pub database: Option<Database>,
     /// How long requests still running (an SSE stream, say) may go on after the shutdown signal
     /// before the gateway exits anyway.
     pub shutdown_grace: Duration,
@@ -46,6 +50,9 @@ pub enum GatewayError {
     /// The listener or the server failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A route has a daily quota and no database is configured, or it cannot be prepared.
+    #[error("daily quotas: {0}")]
+    Quota(String),
 }
 
 fn header(key: &str, name: &str) -> Result<HeaderName, PolicyError> {
@@ -77,6 +84,23 @@ fn identity(policy: &Policy) -> Result<IdentityResolver, PolicyError> {
 /// Builds the gateway service (routes, limits, proxy) from a checked policy.
 pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, GatewayError> {
     let redis = RedisHandle::new(&settings.redis)?;
+    let quota = if policy.needs_database() {
+        let Some(db) = &settings.database else {
+            return Err(GatewayError::Quota(
+                "a route has daily_quota, which needs PostgreSQL: set FLEETGATE_DATABASE_URL"
+                    .into(),
+            ));
+        };
+        let store = QuotaStore::open(db).await.map_err(|e| {
+            tracing::error!(error = %e, "quota database");
+            GatewayError::Quota(
+                "cannot prepare the quota table in the database of FLEETGATE_DATABASE_URL".into(),
+            )
+        })?;
+        Some(store)
+    } else {
+        None
+    };
     let admission = match &policy.admission {
         Some(a) => {
             let cfg = AdmissionConfig {
@@ -94,16 +118,23 @@ pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, Gate
         .upstream
         .parse()
         .map_err(|_| PolicyError::Invalid(format!("upstream: {:?}", policy.upstream)))?;
-    let proxy = Proxy::new(
-        &upstream,
-        Duration::from_millis(policy.upstream_timeout_ms),
-        settings.trusted_proxies.clone(),
-    );
+    let first_byte = Duration::from_millis(policy.upstream_timeout_ms);
+    let mut proxy = Proxy::new(&upstream, first_byte, settings.trusted_proxies.clone());
+    let breaker = if policy.breaker.enabled {
+        let b = AppBreaker::new(redis.clone(), &policy.breaker, first_byte)
+            .map_err(|e| PolicyError::Invalid(format!("[breaker]: {e}")))?;
+        proxy = proxy.with_breaker(b.clone());
+        Some(b)
+    } else {
+        None
+    };
     let deps = RouteDeps {
         redis,
+        breaker,
         admission,
         trusted_proxies: settings.trusted_proxies.clone(),
         proxy,
+        quota,
     };
     Ok(Gateway::new(policy, identity(policy)?, &deps)?)
 }

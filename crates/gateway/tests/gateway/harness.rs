@@ -73,6 +73,37 @@ fn fleetgate() -> &'static PathBuf {
     })
 }
 
+/// The machine's PostgreSQL (`FLEETGATE_TEST_DATABASE_URL`).
+pub fn database_url() -> String {
+    std::env::var("FLEETGATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The gateway's quota table, read directly (the test's own view of what was spent).
+pub async fn quota_store() -> gateway::QuotaStore {
+    gateway::QuotaStore::open(&gateway::Database {
+        url: database_url(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("quota store")
+}
+
+/// Waits (up to 10 s) until `user` has spent `n` today on `route`: refunds are settled in the
+/// background after the response.
+pub async fn wait_used(store: &gateway::QuotaStore, route: &str, user: &str, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let used = store.used_today(route, user).await.expect("used_today");
+        if used == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{user} spent {used}, not {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Kills the child when dropped.
 struct Proc(Child);
 
@@ -132,6 +163,16 @@ impl App {
             .expect("stats json")
     }
 
+    /// From now on `/work` answers 500 (`heal: false`), or normally again (`heal: true`).
+    pub async fn set_healthy(&self, heal: bool) {
+        let path = if heal { "heal" } else { "break" };
+        client()
+            .post(format!("{}/{path}", self.url()))
+            .send()
+            .await
+            .expect("break/heal");
+    }
+
     /// Lets every waiting `/sse` finish.
     pub async fn release(&self) {
         client()
@@ -165,6 +206,7 @@ pub fn command(policy: &str, prefix: &str, port: u16, env: &[(&str, &str)]) -> C
         .env("FLEETGATE_REDIS_URL", testkit::redis_url())
         .env("FLEETGATE_REDIS_PREFIX", prefix)
         .env_remove("FLEETGATE_CONFIG")
+        .env_remove("FLEETGATE_DATABASE_URL")
         .envs(env.iter().copied());
     cmd
 }

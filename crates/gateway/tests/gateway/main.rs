@@ -368,9 +368,8 @@ async fn hop_by_hop_headers_go_and_the_identity_header_is_the_verified_one() {
     // A token signed with another secret proves nothing: the forged header is removed.
     let (_, seen) = raw(gw.port, &request(&forged)).await;
     assert!(seen.get("x-fleetgate-user").is_none(), "{seen}");
-    // Upgrades are not passed through yet.
-    let up =
-        "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n";
+    // Upgrades other than WebSocket are not passed through.
+    let up = "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\n\r\n";
     let (head, doc) = raw(gw.port, up).await;
     assert!(head.starts_with("http/1.1 501"), "{head}");
     assert_eq!(doc["code"], "upgrade_not_supported");
@@ -437,4 +436,235 @@ async fn a_bad_policy_stops_the_gateway_with_the_key_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("routes[0] (/work).class"), "{err}");
+}
+
+#[tokio::test]
+async fn a_daily_quota_refuses_the_fourth_until_midnight_and_refunds_what_failed() {
+    // Counting across midnight would see the day reset under it.
+    tokio::time::sleep(testkit::wait_clear_of_utc_midnight(Duration::from_secs(
+        120,
+    )))
+    .await;
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        2,
+        "[[routes]]\npath = \"/work\"\ndaily_quota = 3\n",
+    );
+    let db = harness::database_url();
+    let env = [("FLEETGATE_DATABASE_URL", db.as_str())];
+    let gw = Gateway::start(&p, &testkit::unique_prefix("gw-quota"), &env).await;
+    let store = harness::quota_store().await;
+    let user = testkit::unique_prefix("quota-user");
+    let c = client();
+    let call = |query: &str| {
+        c.get(gw.url(&format!("/work?ms=0{query}")))
+            .header("x-user-id", &user)
+            .send()
+    };
+    // The app fails: the unit comes back.
+    assert_eq!(call("&status=500").await.unwrap().status(), 500);
+    harness::wait_used(&store, "* /work", &user, 0).await;
+    for i in 1..=3 {
+        assert_eq!(call("").await.unwrap().status(), 200);
+        harness::wait_used(&store, "* /work", &user, i).await;
+    }
+    let r = call("").await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let midnight = gateway::until_next_utc_midnight().as_secs();
+    assert!(retry.abs_diff(midnight) <= 2, "{retry} vs {midnight}");
+    assert_eq!(problem_code(r).await, "quota_exhausted");
+    // 1 failed + 3 served; the refused one never reached the app.
+    assert_eq!(app.stats().await["served"], 4);
+    // Another user has a day of their own.
+    let other = testkit::unique_prefix("quota-other");
+    let r = c.get(gw.url("/work?ms=0")).header("x-user-id", &other);
+    assert_eq!(r.send().await.unwrap().status(), 200);
+    // An app that cannot be reached at all (502) costs nothing either.
+    let dead = format!(
+        "upstream = \"http://127.0.0.1:{}\"\n[identity]\nheader = \"X-User-Id\"\n\
+         [[routes]]\npath = \"/work\"\ndaily_quota = 3\n",
+        testkit::free_port()
+    );
+    let gw = Gateway::start(&dead, &testkit::unique_prefix("gw-quota"), &env).await;
+    let lost = testkit::unique_prefix("quota-lost");
+    let r = c.get(gw.url("/work")).header("x-user-id", &lost);
+    assert_eq!(r.send().await.unwrap().status(), 502);
+    harness::wait_used(&store, "* /work", &lost, 0).await;
+}
+
+#[tokio::test]
+async fn a_daily_quota_without_a_database_stops_the_gateway_at_start() {
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        2,
+        "[[routes]]\npath = \"/work\"\ndaily_quota = 3\n",
+    );
+    let out = harness::command(&p, "unused", testkit::free_port(), &[])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("daily_quota") && err.contains("FLEETGATE_DATABASE_URL"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_breaker_opens_on_app_failures_fleet_wide_and_a_probe_closes_it() {
+    let app = App::start();
+    let p = format!(
+        "upstream = \"{}\"\n[breaker]\nfailure_threshold = 3\nopen_ms = 1000\n",
+        app.url()
+    );
+    let prefix = testkit::unique_prefix("gw-breaker");
+    let a = Gateway::start(&p, &prefix, &[]).await;
+    let b = Gateway::start(&p, &prefix, &[]).await;
+    let c = client();
+    let get = |gw: &Gateway| c.get(gw.url("/work?ms=0")).send();
+    app.set_healthy(false).await;
+    for _ in 0..3 {
+        assert_eq!(get(&a).await.unwrap().status(), 500);
+    }
+    // Open on both replicas: refused without reaching the app.
+    for gw in [&a, &b] {
+        let r = get(gw).await.unwrap();
+        assert_eq!(r.status(), 503);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&retry), "{retry}");
+        assert_eq!(problem_code(r).await, "circuit_open");
+    }
+    assert_eq!(app.stats().await["served"], 3);
+    app.set_healthy(true).await;
+    // Refused until the open period ends; then a probe reaches the app and closes the breaker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut refused = 0;
+    loop {
+        let r = get(&b).await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        refused += 1;
+        assert!(std::time::Instant::now() < deadline, "never closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused > 0,
+        "the probe went before the open period was over"
+    );
+    for gw in [&a, &b, &a] {
+        assert_eq!(get(gw).await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        app.stats().await["served"],
+        7,
+        "3 failures, the probe, 3 after it: no refused request reached the app"
+    );
+}
+
+/// Opens a WebSocket to `path` on `port` as `user` (the handshake by hand: RFC 6455's sample key,
+/// whose accept value the app must compute).
+async fn ws_open(port: u16, path: &str, user: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: app.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         X-User-Id: {user}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    s
+}
+
+/// Sends a masked client frame (`opcode`, short payload) on `s`.
+async fn ws_send(s: &mut tokio::net::TcpStream, opcode: u8, payload: &[u8]) {
+    let mask = [7u8, 1, 2, 3];
+    let mut frame = vec![0x80 | opcode, 0x80 | u8::try_from(payload.len()).unwrap()];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).await.unwrap();
+}
+
+/// Reads one short unmasked server frame: (opcode, payload).
+async fn ws_read(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    let read = async {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).await.unwrap();
+        let mut payload = vec![0; usize::from(h[1] & 0x7f)];
+        s.read_exact(&mut payload).await.unwrap();
+        (h[0] & 0x0f, payload)
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a frame within 10 s")
+}
+
+#[tokio::test]
+async fn a_websocket_passes_through_and_holds_its_slot_while_open() {
+    let app = App::start();
+    let routes = "[[routes]]\npath = \"/ws\"\nclass = \"chat\"\n\
+                  [[routes]]\npath = \"/work\"\nclass = \"chat\"\n";
+    let gw = Gateway::start(
+        &policy(&app, 4, 1, routes),
+        &testkit::unique_prefix("gw-ws"),
+        &[],
+    )
+    .await;
+    let mut ws = ws_open(gw.port, "/ws", "wsuser").await;
+    ws_send(&mut ws, 0x1, b"hello").await;
+    assert_eq!(ws_read(&mut ws).await, (0x1, b"hello".to_vec()));
+    assert_eq!(
+        app.stats().await["in_flight"],
+        1,
+        "the app holds the socket"
+    );
+    // The user's only slot is the socket's: the next request waits.
+    let c = client();
+    let next = c.get(gw.url("/work?ms=0")).header("x-user-id", "wsuser");
+    let next = tokio::spawn(async move { next.send().await.unwrap().status().as_u16() });
+    // Generous: a queued request makes no sound to wait on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !next.is_finished(),
+        "a second request ran beside the socket"
+    );
+    assert_eq!(app.stats().await["served"], 0);
+    // Still open: echo again, then close (code 1000); the app answers the close.
+    ws_send(&mut ws, 0x1, b"again").await;
+    assert_eq!(ws_read(&mut ws).await, (0x1, b"again".to_vec()));
+    ws_send(&mut ws, 0x8, &1000u16.to_be_bytes()).await;
+    assert_eq!(ws_read(&mut ws).await.0, 0x8);
+    let status = tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("the slot was freed when the socket closed")
+        .unwrap();
+    assert_eq!(status, 200);
+    let s = app.stats().await;
+    assert_eq!(s["max_per_user"]["wsuser"], 1, "{s}");
+    assert_eq!(s["served"], 2, "the socket and the request: {s}");
 }

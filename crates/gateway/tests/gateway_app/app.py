@@ -1,11 +1,15 @@
-"""A small app the gateway tests put behind `fleetgate gateway`: plain asyncio, no framework,
-not Rust. It is the independent observer: it counts its own in-flight requests, overall and per
+"""A small app the gateway tests put behind `fleetgate gateway`: plain asyncio, not Rust; its
+WebSocket side is the `websockets` package's protocol (scripts/requirements-test.txt). It is the independent observer: it counts its own in-flight requests, overall and per
 user (the X-Fleetgate-User header the gateway sets), and reports the maxima at GET /stats.
 
   GET  /stats         {"max_in_flight", "in_flight", "max_per_user": {user: n}, "served",
                        "order": users in the order their requests started}
   GET  /echo          the request headers it received, as JSON
-  ANY  /work?ms=N     holds the request N ms (default 300), then answers "ok"
+  ANY  /work?ms=N     holds the request N ms (default 300), then answers "ok"; with &status=S it
+                      answers S instead, and 500 while broken
+  POST /break         from now on /work answers 500 ("the app fails")
+  POST /heal          /work answers normally again
+  GET  /ws            WebSocket echo (counted in flight while open, like a request)
   GET  /sse           one SSE event at once, the next only after POST /release, then ends
   POST /release       lets every waiting /sse finish
 
@@ -13,10 +17,13 @@ Prints "PORT <n>" once listening on 127.0.0.1 (port 0: the OS picks).
 """
 import asyncio, json, sys
 from urllib.parse import urlsplit, parse_qs
+from websockets.frames import Opcode
+from websockets.server import ServerProtocol
 
 state = {"in_flight": 0, "max_in_flight": 0, "per_user": {}, "max_per_user": {}, "served": 0,
          "order": []}
 release = asyncio.Event()
+broken = False
 
 def enter(user):
     state["order"].append(user)
@@ -58,7 +65,44 @@ def respond(writer, status, body, ctype="text/plain", extra=""):
     writer.write((f"HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n"
                   f"{extra}connection: close\r\n\r\n").encode() + body)
 
+async def websocket(reader, writer, target, headers, user):
+    """Echoes text and binary messages until the client closes."""
+    proto = ServerProtocol()
+    # The protocol parses the handshake itself: hand it the request head again.
+    head = f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    proto.receive_data((head + "\r\n").encode("latin-1"))
+    resp = proto.accept(proto.events_received()[0])
+    proto.send_response(resp)
+    writer.write(b"".join(proto.data_to_send()))
+    await writer.drain()
+    if resp.status_code != 101:
+        return
+    enter(user)
+    try:
+        while True:
+            data = await reader.read(65536)
+            if data:
+                proto.receive_data(data)
+            else:
+                proto.receive_eof()
+            for frame in proto.events_received():
+                if frame.opcode == Opcode.TEXT:
+                    proto.send_text(frame.data)
+                elif frame.opcode == Opcode.BINARY:
+                    proto.send_binary(frame.data)
+            out = proto.data_to_send()
+            for chunk in out:
+                if chunk:
+                    writer.write(chunk)
+            await writer.drain()
+            # An empty chunk: the protocol is done with the connection (close handshake or EOF).
+            if not data or any(chunk == b"" for chunk in out):
+                return
+    finally:
+        leave(user)
+
 async def handle(reader, writer):
+    global broken
     try:
         method, target, headers = await read_request(reader)
         url = urlsplit(target)
@@ -70,6 +114,11 @@ async def handle(reader, writer):
             # Hop-by-hop fields of its own, which the gateway must not pass on to the client.
             respond(writer, "200 OK", json.dumps(headers), "application/json",
                     "keep-alive: timeout=5\r\nx-hop: secret\r\nconnection: x-hop\r\n")
+        elif url.path == "/ws":
+            await websocket(reader, writer, target, headers, user)
+        elif url.path in ("/break", "/heal"):
+            broken = url.path == "/break"
+            respond(writer, "200 OK", url.path[1:])
         elif url.path == "/release":
             release.set()
             respond(writer, "200 OK", "released")
@@ -88,13 +137,18 @@ async def handle(reader, writer):
             finally:
                 leave(user)
         elif url.path == "/work":
-            ms = int(parse_qs(url.query).get("ms", ["300"])[0])
+            query = parse_qs(url.query)
+            ms = int(query.get("ms", ["300"])[0])
+            status = int(query.get("status", ["500" if broken else "200"])[0])
             enter(user)
             try:
                 await asyncio.sleep(ms / 1000)
             finally:
                 leave(user)
-            respond(writer, "200 OK", "ok")
+            if status == 200:
+                respond(writer, "200 OK", "ok")
+            else:
+                respond(writer, f"{status} Failing", "fail")
         else:
             respond(writer, "404 Not Found", "app: no such path " + url.path)
         await writer.drain()
