@@ -5,7 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chat::Assistant;
-use limiter_core::{LimiterError, RedisHandle, SlidingWindow, WindowPolicy};
+use limiter_core::{LimiterError, RedisHandle, WindowPolicy};
+use limiter_tower::SlidingWindowLayer;
 
 use crate::admin::breakers::BreakerControl;
 use crate::admin::slot_holders::SlotHolders;
@@ -17,9 +18,13 @@ use crate::config::{Config, ConfigError};
 use crate::health::cache::HealthCache;
 use crate::health::stats::RequestStats;
 use crate::limits::admission::{Gate, RouteClass};
-use crate::limits::ip_limit::{IpLimitStats, IpRateLimitLayer};
+use crate::limits::ip_limit::{ClientKey, IpLimitStats, IpWindowObserver};
 use crate::limits::quota::{QuotaError, QuotaStore};
+use crate::limits::render::ApiRenderer;
 use crate::server::client_ip::ClientIpResolver;
+
+/// The per-IP window layer of a route class.
+pub type IpWindowLayer = SlidingWindowLayer<ClientKey>;
 
 /// Why a replica could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +52,9 @@ struct Inner {
     pseudonymizer: Pseudonymizer,
     health: HealthCache,
     client_ip: ClientIpResolver,
-    chat_limit: IpRateLimitLayer,
-    research_limit: IpRateLimitLayer,
-    export_limit: IpRateLimitLayer,
+    chat_limit: IpWindowLayer,
+    research_limit: IpWindowLayer,
+    export_limit: IpWindowLayer,
     ip_stats: Arc<IpLimitStats>,
     request_stats: RequestStats,
     slot_holders: SlotHolders,
@@ -129,12 +134,12 @@ impl AppState {
         .await?;
         let ip_stats = Arc::new(IpLimitStats::default());
         let l = &config.limits;
-        let layer = |class: RouteClass, per_min: u32| -> Result<IpRateLimitLayer, LimiterError> {
-            let w = SlidingWindow::new(
-                redis.clone(),
-                WindowPolicy::new(class.name(), per_min, Duration::from_secs(60)),
-            )?;
-            Ok(IpRateLimitLayer::new(w, l.fail_open, Arc::clone(&ip_stats)))
+        let layer = |class: RouteClass, per_min: u32| -> Result<IpWindowLayer, LimiterError> {
+            let policy = WindowPolicy::new(class.name(), per_min, Duration::from_secs(60));
+            Ok(SlidingWindowLayer::new(redis.clone(), policy, ClientKey)?
+                .fail_open(l.fail_open)
+                .renderer(ApiRenderer::Window)
+                .observer(IpWindowObserver::new(Arc::clone(&ip_stats))))
         };
         let chat_limit = layer(RouteClass::Chat, l.chat_per_ip_per_min)?;
         let research_limit = layer(RouteClass::Research, l.research_per_ip_per_min)?;
@@ -226,7 +231,7 @@ impl AppState {
         &self.inner.client_ip
     }
     /// The per-IP layer of a route class.
-    pub fn ip_limit(&self, class: RouteClass) -> &IpRateLimitLayer {
+    pub fn ip_limit(&self, class: RouteClass) -> &IpWindowLayer {
         match class {
             RouteClass::Chat => &self.inner.chat_limit,
             RouteClass::Research => &self.inner.research_limit,
