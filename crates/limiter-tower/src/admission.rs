@@ -132,6 +132,28 @@ impl<K, A: Admit> AdmissionLayer<K, A> {
         }
     }
 
+    /// Admits `key` in this layer's class as a request through the layer would be (same queue
+    /// timeout and refusals), for a handler that waits for its slot itself: a stream that
+    /// reports its queue positions (1-based, published to `positions`) while it waits, say.
+    /// Always enforces, whatever the handle's mode. Dropping the slot frees it.
+    pub async fn admit(
+        &self,
+        key: &str,
+        positions: Option<tokio::sync::watch::Sender<u32>>,
+    ) -> Result<(A::Slot, Admitted), LimitRejection> {
+        let s = &self.shared;
+        let deadline = Instant::now() + s.queue_timeout;
+        match s.admitter.admit(key, s.class, deadline, positions).await {
+            Ok(slot) => {
+                let admitted = Admitted {
+                    queued: A::queued(&slot),
+                };
+                Ok((slot, admitted))
+            }
+            Err(e) => Err(queue_retry(e, s.retry_after)),
+        }
+    }
+
     /// Longest wait in the queue.
     pub fn queue_timeout(self, timeout: Duration) -> Self {
         self.map(|s| s.queue_timeout = timeout)
