@@ -1,5 +1,5 @@
 //! The per-IP sliding window of each route class, built from limiter-tower's
-//! `SlidingWindowLayer` (see [`crate::state::AppState::ip_limit`]): the client key
+//! `SlidingWindowLayer` (built in `state.rs`, one per route class): the client key
 //! ([`ClientKey`]), and the counters, metrics and span of every decision ([`IpWindowObserver`],
 //! [`IpLimitStats`]).
 
