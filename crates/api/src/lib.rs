@@ -17,7 +17,9 @@
 //! Layout: `config/` (layered configuration: `env.rs` the table of variables, `sections.rs`,
 //! `validate.rs`, `http.rs` the connection limits, `secret.rs`, `cidr.rs`), `error.rs`
 //! (problem+json), `auth/` (the user and the admin token, `jwt.rs`, `admin_gate.rs` its throttle,
-//! `pseudonym.rs`), `limits/` (`ip_limit/`, `quota.rs`, `admission.rs`), `admin/` (`breakers.rs`,
+//! `pseudonym.rs`), `limits/` (`ip_limit/` the per-IP window's key, observer and counters, `quota.rs`,
+//! `admission.rs`, `slots.rs` and `user_key.rs` for limiter-tower's admission layer, `render.rs`
+//! the layers' refusals), `admin/` (`breakers.rs`,
 //! `fleet_view.rs` + `fleet_status.rs`, `slot_holders.rs`), `health/` (`report.rs`, `check.rs`,
 //! `cache.rs`, `stats.rs`), `server/` (`mod.rs` with `app` and `run`, `connection.rs`,
 //! `client_ip.rs`, `json.rs`, `request_id.rs`, `middleware.rs`), `routes/` (one file per route

@@ -5,7 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chat::Assistant;
-use limiter_core::{LimiterError, RedisHandle, SlidingWindow, WindowPolicy};
+use limiter_core::{LimiterError, RedisHandle, WindowPolicy};
+use limiter_tower::{AdmissionLayer, SlidingWindowLayer};
 
 use crate::admin::breakers::BreakerControl;
 use crate::admin::slot_holders::SlotHolders;
@@ -17,9 +18,18 @@ use crate::config::{Config, ConfigError};
 use crate::health::cache::HealthCache;
 use crate::health::stats::RequestStats;
 use crate::limits::admission::{Gate, RouteClass};
-use crate::limits::ip_limit::{IpLimitStats, IpRateLimitLayer};
+use crate::limits::ip_limit::{ClientKey, IpLimitStats, IpWindowObserver};
 use crate::limits::quota::{QuotaError, QuotaStore};
+use crate::limits::render::ApiRenderer;
+use crate::limits::slots::SlotSource;
+use crate::limits::user_key::UserKey;
 use crate::server::client_ip::ClientIpResolver;
+
+/// The per-IP window layer of a route class.
+pub type IpWindowLayer = SlidingWindowLayer<ClientKey>;
+
+/// The admission layer of a route class.
+pub type AdmissionLimit = AdmissionLayer<UserKey, SlotSource>;
 
 /// Why a replica could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +57,10 @@ struct Inner {
     pseudonymizer: Pseudonymizer,
     health: HealthCache,
     client_ip: ClientIpResolver,
-    chat_limit: IpRateLimitLayer,
-    research_limit: IpRateLimitLayer,
-    export_limit: IpRateLimitLayer,
+    chat_limit: IpWindowLayer,
+    research_limit: IpWindowLayer,
+    export_limit: IpWindowLayer,
+    admission: [AdmissionLimit; 3],
     ip_stats: Arc<IpLimitStats>,
     request_stats: RequestStats,
     slot_holders: SlotHolders,
@@ -129,16 +140,30 @@ impl AppState {
         .await?;
         let ip_stats = Arc::new(IpLimitStats::default());
         let l = &config.limits;
-        let layer = |class: RouteClass, per_min: u32| -> Result<IpRateLimitLayer, LimiterError> {
-            let w = SlidingWindow::new(
-                redis.clone(),
-                WindowPolicy::new(class.name(), per_min, Duration::from_secs(60)),
-            )?;
-            Ok(IpRateLimitLayer::new(w, l.fail_open, Arc::clone(&ip_stats)))
+        let layer = |class: RouteClass, per_min: u32| -> Result<IpWindowLayer, LimiterError> {
+            let policy = WindowPolicy::new(class.name(), per_min, Duration::from_secs(60));
+            Ok(SlidingWindowLayer::new(redis.clone(), policy, ClientKey)?
+                .fail_open(l.fail_open)
+                .renderer(ApiRenderer::Window)
+                .observer(IpWindowObserver::new(Arc::clone(&ip_stats))))
         };
         let chat_limit = layer(RouteClass::Chat, l.chat_per_ip_per_min)?;
         let research_limit = layer(RouteClass::Research, l.research_per_ip_per_min)?;
         let export_limit = layer(RouteClass::Export, l.export_per_ip_per_min)?;
+        let slot_holders = SlotHolders::default();
+        let slots = SlotSource::new(gate.clone(), slot_holders.clone());
+        let admission = |class: RouteClass| -> Result<AdmissionLimit, LimiterError> {
+            Ok(
+                AdmissionLayer::with_admitter(slots.clone(), class.name(), UserKey)?
+                    .queue_timeout(config.queue_timeout())
+                    .renderer(ApiRenderer::Admission),
+            )
+        };
+        let admission = [
+            admission(RouteClass::Chat)?,
+            admission(RouteClass::Research)?,
+            admission(RouteClass::Export)?,
+        ];
         let client_ip = ClientIpResolver::new(config.trusted_proxies()?);
         let token = config.auth.admin_token.as_ref().map(AdminToken::new);
         if token.is_none() {
@@ -162,9 +187,10 @@ impl AppState {
                 chat_limit,
                 research_limit,
                 export_limit,
+                admission,
                 ip_stats,
                 request_stats: RequestStats::default(),
-                slot_holders: SlotHolders::default(),
+                slot_holders,
                 shutting_down: AtomicBool::new(false),
             }),
         })
@@ -226,12 +252,16 @@ impl AppState {
         &self.inner.client_ip
     }
     /// The per-IP layer of a route class.
-    pub fn ip_limit(&self, class: RouteClass) -> &IpRateLimitLayer {
+    pub fn ip_limit(&self, class: RouteClass) -> &IpWindowLayer {
         match class {
             RouteClass::Chat => &self.inner.chat_limit,
             RouteClass::Research => &self.inner.research_limit,
             RouteClass::Export => &self.inner.export_limit,
         }
+    }
+    /// The admission layer of a route class (its slots from [`AppState::gate`]).
+    pub fn admission(&self, class: RouteClass) -> &AdmissionLimit {
+        &self.inner.admission[class as usize]
     }
     /// Per-IP counters.
     pub fn ip_stats(&self) -> &IpLimitStats {

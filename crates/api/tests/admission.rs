@@ -121,3 +121,69 @@ async fn client_gone_while_queued_gets_its_query_back() {
     assert_eq!(running.await.unwrap().status(), 200);
     assert_eq!(store.remaining("gone-a").await.unwrap(), 2);
 }
+
+/// research goes through the same fleet-wide queue as chat (the admission layer), and its body is
+/// read and checked before it: a malformed request is answered at once, never queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn research_queues_for_a_slot_and_a_bad_body_never_does() {
+    let db = TestDb::create().await;
+    let prefix = testkit::unique_prefix("adm-r");
+    let mut cfg = config(&db, &prefix);
+    cfg.admission.max_concurrent_global = 1;
+    cfg.admission.max_concurrent_per_user = 1;
+    cfg.admission.queue_timeout_ms = 1500;
+    cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
+    migrate(&cfg).await;
+    let fake = FakeAssistant::new(Duration::from_secs(20), usize::MAX, Mode::Answer);
+    let server = Server::start(cfg, fake.clone()).await;
+    let c = client();
+    let holder = {
+        let c = c.clone();
+        let url = server.url("/api/chat");
+        tokio::spawn(async move {
+            c.post(url)
+                .bearer_auth(token("adm-r-a"))
+                .header("x-forwarded-for", "192.0.2.11")
+                .json(&serde_json::json!({"message": "q"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    assert!(fake.wait_in_flight(1, Duration::from_secs(10)).await);
+    let research = |user: &'static str, ip: &'static str, query: &'static str| {
+        c.post(server.url("/api/research"))
+            .bearer_auth(token(user))
+            .header("x-forwarded-for", ip)
+            .json(&serde_json::json!({"query": query}))
+            .send()
+    };
+    // The only slot is held: a blank query is still answered at once.
+    let started = tokio::time::Instant::now();
+    let bad = research("adm-r-b", "192.0.2.12", "  ").await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(problem_code(bad).await, "invalid_request");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "a malformed request waited {:?}",
+        started.elapsed()
+    );
+    // A good one waits in the research class (seen in the fleet's queue) until its timeout.
+    let waiting = tokio::spawn(research("adm-r-c", "192.0.2.13", "aspirin"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen_waiting = false;
+    while !seen_waiting && tokio::time::Instant::now() < deadline {
+        seen_waiting = server.state.gate().stats().await.unwrap().waiting.research == 1;
+        if !seen_waiting {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert!(seen_waiting, "the research request never queued");
+    let timed_out = waiting.await.unwrap().unwrap();
+    assert_eq!(timed_out.status(), 503);
+    assert!(timed_out.headers().contains_key("retry-after"));
+    assert_eq!(problem_code(timed_out).await, "queue_timeout");
+    fake.release();
+    assert_eq!(holder.await.unwrap(), 200);
+}

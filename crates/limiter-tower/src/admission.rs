@@ -10,29 +10,31 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
-use limiter_core::{Admission, Class, LimiterError, Permit, Rejection};
+use limiter_core::{Admission, Class, LimiterError};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use crate::admit::QUEUE_RETRY_AFTER;
 use crate::body::BodyGuard;
 use crate::mode::mark_shadow;
 use crate::reject::rendered;
 use crate::{
-    KeyExtractor, LimitBody, LimitHandle, LimitRejection, Mode, ProblemJson, RejectionRenderer,
+    Admit, Admitted, KeyExtractor, LimitBody, LimitHandle, LimitRejection, Mode, ProblemJson,
+    RejectionRenderer,
 };
 
-/// Holds the slot until the body is done with it (dropping the permit releases it fleet-wide).
-struct PermitGuard {
-    _permit: Permit,
+/// Holds the slot until the body is done with it (dropping the slot releases it fleet-wide).
+struct SlotGuard<T> {
+    _slot: T,
 }
 
-impl BodyGuard for PermitGuard {
+impl<T: Send + 'static> BodyGuard for SlotGuard<T> {
     fn end(self: Box<Self>, _ok: bool) {}
 }
 
 #[derive(Debug)]
-struct Shared<K> {
-    admission: Admission,
+struct Shared<K, A> {
+    admitter: A,
     class: Class,
     key: K,
     queue_timeout: Duration,
@@ -40,7 +42,6 @@ struct Shared<K> {
     renderer: Arc<dyn RejectionRenderer>,
     handle: LimitHandle,
 }
-
 /// Builds [`AdmissionService`]s admitting requests through one class of an admission queue.
 ///
 /// The queue (`limiter_core::Admission`) is shared by every layer built over it: give each route
@@ -73,12 +74,15 @@ struct Shared<K> {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// The slots come from limiter-core's [`Admission`] by default; [`AdmissionLayer::with_admitter`]
+/// takes any [`Admit`] instead (a wrapper counting or tracing them, say).
 #[derive(Debug)]
-pub struct AdmissionLayer<K> {
-    shared: Arc<Shared<K>>,
+pub struct AdmissionLayer<K, A = Admission> {
+    shared: Arc<Shared<K, A>>,
 }
 
-impl<K> Clone for AdmissionLayer<K> {
+impl<K, A> Clone for AdmissionLayer<K, A> {
     fn clone(&self) -> Self {
         AdmissionLayer {
             shared: Arc::clone(&self.shared),
@@ -86,29 +90,36 @@ impl<K> Clone for AdmissionLayer<K> {
     }
 }
 
-impl<K> AdmissionLayer<K> {
+impl<K> AdmissionLayer<K, Admission> {
     /// Admits in the class named `class` (one of the queue's configured classes), keyed by `key`
     /// for the per-key cap. Queue timeout 60 s, `Retry-After` 10 s on refusals.
     pub fn new(admission: Admission, class: &str, key: K) -> Result<Self, LimiterError> {
-        let Some(c) = admission.classes().get(class) else {
+        Self::with_admitter(admission, class, key)
+    }
+}
+
+impl<K, A: Admit> AdmissionLayer<K, A> {
+    /// Like [`AdmissionLayer::new`], taking slots from `admitter`.
+    pub fn with_admitter(admitter: A, class: &str, key: K) -> Result<Self, LimiterError> {
+        let Some(c) = admitter.classes().get(class) else {
             return Err(LimiterError::InvalidArgument(format!(
                 "admission class {class:?} is not configured"
             )));
         };
         Ok(AdmissionLayer {
             shared: Arc::new(Shared {
-                admission,
+                admitter,
                 class: c,
                 key,
                 queue_timeout: Duration::from_secs(60),
-                retry_after: Duration::from_secs(10),
+                retry_after: QUEUE_RETRY_AFTER,
                 renderer: Arc::new(ProblemJson::default()),
                 handle: LimitHandle::new(),
             }),
         })
     }
 
-    fn map(self, f: impl FnOnce(&mut Shared<K>)) -> Self {
+    fn map(self, f: impl FnOnce(&mut Shared<K, A>)) -> Self {
         match Arc::try_unwrap(self.shared) {
             Ok(mut s) => {
                 f(&mut s);
@@ -118,6 +129,28 @@ impl<K> AdmissionLayer<K> {
             }
             // Options are set while building, before any clone exists.
             Err(shared) => AdmissionLayer { shared },
+        }
+    }
+
+    /// Admits `key` in this layer's class as a request through the layer would be (same queue
+    /// timeout and refusals), for a handler that waits for its slot itself: a stream that
+    /// reports its queue positions (1-based, published to `positions`) while it waits, say.
+    /// Always enforces, whatever the handle's mode. Dropping the slot frees it.
+    pub async fn admit(
+        &self,
+        key: &str,
+        positions: Option<tokio::sync::watch::Sender<u32>>,
+    ) -> Result<(A::Slot, Admitted), LimitRejection> {
+        let s = &self.shared;
+        let deadline = Instant::now() + s.queue_timeout;
+        match s.admitter.admit(key, s.class, deadline, positions).await {
+            Ok(slot) => {
+                let admitted = Admitted {
+                    queued: A::queued(&slot),
+                };
+                Ok((slot, admitted))
+            }
+            Err(e) => Err(queue_retry(e, s.retry_after)),
         }
     }
 
@@ -142,8 +175,8 @@ impl<K> AdmissionLayer<K> {
     }
 }
 
-impl<S, K> Layer<S> for AdmissionLayer<K> {
-    type Service = AdmissionService<S, K>;
+impl<S, K, A> Layer<S> for AdmissionLayer<K, A> {
+    type Service = AdmissionService<S, K, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
         AdmissionService {
@@ -173,12 +206,12 @@ impl<S, K> Layer<S> for AdmissionLayer<K> {
 /// # }
 /// ```
 #[derive(Debug)]
-pub struct AdmissionService<S, K> {
+pub struct AdmissionService<S, K, A = Admission> {
     inner: S,
-    shared: Arc<Shared<K>>,
+    shared: Arc<Shared<K, A>>,
 }
 
-impl<S: Clone, K> Clone for AdmissionService<S, K> {
+impl<S: Clone, K, A> Clone for AdmissionService<S, K, A> {
     fn clone(&self) -> Self {
         AdmissionService {
             inner: self.inner.clone(),
@@ -187,26 +220,19 @@ impl<S: Clone, K> Clone for AdmissionService<S, K> {
     }
 }
 
-fn rejection(r: &Rejection, retry_after: Duration) -> LimitRejection {
+/// `r` with the layer's `Retry-After` on queue refusals.
+fn queue_retry(r: LimitRejection, retry_after: Duration) -> LimitRejection {
     match r {
-        Rejection::Timeout { .. } => LimitRejection::QueueTimeout { retry_after },
-        Rejection::Full => LimitRejection::QueueFull { retry_after },
-        Rejection::UserQueueFull => LimitRejection::UserQueueFull { retry_after },
-        Rejection::Reset | Rejection::ShuttingDown | Rejection::Unavailable(_) => {
-            LimitRejection::Unavailable {
-                retry_after: Duration::from_secs(1),
-            }
-        }
-        // Redis stayed out of reach past the time this replica's slots are surely counted there:
-        // it refuses until Redis answers, which takes longer than a queue reset.
-        Rejection::OutageTooLong => LimitRejection::Unavailable {
-            retry_after: Duration::from_secs(5),
-        },
+        LimitRejection::QueueTimeout { .. } => LimitRejection::QueueTimeout { retry_after },
+        LimitRejection::QueueFull { .. } => LimitRejection::QueueFull { retry_after },
+        LimitRejection::UserQueueFull { .. } => LimitRejection::UserQueueFull { retry_after },
+        other => other,
     }
 }
 
-impl<S, K, ReqB, ResB> Service<Request<ReqB>> for AdmissionService<S, K>
+impl<S, K, A, ReqB, ResB> Service<Request<ReqB>> for AdmissionService<S, K, A>
 where
+    A: Admit,
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
@@ -222,7 +248,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let mut inner = crate::take_ready(&mut self.inner);
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
@@ -248,17 +274,14 @@ where
                 Mode::Shadow => Instant::now(),
                 _ => Instant::now() + shared.queue_timeout,
             };
-            let permit = match shared
-                .admission
-                .admit(key.as_bytes(), shared.class, deadline)
+            let slot = match shared
+                .admitter
+                .admit(&key, shared.class, deadline, None)
                 .await
             {
-                Ok(p) => p,
+                Ok(s) => s,
                 Err(e) => {
-                    if let Rejection::Unavailable(cause) = &e {
-                        tracing::warn!(error = %cause, "admission unavailable");
-                    }
-                    let r = rejection(&e, shared.retry_after);
+                    let r = queue_retry(e, shared.retry_after);
                     if mode == Mode::Enforce {
                         return Ok(rendered(&*shared.renderer, &r));
                     }
@@ -268,9 +291,12 @@ where
                     return Ok(resp);
                 }
             };
-            // If the handler fails (or this future is dropped), the permit drops here, released.
+            req.extensions_mut().insert(Admitted {
+                queued: A::queued(&slot),
+            });
+            // If the handler fails (or this future is dropped), the slot drops here, released.
             let resp = inner.call(req).await?;
-            Ok(resp.map(|b| LimitBody::guarded(b, Box::new(PermitGuard { _permit: permit }))))
+            Ok(resp.map(|b| LimitBody::guarded(b, Box::new(SlotGuard { _slot: slot }))))
         })
     }
 }

@@ -20,7 +20,9 @@
 //!
 //! Layout: `key.rs` (key extractors; `key/client_ip.rs`, `key/jwt.rs`), `reject.rs` (refusals
 //! and their rendering), `body.rs` (the response-body wrapper that holds a guard until the body
-//! ends), `mode.rs` ([`LimitHandle`]),
+//! ends), `mode.rs` ([`LimitHandle`]), `observe.rs` ([`DecisionObserver`]: a window's decisions for
+//! the service's own counters and spans),
+//! `admit.rs` ([`Admit`]: where admission slots come from),
 //! `window.rs`, `admission.rs`, `quota.rs`, `outbound.rs` (one layer each, with its service).
 //!
 //! Each layer follows tower's shape (`XLayer` builds `XService`, generic over the inner service
@@ -50,21 +52,25 @@
 #![warn(missing_docs)]
 
 mod admission;
+mod admit;
 mod body;
 mod key;
 mod mode;
+mod observe;
 mod outbound;
 mod quota;
 mod reject;
 mod window;
 
 pub use admission::{AdmissionLayer, AdmissionService};
+pub use admit::{Admit, Admitted};
 pub use body::LimitBody;
 pub use key::{
     ClientIpKey, ConstantKey, EmptySecret, ForwardedForError, HeaderKey, JwtClaimKey, KeyExtractor,
     PeerAddr,
 };
 pub use mode::{LimitHandle, Mode, SHADOW_HEADER};
+pub use observe::{DecisionObserver, WindowDecision};
 pub use outbound::{OutboundError, OutboundLayer, OutboundService};
 pub use quota::{QuotaDenied, QuotaHook, QuotaLayer, QuotaService};
 pub use reject::{LimitRejection, ProblemJson, RejectionRenderer};

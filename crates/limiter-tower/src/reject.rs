@@ -51,8 +51,14 @@ pub enum LimitRejection {
     /// The [`crate::KeyExtractor`] found no key: the request does not say who it is for
     /// (400 `invalid_request`).
     NoKey,
-    /// The limiter could not decide (Redis unreachable with fail-closed, the replica shutting
-    /// down, the queue reset) (503 `service_unavailable`).
+    /// This replica is shutting down and admits no more requests; another replica will
+    /// (503 `service_unavailable`).
+    ShuttingDown {
+        /// Suggested wait.
+        retry_after: Duration,
+    },
+    /// The limiter could not decide (Redis unreachable with fail-closed, the queue reset)
+    /// (503 `service_unavailable`).
     Unavailable {
         /// Suggested wait.
         retry_after: Duration,
@@ -69,6 +75,7 @@ impl LimitRejection {
             LimitRejection::NoKey => StatusCode::BAD_REQUEST,
             LimitRejection::QueueTimeout { .. }
             | LimitRejection::QueueFull { .. }
+            | LimitRejection::ShuttingDown { .. }
             | LimitRejection::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -82,7 +89,9 @@ impl LimitRejection {
             LimitRejection::UserQueueFull { .. } => "user_queue_full",
             LimitRejection::QuotaExhausted { .. } => "quota_exhausted",
             LimitRejection::NoKey => "invalid_request",
-            LimitRejection::Unavailable { .. } => "service_unavailable",
+            LimitRejection::ShuttingDown { .. } | LimitRejection::Unavailable { .. } => {
+                "service_unavailable"
+            }
         }
     }
 
@@ -95,6 +104,7 @@ impl LimitRejection {
             LimitRejection::UserQueueFull { .. } => "Too many of your requests are waiting",
             LimitRejection::QuotaExhausted { .. } => "Quota exhausted",
             LimitRejection::NoKey => "Request not identifiable",
+            LimitRejection::ShuttingDown { .. } => "Server shutting down",
             LimitRejection::Unavailable { .. } => "Service temporarily unavailable",
         }
     }
@@ -106,6 +116,7 @@ impl LimitRejection {
             | LimitRejection::QueueTimeout { retry_after }
             | LimitRejection::QueueFull { retry_after }
             | LimitRejection::UserQueueFull { retry_after }
+            | LimitRejection::ShuttingDown { retry_after }
             | LimitRejection::Unavailable { retry_after } => Some(*retry_after),
             LimitRejection::QuotaExhausted { retry_after } => *retry_after,
             LimitRejection::NoKey => None,

@@ -12,11 +12,14 @@ use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Request, Response};
 use limiter_core::{CachedWindow, LimiterError, RedisHandle, SlidingWindow, WindowPolicy};
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use crate::mode::mark_shadow;
+use crate::observe::NoObserver;
 use crate::reject::{rendered, secs_ceil};
 use crate::{
-    KeyExtractor, LimitBody, LimitHandle, LimitRejection, Mode, ProblemJson, RejectionRenderer,
+    DecisionObserver, KeyExtractor, LimitBody, LimitHandle, LimitRejection, Mode, ProblemJson,
+    RejectionRenderer, WindowDecision,
 };
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -47,6 +50,7 @@ struct Shared<K> {
     window: RwLock<Arc<CachedWindow>>,
     key: K,
     renderer: Arc<dyn RejectionRenderer>,
+    observer: Arc<dyn DecisionObserver>,
     handle: LimitHandle,
     fail_open: bool,
     configured_limit: u32,
@@ -137,6 +141,7 @@ impl<K> SlidingWindowLayer<K> {
                 window: RwLock::new(Arc::new(CachedWindow::new(window))),
                 key,
                 renderer: Arc::new(ProblemJson::default()),
+                observer: Arc::new(NoObserver),
                 handle: LimitHandle::new(),
                 fail_open: true,
                 configured_limit,
@@ -171,6 +176,11 @@ impl<K> SlidingWindowLayer<K> {
     /// Reads the mode and the limit override from `handle`.
     pub fn handle(self, handle: LimitHandle) -> Self {
         self.map(|s| s.handle = handle)
+    }
+
+    /// Tells `observer` every decision (for the service's counters, metrics and spans).
+    pub fn observer(self, observer: impl DecisionObserver) -> Self {
+        self.map(|s| s.observer = Arc::new(observer))
     }
 }
 
@@ -249,22 +259,34 @@ where
             let policy = window.window().policy();
             let mut headers = vec![(RATELIMIT_POLICY, policy_header(policy))];
             let mut shadow = None;
+            let observer = &shared.observer;
+            let span = observer.window_span(policy);
+            let decided = |d: WindowDecision| observer.window_decided(policy, &d, &span);
             match shared.key.key(&req) {
                 None => {
+                    decided(WindowDecision::NoKey);
                     let r = LimitRejection::NoKey;
                     if mode == Mode::Enforce {
                         return Ok(rendered(&*shared.renderer, &r));
                     }
                     shadow = Some(r.code());
                 }
-                Some(key) => match window.check(key.as_bytes()).await {
+                Some(key) => match window.check(key.as_bytes()).instrument(span.clone()).await {
                     Ok((d, _)) if d.allowed => {
+                        decided(WindowDecision::Allowed {
+                            remaining: d.remaining,
+                            reset: d.reset,
+                        });
                         headers.push((
                             RATELIMIT,
                             ratelimit_header(&policy.name, d.remaining, d.reset),
                         ));
                     }
-                    Ok((d, _cached)) => {
+                    Ok((d, cached)) => {
+                        decided(WindowDecision::Denied {
+                            retry_after: d.retry_after,
+                            cached,
+                        });
                         headers.push((RATELIMIT, ratelimit_header(&policy.name, 0, d.retry_after)));
                         let r = LimitRejection::RateLimited {
                             retry_after: d.retry_after,
@@ -280,6 +302,9 @@ where
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, policy = %policy.name, "sliding window unavailable");
+                        decided(WindowDecision::Unavailable {
+                            admitted: shared.fail_open,
+                        });
                         if !shared.fail_open {
                             let r = LimitRejection::Unavailable {
                                 retry_after: Duration::from_secs(1),

@@ -57,6 +57,11 @@ impl RouteClass {
     fn class(self) -> Class {
         Class::new(self as u8)
     }
+
+    /// The route class of a queue class (`None` for one the service does not configure).
+    pub fn of(class: Class) -> Option<RouteClass> {
+        RouteClass::ALL.into_iter().find(|c| c.class() == class)
+    }
 }
 
 /// Records how a wait for a slot ended (span fields, decision counter, wait histogram); a wait
@@ -425,6 +430,11 @@ impl Gate {
                 return inner.outstanding.load(Ordering::Acquire) == 0;
             }
         }
+    }
+
+    /// The queue's classes, highest priority first.
+    pub fn classes(&self) -> &limiter_core::Classes {
+        self.inner.admission.classes()
     }
 
     /// This replica's id in the fleet registry (its leases and waiters carry it).

@@ -27,20 +27,21 @@ use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::guard::admit_watched;
-use super::{TicketGuard, admit};
+use super::TicketGuard;
+use super::parsed::{Checked, Parsed};
+use crate::admin::slot_holders::HeldSlot;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::limits::admission::RouteClass;
 use crate::limits::quota::Spend;
-use crate::server::json::ValidJson;
+use crate::limits::render::ApiRenderer;
 use crate::state::AppState;
 
 /// Longest accepted message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 4000;
 
 /// A chat question.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ChatBody {
     /// The question.
     #[schema(min_length = 1, max_length = 4000, pattern = r"\S")]
@@ -94,6 +95,54 @@ pub fn validate(body: &ChatBody) -> Result<(), ApiError> {
     Ok(())
 }
 
+impl Checked for ChatBody {
+    fn check(&self) -> Result<(), ApiError> {
+        validate(self)
+    }
+}
+
+/// The limits the chat route applies itself (its stream reports queue positions while it waits,
+/// so it takes its slot through the admission layer's own code rather than as a layer). The
+/// router sets them ([`crate::server::Limits`]); a route without them applies both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatLimits {
+    /// Spend a query of the daily quota.
+    pub quota: bool,
+    /// Wait for a slot.
+    pub admission: bool,
+}
+
+impl ChatLimits {
+    fn of(ext: Option<axum::Extension<ChatLimits>>) -> ChatLimits {
+        ext.map_or(
+            ChatLimits {
+                quota: true,
+                admission: true,
+            },
+            |e| e.0,
+        )
+    }
+}
+
+/// A slot for `user` through the chat admission layer (none when the route is built without
+/// admission), and how long it took.
+async fn admit(
+    state: &AppState,
+    limits: ChatLimits,
+    user: &str,
+    positions: Option<watch::Sender<u32>>,
+) -> Result<(Option<HeldSlot>, std::time::Duration), ApiError> {
+    if !limits.admission {
+        return Ok((None, std::time::Duration::ZERO));
+    }
+    state
+        .admission(RouteClass::Chat)
+        .admit(user, positions)
+        .await
+        .map(|(slot, admitted)| (Some(slot), admitted.queued()))
+        .map_err(|r| ApiRenderer::Admission.api_error(&r))
+}
+
 /// Answers a question.
 #[utoipa::path(
     post,
@@ -118,21 +167,30 @@ pub async fn chat(
     State(state): State<AppState>,
     user: AuthUser,
     headers: HeaderMap,
-    ValidJson(body): ValidJson<ChatBody>,
+    limits: Option<axum::Extension<ChatLimits>>,
+    Parsed(body): Parsed<ChatBody>,
 ) -> Result<Response, ApiError> {
-    validate(&body)?;
+    let limits = ChatLimits::of(limits);
     if state.is_shutting_down() {
-        return Err(super::guard::shutting_down());
+        return Err(ApiRenderer::Admission.api_error(
+            &limiter_tower::LimitRejection::ShuttingDown {
+                retry_after: std::time::Duration::from_secs(1),
+            },
+        ));
     }
     // Layer 3 before layer 2: an exhausted user never occupies a place in the queue.
-    let spend = state.quota().spend(&user.id).await.map_err(|e| {
-        ApiError::unavailable("the quota service is unavailable; no query was counted", e)
-    })?;
-    let mut ticket = match spend {
-        Spend::Spent(t) => TicketGuard::new(state.quota().clone(), t),
-        Spend::Exhausted { limit, retry_after } => {
-            return Err(ApiError::QuotaExhausted { retry_after, limit });
+    let mut ticket = if limits.quota {
+        let spend = state.quota().spend(&user.id).await.map_err(|e| {
+            ApiError::unavailable("the quota service is unavailable; no query was counted", e)
+        })?;
+        match spend {
+            Spend::Spent(t) => TicketGuard::new(state.quota().clone(), t),
+            Spend::Exhausted { limit, retry_after } => {
+                return Err(ApiError::QuotaExhausted { retry_after, limit });
+            }
         }
+    } else {
+        TicketGuard::unspent(state.quota().clone())
     };
     let wants_stream = headers
         .get(header::ACCEPT)
@@ -140,9 +198,9 @@ pub async fn chat(
         .is_some_and(|v| v.contains("text/event-stream"));
     if wants_stream {
         let request_id = super::request_id(&headers);
-        return Ok(stream(state, user, body, ticket, request_id).into_response());
+        return Ok(stream(state, limits, user, body, ticket, request_id).into_response());
     }
-    let slot = match admit(&state, &user.id, RouteClass::Chat).await {
+    let (slot, queued) = match admit(&state, limits, &user.id, None).await {
         Ok(s) => s,
         Err(e) => {
             ticket.refund().await;
@@ -153,7 +211,7 @@ pub async fn chat(
     let ctx = ChatContext {
         user_id: user.id.clone(),
         user_hash: user.hashed_id(),
-        queued: slot.queued(),
+        queued,
         queries_remaining: Some(remaining),
         request_id: super::request_id(&headers),
     };
@@ -163,7 +221,6 @@ pub async fn chat(
         conversation_id: body.conversation_id,
         stream: false,
     };
-    let queued = slot.queued();
     ticket.start();
     let result = state.assistant().answer(req, ctx).await;
     drop(slot);
@@ -211,6 +268,7 @@ fn error_event(err: &ApiError) -> Event {
 /// Opens the event stream; the work runs in a task that stops when the client goes away.
 fn stream(
     state: AppState,
+    limits: ChatLimits,
     user: AuthUser,
     body: ChatBody,
     ticket: TicketGuard,
@@ -219,7 +277,7 @@ fn stream(
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     tokio::spawn(
         async move {
-            let work = run_stream(state, user, body, ticket, request_id, tx.clone());
+            let work = run_stream(state, limits, user, body, ticket, request_id, tx.clone());
             tokio::select! {
                 () = work => {}
                 // The client disconnected: dropping `work` drops its slot and its upstream call.
@@ -237,6 +295,7 @@ fn stream(
 
 async fn run_stream(
     state: AppState,
+    limits: ChatLimits,
     user: AuthUser,
     body: ChatBody,
     mut ticket: TicketGuard,
@@ -244,7 +303,7 @@ async fn run_stream(
     tx: mpsc::Sender<Event>,
 ) {
     let (ptx, mut prx) = watch::channel(0u32);
-    let admit = admit_watched(&state, &user.id, RouteClass::Chat, Some(ptx));
+    let admit = admit(&state, limits, &user.id, Some(ptx));
     tokio::pin!(admit);
     let mut last = 0;
     let slot = loop {
@@ -264,7 +323,7 @@ async fn run_stream(
             }
         }
     };
-    let slot = match slot {
+    let (slot, queued) = match slot {
         Ok(s) => s,
         Err(e) => {
             ticket.refund().await;
@@ -272,7 +331,6 @@ async fn run_stream(
             return;
         }
     };
-    let queued = slot.queued();
     let queued_ms = u64::try_from(queued.as_millis()).unwrap_or(u64::MAX);
     let _ = tx
         .send(event("started", &json!({ "queuedMs": queued_ms })))

@@ -1,5 +1,6 @@
 //! `POST /api/export`: a conversation with its citations in one of four formats (through the
-//! pipeline). Per-IP window and admission as for chat (class `export`); no daily quota.
+//! pipeline). Per-IP window and admission layers as for chat (class `export`, see [`crate::app`]);
+//! no daily quota.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -8,16 +9,15 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::admit;
+use super::parsed::{Checked, Parsed};
+use super::queued;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
-use crate::limits::admission::RouteClass;
-use crate::server::json::ValidJson;
 use crate::state::AppState;
 use chat::{ChatContext, ExportFormat, ExportRequest};
 
 /// An export request.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ExportBody {
     /// The conversation.
     #[serde(rename = "conversationId")]
@@ -60,13 +60,13 @@ pub async fn export(
     State(state): State<AppState>,
     user: AuthUser,
     headers: axum::http::HeaderMap,
-    ValidJson(body): ValidJson<ExportBody>,
+    admitted: Option<axum::Extension<limiter_tower::Admitted>>,
+    Parsed(body): Parsed<ExportBody>,
 ) -> Result<Response, ApiError> {
-    let slot = admit(&state, &user.id, RouteClass::Export).await?;
     let ctx = ChatContext {
         user_id: user.id.clone(),
         user_hash: user.hashed_id(),
-        queued: slot.queued(),
+        queued: queued(admitted),
         queries_remaining: None,
         request_id: super::request_id(&headers),
     };
@@ -81,8 +81,13 @@ pub async fn export(
             ctx,
         )
         .await?;
-    drop(slot);
     let ct = HeaderValue::from_str(&doc.content_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     Ok(([(header::CONTENT_TYPE, ct)], doc.body).into_response())
+}
+
+impl Checked for ExportBody {
+    fn check(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
 }

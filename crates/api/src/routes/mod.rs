@@ -9,9 +9,15 @@ pub mod pages;
 pub mod probes;
 pub mod research;
 
-mod guard;
+pub mod parsed;
+mod ticket;
 
-pub use guard::{TicketGuard, admit};
+pub use ticket::TicketGuard;
+
+/// How long the request waited for its slot (zero on a route built without admission).
+pub fn queued(admitted: Option<axum::Extension<limiter_tower::Admitted>>) -> std::time::Duration {
+    admitted.map(|a| a.queued()).unwrap_or_default()
+}
 
 /// The request id set by the request-id layer (`x-request-id`).
 pub fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {

@@ -1,16 +1,16 @@
 //! `POST /api/research`: papers from PubMed and Semantic Scholar (through the chat assistant). Per-IP
-//! window and admission as for chat (class `research`); no daily quota (it counts chat queries).
+//! window and admission layers as for chat (class `research`, see [`crate::app`]); no daily quota
+//! (it counts chat queries).
 
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::admit;
+use super::parsed::{Checked, Parsed};
+use super::queued;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
-use crate::limits::admission::RouteClass;
-use crate::server::json::ValidJson;
 use crate::state::AppState;
 use chat::{ChatContext, Paper, ResearchRequest};
 
@@ -20,7 +20,7 @@ pub const MAX_QUERY_CHARS: usize = 1000;
 pub const MAX_LIMIT: u32 = 50;
 
 /// A research query.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ResearchBody {
     /// Search terms.
     #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
@@ -65,45 +65,18 @@ pub async fn research(
     State(state): State<AppState>,
     user: AuthUser,
     headers: axum::http::HeaderMap,
-    ValidJson(body): ValidJson<ResearchBody>,
+    admitted: Option<axum::Extension<limiter_tower::Admitted>>,
+    Parsed(body): Parsed<ResearchBody>,
 ) -> Result<Json<ResearchResponse>, ApiError> {
-    if crate::server::json::is_blank(&body.query) {
-        return Err(ApiError::InvalidRequest("`query` must not be empty".into()));
-    }
-    crate::server::json::no_control_chars("query", &body.query)?;
-    let n = body.query.chars().count();
-    if n > MAX_QUERY_CHARS {
-        return Err(ApiError::InvalidRequest(format!(
-            "`query` has {n} characters; at most {MAX_QUERY_CHARS} are allowed"
-        )));
-    }
-    let limit = match &body.limit {
-        None => 10,
-        // JSON Schema's `integer` includes `34.0`: accept any number with no fractional part.
-        Some(n) => n
-            .as_u64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                    .map(|f| f as u64)
-            })
-            .and_then(|v| u32::try_from(v).ok())
-            .filter(|v| (1..=MAX_LIMIT).contains(v))
-            .ok_or_else(|| {
-                ApiError::InvalidRequest(format!(
-                    "`limit` must be an integer between 1 and {MAX_LIMIT}"
-                ))
-            })?,
-    };
-    let slot = admit(&state, &user.id, RouteClass::Research).await?;
+    let limit = body.limit()?;
+    let queued = queued(admitted);
     let ctx = ChatContext {
         user_id: user.id.clone(),
         user_hash: user.hashed_id(),
-        queued: slot.queued(),
+        queued,
         queries_remaining: None,
         request_id: super::request_id(&headers),
     };
-    let queued = slot.queued();
     let papers = state
         .assistant()
         .research(
@@ -114,9 +87,48 @@ pub async fn research(
             ctx,
         )
         .await?;
-    drop(slot);
     Ok(Json(ResearchResponse {
         papers,
         queued_ms: u64::try_from(queued.as_millis()).unwrap_or(u64::MAX),
     }))
+}
+
+impl ResearchBody {
+    /// The papers wanted (10 unless given).
+    fn limit(&self) -> Result<u32, ApiError> {
+        Ok(match &self.limit {
+            None => 10,
+            // JSON Schema's `integer` includes `34.0`: accept any number with no fractional part.
+            Some(n) => n
+                .as_u64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                        .map(|f| f as u64)
+                })
+                .and_then(|v| u32::try_from(v).ok())
+                .filter(|v| (1..=MAX_LIMIT).contains(v))
+                .ok_or_else(|| {
+                    ApiError::InvalidRequest(format!(
+                        "`limit` must be an integer between 1 and {MAX_LIMIT}"
+                    ))
+                })?,
+        })
+    }
+}
+
+impl Checked for ResearchBody {
+    fn check(&self) -> Result<(), ApiError> {
+        if crate::server::json::is_blank(&self.query) {
+            return Err(ApiError::InvalidRequest("`query` must not be empty".into()));
+        }
+        crate::server::json::no_control_chars("query", &self.query)?;
+        let n = self.query.chars().count();
+        if n > MAX_QUERY_CHARS {
+            return Err(ApiError::InvalidRequest(format!(
+                "`query` has {n} characters; at most {MAX_QUERY_CHARS} are allowed"
+            )));
+        }
+        self.limit().map(|_| ())
+    }
 }

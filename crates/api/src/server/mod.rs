@@ -32,28 +32,90 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::error::ApiError;
 use crate::limits::admission::RouteClass;
+use crate::routes::parsed::{Checked, read_first};
 use crate::routes::{chat, export, health, metrics, openapi, pages, probes, research};
 use crate::server::middleware::{count_requests, require_user, resolve_client_ip};
 use crate::state::AppState;
 
+/// The limit layers the user routes are built with. The service always builds [`Limits::ALL`];
+/// the benchmarks leave layers out to measure what they cost ([`crate::bench_support`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The per-IP sliding window of the route's class.
+    pub window: bool,
+    /// The daily quota (chat).
+    pub quota: bool,
+    /// A slot from the fleet-wide admission queue.
+    pub admission: bool,
+}
+
+impl Limits {
+    /// Every limit: the service.
+    pub const ALL: Limits = Limits {
+        window: true,
+        quota: true,
+        admission: true,
+    };
+    /// None (authentication and the outer layers stay).
+    pub const NONE: Limits = Limits {
+        window: false,
+        quota: false,
+        admission: false,
+    };
+}
+
 /// The router of one replica.
 pub fn app(state: AppState) -> Router {
-    // A user route: auth first, then the per-IP window of its class.
-    // `route_layer` keeps both off unmatched paths and methods.
-    let user_route = |path: &str, class: RouteClass, r: axum::routing::MethodRouter<AppState>| {
-        Router::new()
-            .route(path, r)
-            .route_layer(state.ip_limit(class).clone())
-            .route_layer(from_fn_with_state(state.clone(), require_user))
-    };
+    app_with(state, Limits::ALL)
+}
+
+/// A user route: auth, the per-IP window of its class, the body read and checked, admission
+/// (the last `route_layer` runs first). `route_layer` keeps them all off
+/// unmatched paths and methods.
+fn user_route<T: Checked>(
+    state: &AppState,
+    limits: Limits,
+    path: &str,
+    class: RouteClass,
+    handler: axum::routing::MethodRouter<AppState>,
+) -> Router<AppState> {
+    let mut route = Router::new().route(path, handler);
+    if class == RouteClass::Chat {
+        // The chat route spends its quota and takes its slot itself (see `ChatLimits`).
+        route = route.route_layer(axum::Extension(chat::ChatLimits {
+            quota: limits.quota,
+            admission: limits.admission,
+        }));
+    } else if limits.admission {
+        route = route.route_layer(state.admission(class).clone());
+    }
+    route = route.route_layer(from_fn_with_state(state.clone(), read_first::<T>));
+    if limits.window {
+        route = route.route_layer(state.ip_limit(class).clone());
+    }
+    route.route_layer(from_fn_with_state(state.clone(), require_user))
+}
+
+/// The router of one replica with the limit layers `limits` names.
+pub fn app_with(state: AppState, limits: Limits) -> Router {
     let user_routes = Router::new()
-        .merge(user_route("/api/chat", RouteClass::Chat, post(chat::chat)))
-        .merge(user_route(
+        .merge(user_route::<chat::ChatBody>(
+            &state,
+            limits,
+            "/api/chat",
+            RouteClass::Chat,
+            post(chat::chat),
+        ))
+        .merge(user_route::<research::ResearchBody>(
+            &state,
+            limits,
             "/api/research",
             RouteClass::Research,
             post(research::research),
         ))
-        .merge(user_route(
+        .merge(user_route::<export::ExportBody>(
+            &state,
+            limits,
             "/api/export",
             RouteClass::Export,
             post(export::export),
@@ -63,8 +125,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The user routes plus everything around them: the public routes, the fallback and the outer
-/// layers (shared with the benchmark-only router of [`crate::bench_support`]).
-pub(crate) fn with_common(user_routes: Router<AppState>, state: AppState) -> Router {
+/// layers.
+fn with_common(user_routes: Router<AppState>, state: AppState) -> Router {
     let max_body = state.config().http.max_body_bytes;
     user_routes
         .route(

@@ -248,3 +248,100 @@ async fn a_full_queue_and_a_key_at_its_waiter_cap_are_refused_at_once() {
     }
     assert_eq!(obs.max.load(Ordering::SeqCst), 1, "never above the cap");
 }
+
+/// A slot source wrapping limiter-core's queue: counts the slots held, refuses the key `closing`.
+#[derive(Debug)]
+struct Counted {
+    admission: Admission,
+    held: Arc<AtomicUsize>,
+}
+
+/// A permit counted in `Counted::held` while it lives.
+struct CountedSlot(#[allow(dead_code)] limiter_core::Permit, Arc<AtomicUsize>);
+
+impl Drop for CountedSlot {
+    fn drop(&mut self) {
+        self.1.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl limiter_tower::Admit for Counted {
+    type Slot = CountedSlot;
+
+    fn classes(&self) -> &limiter_core::Classes {
+        self.admission.classes()
+    }
+
+    async fn admit(
+        &self,
+        key: &str,
+        class: limiter_core::Class,
+        deadline: tokio::time::Instant,
+        positions: Option<tokio::sync::watch::Sender<u32>>,
+    ) -> Result<CountedSlot, limiter_tower::LimitRejection> {
+        if key == "closing" {
+            return Err(limiter_tower::LimitRejection::ShuttingDown {
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        let permit =
+            limiter_tower::Admit::admit(&self.admission, key, class, deadline, positions).await?;
+        self.held.fetch_add(1, Ordering::SeqCst);
+        Ok(CountedSlot(permit, Arc::clone(&self.held)))
+    }
+
+    fn queued(slot: &CountedSlot) -> Duration {
+        slot.0.queued()
+    }
+}
+
+#[tokio::test]
+async fn a_custom_slot_source_holds_for_the_body_and_the_handler_sees_its_wait() {
+    let admission = Admission::start(
+        redis("adm-custom"),
+        AdmissionConfig {
+            user_cap: 1,
+            global_cap: 1,
+            ..AdmissionConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let held = Arc::new(AtomicUsize::new(0));
+    let source = Counted {
+        admission,
+        held: Arc::clone(&held),
+    };
+    let layer = AdmissionLayer::with_admitter(source, "default", HeaderKey::new(KEY)).unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (seen, held) = (seen.clone(), held.clone());
+        move |admitted: Option<axum::Extension<limiter_tower::Admitted>>| {
+            let (seen, held) = (seen.clone(), held.clone());
+            async move {
+                assert!(admitted.is_some(), "the handler learns its wait");
+                seen.store(held.load(Ordering::SeqCst), Ordering::SeqCst);
+                "ok"
+            }
+        }
+    };
+    let app = Router::new().route("/", route_get(handler)).layer(layer);
+    let resp = app.clone().oneshot(get("/", "a")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "the slot was held while the handler ran"
+    );
+    assert_eq!(
+        held.load(Ordering::SeqCst),
+        1,
+        "and still is until the body ends"
+    );
+    assert_eq!(text(resp).await, "ok");
+    assert_eq!(held.load(Ordering::SeqCst), 0);
+    let refused = app.clone().oneshot(get("/", "closing")).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(header(&refused, "retry-after").unwrap(), "1");
+    assert_eq!(problem(refused).await["code"], "service_unavailable");
+}

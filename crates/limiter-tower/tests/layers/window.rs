@@ -205,3 +205,52 @@ async fn a_refused_key_is_answered_without_redis_until_its_window_reopens() {
     );
     assert!(proxy.commands_sent("EVALSHA") + proxy.commands_sent("EVAL") > scripts);
 }
+
+/// Records every decision a window tells its observer.
+#[derive(Debug, Default, Clone)]
+struct Seen(Arc<std::sync::Mutex<Vec<limiter_tower::WindowDecision>>>);
+
+impl limiter_tower::DecisionObserver for Seen {
+    fn window_decided(
+        &self,
+        _: &WindowPolicy,
+        d: &limiter_tower::WindowDecision,
+        _: &tracing::Span,
+    ) {
+        self.0.lock().unwrap().push(*d);
+    }
+}
+
+#[tokio::test]
+async fn the_observer_sees_each_decision_and_whether_the_cache_answered() {
+    use limiter_tower::WindowDecision;
+    let seen = Seen::default();
+    let policy = WindowPolicy::new("o", 1, Duration::from_secs(60));
+    let layer = SlidingWindowLayer::new(redis("win-obs"), policy, HeaderKey::new(KEY))
+        .unwrap()
+        .observer(seen.clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = app(layer, calls.clone());
+    let statuses = [
+        app.clone().oneshot(get("/", "a")).await.unwrap().status(),
+        app.clone().oneshot(get("/", "a")).await.unwrap().status(),
+        app.clone().oneshot(get("/", "a")).await.unwrap().status(),
+    ];
+    assert_eq!(statuses, [200, 429, 429]);
+    let seen = seen.0.lock().unwrap().clone();
+    assert!(
+        matches!(seen[0], WindowDecision::Allowed { remaining: 0, .. }),
+        "{seen:?}"
+    );
+    // Refused by Redis first, then from the local denial cache.
+    assert!(
+        matches!(seen[1], WindowDecision::Denied { cached: false, .. }),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(seen[2], WindowDecision::Denied { cached: true, .. }),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

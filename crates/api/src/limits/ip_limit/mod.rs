@@ -1,14 +1,12 @@
-//! Layer 1: per-IP sliding windows as a tower layer ([`IpRateLimitLayer`] builds [`IpRateLimit`]),
-//! backed by `limiter_core::CachedWindow` (a sliding window in Redis plus a local cache that
-//! answers IPs already over their limit until their reset without a Redis round trip), with
-//! counters for the health endpoint ([`IpLimitStats`]).
+//! The per-IP sliding window of each route class, built from limiter-tower's
+//! `SlidingWindowLayer` (built in `state.rs`, one per route class): the client key
+//! ([`ClientKey`]), and the counters, metrics and span of every decision ([`IpWindowObserver`],
+//! [`IpLimitStats`]).
 
-mod headers;
-mod layer;
-mod service;
+mod key;
+mod observer;
 mod stats;
 
-pub use headers::{policy_header, ratelimit_header};
-pub use layer::IpRateLimitLayer;
-pub use service::{IpRateLimit, client_key};
+pub use key::{ClientKey, client_key};
+pub use observer::IpWindowObserver;
 pub use stats::{IpLimitSnapshot, IpLimitStats};
