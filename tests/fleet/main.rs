@@ -21,3 +21,4 @@ mod rag_pacing;
 mod redis_outage;
 mod replica_kill;
 mod rolling_restart;
+mod sentinel;

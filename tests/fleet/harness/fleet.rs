@@ -255,10 +255,15 @@ impl Fleet {
     }
 
     pub fn log_tail(&self, i: usize) -> String {
+        self.log_tail_lines(i, 40)
+    }
+
+    /// The last `n` lines of the log of replica `i`'s current process.
+    pub fn log_tail_lines(&self, i: usize, n: usize) -> String {
         self.replicas[i]
             .proc
             .as_ref()
-            .map(|p| p.log_tail(40))
+            .map(|p| p.log_tail(n))
             .unwrap_or_default()
     }
 
