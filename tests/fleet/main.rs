@@ -15,6 +15,7 @@ mod harness;
 
 mod global_cap;
 mod partition;
+mod pause;
 mod postgres_outage;
 mod priority;
 mod rag_pacing;
