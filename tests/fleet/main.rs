@@ -23,3 +23,5 @@ mod redis_outage;
 mod replica_kill;
 mod rolling_restart;
 mod sentinel;
+mod skew;
+mod soak;

@@ -241,6 +241,11 @@ impl Fleet {
         self.wait_ready(i).await;
     }
 
+    /// The process id of replica `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.replicas[i].proc.as_ref().and_then(Proc::pid)
+    }
+
     /// Whether replica `i` runs (it did not exit, crash or restart by itself).
     pub fn running(&mut self, i: usize) -> bool {
         self.replicas[i].proc.as_mut().is_some_and(Proc::running)
