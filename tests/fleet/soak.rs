@@ -324,7 +324,8 @@ async fn soak() {
     let _ = writeln!(w, "  - Redis keys {min}–{max}");
     let _ = writeln!(
         w,
-        "- faults (at, kind, every replica healthy and shared again after):"
+        "- faults (at, kind, every replica shared again with Redis and PostgreSQL up, after the \
+         fault ended; about 5 s means no replica was seen otherwise in the 5 s watched first):"
     );
     for (at, f, rec) in &faults {
         let _ = writeln!(w, "  - {at:.0} s {f:?}: {rec:?}");
