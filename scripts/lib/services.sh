@@ -32,6 +32,14 @@ ensure_redis() {
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "redis did not start" >&2; return 1; }
 }
 
+# libfaketime: the clock-skew fleet test runs replicas with a skewed wall clock.
+ensure_faketime() {
+  if ! command -v faketime >/dev/null; then
+    echo "installing faketime (apt-get)"
+    apt_install faketime
+  fi
+}
+
 ensure_postgres() {
   local fresh=""
   if ! command -v pg_ctlcluster >/dev/null; then

@@ -15,9 +15,13 @@ mod harness;
 
 mod global_cap;
 mod partition;
+mod pause;
 mod postgres_outage;
 mod priority;
 mod rag_pacing;
 mod redis_outage;
 mod replica_kill;
 mod rolling_restart;
+mod sentinel;
+mod skew;
+mod soak;

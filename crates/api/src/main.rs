@@ -76,8 +76,10 @@ fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     config.require_serve()?;
     let listen = config.listen;
-    let redis = limiter_core::RedisHandle::new(&config.redis_config())
-        .context("FLEETGATE_REDIS_URL / FLEETGATE_REDIS_CLUSTER / FLEETGATE_REDIS_PREFIX")?;
+    let redis = limiter_core::RedisHandle::new(&config.redis_config()).context(
+        "FLEETGATE_REDIS_URL / FLEETGATE_REDIS_CLUSTER / FLEETGATE_REDIS_SENTINELS / \
+             FLEETGATE_REDIS_SENTINEL_MASTER / FLEETGATE_REDIS_PREFIX",
+    )?;
     // One set of breakers per replica, shared by the health/admin API and the assistant's
     // outbound calls.
     let breakers = api::admin::breakers::build(&config, redis.clone())

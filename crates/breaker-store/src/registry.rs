@@ -127,7 +127,7 @@ impl Breakers {
         let task = subscriber::spawn(
             &runtime,
             &breakers.inner,
-            breakers.inner.redis.client().clone(),
+            breakers.inner.redis.clone(),
             channel(breakers.inner.redis.keys()),
             breakers.inner.config.refresh_interval,
         );

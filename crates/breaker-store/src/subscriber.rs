@@ -16,6 +16,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use limiter_core::RedisHandle;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 
@@ -34,30 +35,35 @@ const IO_TIMEOUT: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Starts the task on `runtime`: subscribed to `channel` through `client`, re-reading every
+/// Starts the task on `runtime`: subscribed to `channel` through `redis`, re-reading every
 /// breaker at least every `refresh`.
 pub(crate) fn spawn<L: Listener>(
     runtime: &tokio::runtime::Handle,
     target: &Arc<L>,
-    client: redis::Client,
+    redis: RedisHandle,
     channel: String,
     refresh: Duration,
 ) -> AbortHandle {
     runtime
-        .spawn(run(Arc::downgrade(target), client, channel, refresh))
+        .spawn(run(Arc::downgrade(target), redis, channel, refresh))
         .abort_handle()
 }
 
-async fn run<L: Listener>(
-    weak: Weak<L>,
-    client: redis::Client,
-    channel: String,
-    refresh: Duration,
-) {
+async fn run<L: Listener>(weak: Weak<L>, redis: RedisHandle, channel: String, refresh: Duration) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let pubsub = match timeout(IO_TIMEOUT, client.get_async_pubsub()).await {
-            Ok(Ok(mut p)) => match timeout(IO_TIMEOUT, p.subscribe(&channel)).await {
+        // Asked again for each connection: behind Sentinel the master may have moved.
+        let connect = async {
+            redis
+                .pubsub_client()
+                .await
+                .ok()?
+                .get_async_pubsub()
+                .await
+                .ok()
+        };
+        let pubsub = match timeout(IO_TIMEOUT, connect).await {
+            Ok(Some(mut p)) => match timeout(IO_TIMEOUT, p.subscribe(&channel)).await {
                 Ok(Ok(())) => Some(p),
                 _ => None,
             },

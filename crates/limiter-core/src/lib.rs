@@ -18,6 +18,7 @@
 //! the keys one script touches share a hash tag, so the same scripts run on Redis Cluster.
 //!
 //! Layout: `redis_handle.rs` (standalone/Cluster connection, EVALSHA with load fallback),
+//! `redis_sentinel.rs` (following the master a Sentinel names),
 //! `scripts.rs` (the Lua sources in `lua/`), `keys.rs` (key naming and id encoding), `error.rs`,
 //! `reply.rs` (reply decoding), then one file per primitive: `sliding_window.rs` (+
 //! `deny_cache.rs`), `token_bucket.rs`, `lease.rs`, and the folder `admission/` (one concept per
@@ -31,6 +32,7 @@ mod error;
 mod keys;
 mod lease;
 mod redis_handle;
+mod redis_sentinel;
 mod reply;
 pub mod scripts;
 mod sliding_window;

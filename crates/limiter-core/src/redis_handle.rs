@@ -1,11 +1,12 @@
-//! One handle to Redis, standalone or Cluster, shared by every primitive.
+//! One handle to Redis, standalone, behind Sentinel, or Cluster, shared by every primitive.
 //!
 //! Standalone uses redis-rs's `ConnectionManager`: one multiplexed connection (concurrent calls are
 //! pipelined on it, which is why it outruns a pool) that reconnects by itself in the background
 //! after Redis restarts. The handle is created without touching the network, so a replica can start
 //! while Redis is down and serve in degraded mode; calls fail fast as `Unavailable` until Redis
 //! answers again. Cluster uses redis-rs's cluster connection, created on first use and retried on
-//! every call until it succeeds.
+//! every call until it succeeds. Sentinel asks the sentinels where the master is and follows it
+//! when it moves (`redis_sentinel.rs`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::error::is_availability_error;
+use crate::redis_sentinel::Sentinel;
 use crate::scripts::LuaScript;
 use crate::{Keys, LimiterError};
 
@@ -62,6 +64,11 @@ pub struct RedisConfig {
     pub url: String,
     /// Cluster node URLs. Non-empty switches to Cluster (and `url` is not used).
     pub cluster_nodes: Vec<String>,
+    /// Sentinel addresses (`host:port`). Non-empty switches to Sentinel: the master is the one
+    /// they name, with `url`'s database and credentials (its address is not used).
+    pub sentinels: Vec<String>,
+    /// The master's name at the sentinels.
+    pub sentinel_master: String,
     /// Key prefix: every key starts with it (see [`Keys`]).
     pub prefix: String,
     /// How long one call may wait for its reply before it counts as `Unavailable`.
@@ -75,6 +82,8 @@ impl Default for RedisConfig {
         RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             cluster_nodes: Vec::new(),
+            sentinels: Vec::new(),
+            sentinel_master: "mymaster".into(),
             prefix: "fg".into(),
             // Generous for a loaded machine, short enough that a dead Redis is noticed quickly.
             response_timeout: Duration::from_millis(1000),
@@ -95,6 +104,7 @@ pub fn split_nodes(list: &str) -> Vec<String> {
 #[derive(Clone)]
 enum Backend {
     Single(ConnectionManager),
+    Sentinel(Arc<Sentinel>),
     Cluster {
         // Boxed: the client holds the whole cluster configuration, the standalone variant a pointer.
         client: Box<ClusterClient>,
@@ -108,7 +118,8 @@ pub struct RedisHandle {
     backend: Backend,
     keys: Keys,
     /// A plain client for dedicated connections (pub/sub, blocking commands). In Cluster mode it
-    /// points at the first node: PUBLISH is broadcast to every node of a cluster.
+    /// points at the first node: PUBLISH is broadcast to every node of a cluster. Not used
+    /// behind Sentinel (the current master's is).
     client: redis::Client,
     cluster: bool,
 }
@@ -128,16 +139,42 @@ impl RedisHandle {
     pub fn new(cfg: &RedisConfig) -> Result<Self, LimiterError> {
         let keys = Keys::new(&cfg.prefix)?;
         let invalid = |e: redis::RedisError| LimiterError::InvalidArgument(e.to_string());
+        let mcfg = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(cfg.response_timeout))
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            // Few, quick retries: a call never waits long for a dead server; the next call
+            // triggers a new reconnection round.
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        if !cfg.sentinels.is_empty() {
+            if !cfg.cluster_nodes.is_empty() {
+                return Err(LimiterError::InvalidArgument(
+                    "Sentinel and Cluster exclude each other".into(),
+                ));
+            }
+            let sentinel = Sentinel::new(
+                &cfg.sentinels,
+                &cfg.sentinel_master,
+                &cfg.url,
+                mcfg,
+                cfg.connect_timeout + cfg.response_timeout,
+            )?;
+            let client = redis::Client::open(cfg.url.as_str()).map_err(invalid)?;
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                LimiterError::InvalidArgument("RedisHandle::new needs a tokio runtime".into())
+            })?;
+            let sentinel = Arc::new(sentinel);
+            crate::redis_sentinel::watch(&sentinel, &runtime);
+            return Ok(RedisHandle {
+                backend: Backend::Sentinel(sentinel),
+                keys,
+                client,
+                cluster: false,
+            });
+        }
         if cfg.cluster_nodes.is_empty() {
             let client = redis::Client::open(cfg.url.as_str()).map_err(invalid)?;
-            let mcfg = ConnectionManagerConfig::new()
-                .set_response_timeout(Some(cfg.response_timeout))
-                .set_connection_timeout(Some(cfg.connect_timeout))
-                // Few, quick retries: a call never waits long for a dead server; the next call
-                // triggers a new reconnection round.
-                .set_number_of_retries(2)
-                .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(Duration::from_millis(500));
             let manager =
                 ConnectionManager::new_lazy_with_config(client.clone(), mcfg).map_err(invalid)?;
             Ok(RedisHandle {
@@ -178,14 +215,37 @@ impl RedisHandle {
         &self.keys
     }
 
+    /// `standalone`, `sentinel` or `cluster`.
+    pub fn topology(&self) -> &'static str {
+        match &self.backend {
+            Backend::Single(_) => "standalone",
+            Backend::Sentinel(_) => "sentinel",
+            Backend::Cluster { .. } => "cluster",
+        }
+    }
+
     /// Whether this handle talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         self.cluster
     }
 
-    /// A client for dedicated connections (pub/sub).
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// A client for a dedicated connection (pub/sub): behind Sentinel, to the current master, so
+    /// ask again for each new connection.
+    pub async fn pubsub_client(&self) -> Result<redis::Client, LimiterError> {
+        match &self.backend {
+            Backend::Sentinel(s) => Ok(s.master().await?.client),
+            _ => Ok(self.client.clone()),
+        }
+    }
+
+    /// How many times this handle moved to another master (a Sentinel failover; always 0
+    /// otherwise). Replication is asynchronous: what was written just before a move may be
+    /// missing on the new master.
+    pub fn failovers(&self) -> u64 {
+        match &self.backend {
+            Backend::Sentinel(s) => s.failovers(),
+            _ => 0,
+        }
     }
 
     async fn cluster_conn(
@@ -246,6 +306,14 @@ impl RedisHandle {
         let res: Result<T, LimiterError> = async {
             match &self.backend {
                 Backend::Single(m) => inv.invoke_async(&mut m.clone()).await.map_err(failed),
+                Backend::Sentinel(s) => {
+                    let mut m = s.master().await?.manager;
+                    let res = inv.invoke_async(&mut m).await;
+                    if let Err(e) = &res {
+                        s.failed(e).await;
+                    }
+                    res.map_err(failed)
+                }
                 Backend::Cluster { client, conn } => {
                     let mut c = Self::cluster_conn(client, conn).await?;
                     inv.invoke_async(&mut c).await.map_err(failed)
@@ -272,6 +340,14 @@ impl RedisHandle {
     pub async fn cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, LimiterError> {
         let res = match &self.backend {
             Backend::Single(m) => cmd.query_async(&mut m.clone()).await,
+            Backend::Sentinel(s) => {
+                let mut m = s.master().await?.manager;
+                let res = cmd.query_async(&mut m).await;
+                if let Err(e) = &res {
+                    s.failed(e).await;
+                }
+                res
+            }
             Backend::Cluster { client, conn } => {
                 let mut c = Self::cluster_conn(client, conn).await?;
                 cmd.query_async(&mut c).await

@@ -241,6 +241,11 @@ impl Fleet {
         self.wait_ready(i).await;
     }
 
+    /// The process id of replica `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.replicas[i].proc.as_ref().and_then(Proc::pid)
+    }
+
     /// Whether replica `i` runs (it did not exit, crash or restart by itself).
     pub fn running(&mut self, i: usize) -> bool {
         self.replicas[i].proc.as_mut().is_some_and(Proc::running)
@@ -255,10 +260,15 @@ impl Fleet {
     }
 
     pub fn log_tail(&self, i: usize) -> String {
+        self.log_tail_lines(i, 40)
+    }
+
+    /// The last `n` lines of the log of replica `i`'s current process.
+    pub fn log_tail_lines(&self, i: usize, n: usize) -> String {
         self.replicas[i]
             .proc
             .as_ref()
-            .map(|p| p.log_tail(40))
+            .map(|p| p.log_tail(n))
             .unwrap_or_default()
     }
 

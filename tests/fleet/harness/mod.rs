@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod load;
 pub mod postgres;
 pub mod process;
+pub mod sentinel;
 pub mod serial;
 pub mod sim;
 

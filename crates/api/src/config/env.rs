@@ -45,6 +45,14 @@ pub static VARS: &[EnvVar] = &[
         c.redis.cluster = limiter_core::split_nodes(&v);
         Ok(())
     }),
+    var("FLEETGATE_REDIS_SENTINELS", |c, _, v| {
+        c.redis.sentinels = limiter_core::split_nodes(&v);
+        Ok(())
+    }),
+    var("FLEETGATE_REDIS_SENTINEL_MASTER", |c, _, v| {
+        c.redis.sentinel_master = v;
+        Ok(())
+    }),
     var("FLEETGATE_REDIS_PREFIX", |c, _, v| {
         c.redis.prefix = v;
         Ok(())

@@ -162,6 +162,8 @@ impl Config {
         limiter_core::RedisConfig {
             url: self.redis.url.expose().to_string(),
             cluster_nodes: self.redis.cluster.clone(),
+            sentinels: self.redis.sentinels.clone(),
+            sentinel_master: self.redis.sentinel_master.clone(),
             prefix: self.redis.prefix.clone(),
             response_timeout: Duration::from_millis(self.redis.timeout_ms),
             ..limiter_core::RedisConfig::default()

@@ -15,6 +15,11 @@ pub struct RedisSettings {
     pub url: Secret,
     /// `FLEETGATE_REDIS_CLUSTER`: node URLs; non-empty switches to Cluster.
     pub cluster: Vec<String>,
+    /// `FLEETGATE_REDIS_SENTINELS`: sentinel `host:port`s; non-empty switches to Sentinel (the
+    /// master they name, with the URL's database and credentials).
+    pub sentinels: Vec<String>,
+    /// `FLEETGATE_REDIS_SENTINEL_MASTER`: the master's name at the sentinels.
+    pub sentinel_master: String,
     /// `FLEETGATE_REDIS_PREFIX`.
     pub prefix: String,
     /// `FLEETGATE_REDIS_TIMEOUT_MS`: reply timeout of one call.
@@ -216,6 +221,8 @@ impl Default for RedisSettings {
         RedisSettings {
             url: Secret::new("redis://127.0.0.1:6379"),
             cluster: Vec::new(),
+            sentinels: Vec::new(),
+            sentinel_master: "mymaster".into(),
             prefix: "fg".into(),
             timeout_ms: 1000,
         }

@@ -142,12 +142,7 @@ pub async fn report(state: &AppState) -> HealthReport {
                     "degraded"
                 }
                 .into(),
-                topology: if state.redis().is_cluster() {
-                    "cluster"
-                } else {
-                    "standalone"
-                }
-                .into(),
+                topology: state.redis().topology().into(),
             },
             postgres: PostgresComponent {
                 status: if pg_ping.is_some() { "up" } else { "down" }.into(),

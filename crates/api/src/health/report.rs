@@ -73,7 +73,7 @@ pub struct RedisComponent {
     /// `shared` (limits live in Redis) or `degraded` (Redis down: per-IP windows fail open or
     /// closed per configuration).
     pub mode: String,
-    /// `standalone` or `cluster`.
+    /// `standalone`, `sentinel` or `cluster`.
     pub topology: String,
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::inner::Inner;
 use super::mode::Mode;
-use crate::LimiterError;
+use crate::{LimiterError, RedisHandle};
 
 impl Inner {
     /// One heartbeat: registry, lost grants, dispatch, watched positions, live replica count, the
@@ -58,16 +58,25 @@ impl Inner {
 /// (re)subscription it triggers a heartbeat, which collects grants pushed while unsubscribed.
 pub(crate) async fn listen(
     inner: Weak<Inner>,
-    client: redis::Client,
+    redis: RedisHandle,
     channel: String,
     subscribed: oneshot::Sender<()>,
 ) {
     let mut subscribed = Some(subscribed);
     let mut backoff = Duration::from_millis(50);
     loop {
-        let connected =
-            tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await;
-        if let Ok(Ok(mut pubsub)) = connected
+        // Asked again for each connection: behind Sentinel the master may have moved.
+        let connect = async {
+            redis
+                .pubsub_client()
+                .await
+                .ok()?
+                .get_async_pubsub()
+                .await
+                .ok()
+        };
+        let connected = tokio::time::timeout(Duration::from_secs(2), connect).await;
+        if let Ok(Some(mut pubsub)) = connected
             && pubsub.subscribe(&channel).await.is_ok()
         {
             backoff = Duration::from_millis(50);
@@ -116,6 +125,7 @@ pub(crate) async fn heartbeat_loop(inner: Weak<Inner>) {
             }
             None => return,
         };
+        notified.follow_failover();
         if notified.mode() == Mode::Degraded {
             notified.try_recover().await;
             if notified.mode() == Mode::Degraded {

@@ -69,7 +69,7 @@ impl Admission {
         let (subscribed_tx, subscribed_rx) = oneshot::channel();
         let listener = tokio::spawn(listen(
             Arc::downgrade(&inner),
-            inner.scripts.redis().client().clone(),
+            inner.scripts.redis().clone(),
             inner.scripts.channel(),
             subscribed_tx,
         ));
@@ -177,6 +177,7 @@ impl Admission {
             if inner.closing.load(Ordering::Acquire) {
                 return Err(Rejection::ShuttingDown);
             }
+            inner.follow_failover();
             let admitted = if inner.cfg.local_fallback && inner.mode() != Mode::Shared {
                 inner
                     .admit_local(user, class, deadline, positions.clone())

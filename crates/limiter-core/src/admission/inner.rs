@@ -1,7 +1,7 @@
 //! The state one replica's admission shares between its handle and its background tasks, and the
 //! mode changes every path needs.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use super::local_queue::LocalCaps;
 use super::mode::{Mode, ModeCell};
 use super::outage::OutageCap;
 use super::permit::{Held, Permit, SharedCounted};
+use super::released::Released;
 use super::scripts::QueueScripts;
 use super::waiter::{Event, Waiters};
 
@@ -40,11 +41,16 @@ pub(crate) struct Inner {
     pub(crate) live_replicas: AtomicU32,
     /// The fleet's recent peak of slots in use, and this replica's limit during an outage.
     pub(crate) outage: OutageCap,
+    /// The Redis handle's failover count already acted upon.
+    pub(crate) failovers_seen: AtomicU64,
+    /// Shared permits ended within the last lease TTL.
+    pub(crate) released: Arc<Released>,
 }
 
 impl Inner {
     pub(crate) fn new(cfg: AdmissionConfig, classes: Classes, scripts: QueueScripts) -> Self {
         let scripts = Arc::new(scripts);
+        let released = Arc::new(Released::new(cfg.lease_ttl));
         Inner {
             live_replicas: AtomicU32::new(cfg.expected_replicas.max(1)),
             waiters: Arc::new(Waiters::new(Arc::clone(&scripts))),
@@ -59,7 +65,23 @@ impl Inner {
             recovering_since: Mutex::new(None),
             registered_now: AtomicU32::new(0),
             outage: OutageCap::default(),
+            failovers_seen: AtomicU64::new(0),
+            released,
         }
+    }
+
+    /// If Redis moved to another master since the last call (a Sentinel failover): the new one
+    /// may lack what this replica holds (writes lost with the old one, replication being
+    /// asynchronous), so it is registered again as after an empty Redis, through degraded mode
+    /// and the recovery the heartbeat runs next (woken here).
+    pub(crate) fn follow_failover(&self) {
+        let now = self.scripts.redis().failovers();
+        if self.failovers_seen.swap(now, Ordering::AcqRel) == now {
+            return;
+        }
+        tracing::warn!("Redis master moved: registering again what this replica holds");
+        self.enter_degraded();
+        self.heartbeat_now.notify_one();
     }
 
     pub(crate) fn mode(&self) -> Mode {
@@ -146,7 +168,7 @@ impl Inner {
         position_at_entry: u32,
         entered_at_ms: i64,
     ) -> Permit {
-        let counted = SharedCounted::new(&self.local, &id, user_key);
+        let counted = SharedCounted::new(&self.local, &self.released, &id, user_key);
         Permit {
             held: Held::Shared(self.scripts.lease(id, user_key, expiry, fence), counted),
             class,

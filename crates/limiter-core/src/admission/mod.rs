@@ -27,7 +27,8 @@
 //! `shared.rs` (the path through Redis), `waiter.rs` (delivering grants to waiting requests),
 //! `scripts.rs` (typed script calls), `background.rs` (pub/sub listener, heartbeat), `mode.rs`,
 //! `local_queue.rs` (the local queue's bookkeeping), `local.rs` (it behind a lock), `outage.rs` (the
-//! limit during an outage), `degraded.rs` (the path through it), `recovery.rs`.
+//! limit during an outage), `degraded.rs` (the path through it), `recovery.rs`, `released.rs`
+//! (recent releases, sent again to a new master after a failover).
 
 mod background;
 mod class;
@@ -42,6 +43,7 @@ mod outage;
 mod permit;
 mod recovery;
 mod rejection;
+mod released;
 mod scripts;
 mod shared;
 mod stats;

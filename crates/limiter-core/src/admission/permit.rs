@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::class::Class;
 use super::local::Local;
 use super::local_queue::LocalSlot;
+use super::released::Released;
 use crate::{Lease, LimiterError};
 
 /// A granted slot. Renews itself while held; released when dropped, which hands the slot to the
@@ -93,18 +94,34 @@ pub(crate) enum Held {
 
 /// Records a shared permit in the local state while it runs (see `Local::shared_taken`).
 #[derive(Debug)]
-pub(crate) struct SharedCounted(Arc<Local>, String);
+pub(crate) struct SharedCounted {
+    local: Arc<Local>,
+    released: Arc<Released>,
+    id: String,
+    user_key: String,
+}
 
 impl SharedCounted {
-    pub(crate) fn new(local: &Arc<Local>, id: &str, user_key: &str) -> Self {
+    pub(crate) fn new(
+        local: &Arc<Local>,
+        released: &Arc<Released>,
+        id: &str,
+        user_key: &str,
+    ) -> Self {
         local.shared_taken(id, user_key);
-        SharedCounted(Arc::clone(local), id.to_string())
+        SharedCounted {
+            local: Arc::clone(local),
+            released: Arc::clone(released),
+            id: id.to_string(),
+            user_key: user_key.to_string(),
+        }
     }
 }
 
 impl Drop for SharedCounted {
     fn drop(&mut self) {
-        self.0.shared_returned(&self.1);
+        self.local.shared_returned(&self.id);
+        self.released.note(&self.id, &self.user_key);
     }
 }
 

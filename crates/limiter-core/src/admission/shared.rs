@@ -120,9 +120,9 @@ impl Inner {
                         // Leave the shared queue, best effort (Redis is likely down; one that
                         // comes back empty has forgotten us anyway), and wait out the rest of
                         // the budget in the local one.
-                        let scripts = Arc::clone(&self.scripts);
+                        let waiters = Arc::clone(&self.waiters);
                         tokio::spawn(async move {
-                            let _ = scripts.leave(&id, &user_key, class).await;
+                            waiters.leave(&id, &user_key, class).await;
                         });
                         Ok(None)
                     }

@@ -32,11 +32,18 @@ pub(crate) struct Waiter {
     pub(crate) position: Option<watch::Sender<u32>>,
 }
 
+/// Leaves kept for a retry at most: beyond, the queue entries' own expiry settles them.
+const MAX_UNSETTLED: usize = 10_000;
+
 /// This replica's waiters by id, and the script calls to answer for them.
 #[derive(Debug)]
 pub(crate) struct Waiters {
     map: Mutex<HashMap<String, Waiter>>,
     scripts: Arc<QueueScripts>,
+    /// Leaves that failed because Redis was unreachable: (id, user key, class). Retried when it
+    /// answers again; left in the queue, such a waiter would be granted a slot nobody uses
+    /// (after a failover, or a partition shorter than the entry's expiry) until its lease expires.
+    unsettled: Mutex<Vec<(String, String, Class)>>,
 }
 
 impl Waiters {
@@ -44,6 +51,35 @@ impl Waiters {
         Waiters {
             map: Mutex::new(HashMap::new()),
             scripts,
+            unsettled: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Leaves the queue (settling a grant it may have had); kept for [`Waiters::settle`] if
+    /// Redis cannot be reached.
+    pub(crate) async fn leave(&self, id: &str, user_key: &str, class: Class) {
+        match self.scripts.leave(id, user_key, class).await {
+            Ok(_) => {}
+            Err(e) if e.is_unavailable() => {
+                if let Ok(mut u) = self.unsettled.lock()
+                    && u.len() < MAX_UNSETTLED
+                {
+                    u.push((id.to_string(), user_key.to_string(), class));
+                }
+            }
+            Err(e) => tracing::warn!(waiter = %id, error = %e, "leaving the queue failed"),
+        }
+    }
+
+    /// Redis answers again: the leaves it missed.
+    pub(crate) async fn settle(&self) {
+        let todo = self
+            .unsettled
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default();
+        for (id, user_key, class) in todo {
+            self.leave(&id, &user_key, class).await;
         }
     }
 
@@ -164,16 +200,17 @@ impl Drop for WaiterGuard {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let scripts = Arc::clone(&self.waiters.scripts);
+        let waiters = Arc::clone(&self.waiters);
         let (id, user_key, class) = (self.id.clone(), self.user_key.clone(), self.class);
         rt.spawn(async move {
-            let res = if still_waiting {
-                scripts.leave(&id, &user_key, class).await.map(|_| ())
-            } else {
-                scripts.release(&id, &user_key).await
-            };
-            if let Err(e) = res {
+            if still_waiting {
+                waiters.leave(&id, &user_key, class).await;
+            } else if let Err(e) = waiters.scripts.release(&id, &user_key).await {
                 tracing::warn!(waiter = %id, error = %e, "cleanup of an abandoned waiter failed");
+                if e.is_unavailable() {
+                    // A leave settles the grant too.
+                    waiters.leave(&id, &user_key, class).await;
+                }
             }
         });
     }
