@@ -5,6 +5,13 @@
 //! every TTL/3 while held, reports loss when a renewal finds it gone (or when Redis stayed
 //! unreachable past its expiry), and releases it when dropped. A holder that dies without releasing
 //! stops counting at its expiry: the scripts count only live scores and reclaim expired members.
+//!
+//! When is "past its expiry" on this side? The expiry is Redis time, and this replica's clock is
+//! not Redis's. What is known for sure: the script that set the expiry ran after the call was sent,
+//! so the lease lives at least one TTL from the send on this replica's monotonic clock, less what
+//! the two clocks' rates may differ ([`drift_margin`]). Loss is reported at that instant, by a
+//! timer, even while a renewal is still on its way: a holder that stops then has stopped before
+//! Redis can have handed its slot to anyone else.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -122,6 +129,7 @@ impl LeaseManager {
         for s in scopes {
             args.push(&s.cap);
         }
+        let sent = Instant::now();
         let reply: Vec<i64> = self.redis.eval(&LEASE_ACQUIRE, &key_refs, &args).await?;
         let [granted, a, b] = ints::<3>(LEASE_ACQUIRE.name(), reply)?;
         if granted != 1 {
@@ -151,6 +159,7 @@ impl LeaseManager {
             self.ttl,
             a,
             b,
+            counted_until(sent, self.ttl),
         )))
     }
 
@@ -173,6 +182,18 @@ impl LeaseManager {
 pub async fn redis_now_ms(redis: &RedisHandle) -> Result<i64, LimiterError> {
     let (s, us): (i64, i64) = redis.cmd(&redis::cmd("TIME")).await?;
     Ok(s * 1000 + us / 1000)
+}
+
+/// What is taken off a lease's lifetime on this replica's clock for the difference between its
+/// rate and Redis's (and the scheduling of the timer): a tenth of the TTL.
+pub(crate) fn drift_margin(ttl: Duration) -> Duration {
+    ttl / 10
+}
+
+/// The instant, on this replica's clock, until which a lease whose expiry Redis set `ttl` after a
+/// call sent at `sent` is surely still counted there.
+pub(crate) fn counted_until(sent: Instant, ttl: Duration) -> Instant {
+    sent + ttl - drift_margin(ttl)
 }
 
 pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
@@ -255,27 +276,64 @@ impl LeaseShared {
         Ok(held == 1)
     }
 
+    /// Reports the lease lost (once); whether to stop renewing.
+    fn declare_lost(&self, why: &str) -> bool {
+        if !self.lost.send_replace(true) {
+            tracing::warn!(lease = %self.id, why, "lease lost");
+        }
+        !self.ops.renew_after_loss
+    }
+
     /// Renews every TTL/3 until released or lost. Redis being unreachable is not loss by itself;
-    /// the lease is declared lost once its last confirmed expiry has passed without a renewal.
-    async fn renew_loop(self: Arc<Self>) {
+    /// the lease is declared lost when a renewal finds it gone, or at `counted_until` (see the
+    /// module doc) if no renewal confirmed it by then, whether or not a renewal is still pending.
+    async fn renew_loop(self: Arc<Self>, mut counted_until: Instant) {
         let period = self.ttl / 3;
-        let mut deadline = Instant::now() + self.ttl;
+        let mut next = Instant::now() + period;
         loop {
-            tokio::time::sleep(period).await;
+            // Waiting for the next renewal, then for its reply, the loss timer runs.
+            if !*self.lost.borrow() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(next) => {}
+                    () = tokio::time::sleep_until(counted_until) => {
+                        if self.declare_lost("not renewed within its lifetime") {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                tokio::time::sleep_until(next).await;
+            }
+            let sent = Instant::now();
+            next = sent + period;
+            let renewal = self.renew();
+            tokio::pin!(renewal);
+            let result = loop {
+                if *self.lost.borrow() {
+                    break (&mut renewal).await;
+                }
+                tokio::select! {
+                    r = &mut renewal => break r,
+                    () = tokio::time::sleep_until(counted_until) => {
+                        if self.declare_lost("renewal still pending at the end of its lifetime") {
+                            return;
+                        }
+                    }
+                }
+            };
             let lost = *self.lost.borrow();
-            match self.renew().await {
+            match result {
                 Ok(Some(expiry)) => {
                     self.expiry_ms.store(expiry, Ordering::Release);
-                    deadline = Instant::now() + self.ttl;
+                    counted_until = self::counted_until(sent, self.ttl);
                     if lost {
                         tracing::info!(lease = %self.id, "lease registered again; renewing");
                     }
                 }
                 Ok(None) if lost => {}
                 Ok(None) => {
-                    tracing::warn!(lease = %self.id, "lease lost: renewal found it gone");
-                    self.lost.send_replace(true);
-                    if !self.ops.renew_after_loss {
+                    if self.declare_lost("renewal found it gone") {
                         return;
                     }
                 }
@@ -284,12 +342,6 @@ impl LeaseShared {
                 }
                 Err(err) => {
                     tracing::warn!(lease = %self.id, error = %err, "lease renewal failed");
-                    if Instant::now() >= deadline {
-                        self.lost.send_replace(true);
-                        if !self.ops.renew_after_loss {
-                            return;
-                        }
-                    }
                 }
             }
         }
@@ -322,6 +374,7 @@ impl Lease {
         ttl: Duration,
         expiry_ms: i64,
         fence: i64,
+        counted_until: Instant,
     ) -> Self {
         let (lost, lost_rx) = watch::channel(false);
         let shared = Arc::new(LeaseShared {
@@ -334,7 +387,7 @@ impl Lease {
             lost,
             released: AtomicBool::new(false),
         });
-        let renewer = tokio::spawn(Arc::clone(&shared).renew_loop());
+        let renewer = tokio::spawn(Arc::clone(&shared).renew_loop(counted_until));
         Lease {
             shared,
             renewer,
@@ -363,6 +416,11 @@ impl Lease {
     /// Whether the lease is known to be lost.
     pub fn is_lost(&self) -> bool {
         *self.lost_rx.borrow()
+    }
+
+    /// The loss flag, owned (for a waiter that outlives a borrow of the lease).
+    pub(crate) fn lost_receiver(&self) -> watch::Receiver<bool> {
+        self.lost_rx.clone()
     }
 
     /// Resolves when the lease is lost (never, while it is renewed).

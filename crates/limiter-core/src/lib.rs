@@ -40,7 +40,7 @@ mod token_bucket;
 
 pub use admission::{
     Admission, AdmissionConfig, Class, Classes, MAX_CLASSES, OutagePolicy, Permit, QueueStats,
-    Rejection,
+    Rejection, Revocation,
 };
 pub use deny_cache::CachedWindow;
 pub use error::LimiterError;

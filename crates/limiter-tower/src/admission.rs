@@ -23,6 +23,10 @@ use crate::{
     RejectionRenderer,
 };
 
+/// A request stopped because its slot was revoked: its replica could not reach Redis for a lease's
+/// lifetime, and Redis answering again takes a few seconds at least.
+const REVOKED_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// Holds the slot until the body is done with it (dropping the slot releases it fleet-wide).
 struct SlotGuard<T> {
     _slot: T,
@@ -294,9 +298,22 @@ where
             req.extensions_mut().insert(Admitted {
                 queued: A::queued(&slot),
             });
+            // A revoked slot stops the request: before the response head, the handler's future
+            // is dropped (and its calls with it) and the client refused; after, the body is cut.
+            let mut revoked = A::revoked(&slot);
             // If the handler fails (or this future is dropped), the slot drops here, released.
-            let resp = inner.call(req).await?;
-            Ok(resp.map(|b| LimitBody::guarded(b, Box::new(SlotGuard { _slot: slot }))))
+            let resp = tokio::select! {
+                r = inner.call(req) => r?,
+                () = &mut revoked => {
+                    tracing::warn!("admission slot revoked before the response: request stopped");
+                    return Ok(rendered(&*shared.renderer, &LimitRejection::Unavailable {
+                        retry_after: REVOKED_RETRY_AFTER,
+                    }));
+                }
+            };
+            Ok(resp.map(|b| {
+                LimitBody::guarded(b, Box::new(SlotGuard { _slot: slot })).stop_when(revoked)
+            }))
         })
     }
 }

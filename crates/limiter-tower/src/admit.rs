@@ -5,6 +5,8 @@
 //! refusals and the slot held until the response body ends.
 
 use std::future::Future;
+
+use futures_util::future::BoxFuture;
 use std::time::Duration;
 
 use limiter_core::{Admission, Class, Classes, Permit, Rejection};
@@ -69,6 +71,13 @@ pub trait Admit: Send + Sync + std::fmt::Debug + 'static {
 
     /// How long `slot` waited in the queue.
     fn queued(slot: &Self::Slot) -> Duration;
+
+    /// Resolves when the request holding `slot` must stop: the slot may no longer be counted
+    /// fleet-wide (see `limiter_core::Revocation`). Never, by default.
+    fn revoked(slot: &Self::Slot) -> BoxFuture<'static, ()> {
+        let _ = slot;
+        Box::pin(std::future::pending())
+    }
 }
 
 impl Admit for Admission {
@@ -99,6 +108,10 @@ impl Admit for Admission {
 
     fn queued(slot: &Permit) -> Duration {
         slot.queued()
+    }
+
+    fn revoked(slot: &Permit) -> BoxFuture<'static, ()> {
+        Box::pin(slot.revocation().revoked())
     }
 }
 

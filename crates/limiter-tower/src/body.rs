@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -37,8 +38,20 @@ pin_project! {
         inner: Option<B>,
         full: Option<Bytes>,
         guard: Option<Box<dyn BodyGuard>>,
+        // Ends the body with an error when it resolves: the slot the body held was revoked.
+        stop: Option<BoxFuture<'static, ()>>,
     }
 }
+
+/// The error a [`LimitBody`] ends with: the inner body's, or [`Revoked`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body was cut because the admission slot it held was revoked (its replica could not keep
+/// the slot counted in Redis; see `limiter_core::Revocation`). The client sees the response
+/// end abnormally, never a truncated body passed off as complete.
+#[derive(Debug, thiserror::Error)]
+#[error("admission slot revoked: response cut")]
+pub struct Revoked;
 
 impl<B> std::fmt::Debug for LimitBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,6 +69,7 @@ impl<B> LimitBody<B> {
             inner: Some(inner),
             full: None,
             guard: None,
+            stop: None,
         }
     }
 
@@ -65,6 +79,7 @@ impl<B> LimitBody<B> {
             inner: None,
             full: Some(data.into()),
             guard: None,
+            stop: None,
         }
     }
 
@@ -74,26 +89,45 @@ impl<B> LimitBody<B> {
             inner: Some(inner),
             full: None,
             guard: Some(guard),
+            stop: None,
         }
+    }
+
+    /// Cuts the body (ending it with [`Revoked`]) when `stop` resolves.
+    pub(crate) fn stop_when(mut self, stop: BoxFuture<'static, ()>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 }
 
 impl<B> Body for LimitBody<B>
 where
     B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if let Some(stop) = this.stop.as_mut()
+            && stop.as_mut().poll(cx).is_ready()
+        {
+            *this.stop = None;
+            // The inner body goes now: what it holds upstream (a streamed call) stops too.
+            this.inner.set(None);
+            if let Some(g) = this.guard.take() {
+                g.end(false);
+            }
+            return Poll::Ready(Some(Err(Box::new(Revoked))));
+        }
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(this.full.take().map(|d| Ok(Frame::data(d))));
         };
-        let polled = std::task::ready!(inner.poll_frame(cx));
+        let polled = std::task::ready!(inner.poll_frame(cx)).map(|r| r.map_err(Into::into));
         match &polled {
             Some(Ok(frame)) => {
                 if frame.is_data()

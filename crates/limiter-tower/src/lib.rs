@@ -64,7 +64,7 @@ mod window;
 
 pub use admission::{AdmissionLayer, AdmissionService};
 pub use admit::{Admit, Admitted};
-pub use body::LimitBody;
+pub use body::{BoxError, LimitBody, Revoked};
 pub use key::{
     ClientIpKey, ConstantKey, EmptySecret, ForwardedForError, HeaderKey, JwtClaimKey, KeyExtractor,
     PeerAddr,

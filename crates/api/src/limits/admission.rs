@@ -216,6 +216,14 @@ impl Slot {
     pub fn is_local(&self) -> bool {
         self.permit.as_ref().is_some_and(Permit::is_local)
     }
+
+    /// Resolves when the request holding the slot must stop (see `limiter_core::Revocation`).
+    pub fn revoked(&self) -> futures_util::future::BoxFuture<'static, ()> {
+        match &self.permit {
+            Some(p) => Box::pin(p.revocation().revoked()),
+            None => Box::pin(std::future::pending()),
+        }
+    }
 }
 
 impl Drop for Slot {

@@ -69,4 +69,8 @@ impl Admit for SlotSource {
     fn queued(slot: &HeldSlot) -> Duration {
         slot.queued()
     }
+
+    fn revoked(slot: &HeldSlot) -> futures_util::future::BoxFuture<'static, ()> {
+        slot.revoked()
+    }
 }

@@ -222,7 +222,15 @@ pub async fn chat(
         stream: false,
     };
     ticket.start();
-    let result = state.assistant().answer(req, ctx).await;
+    let revoked = revocation(slot.as_ref());
+    let result = tokio::select! {
+        r = state.assistant().answer(req, ctx) => r,
+        () = revoked => {
+            drop(slot);
+            ticket.refund().await;
+            return Err(slot_revoked());
+        }
+    };
     drop(slot);
     match result {
         Ok(a) => {
@@ -245,6 +253,22 @@ pub async fn chat(
             Err(e.into())
         }
     }
+}
+
+/// Resolves when the request holding `slot` must stop (never without a slot).
+fn revocation(slot: Option<&HeldSlot>) -> futures_util::future::BoxFuture<'static, ()> {
+    match slot {
+        Some(s) => s.revoked(),
+        None => Box::pin(std::future::pending()),
+    }
+}
+
+/// A request stopped because its replica could not keep its slot counted in Redis.
+fn slot_revoked() -> ApiError {
+    ApiError::unavailable(
+        "the request was stopped: this replica lost contact with the shared limits",
+        "admission slot revoked (lease not renewable within its lifetime)",
+    )
 }
 
 /// One SSE event with a JSON payload.
@@ -353,10 +377,24 @@ async fn run_stream(
     let (dtx, mut drx) = mpsc::channel::<String>(64);
     let answering = state.assistant().answer_stream(req, ctx, dtx);
     tokio::pin!(answering);
+    let revoked = revocation(slot.as_ref());
+    tokio::pin!(revoked);
     let mut out = Deltas::new(&tx);
     let result = loop {
         tokio::select! {
             biased;
+            () = &mut revoked => {
+                // The slot may be another request's by now: the answer stops here (its upstream
+                // call with it), and the client is told to retry.
+                drop(slot);
+                if out.sent.is_empty() {
+                    ticket.refund().await;
+                } else {
+                    ticket.keep();
+                }
+                let _ = tx.send(error_event(&slot_revoked())).await;
+                return;
+            }
             Some(text) = drx.recv() => out.send(&text).await,
             r = &mut answering => break r,
         }

@@ -13,6 +13,7 @@ use super::inner::Inner;
 use super::mode::Mode;
 use super::permit::{Held, LocalPermit, Permit};
 use super::rejection::Rejection;
+use super::revocation::Revocation;
 
 impl Inner {
     /// Admission from the local share; `None` when shared admission resumed meanwhile (the caller
@@ -70,6 +71,11 @@ impl Inner {
             position_at_entry: 0,
             entered_at_ms: 0,
             granted_at_ms: 0,
+            revocation: Revocation::local(
+                self.cfg.outage_policy,
+                Arc::downgrade(self),
+                self.cfg.lease_ttl,
+            ),
         };
         // Granted while degraded: the recovery registers it (unchecked: the local share bounds it).
         if !slot.granted_degraded {

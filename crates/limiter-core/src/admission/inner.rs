@@ -10,13 +10,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::class::{Class, Classes};
-use super::config::AdmissionConfig;
+use super::config::{AdmissionConfig, OutagePolicy};
 use super::local::Local;
 use super::local_queue::LocalCaps;
 use super::mode::{Mode, ModeCell};
 use super::outage::OutageCap;
 use super::permit::{Held, Permit, SharedCounted};
+use super::rejection::Rejection;
 use super::released::Released;
+use super::revocation::Revocation;
 use super::scripts::QueueScripts;
 use super::waiter::{Event, Waiters};
 
@@ -155,7 +157,14 @@ impl Inner {
         )
     }
 
-    /// A permit for a lease Redis granted.
+    /// A permit for a lease Redis granted. `started`: when this replica sent the call that
+    /// entered the queue at Redis time `entered_at_ms` (or took the slot at once).
+    ///
+    /// Under the safety policy a grant that arrives when its lease may already have expired in
+    /// Redis (this replica was paused, or cut off, while the grant waited for it) is refused:
+    /// the slot may be someone else's by now. Redis time runs at most as fast as this clock
+    /// since the entry, so the grant happened no earlier, on this clock, than `started` plus
+    /// the Redis time between the entry and the grant.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn shared_permit(
         &self,
@@ -167,16 +176,32 @@ impl Inner {
         started: Instant,
         position_at_entry: u32,
         entered_at_ms: i64,
-    ) -> Permit {
+    ) -> Result<Permit, Rejection> {
+        let granted_at_ms = expiry - ttl_ms_i64(self.cfg.lease_ttl);
+        let after_entry = u64::try_from(granted_at_ms - entered_at_ms).unwrap_or(0);
+        let granted = started + Duration::from_millis(after_entry);
         let counted = SharedCounted::new(&self.local, &self.released, &id, user_key);
-        Permit {
-            held: Held::Shared(self.scripts.lease(id, user_key, expiry, fence), counted),
+        let lease = self.scripts.lease(id, user_key, expiry, fence, granted);
+        let revocation = Revocation::lease(self.cfg.outage_policy, lease.lost_receiver());
+        let stale = crate::lease::counted_until(granted, self.cfg.lease_ttl) <= Instant::now();
+        if stale && self.cfg.outage_policy == OutagePolicy::Safety {
+            tracing::warn!(
+                late_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "a grant arrived after its lease's lifetime: refused, the slot handed on"
+            );
+            // Dropping the lease releases it; the request is refused like one during an outage.
+            drop((lease, counted));
+            return Err(Rejection::OutageTooLong);
+        }
+        Ok(Permit {
+            held: Held::Shared(lease, counted),
             class,
             queued: started.elapsed(),
             position_at_entry,
             entered_at_ms,
-            granted_at_ms: expiry - ttl_ms_i64(self.cfg.lease_ttl),
-        }
+            granted_at_ms,
+            revocation,
+        })
     }
 }
 

@@ -77,7 +77,7 @@ impl OutageCap {
     /// this replica is counted there; the local limit alone applies).
     pub(crate) fn counted_until(&self, lease_ttl: Duration) -> Option<Instant> {
         let c = self.state().contact?;
-        Some(c + lease_ttl * 2 / 3 - lease_ttl / 10)
+        Some(c + lease_ttl * 2 / 3 - crate::lease::drift_margin(lease_ttl))
     }
 
     /// The outage begins with this replica running `own`: fixes and returns its limit. Redis

@@ -7,15 +7,17 @@ use super::class::Class;
 use super::local::Local;
 use super::local_queue::LocalSlot;
 use super::released::Released;
+use super::revocation::Revocation;
 use crate::{Lease, LimiterError};
 
 /// A granted slot. Renews itself while held; released when dropped, which hands the slot to the
 /// next eligible waiter anywhere in the fleet.
 ///
-/// If its lease is lost (Redis unreachable past the lease TTL, or the lease removed), the permit
-/// stays usable: admission never interrupts a running request. [`Permit::lease`] reports the loss
-/// for holders that want to stop, and the lease keeps renewing, so a recovery that registers it
-/// again counts it against the caps once more.
+/// If its slot may no longer be counted in Redis (its lease lost: Redis unreachable past the
+/// lease's lifetime, or the lease removed), the holder is told through [`Permit::revocation`]:
+/// under the safety outage policy it should stop, since the slot may already be someone else's;
+/// under the availability policy the revocation never comes and the request runs on. Either way
+/// the lease keeps renewing, so a recovery that registers it again counts it once more.
 #[derive(Debug)]
 pub struct Permit {
     pub(crate) held: Held,
@@ -24,9 +26,15 @@ pub struct Permit {
     pub(crate) position_at_entry: u32,
     pub(crate) entered_at_ms: i64,
     pub(crate) granted_at_ms: i64,
+    pub(crate) revocation: Revocation,
 }
 
 impl Permit {
+    /// When the request holding this permit must stop (see [`Revocation`]).
+    pub fn revocation(&self) -> Revocation {
+        self.revocation.clone()
+    }
+
     /// Redis time (ms) at which the request entered: joined the queue, or was granted at once
     /// (0 for a permit granted locally while Redis was unreachable).
     pub fn entered_at_ms(&self) -> i64 {

@@ -16,13 +16,14 @@ impl Inner {
     /// Registers one local slot in Redis if the shared caps have room for it (after a dispatch,
     /// so it never overtakes an eligible shared waiter). `Ok(false)`: no room.
     pub(crate) async fn adopt_checked(&self, slot: &Arc<LocalSlot>) -> Result<bool, LimiterError> {
+        let sent = Instant::now();
         let Some(expiry) = self.scripts.adopt_checked(&slot.id, &slot.user_key).await? else {
             return Ok(false);
         };
         // Registered by `admission_adopt`: no fencing token.
         let lease = self
             .scripts
-            .lease(slot.id.clone(), &slot.user_key, expiry, 0);
+            .lease(slot.id.clone(), &slot.user_key, expiry, 0, sent);
         if let Ok(mut a) = slot.adopted.lock() {
             *a = Some(lease);
         }
@@ -47,6 +48,7 @@ impl Inner {
             .map(|s| (s.id.as_str(), s.user_key.as_str()))
             .chain(todo.shared.iter().map(|(i, k)| (i.as_str(), k.as_str())))
             .collect();
+        let sent = Instant::now();
         let expiry = match self.scripts.adopt_all(&pairs).await {
             Ok(e) => e,
             Err(e) => {
@@ -56,7 +58,9 @@ impl Inner {
             }
         };
         for s in todo.slots {
-            let lease = self.scripts.lease(s.id.clone(), &s.user_key, expiry, 0);
+            let lease = self
+                .scripts
+                .lease(s.id.clone(), &s.user_key, expiry, 0, sent);
             if self.local.holds(&s.id) {
                 if let Ok(mut a) = s.adopted.lock() {
                     *a = Some(lease);

@@ -14,6 +14,7 @@ use crate::scripts::{
     ADMISSION_RELEASE, ADMISSION_RENEW, ADMISSION_RESET, ADMISSION_STATS, LuaScript,
 };
 use crate::{LimiterError, RedisHandle};
+use tokio::time::Instant;
 
 /// The reply of `admission_enter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,14 +273,31 @@ impl QueueScripts {
     }
 
     /// The self-renewing guard of an admission lease. It keeps renewing after a loss: a recovery
-    /// from a Redis outage may register the permit again while it runs.
-    pub(crate) fn lease(&self, id: String, user_key: &str, expiry: i64, fence: i64) -> Lease {
+    /// from a Redis outage may register the permit again while it runs. `sent`: when the call
+    /// that set `expiry` (one lease TTL after it ran) was sent.
+    pub(crate) fn lease(
+        &self,
+        id: String,
+        user_key: &str,
+        expiry: i64,
+        fence: i64,
+        sent: Instant,
+    ) -> Lease {
         let ops = LeaseOps {
             renew: self.call(&ADMISSION_RENEW, &id, user_key),
             release: self.call(&ADMISSION_RELEASE, &id, user_key),
             renew_after_loss: true,
         };
-        Lease::start(self.redis.clone(), id, ops, self.lease_ttl, expiry, fence)
+        let until = crate::lease::counted_until(sent, self.lease_ttl);
+        Lease::start(
+            self.redis.clone(),
+            id,
+            ops,
+            self.lease_ttl,
+            expiry,
+            fence,
+            until,
+        )
     }
 
     /// Takes this replica out of the registry (at shutdown).

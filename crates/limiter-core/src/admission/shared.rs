@@ -67,7 +67,7 @@ impl Inner {
                 }
                 let at = expiry - ttl_ms_i64(self.cfg.lease_ttl);
                 let permit =
-                    self.shared_permit(id, &user_key, class, expiry, fence, started, 0, at);
+                    self.shared_permit(id, &user_key, class, expiry, fence, started, 0, at)?;
                 return Ok(Some(permit));
             }
             Ok(Entered::Full) => {
@@ -104,7 +104,7 @@ impl Inner {
                         if let Some(p) = &positions {
                             p.send_replace(0);
                         }
-                        Ok(Some(self.shared_permit(
+                        self.shared_permit(
                             id,
                             &user_key,
                             class,
@@ -113,7 +113,8 @@ impl Inner {
                             started,
                             position_at_entry,
                             entered_at_ms,
-                        )))
+                        )
+                        .map(Some)
                     }
                     Ok(Event::Reset) => Err(Rejection::Reset),
                     Ok(Event::Degraded) => {

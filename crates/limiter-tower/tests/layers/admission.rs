@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get as route_get;
+use http_body_util::BodyExt;
 use limiter_core::{Admission, AdmissionConfig};
 use limiter_tower::{AdmissionLayer, HeaderKey, LimitHandle, Mode};
 use tokio::sync::Semaphore;
@@ -34,7 +35,11 @@ impl Drop for Running {
 }
 
 /// A handler streaming `first`, then waiting for a permit of `gate` before its last chunk.
-fn app(layer: AdmissionLayer<HeaderKey>, obs: Arc<Observer>, gate: Arc<Semaphore>) -> Router {
+fn app<A: limiter_tower::Admit>(
+    layer: AdmissionLayer<HeaderKey, A>,
+    obs: Arc<Observer>,
+    gate: Arc<Semaphore>,
+) -> Router {
     let handler = move || {
         let obs = obs.clone();
         let gate = gate.clone();
@@ -344,4 +349,137 @@ async fn a_custom_slot_source_holds_for_the_body_and_the_handler_sees_its_wait()
     assert_eq!(refused.status(), 503);
     assert_eq!(header(&refused, "retry-after").unwrap(), "1");
     assert_eq!(problem(refused).await["code"], "service_unavailable");
+}
+
+/// Slots of `Counted`'s queue whose revocation the test triggers (standing in for a replica
+/// that could not renew its lease in time).
+#[derive(Debug)]
+struct Revocable {
+    inner: Counted,
+}
+
+impl limiter_tower::Admit for Revocable {
+    type Slot = CountedSlot;
+
+    fn classes(&self) -> &limiter_core::Classes {
+        limiter_tower::Admit::classes(&self.inner)
+    }
+
+    async fn admit(
+        &self,
+        key: &str,
+        class: limiter_core::Class,
+        deadline: tokio::time::Instant,
+        positions: Option<tokio::sync::watch::Sender<u32>>,
+    ) -> Result<CountedSlot, limiter_tower::LimitRejection> {
+        limiter_tower::Admit::admit(&self.inner, key, class, deadline, positions).await
+    }
+
+    fn queued(slot: &CountedSlot) -> Duration {
+        <Counted as limiter_tower::Admit>::queued(slot)
+    }
+
+    fn revoked(_slot: &CountedSlot) -> futures_util::future::BoxFuture<'static, ()> {
+        let mut rx = REVOKE
+            .with(|r| r.borrow().clone())
+            .expect("revocation wired");
+        Box::pin(async move {
+            let _ = rx.wait_for(|r| *r).await;
+        })
+    }
+}
+
+thread_local! {
+    // `Admit::revoked` is an associated function: the test's signal reaches it through here
+    // (the tests below run on a current-thread runtime, so one thread sees it).
+    static REVOKE: std::cell::RefCell<Option<tokio::sync::watch::Receiver<bool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+type Revoke = tokio::sync::watch::Sender<bool>;
+
+async fn revocable(
+    name: &str,
+) -> (
+    AdmissionLayer<HeaderKey, Revocable>,
+    Arc<AtomicUsize>,
+    Revoke,
+) {
+    let admission = Admission::start(redis(name), cap_one()).await.unwrap();
+    let held = Arc::new(AtomicUsize::new(0));
+    let (revoke, rx) = tokio::sync::watch::channel(false);
+    REVOKE.with(|r| *r.borrow_mut() = Some(rx));
+    let source = Revocable {
+        inner: Counted {
+            admission,
+            held: Arc::clone(&held),
+        },
+    };
+    let layer = AdmissionLayer::with_admitter(source, "default", HeaderKey::new(KEY)).unwrap();
+    (layer, held, revoke)
+}
+
+#[tokio::test]
+async fn a_revoked_slot_stops_the_handler_before_its_answer_and_is_refused() {
+    let (layer, held, revoke) = revocable("adm-revoke-head").await;
+    let obs = Arc::new(Observer::default());
+    let handler = {
+        let obs = obs.clone();
+        move || {
+            let obs = obs.clone();
+            async move {
+                obs.running.fetch_add(1, Ordering::SeqCst);
+                let _running = Running(obs);
+                std::future::pending::<()>().await;
+                "never"
+            }
+        }
+    };
+    let app = Router::new().route("/", route_get(handler)).layer(layer);
+    let call = tokio::spawn(app.oneshot(get("/", "a")));
+    while obs.running.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    revoke.send_replace(true);
+    let resp = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the request was not stopped")
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(header(&resp, "retry-after").unwrap(), "5");
+    assert_eq!(problem(resp).await["code"], "service_unavailable");
+    assert_eq!(
+        obs.running.load(Ordering::SeqCst),
+        0,
+        "the handler was stopped"
+    );
+    assert_eq!(held.load(Ordering::SeqCst), 0, "the slot was let go");
+}
+
+#[tokio::test]
+async fn a_revoked_slot_cuts_its_streamed_body_with_an_error() {
+    let (layer, held, revoke) = revocable("adm-revoke-body").await;
+    let obs = Arc::new(Observer::default());
+    // The gate is never opened: the stream would wait for its last chunk forever.
+    let app = app(layer, obs.clone(), Arc::new(Semaphore::new(0)));
+    let resp = app.oneshot(get("/", "a")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "first\n");
+    assert_eq!(held.load(Ordering::SeqCst), 1);
+    revoke.send_replace(true);
+    let cut = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the body was not cut")
+        .expect("a frame after the revocation");
+    let err = cut.expect_err("the body ends with an error, not as if complete");
+    assert!(err.to_string().contains("slot revoked"), "{err}");
+    assert_eq!(
+        obs.running.load(Ordering::SeqCst),
+        0,
+        "the stream was dropped"
+    );
+    assert_eq!(held.load(Ordering::SeqCst), 0, "the slot was let go");
 }
