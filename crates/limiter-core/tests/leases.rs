@@ -353,8 +353,10 @@ async fn a_lease_rides_out_a_redis_gap_shorter_than_its_ttl() {
     assert!(lease.release().await.unwrap());
 }
 
-/// Redis unreachable for longer than the TTL: the lease is reported lost, not before its last
-/// confirmed expiry and soon after it, and its slot is free for others once Redis answers.
+/// Redis unreachable for longer than the TTL: the lease is reported lost before it can have
+/// expired in Redis and not before its last confirmed lifetime (less the drift margin), and its
+/// slot is free for others once it has expired there, within a TTL of the cut: nothing renews
+/// a lost lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_is_reported_lost_after_a_redis_gap_longer_than_its_ttl() {
     let server = testkit::RedisServer::start();
@@ -363,13 +365,51 @@ async fn a_lease_is_reported_lost_after_a_redis_gap_longer_than_its_ttl() {
     let cut_at = common::cut_and_hold_half_a_ttl(&proxy, &lease, ttl).await;
     common::expect_reported_lost(&lease, ttl, cut_at).await;
     proxy.restore();
-    // Expired in Redis: someone else takes the slot at once.
-    let Acquire::Granted(other) = outside
+    let other = loop {
+        match outside
+            .try_acquire(&[LeaseScope::new("global", 1)])
+            .await
+            .unwrap()
+        {
+            Acquire::Granted(other) => break other,
+            Acquire::Refused { .. } => {
+                assert!(
+                    cut_at.elapsed() < ttl + Duration::from_secs(1),
+                    "the lost lease still holds its slot {:?} after the cut",
+                    cut_at.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    other.release().await.unwrap();
+}
+
+/// Redis frozen (SIGSTOP): the renewal neither succeeds nor fails, it hangs. The lease is still
+/// reported lost before it can have expired in Redis: loss is a timer on this side, not the
+/// outcome of a renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_renewal_hangs_is_reported_lost_before_it_can_expire() {
+    let server = testkit::RedisServer::start();
+    let ttl = Duration::from_secs(3);
+    let leases = LeaseManager::new(common::replica_at(&server.url(), "hang"), "adm", ttl).unwrap();
+    let Acquire::Granted(lease) = leases
         .try_acquire(&[LeaseScope::new("global", 1)])
         .await
         .unwrap()
     else {
-        panic!("the lost lease still holds its slot")
+        panic!("refused")
     };
-    other.release().await.unwrap();
+    server.pause();
+    let paused_at = tokio::time::Instant::now();
+    let lost = tokio::time::timeout(ttl * 2, lease.lost()).await;
+    let after = paused_at.elapsed();
+    server.resume();
+    lost.expect("never reported lost while Redis was frozen");
+    assert!(
+        after < ttl,
+        "reported lost {after:?} into the freeze: past the lease's lifetime in Redis"
+    );
+    assert!(after >= ttl / 2, "reported lost {after:?} into the freeze");
+    drop(lease);
 }

@@ -127,3 +127,70 @@ async fn availability_keeps_admitting_beyond_the_cap() {
     let permit = answer.expect("availability admits on the local limit for the whole outage");
     assert!(permit.is_local());
 }
+
+/// When each of a cut-off replica's running permits is revoked, measured from the cut (`None`:
+/// not within 1.5 TTL): one granted by Redis before the cut, one granted locally after it.
+async fn revocations_of_running_permits(policy: OutagePolicy) -> [Option<Duration>; 2] {
+    let server = testkit::RedisServer::start();
+    let proxy = TcpProxy::start(server.port()).await;
+    let ttl = Duration::from_secs(4);
+    let cfg = AdmissionConfig {
+        global_cap: 4,
+        user_cap: 2,
+        lease_ttl: ttl,
+        heartbeat_ttl: Duration::from_millis(600),
+        expected_replicas: 1,
+        outage_policy: policy,
+        ..common::adm_cfg()
+    };
+    let prefix = format!("revoke-{policy:?}");
+    let a = Admission::start(common::replica_at(&proxy.url(), &prefix), cfg)
+        .await
+        .unwrap();
+    let shared = admit(&a, "u1").await;
+    assert!(!shared.is_local());
+    a.heartbeat().await.unwrap();
+    proxy.cut();
+    let cut_at = Instant::now();
+    wait_for("A degraded", 5, async || {
+        let _ = a.heartbeat().await;
+        a.degraded()
+    })
+    .await;
+    let local = a.admit(b"u2", HIGH, soon(300)).await.unwrap();
+    assert!(local.is_local());
+    let when = |p: &Permit| {
+        let r = p.revocation();
+        tokio::spawn(async move {
+            tokio::time::timeout(ttl * 3 / 2, r.revoked())
+                .await
+                .ok()
+                .map(|()| cut_at.elapsed())
+        })
+    };
+    let (s, l) = (when(&shared), when(&local));
+    let out = [s.await.unwrap(), l.await.unwrap()];
+    proxy.restore();
+    drop((shared, local));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_revokes_running_permits_before_their_slots_can_be_handed_on() {
+    let ttl = Duration::from_secs(4);
+    let [shared, local] = revocations_of_running_permits(OutagePolicy::Safety).await;
+    let shared = shared.expect("the shared permit was never revoked");
+    let local = local.expect("the local permit was never revoked");
+    // The lease was last renewed before the cut: it expires in Redis a TTL after it at the
+    // latest, and not before 2/3 of it (renewals every third) less the drift margin.
+    assert!(shared < ttl, "shared permit revoked {shared:?} after the cut");
+    assert!(shared >= ttl * 2 / 3 - ttl / 10, "revoked early: {shared:?}");
+    // The local one runs on room the replica's slots in Redis vouch for: until they may expire.
+    assert!(local < ttl, "local permit revoked {local:?} after the cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_lets_running_permits_run_on() {
+    let [shared, local] = revocations_of_running_permits(OutagePolicy::Availability).await;
+    assert_eq!((shared, local), (None, None));
+}

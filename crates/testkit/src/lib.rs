@@ -161,6 +161,27 @@ impl RedisServer {
         }
     }
 
+    /// Freezes it (SIGSTOP): connections stay open and commands hang, as with a Redis host that
+    /// stalls. [`RedisServer::resume`] lets it go on.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} redis-server");
+        }
+    }
+
     /// Starts it again on the same port, empty (it keeps nothing on disk).
     pub fn restart(&mut self) {
         self.stop();
