@@ -1,7 +1,10 @@
-//! A running request whose admission lease is lost (its replica could not renew it for a whole
-//! TTL, or Redis forgot it) runs to completion: the answer is not thrown away. Its slot may have
-//! gone to another request meanwhile; the lost lease is never revived by a renewal, and its
-//! release at the end frees nothing of the slot's new holder.
+//! A running request whose admission lease is lost (its replica could not renew it within its
+//! lifetime, or Redis forgot it): its slot may already be another request's.
+//! - Under the safety outage policy (the default) it is stopped: 503 `service_unavailable` with
+//!   `Retry-After`, its daily query given back, so the fleet never runs more than the cap.
+//! - Under the availability policy it runs to completion: the answer is not thrown away. The
+//!   lost lease is never revived by a renewal, and its release at the end frees nothing of the
+//!   slot's new holder.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -24,11 +27,69 @@ fn send(c: &reqwest::Client, s: &Server, user: &str) -> tokio::task::JoinHandle<
     tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
 }
 
+/// Removes the lease of the only slot in use from Redis, as an expiry or a restart without
+/// persistence would; returns its id.
+async fn forget_the_only_lease(r: &limiter_core::RedisHandle) -> String {
+    let global = r.keys().lease_scope("api", b"global");
+    let holders = r.keys().group_key("api", "holders");
+    let leases = members(r, &global).await;
+    assert_eq!(leases.len(), 1);
+    let lost = leases[0].clone();
+    let user_key: String = r
+        .cmd(redis::cmd("HGET").arg(&holders).arg(&lost))
+        .await
+        .unwrap();
+    for (key, cmd) in [(&global, "ZREM"), (&user_key, "ZREM"), (&holders, "HDEL")] {
+        let _: i64 = r.cmd(redis::cmd(cmd).arg(key).arg(&lost)).await.unwrap();
+    }
+    lost
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_request_whose_lease_is_lost_runs_to_completion_and_frees_nothing_else() {
+async fn under_safety_a_request_whose_lease_is_lost_is_stopped_and_refunded() {
+    let db = TestDb::create().await;
+    let prefix = testkit::unique_prefix("lost-safe");
+    let mut cfg = config(&db, &prefix);
+    cfg.admission.max_concurrent_global = 1;
+    cfg.admission.max_concurrent_per_user = 1;
+    cfg.admission.lease_ttl_ms = 600;
+    let store = migrate(&cfg).await;
+    let fake = FakeAssistant::new(Duration::from_secs(30), usize::MAX, Mode::Answer);
+    let server = Server::start(cfg, fake.clone()).await;
+    let c = client();
+    let r = redis(&prefix).await;
+    let before = store.remaining("lost-s").await.unwrap();
+    let req = c
+        .post(server.url("/api/chat"))
+        .bearer_auth(token("lost-s"))
+        .json(&serde_json::json!({"message": "q", "useRAG": false}));
+    let call = tokio::spawn(async move { req.send().await.unwrap() });
+    assert!(fake.wait_in_flight(1, Duration::from_secs(10)).await);
+    forget_the_only_lease(&r).await;
+    // The next renewal (every 200 ms) finds it gone: the request stops, its assistant call
+    // never released by the test.
+    let resp = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the request with the lost lease was not stopped")
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(problem_code(resp).await, "service_unavailable");
+    assert_eq!(
+        store.remaining("lost-s").await.unwrap(),
+        before,
+        "the query was given back"
+    );
+    fake.release();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_availability_a_request_whose_lease_is_lost_runs_to_completion_and_frees_nothing_else()
+ {
     let db = TestDb::create().await;
     let prefix = testkit::unique_prefix("lost");
     let mut cfg = config(&db, &prefix);
+    cfg.admission.outage_policy = api::config::OutagePolicy::Availability;
     cfg.admission.max_concurrent_global = 1;
     cfg.admission.max_concurrent_per_user = 1;
     // Renewed every 200 ms.
@@ -42,30 +103,10 @@ async fn a_request_whose_lease_is_lost_runs_to_completion_and_frees_nothing_else
     let c = client();
     let r = redis(&prefix).await;
     let global = r.keys().lease_scope("api", b"global");
-    let holders = r.keys().group_key("api", "holders");
 
     let a = send(&c, &one, "lost-a");
     assert!(fake_a.wait_in_flight(1, Duration::from_secs(10)).await);
-    let leases = members(&r, &global).await;
-    assert_eq!(leases.len(), 1);
-    let lost = leases[0].clone();
-    // Redis forgets it (as a restart without persistence, or an expiry, would).
-    let user_key: String = r
-        .cmd(redis::cmd("HGET").arg(&holders).arg(&lost))
-        .await
-        .unwrap();
-    let _: i64 = r
-        .cmd(redis::cmd("ZREM").arg(&global).arg(&lost))
-        .await
-        .unwrap();
-    let _: i64 = r
-        .cmd(redis::cmd("ZREM").arg(&user_key).arg(&lost))
-        .await
-        .unwrap();
-    let _: i64 = r
-        .cmd(redis::cmd("HDEL").arg(&holders).arg(&lost))
-        .await
-        .unwrap();
+    let lost = forget_the_only_lease(&r).await;
 
     // The slot is free as far as the fleet knows: another request takes it.
     let b = send(&c, &two, "lost-b");

@@ -183,8 +183,14 @@ async fn safety_revokes_running_permits_before_their_slots_can_be_handed_on() {
     let local = local.expect("the local permit was never revoked");
     // The lease was last renewed before the cut: it expires in Redis a TTL after it at the
     // latest, and not before 2/3 of it (renewals every third) less the drift margin.
-    assert!(shared < ttl, "shared permit revoked {shared:?} after the cut");
-    assert!(shared >= ttl * 2 / 3 - ttl / 10, "revoked early: {shared:?}");
+    assert!(
+        shared < ttl,
+        "shared permit revoked {shared:?} after the cut"
+    );
+    assert!(
+        shared >= ttl * 2 / 3 - ttl / 10,
+        "revoked early: {shared:?}"
+    );
     // The local one runs on room the replica's slots in Redis vouch for: until they may expire.
     assert!(local < ttl, "local permit revoked {local:?} after the cut");
 }

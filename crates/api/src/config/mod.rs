@@ -32,8 +32,8 @@ mod validate;
 pub use env::names as variables;
 pub use http::HttpSettings;
 pub use sections::{
-    AdmissionSettings, AuthSettings, DatabaseSettings, LimitSettings, QuotaSettings, RedisSettings,
-    ServerSettings, UpstreamSettings,
+    AdmissionSettings, AuthSettings, DatabaseSettings, LimitSettings, OutagePolicy, QuotaSettings,
+    RedisSettings, ServerSettings, UpstreamSettings,
 };
 
 /// Shortest accepted `FLEETGATE_JWT_SECRET`, `FLEETGATE_ADMIN_TOKEN` and `FLEETGATE_USER_HASH_KEY`,
