@@ -48,8 +48,9 @@ pub struct System {
     pub admin_reset: bool,
     /// A replica that cannot renew a request's lease stops that request before the lease's TTL
     /// runs out (measured on its own clock, with a margin), and does not start a grant that
-    /// reaches it after its lease's expiry. Not what the service does today: what a partition or
-    /// pause of any length needs (see `tests/check.rs`).
+    /// reaches it after its lease's expiry: the service under its safety outage policy (what a
+    /// partition or pause of any length needs, see `tests/check.rs`); `false` is the
+    /// availability policy.
     pub stop_unrenewed: bool,
 }
 

@@ -27,24 +27,6 @@ fn send(c: &reqwest::Client, s: &Server, user: &str) -> tokio::task::JoinHandle<
     tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
 }
 
-/// Removes the lease of the only slot in use from Redis, as an expiry or a restart without
-/// persistence would; returns its id.
-async fn forget_the_only_lease(r: &limiter_core::RedisHandle) -> String {
-    let global = r.keys().lease_scope("api", b"global");
-    let holders = r.keys().group_key("api", "holders");
-    let leases = members(r, &global).await;
-    assert_eq!(leases.len(), 1);
-    let lost = leases[0].clone();
-    let user_key: String = r
-        .cmd(redis::cmd("HGET").arg(&holders).arg(&lost))
-        .await
-        .unwrap();
-    for (key, cmd) in [(&global, "ZREM"), (&user_key, "ZREM"), (&holders, "HDEL")] {
-        let _: i64 = r.cmd(redis::cmd(cmd).arg(key).arg(&lost)).await.unwrap();
-    }
-    lost
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_safety_a_request_whose_lease_is_lost_is_stopped_and_refunded() {
     let db = TestDb::create().await;
@@ -65,7 +47,7 @@ async fn under_safety_a_request_whose_lease_is_lost_is_stopped_and_refunded() {
         .json(&serde_json::json!({"message": "q", "useRAG": false}));
     let call = tokio::spawn(async move { req.send().await.unwrap() });
     assert!(fake.wait_in_flight(1, Duration::from_secs(10)).await);
-    forget_the_only_lease(&r).await;
+    common::forget_the_only_lease(&r).await;
     // The next renewal (every 200 ms) finds it gone: the request stops, its assistant call
     // never released by the test.
     let resp = tokio::time::timeout(Duration::from_secs(5), call)
@@ -106,7 +88,7 @@ async fn under_availability_a_request_whose_lease_is_lost_runs_to_completion_and
 
     let a = send(&c, &one, "lost-a");
     assert!(fake_a.wait_in_flight(1, Duration::from_secs(10)).await);
-    let lost = forget_the_only_lease(&r).await;
+    let lost = common::forget_the_only_lease(&r).await;
 
     // The slot is free as far as the fleet knows: another request takes it.
     let b = send(&c, &two, "lost-b");

@@ -334,3 +334,69 @@ async fn a_queue_timeout_on_a_stream_is_an_error_event_and_refunds() {
     f.sim.set(|s| s.llm_answer_latency_ms = 0).unwrap();
     assert_eq!(holder.await.unwrap(), 200);
 }
+
+/// A stream whose lease is lost mid-answer (Redis forgot it): under the safety outage policy the
+/// answer stops at once with an `error` event (`service_unavailable`, `retryAfter`), the LLM call
+/// is dropped (the simulator sees it end), and the query is kept: text had reached the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_lease_is_lost_stops_with_an_error_event() {
+    let f = start_with(|c| {
+        c.admission.max_concurrent_global = 1;
+        c.admission.max_concurrent_per_user = 1;
+        // Renewed every 200 ms: the loss is found within that.
+        c.admission.lease_ttl_ms = 600;
+    })
+    .await;
+    // Slow chunks: the answer would take many seconds.
+    f.sim.set(|s| s.llm_chunk_delay_ms = 300).unwrap();
+    let before = f.server.state.quota().remaining("revoked").await.unwrap();
+    let resp = stream_request(
+        &f,
+        "revoked",
+        json!({"message": "statins", "useRAG": false}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let t0 = std::time::Instant::now();
+    let prefix = f.server.state.config().redis.prefix.clone();
+    let forget = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while f.sim.stats().group(Group::Llm).in_flight == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never reached the LLM"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        common::forget_the_only_lease(&common::redis(&prefix).await).await;
+    };
+    let (events, ()) = tokio::join!(
+        read_events(resp, t0, |n| n == "done" || n == "error"),
+        forget
+    );
+    let names: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(names.last(), Some(&"error"), "{names:?}");
+    let err = &events.last().unwrap().2;
+    assert_eq!(err["code"], "service_unavailable", "{err}");
+    assert!(err["retryAfter"].as_u64().unwrap() >= 1, "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while f.sim.stats().group(Group::Llm).in_flight > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the LLM call was not dropped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let quota = f.server.state.quota().remaining("revoked").await.unwrap();
+    if names.contains(&"delta") {
+        assert_eq!(
+            quota,
+            before - 1,
+            "text reached the client: the query counts"
+        );
+    } else {
+        assert_eq!(quota, before, "nothing reached the client: given back");
+    }
+}

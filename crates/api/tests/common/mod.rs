@@ -378,3 +378,24 @@ pub async fn rag_replica(sim: &upstream_sim::RunningSim, mut cfg: Config) -> Ser
         .with_breakers(Arc::new(breakers));
     Server::start_state(state).await
 }
+
+/// Removes the lease of the only slot in use from Redis, as an expiry or a restart without
+/// persistence would; returns its id.
+pub async fn forget_the_only_lease(r: &limiter_core::RedisHandle) -> String {
+    let global = r.keys().lease_scope("api", b"global");
+    let holders = r.keys().group_key("api", "holders");
+    let leases: Vec<String> = r
+        .cmd(redis::cmd("ZRANGE").arg(&global).arg(0).arg(-1))
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 1);
+    let lost = leases[0].clone();
+    let user_key: String = r
+        .cmd(redis::cmd("HGET").arg(&holders).arg(&lost))
+        .await
+        .unwrap();
+    for (key, cmd) in [(&global, "ZREM"), (&user_key, "ZREM"), (&holders, "HDEL")] {
+        let _: i64 = r.cmd(redis::cmd(cmd).arg(key).arg(&lost)).await.unwrap();
+    }
+    lost
+}
