@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use testkit::proxy::TcpProxy;
 
 use crate::harness::load::summary;
-use crate::harness::{Fleet, FleetOptions, Load, LoadOptions, RedisTarget, TestDb, client, serial};
+use crate::harness::{Fleet, FleetOptions, RedisTarget, TestDb, serial};
 
 /// Short, so that twice it is a short test. The LLM answers well within a tenth of it (the drift
 /// margin of the safety policy): a call admitted locally just before the stop ends before the
@@ -19,19 +19,6 @@ use crate::harness::{Fleet, FleetOptions, Load, LoadOptions, RedisTarget, TestDb
 const LEASE_MS: u64 = 4000;
 const LLM_MS: u64 = 300;
 const HEARTBEAT_MS: u64 = 1500;
-
-/// Every replica admitting through Redis again.
-async fn all_shared(fleet: &Fleet) -> bool {
-    for i in 0..fleet.replicas.len() {
-        let Some(h) = fleet.health(i).await else {
-            return false;
-        };
-        if h["components"]["admission"]["mode"] != "shared" {
-            return false;
-        }
-    }
-    true
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_replica_cut_off_for_two_lease_ttls() {
@@ -60,40 +47,18 @@ async fn cut_off_under_load(llm_ms: u64) {
     .env("FLEETGATE_ADMISSION_HEARTBEAT_MS", HEARTBEAT_MS)
     .replica_env(0, "FLEETGATE_REDIS_URL", proxy.url());
     let mut fleet = Fleet::start("partition", opts).await;
-    let load = Load::start(
-        &client(),
-        LoadOptions {
-            bases: fleet.bases(),
-            users: (0..60).map(|n| format!("partition-user-{n}")).collect(),
-            ip_offset: 0,
-            failover: false,
-        },
-    );
-    // The fleet at its cap, and every replica's heartbeat has seen it there.
-    fleet.sim.reset_stats().await;
-    let before = fleet
-        .sim
-        .wait_llm_max(20, Duration::from_millis(10_000 + 2 * llm_ms))
+    let load = fleet
+        .load_at_cap("partition", Duration::from_millis(HEARTBEAT_MS), llm_ms)
         .await;
-    assert_eq!(before, 20, "the shared cap is reached before the cut");
-    tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
 
     // From here the simulator records the whole run: the cut, and the return.
-    fleet.sim.reset_stats().await;
     proxy.cut();
     let cut = Instant::now();
     tokio::time::sleep(Duration::from_millis(2 * LEASE_MS)).await;
     let cut_off_health = fleet.health(0).await;
     proxy.restore();
     let back = Instant::now();
-    let mut shared_after = None;
-    while back.elapsed() < Duration::from_secs(15) {
-        if all_shared(&fleet).await {
-            shared_after = Some(back.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let shared_after = fleet.wait_all_shared(back, Duration::from_secs(15)).await;
     // A little load through the fleet whole again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, max_run) = fleet.sim.llm_in_flight().await;

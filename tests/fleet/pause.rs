@@ -11,26 +11,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::load::summary;
-use crate::harness::{Fleet, FleetOptions, Load, LoadOptions, RedisTarget, TestDb, client, serial};
+use crate::harness::{Fleet, FleetOptions, RedisTarget, TestDb, serial};
 
 const LLM_MS: u64 = 500;
 const HEARTBEAT_MS: u64 = 2000;
 const REPLY_TIMEOUT_MS: u64 = 1000;
 const PAUSE: Duration = Duration::from_millis(5 * REPLY_TIMEOUT_MS);
-
-/// Every replica admitting through Redis (shared mode) and its Redis answering.
-async fn all_shared(fleet: &Fleet) -> bool {
-    for i in 0..fleet.replicas.len() {
-        let Some(h) = fleet.health(i).await else {
-            return false;
-        };
-        let c = &h["components"];
-        if c["admission"]["mode"] != "shared" || c["redis"]["status"] != "up" {
-            return false;
-        }
-    }
-    true
-}
 
 fn signal(pid: &str, sig: &str) {
     let ok = Command::new("kill")
@@ -58,23 +44,11 @@ async fn redis_paused_beyond_the_reply_timeout() {
     .env("FLEETGATE_REDIS_TIMEOUT_MS", REPLY_TIMEOUT_MS)
     .env("FLEETGATE_ADMISSION_HEARTBEAT_MS", HEARTBEAT_MS);
     let mut fleet = Fleet::start("pause", opts).await;
-    let load = Load::start(
-        &client(),
-        LoadOptions {
-            bases: fleet.bases(),
-            users: (0..60).map(|n| format!("pause-user-{n}")).collect(),
-            ip_offset: 0,
-            failover: false,
-        },
-    );
-    fleet.sim.reset_stats().await;
-    let before = fleet.sim.wait_llm_max(20, Duration::from_secs(10)).await;
-    assert_eq!(before, 20, "the shared cap is reached before the pause");
-    // Every replica's heartbeat has seen the fleet at its cap.
-    tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
+    let load = fleet
+        .load_at_cap("pause", Duration::from_millis(HEARTBEAT_MS), LLM_MS)
+        .await;
 
     // From here the simulator records the whole run: the pause, the resume, and after.
-    fleet.sim.reset_stats().await;
     signal(&pid, "-STOP");
     let paused = Instant::now();
     tokio::time::sleep(PAUSE).await;
@@ -89,19 +63,10 @@ async fn redis_paused_beyond_the_reply_timeout() {
     }
     signal(&pid, "-CONT");
     let resumed = Instant::now();
-    let mut shared_after = None;
-    while resumed.elapsed() < Duration::from_secs(20) {
-        if all_shared(&fleet).await {
-            shared_after = Some(resumed.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (_, max_pause) = fleet.sim.llm_in_flight().await;
-    fleet.sim.reset_stats().await;
-    let again = fleet.sim.wait_llm_max(20, Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, again_max) = fleet.sim.llm_in_flight().await;
+    let shared_after = fleet
+        .wait_all_shared(resumed, Duration::from_secs(20))
+        .await;
+    let (max_pause, again, again_max) = fleet.run_max_then_cap_again().await;
     let outcomes = load.stop().await;
     let during = outcomes
         .iter()

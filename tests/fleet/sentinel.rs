@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::load::summary;
 use crate::harness::sentinel::SentinelSet;
-use crate::harness::{Fleet, FleetOptions, Load, LoadOptions, RedisTarget, TestDb, client, serial};
+use crate::harness::{Fleet, FleetOptions, RedisTarget, TestDb, serial};
 
 const LLM_MS: u64 = 500;
 const HEARTBEAT_MS: u64 = 2000;
@@ -24,20 +24,6 @@ enum Fault {
     Failover,
     /// SIGKILL the master.
     KillMaster,
-}
-
-/// Every replica admitting through Redis (shared mode) and its Redis answering.
-async fn all_shared(fleet: &Fleet) -> bool {
-    for i in 0..fleet.replicas.len() {
-        let Some(h) = fleet.health(i).await else {
-            return false;
-        };
-        let c = &h["components"];
-        if c["admission"]["mode"] != "shared" || c["redis"]["status"] != "up" {
-            return false;
-        }
-    }
-    true
 }
 
 async fn fail_over(fault: Fault) {
@@ -59,23 +45,11 @@ async fn fail_over(fault: Fault) {
         .await
         .map(|h| h["components"]["redis"]["topology"].clone());
     assert_eq!(topology, Some(serde_json::json!("sentinel")));
-    let load = Load::start(
-        &client(),
-        LoadOptions {
-            bases: fleet.bases(),
-            users: (0..60).map(|n| format!("sentinel-user-{n}")).collect(),
-            ip_offset: 0,
-            failover: false,
-        },
-    );
-    fleet.sim.reset_stats().await;
-    let before = fleet.sim.wait_llm_max(20, Duration::from_secs(10)).await;
-    assert_eq!(before, 20, "the shared cap is reached before the failover");
-    // Every replica's heartbeat has seen the fleet at its cap.
-    tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
+    let load = fleet
+        .load_at_cap("sentinel", Duration::from_millis(HEARTBEAT_MS), LLM_MS)
+        .await;
 
     // From here the simulator records the whole run: the failover, and after.
-    fleet.sim.reset_stats().await;
     let started = Instant::now();
     match fault {
         Fault::Failover => set.failover().await,
@@ -90,20 +64,11 @@ async fn fail_over(fault: Fault) {
             set.dir().display()
         )
     });
-    let mut shared_after = None;
-    while started.elapsed() < Duration::from_secs(40) {
-        if all_shared(&fleet).await {
-            shared_after = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (_, max_failover) = fleet.sim.llm_in_flight().await;
+    let shared_after = fleet
+        .wait_all_shared(started, Duration::from_secs(40))
+        .await;
     // The shared cap through the new master: the LLM reaches 20 again, never more.
-    fleet.sim.reset_stats().await;
-    let again = fleet.sim.wait_llm_max(20, Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, again_max) = fleet.sim.llm_in_flight().await;
+    let (max_failover, again, again_max) = fleet.run_max_then_cap_again().await;
     let outcomes = load.stop().await;
     let moved: Vec<bool> = (0..fleet.replicas.len())
         .map(|i| {

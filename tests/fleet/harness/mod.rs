@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod admission_keys;
+pub mod at_cap;
 pub mod bins;
 pub mod fleet;
 pub mod load;
