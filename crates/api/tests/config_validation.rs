@@ -185,3 +185,41 @@ fn values_at_each_boundary_are_accepted() {
     // The defaults pass as well.
     load(&[]).unwrap();
 }
+
+/// Why the configuration is loaded by a table of its own (`config/env.rs`) rather than a
+/// layered loader such as figment or config-rs: those read every layer, environment included,
+/// through serde, and serde's type errors quote the value they found. A secret set under the
+/// wrong variable (a database password in `FLEETGATE_REDIS_TIMEOUT_MS`, say) would be printed
+/// at start, into logs. This loader names the variable, or the file's line and key, and never the
+/// value. The first assertion is the library behaviour that rules them out.
+#[test]
+fn a_value_that_does_not_parse_is_never_printed_unlike_through_serde() {
+    let secret = "s3cr3t-under-the-wrong-key";
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Layer {
+        timeout_ms: u64,
+    }
+    let through_serde = toml::from_str::<Layer>(&format!("timeout_ms = \"{secret}\""))
+        .unwrap_err()
+        .to_string();
+    assert!(through_serde.contains(secret), "{through_serde}");
+
+    let from_env = load(&[("FLEETGATE_REDIS_TIMEOUT_MS", secret)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        from_env.contains("FLEETGATE_REDIS_TIMEOUT_MS"),
+        "{from_env}"
+    );
+    assert!(!from_env.contains(secret), "{from_env}");
+
+    let path = std::env::temp_dir().join(format!("fg-secret-{}.toml", rand::random::<u32>()));
+    std::fs::write(&path, format!("[redis]\ntimeout_ms = \"{secret}\"\n")).unwrap();
+    let p = path.to_string_lossy().to_string();
+    let from_file = load(&[("FLEETGATE_CONFIG", &p)]).unwrap_err().to_string();
+    let _ = std::fs::remove_file(&path);
+    assert!(from_file.contains("line 2"), "{from_file}");
+    assert!(from_file.contains("expected u64"), "{from_file}");
+    assert!(!from_file.contains(secret), "{from_file}");
+}

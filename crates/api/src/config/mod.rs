@@ -139,8 +139,7 @@ impl Config {
         })?;
         toml::from_str(&text).map_err(|e| ConfigError::File {
             path: path.into(),
-            // The message names the key and position; the span snippet could show a secret.
-            reason: e.message().to_string(),
+            reason: file_error(&text, &e),
         })
     }
 
@@ -185,6 +184,33 @@ fn parse_tiers(list: &str) -> Result<BTreeMap<String, u32>, ConfigError> {
             Ok((name.trim().to_string(), n))
         })
         .collect()
+}
+
+/// A config-file error a log may show: the line, and serde's message with every quoted value
+/// hidden. serde quotes the string it found ("invalid type: string \"...\", expected u64"), and
+/// a secret typed under the wrong key would otherwise be printed at start; key names, which
+/// serde puts in backticks, stay.
+fn file_error(text: &str, e: &toml::de::Error) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    for c in e.message().chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                quoted = true;
+                out.push_str("(value hidden)");
+            }
+            ('"', true) => quoted = false,
+            (c, false) => out.push(c),
+            (_, true) => {}
+        }
+    }
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {out}")
+        }
+        None => out,
+    }
 }
 
 #[cfg(test)]
