@@ -10,6 +10,9 @@
 //! ```
 //!
 //! - `window`: exact sliding window (limit 100 per 60 s) over `--keys` random clients.
+//! - `window-pool`: the same script call, keys and arguments through a `deadpool-redis` pool of
+//!   `--pool` connections (one command at a time each) instead of the one multiplexed
+//!   connection: why the library multiplexes (README, "Why one multiplexed connection").
 //! - `lease`: fleet-wide admission (`Admission`, global cap `--cap`, one user per task): admit
 //!   waits in the queue when all slots are taken, then release; pairs per second.
 //! - `lease-try`: `LeaseManager::try_acquire` + release with a cap no task ever hits.
@@ -48,6 +51,7 @@ struct Args {
     cap: u32,
     n: usize,
     retry_ms: u64,
+    pool: usize,
 }
 
 fn parse_args() -> Args {
@@ -73,6 +77,7 @@ fn parse_args() -> Args {
         cap: num("--cap", 20.0) as u32,
         n: num("--n", 200.0) as usize,
         retry_ms: num("--retry", 10.0) as u64,
+        pool: num("--pool", 16.0) as usize,
     }
 }
 
@@ -178,6 +183,39 @@ async fn window(a: Args) {
         async move {
             let key = rand::rng().random_range(0..keys).to_string();
             w.check(key.as_bytes()).await.unwrap().allowed
+        }
+    })
+    .await;
+}
+
+async fn window_pool(a: Args) {
+    let keys_of = handle(&a);
+    let cfg = deadpool_redis::Config::from_url(a.redis.clone());
+    let pool = cfg
+        .builder()
+        .unwrap()
+        .max_size(a.pool)
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .unwrap();
+    let script = Arc::new(redis::Script::new(
+        limiter_core::scripts::SLIDING_WINDOW.source(),
+    ));
+    let keys = a.keys;
+    drive(&a, move |_| {
+        let (pool, script, keys_of) = (pool.clone(), Arc::clone(&script), keys_of.clone());
+        async move {
+            let client = rand::rng().random_range(0..keys).to_string();
+            let key = keys_of.keys().window("api", client.as_bytes());
+            let mut conn = pool.get().await.unwrap();
+            let reply: Vec<i64> = script
+                .key(key)
+                .arg(100u32)
+                .arg(60_000u64)
+                .invoke_async(&mut *conn)
+                .await
+                .unwrap();
+            reply[0] == 1
         }
     })
     .await;
@@ -390,6 +428,7 @@ fn main() {
     rt.block_on(async move {
         match a.scenario.as_str() {
             "window" => window(a).await,
+            "window-pool" => window_pool(a).await,
             "deny" => deny(a).await,
             "lease" => lease(a).await,
             "lease-try" => lease_try(a).await,
