@@ -25,11 +25,12 @@ global_concurrency = 4
 per_user_concurrency = 4
 queue_timeout_ms = 30000
 [[routes]]
+method = "POST"
+path = "/work"
+class = "chat"
+[[routes]]
 path = "/work"
 per_ip_per_min = 100
-[[routes]]
-path = "/slow"
-class = "chat"
 {extra}"#,
         app.url()
     )
@@ -88,7 +89,7 @@ fn route<'a>(limits: &'a Value, path: &str) -> &'a Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["route"] == path)
+        .find(|r| r["route"] == path && r["method"] == "*")
         .unwrap()
 }
 
@@ -145,7 +146,7 @@ async fn a_change_on_one_replica_is_in_force_on_every_replica_within_a_second_an
     let mut calls = Vec::new();
     for i in 0..9 {
         let req = cl
-            .get(gws[i % 3].url("/slow?ms=300"))
+            .post(gws[i % 3].url("/work?ms=300"))
             .header("x-user-id", format!("u{i}"));
         calls.push(tokio::spawn(async move {
             req.send().await.unwrap().status().as_u16()
