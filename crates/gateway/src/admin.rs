@@ -30,8 +30,7 @@ use axum::extract::ConnectInfo;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use limiter_tower::Mode;
 use limiter_tower::runtime::{
-    AdmissionLimits, InvalidChange, Layer, LimitsDocument, LimitsPatch, LimitsStore,
-    UpdateError,
+    AdmissionLimits, InvalidChange, Layer, LimitsDocument, LimitsPatch, LimitsStore, UpdateError,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -405,8 +404,12 @@ impl Admin {
                 let caps = a.admission.as_ref().map(admission_caps).transpose()?;
                 let route = match (&a.route, &patch) {
                     (Some(r), Some(l)) => {
-                        self.limits.check_scope(r, false).map_err(|e| Problem::invalid(&e))?;
-                        self.limits.check_patch(r, l).map_err(|e| Problem::invalid(&e))?;
+                        self.limits
+                            .check_scope(r, false)
+                            .map_err(|e| Problem::invalid(&e))?;
+                        self.limits
+                            .check_patch(r, l)
+                            .map_err(|e| Problem::invalid(&e))?;
                         if *l == LimitsPatch::default() {
                             return Err(Problem::field("limits", "names no limit"));
                         }
@@ -425,7 +428,10 @@ impl Admin {
                     }
                 }
                 if route.is_none() && caps.is_none() {
-                    return Err(Problem::field("limits", "give route and limits, or admission"));
+                    return Err(Problem::field(
+                        "limits",
+                        "give route and limits, or admission",
+                    ));
                 }
                 // Values are checked by the document itself (above 0), naming the field.
                 let mut probe = LimitsDocument::default();

@@ -48,7 +48,8 @@ mod tunnel;
 pub use breaker::AppBreaker;
 pub use identity::IdentityResolver;
 pub use policy::{
-    AdminPolicy, AdmissionPolicy, AppBreakerPolicy, DefaultPolicy, Identity, Policy, PolicyError, RoutePolicy,
+    AdminPolicy, AdmissionPolicy, AppBreakerPolicy, DefaultPolicy, Identity, Policy, PolicyError,
+    RoutePolicy,
 };
 pub use problem::GatewayProblem;
 pub use proxy::{Proxy, strip_hop_by_hop};

@@ -113,7 +113,11 @@ fn route_stack(
 ) -> Result<(RouteService, RouteHandles), LimiterError> {
     // One handle per layer, so that each can be switched on its own at runtime; a shadow route
     // starts with all of them in shadow.
-    let mut handles = RouteHandles::new(if r.shadow { Mode::Shadow } else { Mode::Enforce });
+    let mut handles = RouteHandles::new(if r.shadow {
+        Mode::Shadow
+    } else {
+        Mode::Enforce
+    });
     // Names are part of the Redis keys and of `RateLimit-Policy`: the route's position keeps two
     // routes on one path (different methods) apart.
     let name = |what: &str| format!("route{index}-{what}");
@@ -256,7 +260,8 @@ impl Service<Request<Body>> for Gateway {
         };
         // An open breaker refuses before the limits: no quota spent, no slot taken.
         if breaker_mode == Mode::Enforce
-            && let Some(refused) = self.breaker.as_ref().and_then(AppBreaker::refusal) {
+            && let Some(refused) = self.breaker.as_ref().and_then(AppBreaker::refusal)
+        {
             return Box::pin(async { Ok(refused) });
         }
         let service = match found {

@@ -155,7 +155,11 @@ impl RuntimeLimits {
 
     /// Whether the routes of `scope` have the layers `patch` changes (a runtime change adjusts a
     /// limit; it does not add a layer the policy did not configure).
-    pub(crate) fn check_patch(&self, scope: &str, patch: &LimitsPatch) -> Result<(), InvalidChange> {
+    pub(crate) fn check_patch(
+        &self,
+        scope: &str,
+        patch: &LimitsPatch,
+    ) -> Result<(), InvalidChange> {
         let routes: Vec<&RoutePolicy> = self
             .routes
             .iter()

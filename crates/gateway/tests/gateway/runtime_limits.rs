@@ -234,7 +234,11 @@ async fn modes_switch_per_layer_and_the_admin_path_is_the_gateways() {
     let r = cl.get(a.url(ADMIN)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v, json!({"status": "healthy"}), "no limits without the token");
+    assert_eq!(
+        v,
+        json!({"status": "healthy"}),
+        "no limits without the token"
+    );
     assert_eq!(app.stats().await["served"], served);
 }
 

@@ -107,7 +107,9 @@ impl Inner {
             let replicas = self.live_replicas.load(Ordering::Relaxed);
             let share = self.shares().global;
             let own = self.local.running();
-            let limit = self.outage.begin(self.scripts.caps().global(), share, replicas, own);
+            let limit = self
+                .outage
+                .begin(self.scripts.caps().global(), share, replicas, own);
             let peak = self.outage.peak();
             tracing::warn!(
                 own,

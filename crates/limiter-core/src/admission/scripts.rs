@@ -125,10 +125,8 @@ impl QueueScripts {
         extra: &[&str],
     ) -> Result<T, LimiterError> {
         let base = self.args_now();
-        let mut args: Vec<&dyn ToRedisArgsDyn> = base
-            .iter()
-            .map(|a| a as &dyn ToRedisArgsDyn)
-            .collect();
+        let mut args: Vec<&dyn ToRedisArgsDyn> =
+            base.iter().map(|a| a as &dyn ToRedisArgsDyn).collect();
         args.extend(extra.iter().map(|a| a as &dyn ToRedisArgsDyn));
         self.redis.eval(script, &[&self.global_key], &args).await
     }

@@ -51,7 +51,12 @@ pub enum Layer {
 
 impl Layer {
     /// Every layer, in the order above.
-    pub const ALL: [Layer; 4] = [Layer::Window, Layer::Admission, Layer::Quota, Layer::Breaker];
+    pub const ALL: [Layer; 4] = [
+        Layer::Window,
+        Layer::Admission,
+        Layer::Quota,
+        Layer::Breaker,
+    ];
 
     /// `window`, `admission`, `quota` or `breaker`.
     pub fn as_str(self) -> &'static str {
@@ -238,11 +243,7 @@ impl LimitsDocument {
         self.scopes
             .get(scope)
             .and_then(|s| s.modes.get(layer))
-            .or_else(|| {
-                self.scopes
-                    .get(ALL_SCOPES)
-                    .and_then(|s| s.modes.get(layer))
-            })
+            .or_else(|| self.scopes.get(ALL_SCOPES).and_then(|s| s.modes.get(layer)))
     }
 
     /// Sets the limits `patch` gives on `scope` (values must be above 0).
@@ -391,8 +392,10 @@ mod tests {
         assert_eq!(serde_json::from_str::<LimitsDocument>(&json).unwrap(), d);
         assert!(serde_json::from_str::<LimitsDocument>(r#"{"scopes":{"/a":{"x":1}}}"#).is_err());
         assert!(
-            serde_json::from_str::<LimitsDocument>(r#"{"scopes":{"/a":{"modes":{"window":"block"}}}}"#)
-                .is_err()
+            serde_json::from_str::<LimitsDocument>(
+                r#"{"scopes":{"/a":{"modes":{"window":"block"}}}}"#
+            )
+            .is_err()
         );
         assert_eq!(Layer::parse_many("all").unwrap().len(), 4);
         assert_eq!(Layer::parse_many("quota").unwrap(), [Layer::Quota]);

@@ -74,7 +74,12 @@ async fn a_stale_write_is_refused_and_update_keeps_both_changes() {
         .unwrap();
     assert!(ttl > 86_400_000, "the document has a long TTL: {ttl}");
     // A refused change stores nothing.
-    assert!(store.update("x", |d| d.set_limits("/a", ip(0))).await.is_err());
+    assert!(
+        store
+            .update("x", |d| d.set_limits("/a", ip(0)))
+            .await
+            .is_err()
+    );
     assert_eq!(store.version().await.unwrap(), 10);
 }
 
