@@ -347,3 +347,72 @@ async fn admin_refusals_have_stable_codes_and_name_the_field() {
     assert_eq!(r.status(), 403);
     assert_eq!(problem_code(r).await, "forbidden");
 }
+
+#[tokio::test]
+async fn a_daily_quota_and_the_breaker_mode_change_at_runtime() {
+    tokio::time::sleep(testkit::wait_clear_of_utc_midnight(Duration::from_secs(60))).await;
+    let app = App::start();
+    let p = format!(
+        "upstream = \"{}\"\n[identity]\nheader = \"X-User-Id\"\n\
+         [[routes]]\npath = \"/work\"\ndaily_quota = 1\n\
+         [breaker]\nfailure_threshold = 1\nopen_ms = 60000\nopen_max_ms = 60000\n",
+        app.url()
+    );
+    let db = crate::harness::database_url();
+    let mut env = env().to_vec();
+    env.push(("FLEETGATE_DATABASE_URL", db.as_str()));
+    let gw = Gateway::start(&p, &testkit::unique_prefix("gw-rt-quota"), &env).await;
+    let user = testkit::unique_prefix("rt-quota-user");
+    let cl = client();
+    let call = |q: &str| {
+        cl.get(gw.url(&format!("/work?ms=0{q}")))
+            .header("x-user-id", &user)
+            .send()
+    };
+    assert_eq!(call("").await.unwrap().status(), 200);
+    let r = call("").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(problem_code(r).await, "quota_exhausted");
+    // Raised at runtime: the day's count stays, the new limit applies to the next request.
+    let r = admin_post(
+        &gw,
+        json!({"action": "set-limits", "route": "/work", "limits": {"daily_quota": 2}}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(route(&limits(&gw).await, "/work")["daily_quota"], 2);
+    assert_eq!(call("").await.unwrap().status(), 200);
+    assert_eq!(call("").await.unwrap().status(), 429);
+    // The quota off: no refusal.
+    let r = admin_post(
+        &gw,
+        json!({"action": "set-mode", "route": "/work", "layer": "quota", "mode": "off"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(call("").await.unwrap().status(), 200);
+
+    // One failure opens the breaker: refused with 503 circuit_open...
+    assert_eq!(call("&status=500").await.unwrap().status(), 500);
+    let r = call("").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(problem_code(r).await, "circuit_open");
+    // ...until the breaker is set off for the whole service: straight to the app.
+    let r = admin_post(
+        &gw,
+        json!({"action": "set-mode", "route": "*", "layer": "breaker", "mode": "off"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(call("").await.unwrap().status(), 200);
+    // In shadow it lets the request through, marked.
+    let r = admin_post(
+        &gw,
+        json!({"action": "set-mode", "route": "*", "layer": "breaker", "mode": "shadow"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = call("").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["limit-shadow-refusal"], "circuit_open");
+}
