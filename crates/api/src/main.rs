@@ -138,6 +138,12 @@ async fn gateway(config: Config) -> anyhow::Result<()> {
         },
         database,
         shutdown_grace: std::time::Duration::from_millis(config.server.shutdown_grace_ms),
+        // The same admin token as `serve`: it guards the gateway's runtime-limits actions.
+        admin_token: config
+            .auth
+            .admin_token
+            .as_ref()
+            .map(|t| gateway::AdminToken::new(t.expose())),
     };
     gateway::run(&policy, &settings, shutdown_signal()).await?;
     tracing::info!("fleetgate gateway stopped");

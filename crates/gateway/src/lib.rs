@@ -6,8 +6,10 @@
 //! Layout: `policy.rs` (the policy file, checked at load), `routes.rs` (method and path
 //! matching), `identity.rs` (who is calling; the identity header the app receives),
 //! `proxy.rs` (the streaming reverse proxy and its header rules), `quota.rs` (daily quotas in
-//! PostgreSQL), `breaker.rs` (the circuit breaker on the app), `tunnel.rs` (WebSocket pass-through), `problem.rs` (the gateway's own refusals), `router.rs` (each route's stack of limits, and the service dispatching to them),
-//! `run.rs` (building and serving it).
+//! PostgreSQL), `breaker.rs` (the circuit breaker on the app), `tunnel.rs` (WebSocket pass-through), `problem.rs` (the gateway's own refusals),
+//! `router.rs` (each route's stack of limits, and the service dispatching to them),
+//! `runtime.rs` (runtime limits applied to the routes' layers), `admin.rs` (the admin endpoint:
+//! limits in force, runtime changes), `run.rs` (building and serving it).
 //!
 //! ```no_run
 //! use gateway::{Policy, Settings};
@@ -21,6 +23,7 @@
 //!     admission: limiter_core::AdmissionConfig::default(),
 //!     database: None,
 //!     shutdown_grace: std::time::Duration::from_secs(30),
+//!     admin_token: Some(gateway::AdminToken::new("s3cret")),
 //! };
 //! gateway::run(&policy, &settings, std::future::pending()).await?;
 //! # Ok(())
@@ -29,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod breaker;
 mod identity;
 mod policy;
@@ -38,16 +42,18 @@ mod quota;
 mod router;
 mod routes;
 mod run;
+mod runtime;
 mod tunnel;
 
 pub use breaker::AppBreaker;
 pub use identity::IdentityResolver;
 pub use policy::{
-    AdmissionPolicy, AppBreakerPolicy, DefaultPolicy, Identity, Policy, PolicyError, RoutePolicy,
+    AdminPolicy, AdmissionPolicy, AppBreakerPolicy, DefaultPolicy, Identity, Policy, PolicyError,
+    RoutePolicy,
 };
 pub use problem::GatewayProblem;
 pub use proxy::{Proxy, strip_hop_by_hop};
 pub use quota::{Database, QuotaStore, RouteQuota, until_next_utc_midnight};
 pub use router::{Gateway, RouteDeps};
 pub use routes::{PathPattern, RouteMatch, first_match};
-pub use run::{GatewayError, Settings, build, run, serve};
+pub use run::{AdminToken, GatewayError, RUNTIME_LIMITS_POLL, Settings, build, run, serve};

@@ -51,6 +51,32 @@ pub struct Policy {
     /// The circuit breaker on the app.
     #[serde(default)]
     pub breaker: AppBreakerPolicy,
+    /// The gateway's own admin endpoint.
+    #[serde(default)]
+    pub admin: AdminPolicy,
+}
+
+/// `[admin]`: where the gateway answers its admin API (limits in force, runtime changes). That
+/// path is the gateway's: requests to it never reach the app, so pick another one if the app
+/// has its own `/api/system-health`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminPolicy {
+    /// The exact path (default `/api/system-health`).
+    #[serde(default = "default_admin_path")]
+    pub path: String,
+}
+
+impl Default for AdminPolicy {
+    fn default() -> Self {
+        AdminPolicy {
+            path: default_admin_path(),
+        }
+    }
+}
+
+fn default_admin_path() -> String {
+    "/api/system-health".into()
 }
 
 fn default_first_byte_ms() -> u64 {
@@ -255,6 +281,12 @@ impl Policy {
             let why = why.trim_start_matches("invalid breaker configuration: ");
             return bad(format!("[breaker]: {why}"));
         }
+        if !self.admin.path.starts_with('/') || self.admin.path.contains(['*', '?', '#']) {
+            return bad(format!(
+                "admin.path: {:?} is not an exact path starting with /",
+                self.admin.path
+            ));
+        }
         if self.upstream_timeout_ms == 0 {
             return bad("upstream_timeout_ms: must be above 0".into());
         }
@@ -368,6 +400,7 @@ class = "export"
         assert!(!p.default.refuse);
         assert_eq!(p.routes.len(), 2);
         assert!(p.breaker.enabled);
+        assert_eq!(p.admin.path, "/api/system-health");
         assert_eq!(
             p.breaker.to_store(),
             breaker_store::BreakerPolicy::default()
@@ -389,6 +422,10 @@ class = "export"
             e.contains("routes[2] (/x).daily_quota: must be above 0"),
             "{e}"
         );
+        let e = err("[admin]\npath = \"admin\"\n");
+        assert!(e.contains("admin.path"), "{e}");
+        let p = Policy::parse(&format!("{BASE}[admin]\npath = \"/_fleetgate\"\n")).unwrap();
+        assert_eq!(p.admin.path, "/_fleetgate");
         let e = err("[quota]\nfree = 3\n");
         assert!(e.contains("unknown field"), "{e}");
         let e = err("[breaker]\nfailure_threshold = 0\n");

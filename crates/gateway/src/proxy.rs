@@ -24,6 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
+use limiter_tower::{LimitHandle, Mode};
 use tower::Service;
 
 use crate::breaker::AppBreaker;
@@ -88,8 +89,9 @@ pub struct Proxy {
     trusted: Vec<IpNet>,
     /// The breaker on the app, if any.
     breaker: Option<AppBreaker>,
-    /// A shadow route's proxy: an open breaker marks the request instead of refusing it.
-    shadow: bool,
+    /// The breaker's mode for the route this proxy serves (enforce when `None`): in shadow an
+    /// open breaker marks the request instead of refusing it; off bypasses it.
+    breaker_mode: Option<LimitHandle>,
 }
 
 impl Proxy {
@@ -115,7 +117,7 @@ impl Proxy {
             first_byte_timeout,
             trusted,
             breaker: None,
-            shadow: false,
+            breaker_mode: None,
         }
     }
 
@@ -125,10 +127,10 @@ impl Proxy {
         self
     }
 
-    /// The same proxy for a shadow route.
-    pub fn shadowed(&self) -> Self {
+    /// The same proxy, its breaker in the mode `handle` says (read at each request).
+    pub fn with_breaker_mode(&self, handle: LimitHandle) -> Self {
         Proxy {
-            shadow: true,
+            breaker_mode: Some(handle),
             ..self.clone()
         }
     }
@@ -191,9 +193,14 @@ impl Proxy {
         if upgrade.is_some() {
             tunnel::restore_request_headers(req.headers_mut());
         }
-        match &self.breaker {
-            Some(b) => b.call(self.shadow, self.send(req, upgrade)).await,
-            None => self.send(req, upgrade).await,
+        let mode = self
+            .breaker_mode
+            .as_ref()
+            .map_or(Mode::Enforce, LimitHandle::mode);
+        match (&self.breaker, mode) {
+            (Some(b), Mode::Enforce) => b.call(false, self.send(req, upgrade)).await,
+            (Some(b), Mode::Shadow) => b.call(true, self.send(req, upgrade)).await,
+            _ => self.send(req, upgrade).await,
         }
     }
 

@@ -12,6 +12,7 @@
 //! lets everything through while its store is down is no limit on cost.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -170,7 +171,9 @@ pub struct Ticket {
 pub struct RouteQuota {
     store: QuotaStore,
     route: Arc<str>,
-    limit: u32,
+    /// Read at each spend, so a runtime change applies to the next request; what was spent
+    /// today stays spent (a lowered limit refuses until the day's count is below it).
+    limit: Arc<AtomicU32>,
 }
 
 impl RouteQuota {
@@ -180,8 +183,13 @@ impl RouteQuota {
         RouteQuota {
             store,
             route: route.into(),
-            limit,
+            limit: Arc::new(AtomicU32::new(limit)),
         }
+    }
+
+    /// The limit in force, shared: storing into it changes the limit of this quota's layer.
+    pub fn limit_cell(&self) -> Arc<AtomicU32> {
+        Arc::clone(&self.limit)
     }
 
     /// The layer spending it, keyed by the verified identity header.
@@ -205,7 +213,8 @@ impl QuotaHook for RouteQuota {
     type Ticket = Ticket;
 
     async fn check(&self, key: &str) -> Result<Ticket, QuotaDenied> {
-        match self.store.spend(&self.route, key, self.limit).await {
+        let limit = self.limit.load(Ordering::Relaxed);
+        match self.store.spend(&self.route, key, limit).await {
             Ok(Some(day)) => Ok(Ticket {
                 route: Arc::clone(&self.route),
                 user: key.to_string(),

@@ -5,7 +5,8 @@
 //! window (cheap refusals before anything else), the per-user window, the daily quota (before
 //! admission: a user with nothing left never takes a place in the queue), then admission in the
 //! route's class (the slot is held until the app's response body ends, so a streamed answer keeps
-//! it). A route's layers share one `LimitHandle`, in shadow mode when the route says so. Every
+//! it). Each layer has a `LimitHandle` of its own (all in shadow mode when the route says so), so
+//! runtime limits can switch and adjust them one by one (`runtime.rs`). Every
 //! route's admission draws from one fleet-wide queue, so classes compete in priority order.
 
 use std::convert::Infallible;
@@ -26,6 +27,7 @@ use limiter_tower::{
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
+use crate::admin::Admin;
 use crate::breaker::AppBreaker;
 use crate::identity::IdentityResolver;
 use crate::policy::{Policy, RoutePolicy};
@@ -33,6 +35,7 @@ use crate::problem::GatewayProblem;
 use crate::proxy::Proxy;
 use crate::quota::{QuotaStore, RouteQuota};
 use crate::routes::{PathPattern, RouteMatch, first_match};
+use crate::runtime::{RouteHandles, RuntimeLimits};
 
 /// A route's whole stack, boxed so that every route has one type.
 type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
@@ -62,8 +65,19 @@ pub struct RouteDeps {
 struct Route {
     matcher: RouteMatch,
     needs_user: bool,
-    shadow: bool,
+    handles: RouteHandles,
     service: RouteService,
+}
+
+impl Route {
+    /// Whether an anonymous request is refused: some layer keyed by user enforces. In shadow or
+    /// off they let it through (shadow layers mark it).
+    fn refuses_anonymous(&self, r: &RoutePolicy) -> bool {
+        let enforcing = |h: &LimitHandle| h.mode() == Mode::Enforce;
+        (r.per_user_per_min.is_some() && enforcing(&self.handles.user_window))
+            || (r.daily_quota.is_some() && enforcing(&self.handles.quota))
+            || (r.class.is_some() && enforcing(&self.handles.admission))
+    }
 }
 
 /// The gateway: a tower service over every request.
@@ -71,9 +85,14 @@ struct Route {
 pub struct Gateway {
     identity: IdentityResolver,
     routes: Arc<[Route]>,
+    policies: Arc<[RoutePolicy]>,
     /// `None`: unmatched requests are refused (404).
     fallback: Option<Proxy>,
+    /// The breaker's mode for requests no route matches (the `*` scope's).
+    fallback_breaker: LimitHandle,
     breaker: Option<AppBreaker>,
+    /// The admin endpoint, once attached.
+    admin: Option<Arc<Admin>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -91,22 +110,21 @@ fn route_stack(
     deps: &RouteDeps,
     user_header: &HeaderName,
     queue_timeout: Duration,
-) -> Result<RouteService, LimiterError> {
-    let handle = LimitHandle::new();
-    if r.shadow {
-        handle.set_mode(Mode::Shadow);
-    }
+) -> Result<(RouteService, RouteHandles), LimiterError> {
+    // One handle per layer, so that each can be switched on its own at runtime; a shadow route
+    // starts with all of them in shadow.
+    let mut handles = RouteHandles::new(if r.shadow {
+        Mode::Shadow
+    } else {
+        Mode::Enforce
+    });
     // Names are part of the Redis keys and of `RateLimit-Policy`: the route's position keeps two
     // routes on one path (different methods) apart.
     let name = |what: &str| format!("route{index}-{what}");
     let minute = Duration::from_secs(60);
     // Built inside out: the proxy, then admission around it, the quota, then the windows, the
     // per-address window last so that it runs first.
-    let proxy = if r.shadow {
-        deps.proxy.shadowed()
-    } else {
-        deps.proxy.clone()
-    };
+    let proxy = deps.proxy.with_breaker_mode(handles.breaker.clone());
     let mut svc: RouteService = BoxCloneSyncService::new(proxy);
     if let (Some(class), Some(admission)) = (&r.class, &deps.admission) {
         let layer = AdmissionLayer::new(
@@ -115,7 +133,7 @@ fn route_stack(
             HeaderKey::new(user_header.clone()),
         )?
         .queue_timeout(queue_timeout)
-        .handle(handle.clone());
+        .handle(handles.admission.clone());
         svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
     }
     if let Some(limit) = r.daily_quota {
@@ -124,9 +142,11 @@ fn route_stack(
                 "routes[{index}].daily_quota: no database to keep quotas in"
             ))
         })?;
-        let layer = RouteQuota::new(store, &r.name(), limit)
+        let quota = RouteQuota::new(store, &r.name(), limit);
+        handles.quota_limit = Some(quota.limit_cell());
+        let layer = quota
             .layer(user_header.clone())
-            .handle(handle.clone());
+            .handle(handles.quota.clone());
         svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
     }
     if let Some(n) = r.per_user_per_min {
@@ -136,17 +156,18 @@ fn route_stack(
             policy,
             HeaderKey::new(user_header.clone()),
         )?
-        .handle(handle.clone());
+        .handle(handles.user_window.clone());
         svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
     }
     if let Some(n) = r.per_ip_per_min {
         let key = ClientIpKey::behind(deps.trusted_proxies.iter().copied())
             .peer_from(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
         let policy = WindowPolicy::new(name("ip"), n, minute);
-        let layer = SlidingWindowLayer::new(deps.redis.clone(), policy, key)?.handle(handle);
+        let layer = SlidingWindowLayer::new(deps.redis.clone(), policy, key)?
+            .handle(handles.ip_window.clone());
         svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
     }
-    Ok(svc)
+    Ok((svc, handles))
 }
 
 impl Gateway {
@@ -171,19 +192,43 @@ impl Gateway {
                 None => None,
             };
             let path = PathPattern::parse(&r.path).map_err(LimiterError::InvalidArgument)?;
+            let (service, handles) = route_stack(i, r, deps, identity.header(), queue_timeout)?;
             routes.push(Route {
                 matcher: RouteMatch::new(method, path),
                 needs_user: r.needs_user(),
-                shadow: r.shadow,
-                service: route_stack(i, r, deps, identity.header(), queue_timeout)?,
+                handles,
+                service,
             });
         }
+        let fallback_breaker = LimitHandle::new();
         Ok(Gateway {
             identity,
             routes: routes.into(),
-            fallback: (!policy.default.refuse).then(|| deps.proxy.clone()),
+            policies: policy.routes.clone().into(),
+            fallback: (!policy.default.refuse)
+                .then(|| deps.proxy.with_breaker_mode(fallback_breaker.clone())),
+            fallback_breaker,
             breaker: deps.breaker.clone(),
+            admin: None,
         })
+    }
+
+    /// The runtime switches of every route and of unmatched requests, for applying runtime
+    /// limits.
+    pub(crate) fn runtime_targets(&self, admission: Option<Admission>) -> RuntimeLimits {
+        let routes = self
+            .routes
+            .iter()
+            .zip(self.policies.iter())
+            .map(|(r, p)| (p.clone(), r.handles.clone()))
+            .collect();
+        RuntimeLimits::new(routes, self.fallback_breaker.clone(), admission)
+    }
+
+    /// Answers the admin path with `admin` instead of proxying it.
+    pub(crate) fn with_admin(mut self, admin: Admin) -> Gateway {
+        self.admin = Some(Arc::new(admin));
+        self
     }
 }
 
@@ -197,22 +242,35 @@ impl Service<Request<Body>> for Gateway {
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        if let Some(admin) = &self.admin
+            && req.uri().path() == admin.path()
+        {
+            let admin = Arc::clone(admin);
+            return Box::pin(async move { Ok(admin.handle(req).await) });
+        }
         let user = self.identity.apply(&mut req);
         let found = first_match(
             self.routes.iter().map(|r| &r.matcher),
             req.method(),
             req.uri().path(),
         );
-        let shadow = found.is_some_and(|i| self.routes[i].shadow);
+        let breaker_mode = match found {
+            Some(i) => self.routes[i].handles.breaker.mode(),
+            None => self.fallback_breaker.mode(),
+        };
         // An open breaker refuses before the limits: no quota spent, no slot taken.
-        if !shadow && let Some(refused) = self.breaker.as_ref().and_then(AppBreaker::refusal) {
+        if breaker_mode == Mode::Enforce
+            && let Some(refused) = self.breaker.as_ref().and_then(AppBreaker::refusal)
+        {
             return Box::pin(async { Ok(refused) });
         }
         let service = match found {
             Some(i) => {
                 let route = &self.routes[i];
-                // A shadow route refuses nothing, not even an anonymous request: its layers mark it.
-                if route.needs_user && !route.shadow && user.is_none() {
+                // A route whose user-keyed layers do not enforce refuses nothing, not even an
+                // anonymous request: shadow layers mark it.
+                if route.needs_user && user.is_none() && route.refuses_anonymous(&self.policies[i])
+                {
                     return Box::pin(async { Ok(GatewayProblem::Unauthorized.response()) });
                 }
                 route.service.clone()

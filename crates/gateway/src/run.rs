@@ -5,13 +5,16 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 use ipnet::IpNet;
 use limiter_core::{Admission, AdmissionConfig, LimiterError, RedisConfig, RedisHandle};
+use limiter_tower::runtime::LimitsStore;
 use tokio::net::TcpListener;
 
+use crate::admin::Admin;
 use crate::breaker::AppBreaker;
 use crate::identity::IdentityResolver;
 use crate::policy::{Policy, PolicyError};
@@ -36,7 +39,30 @@ pub struct Settings {
     /// How long requests still running (an SSE stream, say) may go on after the shutdown signal
     /// before the gateway exits anyway.
     pub shutdown_grace: Duration,
+    /// The bearer token of the admin endpoint (`None`: admin actions are refused with 403).
+    pub admin_token: Option<AdminToken>,
 }
+
+/// The admin bearer token; never printed.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Wraps the token.
+    pub fn new(token: impl Into<String>) -> Self {
+        AdminToken(token.into())
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<hidden>)")
+    }
+}
+
+/// How often every replica polls the runtime-limits version, the safety net for a lost pub/sub
+/// announcement: a change is in force everywhere within this plus a round trip.
+pub const RUNTIME_LIMITS_POLL: Duration = Duration::from_millis(500);
 
 /// Why the gateway could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -129,14 +155,34 @@ pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, Gate
         None
     };
     let deps = RouteDeps {
-        redis,
+        redis: redis.clone(),
         breaker,
-        admission,
+        admission: admission.clone(),
         trusted_proxies: settings.trusted_proxies.clone(),
         proxy,
         quota,
     };
-    Ok(Gateway::new(policy, identity(policy)?, &deps)?)
+    let gateway = Gateway::new(policy, identity(policy)?, &deps)?;
+    // The runtime limits: loaded before serving (they survive restarts), then followed.
+    let limits = Arc::new(gateway.runtime_targets(admission));
+    let store = LimitsStore::new(redis, "gateway");
+    let mut docs = store.watch(RUNTIME_LIMITS_POLL).await;
+    limits.apply(docs.borrow_and_update().clone());
+    let follower = Arc::clone(&limits);
+    tokio::spawn(async move {
+        while docs.changed().await.is_ok() {
+            let doc = docs.borrow_and_update().clone();
+            tracing::info!(version = doc.version, by = %doc.updated_by, "runtime limits changed");
+            follower.apply(doc);
+        }
+    });
+    let admin = Admin::new(
+        policy.admin.path.clone(),
+        settings.admin_token.as_ref().map(|t| t.0.clone()),
+        store,
+        limits,
+    );
+    Ok(gateway.with_admin(admin))
 }
 
 /// Serves `gateway` on `listener` until `shutdown` completes; requests still running then have

@@ -144,11 +144,13 @@ impl LeaseManager {
                 script: &LEASE_RENEW,
                 keys: keys.clone(),
                 args: vec![id.clone(), ttl_ms.to_string()],
+                caps: None,
             },
             release: ScriptCall {
                 script: &LEASE_RELEASE,
                 keys,
                 args: vec![id.clone()],
+                caps: None,
             },
             renew_after_loss: false,
         };
@@ -211,13 +213,22 @@ pub(crate) struct ScriptCall {
     pub(crate) script: &'static LuaScript,
     pub(crate) keys: Vec<String>,
     pub(crate) args: Vec<String>,
+    /// Admission scripts: the caps in force, written into the arguments at each call (a lease
+    /// outlives a cap change).
+    pub(crate) caps: Option<crate::admission::Caps>,
 }
 
 impl ScriptCall {
     async fn run(&self, redis: &RedisHandle) -> Result<redis::Value, LimiterError> {
         let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
-        let args: Vec<&dyn crate::redis_handle::ToRedisArgsDyn> = self
-            .args
+        let mut owned;
+        let mut args_ref = &self.args;
+        if let Some(caps) = &self.caps {
+            owned = self.args.clone();
+            caps.fill(&mut owned);
+            args_ref = &owned;
+        }
+        let args: Vec<&dyn crate::redis_handle::ToRedisArgsDyn> = args_ref
             .iter()
             .map(|a| a as &dyn crate::redis_handle::ToRedisArgsDyn)
             .collect();

@@ -411,3 +411,44 @@ async fn shutdown_answers_waiters_and_leaves_nothing() {
     holder.release().await.unwrap();
     assert_eq!(r[0].stats().await.unwrap().in_use, 0);
 }
+
+/// Caps changed at runtime on every replica: slots running are kept, a lowered cap grants
+/// nothing until enough of them end (including releases of leases granted under the old cap),
+/// and a raised cap hands its room to a waiter at once.
+#[tokio::test]
+async fn caps_change_at_runtime_keeping_what_runs() {
+    let prefix = testkit::unique_prefix("caps-rt");
+    let r = replicas(&prefix, 2, &cfg(3, 3)).await;
+    let p1 = r[0].admit(b"a", HIGH, soon(5)).await.unwrap();
+    let p2 = r[1].admit(b"b", HIGH, soon(5)).await.unwrap();
+    let p3 = r[0].admit(b"c", HIGH, soon(5)).await.unwrap();
+    for a in &r {
+        a.set_caps(None, Some(1));
+        assert_eq!(a.caps(), (3, 1));
+    }
+    // Three run under a cap of one: nobody is revoked, a newcomer waits.
+    let waiter = {
+        let a = r[1].clone();
+        tokio::spawn(async move { a.admit(b"d", HIGH, soon(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished());
+    assert_eq!(r[0].stats().await.unwrap().in_use, 3);
+    // Two releases (one lease per replica, granted under the old cap) leave one running: still
+    // at the cap, so nothing is handed on.
+    drop(p1);
+    drop(p2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "granted above the lowered cap");
+    // Raising the cap hands the room to the waiter without any release.
+    for a in &r {
+        a.set_caps(None, Some(2));
+    }
+    let granted = tokio::time::timeout(Duration::from_secs(3), waiter)
+        .await
+        .expect("a raised cap grants at once")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r[0].stats().await.unwrap().in_use, 2);
+    drop((granted, p3));
+}

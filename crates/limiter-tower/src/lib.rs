@@ -12,6 +12,8 @@
 //!   client service.
 //! - [`LimitHandle`]: switches layers between enforce, shadow and off at runtime, and adjusts
 //!   window limits.
+//! - [`runtime`]: a versioned document of limits changed at runtime, kept in Redis and followed
+//!   by every replica (pub/sub plus a version poll), for the service to apply to its handles.
 //!
 //! Who a limit applies to is a [`KeyExtractor`] ([`ClientIpKey`], [`HeaderKey`], [`JwtClaimKey`],
 //! [`ConstantKey`]); what a refusal looks like is a [`RejectionRenderer`] (RFC 9457
@@ -20,7 +22,7 @@
 //!
 //! Layout: `key.rs` (key extractors; `key/client_ip.rs`, `key/jwt.rs`), `reject.rs` (refusals
 //! and their rendering), `body.rs` (the response-body wrapper that holds a guard until the body
-//! ends), `mode.rs` ([`LimitHandle`]), `observe.rs` ([`DecisionObserver`]: a window's decisions for
+//! ends), `mode.rs` ([`LimitHandle`]), `runtime/` (the runtime-limits document and its store), `observe.rs` ([`DecisionObserver`]: a window's decisions for
 //! the service's own counters and spans),
 //! `admit.rs` ([`Admit`]: where admission slots come from),
 //! `window.rs`, `admission.rs`, `quota.rs`, `outbound.rs` (one layer each, with its service).
@@ -60,6 +62,7 @@ mod observe;
 mod outbound;
 mod quota;
 mod reject;
+pub mod runtime;
 mod window;
 
 pub use admission::{AdmissionLayer, AdmissionService};

@@ -4,9 +4,9 @@
 //!
 //! What is runtime-adjustable: the mode of any layer, and the limit of a [`crate::SlidingWindowLayer`]
 //! (a window is one Redis script taking the limit as an argument, so a new limit is just another
-//! argument). The admission caps are not: they are part of the fleet's shared queue configuration
-//! (`limiter_core::AdmissionConfig`, identical on every replica); restart the replicas with new
-//! caps instead.
+//! argument). The admission caps are changed on the admission itself
+//! (`limiter_core::Admission::set_caps`). Give each layer a handle of its own to switch layers
+//! one by one; [`crate::runtime`] carries such changes to every replica.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod runtime_limits;
 
 use std::time::Duration;
 

@@ -7,13 +7,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
-use futures_util::StreamExt;
+use std::ops::ControlFlow;
 use tokio::sync::oneshot;
 
 use super::inner::Inner;
 use super::mode::Mode;
+use crate::pubsub::PubSubEvent;
 use crate::{LimiterError, RedisHandle};
 
 impl Inner {
@@ -54,7 +54,7 @@ impl Inner {
     }
 }
 
-/// Keeps a pub/sub subscription to this replica's channel, reconnecting with backoff. After each
+/// Keeps a pub/sub subscription to this replica's channel (reconnecting with backoff). After each
 /// (re)subscription it triggers a heartbeat, which collects grants pushed while unsubscribed.
 pub(crate) async fn listen(
     inner: Weak<Inner>,
@@ -63,47 +63,23 @@ pub(crate) async fn listen(
     subscribed: oneshot::Sender<()>,
 ) {
     let mut subscribed = Some(subscribed);
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        // Asked again for each connection: behind Sentinel the master may have moved.
-        let connect = async {
-            redis
-                .pubsub_client()
-                .await
-                .ok()?
-                .get_async_pubsub()
-                .await
-                .ok()
+    crate::pubsub::follow_channel(redis, channel, move |event| {
+        let Some(inner) = inner.upgrade() else {
+            return ControlFlow::Break(());
         };
-        let connected = tokio::time::timeout(Duration::from_secs(2), connect).await;
-        if let Ok(Some(mut pubsub)) = connected
-            && pubsub.subscribe(&channel).await.is_ok()
-        {
-            backoff = Duration::from_millis(50);
-            if let Some(tx) = subscribed.take() {
-                let _ = tx.send(());
-            }
-            match inner.upgrade() {
-                Some(i) => i.heartbeat_now.notify_one(),
-                None => return,
-            }
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                let Some(inner) = inner.upgrade() else {
-                    return;
-                };
-                if let Ok(payload) = msg.get_payload::<String>() {
-                    inner.waiters.deliver(&payload);
+        match event {
+            PubSubEvent::Subscribed => {
+                if let Some(tx) = subscribed.take() {
+                    let _ = tx.send(());
                 }
+                inner.heartbeat_now.notify_one();
             }
-            tracing::warn!("admission pub/sub connection lost; reconnecting");
+            PubSubEvent::Message(payload) => inner.waiters.deliver(payload),
+            PubSubEvent::Disconnected => {}
         }
-        if inner.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
-    }
+        ControlFlow::Continue(())
+    })
+    .await;
 }
 
 /// Heartbeats every `heartbeat_ttl / 3` (or at once when asked), while the admission lives.

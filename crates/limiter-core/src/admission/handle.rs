@@ -91,6 +91,26 @@ impl Admission {
         &self.inner.cfg
     }
 
+    /// The caps in force: `(per-user, global)`. The configured ones until
+    /// [`Admission::set_caps`] changes them.
+    pub fn caps(&self) -> (u32, u32) {
+        let caps = self.inner.scripts.caps();
+        (caps.user(), caps.global())
+    }
+
+    /// Changes the per-user and/or global cap on this replica (`None`: unchanged; 0 counts as
+    /// 1). Every replica of the fleet must be given the same caps: each script call carries them.
+    /// Slots running are kept: under a lowered cap nothing is granted until enough of them end.
+    /// A raised cap hands the new room to waiters at once (a dispatch runs now, through the
+    /// heartbeat). The share each replica admits from while Redis is unreachable follows too.
+    pub fn set_caps(&self, user: Option<u32>, global: Option<u32>) {
+        if self.inner.scripts.caps().set(user, global) {
+            let (user, global) = self.caps();
+            tracing::info!(user, global, "admission caps changed");
+            self.inner.heartbeat_now.notify_one();
+        }
+    }
+
     /// The configured priority classes.
     pub fn classes(&self) -> &Classes {
         &self.inner.classes

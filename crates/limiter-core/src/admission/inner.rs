@@ -109,7 +109,9 @@ impl Inner {
             let replicas = self.live_replicas.load(Ordering::Relaxed);
             let share = self.shares().global;
             let own = self.local.running();
-            let limit = self.outage.begin(self.cfg.global_cap, share, replicas, own);
+            let limit = self
+                .outage
+                .begin(self.scripts.caps().global(), share, replicas, own);
             let peak = self.outage.peak();
             tracing::warn!(
                 own,
@@ -140,8 +142,8 @@ impl Inner {
     /// This replica's share of the caps: `max(1, cap / live replicas)` each.
     fn shares(&self) -> LocalCaps {
         LocalCaps {
-            global: self.cfg.global_cap,
-            user: self.cfg.user_cap,
+            global: self.scripts.caps().global(),
+            user: self.scripts.caps().user(),
             queue: self.cfg.max_queue,
             user_queue: self.cfg.max_queued_per_user,
         }

@@ -22,7 +22,7 @@
 //! less what the shared slots still running elsewhere take of the global cap (`outage.rs`), and
 //! registers what it granted when Redis returns (`recovery.rs`).
 //!
-//! Layout: `handle.rs` ([`Admission`], the public API), `config.rs`, `class.rs`, `rejection.rs`,
+//! Layout: `handle.rs` ([`Admission`], the public API), `config.rs`, `caps.rs` (the caps in force, changeable at runtime), `class.rs`, `rejection.rs`,
 //! `permit.rs`, `stats.rs`; inside: `inner.rs` (state shared with the background tasks),
 //! `shared.rs` (the path through Redis), `waiter.rs` (delivering grants to waiting requests),
 //! `scripts.rs` (typed script calls), `background.rs` (pub/sub listener, heartbeat), `mode.rs`,
@@ -31,6 +31,7 @@
 //! (recent releases, sent again to a new master after a failover).
 
 mod background;
+mod caps;
 mod class;
 mod config;
 mod degraded;
@@ -50,6 +51,7 @@ mod shared;
 mod stats;
 mod waiter;
 
+pub(crate) use caps::Caps;
 pub use class::{Class, Classes, MAX_CLASSES};
 pub use config::{AdmissionConfig, OutagePolicy};
 pub use handle::Admission;

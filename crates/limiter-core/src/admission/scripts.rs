@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::caps::Caps;
 use super::class::{Class, Classes};
 use super::config::AdmissionConfig;
 use super::stats::QueueStats;
@@ -52,8 +53,11 @@ pub(crate) struct QueueScripts {
     /// `T`: the hash tag every key of the queue shares.
     tag: String,
     global_key: String,
-    /// ARGV[1..6] of every admission script.
+    /// ARGV[1..6] of every admission script, the caps (ARGV[2], ARGV[3]) as configured: each
+    /// call writes those in force.
     base_args: Vec<String>,
+    /// The caps in force.
+    caps: Caps,
 }
 
 impl QueueScripts {
@@ -74,12 +78,25 @@ impl QueueScripts {
                 ttl_millis(cfg.heartbeat_ttl).to_string(),
                 classes.len().to_string(),
             ],
+            caps: Caps::new(cfg.user_cap, cfg.global_cap),
             tag,
             group: cfg.group.clone(),
             replica,
             lease_ttl: cfg.lease_ttl,
             redis,
         }
+    }
+
+    /// The caps in force.
+    pub(crate) fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    /// ARGV[1..6] with the caps in force.
+    fn args_now(&self) -> Vec<String> {
+        let mut args = self.base_args.clone();
+        self.caps.fill(&mut args);
+        args
     }
 
     pub(crate) fn redis(&self) -> &RedisHandle {
@@ -108,11 +125,9 @@ impl QueueScripts {
         script: &'static LuaScript,
         extra: &[&str],
     ) -> Result<T, LimiterError> {
-        let mut args: Vec<&dyn ToRedisArgsDyn> = self
-            .base_args
-            .iter()
-            .map(|a| a as &dyn ToRedisArgsDyn)
-            .collect();
+        let base = self.args_now();
+        let mut args: Vec<&dyn ToRedisArgsDyn> =
+            base.iter().map(|a| a as &dyn ToRedisArgsDyn).collect();
         args.extend(extra.iter().map(|a| a as &dyn ToRedisArgsDyn));
         self.redis.eval(script, &[&self.global_key], &args).await
     }
@@ -125,6 +140,7 @@ impl QueueScripts {
             script,
             keys: vec![self.global_key.clone()],
             args,
+            caps: Some(self.caps.clone()),
         }
     }
 

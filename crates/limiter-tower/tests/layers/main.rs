@@ -7,6 +7,7 @@
 mod admission;
 mod outbound;
 mod quota;
+mod runtime;
 mod window;
 
 use std::time::Duration;

@@ -1,0 +1,493 @@
+//! The gateway's admin endpoint, on the policy's `[admin] path` (default `/api/system-health`),
+//! answered by the gateway itself and never passed to the app.
+//!
+//! - `GET`: `{"status": "healthy"}` for anyone; with the admin token, also `limits`: the runtime
+//!   limits in force on this replica (document version, who changed it and when, each route's
+//!   limits and modes, the admission caps).
+//! - `POST` with the admin token (`Authorization: Bearer <FLEETGATE_ADMIN_TOKEN>`), a JSON body:
+//!   - `{"action": "set-limits", "route": "/api/chat", "limits": {"per_ip_per_min": 10}}`
+//!     (`per_ip_per_min`, `per_user_per_min`, `daily_quota`; only limits the route has),
+//!   - `{"action": "set-limits", "admission": {"global_concurrency": 5, "per_user_concurrency": 1}}`
+//!     (both forms may be combined in one call),
+//!   - `{"action": "set-mode", "route": "/api/chat" | "*", "layer": "window" | "admission" |
+//!     "quota" | "breaker" | "all", "mode": "enforce" | "shadow" | "off"}`,
+//!   - `{"action": "reset-limits"}` (everything back to the policy) or with `"route"` (that
+//!     route's runtime values and modes only; `"*"`: the service-wide modes).
+//!
+//!   Each may carry `"by"` (who is making the change, for the log and the document; the client
+//!   address when absent). The answer is the limits in force after the change.
+//!
+//! Refusals are problem+json: 401 `unauthorized` (no bearer token), 403 `forbidden` (wrong token,
+//! or no admin token configured), 400 `invalid_request` with `field` naming what is wrong, 405
+//! `method_not_allowed`, 413 `payload_too_large`, 503 `service_unavailable` (Redis unreachable;
+//! nothing changed).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use limiter_tower::Mode;
+use limiter_tower::runtime::{
+    AdmissionLimits, InvalidChange, Layer, LimitsDocument, LimitsPatch, LimitsStore, UpdateError,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::runtime::RuntimeLimits;
+
+/// Largest admin request body.
+const MAX_BODY: usize = 16 * 1024;
+
+/// The admin endpoint of one replica.
+pub(crate) struct Admin {
+    path: String,
+    /// `None`: no admin token configured, every admin action is refused.
+    token: Option<String>,
+    store: LimitsStore,
+    limits: Arc<RuntimeLimits>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("path", &self.path)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+/// A refusal of the admin endpoint.
+struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    field: Option<String>,
+    detail: Option<String>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &'static str, title: &'static str) -> Self {
+        Problem {
+            status,
+            code,
+            title,
+            field: None,
+            detail: None,
+        }
+    }
+
+    fn invalid(e: &InvalidChange) -> Self {
+        Problem {
+            field: Some(e.field.clone()),
+            detail: Some(e.to_string()),
+            ..Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The request is not valid",
+            )
+        }
+    }
+
+    fn field(field: &str, reason: &str) -> Self {
+        Problem::invalid(&InvalidChange::new(field, reason))
+    }
+
+    fn response(self) -> Response<Body> {
+        let mut doc = json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "code": self.code,
+        });
+        if let Some(f) = self.field {
+            doc["field"] = json!(f);
+        }
+        if let Some(d) = self.detail {
+            doc["detail"] = json!(d);
+        }
+        let mut resp = Response::new(Body::from(doc.to_string()));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+fn json_response(v: &Value) -> Response<Body> {
+    let mut resp = Response::new(Body::from(v.to_string()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Equal in time whatever the inputs hold (the length is not secret).
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A POST body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Action {
+    action: String,
+    route: Option<String>,
+    /// Read as a map so that a bad value is refused naming its field.
+    limits: Option<serde_json::Map<String, Value>>,
+    admission: Option<serde_json::Map<String, Value>>,
+    layer: Option<String>,
+    mode: Option<String>,
+    by: Option<String>,
+}
+
+/// A limit's value: a whole number from 1 to 2^32 - 1.
+fn count(field: String, v: &Value) -> Result<u32, Problem> {
+    match v.as_u64().map(u32::try_from) {
+        Some(Ok(n)) if n > 0 => Ok(n),
+        _ => Err(Problem::field(&field, "must be a whole number above 0")),
+    }
+}
+
+fn limits_patch(m: &serde_json::Map<String, Value>) -> Result<LimitsPatch, Problem> {
+    let mut p = LimitsPatch::default();
+    for (k, v) in m {
+        let field = format!("limits.{k}");
+        let slot = match k.as_str() {
+            "per_ip_per_min" => &mut p.per_ip_per_min,
+            "per_user_per_min" => &mut p.per_user_per_min,
+            "daily_quota" => &mut p.daily_quota,
+            _ => {
+                return Err(Problem::field(
+                    &field,
+                    "unknown limit (per_ip_per_min, per_user_per_min, daily_quota)",
+                ));
+            }
+        };
+        *slot = Some(count(field, v)?);
+    }
+    Ok(p)
+}
+
+fn admission_caps(m: &serde_json::Map<String, Value>) -> Result<AdmissionLimits, Problem> {
+    let mut a = AdmissionLimits::default();
+    for (k, v) in m {
+        let field = format!("admission.{k}");
+        let slot = match k.as_str() {
+            "global_concurrency" => &mut a.global_concurrency,
+            "per_user_concurrency" => &mut a.per_user_concurrency,
+            _ => {
+                return Err(Problem::field(
+                    &field,
+                    "unknown cap (global_concurrency, per_user_concurrency)",
+                ));
+            }
+        };
+        *slot = Some(count(field, v)?);
+    }
+    Ok(a)
+}
+
+/// The change an action makes to the document, checked against the policy.
+enum Change {
+    Set {
+        route: Option<(String, LimitsPatch)>,
+        admission: Option<AdmissionLimits>,
+    },
+    Mode {
+        scope: String,
+        layers: Vec<Layer>,
+        mode: Mode,
+    },
+    Reset {
+        scope: Option<String>,
+    },
+}
+
+impl Change {
+    fn apply(&self, doc: &mut LimitsDocument) -> Result<(), InvalidChange> {
+        match self {
+            Change::Set { route, admission } => {
+                if let Some((scope, patch)) = route {
+                    doc.set_limits(scope, *patch)?;
+                }
+                if let Some(caps) = admission {
+                    doc.set_admission(*caps)?;
+                }
+            }
+            Change::Mode {
+                scope,
+                layers,
+                mode,
+            } => doc.set_mode(scope, layers, *mode),
+            Change::Reset { scope } => doc.reset(scope.as_deref()),
+        }
+        Ok(())
+    }
+}
+
+/// The first field of `v` that serde refused, from its message (`unknown field `x``, say).
+fn serde_field(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if let Some(rest) = msg.split("unknown field `").nth(1) {
+        return rest.split('`').next().unwrap_or("body").to_string();
+    }
+    if let Some(rest) = msg.split("missing field `").nth(1) {
+        return rest.split('`').next().unwrap_or("body").to_string();
+    }
+    "body".to_string()
+}
+
+impl Admin {
+    pub(crate) fn new(
+        path: String,
+        token: Option<String>,
+        store: LimitsStore,
+        limits: Arc<RuntimeLimits>,
+    ) -> Self {
+        Admin {
+            path,
+            token: token.filter(|t| !t.is_empty()),
+            store,
+            limits,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `Ok(true)`: the admin; `Ok(false)`: no credentials at all.
+    fn authorize(&self, req: &Request<Body>) -> Result<bool, Problem> {
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return Ok(false);
+        };
+        let forbidden = || Problem::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed");
+        let given = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty());
+        let Some(given) = given else {
+            return Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+            ));
+        };
+        match &self.token {
+            Some(t) if same_secret(t.as_bytes(), given.as_bytes()) => Ok(true),
+            _ => Err(forbidden()),
+        }
+    }
+
+    pub(crate) async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        match self.handle_inner(req).await {
+            Ok(r) => r,
+            Err(p) => p.response(),
+        }
+    }
+
+    async fn handle_inner(&self, req: Request<Body>) -> Result<Response<Body>, Problem> {
+        let method = req.method().clone();
+        if method != Method::GET && method != Method::HEAD && method != Method::POST {
+            let mut r = Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            )
+            .response();
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+            return Ok(r);
+        }
+        let admin = self.authorize(&req)?;
+        if method != Method::POST {
+            let mut v = json!({"status": "healthy"});
+            if admin {
+                v["limits"] = self.limits.view();
+            }
+            return Ok(json_response(&v));
+        }
+        if !admin {
+            return Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+            ));
+        }
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map_err(|_| {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "The request body is too large",
+                )
+            })?;
+        let action: Action = serde_json::from_slice(&body)
+            .map_err(|e| Problem::field(&serde_field(&e), "not a valid admin action body"))?;
+        let by = match &action.by {
+            Some(b) if b.is_empty() || b.len() > 128 || b.chars().any(char::is_control) => {
+                return Err(Problem::field("by", "1 to 128 printable characters"));
+            }
+            Some(b) => b.clone(),
+            None => peer.unwrap_or_else(|| "unknown".into()),
+        };
+        let change = self.check(&action)?;
+        let (old, new) = self
+            .store
+            .update(&by, |doc| change.apply(doc))
+            .await
+            .map_err(|e| match e {
+                UpdateError::Invalid(e) => Problem::invalid(&e),
+                other => {
+                    tracing::error!(error = %other, "runtime limits: change not stored");
+                    Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "service_unavailable",
+                        "The limits store is unavailable; nothing was changed",
+                    )
+                }
+            })?;
+        tracing::info!(
+            by = %new.updated_by,
+            at_ms = new.updated_at_ms,
+            action = %action.action,
+            old_version = old.version,
+            new_version = new.version,
+            old = %serde_json::to_string(&old).unwrap_or_default(),
+            new = %serde_json::to_string(&new).unwrap_or_default(),
+            "runtime limits changed"
+        );
+        self.limits.apply_if_newer(Arc::new(new));
+        Ok(json_response(&json!({
+            "status": "ok",
+            "limits": self.limits.view(),
+        })))
+    }
+
+    /// The action's change, checked against the policy.
+    fn check(&self, a: &Action) -> Result<Change, Problem> {
+        let unexpected = |field: &str, present: bool| {
+            if present {
+                Err(Problem::field(field, "not expected for this action"))
+            } else {
+                Ok(())
+            }
+        };
+        match a.action.as_str() {
+            "set-limits" => {
+                unexpected("layer", a.layer.is_some())?;
+                unexpected("mode", a.mode.is_some())?;
+                let patch = a.limits.as_ref().map(limits_patch).transpose()?;
+                let caps = a.admission.as_ref().map(admission_caps).transpose()?;
+                let route = match (&a.route, &patch) {
+                    (Some(r), Some(l)) => {
+                        self.limits
+                            .check_scope(r, false)
+                            .map_err(|e| Problem::invalid(&e))?;
+                        self.limits
+                            .check_patch(r, l)
+                            .map_err(|e| Problem::invalid(&e))?;
+                        if *l == LimitsPatch::default() {
+                            return Err(Problem::field("limits", "names no limit"));
+                        }
+                        Some((r.clone(), *l))
+                    }
+                    (None, Some(_)) => return Err(Problem::field("route", "required with limits")),
+                    (Some(_), None) => return Err(Problem::field("limits", "required with route")),
+                    (None, None) => None,
+                };
+                if let Some(caps) = &caps {
+                    self.limits
+                        .check_admission(caps)
+                        .map_err(|e| Problem::invalid(&e))?;
+                    if caps.is_empty() {
+                        return Err(Problem::field("admission", "names no cap"));
+                    }
+                }
+                if route.is_none() && caps.is_none() {
+                    return Err(Problem::field(
+                        "limits",
+                        "give route and limits, or admission",
+                    ));
+                }
+                // Values are checked by the document itself (above 0), naming the field.
+                let mut probe = LimitsDocument::default();
+                let change = Change::Set {
+                    route,
+                    admission: caps,
+                };
+                change.apply(&mut probe).map_err(|e| Problem::invalid(&e))?;
+                Ok(change)
+            }
+            "set-mode" => {
+                unexpected("limits", a.limits.is_some())?;
+                unexpected("admission", a.admission.is_some())?;
+                let scope = a
+                    .route
+                    .clone()
+                    .ok_or_else(|| Problem::field("route", "required (a route's path, or *)"))?;
+                self.limits
+                    .check_scope(&scope, true)
+                    .map_err(|e| Problem::invalid(&e))?;
+                let layers = a
+                    .layer
+                    .as_deref()
+                    .and_then(Layer::parse_many)
+                    .ok_or_else(|| {
+                        Problem::field("layer", "window, admission, quota, breaker or all")
+                    })?;
+                let mode = a
+                    .mode
+                    .as_deref()
+                    .and_then(|m| m.parse::<Mode>().ok())
+                    .ok_or_else(|| Problem::field("mode", "enforce, shadow or off"))?;
+                Ok(Change::Mode {
+                    scope,
+                    layers,
+                    mode,
+                })
+            }
+            "reset-limits" => {
+                unexpected("limits", a.limits.is_some())?;
+                unexpected("admission", a.admission.is_some())?;
+                unexpected("layer", a.layer.is_some())?;
+                unexpected("mode", a.mode.is_some())?;
+                if let Some(r) = &a.route {
+                    self.limits
+                        .check_scope(r, true)
+                        .map_err(|e| Problem::invalid(&e))?;
+                }
+                Ok(Change::Reset {
+                    scope: a.route.clone(),
+                })
+            }
+            _ => Err(Problem::field(
+                "action",
+                "set-limits, set-mode or reset-limits",
+            )),
+        }
+    }
+}
