@@ -31,8 +31,9 @@ HTTP_WHAT = {
     "off": "`POST /api/chat` without limiters (bench-only router, `api::bench_support`)",
     "no-quota": "per-IP window + admission slot (Redis), no quota spend",
     "full": "the service's router: per-IP window + quota spend (PostgreSQL) + admission slot",
-    "full-async-commit": "the same, database with `synchronous_commit = off` (quota commit not "
-                         "waiting for its WAL flush)",
+    "full-async-commit": "the same with `FLEETGATE_QUOTA_ASYNC_COMMIT=true` (each batch of quota "
+                         "spends commits with `SET LOCAL synchronous_commit = off`, not waiting "
+                         "for its WAL flush)",
 }
 
 

@@ -103,7 +103,10 @@ async fn a_batch_with_one_user_several_times_grants_in_arrival_order() {
     let store = migrate(&cfg).await;
     store.set_tier("pro-1", "pro").await.unwrap();
     // pro-1 has 5 with 1 used; a and b are new (free tier: 3).
-    assert!(matches!(store.spend("pro-1").await.unwrap(), Spend::Spent(_)));
+    assert!(matches!(
+        store.spend("pro-1").await.unwrap(),
+        Spend::Spent(_)
+    ));
     let batch = [
         "a", "pro-1", "a", "b", "pro-1", "a", "pro-1", "a", "pro-1", "pro-1",
     ];

@@ -168,7 +168,10 @@ pub(crate) async fn spend_batch(sql: &SpendSql, users: &[&str]) -> Vec<Result<Sp
     settle(sql, jobs).await;
     let mut out = Vec::with_capacity(replies.len());
     for rx in replies {
-        out.push(rx.await.unwrap_or(Err(QuotaError(sqlx::Error::WorkerCrashed))));
+        out.push(
+            rx.await
+                .unwrap_or(Err(QuotaError(sqlx::Error::WorkerCrashed))),
+        );
     }
     out
 }
