@@ -10,6 +10,11 @@ BENCH_HANDOFFS (200), BENCH_SCENARIOS ("window,lease,lease-try,handoff,deny,http
 Scenario 5 (http) runs the api crate's `http_stack` bench binary (BENCH_HTTP_BIN), which serves
 the chat route with and without its limiters and drives it with wrk.
 
+Every peer runs at each of its documented client configurations (Node peers: ioredis
+`enableAutoPipelining` on and off; `limits`: redis-py with the hiredis parser and with the
+pure-Python one); each run records its `variant`, and the report takes the faster variant of each
+peer as the anchor of every ratio.
+
 Per run it also records a small profile: CPU seconds of the runner process (rusage) and of
 redis-server (INFO cpu) per wall second, and Redis's own microseconds per operation (INFO
 commandstats), which tells who is saturated when a target is missed.
@@ -134,10 +139,24 @@ def node(scn, c, srv, prefix, **kw):
     return cmd
 
 
-def limits(scn, strategy, c, srv, prefix):
+def limits(scn, strategy, c, srv, prefix, hiredis="on"):
     return [PY, os.path.join(PEERS, "limits_runner.py"), "--scenario", scn, "--strategy", strategy,
             "--concurrency", str(c), "--secs", str(SECS), "--redis", srv.url, "--prefix", prefix,
-            "--keys", str(KEYS)]
+            "--keys", str(KEYS), "--hiredis", hiredis]
+
+
+# Each peer's documented client configurations; "who:variant" names one in the rotations below.
+AUTOPIPELINE = ["on", "off"]  # ioredis enableAutoPipelining (rate-limiter-flexible, redis-semaphore)
+HIREDIS = ["on", "off"]  # redis-py's reply parser (limits)
+
+
+def variants(who, values):
+    return [f"{who}:{v}" for v in values]
+
+
+def split(who):
+    name, _, variant = who.partition(":")
+    return name, variant
 
 
 def measured(cmd, srv):
@@ -219,7 +238,8 @@ def run_all(srv):
 
     def log(res):
         runs.append(res)
-        print(f"  {res.get('scenario'):9} c={res.get('c', '-'):<3} {res['runner']:24} "
+        name = res["runner"] + (f" [{res['variant']}]" if res.get("variant") else "")
+        print(f"  {res.get('scenario'):9} c={res.get('c', '-'):<3} {name:40} "
               f"{res.get('ops_per_sec') or 0:>10.0f}/s p50 {res.get('p50_us') or 0:>8.1f} µs "
               f"p99 {res.get('p99_us') or 0:>9.1f} µs", flush=True)
 
@@ -234,15 +254,18 @@ def run_all(srv):
         print("scenario 1+2: window decisions, ceiling", flush=True)
         for c in CONC:
             for rnd in range(ROUNDS):
-                order = rotate(["ours", "rlf", "limits-moving", "limits-fixed", "redis-benchmark"],
-                               rnd)
+                order = rotate(["ours", *variants("rlf", AUTOPIPELINE),
+                                *variants("limits-moving", HIREDIS),
+                                *variants("limits-fixed", HIREDIS), "redis-benchmark"], rnd)
                 for who in order:
+                    name, v = split(who)
                     if who == "ours":
                         r = measured(ours("window", c, srv, "bench"), srv)
-                    elif who == "rlf":
-                        r = measured(node("window", c, srv, prefix()), srv)
-                    elif who.startswith("limits"):
-                        r = measured(limits("window", who.split("-")[1], c, srv, prefix()), srv)
+                    elif name == "rlf":
+                        r = measured(node("window", c, srv, prefix(), autopipeline=v), srv)
+                    elif name.startswith("limits"):
+                        r = measured(limits("window", name.split("-")[1], c, srv, prefix(), v),
+                                     srv)
                     else:
                         expect = max([x["ops_per_sec"] for x in runs if x["runner"] == "ours"
                                       and x["scenario"] == "window" and x["c"] == c] or [30_000])
@@ -256,12 +279,14 @@ def run_all(srv):
               flush=True)
         for c in CONC:
             for rnd in range(ROUNDS):
-                for who in rotate(["ours", "ours-poll", "sem"], rnd):
+                for who in rotate(["ours", "ours-poll", *variants("sem", AUTOPIPELINE)], rnd):
                     if who == "ours-poll":
                         cmd = ours("lease-poll", c, srv, prefix(), cap=LEASE_CAP, retry=10)
+                    elif who == "ours":
+                        cmd = ours("lease", c, srv, prefix(), cap=LEASE_CAP)
                     else:
-                        cmd = (ours if who == "ours" else node)("lease", c, srv, prefix(),
-                                                                cap=LEASE_CAP)
+                        cmd = node("lease", c, srv, prefix(), cap=LEASE_CAP,
+                                   autopipeline=split(who)[1])
                     r = measured(cmd, srv)
                     if who == "ours-poll":
                         r["runner"], r["scenario"] = "ours-poll", "lease"
@@ -272,9 +297,12 @@ def run_all(srv):
         print("scenario 3b: lease try-acquire+release, cap never reached", flush=True)
         for c in CONC:
             for rnd in range(ROUNDS):
-                for who in rotate(["ours", "sem"], rnd):
-                    cmd = (ours if who == "ours" else node)("lease-try", c, srv, prefix(),
-                                                            cap=WIDE_CAP)
+                for who in rotate(["ours", *variants("sem", AUTOPIPELINE)], rnd):
+                    if who == "ours":
+                        cmd = ours("lease-try", c, srv, prefix(), cap=WIDE_CAP)
+                    else:
+                        cmd = node("lease-try", c, srv, prefix(), cap=WIDE_CAP,
+                                   autopipeline=split(who)[1])
                     r = measured(cmd, srv)
                     r["round"] = rnd
                     log(r)
@@ -283,13 +311,16 @@ def run_all(srv):
         print(f"scenario 3c: hand-off release → next waiter in another process ({HANDOFFS} each)",
               flush=True)
         for rnd in range(ROUNDS):
-            for who in rotate(["ours", "sem10", "sem1"], rnd):
+            for who in rotate(["ours", *variants("sem10", AUTOPIPELINE),
+                               *variants("sem1", AUTOPIPELINE)], rnd):
                 p = prefix()
+                name, v = split(who)
                 if who == "ours":
                     mk = lambda role: ours(role, 1, srv, p, n=HANDOFFS)  # noqa: E731
                 else:
-                    retry = 10 if who == "sem10" else 1
-                    mk = lambda role: node(role, 1, srv, p, n=HANDOFFS, retry=retry)  # noqa: E731
+                    retry = 10 if name == "sem10" else 1
+                    mk = lambda role: node(role, 1, srv, p, n=HANDOFFS, retry=retry,  # noqa: E731
+                                           autopipeline=v)
                 r = handoff_pair(mk("handoff-holder"), mk("handoff-waiter"), srv)
                 if who != "ours":
                     r["runner"] = f"redis-semaphore (retry {r['retry_ms']} ms)"
@@ -300,13 +331,15 @@ def run_all(srv):
         print("scenario 4: denials for a client already over its limit", flush=True)
         for c in CONC:
             for rnd in range(ROUNDS):
-                for who in rotate(["ours", "rlf", "limits-moving"], rnd):
+                for who in rotate(["ours", *variants("rlf", AUTOPIPELINE),
+                                   *variants("limits-moving", HIREDIS)], rnd):
+                    name, v = split(who)
                     if who == "ours":
                         cmd = ours("deny", c, srv, prefix())
-                    elif who == "rlf":
-                        cmd = node("deny", c, srv, prefix())
+                    elif name == "rlf":
+                        cmd = node("deny", c, srv, prefix(), autopipeline=v)
                     else:
-                        cmd = limits("deny", "moving", c, srv, prefix())
+                        cmd = limits("deny", "moving", c, srv, prefix(), v)
                     r = measured(cmd, srv)
                     r["round"] = rnd
                     log(r)
@@ -357,7 +390,8 @@ def machine():
         "rustc": sh("rustc --version"),
         "peers": {"rate-limiter-flexible": ver("rate-limiter-flexible"),
                   "ioredis": ver("ioredis"), "redis-semaphore": ver("redis-semaphore"),
-                  "limits": md.version("limits"), "redis (py)": md.version("redis")},
+                  "limits": md.version("limits"), "redis (py)": md.version("redis"),
+                  "hiredis": md.version("hiredis")},
     }
 
 

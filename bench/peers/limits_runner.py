@@ -2,7 +2,7 @@
 
 Prints one JSON line, same fields as crates/limiter-core/benches/scenarios.rs.
 
-python limits_runner.py --scenario window|deny --strategy moving|fixed
+python limits_runner.py --scenario window|deny --strategy moving|fixed [--hiredis on|off]
     --concurrency N --secs S --redis URL --prefix P [--keys 10000]
 
 `limits` with its asyncio API (limits.aio) and the redis-py asyncio client
@@ -11,6 +11,10 @@ concurrency N = N asyncio tasks on one event loop sharing the storage's connecti
 - moving: MovingWindowRateLimiter, an exact moving window (a Redis list log per key, Lua).
 - fixed: FixedWindowRateLimiter (INCR + EXPIRE).
 deny: `limits` has no local cache of keys over their limit: every denial is a Redis call.
+--hiredis: redis-py's reply parser. `on` is redis-py's default when the `hiredis` package is
+installed (the compiled parser, `_AsyncHiredisParser`); `off` passes the pure-Python parser
+(`_AsyncRESP2Parser`) as the connection's `parser_class`, which `limits` forwards to
+`redis.asyncio.Redis.from_url`. Both are documented configurations; bench/run measures both.
 """
 
 import argparse
@@ -22,6 +26,8 @@ import time
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
+from redis.utils import HIREDIS_AVAILABLE
 
 
 def pct(s, p):
@@ -37,11 +43,15 @@ async def main():
     ap.add_argument("--redis", default="redis://127.0.0.1:6379")
     ap.add_argument("--prefix", default="bench")
     ap.add_argument("--keys", type=int, default=10000)
+    ap.add_argument("--hiredis", choices=["on", "off"], default="on")
     a = ap.parse_args()
+    if a.hiredis == "on" and not HIREDIS_AVAILABLE:
+        raise SystemExit("--hiredis on: the hiredis package is not installed")
+    parser = _AsyncHiredisParser if a.hiredis == "on" else _AsyncRESP2Parser
 
     uri = "async+" + a.redis
     storage = RedisStorage(uri, implementation="redispy", key_prefix=a.prefix + ":limits",
-                           max_connections=max(a.concurrency, 2))
+                           max_connections=max(a.concurrency, 2), parser_class=parser)
     cls = MovingWindowRateLimiter if a.strategy == "moving" else FixedWindowRateLimiter
     limiter = cls(storage)
 
@@ -90,7 +100,8 @@ async def main():
     elapsed = time.perf_counter() - t0
     allv = sorted(x for lat in lats for x in lat)
     print(json.dumps({
-        "runner": f"limits-{a.strategy}", "scenario": a.scenario, "c": a.concurrency,
+        "runner": f"limits-{a.strategy}", "variant": f"hiredis {a.hiredis}",
+        "scenario": a.scenario, "c": a.concurrency,
         "ops": len(allv), "warm_ops": warm_ops[0], "counted": counted[0], "secs": elapsed,
         "ops_per_sec": len(allv) / elapsed, "p50_us": pct(allv, 0.5), "p90_us": pct(allv, 0.9),
         "p99_us": pct(allv, 0.99), "p999_us": pct(allv, 0.999),

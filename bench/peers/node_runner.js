@@ -4,9 +4,13 @@
 //
 // node node_runner.js --scenario window|deny|lease|lease-try|handoff-holder|handoff-waiter
 //     --concurrency N --secs S --redis URL --prefix P [--keys 10000] [--cap 20] [--n 200] [--retry 10]
+//     [--autopipeline on|off]
 //
+// --autopipeline: ioredis's `enableAutoPipelining` (the documented way to batch concurrent calls
+//   into one write); off is ioredis's default. Both are documented configurations of both peers and
+//   neither is faster everywhere, so bench/run measures each peer with both.
 // window, deny: rate-limiter-flexible RateLimiterRedis (fixed window: INCRBY + EXPIRE in one Lua
-//   call), ioredis with enableAutoPipelining (the documented way to batch concurrent calls).
+//   call).
 //   deny uses inMemoryBlockOnConsumed = points (its documented in-memory block of keys over limit).
 // lease, lease-try, handoff-*: redis-semaphore Semaphore (sorted set of holders, client clock),
 //   acquire() polls every retryInterval ms (default 10) until a slot is free.
@@ -30,7 +34,10 @@ const a = {
   cap: Number(arg('--cap', 20)),
   n: Number(arg('--n', 200)),
   retry: Number(arg('--retry', 10)),
+  autopipeline: arg('--autopipeline', 'on'),
 };
+if (!['on', 'off'].includes(a.autopipeline)) throw new Error('--autopipeline on|off');
+const variant = `autopipeline ${a.autopipeline}`;
 
 const wallUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -65,7 +72,7 @@ async function drive(op, extra = {}) {
   const all = Float64Array.from(lats.flat()).sort();
   console.log(JSON.stringify({
     runner: extra.runner, scenario: a.scenario, c: a.c, ops: all.length, warm_ops: warmOps, counted,
-    secs: elapsed, ops_per_sec: all.length / elapsed,
+    secs: elapsed, ops_per_sec: all.length / elapsed, variant,
     p50_us: pct(all, 0.5), p90_us: pct(all, 0.9), p99_us: pct(all, 0.99), p999_us: pct(all, 0.999),
     ...extra,
   }));
@@ -149,14 +156,14 @@ async function handoff(redis, holder) {
   if (!holder) {
     lat.sort((x, y) => x - y);
     console.log(JSON.stringify({
-      runner: 'redis-semaphore', scenario: 'handoff', retry_ms: a.retry, n: lat.length,
+      runner: 'redis-semaphore', scenario: 'handoff', retry_ms: a.retry, n: lat.length, variant,
       p50_us: pct(lat, 0.5), p90_us: pct(lat, 0.9), p99_us: pct(lat, 0.99), max_us: lat[lat.length - 1],
     }));
   }
 }
 
 async function main() {
-  const redis = new Redis(a.redis, { enableAutoPipelining: true });
+  const redis = new Redis(a.redis, { enableAutoPipelining: a.autopipeline === 'on' });
   switch (a.scenario) {
     case 'window': await window(redis); break;
     case 'deny': await deny(redis); break;

@@ -11,8 +11,8 @@
 //! - `off`: `POST /api/chat` without any limiter (`api::bench_support`, never built by the service);
 //! - `no-quota`: per-IP sliding window + admission slot (Redis), no quota spend;
 //! - `full`: the service's own router: per-IP window + quota spend (PostgreSQL) + admission slot;
-//! - `full-async-commit`: the same on a database with `synchronous_commit = off`, i.e. the quota's
-//!   commit not waiting for its WAL flush.
+//! - `full-async-commit`: the same with `FLEETGATE_QUOTA_ASYNC_COMMIT` (each batch of quota spends
+//!   commits with `SET LOCAL synchronous_commit = off`, not waiting for its WAL flush).
 //!
 //! Caps, windows and quota are set so that nothing is refused or queued: the figures are the cost
 //! of the checks, not of waiting. Each request carries one of 1000 users' tokens and a random
@@ -59,8 +59,8 @@ fn parse_args() -> Args {
     }
 }
 
-/// A scratch database, migrated; `async_commit` sets `synchronous_commit = off` for it.
-async fn scratch_db(admin: &str, name: &str, async_commit: bool) -> String {
+/// A scratch database (migrated by the caller).
+async fn scratch_db(admin: &str, name: &str) -> String {
     let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
     conn.execute(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name}"
@@ -70,13 +70,6 @@ async fn scratch_db(admin: &str, name: &str, async_commit: bool) -> String {
     conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await
         .unwrap();
-    if async_commit {
-        conn.execute(sqlx::AssertSqlSafe(format!(
-            "ALTER DATABASE {name} SET synchronous_commit = off"
-        )))
-        .await
-        .unwrap();
-    }
     let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
     format!("{base}/{name}")
 }
@@ -253,8 +246,8 @@ async fn run(a: Args) {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let pid = std::process::id();
     let (db_sync, db_async) = (format!("fg_http_{pid}"), format!("fg_http_async_{pid}"));
-    let url_sync = scratch_db(&admin, &db_sync, false).await;
-    let url_async = scratch_db(&admin, &db_async, true).await;
+    let url_sync = scratch_db(&admin, &db_sync).await;
+    let url_async = scratch_db(&admin, &db_async).await;
 
     let mut variants: Vec<(&str, SocketAddr)> = Vec::new();
     let cfg = config(&a, url_sync, &format!("bench-http-{pid}"));
@@ -263,7 +256,8 @@ async fn run(a: Args) {
     let state = api::AppState::new(cfg, Arc::new(chat::EchoAssistant))
         .await
         .unwrap();
-    let cfg_async = config(&a, url_async, &format!("bench-http-async-{pid}"));
+    let mut cfg_async = config(&a, url_async, &format!("bench-http-async-{pid}"));
+    cfg_async.quota.async_commit = true;
     let quota_async = api::limits::quota::QuotaStore::connect_lazy(&cfg_async).unwrap();
     quota_async.migrate().await.unwrap();
     let state_async = api::AppState::new(cfg_async, Arc::new(chat::EchoAssistant))

@@ -156,6 +156,9 @@ pub static VARS: &[EnvVar] = &[
         c.quota.tiers = parse_tiers(&v)?;
         Ok(())
     }),
+    var("FLEETGATE_QUOTA_ASYNC_COMMIT", |c, n, v| {
+        parse(&mut c.quota.async_commit, n, &v)
+    }),
     var("FLEETGATE_PUBMED_URL", |c, _, v| {
         c.upstream.pubmed_url = v;
         Ok(())

@@ -155,6 +155,10 @@ pub struct QuotaSettings {
     /// Other tiers: name → daily queries (TOML `[quota.tiers]`, or `FLEETGATE_QUOTA_TIERS` as
     /// `pro=100,team=500`).
     pub tiers: BTreeMap<String, u32>,
+    /// `FLEETGATE_QUOTA_ASYNC_COMMIT`: commit each batch of spends with `synchronous_commit =
+    /// off` (the commit does not wait for its WAL flush; a database crash can lose the spends of
+    /// the last few hundred milliseconds, in the users' favour).
+    pub async_commit: bool,
 }
 
 /// Upstreams of the chat assistant (read here so one file configures the service).
@@ -288,6 +292,7 @@ impl Default for QuotaSettings {
         QuotaSettings {
             free_daily_queries: 3,
             tiers: BTreeMap::new(),
+            async_commit: false,
         }
     }
 }

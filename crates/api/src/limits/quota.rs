@@ -1,16 +1,18 @@
 //! Layer 3: the daily query quota in PostgreSQL.
 //!
-//! A spend is one conditional `UPDATE` keyed by user: it adds one to today's usage (or starts a
-//! new UTC day at one) only while usage is below the user's limit, and returns the new usage. Under
-//! READ COMMITTED, concurrent spends of one user queue on the row lock and each re-checks the
-//! condition against the row the previous one committed, so no interleaving can over-spend. The
-//! limit is computed in the same statement: the per-user override, else the user's tier from the
+//! A spend adds one to today's usage (or starts a new UTC day at one) only while usage is below
+//! the user's limit. Spends are group-committed ([`super::quota_batch`]): those that arrive while
+//! a statement is in flight go out together as one statement that locks each user's row, reads
+//! its current usage and grants the user's spends in arrival order up to the limit, so no
+//! interleaving, within a batch or across batches and replicas, can over-spend. The limit is
+//! computed in the same statement: the per-user override, else the user's tier from the
 //! configured tier table (passed as arrays, so configuration needs no table sync), else the free
 //! tier. The UTC day comes from the database clock, the one clock all replicas share.
 //!
 //! A refund subtracts one from the day the spend was made on, never below zero, so a refund that
 //! arrives after midnight cannot eat into the new day.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
@@ -18,6 +20,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tracing::Instrument;
 
+use super::quota_batch::{Batcher, SpendSql};
 use crate::config::Config;
 
 /// The database could not serve the call.
@@ -73,6 +76,10 @@ pub struct QuotaStore {
     free: i32,
     tier_names: Vec<String>,
     tier_limits: Vec<i32>,
+    /// What the batcher's statements need (the pool and limits above, and the commit mode).
+    spend_sql: SpendSql,
+    /// The group-commit queue, one per store and its clones (so one per replica).
+    batcher: Arc<Batcher>,
 }
 
 // SQL fragments as macros so that every statement is one static string (sqlx's `SqlSafeStr`):
@@ -88,20 +95,6 @@ macro_rules! today {
         "((now() AT TIME ZONE 'UTC')::date)"
     };
 }
-
-const SPEND: &str = concat!(
-    "UPDATE user_profiles AS p SET queries_used = CASE WHEN p.usage_day = ",
-    today!(),
-    " THEN p.queries_used + 1 ELSE 1 END, usage_day = ",
-    today!(),
-    ", updated_at = now() WHERE p.user_id = $1 AND (CASE WHEN p.usage_day = ",
-    today!(),
-    " THEN p.queries_used ELSE 0 END) < ",
-    limit_expr!(),
-    " RETURNING p.queries_used, p.usage_day, ",
-    limit_expr!(),
-    " AS lim"
-);
 
 const LIMIT: &str = concat!(
     "SELECT ",
@@ -130,17 +123,26 @@ impl QuotaStore {
     /// A store over an existing pool.
     pub fn with_pool(pool: PgPool, cfg: &Config) -> QuotaStore {
         let free = i32::try_from(cfg.quota.free_daily_queries).unwrap_or(i32::MAX);
-        let (tier_names, tier_limits) = cfg
+        let (tier_names, tier_limits): (Vec<String>, Vec<i32>) = cfg
             .quota
             .tiers
             .iter()
             .map(|(n, l)| (n.clone(), i32::try_from(*l).unwrap_or(i32::MAX)))
             .unzip();
+        let spend_sql = SpendSql {
+            pool: pool.clone(),
+            free,
+            tier_names: Vec::clone(&tier_names),
+            tier_limits: Vec::clone(&tier_limits),
+            async_commit: cfg.quota.async_commit,
+        };
         QuotaStore {
             pool,
             free,
             tier_names,
             tier_limits,
+            spend_sql,
+            batcher: Arc::default(),
         }
     }
 
@@ -184,39 +186,14 @@ impl QuotaStore {
     }
 
     async fn spend_inner(&self, user_id: &str) -> Result<Spend, QuotaError> {
-        for attempt in 0..2 {
-            let row: Option<(i32, NaiveDate, i32)> = sqlx::query_as(SPEND)
-                .bind(user_id)
-                .bind(&self.tier_names)
-                .bind(&self.tier_limits)
-                .bind(self.free)
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some((used, day, lim)) = row {
-                return Ok(Spend::Spent(Ticket {
-                    user_id: user_id.to_string(),
-                    day,
-                    remaining: u32::try_from(lim - used).unwrap_or(0),
-                    limit: u32::try_from(lim).unwrap_or(0),
-                }));
-            }
-            // No row matched: either the user is new (create the profile, then spend once more) or
-            // the quota is exhausted.
-            // The insert waits for a concurrent one of the same user to commit, so the second
-            // UPDATE always sees the row, whoever created it.
-            if attempt == 0 {
-                sqlx::query(
-                    "INSERT INTO user_profiles (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
-                )
-                .bind(user_id)
-                .execute(&self.pool)
-                .await?;
-            }
-        }
-        Ok(Spend::Exhausted {
-            limit: self.limit(user_id).await?,
-            retry_after: until_next_utc_midnight(),
-        })
+        self.batcher.spend(&self.spend_sql, user_id).await
+    }
+
+    /// Spends one query for each entry of `users` (a user may appear several times) as one
+    /// batch, outcomes in the same order: what [`QuotaStore::spend`] does with the spends that
+    /// queue up together. For tests and tools; the service spends through [`QuotaStore::spend`].
+    pub async fn spend_batch(&self, users: &[&str]) -> Vec<Result<Spend, QuotaError>> {
+        super::quota_batch::spend_batch(&self.spend_sql, users).await
     }
 
     /// Gives back a spent query (the request failed for an upstream or server reason). Returns
