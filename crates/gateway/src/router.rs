@@ -185,6 +185,11 @@ impl Gateway {
             breaker: deps.breaker.clone(),
         })
     }
+
+    /// How callers are identified.
+    pub fn identity(&self) -> &IdentityResolver {
+        &self.identity
+    }
 }
 
 impl Service<Request<Body>> for Gateway {
