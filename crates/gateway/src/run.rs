@@ -191,6 +191,13 @@ pub async fn serve(
             },
         ));
     }
+    // No Nagle delay: a response head and its first body chunk are separate writes, and the
+    // second would otherwise wait for the peer's delayed ACK (tens of ms per request).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
