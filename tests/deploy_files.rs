@@ -437,3 +437,148 @@ fn config_table_rows(readme: &str) -> Vec<(String, String, String)> {
     }
     rows
 }
+
+/// `FLEETGATE_*` names set in a Kubernetes container's `env`.
+fn container_env(c: &Value) -> BTreeSet<String> {
+    c["env"]
+        .as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|e| e["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a gateway needs beside its policy: the policy's path, Redis, and what the policy itself
+/// names (the HS256 secret's variable, a database for daily quotas).
+fn check_gateway_env(env: &BTreeSet<String>, policy: &gateway::Policy, what: &str) {
+    check_names(env, what);
+    for needed in [
+        "FLEETGATE_GATEWAY_CONFIG",
+        "FLEETGATE_REDIS_URL",
+        "FLEETGATE_LISTEN",
+    ] {
+        assert!(env.contains(needed), "{what}: {needed} not set");
+    }
+    if let Some(var) = &policy.identity.jwt_hs256_secret_env {
+        assert!(
+            env.contains(var),
+            "{what}: the policy's secret {var} is not set"
+        );
+    }
+    if policy.needs_database() {
+        assert!(
+            env.contains("FLEETGATE_DATABASE_URL"),
+            "{what}: daily quotas without FLEETGATE_DATABASE_URL"
+        );
+    }
+}
+
+/// The gateway examples (`deploy/gateway`): the policies they mount load, the gateway gets the
+/// variables it reads and its policy where `FLEETGATE_GATEWAY_CONFIG` says, and the app is
+/// where the policy's `upstream` points.
+#[test]
+fn gateway_examples_match_the_gateway() {
+    let dir = root().join("deploy/gateway");
+    // Compose: the policy file mounted read-only at the configured path.
+    let docs = documents(&dir.join("compose.yaml"));
+    let services = docs[0]["services"].as_mapping().unwrap();
+    for needed in ["redis", "postgres", "app", "gateway"] {
+        assert!(
+            services.contains_key(needed),
+            "gateway compose: no {needed}"
+        );
+    }
+    let gw = &docs[0]["services"]["gateway"];
+    assert_eq!(gw["command"][0].as_str(), Some("gateway"));
+    let policy = gateway::Policy::load(&dir.join("gateway.toml")).unwrap();
+    let env = compose_env(&gw["environment"]);
+    check_gateway_env(&env, &policy, "gateway compose");
+    let config = gw["environment"]["FLEETGATE_GATEWAY_CONFIG"]
+        .as_str()
+        .unwrap();
+    let mounts: Vec<&str> = gw["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        mounts.contains(&format!("./gateway.toml:{config}:ro").as_str()),
+        "gateway compose: the policy is not mounted at {config}: {mounts:?}"
+    );
+    let upstream: http::Uri = policy.upstream.parse().unwrap();
+    assert!(
+        services.contains_key(upstream.host().unwrap()),
+        "the policy's upstream {} is no compose service",
+        policy.upstream
+    );
+
+    // Kubernetes: the app and the gateway in one Pod, the policy from the ConfigMap.
+    let docs = documents(&dir.join("k8s-sidecar.yaml"));
+    let kind = |k: &str| docs.iter().find(|d| d["kind"].as_str() == Some(k)).unwrap();
+    let text = kind("ConfigMap")["data"]["gateway.toml"].as_str().unwrap();
+    let policy = gateway::Policy::parse(text).unwrap();
+    assert_eq!(
+        policy.upstream, "http://127.0.0.1:3000",
+        "the app is in the Pod"
+    );
+    let pod = &kind("Deployment")["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_sequence().unwrap();
+    assert_eq!(containers.len(), 2, "the app and its gateway");
+    let gw = containers
+        .iter()
+        .find(|c| c["args"][0].as_str() == Some("gateway"))
+        .expect("a container running `fleetgate gateway`");
+    let env = container_env(gw);
+    check_gateway_env(&env, &policy, "gateway sidecar");
+    let value = |name: &str| {
+        gw["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .unwrap()
+            .clone()
+    };
+    for secret in [
+        "FLEETGATE_JWT_SECRET",
+        "FLEETGATE_DATABASE_URL",
+        "FLEETGATE_REDIS_URL",
+    ] {
+        assert!(
+            value(secret)["valueFrom"]["secretKeyRef"]["name"].is_string(),
+            "{secret} comes from a Secret"
+        );
+    }
+    let config = value("FLEETGATE_GATEWAY_CONFIG")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mount = gw["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    assert_eq!(config, format!("{mount}/gateway.toml"));
+    let volume = gw["volumeMounts"][0]["name"].as_str().unwrap();
+    let cm = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"].as_str() == Some(volume))
+        .unwrap();
+    assert_eq!(
+        cm["configMap"]["name"],
+        kind("ConfigMap")["metadata"]["name"]
+    );
+    // The Service reaches the gateway, never the app directly.
+    let target = kind("Service")["spec"]["ports"][0]["targetPort"].clone();
+    let port = &gw["ports"][0];
+    assert!(
+        target == port["name"] || target == port["containerPort"],
+        "{target:?}"
+    );
+    let listen = value("FLEETGATE_LISTEN")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(listen.ends_with(&format!(":{}", port["containerPort"].as_u64().unwrap())));
+}

@@ -32,6 +32,17 @@ ensure_redis() {
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "redis did not start" >&2; return 1; }
 }
 
+# nginx: deploy/local puts it in front of the replicas, and a gateway test puts three gateway
+# replicas behind it. Only installed (nginx-light, else nginx), never started here: its users run
+# their own instance with a configuration of their own.
+ensure_nginx() {
+  if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+    echo "installing nginx (apt-get)"
+    apt_install nginx-light || apt_install nginx
+  fi
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx could not be installed" >&2; return 1; }
+}
+
 # libfaketime: the clock-skew fleet test runs replicas with a skewed wall clock.
 ensure_faketime() {
   if ! command -v faketime >/dev/null; then

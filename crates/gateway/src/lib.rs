@@ -4,7 +4,8 @@
 //! the same limits) and streams requests and responses through to the app.
 //!
 //! Layout: `policy.rs` (the policy file, checked at load), `routes.rs` (method and path
-//! matching), `identity.rs` (who is calling; the identity header the app receives),
+//! matching), `identity.rs` (who is calling; the identity header the app receives), `jwks.rs` (tokens
+//! verified against an identity provider's published keys),
 //! `proxy.rs` (the streaming reverse proxy and its header rules), `quota.rs` (daily quotas in
 //! PostgreSQL), `breaker.rs` (the circuit breaker on the app), `tunnel.rs` (WebSocket pass-through), `problem.rs` (the gateway's own refusals),
 //! `router.rs` (each route's stack of limits, and the service dispatching to them),
@@ -35,6 +36,7 @@
 mod admin;
 mod breaker;
 mod identity;
+mod jwks;
 mod policy;
 mod problem;
 mod proxy;
@@ -47,6 +49,7 @@ mod tunnel;
 
 pub use breaker::AppBreaker;
 pub use identity::IdentityResolver;
+pub use jwks::{ClaimChecks, JwksError, JwksSource, JwksVerifier, UNKNOWN_KID_REFETCH};
 pub use policy::{
     AdminPolicy, AdmissionPolicy, AppBreakerPolicy, DefaultPolicy, Identity, Policy, PolicyError,
     RoutePolicy,

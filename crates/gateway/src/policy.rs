@@ -83,12 +83,24 @@ fn default_first_byte_ms() -> u64 {
     60_000
 }
 
-/// `[identity]`: a verified HS256 bearer token, or a header set by a trusted auth proxy.
+/// `[identity]`: a verified HS256 bearer token, a bearer token verified against a JWKS (file or
+/// URL), or a header set by a trusted auth proxy. At most one source.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Identity {
     /// Name of the environment variable holding the HS256 secret; the token's `sub` is the user.
     pub jwt_hs256_secret_env: Option<String>,
+    /// A JWKS file: tokens signed with its keys (RS256, ES256, ...; each key's algorithm pinned).
+    pub jwks_file: Option<String>,
+    /// A JWKS URL (plain `http://`), fetched at start and every `jwks_refresh_secs`.
+    pub jwks_url: Option<String>,
+    /// Seconds between refreshes of the JWKS (a failed refresh keeps the last good set).
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
+    /// Tokens must carry this `iss`.
+    pub jwt_issuer: Option<String>,
+    /// Tokens' `aud` must contain this.
+    pub jwt_audience: Option<String>,
     /// A header already carrying the user (only behind a proxy that overwrites it).
     pub header: Option<String>,
     /// The header the app receives the verified user in; any value the client sent is removed.
@@ -100,9 +112,28 @@ impl Default for Identity {
     fn default() -> Self {
         Identity {
             jwt_hs256_secret_env: None,
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: default_jwks_refresh_secs(),
+            jwt_issuer: None,
+            jwt_audience: None,
             header: None,
             identity_header: default_identity_header(),
         }
+    }
+}
+
+fn default_jwks_refresh_secs() -> u64 {
+    300
+}
+
+impl Identity {
+    /// Whether any source of identity is configured.
+    pub fn has_source(&self) -> bool {
+        self.jwt_hs256_secret_env.is_some()
+            || self.jwks_file.is_some()
+            || self.jwks_url.is_some()
+            || self.header.is_some()
     }
 }
 
@@ -291,8 +322,41 @@ impl Policy {
             return bad("upstream_timeout_ms: must be above 0".into());
         }
         let id = &self.identity;
-        if id.jwt_hs256_secret_env.is_some() && id.header.is_some() {
-            return bad("[identity]: set jwt_hs256_secret_env or header, not both".into());
+        let sources = [
+            id.jwt_hs256_secret_env.is_some(),
+            id.jwks_file.is_some(),
+            id.jwks_url.is_some(),
+            id.header.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return bad(
+                "[identity]: set one of jwt_hs256_secret_env, jwks_file, jwks_url or header".into(),
+            );
+        }
+        if let Some(url) = &id.jwks_url {
+            match url.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
+                Ok(u) if u.scheme_str() == Some("https") => {
+                    return bad(format!(
+                        "identity.jwks_url: {url:?}: https is not supported; serve the set over \
+                         http on a trusted network, or use jwks_file"
+                    ));
+                }
+                _ => return bad(format!("identity.jwks_url: {url:?} is not an http:// URL")),
+            }
+        }
+        if id.jwks_refresh_secs == 0 {
+            return bad("identity.jwks_refresh_secs: must be above 0".into());
+        }
+        if (id.jwt_issuer.is_some() || id.jwt_audience.is_some())
+            && id.jwt_hs256_secret_env.is_none()
+            && id.jwks_file.is_none()
+            && id.jwks_url.is_none()
+        {
+            return bad(
+                "[identity]: jwt_issuer / jwt_audience need jwt_hs256_secret_env, jwks_file or jwks_url"
+                    .into(),
+            );
         }
         for (key, value) in [
             ("identity.header", id.header.as_deref()),
@@ -352,9 +416,10 @@ impl Policy {
                     return bad(format!("{at}.{key}: must be above 0"));
                 }
             }
-            if r.needs_user() && id.jwt_hs256_secret_env.is_none() && id.header.is_none() {
+            if r.needs_user() && !id.has_source() {
                 return bad(format!(
-                    "{at}: limits by user, but [identity] names no jwt_hs256_secret_env or header"
+                    "{at}: limits by user, but [identity] names no jwt_hs256_secret_env, \
+                     jwks_file, jwks_url or header"
                 ));
             }
         }
@@ -450,7 +515,34 @@ class = "export"
         let e = Policy::parse(&BASE.replace("header = \"X-User-Id\"", ""))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("names no jwt_hs256_secret_env or header"), "{e}");
+        assert!(
+            e.contains("names no jwt_hs256_secret_env, jwks_file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn jwks_keys_are_checked() {
+        let with = |id: &str| {
+            Policy::parse(&BASE.replace("header = \"X-User-Id\"", id))
+                .map(|p| p.identity)
+                .map_err(|e| e.to_string())
+        };
+        let id =
+            with("jwks_url = \"http://idp.internal/jwks.json\"\njwt_audience = \"app\"").unwrap();
+        assert_eq!(id.jwks_refresh_secs, 300);
+        assert_eq!(id.jwt_audience.as_deref(), Some("app"));
+        let e = with("jwks_url = \"https://idp.example/jwks.json\"").unwrap_err();
+        assert!(
+            e.contains("identity.jwks_url") && e.contains("https"),
+            "{e}"
+        );
+        let e = with("jwks_file = \"/k.json\"\njwks_url = \"http://x/k\"").unwrap_err();
+        assert!(e.contains("set one of"), "{e}");
+        let e = with("jwks_file = \"/k.json\"\njwks_refresh_secs = 0").unwrap_err();
+        assert!(e.contains("identity.jwks_refresh_secs"), "{e}");
+        let e = with("header = \"X-User\"\njwt_issuer = \"me\"").unwrap_err();
+        assert!(e.contains("jwt_issuer"), "{e}");
     }
 }
 

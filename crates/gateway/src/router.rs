@@ -230,6 +230,11 @@ impl Gateway {
         self.admin = Some(Arc::new(admin));
         self
     }
+
+    /// How callers are identified.
+    pub fn identity(&self) -> &IdentityResolver {
+        &self.identity
+    }
 }
 
 impl Service<Request<Body>> for Gateway {

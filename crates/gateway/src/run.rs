@@ -1,7 +1,8 @@
 //! Starting the gateway: the policy and the settings it shares with `fleetgate serve` (listen
 //! address, Redis, trusted proxies, the admission queue's fleet settings) become a listening
 //! server. The library reads one environment variable only: the one the policy names for the
-//! HS256 secret (the operator's explicit choice); everything else is passed in.
+//! HS256 secret (the operator's explicit choice); everything else is passed in (or named by the
+//! policy: its JWKS file or URL).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::admin::Admin;
 use crate::breaker::AppBreaker;
 use crate::identity::IdentityResolver;
+use crate::jwks::{ClaimChecks, JwksSource, JwksVerifier};
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::Proxy;
 use crate::quota::{Database, QuotaStore};
@@ -86,17 +88,39 @@ fn header(key: &str, name: &str) -> Result<HeaderName, PolicyError> {
         .map_err(|_| PolicyError::Invalid(format!("{key}: {name:?} is not a header name")))
 }
 
-/// The identity resolver the policy asks for; reads the secret's variable.
-fn identity(policy: &Policy) -> Result<IdentityResolver, PolicyError> {
+/// The identity resolver the policy asks for; reads the secret's variable, loads the JWKS (a set
+/// that cannot be fetched or parsed stops the start, naming the key).
+async fn identity(policy: &Policy) -> Result<IdentityResolver, PolicyError> {
     let id = &policy.identity;
     let out = header("identity.identity_header", &id.identity_header)?;
+    let checks = ClaimChecks {
+        issuer: id.jwt_issuer.clone(),
+        audience: id.jwt_audience.clone(),
+    };
     if let Some(var) = &id.jwt_hs256_secret_env {
         let secret = std::env::var(var).unwrap_or_default();
-        return IdentityResolver::jwt(secret.as_bytes(), out).map_err(|_| {
+        return IdentityResolver::jwt_checked(secret.as_bytes(), &checks, out).map_err(|_| {
             PolicyError::Invalid(format!(
                 "identity.jwt_hs256_secret_env: the variable {var} is not set or empty"
             ))
         });
+    }
+    let jwks = match (&id.jwks_file, &id.jwks_url) {
+        (Some(f), _) => Some(("identity.jwks_file", JwksSource::File(f.into()))),
+        (None, Some(u)) => {
+            let uri = u
+                .parse()
+                .map_err(|_| PolicyError::Invalid(format!("identity.jwks_url: {u:?}")))?;
+            Some(("identity.jwks_url", JwksSource::Url(uri)))
+        }
+        (None, None) => None,
+    };
+    if let Some((key, source)) = jwks {
+        let refresh = Duration::from_secs(id.jwks_refresh_secs);
+        let verifier = JwksVerifier::start(source, checks, refresh)
+            .await
+            .map_err(|e| PolicyError::Invalid(format!("{key}: {e}")))?;
+        return Ok(IdentityResolver::jwks(verifier, out));
     }
     if let Some(h) = &id.header {
         return Ok(IdentityResolver::from_header(
@@ -162,7 +186,7 @@ pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, Gate
         proxy,
         quota,
     };
-    let gateway = Gateway::new(policy, identity(policy)?, &deps)?;
+    let gateway = Gateway::new(policy, identity(policy).await?, &deps)?;
     // The runtime limits: loaded before serving (they survive restarts), then followed.
     let limits = Arc::new(gateway.runtime_targets(admission));
     let store = LimitsStore::new(redis, "gateway");
@@ -198,7 +222,28 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping.send(true);
     };
-    let app = axum::Router::new().fallback_service(gateway);
+    let identity = gateway.identity().clone();
+    let mut app = axum::Router::new().fallback_service(gateway);
+    if identity.needs_prepare() {
+        // A token naming a key the JWKS lacks may need a refetch first: async work that the
+        // gateway's synchronous identity step cannot do itself.
+        app = app.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let ready = identity.prepare(&req);
+                async move {
+                    ready.await;
+                    next.run(req).await
+                }
+            },
+        ));
+    }
+    // No Nagle delay: a response head and its first body chunk are separate writes, and the
+    // second would otherwise wait for the peer's delayed ACK (tens of ms per request).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -279,3 +279,59 @@ pub async fn problem_code(resp: reqwest::Response) -> String {
     let doc: Value = resp.json().await.expect("problem json");
     doc["code"].as_str().unwrap_or_default().to_string()
 }
+
+/// Reads the fleet-wide admission queue of the gateways under one prefix: a queued request makes
+/// no sound at the app, so the tests read the queue's own state in Redis. Caps travel with every
+/// call of the queue's scripts, so the observer is given the gateways' own.
+pub struct QueueObserver(limiter_core::Admission);
+
+impl QueueObserver {
+    /// Observes the queue of `classes` under `prefix` (the default lease group), whose caps are
+    /// `global` and `per_user`.
+    pub async fn start(prefix: &str, classes: &[&str], global: u32, per_user: u32) -> Self {
+        let redis = limiter_core::RedisHandle::new(&limiter_core::RedisConfig {
+            url: testkit::redis_url(),
+            prefix: prefix.into(),
+            ..limiter_core::RedisConfig::default()
+        })
+        .expect("redis");
+        let cfg = limiter_core::AdmissionConfig {
+            classes: classes.iter().map(|c| (*c).to_string()).collect(),
+            group: "api".into(),
+            global_cap: global,
+            user_cap: per_user,
+            ..limiter_core::AdmissionConfig::default()
+        };
+        QueueObserver(
+            limiter_core::Admission::start(redis, cfg)
+                .await
+                .expect("admission observer"),
+        )
+    }
+
+    /// Waits (up to 15 s) until the queue holds `n` waiters.
+    pub async fn wait_queued(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let queued = self.0.stats().await.expect("queue stats").total_queued();
+            if queued == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{queued} queued, not {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Polls the app's stats until `cond` holds on them (up to 15 s); returns them.
+pub async fn wait_stats(app: &App, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = app.stats().await;
+        if cond(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "app never saw {what}: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

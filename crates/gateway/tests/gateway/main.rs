@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod jwks;
+mod nginx;
 mod runtime_limits;
 
 use std::time::Duration;
@@ -146,7 +148,9 @@ async fn sse_chunks_arrive_while_the_app_still_holds_the_request() {
         1,
         "[[routes]]\npath = \"/sse\"\nclass = \"chat\"\n",
     );
-    let gw = Gateway::start(&p, &testkit::unique_prefix("gw-sse"), &[]).await;
+    let prefix = testkit::unique_prefix("gw-sse");
+    let gw = Gateway::start(&p, &prefix, &[]).await;
+    let observer = harness::QueueObserver::start(&prefix, &["chat", "export"], 4, 1).await;
     let resp = client()
         .get(gw.url("/sse"))
         .header("x-user-id", "reader")
@@ -170,7 +174,7 @@ async fn sse_chunks_arrive_while_the_app_still_holds_the_request() {
         .header("x-user-id", "reader")
         .send();
     let second = tokio::spawn(second);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    observer.wait_queued(1).await;
     assert_eq!(app.stats().await["max_per_user"]["reader"], 1);
     app.release().await;
     let mut rest = Vec::new();
@@ -225,12 +229,9 @@ async fn a_freed_slot_goes_to_the_highest_class_waiting() {
     let routes = "[[routes]]\npath = \"/sse\"\nclass = \"chat\"\n\
                   [[routes]]\npath = \"/work\"\nmethod = \"POST\"\nclass = \"export\"\n\
                   [[routes]]\npath = \"/work\"\nclass = \"chat\"\n";
-    let gw = Gateway::start(
-        &policy(&app, 1, 1, routes),
-        &testkit::unique_prefix("gw-prio"),
-        &[],
-    )
-    .await;
+    let prefix = testkit::unique_prefix("gw-prio");
+    let gw = Gateway::start(&policy(&app, 1, 1, routes), &prefix, &[]).await;
+    let observer = harness::QueueObserver::start(&prefix, &["chat", "export"], 1, 1).await;
     let c = client();
     // The only slot, held by a stream.
     let resp = c
@@ -242,7 +243,10 @@ async fn a_freed_slot_goes_to_the_highest_class_waiting() {
     let mut body = resp.bytes_stream();
     body.next().await.unwrap().unwrap();
     let mut waiting = Vec::new();
-    for (user, export) in [("e1", true), ("e2", true), ("c1", false), ("c2", false)] {
+    for (n, (user, export)) in [("e1", true), ("e2", true), ("c1", false), ("c2", false)]
+        .into_iter()
+        .enumerate()
+    {
         let req = if export {
             c.post(gw.url("/work?ms=50"))
         } else {
@@ -252,8 +256,8 @@ async fn a_freed_slot_goes_to_the_highest_class_waiting() {
         waiting.push(tokio::spawn(async move {
             req.send().await.unwrap().status().as_u16()
         }));
-        // Queued in this order (generous: a queued request makes no sound to wait on).
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Queued in this order: each is in the fleet-wide queue before the next is sent.
+        observer.wait_queued(n as u64 + 1).await;
     }
     app.release().await;
     while body.next().await.is_some() {}
@@ -561,7 +565,8 @@ async fn the_breaker_opens_on_app_failures_fleet_wide_and_a_probe_closes_it() {
         assert_eq!(r.status(), 503);
         refused += 1;
         assert!(std::time::Instant::now() < deadline, "never closed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A poll of the gateway's own answer (deadline above), not a wait for time to pass.
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(
         refused > 0,
@@ -630,12 +635,9 @@ async fn a_websocket_passes_through_and_holds_its_slot_while_open() {
     let app = App::start();
     let routes = "[[routes]]\npath = \"/ws\"\nclass = \"chat\"\n\
                   [[routes]]\npath = \"/work\"\nclass = \"chat\"\n";
-    let gw = Gateway::start(
-        &policy(&app, 4, 1, routes),
-        &testkit::unique_prefix("gw-ws"),
-        &[],
-    )
-    .await;
+    let prefix = testkit::unique_prefix("gw-ws");
+    let gw = Gateway::start(&policy(&app, 4, 1, routes), &prefix, &[]).await;
+    let observer = harness::QueueObserver::start(&prefix, &["chat", "export"], 4, 1).await;
     let mut ws = ws_open(gw.port, "/ws", "wsuser").await;
     ws_send(&mut ws, 0x1, b"hello").await;
     assert_eq!(ws_read(&mut ws).await, (0x1, b"hello".to_vec()));
@@ -648,8 +650,7 @@ async fn a_websocket_passes_through_and_holds_its_slot_while_open() {
     let c = client();
     let next = c.get(gw.url("/work?ms=0")).header("x-user-id", "wsuser");
     let next = tokio::spawn(async move { next.send().await.unwrap().status().as_u16() });
-    // Generous: a queued request makes no sound to wait on.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    observer.wait_queued(1).await;
     assert!(
         !next.is_finished(),
         "a second request ran beside the socket"
