@@ -108,6 +108,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// The gateway: the policy file's limits in front of its upstream app, with this
 /// configuration's listen address, Redis, trusted proxies and admission fleet settings.
 async fn gateway(config: Config) -> anyhow::Result<()> {
+    config.require_gateway()?;
     let path = config
         .server
         .gateway_config

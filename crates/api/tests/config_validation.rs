@@ -223,3 +223,21 @@ fn a_value_that_does_not_parse_is_never_printed_unlike_through_serde() {
     assert!(from_file.contains("expected u64"), "{from_file}");
     assert!(!from_file.contains(secret), "{from_file}");
 }
+
+/// The gateway guards its runtime-limits actions with the same admin token as `serve`, held to
+/// the same length: a short one stops it at start, before it reads its policy.
+#[test]
+fn a_gateway_with_a_short_admin_token_does_not_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .arg("gateway")
+        .env_clear()
+        .env("FLEETGATE_ADMIN_TOKEN", "short")
+        .env("FLEETGATE_GATEWAY_CONFIG", "/nonexistent/gateway.toml")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("FLEETGATE_ADMIN_TOKEN"), "{err}");
+    assert!(err.contains("at least 32 bytes"), "{err}");
+    assert!(!err.contains("short\""), "{err}");
+}

@@ -145,6 +145,21 @@ impl Config {
         self.http.validate()
     }
 
+    /// What `fleetgate gateway` needs besides the policy file: an admin token, when set, as
+    /// long as `serve`'s (it guards the runtime-limits actions).
+    pub fn require_gateway(&self) -> Result<(), ConfigError> {
+        match &self.auth.admin_token {
+            Some(t) if t.expose().len() < MIN_SECRET_BYTES => Err(ConfigError::Invalid {
+                var: "FLEETGATE_ADMIN_TOKEN".into(),
+                reason: format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes long (it has {}); generate one with `openssl rand -hex 32`",
+                    t.expose().len()
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// What `serve` needs on top of [`Config::validate`]: a JWT secret, and secrets long enough to
     /// resist guessing (the admin token and the user-hash key when set).
     pub fn require_serve(&self) -> Result<(), ConfigError> {
