@@ -69,6 +69,9 @@ pub struct RedisConfig {
     pub sentinels: Vec<String>,
     /// The master's name at the sentinels.
     pub sentinel_master: String,
+    /// The sentinels' own password (their `requirepass`), if they ask for one; the master's
+    /// credentials are `url`'s.
+    pub sentinel_password: Option<String>,
     /// Key prefix: every key starts with it (see [`Keys`]).
     pub prefix: String,
     /// How long one call may wait for its reply before it counts as `Unavailable`.
@@ -84,6 +87,7 @@ impl Default for RedisConfig {
             cluster_nodes: Vec::new(),
             sentinels: Vec::new(),
             sentinel_master: "mymaster".into(),
+            sentinel_password: None,
             prefix: "fg".into(),
             // Generous for a loaded machine, short enough that a dead Redis is noticed quickly.
             response_timeout: Duration::from_millis(1000),
@@ -156,6 +160,7 @@ impl RedisHandle {
             let sentinel = Sentinel::new(
                 &cfg.sentinels,
                 &cfg.sentinel_master,
+                cfg.sentinel_password.as_deref(),
                 &cfg.url,
                 mcfg,
                 cfg.connect_timeout + cfg.response_timeout,

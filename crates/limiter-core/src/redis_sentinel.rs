@@ -59,6 +59,7 @@ impl Sentinel {
     pub(crate) fn new(
         sentinels: &[String],
         name: &str,
+        password: Option<&str>,
         url: &str,
         manager_cfg: ConnectionManagerConfig,
         ask_timeout: Duration,
@@ -75,8 +76,14 @@ impl Sentinel {
                     .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
                     .filter(|(h, _)| !h.is_empty())
                     .ok_or_else(|| invalid(format!("sentinel address {s:?} is not host:port")))?;
-                redis::Client::open(ConnectionAddr::Tcp(host.to_string(), port))
-                    .map_err(|e| invalid(e.to_string()))
+                match password {
+                    // As a URL: the one way redis-rs takes a password for a plain address.
+                    Some(p) => {
+                        redis::Client::open(format!("redis://:{}@{host}:{port}", percent_encode(p)))
+                    }
+                    None => redis::Client::open(ConnectionAddr::Tcp(host.to_string(), port)),
+                }
+                .map_err(|_| invalid(format!("sentinel address {s:?}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let base = url
@@ -236,4 +243,17 @@ pub(crate) fn watch(sentinel: &Arc<Sentinel>, runtime: &tokio::runtime::Handle) 
             s.ask(false).await;
         }
     });
+}
+
+/// `s` with every byte but ASCII letters and digits as `%XX`, for a URL's password part.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -53,6 +53,10 @@ pub static VARS: &[EnvVar] = &[
         c.redis.sentinel_master = v;
         Ok(())
     }),
+    var("FLEETGATE_REDIS_SENTINEL_PASSWORD", |c, _, v| {
+        c.redis.sentinel_password = Some(Secret::new(v));
+        Ok(())
+    }),
     var("FLEETGATE_REDIS_PREFIX", |c, _, v| {
         c.redis.prefix = v;
         Ok(())

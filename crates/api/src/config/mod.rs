@@ -163,6 +163,11 @@ impl Config {
             cluster_nodes: self.redis.cluster.clone(),
             sentinels: self.redis.sentinels.clone(),
             sentinel_master: self.redis.sentinel_master.clone(),
+            sentinel_password: self
+                .redis
+                .sentinel_password
+                .as_ref()
+                .map(|p| p.expose().to_string()),
             prefix: self.redis.prefix.clone(),
             response_timeout: Duration::from_millis(self.redis.timeout_ms),
             ..limiter_core::RedisConfig::default()

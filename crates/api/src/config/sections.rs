@@ -20,6 +20,8 @@ pub struct RedisSettings {
     pub sentinels: Vec<String>,
     /// `FLEETGATE_REDIS_SENTINEL_MASTER`: the master's name at the sentinels.
     pub sentinel_master: String,
+    /// `FLEETGATE_REDIS_SENTINEL_PASSWORD`: the sentinels' own `requirepass`, if they have one.
+    pub sentinel_password: Option<Secret>,
     /// `FLEETGATE_REDIS_PREFIX`.
     pub prefix: String,
     /// `FLEETGATE_REDIS_TIMEOUT_MS`: reply timeout of one call.
@@ -227,6 +229,7 @@ impl Default for RedisSettings {
             cluster: Vec::new(),
             sentinels: Vec::new(),
             sentinel_master: "mymaster".into(),
+            sentinel_password: None,
             prefix: "fg".into(),
             timeout_ms: 1000,
         }
