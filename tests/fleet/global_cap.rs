@@ -49,9 +49,13 @@ pub async fn global_cap_holds(fleet: &Fleet) {
     );
     let (per_user, untracked) = max_user_in_flight(&stats);
     assert_eq!(untracked, 0);
-    assert_eq!(
-        per_user, 2,
-        "no user ever had more than 2 running, and heavy users reached 2"
+    // At most 2: the per-user cap. Whether a heavy user's requests ever overlap at the LLM
+    // depends on where they fall in the fleet-wide queue (seen once at 1 on a loaded machine);
+    // reaching the per-user cap is asserted exactly where the test controls the timing
+    // (gateway `caps_hold_across_two_replicas_and_are_reached`, api `user_queue`).
+    assert!(
+        (1..=2).contains(&per_user),
+        "a user had {per_user} running at once (per-user cap 2)"
     );
     // Nothing left behind: every slot released, nobody waiting.
     fleet.assert_drained(0, 3, Duration::from_secs(5)).await;
