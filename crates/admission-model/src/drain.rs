@@ -29,7 +29,10 @@ impl System {
             .collect();
         for r in 0..self.replicas {
             match s.up[usize::from(r)] {
-                Up::Cut => s.up[usize::from(r)] = Up::Up,
+                Up::Cut => {
+                    s.up[usize::from(r)] = Up::Up;
+                    self.end_outage(&mut s, r);
+                }
                 Up::Crashed => self.restart(&mut s, r),
                 Up::Up => {}
             }
@@ -40,12 +43,12 @@ impl System {
                 self.deliver(&mut s, i);
             }
             for r in 0..self.replicas {
-                if s.must_register[usize::from(r)] {
+                if s.must_register[usize::from(r)] || s.rejoin[usize::from(r)] {
                     self.register(&mut s, r);
                 }
             }
             for c in 0..self.clients.len() {
-                if s.clients[c] == Phase::Running {
+                if s.clients[c].runs() {
                     self.finish(&mut s, c);
                 }
             }

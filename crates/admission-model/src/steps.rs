@@ -6,7 +6,9 @@ use crate::system::{Phase, State, System, Up, client_of, id_of};
 
 impl System {
     pub(crate) fn replica_ok(&self, s: &State, r: Replica) -> bool {
-        s.up[usize::from(r)] == Up::Up && !s.must_register[usize::from(r)]
+        s.up[usize::from(r)] == Up::Up
+            && !s.must_register[usize::from(r)]
+            && !s.rejoin[usize::from(r)]
     }
 
     pub(crate) fn admitting(s: &State) -> bool {
@@ -30,6 +32,10 @@ impl System {
         }
         s.inbox.extend(out);
         s.inbox.sort();
+        if self.local_admission.is_some() {
+            let n = u8::try_from(s.store.in_use()).unwrap_or(u8::MAX);
+            s.peak = s.peak.max(n);
+        }
         if self.faults.failover && s.faults_left > 0 {
             s.previous = Some(before);
         }
@@ -109,14 +115,26 @@ impl System {
         }
     }
 
+    /// Registers what replica `r` runs: after Redis lost its state, or after its own outage
+    /// (then also releasing again what ended meanwhile, see `degraded.rs`).
     pub(crate) fn register(&self, s: &mut State, r: Replica) {
+        if s.rejoin[usize::from(r)] && !s.must_register[usize::from(r)] {
+            self.rejoin(s, r);
+            return;
+        }
+        s.rejoin[usize::from(r)] = false;
         let running: Vec<(Id, User, Replica)> = (0..self.clients.len())
-            .filter(|&c| self.clients[c].replica == r && s.clients[c] == Phase::Running)
+            .filter(|&c| self.clients[c].replica == r && s.clients[c].runs())
             .map(|c| (id_of(c), self.clients[c].user, r))
             .collect();
         self.script(s, |_, st, _| {
             st.adopt_all(&running);
         });
+        for c in 0..self.clients.len() {
+            if self.clients[c].replica == r && s.clients[c] == Phase::RunningLocal {
+                s.clients[c] = Phase::Running;
+            }
+        }
         s.must_register[usize::from(r)] = false;
     }
 
@@ -141,6 +159,10 @@ impl System {
         }
         let mut grants = Default::default();
         self.script(s, |p, st, out| grants = st.heartbeat(p, r, out));
+        if self.local_admission.is_some() {
+            s.contact[usize::from(r)] = true;
+            s.seen_peak[usize::from(r)] = Some(s.peak);
+        }
         for id in grants {
             self.grant_reaches(s, id, true);
         }
@@ -153,11 +175,13 @@ impl System {
     pub(crate) fn settled(&self, s: &State) -> bool {
         let up = |r: Replica| s.up[usize::from(r)] == Up::Up;
         !s.inbox.iter().any(|(r, _)| up(*r))
-            && !(0..self.replicas).any(|r| up(r) && s.must_register[usize::from(r)])
+            && !(0..self.replicas)
+                .any(|r| up(r) && (s.must_register[usize::from(r)] || s.rejoin[usize::from(r)]))
             && !s.store.grants.iter().any(|(r, g)| up(*r) && !g.is_empty())
     }
 
     pub(crate) fn tick(&self, s: &mut State) {
+        self.outage_tick(s);
         if self.stop_unrenewed {
             for (c, spec) in self.clients.iter().enumerate() {
                 if s.clients[c] == Phase::Running && s.up[usize::from(spec.replica)] == Up::Cut {
@@ -195,6 +219,9 @@ impl System {
             .collect();
         for id in orphans {
             s.store.expire_record(id);
+        }
+        if self.local_admission.is_some() {
+            s.peak = u8::try_from(s.store.in_use()).unwrap_or(u8::MAX);
         }
     }
 

@@ -7,6 +7,7 @@
 
 use stateright::{Model, Property};
 
+use crate::degraded::{LocalFlaw, LocalLimit, Outage};
 use crate::store::{Entered, Id, Params, Published, Replica, Store, User, Waiter};
 
 /// One client's single request: who, which class, through which replica.
@@ -52,6 +53,12 @@ pub struct System {
     /// partition or pause of any length needs, see `tests/check.rs`); `false` is the
     /// availability policy.
     pub stop_unrenewed: bool,
+    /// A cut replica admits on its local limit, fixed by this rule (degraded mode, see
+    /// `degraded.rs`), under the policy `stop_unrenewed` says; `None`: a cut replica admits
+    /// nothing (a pause).
+    pub local_admission: Option<LocalLimit>,
+    /// A deliberate bug in degraded mode (never set outside such a check).
+    pub local_flaw: Option<LocalFlaw>,
 }
 
 /// Where a client's request stands.
@@ -60,6 +67,9 @@ pub enum Phase {
     Idle,
     Waiting,
     Running,
+    /// Admitted by its replica on its local limit while cut from Redis: nothing in Redis counts
+    /// it until the replica registers it after the cut.
+    RunningLocal,
     Done,
     /// Timed out or went away while waiting.
     GaveUp,
@@ -104,6 +114,22 @@ pub struct State {
     pub handed_off: bool,
     /// The operator's reset was used.
     pub reset_done: bool,
+    /// Per replica, its outage while cut with local admission.
+    pub outage: Vec<Option<Outage>>,
+    /// Per replica: healed after an outage, it must register what it runs before any other
+    /// script call (others go on meanwhile).
+    pub rejoin: Vec<bool>,
+    /// Per replica: a heartbeat of this process was answered (local admission only).
+    pub contact: Vec<bool>,
+    /// Per replica: the fleet's recent peak of slots in use, as its last heartbeat read it
+    /// (local admission only).
+    pub seen_peak: Vec<Option<u8>>,
+    /// The most slots in use at once since time last passed (local admission only).
+    pub peak: u8,
+    /// The most a cut replica ran or was allowed to run during an outage so far: `max(what it
+    /// ran as the outage began, its local limit)` plus its waiters then queued in Redis. The
+    /// fleet's excess over the cap must stay within it.
+    pub overshoot_bound: u8,
 }
 
 /// The steps.
@@ -143,8 +169,14 @@ impl Model for System {
     type Action = Action;
 
     fn init_states(&self) -> Vec<State> {
+        let mut store = Store::new(&self.params);
+        if self.local_admission.is_some() {
+            // The service heartbeats as it starts: each replica is in the registry and has read
+            // the (empty) fleet once (`contact`, `seen_peak`).
+            store.replicas = (0..self.replicas).map(|r| (r, true)).collect();
+        }
         vec![State {
-            store: Store::new(&self.params),
+            store,
             clients: vec![Phase::Idle; self.clients.len()],
             up: vec![Up::Up; usize::from(self.replicas)],
             inbox: Vec::new(),
@@ -155,6 +187,12 @@ impl Model for System {
             granted_after_leaving: false,
             handed_off: false,
             reset_done: false,
+            outage: vec![None; usize::from(self.replicas)],
+            rejoin: vec![false; usize::from(self.replicas)],
+            contact: vec![self.local_admission.is_some(); usize::from(self.replicas)],
+            seen_peak: vec![self.local_admission.map(|_| 0); usize::from(self.replicas)],
+            peak: 0,
+            overshoot_bound: 0,
         }]
     }
 
@@ -164,11 +202,16 @@ impl Model for System {
         }
         for (c, spec) in self.clients.iter().enumerate() {
             let ok = self.replica_ok(s, spec.replica);
+            let up = s.up[usize::from(spec.replica)];
             match s.clients[c] {
                 Phase::Idle if ok && Self::admitting(s) => actions.push(Action::Arrive(c)),
-                Phase::Running if s.up[usize::from(spec.replica)] == Up::Up => {
+                Phase::Idle if self.may_admit_locally(s, c) => actions.push(Action::Arrive(c)),
+                Phase::Running
+                    if up == Up::Up || (up == Up::Cut && self.local_admission.is_some()) =>
+                {
                     actions.push(Action::Finish(c));
                 }
+                Phase::RunningLocal if up != Up::Crashed => actions.push(Action::Finish(c)),
                 Phase::Waiting if s.up[usize::from(spec.replica)] == Up::Up => {
                     actions.push(Action::GiveUp(c));
                 }
@@ -184,7 +227,9 @@ impl Model for System {
             if self.replica_ok(s, r) {
                 actions.push(Action::Heartbeat(r));
             }
-            if s.up[usize::from(r)] == Up::Up && s.must_register[usize::from(r)] {
+            if s.up[usize::from(r)] == Up::Up
+                && (s.must_register[usize::from(r)] || s.rejoin[usize::from(r)])
+            {
                 actions.push(Action::Register(r));
             }
             match s.up[usize::from(r)] {
@@ -236,6 +281,9 @@ impl Model for System {
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
         let mut s = last.clone();
         match action {
+            Action::Arrive(c) if s.up[usize::from(self.clients[c].replica)] == Up::Cut => {
+                s.clients[c] = Phase::RunningLocal;
+            }
             Action::Arrive(c) => {
                 let spec = self.clients[c];
                 let w = Waiter {
@@ -253,6 +301,9 @@ impl Model for System {
                     Entered::Full | Entered::UserFull => Phase::Refused,
                 };
             }
+            Action::Finish(c) if s.up[usize::from(self.clients[c].replica)] == Up::Cut => {
+                self.finish_cut(&mut s, c);
+            }
             Action::Finish(c) => self.finish(&mut s, c),
             Action::GiveUp(c) => self.give_up(&mut s, c),
             Action::Deliver(i) => self.deliver(&mut s, i),
@@ -265,19 +316,32 @@ impl Model for System {
             Action::Crash(r) => {
                 s.up[usize::from(r)] = Up::Crashed;
                 for (c, spec) in self.clients.iter().enumerate() {
-                    if spec.replica == r && matches!(s.clients[c], Phase::Waiting | Phase::Running)
+                    if spec.replica == r
+                        && matches!(
+                            s.clients[c],
+                            Phase::Waiting | Phase::Running | Phase::RunningLocal
+                        )
                     {
                         s.clients[c] = Phase::Lost;
                     }
                 }
                 s.inbox.retain(|(to, _)| *to != r);
+                // A new process: no outage, no contact, no peak seen.
+                s.outage[usize::from(r)] = None;
+                s.rejoin[usize::from(r)] = false;
+                s.contact[usize::from(r)] = false;
+                s.seen_peak[usize::from(r)] = None;
             }
             Action::Restart(r) => self.restart(&mut s, r),
             Action::Cut(r) => {
                 s.up[usize::from(r)] = Up::Cut;
                 s.inbox.retain(|(to, _)| *to != r);
+                self.begin_outage(&mut s, r);
             }
-            Action::Heal(r) => s.up[usize::from(r)] = Up::Up,
+            Action::Heal(r) => {
+                s.up[usize::from(r)] = Up::Up;
+                self.end_outage(&mut s, r);
+            }
             Action::RestartEmpty => self.redis_lost_state(&mut s, Store::new(&self.params)),
             Action::Failover => {
                 let previous = s.previous.clone()?;
@@ -319,11 +383,20 @@ impl Model for System {
                 "in flight at the upstream <= global cap",
                 |m: &System, s: &State| running(s) <= m.params.global_cap,
             ),
+            // How far a cut replica can take the fleet over: what Redis forgets of it, which it
+            // ran as its outage began or admitted since up to its local limit, and the grants
+            // that reach its waiters late.
+            Property::always(
+                "in flight at the upstream <= global cap + what a cut replica may run",
+                |m: &System, s: &State| {
+                    running(s) <= m.params.global_cap + usize::from(s.overshoot_bound)
+                },
+            ),
             Property::always("in flight per user <= user cap", |m: &System, s: &State| {
                 m.clients.iter().all(|spec| {
                     let u = spec.user;
                     (0..m.clients.len())
-                        .filter(|&c| m.clients[c].user == u && s.clients[c] == Phase::Running)
+                        .filter(|&c| m.clients[c].user == u && s.clients[c].runs())
                         .count()
                         <= m.params.user_cap
                 })
@@ -348,6 +421,14 @@ impl Model for System {
     }
 }
 
+/// Requests running at the upstream.
 fn running(s: &State) -> usize {
-    s.clients.iter().filter(|p| **p == Phase::Running).count()
+    s.clients.iter().filter(|p| p.runs()).count()
+}
+
+impl Phase {
+    /// Running at the upstream, whether Redis counts it or not.
+    pub fn runs(self) -> bool {
+        matches!(self, Phase::Running | Phase::RunningLocal)
+    }
 }

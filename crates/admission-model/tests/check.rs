@@ -52,6 +52,8 @@ fn system(params: Params, faults: Faults, budget: u8) -> System {
         fault_budget: budget,
         admin_reset: false,
         stop_unrenewed: false,
+        local_admission: None,
+        local_flaw: None,
     }
 }
 

@@ -98,6 +98,8 @@ fn main() -> ExitCode {
             admin_reset: false,
             // Only a cut needs it; it changes nothing without one.
             stop_unrenewed: true,
+            local_admission: None,
+            local_flaw: None,
         };
         let started = Instant::now();
         let checker = sys.checker().threads(threads).spawn_bfs().join();
