@@ -15,6 +15,7 @@ mod harness;
 
 mod global_cap;
 mod partition;
+mod partition_idle;
 mod pause;
 mod postgres_outage;
 mod priority;

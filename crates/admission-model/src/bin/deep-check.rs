@@ -2,23 +2,41 @@
 //! clients, caps up to 3, two faults per run. Prints each configuration's state count, time and
 //! verdict; exits non-zero if a property that must hold has a counterexample.
 //!
-//! `cargo run --release -p admission-model --bin deep-check [-- --clients N --budget N --threads N]`
+//! `cargo run --release -p admission-model --bin deep-check [-- --clients N --budget N --threads N
+//! --degraded]` (`--degraded`: only the degraded-mode configurations)
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use admission_model::Params;
 use admission_model::system::{ClientSpec, Faults, System};
+use admission_model::{LocalLimit, Params};
 use stateright::{Checker, Model};
 
-/// Properties that hold in every configuration run here (the findings, a cut without stopping
-/// unrenewed requests and a failover, are shown by tests/check.rs).
+const CAP: &str = "in flight at the upstream <= global cap";
+const BOUND: &str = "in flight at the upstream <= global cap + what a cut replica may run";
+
+/// Properties that hold in every configuration run here but those marked with a finding (the
+/// others, a cut without stopping unrenewed requests and a failover, are shown by tests/).
 const MUST_HOLD: [&str; 4] = [
-    "in flight at the upstream <= global cap",
+    CAP,
     "in flight per user <= user cap",
     "strict priority, FIFO in a class",
     "with no more faults, every waiter is answered and no slot is lost",
 ];
+
+/// One configuration: its caps (user, global), faults and their budget, degraded mode's local
+/// limit (`None`: a cut replica admits nothing), the outage policy, and the property expected to
+/// have a counterexample (a known finding).
+#[derive(Clone, Copy)]
+struct Run {
+    name: &'static str,
+    caps: (usize, usize),
+    faults: Faults,
+    budget: u8,
+    local: Option<LocalLimit>,
+    safety: bool,
+    finding: Option<&'static str>,
+}
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -51,37 +69,95 @@ fn main() -> ExitCode {
         record_expiry: true,
         ..Faults::default()
     };
+    let cut = Faults {
+        cut: true,
+        ..Faults::default()
+    };
+    let cut_or_crash = Faults { crash: true, ..cut };
+    let held = Some(LocalLimit::Held);
+    let outage = Some(LocalLimit::Outage);
+    let base = Run {
+        name: "",
+        caps: (1, 2),
+        faults: Faults::default(),
+        budget: 0,
+        local: None,
+        safety: true,
+        finding: None,
+    };
+    // Degraded mode: one replica cut (a partition of any length) while the others reach Redis.
     let runs = [
-        ("caps 1/2, no faults", 1, 2, Faults::default(), 0),
-        ("caps 2/3, no faults", 2, 3, Faults::default(), 0),
-        (
-            "caps 1/2, crash/lost message/restart/record expiry",
-            1,
-            2,
-            all,
+        Run {
+            name: "caps 1/2, no faults",
+            ..base
+        },
+        Run {
+            name: "caps 2/3, no faults",
+            caps: (2, 3),
+            ..base
+        },
+        Run {
+            name: "caps 1/2, crash/lost message/restart/record expiry",
+            faults: all,
             budget,
-        ),
-        (
-            "caps 2/3, crash/lost message/restart/record expiry",
-            2,
-            3,
-            all,
+            ..base
+        },
+        Run {
+            name: "caps 2/3, crash/lost message/restart/record expiry",
+            caps: (2, 3),
+            faults: all,
             budget,
-        ),
-        (
-            "caps 1/2, cut (requests stopped with their lease) or crash",
-            1,
-            2,
-            Faults {
-                cut: true,
-                crash: true,
-                ..Faults::default()
-            },
+            ..base
+        },
+        Run {
+            name: "caps 1/2, cut (requests stopped with their lease) or crash",
+            faults: cut_or_crash,
             budget,
-        ),
+            ..base
+        },
+        Run {
+            name: "caps 2/3, degraded: cut or crash, local limit = what it held, safety",
+            caps: (2, 3),
+            faults: cut_or_crash,
+            budget,
+            local: held,
+            ..base
+        },
+        Run {
+            name: "caps 2/3, degraded: cut, the service's outage limit, safety",
+            caps: (2, 3),
+            faults: cut,
+            budget: 1,
+            local: outage,
+            finding: Some(CAP),
+            ..base
+        },
+        Run {
+            name: "caps 2/3, degraded: cut, the service's outage limit, availability",
+            caps: (2, 3),
+            faults: cut,
+            budget: 1,
+            local: outage,
+            safety: false,
+            finding: Some(CAP),
+        },
     ];
     let mut ok = true;
-    for (name, user_cap, global_cap, faults, fault_budget) in runs {
+    // `--degraded`: only the degraded-mode configurations.
+    let degraded_only = std::env::args().any(|a| a == "--degraded");
+    for run in runs {
+        if degraded_only && run.local.is_none() {
+            continue;
+        }
+        let Run {
+            name,
+            caps: (user_cap, global_cap),
+            faults,
+            budget: fault_budget,
+            local,
+            safety,
+            finding,
+        } = run;
         let sys = System {
             params: Params {
                 user_cap,
@@ -97,17 +173,27 @@ fn main() -> ExitCode {
             fault_budget,
             admin_reset: false,
             // Only a cut needs it; it changes nothing without one.
-            stop_unrenewed: true,
-            local_admission: None,
+            stop_unrenewed: safety,
+            local_admission: local,
             local_flaw: None,
         };
         let started = Instant::now();
         let checker = sys.checker().threads(threads).spawn_bfs().join();
         let mut verdict = "all properties hold".to_string();
-        for p in MUST_HOLD {
-            if let Some(path) = checker.discovery(p) {
-                ok = false;
-                verdict = format!("VIOLATED {p}: {:?}", path.into_actions());
+        for p in MUST_HOLD.into_iter().chain([BOUND]) {
+            match (checker.discovery(p), finding == Some(p)) {
+                (Some(path), true) => {
+                    verdict = format!("as expected, {p} fails: {:?}", path.into_actions());
+                }
+                (None, true) => {
+                    ok = false;
+                    verdict = format!("EXPECTED a counterexample to {p}, none found");
+                }
+                (Some(path), false) => {
+                    ok = false;
+                    verdict = format!("VIOLATED {p}: {:?}", path.into_actions());
+                }
+                (None, false) => {}
             }
         }
         println!(
