@@ -7,5 +7,7 @@ pub struct QuotaError(#[from] pub sqlx::Error);
 
 /// A [`crate::Table`] names something that is not a plain SQL identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a plain SQL identifier (lower-case letters, digits and `_`, not first a digit)")]
+#[error(
+    "`{0}` is not a plain SQL identifier (lower-case letters, digits and `_`, not first a digit)"
+)]
 pub struct TableError(pub String);

@@ -33,7 +33,5 @@ pub use batch::MAX_BATCH;
 pub use day::until_next_utc_midnight;
 pub use error::{QuotaError, TableError};
 pub use hook::DailyQuota;
-pub use store::{
-    QuotaObserver, QuotaStore, REFUND_RETRY_FOR, Spend, StoreOptions, Ticket, Usage,
-};
+pub use store::{QuotaObserver, QuotaStore, REFUND_RETRY_FOR, Spend, StoreOptions, Ticket, Usage};
 pub use table::Table;

@@ -48,9 +48,10 @@ pub struct Table {
 
 fn ident(s: &str) -> Result<String, TableError> {
     let ok = s.len() <= 63
-        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s
-            .chars()
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(s.to_string())

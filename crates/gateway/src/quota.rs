@@ -88,7 +88,11 @@ impl QuotaStore {
     }
 
     /// Units `user` has spent today on `route` (tests, operators).
-    pub async fn used_today(&self, route: &str, user: &str) -> Result<u32, daily_quota::QuotaError> {
+    pub async fn used_today(
+        &self,
+        route: &str,
+        user: &str,
+    ) -> Result<u32, daily_quota::QuotaError> {
         Ok(self.store.usage(route, user, 0).await?.used)
     }
 }
