@@ -123,6 +123,7 @@ async fn gateway(config: Config) -> anyhow::Result<()> {
         url: db.url.expose().to_string(),
         max_connections: db.max_connections,
         acquire_timeout: std::time::Duration::from_millis(db.acquire_timeout_ms),
+        async_commit: config.quota.async_commit,
     });
     let settings = gateway::Settings {
         listen: config.listen,

@@ -7,7 +7,7 @@
 //! matching), `identity.rs` (who is calling; the identity header the app receives), `jwks.rs` (tokens
 //! verified against an identity provider's published keys),
 //! `proxy.rs` (the streaming reverse proxy and its header rules), `quota.rs` (daily quotas in
-//! PostgreSQL), `breaker.rs` (the circuit breaker on the app), `tunnel.rs` (WebSocket pass-through), `problem.rs` (the gateway's own refusals),
+//! PostgreSQL, through the `daily-quota` crate), `breaker.rs` (the circuit breaker on the app), `tunnel.rs` (WebSocket pass-through), `problem.rs` (the gateway's own refusals),
 //! `router.rs` (each route's stack of limits, and the service dispatching to them),
 //! `runtime.rs` (runtime limits applied to the routes' layers), `admin.rs` (the admin endpoint:
 //! limits in force, runtime changes), `run.rs` (building and serving it).

@@ -2,11 +2,13 @@
 //! loopback ports and stopped by pid), a 3-master Redis Cluster, and unique key prefixes so tests
 //! run in parallel against the machine's Redis without seeing each other's keys.
 //! [`proxy::TcpProxy`] forwards to a Redis, can be cut, and counts what went through it.
+//! [`postgres::TestDb`] is a fresh PostgreSQL database for one test.
 //!
 //! Everything but the proxy is synchronous; all of it panics on setup failure: it runs only in tests, where a
 //! setup failure should stop the test with a clear message.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod postgres;
 pub mod proxy;
 
 use std::io::{Read, Write};

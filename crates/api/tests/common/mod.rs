@@ -16,18 +16,10 @@ use api::limits::quota::QuotaStore;
 use chat::{Assistant, AssistantError, AssistantFuture, ChatAnswer, ChatContext, ChatRequest};
 use limiter_core::RedisHandle;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, Executor};
 use tokio::sync::{Notify, oneshot};
 
 pub const JWT_SECRET: &str = "test-jwt-secret-at-least-32-bytes-long!!";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
-/// The server's maintenance database (`FLEETGATE_TEST_DATABASE_URL`), where test databases are
-/// created and dropped.
-fn admin_url() -> String {
-    std::env::var("FLEETGATE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 pub fn init() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -36,58 +28,7 @@ pub fn init() {
     });
 }
 
-/// A database created for one test and dropped (best effort) when this value drops.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> TestDb {
-        // Tests here count daily quotas; none lasts two minutes.
-        tokio::time::sleep(testkit::wait_clear_of_utc_midnight(Duration::from_secs(
-            120,
-        )))
-        .await;
-        let name = format!(
-            "fg_test_{}_{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        let mut conn = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .unwrap();
-        // The same server, another database.
-        let admin = admin_url();
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
-        TestDb { name, url }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Its own thread and runtime: Drop cannot await, and the test's runtime may be gone.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url()).await {
-                    let _ = c
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
+pub use testkit::postgres::TestDb;
 
 /// A configuration for tests: unique Redis prefix, the given database, known secrets.
 pub fn config(db: &TestDb, prefix: &str) -> Config {

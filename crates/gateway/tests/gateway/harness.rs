@@ -85,6 +85,7 @@ pub async fn quota_store() -> gateway::QuotaStore {
         url: database_url(),
         max_connections: 2,
         acquire_timeout: Duration::from_secs(5),
+        async_commit: false,
     })
     .await
     .expect("quota store")
