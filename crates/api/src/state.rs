@@ -165,7 +165,11 @@ impl AppState {
             admission(RouteClass::Export)?,
         ];
         let client_ip = ClientIpResolver::new(config.trusted_proxies()?);
-        let token = config.auth.admin_token.as_ref().map(AdminToken::new);
+        let token = config
+            .auth
+            .admin_token
+            .as_ref()
+            .map(|t| AdminToken::new(t.expose()));
         if token.is_none() {
             tracing::warn!("FLEETGATE_ADMIN_TOKEN is not set: admin actions are disabled");
         }

@@ -18,20 +18,21 @@
 //!   address when absent). The answer is the limits in force after the change.
 //!
 //! Refusals are problem+json: 401 `unauthorized` (no bearer token), 403 `forbidden` (wrong token,
-//! or no admin token configured), 400 `invalid_request` with `field` naming what is wrong, 405
+//! or no admin token configured), 429 `rate_limited` with `Retry-After` (too many wrong tokens
+//! from this client address, limiter-tower's [`AdminGate`]: the token is not even compared), 400 `invalid_request` with `field` naming what is wrong, 405
 //! `method_not_allowed`, 413 `payload_too_large`, 503 `service_unavailable` (Redis unreachable;
 //! nothing changed).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use limiter_tower::Mode;
 use limiter_tower::runtime::{
     AdmissionLimits, InvalidChange, Layer, LimitsDocument, LimitsPatch, LimitsStore, UpdateError,
 };
+use limiter_tower::{AdminGate, AdminRefusal, ClientIpKey, Mode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -43,8 +44,11 @@ const MAX_BODY: usize = 16 * 1024;
 /// The admin endpoint of one replica.
 pub(crate) struct Admin {
     path: String,
-    /// `None`: no admin token configured, every admin action is refused.
-    token: Option<String>,
+    /// The admin token (none configured: every admin action is refused) and its wrong-guess
+    /// throttle.
+    gate: AdminGate,
+    /// Who the client is, behind trusted proxies: the address wrong guesses are counted for.
+    client: ClientIpKey,
     store: LimitsStore,
     limits: Arc<RuntimeLimits>,
 }
@@ -53,7 +57,7 @@ impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admin")
             .field("path", &self.path)
-            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("gate", &self.gate)
             .finish()
     }
 }
@@ -65,6 +69,8 @@ struct Problem {
     title: &'static str,
     field: Option<String>,
     detail: Option<String>,
+    /// For a 429: how long the client must wait.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl Problem {
@@ -75,6 +81,7 @@ impl Problem {
             title,
             field: None,
             detail: None,
+            retry_after: None,
         }
     }
 
@@ -92,6 +99,11 @@ impl Problem {
 
     fn field(field: &str, reason: &str) -> Self {
         Problem::invalid(&InvalidChange::new(field, reason))
+    }
+
+    fn with_detail(mut self, detail: String) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     fn response(self) -> Response<Body> {
@@ -117,6 +129,12 @@ impl Problem {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up: never invite a retry before the block ends.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -134,11 +152,6 @@ fn json_response(v: &Value) -> Response<Body> {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
-}
-
-/// Equal in time whatever the inputs hold (the length is not secret).
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A POST body.
@@ -255,13 +268,15 @@ fn serde_field(e: &serde_json::Error) -> String {
 impl Admin {
     pub(crate) fn new(
         path: String,
-        token: Option<String>,
+        gate: AdminGate,
+        client: ClientIpKey,
         store: LimitsStore,
         limits: Arc<RuntimeLimits>,
     ) -> Self {
         Admin {
             path,
-            token: token.filter(|t| !t.is_empty()),
+            gate,
+            client,
             store,
             limits,
         }
@@ -271,18 +286,18 @@ impl Admin {
         &self.path
     }
 
-    /// `Ok(true)`: the admin; `Ok(false)`: no credentials at all.
-    fn authorize(&self, req: &Request<Body>) -> Result<bool, Problem> {
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+    /// `Ok(true)`: the admin; `Ok(false)`: no credentials at all. `peer`: the connection's
+    /// address.
+    async fn authorize(&self, headers: &http::HeaderMap, peer: IpAddr) -> Result<bool, Problem> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Ok(false);
         };
-        let forbidden = || Problem::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed");
         let given = value
             .to_str()
             .ok()
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
+            .map(|(_, t)| t.trim().to_string())
             .filter(|t| !t.is_empty());
         let Some(given) = given else {
             return Err(Problem::new(
@@ -291,9 +306,25 @@ impl Admin {
                 "Authentication required",
             ));
         };
-        match &self.token {
-            Some(t) if same_secret(t.as_bytes(), given.as_bytes()) => Ok(true),
-            _ => Err(forbidden()),
+        let client = self.client.try_resolve(peer, headers).map_err(|e| {
+            Problem::field("x-forwarded-for", "a trusted proxy sent no client address")
+                .with_detail(e.to_string())
+        })?;
+        match self.gate.authorize(client, &given).await {
+            Ok(()) => Ok(true),
+            Err(AdminRefusal::Throttled { retry_after }) => Err(Problem {
+                retry_after: Some(retry_after),
+                ..Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many wrong admin tokens from this address",
+                )
+            }),
+            Err(AdminRefusal::Wrong | AdminRefusal::Disabled) => Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Not allowed",
+            )),
         }
     }
 
@@ -317,7 +348,13 @@ impl Admin {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
             return Ok(r);
         }
-        let admin = self.authorize(&req)?;
+        // Without a peer (a router served without connect info) every guess shares one bucket:
+        // stricter, never looser.
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |c| c.0.ip());
+        let admin = self.authorize(req.headers(), peer).await?;
         if method != Method::POST {
             let mut v = json!({"status": "healthy"});
             if admin {
@@ -332,10 +369,6 @@ impl Admin {
                 "Authentication required",
             ));
         }
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
         let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
             .await
             .map_err(|_| {
@@ -352,7 +385,7 @@ impl Admin {
                 return Err(Problem::field("by", "1 to 128 printable characters"));
             }
             Some(b) => b.clone(),
-            None => peer.unwrap_or_else(|| "unknown".into()),
+            None => peer.to_string(),
         };
         let change = self.check(&action)?;
         let (old, new) = self
