@@ -30,10 +30,9 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use limiter_tower::runtime::{
-    AdmissionLimits, InvalidChange, Layer, LimitsDocument, LimitsPatch, LimitsStore, UpdateError,
+    ChangeRequest, InvalidChange, LimitsChange, LimitsStore, UpdateError,
 };
-use limiter_tower::{AdminGate, AdminRefusal, ClientIpKey, Mode};
-use serde::Deserialize;
+use limiter_tower::{AdminGate, AdminRefusal, ClientIpKey};
 use serde_json::{Value, json};
 
 use crate::runtime::RuntimeLimits;
@@ -152,105 +151,6 @@ fn json_response(v: &Value) -> Response<Body> {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
-}
-
-/// A POST body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Action {
-    action: String,
-    route: Option<String>,
-    /// Read as a map so that a bad value is refused naming its field.
-    limits: Option<serde_json::Map<String, Value>>,
-    admission: Option<serde_json::Map<String, Value>>,
-    layer: Option<String>,
-    mode: Option<String>,
-    by: Option<String>,
-}
-
-/// A limit's value: a whole number from 1 to 2^32 - 1.
-fn count(field: String, v: &Value) -> Result<u32, Problem> {
-    match v.as_u64().map(u32::try_from) {
-        Some(Ok(n)) if n > 0 => Ok(n),
-        _ => Err(Problem::field(&field, "must be a whole number above 0")),
-    }
-}
-
-fn limits_patch(m: &serde_json::Map<String, Value>) -> Result<LimitsPatch, Problem> {
-    let mut p = LimitsPatch::default();
-    for (k, v) in m {
-        let field = format!("limits.{k}");
-        let slot = match k.as_str() {
-            "per_ip_per_min" => &mut p.per_ip_per_min,
-            "per_user_per_min" => &mut p.per_user_per_min,
-            "daily_quota" => &mut p.daily_quota,
-            _ => {
-                return Err(Problem::field(
-                    &field,
-                    "unknown limit (per_ip_per_min, per_user_per_min, daily_quota)",
-                ));
-            }
-        };
-        *slot = Some(count(field, v)?);
-    }
-    Ok(p)
-}
-
-fn admission_caps(m: &serde_json::Map<String, Value>) -> Result<AdmissionLimits, Problem> {
-    let mut a = AdmissionLimits::default();
-    for (k, v) in m {
-        let field = format!("admission.{k}");
-        let slot = match k.as_str() {
-            "global_concurrency" => &mut a.global_concurrency,
-            "per_user_concurrency" => &mut a.per_user_concurrency,
-            _ => {
-                return Err(Problem::field(
-                    &field,
-                    "unknown cap (global_concurrency, per_user_concurrency)",
-                ));
-            }
-        };
-        *slot = Some(count(field, v)?);
-    }
-    Ok(a)
-}
-
-/// The change an action makes to the document, checked against the policy.
-enum Change {
-    Set {
-        route: Option<(String, LimitsPatch)>,
-        admission: Option<AdmissionLimits>,
-    },
-    Mode {
-        scope: String,
-        layers: Vec<Layer>,
-        mode: Mode,
-    },
-    Reset {
-        scope: Option<String>,
-    },
-}
-
-impl Change {
-    fn apply(&self, doc: &mut LimitsDocument) -> Result<(), InvalidChange> {
-        match self {
-            Change::Set { route, admission } => {
-                if let Some((scope, patch)) = route {
-                    doc.set_limits(scope, *patch)?;
-                }
-                if let Some(caps) = admission {
-                    doc.set_admission(*caps)?;
-                }
-            }
-            Change::Mode {
-                scope,
-                layers,
-                mode,
-            } => doc.set_mode(scope, layers, *mode),
-            Change::Reset { scope } => doc.reset(scope.as_deref()),
-        }
-        Ok(())
-    }
 }
 
 /// The first field of `v` that serde refused, from its message (`unknown field `x``, say).
@@ -378,7 +278,7 @@ impl Admin {
                     "The request body is too large",
                 )
             })?;
-        let action: Action = serde_json::from_slice(&body)
+        let action: ChangeRequest = serde_json::from_slice(&body)
             .map_err(|e| Problem::field(&serde_field(&e), "not a valid admin action body"))?;
         let by = match &action.by {
             Some(b) if b.is_empty() || b.len() > 128 || b.chars().any(char::is_control) => {
@@ -387,7 +287,8 @@ impl Admin {
             Some(b) => b.clone(),
             None => peer.to_string(),
         };
-        let change = self.check(&action)?;
+        let change =
+            LimitsChange::parse(&action, self.limits.as_ref()).map_err(|e| Problem::invalid(&e))?;
         let (old, new) = self
             .store
             .update(&by, |doc| change.apply(doc))
@@ -418,109 +319,5 @@ impl Admin {
             "status": "ok",
             "limits": self.limits.view(),
         })))
-    }
-
-    /// The action's change, checked against the policy.
-    fn check(&self, a: &Action) -> Result<Change, Problem> {
-        let unexpected = |field: &str, present: bool| {
-            if present {
-                Err(Problem::field(field, "not expected for this action"))
-            } else {
-                Ok(())
-            }
-        };
-        match a.action.as_str() {
-            "set-limits" => {
-                unexpected("layer", a.layer.is_some())?;
-                unexpected("mode", a.mode.is_some())?;
-                let patch = a.limits.as_ref().map(limits_patch).transpose()?;
-                let caps = a.admission.as_ref().map(admission_caps).transpose()?;
-                let route = match (&a.route, &patch) {
-                    (Some(r), Some(l)) => {
-                        self.limits
-                            .check_scope(r, false)
-                            .map_err(|e| Problem::invalid(&e))?;
-                        self.limits
-                            .check_patch(r, l)
-                            .map_err(|e| Problem::invalid(&e))?;
-                        if *l == LimitsPatch::default() {
-                            return Err(Problem::field("limits", "names no limit"));
-                        }
-                        Some((r.clone(), *l))
-                    }
-                    (None, Some(_)) => return Err(Problem::field("route", "required with limits")),
-                    (Some(_), None) => return Err(Problem::field("limits", "required with route")),
-                    (None, None) => None,
-                };
-                if let Some(caps) = &caps {
-                    self.limits
-                        .check_admission(caps)
-                        .map_err(|e| Problem::invalid(&e))?;
-                    if caps.is_empty() {
-                        return Err(Problem::field("admission", "names no cap"));
-                    }
-                }
-                if route.is_none() && caps.is_none() {
-                    return Err(Problem::field(
-                        "limits",
-                        "give route and limits, or admission",
-                    ));
-                }
-                // Values are checked by the document itself (above 0), naming the field.
-                let mut probe = LimitsDocument::default();
-                let change = Change::Set {
-                    route,
-                    admission: caps,
-                };
-                change.apply(&mut probe).map_err(|e| Problem::invalid(&e))?;
-                Ok(change)
-            }
-            "set-mode" => {
-                unexpected("limits", a.limits.is_some())?;
-                unexpected("admission", a.admission.is_some())?;
-                let scope = a
-                    .route
-                    .clone()
-                    .ok_or_else(|| Problem::field("route", "required (a route's path, or *)"))?;
-                self.limits
-                    .check_scope(&scope, true)
-                    .map_err(|e| Problem::invalid(&e))?;
-                let layers = a
-                    .layer
-                    .as_deref()
-                    .and_then(Layer::parse_many)
-                    .ok_or_else(|| {
-                        Problem::field("layer", "window, admission, quota, breaker or all")
-                    })?;
-                let mode = a
-                    .mode
-                    .as_deref()
-                    .and_then(|m| m.parse::<Mode>().ok())
-                    .ok_or_else(|| Problem::field("mode", "enforce, shadow or off"))?;
-                Ok(Change::Mode {
-                    scope,
-                    layers,
-                    mode,
-                })
-            }
-            "reset-limits" => {
-                unexpected("limits", a.limits.is_some())?;
-                unexpected("admission", a.admission.is_some())?;
-                unexpected("layer", a.layer.is_some())?;
-                unexpected("mode", a.mode.is_some())?;
-                if let Some(r) = &a.route {
-                    self.limits
-                        .check_scope(r, true)
-                        .map_err(|e| Problem::invalid(&e))?;
-                }
-                Ok(Change::Reset {
-                    scope: a.route.clone(),
-                })
-            }
-            _ => Err(Problem::field(
-                "action",
-                "set-limits, set-mode or reset-limits",
-            )),
-        }
     }
 }

@@ -13,6 +13,7 @@
 //! arrives after midnight cannot eat into the new day.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
@@ -73,7 +74,8 @@ pub struct LoadMetric {
 #[derive(Debug, Clone)]
 pub struct QuotaStore {
     pool: PgPool,
-    free: i32,
+    /// The free tier's daily limit: configured, or changed at runtime (shared with `spend_sql`).
+    free: Arc<AtomicI32>,
     tier_names: Vec<String>,
     tier_limits: Vec<i32>,
     /// What the batcher's statements need (the pool and limits above, and the commit mode).
@@ -122,7 +124,9 @@ impl QuotaStore {
 
     /// A store over an existing pool.
     pub fn with_pool(pool: PgPool, cfg: &Config) -> QuotaStore {
-        let free = i32::try_from(cfg.quota.free_daily_queries).unwrap_or(i32::MAX);
+        let free = Arc::new(AtomicI32::new(
+            i32::try_from(cfg.quota.free_daily_queries).unwrap_or(i32::MAX),
+        ));
         let (tier_names, tier_limits): (Vec<String>, Vec<i32>) = cfg
             .quota
             .tiers
@@ -131,7 +135,7 @@ impl QuotaStore {
             .unzip();
         let spend_sql = SpendSql {
             pool: pool.clone(),
-            free,
+            free: Arc::clone(&free),
             tier_names: Vec::clone(&tier_names),
             tier_limits: Vec::clone(&tier_limits),
             async_commit: cfg.quota.async_commit,
@@ -144,6 +148,22 @@ impl QuotaStore {
             spend_sql,
             batcher: Arc::default(),
         }
+    }
+
+    fn free(&self) -> i32 {
+        self.free.load(Ordering::Relaxed)
+    }
+
+    /// The free tier's daily limit in force on this replica.
+    pub fn free_limit(&self) -> u32 {
+        u32::try_from(self.free()).unwrap_or(0)
+    }
+
+    /// Changes the free tier's daily limit on this replica (runtime limits; tiers and per-user
+    /// overrides are unchanged). The day's count is kept: the next spend is checked against it.
+    pub fn set_free_limit(&self, limit: u32) {
+        self.free
+            .store(i32::try_from(limit).unwrap_or(i32::MAX), Ordering::Relaxed);
     }
 
     /// The pool (health, maintenance, tests).
@@ -267,10 +287,10 @@ impl QuotaStore {
             .bind(user_id)
             .bind(&self.tier_names)
             .bind(&self.tier_limits)
-            .bind(self.free)
+            .bind(self.free())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(u32::try_from(lim.unwrap_or(self.free)).unwrap_or(0))
+        Ok(u32::try_from(lim.unwrap_or(self.free())).unwrap_or(0))
     }
 
     /// Queries left today.
@@ -279,10 +299,10 @@ impl QuotaStore {
             .bind(user_id)
             .bind(&self.tier_names)
             .bind(&self.tier_limits)
-            .bind(self.free)
+            .bind(self.free())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(u32::try_from(left.unwrap_or(self.free).max(0)).unwrap_or(0))
+        Ok(u32::try_from(left.unwrap_or(self.free()).max(0)).unwrap_or(0))
     }
 
     /// Sets a user's tier (creating the profile).

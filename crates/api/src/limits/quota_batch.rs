@@ -92,7 +92,8 @@ const CREATE_PROFILES: &str = "INSERT INTO user_profiles (user_id) \
 #[derive(Debug, Clone)]
 pub(crate) struct SpendSql {
     pub pool: PgPool,
-    pub free: i32,
+    /// The free tier's limit (changed at runtime through the store).
+    pub free: std::sync::Arc<std::sync::atomic::AtomicI32>,
     pub tier_names: Vec<String>,
     pub tier_limits: Vec<i32>,
     pub async_commit: bool,
@@ -295,7 +296,8 @@ async fn execute(sql: &SpendSql, users: &[&str]) -> Result<Vec<Spend>, sqlx::Err
                 // No profile even after creating it (deleted meanwhile): the free tier, nothing
                 // counted.
                 None => Spend::Exhausted {
-                    limit: u32::try_from(sql.free).unwrap_or(0),
+                    limit: u32::try_from(sql.free.load(std::sync::atomic::Ordering::Relaxed))
+                        .unwrap_or(0),
                     retry_after,
                 },
             }
@@ -309,7 +311,7 @@ async fn statement(sql: &SpendSql, users: &[&str]) -> Result<HashMap<String, Row
         .bind(users)
         .bind(&sql.tier_names)
         .bind(&sql.tier_limits)
-        .bind(sql.free);
+        .bind(sql.free.load(std::sync::atomic::Ordering::Relaxed));
     let rows = if sql.async_commit {
         let mut tx = sql.pool.begin().await?;
         sqlx::query("SET LOCAL synchronous_commit = off")
