@@ -163,7 +163,41 @@ async fn a_change_on_one_replica_holds_on_every_replica_and_after_a_restart() {
         "quota of 5 spent: {o:?}"
     );
 
+    // Admission off for chat: no slot is taken, so six at once all reach the LLM together.
+    let r = admin(
+        &fleet,
+        1,
+        json!({"action": "set-mode", "route": "/api/chat", "layer": "admission", "mode": "off"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    wait_version(&fleet, 4).await;
+    fleet.sim.reset_stats().await;
+    let results = futures_util::future::join_all((0..6).map(|u| {
+        let (c, base) = (c.clone(), bases[u % 3].clone());
+        async move {
+            chat(&c, &base, u % 3, &format!("rt-off-{u}"), &ip(100 + u))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert!(results.iter().all(|o| o.ok()), "{results:?}");
+    let stats = fleet.sim.stats().await;
+    let seen = stats["groups"]["llm"]["max_in_flight"].as_u64().unwrap();
+    assert!(
+        seen > 3,
+        "admission off: past the cap of 3, saw {seen}: {stats}"
+    );
+
     // What serve has no switch for is refused, naming the field; nothing is stored.
+    let r = admin(
+        &fleet,
+        0,
+        json!({"action": "set-mode", "route": "*", "layer": "admission", "mode": "shadow"}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
     let r = admin(
         &fleet,
         0,
@@ -184,12 +218,13 @@ async fn a_change_on_one_replica_holds_on_every_replica_and_after_a_restart() {
     // Back to the configuration everywhere.
     let r = admin(&fleet, 0, json!({"action": "reset-limits"})).await;
     assert_eq!(r.status(), 200);
-    wait_version(&fleet, 4).await;
+    wait_version(&fleet, 5).await;
     for i in 0..3 {
         let l = limits(&fleet, i).await;
         assert_eq!(l["admission"]["global_concurrency"], 20, "{l}");
         assert_eq!(chat_route(&l)["per_ip_per_min"], 10000);
         assert_eq!(chat_route(&l)["modes"]["window"], "enforce");
+        assert_eq!(chat_route(&l)["modes"]["admission"], "enforce");
     }
     fleet.assert_all_running();
 }

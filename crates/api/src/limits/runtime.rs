@@ -5,7 +5,7 @@
 //! A scope is a route class's path (`/api/chat`, `/api/research`, `/api/export`) or `*`. What can
 //! change: each class's per-IP window (`per_ip_per_min`), the free tier's daily quota
 //! (`daily_quota`, on `/api/chat`, the route that spends it), the admission caps, and the modes of
-//! the window and admission layers. What the document does not set falls back to the
+//! the window (enforce, shadow, off) and admission (enforce, off) layers. What the document does not set falls back to the
 //! configuration. Applying is storing into atomics, so the request path pays nothing more.
 
 use std::sync::{Arc, RwLock};
@@ -129,6 +129,14 @@ impl RuntimeLimits {
         tracing::debug!(version, "runtime limits applied");
     }
 
+    /// The admission mode of `class` (chat checks it itself: it admits outside the layer).
+    pub fn admission_mode(&self, class: RouteClass) -> Mode {
+        self.classes
+            .iter()
+            .find(|(c, _)| *c == class)
+            .map_or(Mode::Enforce, |(_, h)| h.admission.mode())
+    }
+
     /// What is in force on this replica: each class's limits and modes, the quota, the caps.
     pub fn view(&self) -> Value {
         let doc = self.applied();
@@ -195,7 +203,7 @@ impl LimitTargets for RuntimeLimits {
         Ok(())
     }
 
-    fn check_layers(&self, layers: &[Layer]) -> Result<(), InvalidChange> {
+    fn check_mode(&self, layers: &[Layer], mode: Mode) -> Result<(), InvalidChange> {
         // The quota is spent by the chat handler itself and the breakers guard the upstreams,
         // not routes: neither has a switch here (`all` means the two that do).
         if layers.len() < Layer::ALL.len()
@@ -206,6 +214,14 @@ impl LimitTargets for RuntimeLimits {
             return Err(InvalidChange::new(
                 "layer",
                 "window, admission or all (quota and breaker have no runtime mode on serve)",
+            ));
+        }
+        // Chat takes its slot outside the admission layer (its stream reports queue positions),
+        // so there is no decision to shadow: admission is enforced or off.
+        if mode == Mode::Shadow && layers.contains(&Layer::Admission) {
+            return Err(InvalidChange::new(
+                "mode",
+                "admission is enforce or off on serve (window: enforce, shadow or off)",
             ));
         }
         Ok(())

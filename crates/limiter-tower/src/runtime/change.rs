@@ -41,8 +41,9 @@ pub trait LimitTargets {
     fn check_patch(&self, scope: &str, patch: &LimitsPatch) -> Result<(), InvalidChange>;
     /// Whether the service has admission caps to change.
     fn check_admission(&self, caps: &AdmissionLimits) -> Result<(), InvalidChange>;
-    /// Whether `layers` can be switched at runtime (all of them, unless the service says not).
-    fn check_layers(&self, _layers: &[Layer]) -> Result<(), InvalidChange> {
+    /// Whether `layers` can be switched to `mode` at runtime (all of them, to any mode, unless
+    /// the service says not).
+    fn check_mode(&self, _layers: &[Layer], _mode: Mode) -> Result<(), InvalidChange> {
         Ok(())
     }
 }
@@ -190,12 +191,12 @@ impl LimitsChange {
                     .ok_or_else(|| {
                         InvalidChange::new("layer", "window, admission, quota, breaker or all")
                     })?;
-                targets.check_layers(&layers)?;
                 let mode = a
                     .mode
                     .as_deref()
                     .and_then(|m| m.parse::<Mode>().ok())
                     .ok_or_else(|| InvalidChange::new("mode", "enforce, shadow or off"))?;
+                targets.check_mode(&layers, mode)?;
                 Ok(LimitsChange::Mode {
                     scope,
                     layers,
