@@ -23,6 +23,7 @@ mod rag_pacing;
 mod redis_outage;
 mod replica_kill;
 mod rolling_restart;
+mod runtime_limits;
 mod sentinel;
 mod skew;
 mod soak;

@@ -146,6 +146,8 @@ async fn gateway(config: Config) -> anyhow::Result<()> {
             .admin_token
             .as_ref()
             .map(|t| gateway::AdminToken::new(t.expose())),
+        // The same throttle on wrong admin tokens as `serve` (FLEETGATE_ADMIN_AUTH_FAILURES_PER_MIN).
+        admin_failures_per_min: config.auth.admin_failures_per_min,
     };
     gateway::run(&policy, &settings, shutdown_signal()).await?;
     tracing::info!("fleetgate gateway stopped");

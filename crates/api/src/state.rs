@@ -21,6 +21,7 @@ use crate::limits::admission::{Gate, RouteClass};
 use crate::limits::ip_limit::{ClientKey, IpLimitStats, IpWindowObserver};
 use crate::limits::quota::{QuotaError, QuotaStore};
 use crate::limits::render::ApiRenderer;
+use crate::limits::runtime::{ClassHandles, RuntimeLimits};
 use crate::limits::slots::SlotSource;
 use crate::limits::user_key::UserKey;
 use crate::server::client_ip::ClientIpResolver;
@@ -61,6 +62,8 @@ struct Inner {
     research_limit: IpWindowLayer,
     export_limit: IpWindowLayer,
     admission: [AdmissionLimit; 3],
+    runtime: Arc<RuntimeLimits>,
+    runtime_store: limiter_tower::runtime::LimitsStore,
     ip_stats: Arc<IpLimitStats>,
     request_stats: RequestStats,
     slot_holders: SlotHolders,
@@ -140,9 +143,16 @@ impl AppState {
         .await?;
         let ip_stats = Arc::new(IpLimitStats::default());
         let l = &config.limits;
+        // One set of switches per route class, for the limits changed at runtime.
+        let handles = [
+            ClassHandles::new(l.chat_per_ip_per_min),
+            ClassHandles::new(l.research_per_ip_per_min),
+            ClassHandles::new(l.export_per_ip_per_min),
+        ];
         let layer = |class: RouteClass, per_min: u32| -> Result<IpWindowLayer, LimiterError> {
             let policy = WindowPolicy::new(class.name(), per_min, Duration::from_secs(60));
             Ok(SlidingWindowLayer::new(redis.clone(), policy, ClientKey)?
+                .handle(handles[class as usize].window.clone())
                 .fail_open(l.fail_open)
                 .renderer(ApiRenderer::Window)
                 .observer(IpWindowObserver::new(Arc::clone(&ip_stats))))
@@ -156,6 +166,7 @@ impl AppState {
             Ok(
                 AdmissionLayer::with_admitter(slots.clone(), class.name(), UserKey)?
                     .queue_timeout(config.queue_timeout())
+                    .handle(handles[class as usize].admission.clone())
                     .renderer(ApiRenderer::Admission),
             )
         };
@@ -164,8 +175,25 @@ impl AppState {
             admission(RouteClass::Research)?,
             admission(RouteClass::Export)?,
         ];
+        let [chat_h, research_h, export_h] = handles;
+        let runtime = Arc::new(RuntimeLimits::new(
+            [
+                (RouteClass::Chat, chat_h),
+                (RouteClass::Research, research_h),
+                (RouteClass::Export, export_h),
+            ],
+            quota.clone(),
+            gate.admission().clone(),
+        ));
+        let runtime_store =
+            crate::limits::runtime::follow(redis.clone(), &runtime, crate::limits::runtime::POLL)
+                .await;
         let client_ip = ClientIpResolver::new(config.trusted_proxies()?);
-        let token = config.auth.admin_token.as_ref().map(AdminToken::new);
+        let token = config
+            .auth
+            .admin_token
+            .as_ref()
+            .map(|t| AdminToken::new(t.expose()));
         if token.is_none() {
             tracing::warn!("FLEETGATE_ADMIN_TOKEN is not set: admin actions are disabled");
         }
@@ -188,6 +216,8 @@ impl AppState {
                 research_limit,
                 export_limit,
                 admission,
+                runtime,
+                runtime_store,
                 ip_stats,
                 request_stats: RequestStats::default(),
                 slot_holders,
@@ -262,6 +292,14 @@ impl AppState {
     /// The admission layer of a route class (its slots from [`AppState::gate`]).
     pub fn admission(&self, class: RouteClass) -> &AdmissionLimit {
         &self.inner.admission[class as usize]
+    }
+    /// The limits changed at runtime, as applied on this replica.
+    pub fn runtime_limits(&self) -> &RuntimeLimits {
+        &self.inner.runtime
+    }
+    /// Where the runtime limits are written (the admin actions).
+    pub fn runtime_store(&self) -> &limiter_tower::runtime::LimitsStore {
+        &self.inner.runtime_store
     }
     /// Per-IP counters.
     pub fn ip_stats(&self) -> &IpLimitStats {

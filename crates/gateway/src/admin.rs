@@ -18,21 +18,21 @@
 //!   address when absent). The answer is the limits in force after the change.
 //!
 //! Refusals are problem+json: 401 `unauthorized` (no bearer token), 403 `forbidden` (wrong token,
-//! or no admin token configured), 400 `invalid_request` with `field` naming what is wrong, 405
+//! or no admin token configured), 429 `rate_limited` with `Retry-After` (too many wrong tokens
+//! from this client address, limiter-tower's [`AdminGate`]: the token is not even compared), 400 `invalid_request` with `field` naming what is wrong, 405
 //! `method_not_allowed`, 413 `payload_too_large`, 503 `service_unavailable` (Redis unreachable;
 //! nothing changed).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use limiter_tower::Mode;
 use limiter_tower::runtime::{
-    AdmissionLimits, InvalidChange, Layer, LimitsDocument, LimitsPatch, LimitsStore, UpdateError,
+    ChangeRequest, InvalidChange, LimitsChange, LimitsStore, UpdateError,
 };
-use serde::Deserialize;
+use limiter_tower::{AdminGate, AdminRefusal, ClientIpKey};
 use serde_json::{Value, json};
 
 use crate::runtime::RuntimeLimits;
@@ -43,8 +43,11 @@ const MAX_BODY: usize = 16 * 1024;
 /// The admin endpoint of one replica.
 pub(crate) struct Admin {
     path: String,
-    /// `None`: no admin token configured, every admin action is refused.
-    token: Option<String>,
+    /// The admin token (none configured: every admin action is refused) and its wrong-guess
+    /// throttle.
+    gate: AdminGate,
+    /// Who the client is, behind trusted proxies: the address wrong guesses are counted for.
+    client: ClientIpKey,
     store: LimitsStore,
     limits: Arc<RuntimeLimits>,
 }
@@ -53,7 +56,7 @@ impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admin")
             .field("path", &self.path)
-            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("gate", &self.gate)
             .finish()
     }
 }
@@ -65,6 +68,8 @@ struct Problem {
     title: &'static str,
     field: Option<String>,
     detail: Option<String>,
+    /// For a 429: how long the client must wait.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl Problem {
@@ -75,6 +80,7 @@ impl Problem {
             title,
             field: None,
             detail: None,
+            retry_after: None,
         }
     }
 
@@ -92,6 +98,11 @@ impl Problem {
 
     fn field(field: &str, reason: &str) -> Self {
         Problem::invalid(&InvalidChange::new(field, reason))
+    }
+
+    fn with_detail(mut self, detail: String) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     fn response(self) -> Response<Body> {
@@ -117,6 +128,12 @@ impl Problem {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up: never invite a retry before the block ends.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -136,110 +153,6 @@ fn json_response(v: &Value) -> Response<Body> {
     resp
 }
 
-/// Equal in time whatever the inputs hold (the length is not secret).
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A POST body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Action {
-    action: String,
-    route: Option<String>,
-    /// Read as a map so that a bad value is refused naming its field.
-    limits: Option<serde_json::Map<String, Value>>,
-    admission: Option<serde_json::Map<String, Value>>,
-    layer: Option<String>,
-    mode: Option<String>,
-    by: Option<String>,
-}
-
-/// A limit's value: a whole number from 1 to 2^32 - 1.
-fn count(field: String, v: &Value) -> Result<u32, Problem> {
-    match v.as_u64().map(u32::try_from) {
-        Some(Ok(n)) if n > 0 => Ok(n),
-        _ => Err(Problem::field(&field, "must be a whole number above 0")),
-    }
-}
-
-fn limits_patch(m: &serde_json::Map<String, Value>) -> Result<LimitsPatch, Problem> {
-    let mut p = LimitsPatch::default();
-    for (k, v) in m {
-        let field = format!("limits.{k}");
-        let slot = match k.as_str() {
-            "per_ip_per_min" => &mut p.per_ip_per_min,
-            "per_user_per_min" => &mut p.per_user_per_min,
-            "daily_quota" => &mut p.daily_quota,
-            _ => {
-                return Err(Problem::field(
-                    &field,
-                    "unknown limit (per_ip_per_min, per_user_per_min, daily_quota)",
-                ));
-            }
-        };
-        *slot = Some(count(field, v)?);
-    }
-    Ok(p)
-}
-
-fn admission_caps(m: &serde_json::Map<String, Value>) -> Result<AdmissionLimits, Problem> {
-    let mut a = AdmissionLimits::default();
-    for (k, v) in m {
-        let field = format!("admission.{k}");
-        let slot = match k.as_str() {
-            "global_concurrency" => &mut a.global_concurrency,
-            "per_user_concurrency" => &mut a.per_user_concurrency,
-            _ => {
-                return Err(Problem::field(
-                    &field,
-                    "unknown cap (global_concurrency, per_user_concurrency)",
-                ));
-            }
-        };
-        *slot = Some(count(field, v)?);
-    }
-    Ok(a)
-}
-
-/// The change an action makes to the document, checked against the policy.
-enum Change {
-    Set {
-        route: Option<(String, LimitsPatch)>,
-        admission: Option<AdmissionLimits>,
-    },
-    Mode {
-        scope: String,
-        layers: Vec<Layer>,
-        mode: Mode,
-    },
-    Reset {
-        scope: Option<String>,
-    },
-}
-
-impl Change {
-    fn apply(&self, doc: &mut LimitsDocument) -> Result<(), InvalidChange> {
-        match self {
-            Change::Set { route, admission } => {
-                if let Some((scope, patch)) = route {
-                    doc.set_limits(scope, *patch)?;
-                }
-                if let Some(caps) = admission {
-                    doc.set_admission(*caps)?;
-                }
-            }
-            Change::Mode {
-                scope,
-                layers,
-                mode,
-            } => doc.set_mode(scope, layers, *mode),
-            Change::Reset { scope } => doc.reset(scope.as_deref()),
-        }
-        Ok(())
-    }
-}
-
 /// The first field of `v` that serde refused, from its message (`unknown field `x``, say).
 fn serde_field(e: &serde_json::Error) -> String {
     let msg = e.to_string();
@@ -255,13 +168,15 @@ fn serde_field(e: &serde_json::Error) -> String {
 impl Admin {
     pub(crate) fn new(
         path: String,
-        token: Option<String>,
+        gate: AdminGate,
+        client: ClientIpKey,
         store: LimitsStore,
         limits: Arc<RuntimeLimits>,
     ) -> Self {
         Admin {
             path,
-            token: token.filter(|t| !t.is_empty()),
+            gate,
+            client,
             store,
             limits,
         }
@@ -271,18 +186,18 @@ impl Admin {
         &self.path
     }
 
-    /// `Ok(true)`: the admin; `Ok(false)`: no credentials at all.
-    fn authorize(&self, req: &Request<Body>) -> Result<bool, Problem> {
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+    /// `Ok(true)`: the admin; `Ok(false)`: no credentials at all. `peer`: the connection's
+    /// address.
+    async fn authorize(&self, headers: &http::HeaderMap, peer: IpAddr) -> Result<bool, Problem> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Ok(false);
         };
-        let forbidden = || Problem::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed");
         let given = value
             .to_str()
             .ok()
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
+            .map(|(_, t)| t.trim().to_string())
             .filter(|t| !t.is_empty());
         let Some(given) = given else {
             return Err(Problem::new(
@@ -291,9 +206,25 @@ impl Admin {
                 "Authentication required",
             ));
         };
-        match &self.token {
-            Some(t) if same_secret(t.as_bytes(), given.as_bytes()) => Ok(true),
-            _ => Err(forbidden()),
+        let client = self.client.try_resolve(peer, headers).map_err(|e| {
+            Problem::field("x-forwarded-for", "a trusted proxy sent no client address")
+                .with_detail(e.to_string())
+        })?;
+        match self.gate.authorize(client, &given).await {
+            Ok(()) => Ok(true),
+            Err(AdminRefusal::Throttled { retry_after }) => Err(Problem {
+                retry_after: Some(retry_after),
+                ..Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many wrong admin tokens from this address",
+                )
+            }),
+            Err(AdminRefusal::Wrong | AdminRefusal::Disabled) => Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Not allowed",
+            )),
         }
     }
 
@@ -317,7 +248,13 @@ impl Admin {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
             return Ok(r);
         }
-        let admin = self.authorize(&req)?;
+        // Without a peer (a router served without connect info) every guess shares one bucket:
+        // stricter, never looser.
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |c| c.0.ip());
+        let admin = self.authorize(req.headers(), peer).await?;
         if method != Method::POST {
             let mut v = json!({"status": "healthy"});
             if admin {
@@ -332,10 +269,6 @@ impl Admin {
                 "Authentication required",
             ));
         }
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
         let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
             .await
             .map_err(|_| {
@@ -345,16 +278,17 @@ impl Admin {
                     "The request body is too large",
                 )
             })?;
-        let action: Action = serde_json::from_slice(&body)
+        let action: ChangeRequest = serde_json::from_slice(&body)
             .map_err(|e| Problem::field(&serde_field(&e), "not a valid admin action body"))?;
         let by = match &action.by {
             Some(b) if b.is_empty() || b.len() > 128 || b.chars().any(char::is_control) => {
                 return Err(Problem::field("by", "1 to 128 printable characters"));
             }
             Some(b) => b.clone(),
-            None => peer.unwrap_or_else(|| "unknown".into()),
+            None => peer.to_string(),
         };
-        let change = self.check(&action)?;
+        let change =
+            LimitsChange::parse(&action, self.limits.as_ref()).map_err(|e| Problem::invalid(&e))?;
         let (old, new) = self
             .store
             .update(&by, |doc| change.apply(doc))
@@ -385,109 +319,5 @@ impl Admin {
             "status": "ok",
             "limits": self.limits.view(),
         })))
-    }
-
-    /// The action's change, checked against the policy.
-    fn check(&self, a: &Action) -> Result<Change, Problem> {
-        let unexpected = |field: &str, present: bool| {
-            if present {
-                Err(Problem::field(field, "not expected for this action"))
-            } else {
-                Ok(())
-            }
-        };
-        match a.action.as_str() {
-            "set-limits" => {
-                unexpected("layer", a.layer.is_some())?;
-                unexpected("mode", a.mode.is_some())?;
-                let patch = a.limits.as_ref().map(limits_patch).transpose()?;
-                let caps = a.admission.as_ref().map(admission_caps).transpose()?;
-                let route = match (&a.route, &patch) {
-                    (Some(r), Some(l)) => {
-                        self.limits
-                            .check_scope(r, false)
-                            .map_err(|e| Problem::invalid(&e))?;
-                        self.limits
-                            .check_patch(r, l)
-                            .map_err(|e| Problem::invalid(&e))?;
-                        if *l == LimitsPatch::default() {
-                            return Err(Problem::field("limits", "names no limit"));
-                        }
-                        Some((r.clone(), *l))
-                    }
-                    (None, Some(_)) => return Err(Problem::field("route", "required with limits")),
-                    (Some(_), None) => return Err(Problem::field("limits", "required with route")),
-                    (None, None) => None,
-                };
-                if let Some(caps) = &caps {
-                    self.limits
-                        .check_admission(caps)
-                        .map_err(|e| Problem::invalid(&e))?;
-                    if caps.is_empty() {
-                        return Err(Problem::field("admission", "names no cap"));
-                    }
-                }
-                if route.is_none() && caps.is_none() {
-                    return Err(Problem::field(
-                        "limits",
-                        "give route and limits, or admission",
-                    ));
-                }
-                // Values are checked by the document itself (above 0), naming the field.
-                let mut probe = LimitsDocument::default();
-                let change = Change::Set {
-                    route,
-                    admission: caps,
-                };
-                change.apply(&mut probe).map_err(|e| Problem::invalid(&e))?;
-                Ok(change)
-            }
-            "set-mode" => {
-                unexpected("limits", a.limits.is_some())?;
-                unexpected("admission", a.admission.is_some())?;
-                let scope = a
-                    .route
-                    .clone()
-                    .ok_or_else(|| Problem::field("route", "required (a route's path, or *)"))?;
-                self.limits
-                    .check_scope(&scope, true)
-                    .map_err(|e| Problem::invalid(&e))?;
-                let layers = a
-                    .layer
-                    .as_deref()
-                    .and_then(Layer::parse_many)
-                    .ok_or_else(|| {
-                        Problem::field("layer", "window, admission, quota, breaker or all")
-                    })?;
-                let mode = a
-                    .mode
-                    .as_deref()
-                    .and_then(|m| m.parse::<Mode>().ok())
-                    .ok_or_else(|| Problem::field("mode", "enforce, shadow or off"))?;
-                Ok(Change::Mode {
-                    scope,
-                    layers,
-                    mode,
-                })
-            }
-            "reset-limits" => {
-                unexpected("limits", a.limits.is_some())?;
-                unexpected("admission", a.admission.is_some())?;
-                unexpected("layer", a.layer.is_some())?;
-                unexpected("mode", a.mode.is_some())?;
-                if let Some(r) = &a.route {
-                    self.limits
-                        .check_scope(r, true)
-                        .map_err(|e| Problem::invalid(&e))?;
-                }
-                Ok(Change::Reset {
-                    scope: a.route.clone(),
-                })
-            }
-            _ => Err(Problem::field(
-                "action",
-                "set-limits, set-mode or reset-limits",
-            )),
-        }
     }
 }

@@ -25,6 +25,7 @@
 //!     database: None,
 //!     shutdown_grace: std::time::Duration::from_secs(30),
 //!     admin_token: Some(gateway::AdminToken::new("s3cret")),
+//!     admin_failures_per_min: 10,
 //! };
 //! gateway::run(&policy, &settings, std::future::pending()).await?;
 //! # Ok(())
@@ -50,6 +51,7 @@ mod tunnel;
 pub use breaker::AppBreaker;
 pub use identity::IdentityResolver;
 pub use jwks::{ClaimChecks, JwksError, JwksSource, JwksVerifier, UNKNOWN_KID_REFETCH};
+pub use limiter_tower::AdminToken;
 pub use policy::{
     AdminPolicy, AdmissionPolicy, AppBreakerPolicy, DefaultPolicy, Identity, Policy, PolicyError,
     RoutePolicy,
@@ -59,4 +61,4 @@ pub use proxy::{Proxy, strip_hop_by_hop};
 pub use quota::{Database, QuotaStore, RouteQuota, until_next_utc_midnight};
 pub use router::{Gateway, RouteDeps};
 pub use routes::{PathPattern, RouteMatch, first_match};
-pub use run::{AdminToken, GatewayError, RUNTIME_LIMITS_POLL, Settings, build, run, serve};
+pub use run::{GatewayError, RUNTIME_LIMITS_POLL, Settings, build, run, serve};

@@ -13,6 +13,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 use limiter_core::{Admission, AdmissionConfig, LimiterError, RedisConfig, RedisHandle};
 use limiter_tower::runtime::LimitsStore;
+use limiter_tower::{AdminGate, AdminToken, ClientIpKey};
 use tokio::net::TcpListener;
 
 use crate::admin::Admin;
@@ -43,23 +44,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// The bearer token of the admin endpoint (`None`: admin actions are refused with 403).
     pub admin_token: Option<AdminToken>,
-}
-
-/// The admin bearer token; never printed.
-#[derive(Clone)]
-pub struct AdminToken(String);
-
-impl AdminToken {
-    /// Wraps the token.
-    pub fn new(token: impl Into<String>) -> Self {
-        AdminToken(token.into())
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<hidden>)")
-    }
+    /// Wrong admin tokens one client address may send per minute (fleet-wide); after that its
+    /// admin requests are refused with 429 without the token being compared.
+    pub admin_failures_per_min: u32,
 }
 
 /// How often every replica polls the runtime-limits version, the safety net for a lost pub/sub
@@ -189,7 +176,7 @@ pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, Gate
     let gateway = Gateway::new(policy, identity(policy).await?, &deps)?;
     // The runtime limits: loaded before serving (they survive restarts), then followed.
     let limits = Arc::new(gateway.runtime_targets(admission));
-    let store = LimitsStore::new(redis, "gateway");
+    let store = LimitsStore::new(redis.clone(), "gateway");
     let mut docs = store.watch(RUNTIME_LIMITS_POLL).await;
     limits.apply(docs.borrow_and_update().clone());
     let follower = Arc::clone(&limits);
@@ -200,12 +187,13 @@ pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, Gate
             follower.apply(doc);
         }
     });
-    let admin = Admin::new(
-        policy.admin.path.clone(),
-        settings.admin_token.as_ref().map(|t| t.0.clone()),
-        store,
-        limits,
-    );
+    let gate = AdminGate::new(
+        redis,
+        settings.admin_token.clone(),
+        settings.admin_failures_per_min,
+    )?;
+    let client = ClientIpKey::behind(settings.trusted_proxies.iter().copied());
+    let admin = Admin::new(policy.admin.path.clone(), gate, client, store, limits);
     Ok(gateway.with_admin(admin))
 }
 

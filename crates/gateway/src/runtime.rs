@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use limiter_core::Admission;
 use limiter_tower::runtime::{
-    ALL_SCOPES, AdmissionLimits, InvalidChange, Layer, LimitsDocument, LimitsPatch,
+    ALL_SCOPES, AdmissionLimits, InvalidChange, Layer, LimitTargets, LimitsDocument, LimitsPatch,
 };
 use limiter_tower::{LimitHandle, Mode};
 use serde_json::{Value, json};
@@ -139,9 +139,11 @@ impl RuntimeLimits {
         }
         tracing::debug!(version, "runtime limits applied");
     }
+}
 
+impl LimitTargets for RuntimeLimits {
     /// Whether `scope` names a route of the policy (or is `*` when `wildcard`).
-    pub(crate) fn check_scope(&self, scope: &str, wildcard: bool) -> Result<(), InvalidChange> {
+    fn check_scope(&self, scope: &str, wildcard: bool) -> Result<(), InvalidChange> {
         if (wildcard && scope == ALL_SCOPES) || self.routes.iter().any(|(p, _)| p.path == scope) {
             return Ok(());
         }
@@ -155,11 +157,7 @@ impl RuntimeLimits {
 
     /// Whether the routes of `scope` have the layers `patch` changes (a runtime change adjusts a
     /// limit; it does not add a layer the policy did not configure).
-    pub(crate) fn check_patch(
-        &self,
-        scope: &str,
-        patch: &LimitsPatch,
-    ) -> Result<(), InvalidChange> {
+    fn check_patch(&self, scope: &str, patch: &LimitsPatch) -> Result<(), InvalidChange> {
         let routes: Vec<&RoutePolicy> = self
             .routes
             .iter()
@@ -195,7 +193,7 @@ impl RuntimeLimits {
     }
 
     /// Whether the policy has admission (caps to change).
-    pub(crate) fn check_admission(&self, _caps: &AdmissionLimits) -> Result<(), InvalidChange> {
+    fn check_admission(&self, _caps: &AdmissionLimits) -> Result<(), InvalidChange> {
         if self.admission.is_none() {
             return Err(InvalidChange::new(
                 "admission",
@@ -204,7 +202,9 @@ impl RuntimeLimits {
         }
         Ok(())
     }
+}
 
+impl RuntimeLimits {
     /// What is in force on this replica: each route's limits and modes, the admission caps.
     pub(crate) fn view(&self) -> Value {
         let doc = self.applied();

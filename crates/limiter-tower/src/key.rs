@@ -13,6 +13,7 @@
 mod client_ip;
 mod jwt;
 
+pub(crate) use client_ip::ip_key;
 pub use client_ip::{ClientIpKey, ForwardedForError, PeerAddr};
 pub use jwt::{EmptySecret, JwtClaimKey};
 

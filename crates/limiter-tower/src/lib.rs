@@ -12,6 +12,8 @@
 //!   client service.
 //! - [`LimitHandle`]: switches layers between enforce, shadow and off at runtime, and adjusts
 //!   window limits.
+//! - [`AdminGate`]: an operator's bearer token ([`AdminToken`]) with wrong guesses throttled per
+//!   client address, fleet-wide.
 //! - [`runtime`]: a versioned document of limits changed at runtime, kept in Redis and followed
 //!   by every replica (pub/sub plus a version poll), for the service to apply to its handles.
 //!
@@ -20,7 +22,8 @@
 //! `application/problem+json` by default, [`ProblemJson`]). The crate reads no environment
 //! variable: everything is a value you build.
 //!
-//! Layout: `key.rs` (key extractors; `key/client_ip.rs`, `key/jwt.rs`), `reject.rs` (refusals
+//! Layout: `key.rs` (key extractors; `key/client_ip.rs`, `key/jwt.rs`), `admin_token.rs` and
+//! `admin_gate.rs` (the admin token and its wrong-guess throttle), `reject.rs` (refusals
 //! and their rendering), `body.rs` (the response-body wrapper that holds a guard until the body
 //! ends), `mode.rs` ([`LimitHandle`]), `runtime/` (the runtime-limits document and its store), `observe.rs` ([`DecisionObserver`]: a window's decisions for
 //! the service's own counters and spans),
@@ -53,6 +56,8 @@
 
 #![warn(missing_docs)]
 
+mod admin_gate;
+mod admin_token;
 mod admission;
 mod admit;
 mod body;
@@ -65,6 +70,8 @@ mod reject;
 pub mod runtime;
 mod window;
 
+pub use admin_gate::{AdminGate, AdminRefusal};
+pub use admin_token::AdminToken;
 pub use admission::{AdmissionLayer, AdmissionService};
 pub use admit::{Admit, Admitted};
 pub use body::{BoxError, LimitBody, Revoked};

@@ -1,65 +1,20 @@
-//! [`AdminGate`]: the admin bearer token, with wrong guesses throttled per client address.
-//!
-//! Every wrong token is recorded in a sliding window in Redis (limiter-core's [`SlidingWindow`],
-//! policy `admin_auth`, `FLEETGATE_ADMIN_AUTH_FAILURES_PER_MIN` per 60 s, keyed like the per-IP
-//! windows: the address, or an IPv6 /64). Once an address is over it, every admin attempt from it
-//! is answered 429 without the token being compared, so a blocked guesser learns nothing, even
-//! when the guess is right.
-//!
-//! The window can only record (it has no read-only check), so "blocked" is learned from the first
-//! refusal and remembered by each replica until the window's `Retry-After`: an address gets at
-//! most one more compared guess per replica per block than the limit. While Redis is unreachable a
-//! per-replica fixed window with the same limit counts instead.
+//! [`AdminGate`]: the admin bearer token of `FLEETGATE_ADMIN_TOKEN`, with wrong guesses throttled
+//! per client address (`FLEETGATE_ADMIN_AUTH_FAILURES_PER_MIN` per 60 s, fleet-wide in Redis).
+//! The throttle is limiter-tower's [`limiter_tower::AdminGate`] (the gateway uses the same one);
+//! this file maps its refusals to the service's errors.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Duration;
 
 use axum::http::HeaderMap;
-use limiter_core::{LimiterError, RedisHandle, SlidingWindow, WindowPolicy};
-use tokio::time::Instant;
+use limiter_core::{LimiterError, RedisHandle};
+use limiter_tower::{AdminRefusal, AdminToken};
 
-use crate::auth::{AdminToken, bearer};
+use crate::auth::bearer;
 use crate::error::ApiError;
-use crate::limits::ip_limit::client_key;
-
-/// Addresses remembered (blocked ones, and local counts while Redis is down) before expired
-/// entries are pruned; if all are live the map is cleared, which forgets at most one block each.
-const MAX_TRACKED: usize = 10_000;
-const WINDOW: Duration = Duration::from_secs(60);
 
 /// The admin token and its guard.
 #[derive(Debug)]
-pub struct AdminGate {
-    token: Option<AdminToken>,
-    failures: SlidingWindow,
-    limit: u32,
-    /// Addresses refused by the window, until when.
-    blocked: Mutex<HashMap<IpAddr, Instant>>,
-    /// Redis down: failures per address in the current local window (start, count).
-    local: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-fn prune<V>(map: &mut HashMap<IpAddr, V>, live: impl Fn(&V) -> bool) {
-    if map.len() >= MAX_TRACKED {
-        map.retain(|_, v| live(v));
-        if map.len() >= MAX_TRACKED {
-            map.clear();
-        }
-    }
-}
-
-/// The per-address key (an IPv6 client is its /64), as an address for the local maps.
-fn canonical_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
-    }
-}
+pub struct AdminGate(limiter_tower::AdminGate);
 
 impl AdminGate {
     /// A gate for `token` (none: admin actions are disabled), allowing `failures_per_min` wrong
@@ -69,70 +24,12 @@ impl AdminGate {
         token: Option<AdminToken>,
         failures_per_min: u32,
     ) -> Result<Self, LimiterError> {
-        let failures = SlidingWindow::new(
-            redis,
-            WindowPolicy::new("admin_auth", failures_per_min, WINDOW),
-        )?;
-        Ok(AdminGate {
-            token,
-            failures,
-            limit: failures_per_min,
-            blocked: Mutex::new(HashMap::new()),
-            local: Mutex::new(HashMap::new()),
-        })
+        limiter_tower::AdminGate::new(redis, token, failures_per_min).map(AdminGate)
     }
 
     /// The token, when configured.
     pub fn token(&self) -> Option<&AdminToken> {
-        self.token.as_ref()
-    }
-
-    fn blocked_for(&self, key: IpAddr) -> Option<Duration> {
-        let now = Instant::now();
-        let map = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&key)
-            .and_then(|until| until.checked_duration_since(now))
-            .filter(|d| !d.is_zero())
-    }
-
-    fn block(&self, key: IpAddr, for_: Duration) {
-        let now = Instant::now();
-        let mut map = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        prune(&mut map, |until| *until > now);
-        map.insert(key, now + for_);
-    }
-
-    /// Records a wrong token from `ip`; `Some(retry_after)` once the address is over its limit.
-    async fn record_failure(&self, ip: IpAddr) -> Option<Duration> {
-        let key = canonical_key(ip);
-        match self.failures.check(&client_key(ip)).await {
-            Ok(d) if d.allowed => None,
-            Ok(d) => {
-                let wait = d.retry_after.max(Duration::from_secs(1));
-                self.block(key, wait);
-                Some(wait)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "admin failure window unavailable; counting locally");
-                let now = Instant::now();
-                let mut map = self.local.lock().unwrap_or_else(|p| p.into_inner());
-                prune(&mut map, |(start, _)| now.duration_since(*start) < WINDOW);
-                let entry = map.entry(key).or_insert((now, 0));
-                if now.duration_since(entry.0) >= WINDOW {
-                    *entry = (now, 0);
-                }
-                entry.1 += 1;
-                if entry.1 > self.limit {
-                    let wait = WINDOW.saturating_sub(now.duration_since(entry.0));
-                    let wait = wait.max(Duration::from_secs(1));
-                    drop(map);
-                    self.block(key, wait);
-                    Some(wait)
-                } else {
-                    None
-                }
-            }
-        }
+        self.0.token()
     }
 
     /// Admits a request from `ip` carrying the admin token: 401 without a bearer token, 429 while
@@ -140,24 +37,13 @@ impl AdminGate {
     pub async fn authorize(&self, ip: IpAddr, headers: &HeaderMap) -> Result<(), ApiError> {
         let token =
             bearer(headers)?.ok_or(ApiError::Unauthorized("the admin bearer token is required"))?;
-        let Some(expected) = &self.token else {
-            return Err(ApiError::Forbidden(
-                "the admin API is disabled (FLEETGATE_ADMIN_TOKEN unset)",
-            ));
-        };
-        if let Some(retry_after) = self.blocked_for(canonical_key(ip)) {
-            return Err(ApiError::RateLimited { retry_after });
-        }
-        if expected.matches(token) {
-            return Ok(());
-        }
-        tracing::info!(client = %ip, "wrong admin token");
-        match self.record_failure(ip).await {
-            Some(retry_after) => Err(ApiError::RateLimited { retry_after }),
-            None => Err(ApiError::Forbidden(
-                "this token does not grant admin access",
-            )),
-        }
+        self.0.authorize(ip, token).await.map_err(|r| match r {
+            AdminRefusal::Disabled => {
+                ApiError::Forbidden("the admin API is disabled (FLEETGATE_ADMIN_TOKEN unset)")
+            }
+            AdminRefusal::Wrong => ApiError::Forbidden("this token does not grant admin access"),
+            AdminRefusal::Throttled { retry_after } => ApiError::RateLimited { retry_after },
+        })
     }
 
     /// Whether the request is an admin's (for views that only add detail for admins): a wrong

@@ -7,14 +7,11 @@ pub mod admin_gate;
 pub mod jwt;
 pub mod pseudonym;
 
+use crate::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use sha2::{Digest, Sha256};
-
-use crate::config::secret::Secret;
-use crate::error::ApiError;
 
 /// An authenticated user (the JWT `sub`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,31 +61,8 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
     }
 }
 
-/// The admin bearer token, compared in constant time.
-#[derive(Debug, Clone)]
-pub struct AdminToken {
-    /// SHA-256 of the token: comparing digests makes the time independent of the token length too.
-    digest: [u8; 32],
-}
-
-impl AdminToken {
-    /// From the configured secret.
-    pub fn new(token: &Secret) -> Self {
-        AdminToken {
-            digest: Sha256::digest(token.expose().as_bytes()).into(),
-        }
-    }
-
-    /// Whether `candidate` is the token.
-    pub fn matches(&self, candidate: &str) -> bool {
-        let d: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
-        // Fold every byte in: no early exit.
-        d.iter()
-            .zip(self.digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    }
-}
+/// The admin bearer token, compared in constant time (limiter-tower's, shared with the gateway).
+pub use limiter_tower::AdminToken;
 
 /// 401 without credentials, 403 with wrong ones (or when no admin token is configured).
 pub fn require_admin(admin: Option<&AdminToken>, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -116,7 +90,7 @@ mod tests {
 
     #[test]
     fn admin_token_compare() {
-        let t = AdminToken::new(&Secret::new("s3cret"));
+        let t = AdminToken::new("s3cret");
         assert!(t.matches("s3cret"));
         assert!(!t.matches("s3cre"));
         assert!(!t.matches(""));

@@ -269,6 +269,11 @@ impl Gate {
         })
     }
 
+    /// The fleet-wide queue itself (its caps, for runtime limits).
+    pub fn admission(&self) -> &Admission {
+        &self.inner.admission
+    }
+
     /// Waits for a slot for `user` until `deadline`.
     pub async fn admit(
         &self,

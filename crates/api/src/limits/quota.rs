@@ -6,6 +6,7 @@
 //! and keeps the profile and maintenance calls of the same pool.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use daily_quota::{QuotaObserver, StoreOptions, Table};
@@ -31,7 +32,8 @@ pub struct LoadMetric {
 #[derive(Debug, Clone)]
 pub struct QuotaStore {
     store: daily_quota::QuotaStore,
-    free: u32,
+    /// The free tier's daily limit: configured, or changed at runtime (shared by the clones).
+    free: Arc<AtomicU32>,
 }
 
 /// The service's metrics for the store's decisions.
@@ -85,7 +87,7 @@ impl QuotaStore {
         QuotaStore {
             store: daily_quota::QuotaStore::new(pool, &profiles(), options)
                 .observer(Arc::new(Metrics)),
-            free: cfg.quota.free_daily_queries,
+            free: Arc::new(AtomicU32::new(cfg.quota.free_daily_queries)),
         }
     }
 
@@ -101,7 +103,18 @@ impl QuotaStore {
 
     /// The free tier's daily queries (a user without tier or override).
     pub fn free_daily_queries(&self) -> u32 {
-        self.free
+        self.free.load(Ordering::Relaxed)
+    }
+
+    /// The free tier's daily limit in force on this replica.
+    pub fn free_limit(&self) -> u32 {
+        self.free_daily_queries()
+    }
+
+    /// Changes the free tier's daily limit on this replica (runtime limits; tiers and per-user
+    /// overrides are unchanged). The day's count is kept: the next spend is checked against it.
+    pub fn set_free_limit(&self, limit: u32) {
+        self.free.store(limit, Ordering::Relaxed);
     }
 
     /// Applies the embedded migrations.
@@ -124,7 +137,7 @@ impl QuotaStore {
         )
     )]
     pub async fn spend(&self, user_id: &str) -> Result<Spend, QuotaError> {
-        self.store.spend("", user_id, self.free).await
+        self.store.spend("", user_id, self.free_daily_queries()).await
     }
 
     /// Spends one query for each entry of `users` (a user may appear several times) as one
@@ -132,7 +145,7 @@ impl QuotaStore {
     /// queue up together. For tests and tools; the service spends through [`QuotaStore::spend`].
     pub async fn spend_batch(&self, users: &[&str]) -> Vec<Result<Spend, QuotaError>> {
         let keys: Vec<(&str, &str)> = users.iter().map(|u| ("", *u)).collect();
-        self.store.spend_batch(&keys, self.free).await
+        self.store.spend_batch(&keys, self.free_daily_queries()).await
     }
 
     /// Gives back a spent query (the request failed for an upstream or server reason). Returns
@@ -161,12 +174,12 @@ impl QuotaStore {
 
     /// The user's daily limit.
     pub async fn limit(&self, user_id: &str) -> Result<u32, QuotaError> {
-        Ok(self.store.usage("", user_id, self.free).await?.limit)
+        Ok(self.store.usage("", user_id, self.free_daily_queries()).await?.limit)
     }
 
     /// Queries left today.
     pub async fn remaining(&self, user_id: &str) -> Result<u32, QuotaError> {
-        Ok(self.store.usage("", user_id, self.free).await?.remaining())
+        Ok(self.store.usage("", user_id, self.free_daily_queries()).await?.remaining())
     }
 
     /// Sets a user's tier (creating the profile).

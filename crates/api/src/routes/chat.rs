@@ -132,7 +132,10 @@ async fn admit(
     user: &str,
     positions: Option<watch::Sender<u32>>,
 ) -> Result<(Option<HeldSlot>, std::time::Duration), ApiError> {
-    if !limits.admission {
+    // Switched off at runtime: no slot, like a route built without admission.
+    if !limits.admission
+        || state.runtime_limits().admission_mode(RouteClass::Chat) == limiter_tower::Mode::Off
+    {
         return Ok((None, std::time::Duration::ZERO));
     }
     state

@@ -41,7 +41,11 @@ pub async fn get_health(
         .is_some_and(|t| state.jwt().verify(t).is_ok());
     let admin = !user_token && state.admin_gate().is_admin(client.0, &headers).await;
     let body = if admin {
-        serde_json::to_vec(&*state.health_cache().refresh(|| report(&state)).await)
+        let r = state.health_cache().refresh(|| report(&state)).await;
+        serde_json::to_value(&*r).map(|mut v| {
+            v["limits"] = state.runtime_limits().view();
+            serde_json::to_vec(&v).unwrap_or_default()
+        })
     } else {
         let r = state.health_cache().get(|| report(&state)).await;
         serde_json::to_vec(&HealthReport {
@@ -75,6 +79,15 @@ pub enum Action {
     CleanupSessions,
     /// `emergency_cleanup_connections()`: end idle-in-transaction sessions of this database.
     EmergencyCleanup,
+    /// Change limits fleet-wide at runtime: `route` + `limits` (`per_ip_per_min`, and
+    /// `daily_quota` on `/api/chat`) and/or `admission` (`global_concurrency`,
+    /// `per_user_concurrency`).
+    SetLimits,
+    /// Switch a layer (`window`, `admission`, `all`) of a `route` (or `*`) to a `mode`
+    /// (`enforce`, `shadow`, `off`), fleet-wide.
+    SetMode,
+    /// Back to the configuration: everything, or one `route` (`*`: the service-wide modes).
+    ResetLimits,
 }
 
 /// An admin action request.
@@ -82,6 +95,27 @@ pub enum Action {
 pub struct ActionBody {
     /// The action.
     pub action: Action,
+    /// Runtime limits: the route (`/api/chat`, `/api/research`, `/api/export`, or `*`).
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Runtime limits: a route's new limits.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub limits: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Runtime limits: new admission caps.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub admission: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `set-mode`: the layer.
+    #[serde(default)]
+    pub layer: Option<String>,
+    /// `set-mode`: the mode.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Runtime limits: who is making the change (the log and the document; default: the client
+    /// address).
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 /// What an action did.
@@ -127,6 +161,9 @@ pub async fn post_health(
     let action = body.action;
     tracing::info!(?action, "admin action");
     let result = match action {
+        Action::SetLimits | Action::SetMode | Action::ResetLimits => {
+            crate::admin::runtime_limits::change(&state, client.0, body).await?
+        }
         Action::ResetQueue => {
             let n = state
                 .gate()

@@ -3,6 +3,7 @@
 //! Redis key prefix.
 
 use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -17,6 +18,43 @@ pub fn client() -> reqwest::Client {
         .pool_max_idle_per_host(0)
         .build()
         .expect("client")
+}
+
+/// A client whose connections leave from `ip` (any 127/8 address is the loopback), so the
+/// gateway or nginx sees distinct client addresses.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .local_address(ip.parse::<IpAddr>().ok())
+        .build()
+        .expect("client")
+}
+
+/// Fires `per_user` GETs for each of `users` at once (header `X-User-Id`), spread over `urls` in
+/// turn; returns the statuses.
+pub async fn burst(
+    c: &reqwest::Client,
+    urls: &[String],
+    users: &[&str],
+    per_user: usize,
+) -> Vec<u16> {
+    let mut calls = Vec::new();
+    for (i, u) in users
+        .iter()
+        .flat_map(|u| std::iter::repeat_n(*u, per_user))
+        .enumerate()
+    {
+        let req = c.get(&urls[i % urls.len()]).header("x-user-id", u);
+        calls.push(tokio::spawn(async move {
+            req.send().await.expect("burst request").status().as_u16()
+        }));
+    }
+    let mut out = Vec::new();
+    for c in calls {
+        out.push(c.await.expect("burst task"));
+    }
+    out
 }
 
 /// Newest modification time of the files under `dir`.
@@ -335,4 +373,71 @@ pub async fn wait_stats(app: &App, what: &str, cond: impl Fn(&Value) -> bool) ->
         assert!(Instant::now() < deadline, "app never saw {what}: {s}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The admin token the admin tests configure (`FLEETGATE_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+/// The gateway's default admin path.
+pub const ADMIN: &str = "/api/system-health";
+
+/// The environment giving a replica [`ADMIN_TOKEN`].
+pub fn admin_env() -> [(&'static str, &'static str); 1] {
+    [("FLEETGATE_ADMIN_TOKEN", ADMIN_TOKEN)]
+}
+
+/// POSTs an admin action to `gw` with the admin token.
+pub async fn admin_post(gw: &Gateway, body: Value) -> reqwest::Response {
+    client()
+        .post(gw.url(ADMIN))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin POST")
+}
+
+/// POSTs an admin action that must succeed (200); its answer.
+pub async fn admin_ok(gw: &Gateway, body: Value) -> Value {
+    let r = admin_post(gw, body.clone()).await;
+    assert_eq!(r.status(), 200, "{body}");
+    r.json().await.expect("admin answer")
+}
+
+/// The runtime limits in force on `gw` (its admin GET).
+pub async fn limits(gw: &Gateway) -> Value {
+    let r = client()
+        .get(gw.url(ADMIN))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin GET");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("admin GET json");
+    v["limits"].clone()
+}
+
+/// Polls every replica's GET every 50 ms until all show `version`; the time that took.
+pub async fn wait_version(gws: &[&Gateway], version: u64, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut pending: Vec<&Gateway> = gws.to_vec();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for g in pending {
+            if limits(g).await["version"].as_u64() != Some(version) {
+                still.push(g);
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{} replica(s) still without version {version} after {:?}",
+            pending.len(),
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
 }

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod admin_throttle;
 mod harness;
 mod jwks;
 mod nginx;
@@ -11,7 +12,7 @@ mod runtime_limits;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use harness::{App, Gateway, client, problem_code};
+use harness::{App, Gateway, burst, client, problem_code};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A policy for `app` with `routes` (TOML appended after the identity and admission tables).
@@ -30,28 +31,6 @@ queue_timeout_ms = 30000
     )
 }
 
-/// Fires `per_user` requests for each of `users` at once, alternating between the replicas;
-/// returns the statuses.
-async fn burst(gws: &[&Gateway], users: &[&str], per_user: usize, path: &str) -> Vec<u16> {
-    let c = client();
-    let mut calls = Vec::new();
-    for (i, u) in users
-        .iter()
-        .flat_map(|u| std::iter::repeat_n(u, per_user))
-        .enumerate()
-    {
-        let req = c.get(gws[i % gws.len()].url(path)).header("x-user-id", *u);
-        calls.push(tokio::spawn(async move {
-            req.send().await.unwrap().status().as_u16()
-        }));
-    }
-    let mut out = Vec::new();
-    for c in calls {
-        out.push(c.await.unwrap());
-    }
-    out
-}
-
 #[tokio::test]
 async fn caps_hold_across_two_replicas_and_are_reached() {
     let app = App::start();
@@ -65,14 +44,15 @@ async fn caps_hold_across_two_replicas_and_are_reached() {
     let a = Gateway::start(&p, &prefix, &[]).await;
     let b = Gateway::start(&p, &prefix, &[]).await;
     // One user, six at once: two run, the rest wait their turn.
-    let statuses = burst(&[&a, &b], &["solo"], 6, "/work?ms=400").await;
+    let urls = [a.url("/work?ms=400"), b.url("/work?ms=400")];
+    let statuses = burst(&client(), &urls, &["solo"], 6).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let s = app.stats().await;
     assert_eq!(s["max_per_user"]["solo"], 2, "{s}");
     assert_eq!(s["max_in_flight"], 2, "{s}");
     // Six users, two each: the fleet-wide cap of four binds.
     let users = ["u1", "u2", "u3", "u4", "u5", "u6"];
-    let statuses = burst(&[&a, &b], &users, 2, "/work?ms=400").await;
+    let statuses = burst(&client(), &urls, &users, 2).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let s = app.stats().await;
     assert_eq!(

@@ -2,14 +2,13 @@
 //! WebSocket upgrades), the Python app behind them, limits in the machine's Redis and quotas in
 //! its PostgreSQL. Every check goes through nginx, as clients of a deployed fleet would.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use crate::harness::{self, App, Gateway, problem_code};
+use crate::harness::{self, App, Gateway, burst, client_from, problem_code};
 use crate::{ws_open, ws_read, ws_send};
 
 /// nginx in the foreground, one process, its files in a directory of its own.
@@ -121,33 +120,6 @@ http {{
     }
 }
 
-/// A client whose connections leave from `ip` (any 127/8 address is the loopback), so nginx sees
-/// distinct client addresses.
-fn client_from(ip: &str) -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .local_address(ip.parse::<IpAddr>().ok())
-        .build()
-        .unwrap()
-}
-
-/// `n` requests to `url` for each of `users` at once; the statuses.
-async fn burst(c: &reqwest::Client, url: &str, users: &[&str], n: usize) -> Vec<u16> {
-    let mut calls = Vec::new();
-    for u in users.iter().flat_map(|u| std::iter::repeat_n(*u, n)) {
-        let req = c.get(url).header("x-user-id", u);
-        calls.push(tokio::spawn(async move {
-            req.send().await.unwrap().status().as_u16()
-        }));
-    }
-    let mut out = Vec::new();
-    for c in calls {
-        out.push(c.await.unwrap());
-    }
-    out
-}
-
 #[tokio::test]
 async fn three_replicas_behind_nginx_enforce_every_limit_together() {
     // A daily quota counted across midnight would see the day reset under it.
@@ -203,7 +175,7 @@ daily_quota = 3
     let http = client_from("127.0.0.1");
 
     // Per-user cap: one user, six at once over three replicas: two run at a time.
-    let statuses = burst(&http, &nginx.url("/work?ms=300"), &["solo"], 6).await;
+    let statuses = burst(&http, &[nginx.url("/work?ms=300")], &["solo"], 6).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let s = app.stats().await;
     assert_eq!(s["max_per_user"]["solo"], 2, "{s}");
@@ -211,7 +183,7 @@ daily_quota = 3
 
     // Global cap: six users, two each: four run at once fleet-wide, reached and never exceeded.
     let users = ["u1", "u2", "u3", "u4", "u5", "u6"];
-    let statuses = burst(&http, &nginx.url("/work?ms=300"), &users, 2).await;
+    let statuses = burst(&http, &[nginx.url("/work?ms=300")], &users, 2).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let s = app.stats().await;
     assert_eq!(

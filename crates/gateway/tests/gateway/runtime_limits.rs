@@ -1,18 +1,14 @@
 //! Limits changed at runtime through the admin endpoint: fleet-wide within a second, kept over a
 //! restart, per-layer modes, and the endpoint's refusals. Every process real.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{App, Gateway, client, problem_code};
-
-const TOKEN: &str = "test-admin-token-0123456789abcdef";
-const ADMIN: &str = "/api/system-health";
-
-fn env() -> [(&'static str, &'static str); 1] {
-    [("FLEETGATE_ADMIN_TOKEN", TOKEN)]
-}
+use crate::harness::{
+    ADMIN, ADMIN_TOKEN as TOKEN, App, Gateway, admin_env as env, admin_ok, client, limits,
+    problem_code, wait_version,
+};
 
 fn policy(app: &App, extra: &str) -> String {
     format!(
@@ -36,54 +32,6 @@ per_ip_per_min = 100
     )
 }
 
-async fn admin_post(gw: &Gateway, body: Value) -> reqwest::Response {
-    client()
-        .post(gw.url(ADMIN))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn limits(gw: &Gateway) -> Value {
-    let r = client()
-        .get(gw.url(ADMIN))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    v["limits"].clone()
-}
-
-/// Polls every replica's GET every 50 ms until all show `version`; the time that took.
-async fn wait_version(gws: &[&Gateway], version: u64, limit: Duration) -> Duration {
-    let started = Instant::now();
-    let mut pending: Vec<&Gateway> = gws.to_vec();
-    while !pending.is_empty() {
-        let mut still = Vec::new();
-        for g in pending {
-            if limits(g).await["version"].as_u64() != Some(version) {
-                still.push(g);
-            }
-        }
-        pending = still;
-        if pending.is_empty() {
-            break;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{} replica(s) still without version {version} after {:?}",
-            pending.len(),
-            started.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    started.elapsed()
-}
-
 fn route<'a>(limits: &'a Value, path: &str) -> &'a Value {
     limits["routes"]
         .as_array()
@@ -104,13 +52,7 @@ async fn a_change_on_one_replica_is_in_force_on_every_replica_within_a_second_an
     assert_eq!(limits(&a).await["version"], 0);
 
     // Per-address window lowered from 100 to 2 on one replica.
-    let r = admin_post(
-        &a,
-        json!({"action": "set-limits", "route": "/work", "limits": {"per_ip_per_min": 2}, "by": "alice"}),
-    )
-    .await;
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let v = admin_ok(&a, json!({"action": "set-limits", "route": "/work", "limits": {"per_ip_per_min": 2}, "by": "alice"})).await;
     let version = v["limits"]["version"].as_u64().unwrap();
     assert_eq!(version, 1);
     let took = wait_version(&[&a, &b, &c], version, Duration::from_secs(1)).await;
@@ -134,12 +76,11 @@ async fn a_change_on_one_replica_is_in_force_on_every_replica_within_a_second_an
     }
 
     // Global concurrency lowered from 4 to 2 on another replica.
-    let r = admin_post(
+    admin_ok(
         &b,
         json!({"action": "set-limits", "admission": {"global_concurrency": 2}}),
     )
     .await;
-    assert_eq!(r.status(), 200);
     let took = wait_version(&[&a, &b, &c], 2, Duration::from_secs(1)).await;
     eprintln!("admission cap in force on 3 replicas after {took:?}");
     let gws = [&a, &b, &c];
@@ -170,8 +111,7 @@ async fn a_change_on_one_replica_is_in_force_on_every_replica_within_a_second_an
     assert_eq!(l["admission"]["global_concurrency"], 2);
 
     // Back to the policy's values everywhere.
-    let r = admin_post(&d, json!({"action": "reset-limits"})).await;
-    assert_eq!(r.status(), 200);
+    admin_ok(&d, json!({"action": "reset-limits"})).await;
     wait_version(&[&a, &b, &d], 3, Duration::from_secs(1)).await;
     let l = limits(&a).await;
     assert_eq!(route(&l, "/work")["per_ip_per_min"], 100);
@@ -191,12 +131,11 @@ async fn modes_switch_per_layer_and_the_admin_path_is_the_gateways() {
     assert_eq!(get(&b).await.unwrap().status(), 429);
 
     // Off for the whole service: no refusal, no mark.
-    let r = admin_post(
+    admin_ok(
         &a,
         json!({"action": "set-mode", "route": "*", "layer": "window", "mode": "off"}),
     )
     .await;
-    assert_eq!(r.status(), 200);
     wait_version(&[&a, &b], 1, Duration::from_secs(1)).await;
     for g in [&a, &b] {
         let r = get(g).await.unwrap();
@@ -208,12 +147,11 @@ async fn modes_switch_per_layer_and_the_admin_path_is_the_gateways() {
     }
 
     // Shadow on the route: passes, marked.
-    let r = admin_post(
+    admin_ok(
         &b,
         json!({"action": "set-mode", "route": "/work", "layer": "window", "mode": "shadow"}),
     )
     .await;
-    assert_eq!(r.status(), 200);
     wait_version(&[&a, &b], 2, Duration::from_secs(1)).await;
     for g in [&a, &b] {
         let r = get(g).await.unwrap();
@@ -222,10 +160,8 @@ async fn modes_switch_per_layer_and_the_admin_path_is_the_gateways() {
     }
 
     // Enforcing again after a reset of the route.
-    let r = admin_post(&a, json!({"action": "reset-limits", "route": "/work"})).await;
-    assert_eq!(r.status(), 200);
-    let r = admin_post(&a, json!({"action": "reset-limits", "route": "*"})).await;
-    assert_eq!(r.status(), 200);
+    admin_ok(&a, json!({"action": "reset-limits", "route": "/work"})).await;
+    admin_ok(&a, json!({"action": "reset-limits", "route": "*"})).await;
     wait_version(&[&a, &b], 4, Duration::from_secs(1)).await;
     assert_eq!(get(&b).await.unwrap().status(), 429);
 
@@ -374,22 +310,20 @@ async fn a_daily_quota_and_the_breaker_mode_change_at_runtime() {
     assert_eq!(r.status(), 429);
     assert_eq!(problem_code(r).await, "quota_exhausted");
     // Raised at runtime: the day's count stays, the new limit applies to the next request.
-    let r = admin_post(
+    admin_ok(
         &gw,
         json!({"action": "set-limits", "route": "/work", "limits": {"daily_quota": 2}}),
     )
     .await;
-    assert_eq!(r.status(), 200);
     assert_eq!(route(&limits(&gw).await, "/work")["daily_quota"], 2);
     assert_eq!(call("").await.unwrap().status(), 200);
     assert_eq!(call("").await.unwrap().status(), 429);
     // The quota off: no refusal.
-    let r = admin_post(
+    admin_ok(
         &gw,
         json!({"action": "set-mode", "route": "/work", "layer": "quota", "mode": "off"}),
     )
     .await;
-    assert_eq!(r.status(), 200);
     assert_eq!(call("").await.unwrap().status(), 200);
 
     // One failure opens the breaker: refused with 503 circuit_open...
@@ -398,20 +332,18 @@ async fn a_daily_quota_and_the_breaker_mode_change_at_runtime() {
     assert_eq!(r.status(), 503);
     assert_eq!(problem_code(r).await, "circuit_open");
     // ...until the breaker is set off for the whole service: straight to the app.
-    let r = admin_post(
+    admin_ok(
         &gw,
         json!({"action": "set-mode", "route": "*", "layer": "breaker", "mode": "off"}),
     )
     .await;
-    assert_eq!(r.status(), 200);
     assert_eq!(call("").await.unwrap().status(), 200);
     // In shadow it lets the request through, marked.
-    let r = admin_post(
+    admin_ok(
         &gw,
         json!({"action": "set-mode", "route": "*", "layer": "breaker", "mode": "shadow"}),
     )
     .await;
-    assert_eq!(r.status(), 200);
     let r = call("").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["limit-shadow-refusal"], "circuit_open");

@@ -185,7 +185,7 @@ impl<B> KeyExtractor<B> for ClientIpKey {
 }
 
 /// The key of an address: IPv4 as is, IPv6 as its /64.
-fn ip_key(ip: IpAddr) -> String {
+pub(crate) fn ip_key(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {
