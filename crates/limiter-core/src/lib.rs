@@ -17,7 +17,8 @@
 //! [`AdmissionConfig`], [`WindowPolicy`], ...). Every key starts with a configured prefix, and
 //! the keys one script touches share a hash tag, so the same scripts run on Redis Cluster.
 //!
-//! Layout: `redis_handle.rs` (standalone/Cluster connection, EVALSHA with load fallback),
+//! Layout: `redis_handle.rs` (standalone/Cluster connection, FCALL or EVALSHA with load fallback),
+//! `redis_functions.rs` (the Functions library loaded on demand, EVALSHA where refused),
 //! `redis_sentinel.rs` (following the master a Sentinel names),
 //! `scripts.rs` (the Lua sources in `lua/`), `keys.rs` (key naming and id encoding), `error.rs`,
 //! `reply.rs` (reply decoding), `coalesce.rs` (concurrent calls as one script call), then one file per primitive: `sliding_window.rs` (+
@@ -33,6 +34,7 @@ mod error;
 mod keys;
 mod lease;
 mod pubsub;
+mod redis_functions;
 mod redis_handle;
 mod redis_sentinel;
 mod reply;
