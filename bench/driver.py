@@ -6,7 +6,9 @@ rotates every round), several rounds, then writes bench/results/latest.json, PNG
 bench/results/ and the "Side by side with peers" section of BENCHMARKS.md.
 
 Settings (environment): BENCH_ROUNDS (3), BENCH_SECS (3), BENCH_CONC ("1,16,64"),
-BENCH_HANDOFFS (200), BENCH_SCENARIOS ("window,lease,lease-try,handoff,deny,http").
+BENCH_HANDOFFS (200), BENCH_SCENARIOS ("window,lease,lease-try,handoff,deny,http"); BENCH_OUT: write
+the raw runs there instead of bench/results/ and BENCHMARKS.md (e.g. to compare two builds of ours,
+BENCH_OURS_BIN naming each).
 Scenario 5 (http) runs the api crate's `http_stack` bench binary (BENCH_HTTP_BIN), which serves
 the chat route with and without its limiters and drives it with wrk.
 
@@ -107,7 +109,8 @@ def run_proc(cmd, srv, timeout=120):
     total = res.get("ops", 0) + res.get("warm_ops", 0)
     # All of Redis's CPU (scripts, parsing, network I/O) over every call the runner made.
     res["redis_us_per_op"] = (cpu1 - cpu0) * 1e6 / total if total else None
-    # Time inside top-level script calls only (commands run by scripts are counted inside them).
+    # Time inside top-level script and function calls only (commands run by scripts are counted
+    # inside them).
     res["script_us_per_op"] = script_usec(srv) / total if total else None
     res["wall"] = wall
     return res
@@ -115,7 +118,7 @@ def run_proc(cmd, srv, timeout=120):
 
 def script_usec(srv):
     st = srv.r.info("commandstats")
-    return sum(st.get(f"cmdstat_{k}", {}).get("usec", 0) for k in ("evalsha", "eval"))
+    return sum(st.get(f"cmdstat_{k}", {}).get("usec", 0) for k in ("evalsha", "eval", "fcall"))
 
 
 def child_cpu():
@@ -222,6 +225,13 @@ def main():
         results = run_all(srv)
     finally:
         srv.stop()
+    out = os.environ.get("BENCH_OUT")
+    if out:
+        # A partial or comparison run: raw runs only, BENCHMARKS.md left as it is.
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {out}")
+        return
     from report import write_all  # noqa: E402  (matplotlib only needed here)
     write_all(results, ROOT)
 

@@ -334,7 +334,7 @@ def markdown(res, s, files):
              "Profile columns: CPU cores used by the runner process and by redis-server over the "
              "process's life (rusage, `INFO cpu`); Redis CPU µs per operation (all of "
              "redis-server's CPU, network I/O included, over every call the runner made, warm-up "
-             "included); µs per operation inside top-level EVAL/EVALSHA (`INFO commandstats`). "
+             "included); µs per operation inside top-level EVAL/EVALSHA/FCALL (`INFO commandstats`). "
              "`bench/profile WHO SCENARIO C` samples both processes with perf for one runner.")
     L.append("")
     L.append("### Targets (same run)")

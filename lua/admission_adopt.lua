@@ -1,5 +1,5 @@
 -- Registers permits that run outside Redis's counts, after Redis was unreachable.
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
+-- (helpers: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- ARGV[7] "all": ARGV[8..] pairs (lease id, user lease key) registered without a cap check: they
 --   are already running (slots granted on a local share during the outage, shared permits a Redis
 --   restarted empty forgot); one already live is left as it is.
@@ -7,6 +7,7 @@
 --   have room once eligible waiters are served (a slot granted locally after Redis returned,
 --   while another replica may already admit by these counts).
 -- returns {expiry_ms, registered count}
+begin(KEYS, ARGV)
 local how = ARGV[7]
 if how == 'checked' then
   assert(#ARGV == 9, "admission_adopt: checked takes one lease id and user key")

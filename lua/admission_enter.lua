@@ -1,10 +1,11 @@
 -- Admit a request: take a slot now if one is free and nobody eligible waits, else queue it.
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
+-- (helpers: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- ARGV[7] waiter/lease id  ARGV[8] user lease key  ARGV[9] replica  ARGV[10] class 0..classes-1
 -- ARGV[11] max queued (all classes)  ARGV[12] max queued of one user (all classes)
 -- ARGV[13] record ttl ms (the waiter's wait budget + margin)
 -- returns {1, expiry_ms, fence} granted | {0, position, now_ms} queued | {-1, 0} queue full
 --         | {-2, 0} this user's waiters fill its share of the queue
+begin(KEYS, ARGV)
 assert(#ARGV == 13, "admission_enter: 13 args")
 local id, user_key, replica = ARGV[7], ARGV[8], ARGV[9]
 local class, max_queue, max_user = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])

@@ -1,11 +1,12 @@
 -- A replica's heartbeat (every heartbeat_ttl / 3): keeps it in the registry, collects grants whose
 -- push may have been lost, drops replicas whose heartbeat expired, runs a dispatch (slots freed by
 -- expiry rather than release are handed on here) and reads the positions of watched waiters.
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
+-- (helpers: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- ARGV[7] replica   ARGV[8..] pairs: waiter id, class (waiters whose position is watched)
 -- returns {{"waiter fence expiry", ...} grants, {position, ...} one per watched waiter, live replicas,
 --          the most slots in use fleet-wide at once over the last three heartbeat TTLs or more
 --          (the replica's local limit during an outage leaves room for that many)}
+begin(KEYS, ARGV)
 assert(#ARGV >= 7 and (#ARGV - 7) % 2 == 0, "admission_heartbeat: replica, then waiter/class pairs")
 local replica = ARGV[7]
 mark_alive(replica)

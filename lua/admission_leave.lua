@@ -1,8 +1,9 @@
 -- A waiter gives up (timeout, client gone, shutdown). If a grant raced with its leaving, the slot
 -- is released and handed on, never lost.
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
+-- (helpers: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- ARGV[7] waiter id   ARGV[8] user lease key   ARGV[9] class   ARGV[10] replica
 -- returns 0 left the queue | 1 was granted meanwhile, slot handed on | 2 unknown (reset, dropped)
+begin(KEYS, ARGV)
 assert(#ARGV == 10, "admission_leave: 10 args")
 local id, user_key, class, replica = ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10]
 assert(class and Q[class], "admission_leave: class out of range")

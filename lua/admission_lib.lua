@@ -1,4 +1,4 @@
--- Shared prelude of the admission_* scripts (prepended to each when loaded; not a script alone).
+-- Shared helpers of the admission_* scripts (not a script alone).
 -- Every admission script takes the same first six ARGV and KEYS[1] = T:lease:global; the other
 -- keys share T's hash tag and are built from T (a queue's keys are data-dependent: which user,
 -- which replica is next), so each script stays in one slot on Redis Cluster.
@@ -20,19 +20,21 @@
 -- however many there are; the user is made ready again whenever its lease count drops.
 -- ARGV[1] T   ARGV[2] user_cap   ARGV[3] global_cap   ARGV[4] lease_ttl_ms   ARGV[5] heartbeat_ttl_ms
 -- ARGV[6] number of priority classes (1..32)
-local T = ARGV[1]
-local USER_CAP = tonumber(ARGV[2])
-local GLOBAL_CAP = tonumber(ARGV[3])
-local LEASE_TTL = tonumber(ARGV[4])
-local HB_TTL = tonumber(ARGV[5])
-local NC = tonumber(ARGV[6])
-assert(T and USER_CAP and GLOBAL_CAP and LEASE_TTL and HB_TTL, "admission: T, caps and ttls")
-assert(NC and NC >= 1 and NC <= 32, "admission: 1..32 classes")
-local GLOBAL = T .. ':lease:global'
-assert(KEYS[1] == GLOBAL, "admission: KEYS[1] must be T:lease:global")
-local REPLICAS = T .. ':replicas'
-local HOLDERS = T .. ':holders'
-local USER_HEAD = T .. ':lease:'
+-- Loaded once as part of a Functions library (helpers compiled once, not on every call) or
+-- prepended to each script for EVALSHA; either way every script body starts with begin(KEYS, ARGV),
+-- which sets the per-call state below. Redis runs one call at a time, so calls never share it.
+local T, USER_CAP, GLOBAL_CAP, LEASE_TTL, HB_TTL, NC
+local GLOBAL, REPLICAS, HOLDERS, USER_HEAD, FENCE, Q, READY
+local NOW, NOW_S, AFTER_NOW, EXPIRY, EXPIRY_S, LEASE_TTL_S, GRANTS_TTL_S, REPLICAS_TTL_S
+local PEAK_HEAD, PEAK_BUCKET, PEAK_KEY, PEAK_TTL_S
+-- Keys whose TTL this call already set: NOW is fixed within a call, so once is enough.
+local ttl_kept
+-- Live members of a key as counted by this call, before it added any.
+local counted
+-- This period's peak as read or written by this call (nil: not read yet).
+local peak_seen
+-- Replicas already looked up in this call (a dispatch often grants several waiters of one).
+local alive
 local DAY = 86400000
 -- Steps of one dispatch: a step grants a waiter, drops a dead one, sets a user at its cap aside
 -- or drops a stale ready entry. Only the first can repeat for the same waiter, so waiters held
@@ -40,31 +42,48 @@ local DAY = 86400000
 -- died with many waiters (the rest is done by later calls).
 local STEPS = 200
 
-local now_t = redis.call('TIME')
-local NOW = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
--- Numbers reach Redis as strings. Formatted once here: a Lua number passed to redis.call is
--- printed with %.17g and parsed back with strtod on every call (a visible share of Redis's CPU).
-local NOW_S = string.format('%d', NOW)
-local AFTER_NOW = '(' .. NOW_S
-local EXPIRY = NOW + LEASE_TTL
-local EXPIRY_S = string.format('%d', EXPIRY)
-local LEASE_TTL_S = ARGV[4]
-local GRANTS_TTL_S = string.format('%d', 2 * HB_TTL + LEASE_TTL)
-local FENCE = T .. ':fence'
-local Q, READY = {}, {}
-for c = 0, NC - 1 do
-  Q[c] = T .. ':q:' .. c
-  READY[c] = T .. ':ready:' .. c
+local function begin(KEYS, ARGV)
+  T = ARGV[1]
+  USER_CAP = tonumber(ARGV[2])
+  GLOBAL_CAP = tonumber(ARGV[3])
+  LEASE_TTL = tonumber(ARGV[4])
+  HB_TTL = tonumber(ARGV[5])
+  NC = tonumber(ARGV[6])
+  assert(T and USER_CAP and GLOBAL_CAP and LEASE_TTL and HB_TTL, "admission: T, caps and ttls")
+  assert(NC and NC >= 1 and NC <= 32, "admission: 1..32 classes")
+  GLOBAL = T .. ':lease:global'
+  assert(KEYS[1] == GLOBAL, "admission: KEYS[1] must be T:lease:global")
+  REPLICAS = T .. ':replicas'
+  HOLDERS = T .. ':holders'
+  USER_HEAD = T .. ':lease:'
+  local now_t = redis.call('TIME')
+  NOW = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+  -- Numbers reach Redis as strings. Formatted once here: a Lua number passed to redis.call is
+  -- printed with %.17g and parsed back with strtod on every call (a visible share of Redis's CPU).
+  NOW_S = string.format('%d', NOW)
+  AFTER_NOW = '(' .. NOW_S
+  EXPIRY = NOW + LEASE_TTL
+  EXPIRY_S = string.format('%d', EXPIRY)
+  LEASE_TTL_S = ARGV[4]
+  GRANTS_TTL_S = string.format('%d', 2 * HB_TTL + LEASE_TTL)
+  REPLICAS_TTL_S = string.format('%d', 10 * HB_TTL)
+  FENCE = T .. ':fence'
+  Q, READY = {}, {}
+  for c = 0, NC - 1 do
+    Q[c] = T .. ':q:' .. c
+    READY[c] = T .. ':ready:' .. c
+  end
+  PEAK_HEAD = T .. ':peak:'
+  PEAK_BUCKET = math.floor(NOW / HB_TTL)
+  PEAK_KEY = PEAK_HEAD .. string.format('%d', PEAK_BUCKET)
+  PEAK_TTL_S = string.format('%d', 5 * HB_TTL)
+  ttl_kept, counted, peak_seen, alive = {}, {}, nil, {}
 end
 
 local function live(key)
   return redis.call('ZCOUNT', key, AFTER_NOW, '+inf')
 end
 
--- Keys whose TTL this call already set: NOW is fixed within a call, so once is enough.
-local ttl_kept = {}
--- Live members of a key as counted by this call, before it added any.
-local counted = {}
 
 -- Extends a key's TTL to `ttl` ms from now, never shortening it below its longest live member.
 -- With no live member before, the new one is the longest: a plain PEXPIRE. With some, the key
@@ -179,12 +198,6 @@ end
 -- leases right after any grant of that period (ZCARD counts expired ones not yet reclaimed too:
 -- never low). A replica's heartbeat reads the last four (recent_peak); during a Redis outage it
 -- leaves room for that many (its local limit, see the replica's admission/outage.rs).
-local PEAK_HEAD = T .. ':peak:'
-local PEAK_BUCKET = math.floor(NOW / HB_TTL)
-local PEAK_KEY = PEAK_HEAD .. string.format('%d', PEAK_BUCKET)
-local PEAK_TTL_S = string.format('%d', 5 * HB_TTL)
--- This period's peak as read or written by this call (nil: not read yet).
-local peak_seen = nil
 
 local function note_peak()
   local n = redis.call('ZCARD', GLOBAL)
@@ -236,8 +249,6 @@ local function drop_lease(id, user_key)
   return 0
 end
 
--- Replicas already looked up in this call (a dispatch often grants several waiters of one).
-local alive = {}
 
 local function replica_alive(r)
   local a = alive[r]
@@ -349,7 +360,6 @@ local function position(id, class)
   return pos
 end
 
-local REPLICAS_TTL_S = string.format('%d', 10 * HB_TTL)
 
 local function mark_alive(replica)
   redis.call('ZADD', REPLICAS, NOW + HB_TTL, replica)

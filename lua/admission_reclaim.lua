@@ -1,8 +1,9 @@
 -- Admin: remove leases held by replicas that stopped heartbeating (a lease id starts with its
 -- replica id and a dot), instead of waiting for their TTL; then hand the slots on.
 -- Looks at most 1000 leases (the global cap bounds how many are live).
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
+-- (helpers: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- returns the number of leases reclaimed
+begin(KEYS, ARGV)
 assert(#ARGV == 6, "admission_reclaim: 6 args")
 local reclaimed = 0
 local users = {}

@@ -1,8 +1,9 @@
 -- Extend a granted admission lease. A lease that expired or vanished is lost: removed from both
 -- scopes (and the holders map) and never revived.
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
+-- (helpers: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- ARGV[7] lease id   ARGV[8] user lease key
 -- returns {1, expiry_ms} renewed | {0, 0} lost
+begin(KEYS, ARGV)
 assert(#ARGV == 8, "admission_renew: 8 args")
 local id, user_key = ARGV[7], ARGV[8]
 assert(string.sub(user_key, 1, #USER_HEAD) == USER_HEAD, "admission_renew: user key outside T")

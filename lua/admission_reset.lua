@@ -1,7 +1,8 @@
 -- Admin: empty the queue. Every waiter's replica is told ("r waiter") so each waiter is answered
 -- with a QueueReset rejection. Bounded by the maximum queue length. Leases are not touched.
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
+-- (helpers: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- returns the number of waiters removed
+begin(KEYS, ARGV)
 assert(#ARGV == 6, "admission_reset: 6 args")
 local removed = 0
 local users = {}

@@ -1,7 +1,8 @@
 -- A consistent snapshot for health and metrics. Read-only apart from reclaiming expired leases
 -- and dead replicas (bounded).
--- (prepended: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
+-- (helpers: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- returns {queued in class 0, ..., queued in class classes-1, slots in use, live replicas}
+begin(KEYS, ARGV)
 assert(#ARGV == 6, "admission_stats: 6 args")
 reclaim_global()
 local dead = redis.call('ZRANGE', REPLICAS, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, 10)

@@ -4,7 +4,7 @@
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 /// Why a limiter call could not reach a decision.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LimiterError {
     /// Redis could not be reached or could not serve the call now (connection refused or dropped,
     /// timeout, cluster down, loading, failover in progress). Callers fall back to degraded mode.

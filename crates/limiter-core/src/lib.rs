@@ -17,21 +17,24 @@
 //! [`AdmissionConfig`], [`WindowPolicy`], ...). Every key starts with a configured prefix, and
 //! the keys one script touches share a hash tag, so the same scripts run on Redis Cluster.
 //!
-//! Layout: `redis_handle.rs` (standalone/Cluster connection, EVALSHA with load fallback),
+//! Layout: `redis_handle.rs` (standalone/Cluster connection, FCALL or EVALSHA with load fallback),
+//! `redis_functions.rs` (the Functions library loaded on demand, EVALSHA where refused),
 //! `redis_sentinel.rs` (following the master a Sentinel names),
 //! `scripts.rs` (the Lua sources in `lua/`), `keys.rs` (key naming and id encoding), `error.rs`,
-//! `reply.rs` (reply decoding), then one file per primitive: `sliding_window.rs` (+
+//! `reply.rs` (reply decoding), `coalesce.rs` (concurrent calls as one script call), then one file per primitive: `sliding_window.rs` (+
 //! `deny_cache.rs`), `token_bucket.rs`, `lease.rs`, and the folder `admission/` (one concept per
 //! file; its `mod.rs` describes them).
 
 #![warn(missing_docs)]
 
 mod admission;
+mod coalesce;
 mod deny_cache;
 mod error;
 mod keys;
 mod lease;
 mod pubsub;
+mod redis_functions;
 mod redis_handle;
 mod redis_sentinel;
 mod reply;

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{FromRedisValue, ToRedisArgs};
+use redis::{ErrorKind, FromRedisValue, RedisError, ToRedisArgs};
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::error::is_availability_error;
+use crate::redis_functions::{self, After, Functions};
 use crate::redis_sentinel::Sentinel;
 use crate::scripts::LuaScript;
 use crate::{Keys, LimiterError};
@@ -126,6 +127,8 @@ pub struct RedisHandle {
     /// behind Sentinel (the current master's is).
     client: redis::Client,
     cluster: bool,
+    /// FCALL or EVALSHA for this crate's scripts (`redis_functions.rs`).
+    functions: Functions,
 }
 
 impl std::fmt::Debug for RedisHandle {
@@ -176,6 +179,7 @@ impl RedisHandle {
                 keys,
                 client,
                 cluster: false,
+                functions: Functions::default(),
             });
         }
         if cfg.cluster_nodes.is_empty() {
@@ -187,6 +191,7 @@ impl RedisHandle {
                 keys,
                 client,
                 cluster: false,
+                functions: Functions::default(),
             })
         } else {
             let client = redis::Client::open(cfg.cluster_nodes[0].as_str()).map_err(invalid)?;
@@ -204,6 +209,7 @@ impl RedisHandle {
                 keys,
                 client,
                 cluster: true,
+                functions: Functions::default(),
             })
         }
     }
@@ -263,23 +269,56 @@ impl RedisHandle {
             .map_err(LimiterError::Unavailable)
     }
 
-    /// Runs one Lua script: EVALSHA, loading it on NOSCRIPT.
+    /// Runs one Lua script: FCALL for a member of this crate's Functions library while the
+    /// server takes Functions, else EVALSHA, loading it on NOSCRIPT.
     pub async fn eval<T: FromRedisValue>(
         &self,
         script: &LuaScript,
         keys: &[&str],
         args: &[&dyn ToRedisArgsDyn],
     ) -> Result<T, LimiterError> {
-        self.eval_with(script, keys, |inv| {
-            for a in args {
-                a.push_to(inv);
+        let evalsha = || {
+            let mut inv = script.script().prepare_invoke();
+            for k in keys {
+                inv.key(*k);
             }
-        })
-        .await
+            for a in args {
+                a.push_to(&mut inv);
+            }
+            inv
+        };
+        let Some(function) = script.function().filter(|_| self.functions.on()) else {
+            let inv = evalsha();
+            return self
+                .observed(script, "EVALSHA", self.invoke(script, &inv))
+                .await;
+        };
+        let mut fcall = redis::cmd("FCALL");
+        fcall.arg(function).arg(keys.len()).arg(keys);
+        for a in args {
+            a.push_to_cmd(&mut fcall);
+        }
+        let run = async {
+            let failed = |e| LimiterError::from_script(script.name(), e);
+            match self.raw(&fcall).await {
+                Ok(v) => return Ok(v),
+                Err(e) => match redis_functions::after_fcall(&e) {
+                    After::Fail => return Err(failed(e)),
+                    After::Evalsha => self.functions.turn_off(&e),
+                    After::Load => match self.raw::<String>(&redis_functions::load_cmd()).await {
+                        Ok(_) => return self.raw(&fcall).await.map_err(failed),
+                        Err(e) if redis_functions::load_refused(&e) => self.functions.turn_off(&e),
+                        Err(e) => return Err(failed(e)),
+                    },
+                },
+            }
+            self.invoke(script, &evalsha()).await
+        };
+        self.observed(script, "FCALL", run).await
     }
 
-    /// Like [`RedisHandle::eval`], with the arguments appended by `args` (for callers that build
-    /// them with a chain of `.arg(..)`).
+    /// Runs one script by EVALSHA (loading it on NOSCRIPT), with the arguments appended by
+    /// `args` (for callers that build them with a chain of `.arg(..)`).
     pub async fn eval_with<T: FromRedisValue>(
         &self,
         script: &LuaScript,
@@ -291,6 +330,41 @@ impl RedisHandle {
             inv.key(*k);
         }
         args(&mut inv);
+        self.observed(script, "EVALSHA", self.invoke(script, &inv))
+            .await
+    }
+
+    /// EVALSHA with the load fallback, on whichever backend.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        script: &LuaScript,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, LimiterError> {
+        let failed = |e| LimiterError::from_script(script.name(), e);
+        match &self.backend {
+            Backend::Single(m) => inv.invoke_async(&mut m.clone()).await.map_err(failed),
+            Backend::Sentinel(s) => {
+                let mut m = s.master().await?.manager;
+                let res = inv.invoke_async(&mut m).await;
+                if let Err(e) = &res {
+                    s.failed(e).await;
+                }
+                res.map_err(failed)
+            }
+            Backend::Cluster { client, conn } => {
+                let mut c = Self::cluster_conn(client, conn).await?;
+                inv.invoke_async(&mut c).await.map_err(failed)
+            }
+        }
+    }
+
+    /// One script call with its client span and its report to the observer.
+    async fn observed<T>(
+        &self,
+        script: &LuaScript,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, LimiterError>>,
+    ) -> Result<T, LimiterError> {
         // A client span per call, named by the script (OpenTelemetry database conventions); only
         // inside a trace, so background work (heartbeats, pub/sub refreshes) exports nothing.
         let span = if tracing::Span::current().is_none() {
@@ -302,31 +376,12 @@ impl RedisHandle {
                 otel.kind = "client",
                 otel.status_code = Empty,
                 db.system.name = "redis",
-                db.operation.name = "EVALSHA",
+                db.operation.name = operation,
                 db.query.summary = script.name(),
             )
         };
         let start = Instant::now();
-        let failed = |e| LimiterError::from_script(script.name(), e);
-        let res: Result<T, LimiterError> = async {
-            match &self.backend {
-                Backend::Single(m) => inv.invoke_async(&mut m.clone()).await.map_err(failed),
-                Backend::Sentinel(s) => {
-                    let mut m = s.master().await?.manager;
-                    let res = inv.invoke_async(&mut m).await;
-                    if let Err(e) = &res {
-                        s.failed(e).await;
-                    }
-                    res.map_err(failed)
-                }
-                Backend::Cluster { client, conn } => {
-                    let mut c = Self::cluster_conn(client, conn).await?;
-                    inv.invoke_async(&mut c).await.map_err(failed)
-                }
-            }
-        }
-        .instrument(span.clone())
-        .await;
+        let res = call.instrument(span.clone()).await;
         let outcome = match &res {
             Ok(_) => ScriptOutcome::Ok,
             Err(e) if e.is_unavailable() => ScriptOutcome::Unavailable,
@@ -341,12 +396,18 @@ impl RedisHandle {
         res
     }
 
-    /// Runs a plain command (admin reads, tests). Errors are classified like script errors.
-    pub async fn cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, LimiterError> {
-        let res = match &self.backend {
+    /// A plain command on whichever backend, its error as Redis gave it.
+    async fn raw<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+        match &self.backend {
             Backend::Single(m) => cmd.query_async(&mut m.clone()).await,
             Backend::Sentinel(s) => {
-                let mut m = s.master().await?.manager;
+                let mut m = match s.master().await {
+                    Ok(m) => m.manager,
+                    Err(LimiterError::Unavailable(e)) => return Err(e),
+                    Err(e) => {
+                        return Err(RedisError::from((ErrorKind::Io, "sentinel", e.to_string())));
+                    }
+                };
                 let res = cmd.query_async(&mut m).await;
                 if let Err(e) = &res {
                     s.failed(e).await;
@@ -354,11 +415,21 @@ impl RedisHandle {
                 res
             }
             Backend::Cluster { client, conn } => {
-                let mut c = Self::cluster_conn(client, conn).await?;
+                let mut c = match Self::cluster_conn(client, conn).await {
+                    Ok(c) => c,
+                    Err(LimiterError::Unavailable(e)) => return Err(e),
+                    Err(e) => {
+                        return Err(RedisError::from((ErrorKind::Io, "cluster", e.to_string())));
+                    }
+                };
                 cmd.query_async(&mut c).await
             }
-        };
-        res.map_err(|e| {
+        }
+    }
+
+    /// Runs a plain command (admin reads, tests). Errors are classified like script errors.
+    pub async fn cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, LimiterError> {
+        self.raw(cmd).await.map_err(|e| {
             if is_availability_error(&e) {
                 LimiterError::Unavailable(e)
             } else {
@@ -382,10 +453,16 @@ impl RedisHandle {
 pub trait ToRedisArgsDyn: Sync {
     /// Appends this value to a script invocation.
     fn push_to(&self, inv: &mut redis::ScriptInvocation<'_>);
+    /// Appends this value to a command (FCALL).
+    fn push_to_cmd(&self, cmd: &mut redis::Cmd);
 }
 
 impl<T: ToRedisArgs + Sync> ToRedisArgsDyn for T {
     fn push_to(&self, inv: &mut redis::ScriptInvocation<'_>) {
         inv.arg(self);
+    }
+
+    fn push_to_cmd(&self, cmd: &mut redis::Cmd) {
+        cmd.arg(self);
     }
 }

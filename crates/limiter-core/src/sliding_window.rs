@@ -8,9 +8,15 @@
 //!
 //! Denied calls are never recorded, so a client hammering a closed window does not push its own
 //! reset further away.
+//!
+//! Concurrent exact-log checks of one window in one process are coalesced (`coalesce.rs`): while
+//! a call is on the wire, the next ones go together as one script call, each with its own exact
+//! decision. On Redis Cluster each client's key lives in its own slot, so every call goes alone.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::coalesce::{BatchFn, Coalescer};
 use crate::reply::{ints, millis};
 use crate::scripts::{LuaScript, SLIDING_WINDOW, SLIDING_WINDOW_COUNTER};
 use crate::{LimiterError, RedisHandle};
@@ -104,7 +110,15 @@ pub struct SlidingWindow {
     redis: RedisHandle,
     policy: WindowPolicy,
     window_ms: u64,
+    /// Coalesces concurrent exact-log checks (`None`: each call goes alone).
+    batch: Option<Arc<Coalescer<String, WindowDecision>>>,
 }
+
+/// Batches on the wire at once per window: one more overlaps Redis's work with a reply's travel.
+const MAX_IN_FLIGHT: usize = 2;
+/// Decisions per script call (the script's own bound): a batch stays well under a millisecond
+/// of Redis time, so other clients' calls are never held up long.
+const MAX_BATCH: usize = 128;
 
 impl SlidingWindow {
     /// Checks the policy's bounds up front so every call can go straight to Redis.
@@ -122,10 +136,19 @@ impl SlidingWindow {
                 policy.name
             )));
         }
+        let batch =
+            (policy.algorithm == WindowAlgorithm::Exact && !redis.is_cluster()).then(|| {
+                Arc::new(Coalescer::new(
+                    exact_batch(&redis, &policy, window_ms),
+                    MAX_IN_FLIGHT,
+                    MAX_BATCH,
+                ))
+            });
         Ok(SlidingWindow {
             redis,
             policy,
             window_ms,
+            batch,
         })
     }
 
@@ -144,19 +167,57 @@ impl SlidingWindow {
     /// Admits and records one call for `client` (an IP, a user id: any bytes), or denies it.
     pub async fn check(&self, client: &[u8]) -> Result<WindowDecision, LimiterError> {
         let key = self.redis.keys().window(&self.policy.name, client);
+        if let Some(batch) = &self.batch {
+            return batch.call(key).await;
+        }
         let script = self.script();
         let reply: Vec<i64> = self
             .redis
             .eval(script, &[&key], &[&self.policy.limit, &self.window_ms])
             .await?;
-        let [allowed, remaining, retry_after, reset, at_ms] = ints::<5>(script.name(), reply)?;
-        Ok(WindowDecision {
-            allowed: allowed == 1,
-            limit: self.policy.limit,
-            remaining: u32::try_from(remaining.max(0)).unwrap_or(0),
-            retry_after: millis(retry_after),
-            reset: millis(reset),
-            at_ms,
-        })
+        let reply = ints::<5>(script.name(), reply)?;
+        Ok(decision(self.policy.limit, reply))
     }
+}
+
+fn decision(
+    limit: u32,
+    [allowed, remaining, retry_after, reset, at_ms]: [i64; 5],
+) -> WindowDecision {
+    WindowDecision {
+        allowed: allowed == 1,
+        limit,
+        remaining: u32::try_from(remaining.max(0)).unwrap_or(0),
+        retry_after: millis(retry_after),
+        reset: millis(reset),
+        at_ms,
+    }
+}
+
+/// One call of the exact log for many clients (its keys in order), five integers back per client.
+fn exact_batch(
+    redis: &RedisHandle,
+    policy: &WindowPolicy,
+    window_ms: u64,
+) -> BatchFn<String, WindowDecision> {
+    let (redis, limit) = (redis.clone(), policy.limit);
+    Arc::new(move |keys: Vec<String>| {
+        let redis = redis.clone();
+        Box::pin(async move {
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let reply: Vec<i64> = redis
+                .eval(&SLIDING_WINDOW, &refs, &[&limit, &window_ms])
+                .await?;
+            if reply.len() != 5 * keys.len() {
+                return Err(LimiterError::Protocol {
+                    script: SLIDING_WINDOW.name(),
+                    detail: format!("expected {} integers, got {}", 5 * keys.len(), reply.len()),
+                });
+            }
+            Ok(reply
+                .chunks_exact(5)
+                .map(|c| decision(limit, [c[0], c[1], c[2], c[3], c[4]]))
+                .collect())
+        })
+    })
 }

@@ -112,6 +112,11 @@ impl RedisServer {
         Self::start_with(free_port(), &[])
     }
 
+    /// Starts one with extra command-line settings (e.g. `--rename-command FUNCTION ""`).
+    pub fn start_with_args(extra: &[&str]) -> Self {
+        Self::start_with(free_port(), extra)
+    }
+
     fn start_with(port: u16, extra: &[&str]) -> Self {
         let mut s = RedisServer {
             port,
