@@ -216,7 +216,10 @@ async fn a_rag_chat_is_one_trace_from_the_caller_to_the_upstreams() {
     assert_eq!(window_script.parent_span_id, window.span_id);
     // FCALL where the server takes Redis Functions, EVALSHA where it refuses them.
     let operation = attr(&window_script, "db.operation.name").unwrap();
-    assert!(operation == "FCALL" || operation == "EVALSHA", "{operation}");
+    assert!(
+        operation == "FCALL" || operation == "EVALSHA",
+        "{operation}"
+    );
     assert_eq!(window_script.kind, SpanKind::Client as i32);
     let enter = script("admission_enter");
     assert_eq!(enter.parent_span_id, wait.span_id);

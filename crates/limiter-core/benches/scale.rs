@@ -203,8 +203,18 @@ async fn measure(a: &Args, run: Run, redis: RedisConfig, urls: Vec<String>) {
     let mut gaps = Vec::new();
     for ev in &events {
         let ev = ev.lock().unwrap();
-        let mut gs: Vec<Instant> = ev.grants.iter().copied().filter(|t| *t >= t0 && *t < t1).collect();
-        let mut rs: Vec<Instant> = ev.releases.iter().copied().filter(|t| *t >= t0 && *t < t1).collect();
+        let mut gs: Vec<Instant> = ev
+            .grants
+            .iter()
+            .copied()
+            .filter(|t| *t >= t0 && *t < t1)
+            .collect();
+        let mut rs: Vec<Instant> = ev
+            .releases
+            .iter()
+            .copied()
+            .filter(|t| *t >= t0 && *t < t1)
+            .collect();
         gs.sort_unstable();
         rs.sort_unstable();
         grants += gs.len();
@@ -229,7 +239,11 @@ async fn measure(a: &Args, run: Run, redis: RedisConfig, urls: Vec<String>) {
         grants,
         rps,
         (cpu1 - cpu0) / secs,
-        if grants > 0 { (cpu1 - cpu0) * 1e6 / grants as f64 } else { 0.0 },
+        if grants > 0 {
+            (cpu1 - cpu0) * 1e6 / grants as f64
+        } else {
+            0.0
+        },
         percentile(&gaps, 0.5),
         percentile(&gaps, 0.99),
     );
@@ -258,13 +272,23 @@ fn main() {
         // Waiters: 3 replicas, a growing queue.
         for &w in &a.waiters {
             let server = testkit::RedisServer::start();
-            let run = Run { scenario: "waiters", waiters: w, replicas: 3, groups: 1 };
+            let run = Run {
+                scenario: "waiters",
+                waiters: w,
+                replicas: 3,
+                groups: 1,
+            };
             measure(&a, run, standalone(server.url()), vec![server.url()]).await;
         }
         // Replicas: 1,000 waiters, a growing fleet.
         for &r in &a.replicas {
             let server = testkit::RedisServer::start();
-            let run = Run { scenario: "replicas", waiters: 1_000, replicas: r, groups: 1 };
+            let run = Run {
+                scenario: "replicas",
+                waiters: 1_000,
+                replicas: r,
+                groups: 1,
+            };
             measure(&a, run, standalone(server.url()), vec![server.url()]).await;
         }
         // Groups on a 3-master cluster: 3 replicas and 300 waiters per group.
@@ -277,7 +301,12 @@ fn main() {
                 prefix: "scale".into(),
                 ..RedisConfig::default()
             };
-            let run = Run { scenario: "groups", waiters: 300, replicas: 3, groups: g };
+            let run = Run {
+                scenario: "groups",
+                waiters: 300,
+                replicas: 3,
+                groups: g,
+            };
             measure(&a, run, cfg, cluster.urls()).await;
         }
     });

@@ -137,7 +137,9 @@ impl QuotaStore {
         )
     )]
     pub async fn spend(&self, user_id: &str) -> Result<Spend, QuotaError> {
-        self.store.spend("", user_id, self.free_daily_queries()).await
+        self.store
+            .spend("", user_id, self.free_daily_queries())
+            .await
     }
 
     /// Spends one query for each entry of `users` (a user may appear several times) as one
@@ -145,7 +147,9 @@ impl QuotaStore {
     /// queue up together. For tests and tools; the service spends through [`QuotaStore::spend`].
     pub async fn spend_batch(&self, users: &[&str]) -> Vec<Result<Spend, QuotaError>> {
         let keys: Vec<(&str, &str)> = users.iter().map(|u| ("", *u)).collect();
-        self.store.spend_batch(&keys, self.free_daily_queries()).await
+        self.store
+            .spend_batch(&keys, self.free_daily_queries())
+            .await
     }
 
     /// Gives back a spent query (the request failed for an upstream or server reason). Returns
@@ -174,12 +178,20 @@ impl QuotaStore {
 
     /// The user's daily limit.
     pub async fn limit(&self, user_id: &str) -> Result<u32, QuotaError> {
-        Ok(self.store.usage("", user_id, self.free_daily_queries()).await?.limit)
+        Ok(self
+            .store
+            .usage("", user_id, self.free_daily_queries())
+            .await?
+            .limit)
     }
 
     /// Queries left today.
     pub async fn remaining(&self, user_id: &str) -> Result<u32, QuotaError> {
-        Ok(self.store.usage("", user_id, self.free_daily_queries()).await?.remaining())
+        Ok(self
+            .store
+            .usage("", user_id, self.free_daily_queries())
+            .await?
+            .remaining())
     }
 
     /// Sets a user's tier (creating the profile).
