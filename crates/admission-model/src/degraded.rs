@@ -28,12 +28,14 @@ use crate::system::{ClientSpec, Phase, State, System, Up, id_of};
 /// How a cut replica fixes its local limit as its outage begins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LocalLimit {
-    /// The service's rule: `min(share, own + (cap - max(peak, own)) / n)`. Safe when no replica
-    /// reaches Redis (nobody admits there meanwhile); in a partition of one replica the others
-    /// go on admitting by Redis's counts, which do not hold its local grants.
+    /// The service's rule under the availability policy: `min(share, own + (cap - max(peak,
+    /// own)) / n)`. Safe when no replica reaches Redis (nobody admits there meanwhile); in a
+    /// partition of one replica the others go on admitting by Redis's counts, which do not hold
+    /// its local grants.
     Outage,
-    /// Only what it ran as the outage began, `min(share, own)`: a local grant only takes the
-    /// room of one of its own requests that ended, whose lease Redis still counts.
+    /// The service's rule under the safety policy: only what it ran as the outage began,
+    /// `min(share, own)`: a local grant only takes the room of one of its own requests that
+    /// ended, whose lease Redis still counts (the service also keeps this per user).
     Held,
 }
 

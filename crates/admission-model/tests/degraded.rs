@@ -86,7 +86,7 @@ fn expect(sys: System, label: &str, violated: &[&str]) -> Vec<String> {
     paths
 }
 
-/// Safety with a local limit of what the replica held: a local grant only takes the room of one
+/// Safety with a local limit of what the replica held (the service's rule under safety): a local grant only takes the room of one
 /// of its requests that ended during the cut, whose lease Redis still counts; when its contact
 /// no longer vouches for that, local permits stop and nothing more is admitted. The cap holds for
 /// a cut of any length, and the replica's recovery loses no slot.
@@ -110,7 +110,8 @@ fn safety_without_its_time_bound_exceeds_the_cap() {
     );
 }
 
-/// The service's local limit (`min(share, own + (cap - max(peak, own)) / n)`) under safety: in
+/// The availability rule's local limit (`min(share, own + (cap - max(peak, own)) / n)`) under
+/// safety, which the service used before: in
 /// a partition of one replica the other replica admits by Redis's counts, which do not hold the
 /// cut replica's local grants, so the fleet runs over the cap while the cut replica's contact
 /// still vouches for it (the limit is safe only if nobody reaches Redis). At most by its local

@@ -462,6 +462,14 @@ impl Lease {
         self.renewer.abort();
         self.shared.release().await
     }
+
+    /// Stops renewing without releasing: Redis counts the slot until the lease expires there.
+    /// For a replica cut off from Redis that reuses the slot locally, which is safe only while
+    /// Redis still counts it (a release sent now might still reach Redis later).
+    pub(crate) fn abandon(self) {
+        self.renewer.abort();
+        self.shared.released.store(true, Ordering::Release);
+    }
 }
 
 impl Drop for Lease {

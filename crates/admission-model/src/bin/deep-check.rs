@@ -116,7 +116,7 @@ fn main() -> ExitCode {
             ..base
         },
         Run {
-            name: "caps 2/3, degraded: cut or crash, local limit = what it held, safety",
+            name: "caps 2/3, degraded: cut or crash, local limit = what it held (the service's safety rule), safety",
             caps: (2, 3),
             faults: cut_or_crash,
             budget,
@@ -124,7 +124,7 @@ fn main() -> ExitCode {
             ..base
         },
         Run {
-            name: "caps 2/3, degraded: cut, the service's outage limit, safety",
+            name: "caps 2/3, degraded: cut, the availability rule's limit under safety",
             caps: (2, 3),
             faults: cut,
             budget: 1,
@@ -133,7 +133,7 @@ fn main() -> ExitCode {
             ..base
         },
         Run {
-            name: "caps 2/3, degraded: cut, the service's outage limit, availability",
+            name: "caps 2/3, degraded: cut, the availability rule's limit, availability",
             caps: (2, 3),
             faults: cut,
             budget: 1,

@@ -15,7 +15,7 @@ use super::local::Local;
 use super::local_queue::LocalCaps;
 use super::mode::{Mode, ModeCell};
 use super::outage::OutageCap;
-use super::permit::{Held, Permit, SharedCounted};
+use super::permit::{Held, Permit, SharedCounted, SharedHold};
 use super::rejection::Rejection;
 use super::released::Released;
 use super::revocation::Revocation;
@@ -109,9 +109,19 @@ impl Inner {
             let replicas = self.live_replicas.load(Ordering::Relaxed);
             let share = self.shares().global;
             let own = self.local.running();
-            let limit = self
-                .outage
-                .begin(self.scripts.caps().global(), share, replicas, own);
+            // Safety: this replica cannot tell a Redis down for everyone from a partition of
+            // itself, in which the others go on admitting by Redis's counts; so it only reuses
+            // the slots Redis counts for it. A replica that never reached Redis has none there.
+            let counted = (self.cfg.outage_policy == OutagePolicy::Safety
+                && self.outage.counted_until(self.cfg.lease_ttl).is_some())
+            .then(|| self.local.begin_counted());
+            let limit = self.outage.begin(
+                self.scripts.caps().global(),
+                share,
+                replicas,
+                own,
+                counted,
+            );
             let peak = self.outage.peak();
             tracing::warn!(
                 own,
@@ -196,7 +206,10 @@ impl Inner {
             return Err(Rejection::OutageTooLong);
         }
         Ok(Permit {
-            held: Held::Shared(lease, counted),
+            held: Held::Shared(SharedHold {
+                lease: Some(lease),
+                counted,
+            }),
             class,
             queued: started.elapsed(),
             position_at_entry,

@@ -81,6 +81,18 @@ impl Local {
         self.state().set_degraded(true);
     }
 
+    /// Cut off under the safety policy: from now on a local grant only reuses a slot Redis still
+    /// counts for this replica. Returns how many it counts.
+    pub(crate) fn begin_counted(&self) -> u32 {
+        self.state().begin_counted()
+    }
+
+    /// Whether ended slots are left counted in Redis for local grants to reuse (their leases
+    /// abandoned, not released).
+    pub(crate) fn reuses_counted(&self) -> bool {
+        self.state().reuses_counted()
+    }
+
     /// Redis answers again: from now on each local grant is registered by its holder, against the
     /// shared caps. Returns what the recovery must register (claimed: no other recovery takes it).
     pub(crate) fn begin_recovery(&self) -> Unregistered {

@@ -96,6 +96,8 @@ pub(crate) enum Admitted {
 /// One user's slots and waiters.
 #[derive(Default)]
 struct User {
+    /// Its lease key in Redis (the per-user cap's counter).
+    key: String,
     held: u32,
     waiting: BTreeMap<Place, Entry>,
     /// This user's entries in `State::ready` (the first waiter of each class), while it has room.
@@ -119,6 +121,14 @@ pub(crate) struct State {
     /// count against the local share (or an outage would let the local queue start `global` more
     /// next to them), and a recovery registers them again.
     shared: HashMap<String, String>,
+    /// What runs per user lease key: local slots and shared permits.
+    by_key: HashMap<String, u32>,
+    /// Cut off from Redis under the safety policy: per user lease key, how many of this
+    /// replica's slots Redis counted when the outage began. While the other replicas may go on
+    /// admitting by Redis's counts, a local grant must stand in the room of one of those (a
+    /// request of that user that ended, its lease left to expire), so that Redis's counts stay
+    /// an upper bound of what the fleet runs, overall and per user.
+    counted: Option<HashMap<String, u32>>,
 }
 
 impl State {
@@ -133,11 +143,54 @@ impl State {
     }
 
     fn user_has_room(&self, user: &[u8]) -> bool {
-        self.caps.is_none_or(|c| self.held_by(user) < c.user)
+        let key = self.users.get(user).map_or("", |u| u.key.as_str());
+        self.caps.is_none_or(|c| self.held_by(user) < c.user) && self.key_has_room(key)
     }
 
-    fn has_room(&self, caps: LocalCaps, user: &[u8]) -> bool {
-        self.running() < caps.global && self.user_has_room(user)
+    /// Whether a slot Redis still counts for this user is free to reuse (always, unless cut
+    /// off under the safety policy).
+    fn key_has_room(&self, key: &str) -> bool {
+        self.counted.as_ref().is_none_or(|c| {
+            c.get(key).copied().unwrap_or(0) > self.by_key.get(key).copied().unwrap_or(0)
+        })
+    }
+
+    fn has_room(&self, caps: LocalCaps, user: &[u8], key: &str) -> bool {
+        self.running() < caps.global && self.user_has_room(user) && self.key_has_room(key)
+    }
+
+    fn count_key(&mut self, key: &str, up: bool) {
+        if up {
+            *self.by_key.entry(key.to_string()).or_default() += 1;
+        } else if let Some(n) = self.by_key.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.by_key.remove(key);
+            }
+        }
+    }
+
+    /// Starts reusing only the slots Redis counts for this replica now (its shared permits, and
+    /// local slots a recovery registered); returns how many.
+    pub(crate) fn begin_counted(&mut self) -> u32 {
+        let mut counted: HashMap<String, u32> = HashMap::new();
+        let registered = self
+            .held
+            .values()
+            .filter(|s| s.adopted.lock().is_ok_and(|a| a.is_some()))
+            .map(|s| s.user_key.as_str());
+        for key in self.shared.values().map(String::as_str).chain(registered) {
+            *counted.entry(key.to_string()).or_default() += 1;
+        }
+        let total = counted.values().sum();
+        self.counted = Some(counted);
+        self.refresh_all();
+        total
+    }
+
+    /// Whether ended slots are left counted in Redis for local grants to reuse.
+    pub(crate) fn reuses_counted(&self) -> bool {
+        self.counted.is_some()
     }
 
     /// Makes `ready` agree with a user's room and first waiters; forgets a user with nothing.
@@ -174,7 +227,12 @@ impl State {
 
     fn take(&mut self, user: &[u8], user_key: &str, id: &str) -> Arc<LocalSlot> {
         self.in_use += 1;
-        self.users.entry(user.to_vec()).or_default().held += 1;
+        self.count_key(user_key, true);
+        let u = self.users.entry(user.to_vec()).or_default();
+        u.held += 1;
+        if u.key.is_empty() {
+            u.key = user_key.to_string();
+        }
         let slot = Arc::new(LocalSlot {
             id: id.to_string(),
             user_key: user_key.to_string(),
@@ -193,6 +251,7 @@ impl State {
             return;
         }
         self.in_use = self.in_use.saturating_sub(1);
+        self.count_key(&slot.user_key, false);
         if let Some(u) = self.users.get_mut(&slot.user) {
             u.held = u.held.saturating_sub(1);
         }
@@ -247,7 +306,7 @@ impl State {
         }
         self.dispatch();
         // After a dispatch nobody queued is eligible, so a newcomer with room goes first.
-        if self.has_room(caps, user) {
+        if self.has_room(caps, user, user_key) {
             return Ok(Admitted::Now(self.take(user, user_key, id)));
         }
         let mine = self.users.get(user).map_or(0, |u| u.waiting.len());
@@ -265,11 +324,11 @@ impl State {
             id: id.to_string(),
             tx,
         };
-        self.users
-            .entry(user.to_vec())
-            .or_default()
-            .waiting
-            .insert(place, entry);
+        let u = self.users.entry(user.to_vec()).or_default();
+        if u.key.is_empty() {
+            u.key = user_key.to_string();
+        }
+        u.waiting.insert(place, entry);
         self.queued += 1;
         self.refresh(user);
         Ok(Admitted::Queued(place, rx))
@@ -300,6 +359,9 @@ impl State {
     /// a recovery to register them.
     pub(crate) fn set_degraded(&mut self, degraded: bool) {
         self.degraded = degraded;
+        if !degraded && self.counted.take().is_some() {
+            self.refresh_all();
+        }
     }
 
     /// What a recovery registers: pending local slots (claimed) and running shared permits.
@@ -326,12 +388,29 @@ impl State {
 
     /// A shared permit was granted to this replica.
     pub(crate) fn shared_taken(&mut self, id: &str, user_key: &str) {
-        self.shared.insert(id.to_string(), user_key.to_string());
+        if let Some(old) = self.shared.insert(id.to_string(), user_key.to_string()) {
+            self.count_key(&old, false);
+        }
+        self.count_key(user_key, true);
     }
 
     /// A shared permit ended: its room in the local share goes to a waiter.
     pub(crate) fn shared_returned(&mut self, id: &str) {
-        self.shared.remove(id);
+        if let Some(key) = self.shared.remove(id) {
+            self.count_key(&key, false);
+            if self.counted.is_some() {
+                // Reusing counted slots: this user may have room again now.
+                let users: Vec<Vec<u8>> = self
+                    .users
+                    .iter()
+                    .filter(|(_, u)| u.key == key)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for u in users {
+                    self.refresh(&u);
+                }
+            }
+        }
         self.dispatch();
     }
 
@@ -450,5 +529,40 @@ mod tests {
         assert!(low.try_recv().is_err());
         assert!(blocked[1].try_recv().is_err());
         assert_eq!(st.queued, 1000);
+    }
+
+    /// Cut off under safety: a local grant only reuses a slot Redis still counts for the same
+    /// user, never one of another user's, and never more than were counted.
+    #[test]
+    fn cut_off_a_grant_only_reuses_a_counted_slot_of_its_user() {
+        let mut st = State::default();
+        st.shared_taken("s1", "ka");
+        st.shared_taken("s2", "ka");
+        st.shared_taken("s3", "kb");
+        assert_eq!(st.begin_counted(), 3);
+        let c = caps(6, 2);
+        let class = Class::new(0);
+        let queued = |r| match r {
+            Ok(Admitted::Queued(_, rx)) => rx,
+            _ => panic!("expected to queue"),
+        };
+        let now = |r| matches!(r, Ok(Admitted::Now(_)));
+        // Everything counted is running: nobody has room.
+        let mut a = queued(st.admit(c, b"a", "ka", "a1", class));
+        let mut z = queued(st.admit(c, b"z", "kz", "z1", class));
+        // b's request ends: its room goes to b alone.
+        st.shared_returned("s3");
+        assert!(z.try_recv().is_err(), "z took b's counted slot");
+        assert!(now(st.admit(c, b"b", "kb", "b1", class)));
+        let _b = queued(st.admit(c, b"b", "kb", "b2", class));
+        // One of a's ends: a's waiter gets it, z still nothing.
+        st.shared_returned("s1");
+        assert!(matches!(a.try_recv(), Ok(Some(_))), "a's waiter took a's room");
+        assert!(z.try_recv().is_err());
+        assert_eq!(st.by_key.get("ka"), Some(&2));
+        // Shared admission back: the counted slots no longer bind.
+        st.set_degraded(false);
+        assert!(!st.reuses_counted());
+        assert!(matches!(z.try_recv(), Ok(Some(_))) || now(st.admit(c, b"z", "kz", "z2", class)));
     }
 }

@@ -31,6 +31,15 @@
 //! test: 22 LLM calls at once under a cap of 20). Also assumed, as for the shares themselves:
 //! the registry's replica count is the fleet's.
 //!
+//! That rule is safe only if nobody reaches Redis. In a partition of some replicas the others go
+//! on admitting by Redis's counts, which hold none of the cut replicas' local grants: a cut
+//! replica of an idle fleet would add its whole share over a full cap. So under the safety
+//! policy a replica that reached Redis uses `min(share, counted)` instead, `counted` being its
+//! slots Redis counts (shared permits, local slots a recovery registered): a local grant only
+//! stands in the room of one of them that ended, whose lease is left to expire rather than
+//! released, and only while the replica's last contact vouches that Redis still counts it
+//! (`local_queue.rs` keeps this per user too). The admission model checks both rules.
+//!
 //! The cost: a replica that held little when the outage began stays small for the whole outage,
 //! even after the others' shared slots end, because nothing tells it they did. A fleet that was
 //! idle runs its full shares; one that was busy runs what each replica held, each at most its
@@ -83,9 +92,21 @@ impl OutageCap {
     /// The outage begins with this replica running `own`: fixes and returns its limit. Redis
     /// lost again while recovering from an outage keeps the lower of the two limits: the counts
     /// Redis gave meanwhile miss what replicas still degraded run unregistered.
-    pub(crate) fn begin(&self, global_cap: u32, share: u32, replicas: u32, own: u32) -> u32 {
+    /// `counted`: under the safety policy, the slots Redis counts for this replica; the limit is
+    /// then `min(share, counted)`, safe in a partition of this replica too (see the module doc).
+    pub(crate) fn begin(
+        &self,
+        global_cap: u32,
+        share: u32,
+        replicas: u32,
+        own: u32,
+        counted: Option<u32>,
+    ) -> u32 {
         let mut st = self.state();
-        let new = limit(global_cap, share, replicas, st.peak, own);
+        let new = match counted {
+            Some(counted) => share.min(counted),
+            None => limit(global_cap, share, replicas, st.peak, own),
+        };
         let limit = st.limit.map_or(new, |old| old.min(new));
         st.limit = Some(limit);
         limit

@@ -65,7 +65,7 @@ impl Permit {
     /// locally while Redis was unreachable.
     pub fn lease(&self) -> Option<&Lease> {
         match &self.held {
-            Held::Shared(lease, _) => Some(lease),
+            Held::Shared(hold) => hold.lease.as_ref(),
             Held::Local(_) => None,
         }
     }
@@ -78,9 +78,16 @@ impl Permit {
     /// Releases now. For a shared permit, waits for Redis to confirm; `Ok(true)` if it was held.
     pub async fn release(self) -> Result<bool, LimiterError> {
         match self.held {
-            Held::Shared(lease, counted) => {
+            Held::Shared(mut hold) => {
+                let Some(lease) = hold.lease.take() else {
+                    return Ok(false);
+                };
+                if hold.counted.local.reuses_counted() {
+                    lease.abandon();
+                    return Ok(true);
+                }
                 let released = lease.release().await;
-                drop(counted);
+                drop(hold);
                 released
             }
             Held::Local(local) => {
@@ -95,9 +102,28 @@ impl Permit {
 #[derive(Debug)]
 pub(crate) enum Held {
     /// Granted by Redis: its lease, and its place in the local count.
-    Shared(Lease, SharedCounted),
+    Shared(SharedHold),
     /// Granted from the local share.
     Local(LocalPermit),
+}
+
+/// A shared permit's lease and its place in the local count. Dropped while the replica, cut off
+/// from Redis, reuses the slots Redis still counts for it, the lease is abandoned rather than
+/// released: a local grant may already stand in its room.
+#[derive(Debug)]
+pub(crate) struct SharedHold {
+    pub(crate) lease: Option<Lease>,
+    pub(crate) counted: SharedCounted,
+}
+
+impl Drop for SharedHold {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take()
+            && self.counted.local.reuses_counted()
+        {
+            lease.abandon();
+        }
+    }
 }
 
 /// Records a shared permit in the local state while it runs (see `Local::shared_taken`).
@@ -143,8 +169,14 @@ pub(crate) struct LocalPermit {
 
 impl Drop for LocalPermit {
     fn drop(&mut self) {
+        let adopted = self.slot.adopted.lock().ok().and_then(|mut a| a.take());
+        // Cut off from Redis: the slot stays counted there for a local grant to reuse.
+        if let Some(lease) = adopted
+            && self.local.reuses_counted()
+        {
+            lease.abandon();
+        }
+        // Otherwise dropping the adopted lease released it in Redis (spawned).
         self.local.release(&self.slot);
-        // Dropping the adopted lease releases it in Redis (spawned).
-        drop(self.slot.adopted.lock().ok().and_then(|mut a| a.take()));
     }
 }
