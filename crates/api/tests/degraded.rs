@@ -19,6 +19,9 @@ async fn redis_down_fail_open_serves_and_health_is_degraded() {
     cfg.redis.url = Secret::new(redis_server.url());
     cfg.redis.timeout_ms = 300;
     cfg.admission.heartbeat_ttl_ms = 300;
+    // The local share for the whole outage: under the safety default a replica of an idle fleet
+    // admits nothing locally (nothing of it is counted in Redis).
+    cfg.admission.outage_policy = api::config::OutagePolicy::Availability;
     let mut closed_cfg = cfg.clone();
     closed_cfg.limits.fail_open = false;
     migrate(&cfg).await;

@@ -68,10 +68,14 @@ async fn cut_off_replica_after_its_leases_expired(
 
     proxy.cut();
     wait_for("A degraded", 5, async || a.degraded()).await;
-    // Within the time its leases surely live: one of A's slots ends (its release cannot reach
-    // Redis, so the lease stays counted) and a local one takes its place.
+    // Within the time its leases surely live: one of A's slots ends (its lease is left counted
+    // in Redis) and a local one of the same user takes its place; another user's is refused
+    // under safety (nothing of its is counted in Redis), admitted under availability.
     drop(a_held.pop());
-    let local = a.admit(b"a3", HIGH, soon(300)).await.unwrap();
+    let other = a.admit(b"a9", HIGH, soon(300)).await;
+    assert_eq!(other.is_err(), policy == OutagePolicy::Safety, "{other:?}");
+    drop(other);
+    let local = a.admit(b"a2", HIGH, soon(300)).await.unwrap();
     assert!(local.is_local());
     // A's work ends; its leases expire in Redis, unrenewed.
     drop((a_held, local));
@@ -148,6 +152,7 @@ async fn revocations_of_running_permits(policy: OutagePolicy) -> [Option<Duratio
         .await
         .unwrap();
     let shared = admit(&a, "u1").await;
+    let ends = admit(&a, "u1").await;
     assert!(!shared.is_local());
     a.heartbeat().await.unwrap();
     proxy.cut();
@@ -157,7 +162,9 @@ async fn revocations_of_running_permits(policy: OutagePolicy) -> [Option<Duratio
         a.degraded()
     })
     .await;
-    let local = a.admit(b"u2", HIGH, soon(300)).await.unwrap();
+    // One of u1's requests ends: its slot, still counted in Redis, is reused locally.
+    drop(ends);
+    let local = a.admit(b"u1", HIGH, soon(300)).await.unwrap();
     assert!(local.is_local());
     let when = |p: &Permit| {
         let r = p.revocation();

@@ -119,8 +119,8 @@ pub struct AdmissionSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutagePolicy {
-    /// Refuse once this replica's slots may have expired in Redis (a partition cannot exceed
-    /// the cap).
+    /// Admit locally only into the slots Redis counts for this replica, and refuse once they
+    /// may have expired there (a partition cannot exceed the cap).
     #[default]
     Safety,
     /// Admit on the local limit for the whole outage.

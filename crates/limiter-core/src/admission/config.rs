@@ -12,11 +12,13 @@ use crate::LimiterError;
 /// forget this replica's slots once their leases expire unrenewed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutagePolicy {
-    /// Admit on the local limit only while this replica's leases are surely still counted in
-    /// Redis (two thirds of the lease TTL after the last heartbeat that reached it, less a tenth
-    /// of the TTL for clock drift); after that refuse with [`crate::Rejection::OutageTooLong`]
-    /// until Redis answers. The global cap holds through partitions; a whole-Redis outage longer
-    /// than that refuses everything.
+    /// Admit locally only into the slots Redis counts for this replica (a local grant takes the
+    /// room of one of its requests that ended, of the same user, whose lease is left to expire),
+    /// and only while those leases are surely still counted in Redis (two thirds of the lease
+    /// TTL after the last heartbeat that reached it, less a tenth of the TTL for clock drift);
+    /// after that refuse with [`crate::Rejection::OutageTooLong`] until Redis answers. The
+    /// global and per-user caps hold through partitions; a replica of an idle fleet admits
+    /// nothing locally, and a whole-Redis outage longer than that refuses everything.
     #[default]
     Safety,
     /// Admit on the local limit for as long as the outage lasts. Serves through any outage; a

@@ -92,16 +92,17 @@ impl Inner {
         // Waiters that left while Redis was unreachable may still be queued there (a failover
         // keeps the queue): out first, or they would be granted slots nobody uses.
         self.waiters.settle().await;
-        // Permits that ended while Redis was unreachable, or whose release went to a master that
-        // a failover left behind: still counted there until they expire.
-        for (id, user_key) in self.released.within_ttl() {
-            if let Err(e) = self.scripts.release(&id, &user_key).await {
-                tracing::debug!(lease = %id, error = %e, "releasing an ended permit again failed");
-            }
-        }
         // From here a local grant registers itself against the shared caps; what was granted
         // before is handed over here.
         if self.adopt_all(self.local.begin_recovery()).await {
+            // Permits that ended while Redis was unreachable, or whose release went to a master
+            // that a failover left behind: still counted there until they expire. Released only
+            // now: a local grant may have stood in their room, and is registered by now.
+            for (id, user_key) in self.released.within_ttl() {
+                if let Err(e) = self.scripts.release(&id, &user_key).await {
+                    tracing::debug!(lease = %id, error = %e, "releasing an ended permit again failed");
+                }
+            }
             if let Ok(mut since) = self.recovering_since.lock() {
                 *since = Some(Instant::now());
             }

@@ -26,9 +26,13 @@ pub const MID: limiter_core::Class = limiter_core::Class::new(1);
 pub const LOW: limiter_core::Class = limiter_core::Class::new(2);
 
 /// The admission defaults with the three classes above.
+/// Admission with three classes. Outages under the availability policy: its local limit is the
+/// one the outage tests check (shares, the fleet's peak); the safety policy's own tests
+/// (`partition.rs`) choose it explicitly.
 pub fn adm_cfg() -> limiter_core::AdmissionConfig {
     limiter_core::AdmissionConfig {
         classes: vec!["high".into(), "mid".into(), "low".into()],
+        outage_policy: limiter_core::OutagePolicy::Availability,
         ..limiter_core::AdmissionConfig::default()
     }
 }
