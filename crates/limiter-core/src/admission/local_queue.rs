@@ -143,8 +143,11 @@ impl State {
     }
 
     fn user_has_room(&self, user: &[u8]) -> bool {
-        let key = self.users.get(user).map_or("", |u| u.key.as_str());
-        self.caps.is_none_or(|c| self.held_by(user) < c.user) && self.key_has_room(key)
+        self.caps.is_none_or(|c| self.held_by(user) < c.user)
+            && self
+                .users
+                .get(user)
+                .is_none_or(|u| self.key_has_room(&u.key))
     }
 
     /// Whether a slot Redis still counts for this user is free to reuse (always, unless cut
