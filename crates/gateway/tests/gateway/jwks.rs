@@ -4,6 +4,7 @@
 //! `tests/fixtures/` (one signed by the test CA, or a rogue self-signed one).
 
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -398,12 +399,29 @@ async fn a_failed_refresh_keeps_the_last_good_set_and_a_later_one_takes_the_new(
 }
 
 /// Runs a gateway that is expected not to start; its output. Off the runtime's thread: the JWKS
-/// server it fetches from runs on that thread.
+/// server it fetches from runs on that thread. One that starts after all is stopped, and the
+/// test fails instead of waiting for it forever.
 async fn start_output(policy: &str) -> std::process::Output {
     let mut cmd = crate::harness::command(policy, "unused", testkit::free_port(), &[]);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the gateway started: still running after 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
