@@ -1,5 +1,10 @@
 //! Bearer tokens signed by an identity provider (RS256, ES256, ...) and verified against its
-//! published keys, a JWKS (RFC 7517) read from a file or fetched over plain HTTP.
+//! published keys, a JWKS (RFC 7517) read from a file or fetched over HTTP or HTTPS.
+//!
+//! Over https the endpoint's certificate must chain to the trusted CAs and name the URL's host
+//! (rustls, ring provider): by default the system's CA store, or, with [`JwksTrust::CaFile`],
+//! only the CAs of that PEM file (a private identity provider's own CA, so no other CA, public or
+//! not, can stand in for it). The CAs are read once, at start. Redirects are not followed.
 //!
 //! Each key's algorithm is pinned when the set is loaded: the JWK's `alg` when it names an
 //! asymmetric signature algorithm of the key's type, else the type's usual one (RSA → RS256,
@@ -19,11 +24,18 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::{Request, StatusCode, Uri, header};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::{ClientConfig, RootCertStore};
+
+/// The client fetching the set: plain http, or https through rustls.
+type FetchClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// Bearer tokens longer than this are refused before decoding (bounded work per request).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -48,6 +60,13 @@ pub enum JwksError {
     /// Not a JWKS, or no usable signature key in it.
     #[error("{0}")]
     Parse(String),
+    /// The CA file ([`JwksTrust::CaFile`]) is missing, unreadable or holds no usable CA
+    /// certificate.
+    #[error("{0}")]
+    CaFile(String),
+    /// No CA to verify an https endpoint with (the system store is empty or unreadable).
+    #[error("{0}")]
+    Trust(String),
 }
 
 /// Where the set comes from.
@@ -55,8 +74,19 @@ pub enum JwksError {
 pub enum JwksSource {
     /// A file, read again at each refresh.
     File(PathBuf),
-    /// A plain-HTTP URL.
+    /// An `http://` or `https://` URL.
     Url(Uri),
+}
+
+/// Which certificate authorities an `https://` source's certificate must chain to (unused for
+/// other sources).
+#[derive(Debug, Clone, Default)]
+pub enum JwksTrust {
+    /// The system's CA store (`SSL_CERT_FILE` / `SSL_CERT_DIR` when set, as for OpenSSL).
+    #[default]
+    System,
+    /// Only the CA certificates of this PEM file; the system store is not consulted.
+    CaFile(PathBuf),
 }
 
 impl std::fmt::Display for JwksSource {
@@ -177,7 +207,7 @@ pub struct ClaimChecks {
 struct Inner {
     source: JwksSource,
     checks: ClaimChecks,
-    client: Client<HttpConnector, Body>,
+    client: FetchClient,
     keys: RwLock<Arc<Vec<Key>>>,
     /// When the last refetch for an unknown kid happened; the lock also makes concurrent
     /// requests with unknown kids share one fetch.
@@ -217,14 +247,25 @@ pub fn bearer<B>(req: &Request<B>) -> Option<&str> {
 }
 
 impl JwksVerifier {
-    /// Loads the set once (an error names what failed) and keeps it fresh every `refresh`.
+    /// Loads the set once (an error names what failed) and keeps it fresh every `refresh`;
+    /// an https source is verified against the system's CA store.
     /// Must be called within a tokio runtime.
     pub async fn start(
         source: JwksSource,
         checks: ClaimChecks,
         refresh: Duration,
     ) -> Result<JwksVerifier, JwksError> {
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        Self::start_trusting(source, JwksTrust::System, checks, refresh).await
+    }
+
+    /// As [`JwksVerifier::start`], an https source verified against `trust`.
+    pub async fn start_trusting(
+        source: JwksSource,
+        trust: JwksTrust,
+        checks: ClaimChecks,
+        refresh: Duration,
+    ) -> Result<JwksVerifier, JwksError> {
+        let client = fetch_client(&source, &trust)?;
         let keys = load(&client, &source).await?;
         let inner = Arc::new(Inner {
             source,
@@ -357,10 +398,92 @@ async fn refresh_loop(weak: Weak<Inner>, every: Duration) {
     }
 }
 
-async fn load(
-    client: &Client<HttpConnector, Body>,
-    source: &JwksSource,
-) -> Result<Vec<Key>, JwksError> {
+/// The roots of `trust`, read now (a CA file is not read again at refreshes).
+fn roots(trust: &JwksTrust) -> Result<RootCertStore, JwksError> {
+    let mut roots = RootCertStore::empty();
+    match trust {
+        JwksTrust::CaFile(path) => {
+            let shown = path.display();
+            let bad = |why: String| JwksError::CaFile(format!("{shown}: {why}"));
+            let pem =
+                std::fs::read(path).map_err(|e| bad(format!("cannot read ({})", e.kind())))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| bad(format!("not valid PEM ({e})")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| bad(format!("not a usable CA certificate ({e})")))?;
+            }
+            if roots.is_empty() {
+                return Err(bad(
+                    "no CA certificate in it (PEM, BEGIN CERTIFICATE)".into()
+                ));
+            }
+        }
+        JwksTrust::System => {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "JWKS: a system CA certificate could not be read");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            if ignored > 0 {
+                tracing::warn!(
+                    ignored,
+                    "JWKS: system CA certificates rustls cannot use, ignored"
+                );
+            }
+            if added == 0 {
+                return Err(JwksError::Trust(
+                    "no CA certificate in the system store to verify https with (install the \
+                     ca-certificates package, or set identity.jwks_ca_file)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// The client of `source`: for an `https://` URL, rustls with the ring provider and the roots
+/// of `trust`, https only (no fallback to plain http); otherwise plain http, its TLS side
+/// trusting nothing (it is never used: the URL does not change and redirects are not followed).
+fn fetch_client(source: &JwksSource, trust: &JwksTrust) -> Result<FetchClient, JwksError> {
+    let https = matches!(source, JwksSource::Url(u) if u.scheme_str() == Some("https"));
+    let roots = if https {
+        roots(trust)?
+    } else {
+        RootCertStore::empty()
+    };
+    // The provider is named here, not taken from the process default: the gateway never runs
+    // with another one, whatever else installed one.
+    let tls =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| JwksError::Trust(format!("TLS setup: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = HttpsConnectorBuilder::new().with_tls_config(tls);
+    let connector = if https {
+        connector.https_only()
+    } else {
+        connector.https_or_http()
+    };
+    Ok(Client::builder(TokioExecutor::new()).build(connector.enable_http1().build()))
+}
+
+/// `e` and its sources (hyper's own text is only "client error (Connect)"; the cause, such as
+/// a certificate refused, is further down).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+async fn load(client: &FetchClient, source: &JwksSource) -> Result<Vec<Key>, JwksError> {
     let text = match source {
         JwksSource::File(path) => {
             let shown = path.display().to_string();
@@ -377,7 +500,7 @@ async fn load(
     parse_set(&text).map_err(|e| JwksError::Parse(format!("{source}: {e}")))
 }
 
-async fn fetch(client: &Client<HttpConnector, Body>, uri: &Uri) -> Result<Vec<u8>, JwksError> {
+async fn fetch(client: &FetchClient, uri: &Uri) -> Result<Vec<u8>, JwksError> {
     let failed = |why: String| JwksError::Fetch(format!("{uri}: {why}"));
     let req = Request::get(uri.clone())
         .header(header::ACCEPT, "application/json")
@@ -387,7 +510,7 @@ async fn fetch(client: &Client<HttpConnector, Body>, uri: &Uri) -> Result<Vec<u8
         let resp = client
             .request(req)
             .await
-            .map_err(|e| failed(format!("connection failed ({e})")))?;
+            .map_err(|e| failed(format!("connection failed ({})", causes(&e))))?;
         if resp.status() != StatusCode::OK {
             return Err(failed(format!("answered {}", resp.status())));
         }

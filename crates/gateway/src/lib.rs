@@ -50,7 +50,7 @@ mod tunnel;
 
 pub use breaker::AppBreaker;
 pub use identity::IdentityResolver;
-pub use jwks::{ClaimChecks, JwksError, JwksSource, JwksVerifier, UNKNOWN_KID_REFETCH};
+pub use jwks::{ClaimChecks, JwksError, JwksSource, JwksTrust, JwksVerifier, UNKNOWN_KID_REFETCH};
 pub use limiter_tower::AdminToken;
 pub use policy::{
     AdminPolicy, AdmissionPolicy, AppBreakerPolicy, DefaultPolicy, Identity, Policy, PolicyError,

@@ -92,8 +92,11 @@ pub struct Identity {
     pub jwt_hs256_secret_env: Option<String>,
     /// A JWKS file: tokens signed with its keys (RS256, ES256, ...; each key's algorithm pinned).
     pub jwks_file: Option<String>,
-    /// A JWKS URL (plain `http://`), fetched at start and every `jwks_refresh_secs`.
+    /// A JWKS URL (`http://` or `https://`), fetched at start and every `jwks_refresh_secs`.
     pub jwks_url: Option<String>,
+    /// PEM file of the CA certificates an `https://` `jwks_url` must chain to; when set, only
+    /// these are trusted (not the system's store). Read at start.
+    pub jwks_ca_file: Option<String>,
     /// Seconds between refreshes of the JWKS (a failed refresh keeps the last good set).
     #[serde(default = "default_jwks_refresh_secs")]
     pub jwks_refresh_secs: u64,
@@ -114,6 +117,7 @@ impl Default for Identity {
             jwt_hs256_secret_env: None,
             jwks_file: None,
             jwks_url: None,
+            jwks_ca_file: None,
             jwks_refresh_secs: default_jwks_refresh_secs(),
             jwt_issuer: None,
             jwt_audience: None,
@@ -333,16 +337,34 @@ impl Policy {
                 "[identity]: set one of jwt_hs256_secret_env, jwks_file, jwks_url or header".into(),
             );
         }
+        let mut https = false;
         if let Some(url) = &id.jwks_url {
             match url.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
-                Ok(u) if u.scheme_str() == Some("https") => {
+                Ok(u)
+                    if matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.host().is_some_and(|h| !h.is_empty()) =>
+                {
+                    https = u.scheme_str() == Some("https");
+                }
+                _ => {
                     return bad(format!(
-                        "identity.jwks_url: {url:?}: https is not supported; serve the set over \
-                         http on a trusted network, or use jwks_file"
+                        "identity.jwks_url: {url:?} is not an http:// or https:// URL"
                     ));
                 }
-                _ => return bad(format!("identity.jwks_url: {url:?} is not an http:// URL")),
+            }
+        }
+        if let Some(ca) = &id.jwks_ca_file {
+            // A CA file that nothing would use is a mistake worth stopping on (the operator
+            // believes the set is fetched over verified TLS).
+            if !https {
+                return bad(
+                    "identity.jwks_ca_file: only for an https:// jwks_url (it names the CAs the \
+                     endpoint's certificate must chain to)"
+                        .into(),
+                );
+            }
+            if ca.trim().is_empty() {
+                return bad("identity.jwks_ca_file: empty path".into());
             }
         }
         if id.jwks_refresh_secs == 0 {

@@ -2,7 +2,9 @@
 //! address, Redis, trusted proxies, the admission queue's fleet settings) become a listening
 //! server. The library reads one environment variable only: the one the policy names for the
 //! HS256 secret (the operator's explicit choice); everything else is passed in (or named by the
-//! policy: its JWKS file or URL).
+//! policy: its JWKS file or URL, the CA file for that URL). An https JWKS URL without a CA file
+//! is verified against the system's CA store, which `SSL_CERT_FILE` / `SSL_CERT_DIR` can point
+//! elsewhere, as for OpenSSL.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +21,7 @@ use tokio::net::TcpListener;
 use crate::admin::Admin;
 use crate::breaker::AppBreaker;
 use crate::identity::IdentityResolver;
-use crate::jwks::{ClaimChecks, JwksSource, JwksVerifier};
+use crate::jwks::{ClaimChecks, JwksError, JwksSource, JwksTrust, JwksVerifier};
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::Proxy;
 use crate::quota::{Database, QuotaStore};
@@ -104,9 +106,19 @@ async fn identity(policy: &Policy) -> Result<IdentityResolver, PolicyError> {
     };
     if let Some((key, source)) = jwks {
         let refresh = Duration::from_secs(id.jwks_refresh_secs);
-        let verifier = JwksVerifier::start(source, checks, refresh)
+        let trust = match &id.jwks_ca_file {
+            Some(f) => JwksTrust::CaFile(f.into()),
+            None => JwksTrust::System,
+        };
+        let verifier = JwksVerifier::start_trusting(source, trust, checks, refresh)
             .await
-            .map_err(|e| PolicyError::Invalid(format!("{key}: {e}")))?;
+            .map_err(|e| {
+                let key = match e {
+                    JwksError::CaFile(_) => "identity.jwks_ca_file",
+                    _ => key,
+                };
+                PolicyError::Invalid(format!("{key}: {e}"))
+            })?;
         return Ok(IdentityResolver::jwks(verifier, out));
     }
     if let Some(h) = &id.header {

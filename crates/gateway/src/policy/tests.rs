@@ -107,11 +107,23 @@ class = "export"
             with("jwks_url = \"http://idp.internal/jwks.json\"\njwt_audience = \"app\"").unwrap();
         assert_eq!(id.jwks_refresh_secs, 300);
         assert_eq!(id.jwt_audience.as_deref(), Some("app"));
-        let e = with("jwks_url = \"https://idp.example/jwks.json\"").unwrap_err();
-        assert!(
-            e.contains("identity.jwks_url") && e.contains("https"),
-            "{e}"
-        );
+        let id = with("jwks_url = \"https://idp.example/jwks.json\"").unwrap();
+        assert_eq!(id.jwks_ca_file, None);
+        let id = with(
+            "jwks_url = \"https://idp.example/jwks.json\"\njwks_ca_file = \"/etc/idp-ca.pem\"",
+        )
+        .unwrap();
+        assert_eq!(id.jwks_ca_file.as_deref(), Some("/etc/idp-ca.pem"));
+        let e = with("jwks_url = \"ftp://idp.example/jwks.json\"").unwrap_err();
+        assert!(e.contains("identity.jwks_url"), "{e}");
+        // A CA file is only for an https URL, and must name a file.
+        let e =
+            with("jwks_url = \"http://idp.internal/k\"\njwks_ca_file = \"/ca.pem\"").unwrap_err();
+        assert!(e.contains("identity.jwks_ca_file"), "{e}");
+        let e = with("jwks_file = \"/k.json\"\njwks_ca_file = \"/ca.pem\"").unwrap_err();
+        assert!(e.contains("identity.jwks_ca_file"), "{e}");
+        let e = with("jwks_url = \"https://idp.example/k\"\njwks_ca_file = \"\"").unwrap_err();
+        assert!(e.contains("identity.jwks_ca_file"), "{e}");
         let e = with("jwks_file = \"/k.json\"\njwks_url = \"http://x/k\"").unwrap_err();
         assert!(e.contains("set one of"), "{e}");
         let e = with("jwks_file = \"/k.json\"\njwks_refresh_secs = 0").unwrap_err();

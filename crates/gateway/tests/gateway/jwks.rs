@@ -1,16 +1,22 @@
 //! Bearer tokens verified against a JWKS: fixed test keys (`tests/keys/`), a JWKS served by a
 //! tiny HTTP server of the test's own that counts its fetches, rotation, forged kids, and every
-//! token the gateway must refuse.
+//! token the gateway must refuse. Over https the server presents a certificate from
+//! `tests/fixtures/` (one signed by the test CA, or a rogue self-signed one).
 
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gateway::{ClaimChecks, JwksSource, JwksVerifier};
+use gateway::{ClaimChecks, JwksError, JwksSource, JwksTrust, JwksVerifier};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::harness::{App, Gateway, client, problem_code};
 
@@ -52,64 +58,134 @@ fn claims(sub: &str) -> Value {
     json!({"sub": sub, "exp": now() + 600})
 }
 
-/// Serves a JWKS over plain HTTP: `GET` answers the current document (or 500 while `failing`),
-/// counting every request.
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A TLS server side presenting `tests/fixtures/{name}.pem` (`server`: signed by the test CA;
+/// `rogue`: self-signed).
+fn acceptor(name: &str) -> TlsAcceptor {
+    let cert = CertificateDer::from_pem_file(fixture(&format!("{name}.pem"))).unwrap();
+    let key = PrivateKeyDer::from_pem_file(fixture(&format!("{name}.key"))).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// Serves a JWKS over plain HTTP, or over https with a certificate that can be swapped: `GET`
+/// answers the current document (or 500 while `failing`), counting every request (a refused
+/// TLS handshake is a connection, not a request).
 #[derive(Clone)]
 struct JwksServer {
     doc: Arc<Mutex<String>>,
     failing: Arc<Mutex<bool>>,
     fetches: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    tls: Arc<Mutex<Option<TlsAcceptor>>>,
+    ip: String,
     port: Arc<AtomicU16>,
 }
 
 impl JwksServer {
     async fn start(doc: String) -> JwksServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        JwksServer::start_on("127.0.0.1", None, doc).await
+    }
+
+    /// Over https on `ip`, presenting the fixture certificate `cert`.
+    async fn start_tls(ip: &str, cert: &str, doc: String) -> JwksServer {
+        JwksServer::start_on(ip, Some(acceptor(cert)), doc).await
+    }
+
+    async fn start_on(ip: &str, tls: Option<TlsAcceptor>, doc: String) -> JwksServer {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let server = JwksServer {
             doc: Arc::new(Mutex::new(doc)),
             failing: Arc::new(Mutex::new(false)),
             fetches: Arc::new(AtomicU64::new(0)),
+            connections: Arc::new(AtomicU64::new(0)),
+            tls: Arc::new(Mutex::new(tls)),
+            ip: ip.into(),
             port: Arc::new(AtomicU16::new(listener.local_addr().unwrap().port())),
         };
         let s = server.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut conn, _)) = listener.accept().await else {
+                let Ok((conn, _)) = listener.accept().await else {
                     return;
                 };
+                s.connections.fetch_add(1, Ordering::SeqCst);
                 let s = s.clone();
+                let tls = s.tls.lock().unwrap().clone();
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                    match tls {
+                        None => s.answer(conn).await,
+                        Some(tls) => {
+                            if let Ok(conn) = tls.accept(conn).await {
+                                s.answer(conn).await;
+                            }
                         }
                     }
-                    s.fetches.fetch_add(1, Ordering::SeqCst);
-                    let (status, body) = if *s.failing.lock().unwrap() {
-                        ("500 Internal Server Error", "down".to_string())
-                    } else {
-                        ("200 OK", s.doc.lock().unwrap().clone())
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
-                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = conn.write_all(resp.as_bytes()).await;
                 });
             }
         });
         server
     }
 
-    fn url(&self) -> String {
+    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(&self, mut conn: S) {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let (status, body) = if *self.failing.lock().unwrap() {
+            ("500 Internal Server Error", "down".to_string())
+        } else {
+            ("200 OK", self.doc.lock().unwrap().clone())
+        };
+        let resp = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = conn.write_all(resp.as_bytes()).await;
+        let _ = conn.shutdown().await;
+    }
+
+    /// The set's URL, with `host` (the address, or a name resolving to it) in it.
+    fn url_as(&self, host: &str) -> String {
+        let scheme = if self.tls.lock().unwrap().is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!(
-            "http://127.0.0.1:{}/.well-known/jwks.json",
+            "{scheme}://{host}:{}/.well-known/jwks.json",
             self.port.load(Ordering::SeqCst)
         )
+    }
+
+    fn url(&self) -> String {
+        self.url_as(&self.ip)
+    }
+
+    /// From now on, TLS handshakes present the fixture certificate `cert`.
+    fn present(&self, cert: &str) {
+        *self.tls.lock().unwrap() = Some(acceptor(cert));
+    }
+
+    fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     fn set(&self, doc: String) {
@@ -323,12 +399,29 @@ async fn a_failed_refresh_keeps_the_last_good_set_and_a_later_one_takes_the_new(
 }
 
 /// Runs a gateway that is expected not to start; its output. Off the runtime's thread: the JWKS
-/// server it fetches from runs on that thread.
+/// server it fetches from runs on that thread. One that starts after all is stopped, and the
+/// test fails instead of waiting for it forever.
 async fn start_output(policy: &str) -> std::process::Output {
     let mut cmd = crate::harness::command(policy, "unused", testkit::free_port(), &[]);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the gateway started: still running after 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -388,4 +481,155 @@ async fn the_gateway_verifies_jwks_tokens_and_refuses_to_start_without_its_set()
         err.contains("identity.jwks_url") && err.contains("no usable signature key"),
         "{err}"
     );
+}
+
+async fn start_https(url: &str, trust: JwksTrust) -> Result<JwksVerifier, JwksError> {
+    JwksVerifier::start_trusting(
+        JwksSource::Url(url.parse().unwrap()),
+        trust,
+        ClaimChecks::default(),
+        Duration::from_secs(300),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn jwks_over_https_needs_a_certificate_of_the_trusted_ca_for_the_host() {
+    let ca = JwksTrust::CaFile(fixture("ca.pem"));
+    let token = sign("ec-a", Algorithm::ES256, &claims("frank"));
+    let server = JwksServer::start_tls("127.0.0.1", "server", jwks(&["ec-a", "rsa-a"])).await;
+    // The certificate names both the address and the name.
+    for host in ["127.0.0.1", "localhost"] {
+        let v = start_https(&server.url_as(host), ca.clone()).await.unwrap();
+        assert_eq!(v.key_count(), 2);
+        assert_eq!(v.verify(&token).as_deref(), Some("frank"));
+    }
+    assert_eq!(server.fetches(), 2);
+    // Same names, same set, but a certificate the test CA did not sign: refused at the
+    // handshake, before any request is sent.
+    let rogue = JwksServer::start_tls("127.0.0.1", "rogue", jwks(&["ec-a", "rsa-a"])).await;
+    let e = start_https(&rogue.url(), ca.clone()).await.unwrap_err();
+    assert!(matches!(e, JwksError::Fetch(_)), "{e:?}");
+    // The reason, as rustls words it: the issuer, not anything else about the certificate.
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&rogue.url()) && msg.contains("UnknownIssuer"),
+        "{msg}"
+    );
+    assert!(rogue.connections() >= 1, "the rogue server was not tried");
+    assert_eq!(
+        rogue.fetches(),
+        0,
+        "a request went over an unverified connection"
+    );
+    // The right certificate at an address it does not name (any 127/8 address is the loopback).
+    let moved = JwksServer::start_tls("127.0.0.2", "server", jwks(&["ec-a"])).await;
+    let e = start_https(&moved.url(), ca.clone()).await.unwrap_err();
+    assert!(matches!(e, JwksError::Fetch(_)), "{e:?}");
+    assert!(e.to_string().contains("not valid for name"), "{e}");
+    assert!(moved.connections() >= 1, "the moved server was not tried");
+    assert_eq!(
+        moved.fetches(),
+        0,
+        "a request went to a host the certificate does not name"
+    );
+    // The system's store does not know the test CA.
+    let e = start_https(&server.url(), JwksTrust::System).await;
+    assert!(
+        matches!(e, Err(JwksError::Fetch(_) | JwksError::Trust(_))),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_https_refresh_that_meets_a_rogue_certificate_keeps_the_last_good_set() {
+    let server = JwksServer::start_tls("127.0.0.1", "server", jwks(&["ec-a"])).await;
+    let v = JwksVerifier::start_trusting(
+        JwksSource::Url(server.url().parse().unwrap()),
+        JwksTrust::CaFile(fixture("ca.pem")),
+        ClaimChecks::default(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let old = sign("ec-a", Algorithm::ES256, &claims("gina"));
+    let new = sign("rsa-b", Algorithm::RS256, &claims("gina"));
+    // Someone else answers at the provider's address, with a set of their own.
+    server.present("rogue");
+    server.set(jwks(&["rsa-b"]));
+    let n = server.connections();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.connections() < n + 2 {
+        assert!(Instant::now() < deadline, "no refresh was tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.fetches(), 1, "only the first fetch was answered");
+    assert_eq!(v.verify(&old).as_deref(), Some("gina"));
+    assert_eq!(v.verify(&new), None, "the rogue's set was taken");
+    // The provider's certificate again: the next refresh takes the set.
+    server.present("server");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while v.verify(&new).is_none() {
+        assert!(Instant::now() < deadline, "the refreshed set was not taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_fetches_its_jwks_over_https_trusting_its_ca_file_only() {
+    let app = App::start();
+    let server = JwksServer::start_tls("127.0.0.1", "server", jwks(&["ec-a"])).await;
+    let ca = fixture("ca.pem").display().to_string();
+    let p = format!(
+        "upstream = \"{}\"\n[identity]\njwks_url = \"{}\"\njwks_ca_file = \"{ca}\"\n\
+         [[routes]]\npath = \"/echo\"\n",
+        app.url(),
+        server.url()
+    );
+    let gw = Gateway::start(&p, &testkit::unique_prefix("gw-jwks-tls"), &[]).await;
+    let r = client()
+        .get(gw.url("/echo"))
+        .bearer_auth(sign("ec-a", Algorithm::ES256, &claims("hana")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.unwrap();
+    assert_eq!(seen["x-fleetgate-user"], "hana", "{seen}");
+    // The same set behind a certificate the CA did not sign: the gateway does not start.
+    let rogue = JwksServer::start_tls("127.0.0.1", "rogue", jwks(&["ec-a"])).await;
+    let out = start_output(&p.replace(&server.url(), &rogue.url())).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("identity.jwks_url")
+            && err.contains(&rogue.url())
+            && err.contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(rogue.fetches(), 0);
+    // A CA file that is missing, empty, or holds no certificate: refused, naming the key.
+    let dir = std::env::temp_dir().join(testkit::unique_prefix("jwks-ca"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.pem").display().to_string();
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let empty = empty.display().to_string();
+    let key = fixture("server.key").display().to_string();
+    for (file, why) in [
+        (&missing, "cannot read"),
+        (&empty, "no CA certificate"),
+        (&key, "no CA certificate"),
+    ] {
+        let out = start_output(&p.replace(&ca, file)).await;
+        assert!(!out.status.success(), "{file}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("identity.jwks_ca_file")
+                && err.contains(file.as_str())
+                && err.contains(why),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
