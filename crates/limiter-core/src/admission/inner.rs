@@ -115,13 +115,9 @@ impl Inner {
             let counted = (self.cfg.outage_policy == OutagePolicy::Safety
                 && self.outage.counted_until(self.cfg.lease_ttl).is_some())
             .then(|| self.local.begin_counted());
-            let limit = self.outage.begin(
-                self.scripts.caps().global(),
-                share,
-                replicas,
-                own,
-                counted,
-            );
+            let limit =
+                self.outage
+                    .begin(self.scripts.caps().global(), share, replicas, own, counted);
             let peak = self.outage.peak();
             tracing::warn!(
                 own,

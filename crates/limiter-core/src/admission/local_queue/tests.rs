@@ -30,11 +30,7 @@ fn shares_never_drop_below_one() {
     assert_eq!(fleet.share(0).global, 20);
 }
 
-fn enqueue(
-    st: &mut State,
-    user: &[u8],
-    class: usize,
-) -> oneshot::Receiver<Option<Arc<LocalSlot>>> {
+fn enqueue(st: &mut State, user: &[u8], class: usize) -> oneshot::Receiver<Option<Arc<LocalSlot>>> {
     st.seq += 1;
     let (tx, rx) = oneshot::channel();
     let id = format!("w{}", st.seq);
@@ -104,7 +100,10 @@ fn cut_off_a_grant_only_reuses_a_counted_slot_of_its_user() {
     let _b = queued(st.admit(c, b"b", "kb", "b2", class));
     // One of a's ends: a's waiter gets it, z still nothing.
     st.shared_returned("s1");
-    assert!(matches!(a.try_recv(), Ok(Some(_))), "a's waiter took a's room");
+    assert!(
+        matches!(a.try_recv(), Ok(Some(_))),
+        "a's waiter took a's room"
+    );
     assert!(z.try_recv().is_err());
     assert_eq!(st.by_key.get("ka"), Some(&2));
     // Shared admission back: the counted slots no longer bind.
