@@ -1,4 +1,4 @@
-//! A fresh PostgreSQL database per test, on the machine's server.
+//! A fresh PostgreSQL database per test, on the machine's server or on one the test owns.
 
 use std::time::Duration;
 
@@ -11,42 +11,66 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// A database created for one test and dropped (best effort) when this value drops.
+/// Replaces the database name of a URL.
+fn with_database(url: &str, name: &str) -> String {
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+/// A database created for one test and dropped (best effort, with its connections) when this
+/// value drops.
 #[derive(Debug)]
 pub struct TestDb {
     /// Its name.
     pub name: String,
     /// Its URL.
     pub url: String,
+    /// A URL of an existing database on the same server, to drop it from.
+    admin: String,
 }
 
 impl TestDb {
-    /// Creates one, first waiting until the next two minutes are clear of UTC midnight (tests
-    /// using it count daily quotas; none lasts two minutes).
+    /// Creates one on the machine's server.
     pub async fn create() -> TestDb {
-        tokio::time::sleep(crate::wait_clear_of_utc_midnight(Duration::from_secs(120))).await;
+        Self::create_on(&admin_url()).await
+    }
+
+    /// Creates one on the server of `admin` (a URL of an existing database there), first waiting
+    /// until the next three minutes are clear of UTC midnight: tests using it count daily
+    /// quotas, and none lasts three minutes.
+    pub async fn create_on(admin: &str) -> TestDb {
+        tokio::time::sleep(crate::wait_clear_of_utc_midnight(Duration::from_secs(180))).await;
         let name = format!(
             "fg_test_{}_{:08x}",
             std::process::id(),
             rand::random::<u32>()
         );
-        let mut conn = sqlx::PgConnection::connect(&admin_url())
+        let mut conn = sqlx::PgConnection::connect(admin)
             .await
-            .unwrap_or_else(|e| panic!("connect to the test PostgreSQL: {e}"));
+            .unwrap_or_else(|e| {
+                panic!("connect to the test PostgreSQL (scripts/test starts it): {e}")
+            });
         conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .unwrap_or_else(|e| panic!("create {name}: {e}"));
-        // The same server, another database.
-        let admin = admin_url();
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
-        TestDb { name, url }
+        TestDb {
+            url: with_database(admin, &name),
+            name,
+            admin: admin.to_string(),
+        }
+    }
+
+    /// A connection to it.
+    pub async fn connect(&self) -> sqlx::PgConnection {
+        sqlx::PgConnection::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, admin) = (self.name.clone(), self.admin.clone());
         // Its own thread and runtime: Drop cannot await, and the test's runtime may be gone.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -56,7 +80,7 @@ impl Drop for TestDb {
                 return;
             };
             rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url()).await {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
                     let _ = c
                         .execute(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"

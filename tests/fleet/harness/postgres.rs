@@ -1,98 +1,14 @@
-//! PostgreSQL for fleet tests: a fresh database on the machine's server ([`TestDb`], dropped
-//! after), or a whole cluster the test owns ([`PgCluster`]: initdb into a temporary directory, on
-//! a free port) so it can stop and start it.
+//! PostgreSQL for fleet tests: a fresh database ([`TestDb`], testkit's), or a whole cluster the
+//! test owns ([`PgCluster`]: initdb into a temporary directory, on a free port) so it can stop and
+//! start it.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use sqlx::{Connection, Executor};
-
 use super::process::TempDir;
 
-/// The machine's server (`FLEETGATE_TEST_DATABASE_URL`), where test databases are made.
-fn admin_url() -> String {
-    std::env::var("FLEETGATE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Replaces the database name of a URL.
-fn with_database(url: &str, name: &str) -> String {
-    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
-    format!("{base}/{name}")
-}
-
-/// A uniquely named database, dropped (with its connections) on drop.
-#[derive(Debug)]
-pub struct TestDb {
-    pub url: String,
-    name: String,
-    admin: String,
-}
-
-impl TestDb {
-    /// On the machine's server.
-    pub async fn create() -> TestDb {
-        Self::create_on(&admin_url()).await
-    }
-
-    /// On the server of `admin` (a URL of an existing database there).
-    pub async fn create_on(admin: &str) -> TestDb {
-        // Fleet tests compare daily quotas spent with answers given; none lasts three minutes.
-        tokio::time::sleep(testkit::wait_clear_of_utc_midnight(Duration::from_secs(
-            180,
-        )))
-        .await;
-        let name = format!(
-            "fg_fleet_{}_{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        let mut conn = sqlx::PgConnection::connect(admin)
-            .await
-            .expect("connect to PostgreSQL (scripts/test starts it)");
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .expect("create database");
-        TestDb {
-            url: with_database(admin, &name),
-            name,
-            admin: admin.to_string(),
-        }
-    }
-
-    /// A connection to it.
-    pub async fn connect(&self) -> sqlx::PgConnection {
-        sqlx::PgConnection::connect(&self.url)
-            .await
-            .expect("connect to the test database")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (name, admin) = (self.name.clone(), self.admin.clone());
-        // Its own thread and runtime: Drop cannot await.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = c
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
+pub use testkit::postgres::TestDb;
 
 /// A PostgreSQL cluster owned by the test, on a free loopback port. PostgreSQL refuses to run
 /// as root, so as root its commands run as the `postgres` user (runuser).
