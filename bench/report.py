@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from sections import splice  # noqa: E402
+
 HEADING = "## Side by side with peers"
 
 GUARANTEES = {
@@ -505,17 +507,6 @@ def markdown(res, s, files):
     return "\n".join(L)
 
 
-def splice(path, section):
-    text = open(path).read() if os.path.exists(path) else ""
-    start = text.find(HEADING)
-    if start < 0:
-        text = (text.rstrip() + "\n\n" if text else "") + section
-    else:
-        nxt = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section.rstrip() + "\n" + ("" if nxt < 0 else text[nxt:])
-    open(path, "w").write(text.rstrip() + "\n")
-
-
 def write_all(res, root):
     outdir = os.path.join(root, "bench", "results")
     os.makedirs(outdir, exist_ok=True)
@@ -524,7 +515,7 @@ def write_all(res, root):
     with open(os.path.join(outdir, "latest.json"), "w") as f:
         json.dump(res, f, indent=1)
     files = plots(res, s, outdir)
-    splice(os.path.join(root, "BENCHMARKS.md"), markdown(res, s, files))
+    splice(os.path.join(root, "BENCHMARKS.md"), HEADING, markdown(res, s, files))
     print(f"wrote bench/results/latest.json, {', '.join(files)}, BENCHMARKS.md section")
 
 
