@@ -87,12 +87,6 @@ impl Local {
         self.state().begin_counted()
     }
 
-    /// Whether ended slots are left counted in Redis for local grants to reuse (their leases
-    /// abandoned, not released).
-    pub(crate) fn reuses_counted(&self) -> bool {
-        self.state().reuses_counted()
-    }
-
     /// Redis answers again: from now on each local grant is registered by its holder, against the
     /// shared caps. Returns what the recovery must register (claimed: no other recovery takes it).
     pub(crate) fn begin_recovery(&self) -> Unregistered {
@@ -129,13 +123,16 @@ impl Local {
     }
 
     /// A shared permit of this replica ended: its room in the local share goes to a waiter.
-    pub(crate) fn shared_returned(&self, id: &str) {
-        self.state().shared_returned(id);
+    /// Returns whether its lease must stay counted in Redis (abandoned, not released): ended
+    /// slots are being reused.
+    pub(crate) fn shared_returned(&self, id: &str) -> bool {
+        self.state().shared_returned(id)
     }
 
     /// Returns a slot and hands it to the next eligible local waiter.
-    pub(crate) fn release(&self, slot: &LocalSlot) {
-        self.state().release(slot);
+    /// Returns whether ended slots are being reused (see [`Local::shared_returned`]).
+    pub(crate) fn release(&self, slot: &LocalSlot) -> bool {
+        self.state().release(slot)
     }
 
     /// Sends every waiter back to the shared queue (Redis is back and the shared caps apply):

@@ -203,11 +203,6 @@ impl State {
         total
     }
 
-    /// Whether ended slots are left counted in Redis for local grants to reuse.
-    pub(crate) fn reuses_counted(&self) -> bool {
-        self.counted.is_some()
-    }
-
     /// Makes `ready` agree with a user's room and first waiters; forgets a user with nothing.
     fn refresh(&mut self, user: &[u8]) {
         let room = self.user_has_room(user);
@@ -364,10 +359,12 @@ impl State {
         }
     }
 
-    /// Returns a slot and hands it to the next eligible waiter.
-    pub(crate) fn release(&mut self, slot: &LocalSlot) {
+    /// Returns a slot and hands it to the next eligible waiter. Returns whether ended slots are
+    /// being reused (their leases must then stay counted in Redis).
+    pub(crate) fn release(&mut self, slot: &LocalSlot) -> bool {
         self.give_back(slot);
         self.dispatch();
+        self.counted.is_some()
     }
 
     /// Redis became unreachable (`true`) or answers again: whether grants from now on wait for
@@ -411,7 +408,9 @@ impl State {
     }
 
     /// A shared permit ended: its room in the local share goes to a waiter.
-    pub(crate) fn shared_returned(&mut self, id: &str) {
+    /// Returns whether ended slots are being reused (the permit's lease must then stay counted
+    /// in Redis: a local grant may take its room as soon as this returns).
+    pub(crate) fn shared_returned(&mut self, id: &str) -> bool {
         if let Some(key) = self.shared.remove(id) {
             self.count_key(&key, false);
             if self.counted.is_some() {
@@ -428,6 +427,7 @@ impl State {
             }
         }
         self.dispatch();
+        self.counted.is_some()
     }
 
     /// Takes every waiter out, telling each to queue in Redis instead.

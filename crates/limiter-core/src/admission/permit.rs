@@ -82,13 +82,11 @@ impl Permit {
                 let Some(lease) = hold.lease.take() else {
                     return Ok(false);
                 };
-                if hold.counted.local.reuses_counted() {
+                if hold.counted.end() {
                     lease.abandon();
                     return Ok(true);
                 }
-                let released = lease.release().await;
-                drop(hold);
-                released
+                lease.release().await
             }
             Held::Local(local) => {
                 drop(local);
@@ -118,8 +116,11 @@ pub(crate) struct SharedHold {
 
 impl Drop for SharedHold {
     fn drop(&mut self) {
+        // Ended in the local count first: the answer and the decrement share one lock, so no
+        // local grant can take the room of a lease that is being released.
+        let reuse = self.counted.end();
         if let Some(lease) = self.lease.take()
-            && self.counted.local.reuses_counted()
+            && reuse
         {
             lease.abandon();
         }
@@ -133,6 +134,7 @@ pub(crate) struct SharedCounted {
     released: Arc<Released>,
     id: String,
     user_key: String,
+    ended: bool,
 }
 
 impl SharedCounted {
@@ -148,14 +150,24 @@ impl SharedCounted {
             released: Arc::clone(released),
             id: id.to_string(),
             user_key: user_key.to_string(),
+            ended: false,
         }
+    }
+
+    /// The permit ended: out of the local count (once). Returns whether its lease must stay
+    /// counted in Redis (see `Local::shared_returned`).
+    pub(crate) fn end(&mut self) -> bool {
+        if std::mem::replace(&mut self.ended, true) {
+            return false;
+        }
+        self.released.note(&self.id, &self.user_key);
+        self.local.shared_returned(&self.id)
     }
 }
 
 impl Drop for SharedCounted {
     fn drop(&mut self) {
-        self.local.shared_returned(&self.id);
-        self.released.note(&self.id, &self.user_key);
+        self.end();
     }
 }
 
@@ -169,14 +181,14 @@ pub(crate) struct LocalPermit {
 
 impl Drop for LocalPermit {
     fn drop(&mut self) {
+        let reuse = self.local.release(&self.slot);
         let adopted = self.slot.adopted.lock().ok().and_then(|mut a| a.take());
         // Cut off from Redis: the slot stays counted there for a local grant to reuse.
+        // Otherwise dropping the adopted lease releases it in Redis (spawned).
         if let Some(lease) = adopted
-            && self.local.reuses_counted()
+            && reuse
         {
             lease.abandon();
         }
-        // Otherwise dropping the adopted lease released it in Redis (spawned).
-        self.local.release(&self.slot);
     }
 }

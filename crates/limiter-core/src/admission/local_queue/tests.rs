@@ -108,6 +108,6 @@ fn cut_off_a_grant_only_reuses_a_counted_slot_of_its_user() {
     assert_eq!(st.by_key.get("ka"), Some(&2));
     // Shared admission back: the counted slots no longer bind.
     st.set_degraded(false);
-    assert!(!st.reuses_counted());
+    assert!(st.counted.is_none());
     assert!(matches!(z.try_recv(), Ok(Some(_))) || now(st.admit(c, b"z", "kz", "z2", class)));
 }
