@@ -17,7 +17,7 @@
 //!
 //! Durability is unchanged: the batch commits with the session's `synchronous_commit` (on by
 //! default), and no spend is answered before its commit. In asynchronous-commit mode the batch
-//! runs in a transaction with `SET LOCAL synchronous_commit = off`: the commit returns before
+//! statement sets `synchronous_commit` off for its own transaction: the commit returns before
 //! its WAL flush, so a database crash can lose the spends of the last moments (at most three
 //! times `wal_writer_delay`, 600 ms by default); the quota is then generous, never strict.
 //!
@@ -253,23 +253,19 @@ async fn statement(
     let scopes: Vec<&str> = wants.iter().map(|w| &*w.scope).collect();
     let subjects: Vec<&str> = wants.iter().map(|w| w.subject.as_str()).collect();
     let limits: Vec<i32> = wants.iter().map(|w| w.limit).collect();
-    let q = sqlx::query_as::<_, Row>(core.sql.spend.clone())
+    let spend = if core.async_commit {
+        &core.sql.spend_async
+    } else {
+        &core.sql.spend
+    };
+    let rows = sqlx::query_as::<_, Row>(spend.clone())
         .bind(&scopes)
         .bind(&subjects)
         .bind(&limits)
         .bind(&core.tier_names)
-        .bind(&core.tier_limits);
-    let rows = if core.async_commit {
-        let mut tx = core.pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        let rows = q.fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        rows
-    } else {
-        q.fetch_all(&core.pool).await?
-    };
+        .bind(&core.tier_limits)
+        .fetch_all(&core.pool)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|r| ((r.s.clone(), r.u.clone()), r))

@@ -17,8 +17,8 @@
 //!   `QuotaLayer`.
 //!
 //! Layout: `table.rs` (the layout and its statements), `store.rs` ([`QuotaStore`]: spend,
-//! refund, usage), `batch.rs` (the group-commit queue), `hook.rs` ([`DailyQuota`]), `day.rs`
-//! (the UTC day), `error.rs`.
+//! refund, usage), `batch.rs` (the group-commit queue), `hook.rs` ([`DailyQuota`]), `pool.rs`
+//! ([`pool_options`]), `day.rs` (the UTC day), `error.rs`.
 
 #![warn(missing_docs)]
 
@@ -26,6 +26,7 @@ mod batch;
 mod day;
 mod error;
 mod hook;
+mod pool;
 mod store;
 mod table;
 
@@ -33,5 +34,6 @@ pub use batch::MAX_BATCH;
 pub use day::until_next_utc_midnight;
 pub use error::{QuotaError, TableError};
 pub use hook::DailyQuota;
+pub use pool::{PING_WHEN_IDLE_FOR, pool_options};
 pub use store::{QuotaObserver, QuotaStore, REFUND_RETRY_FOR, Spend, StoreOptions, Ticket, Usage};
 pub use table::Table;

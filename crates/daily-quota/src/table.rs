@@ -157,9 +157,13 @@ impl Table {
         // locked in key order so batches sharing keys queue instead of deadlocking; each key's
         // row moves to `base + min(k, lim - base)` for its `k` spends. One row out per key that
         // has a row: usage before the batch (today's), limit, today.
-        let spend = format!(
-            "WITH req AS (SELECT r.s, r.u, count(*)::int4 AS k, min(r.lim)::int4 AS dflt \
-             FROM unnest($1::text[], $2::text[], $3::int4[]) AS r(s, u, lim) GROUP BY r.s, r.u), \
+        // `{relax}` is where the asynchronous variant turns the WAL flush off for this
+        // statement's own transaction: `req` is never empty and is materialised once.
+        let spend_with = |relax: &str| {
+            format!(
+                "WITH req AS (SELECT r.s, r.u, count(*)::int4 AS k, min(r.lim)::int4 AS dflt \
+             FROM unnest($1::text[], $2::text[], $3::int4[]) AS r(s, u, lim){relax} \
+             GROUP BY r.s, r.u), \
              cur AS MATERIALIZED (SELECT {sp} AS s, p.{u} AS u, \
              CASE WHEN p.{d} = {TODAY} THEN p.{n} ELSE 0 END AS base, {lim} AS lim \
              FROM {t} AS p JOIN req AS q ON q.s = {sp} AND q.u = p.{u} \
@@ -168,8 +172,15 @@ impl Table {
              {d} = {TODAY}{touch} FROM cur AS c JOIN req AS r ON r.s = c.s AND r.u = c.u \
              WHERE {sp} = c.s AND p.{u} = c.u AND c.base < c.lim RETURNING 1) \
              SELECT c.s, c.u, c.base, c.lim, {TODAY} AS day FROM cur AS c",
-            lim = self.limit_of("q.dflt"),
-        );
+                lim = self.limit_of("q.dflt"),
+            )
+        };
+        let spend = spend_with("");
+        // `set_config(…, true)` lasts until the end of the statement's implicit transaction,
+        // whose commit reads it: one round trip, where `BEGIN; SET LOCAL …; …; COMMIT` takes
+        // four.
+        let spend_async =
+            spend_with(" WHERE set_config('synchronous_commit', 'off', true) = 'off'");
         // Rows for first-time keys (`$1`, `$2` distinct), in the order the batch locks rows.
         let create = match &self.scope {
             Some(s) => format!(
@@ -202,6 +213,7 @@ impl Table {
         let purge = format!("DELETE FROM {t} WHERE {d} < {TODAY} - 1");
         Statements {
             spend: sql(spend),
+            spend_async: sql(spend_async),
             create: sql(create),
             refund: sql(refund),
             usage: sql(usage),
@@ -221,6 +233,8 @@ fn sql(s: String) -> SqlStr {
 #[derive(Debug, Clone)]
 pub(crate) struct Statements {
     pub spend: SqlStr,
+    /// `spend` committed without waiting for its WAL flush.
+    pub spend_async: SqlStr,
     pub create: SqlStr,
     pub refund: SqlStr,
     pub usage: SqlStr,

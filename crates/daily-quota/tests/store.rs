@@ -202,3 +202,71 @@ async fn the_hook_behind_a_quota_layer_keeps_refunds_and_refuses() {
     assert_eq!(call("/ok").await.0, 200);
     wait_used(&s, 3).await;
 }
+
+/// One connection from `daily_quota::pool_options()`, so a test can look at the session a
+/// spend ran on.
+async fn one_connection_store(db: &TestDb, async_commit: bool) -> QuotaStore {
+    let pool = daily_quota::pool_options()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let options = StoreOptions {
+        async_commit,
+        ..StoreOptions::default()
+    };
+    let s = QuotaStore::new(pool, &Table::own("usage").unwrap(), options);
+    s.create_table().await.unwrap();
+    s
+}
+
+#[tokio::test]
+async fn asynchronous_commit_counts_exactly_and_leaves_the_session_durable() {
+    let db = TestDb::create().await;
+    let s = one_connection_store(&db, true).await;
+    let outcomes = s.spend_batch(&[("q", "u"); 5], 3).await;
+    let spent = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Spend::Spent(_))))
+        .count();
+    assert_eq!(spent, 3, "{outcomes:?}");
+    assert!(matches!(
+        s.spend("q", "u", 3).await,
+        Ok(Spend::Exhausted { .. })
+    ));
+    assert_eq!(used(&s, "q", "u").await, 3);
+    // The setting lasts for the spend's own transaction only: anything else later run on this
+    // connection commits durably.
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(setting, "on");
+}
+
+#[tokio::test]
+async fn a_connection_lost_while_idle_is_replaced_before_a_spend() {
+    let db = TestDb::create().await;
+    let s = one_connection_store(&db, false).await;
+    assert!(matches!(s.spend("q", "u", 10).await, Ok(Spend::Spent(_))));
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(killed);
+    // Idle past the threshold, the pooled connection is pinged, found dead and replaced, so
+    // the spend succeeds instead of failing on the dead one.
+    tokio::time::sleep(daily_quota::PING_WHEN_IDLE_FOR + Duration::from_millis(200)).await;
+    assert!(matches!(s.spend("q", "u", 10).await, Ok(Spend::Spent(_))));
+    assert_eq!(used(&s, "q", "u").await, 2);
+}

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use daily_quota::{DailyQuota, StoreOptions, Table};
 use http::Response;
 use limiter_tower::{HeaderKey, LimitRejection, ProblemJson, QuotaLayer, RejectionRenderer};
-use sqlx::postgres::PgPoolOptions;
 
 pub use daily_quota::until_next_utc_midnight;
 
@@ -62,7 +61,7 @@ pub struct QuotaStore {
 impl QuotaStore {
     /// Connects and creates the table if it is missing.
     pub async fn open(db: &Database) -> Result<QuotaStore, daily_quota::QuotaError> {
-        let pool = PgPoolOptions::new()
+        let pool = daily_quota::pool_options()
             .max_connections(db.max_connections.max(1))
             .acquire_timeout(db.acquire_timeout)
             .connect(&db.url)

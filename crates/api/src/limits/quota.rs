@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use daily_quota::{QuotaObserver, StoreOptions, Table};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 
 use crate::config::Config;
 
@@ -66,7 +65,7 @@ fn profiles() -> Table {
 impl QuotaStore {
     /// A store over a lazily connected pool (the replica starts while PostgreSQL is down).
     pub fn connect_lazy(cfg: &Config) -> Result<QuotaStore, QuotaError> {
-        let pool = PgPoolOptions::new()
+        let pool = daily_quota::pool_options()
             .max_connections(cfg.database.max_connections)
             .acquire_timeout(Duration::from_millis(cfg.database.acquire_timeout_ms))
             .connect_lazy(cfg.database.url.expose())?;
