@@ -215,10 +215,13 @@ mod tests {
         assert_eq!(read(json, Body::from("1234"), 4).await.unwrap(), 1234);
         let e = read(json, Body::from("12345"), 4).await.unwrap_err();
         assert!(matches!(e, ApiError::PayloadTooLarge { limit: 4 }), "{e:?}");
-        let e = read(json, Body::from("[1"), 64).await.unwrap_err();
-        assert!(matches!(&e, ApiError::InvalidRequest(d) if d.starts_with("malformed JSON: ")));
+        let e = read(json, Body::from("1 2"), 64).await.unwrap_err();
+        let malformed =
+            matches!(&e, ApiError::InvalidRequest(d) if d.starts_with("malformed JSON: "));
+        assert!(malformed, "{e:?}");
         let e = read(json, Body::from("\"x\""), 64).await.unwrap_err();
-        assert!(matches!(&e, ApiError::InvalidRequest(d) if d.starts_with("invalid type")));
+        let wrong_type = matches!(&e, ApiError::InvalidRequest(d) if d.starts_with("invalid type"));
+        assert!(wrong_type, "{e:?}");
     }
 
     #[tokio::test]
