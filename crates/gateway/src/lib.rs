@@ -4,7 +4,7 @@
 //! the same limits) and streams requests and responses through to the app.
 //!
 //! Layout: `policy.rs` (the policy file, checked at load), `routes.rs` (method and path
-//! matching), `identity.rs` (who is calling; the identity header the app receives), `jwks.rs` (tokens
+//! matching), `identity.rs` (who is calling; the identity header the app receives), `jwks/` (tokens
 //! verified against an identity provider's published keys),
 //! `proxy.rs` (the streaming reverse proxy and its header rules), `quota.rs` (daily quotas in
 //! PostgreSQL, through the `daily-quota` crate), `breaker.rs` (the circuit breaker on the app), `tunnel.rs` (WebSocket pass-through), `problem.rs` (the gateway's own refusals),

@@ -25,7 +25,7 @@
 //! `faults.rs` the middleware that delays, fails and counts (`clock.rs` the clock of its rate
 //! limit); `stats.rs` the counters (`calls.rs` the log of LLM calls);
 //! `pubmed.rs`, `s2.rs`, `llm.rs` the three APIs; `answer.rs` the LLM's answer composer;
-//! `corpus.rs` and `vocab.rs` the synthetic papers; `hostile.rs` their hostile disguise;
+//! `corpus/` and `vocab.rs` the synthetic papers; `hostile.rs` their hostile disguise;
 //! `prompts.rs` the LLM requests last received (`GET /stats/prompts`); `errors.rs` each API's error style;
 //! `params.rs` query parsing; `control.rs` the control endpoints; `cli.rs` the binary's flags.
 

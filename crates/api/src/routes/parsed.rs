@@ -3,14 +3,14 @@
 //! slot (or spends a query); the handler takes the checked body as [`Parsed`].
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-use crate::server::json::ValidJson;
+use crate::server::json::{MaxBodyBytes, ValidJson};
 use crate::state::AppState;
 
 /// A JSON body with the checks its type cannot express.
@@ -32,11 +32,9 @@ pub async fn read_first<T: Checked>(
     next: Next,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    // The extractor reads the content type, the body limit and the body deadline.
-    let mut probe = Request::new(body);
-    *probe.headers_mut() = parts.headers.clone();
-    *probe.extensions_mut() = parts.extensions.clone();
-    let parsed = match ValidJson::<T>::from_request(probe, &state).await {
+    let limit = MaxBodyBytes::from_ref(&state).0;
+    // The head is only borrowed: the request goes on with it, without a copy.
+    let parsed = match ValidJson::<T>::read(&parts, body, limit).await {
         Ok(ValidJson(v)) => v,
         Err(e) => return e.into_response(),
     };
