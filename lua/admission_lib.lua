@@ -12,7 +12,8 @@
 --                       users with room under the user cap only: the waiters dispatch may grant
 --   T:w:<waiter>        hash {u = user lease key, r = replica}: the waiting request
 --   T:replicas          zset replica id -> heartbeat expiry ms (the replica registry)
---   T:grants:<replica>  hash waiter -> "waiter fence expiry": grants not yet collected by heartbeat
+--   T:grants:<replica>  hash waiter -> "waiter fence expiry": grants neither collected by heartbeat
+--                       nor released yet
 --   T:peak:<period>     the most global leases at once in heartbeat period <period> (NOW / HB_TTL)
 --   channel T:ch:<replica>  "g waiter fence expiry" (granted) | "r waiter" (queue reset)
 -- <user> is the user lease key without its `T:lease:` head (already encoded: no `:`, no braces).

@@ -264,6 +264,12 @@ impl Store {
     /// `admission_release`: true if the lease was live.
     pub fn release(&mut self, p: &Params, id: Id, out: &mut Vec<Published>) -> bool {
         let held = self.drop_lease(p, id);
+        // Its replica knew of the grant: the record for its heartbeat goes (the script finds the
+        // replica in the id; ids are unique, so looking in every replica's set is the same).
+        for g in self.grants.values_mut() {
+            g.remove(&id);
+        }
+        self.grants.retain(|_, g| !g.is_empty());
         self.dispatch(p, false, out);
         held
     }

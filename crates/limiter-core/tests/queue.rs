@@ -452,3 +452,46 @@ async fn caps_change_at_runtime_keeping_what_runs() {
     assert_eq!(r[0].stats().await.unwrap().in_use, 2);
     drop((granted, p3));
 }
+
+/// A grant is recorded for its replica's heartbeat (a backup for a lost push) only until the
+/// lease is released: heartbeats carry the grants still held, not every grant of their period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_grant_is_not_left_for_the_heartbeat() {
+    let prefix = testkit::unique_prefix("qgrec");
+    // Heartbeats every 20 s: none collects the record while the test looks at it.
+    let mut c = cfg(1, 2);
+    c.heartbeat_ttl = Duration::from_secs(60);
+    let r = replicas(&prefix, 1, &c).await;
+    let redis = common::replica(&prefix);
+    let grants = format!(
+        "{}:grants:{}",
+        redis.keys().group_tag(&c.group),
+        r[0].replica_id()
+    );
+    let hlen = |redis: limiter_core::RedisHandle, key: String| async move {
+        redis
+            .cmd::<u64>(redis::cmd("HLEN").arg(&key))
+            .await
+            .unwrap()
+    };
+    let holder = r[0].admit(b"h", HIGH, soon(5)).await.unwrap();
+    let (tx, mut granted) = mpsc::unbounded_channel();
+    let waiter = queue_waiter(&r[0], "w", HIGH, "w", tx).await;
+    holder.release().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), granted.recv())
+        .await
+        .expect("hand-off stalled")
+        .unwrap();
+    let permit = waiter.await.unwrap().unwrap();
+    assert_eq!(
+        hlen(redis.clone(), grants.clone()).await,
+        1,
+        "held: recorded"
+    );
+    permit.release().await.unwrap();
+    assert_eq!(
+        hlen(redis, grants).await,
+        0,
+        "released: nothing left to collect"
+    );
+}
