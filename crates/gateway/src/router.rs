@@ -23,6 +23,7 @@ use ipnet::IpNet;
 use limiter_core::{Admission, LimiterError, RedisHandle, WindowPolicy};
 use limiter_tower::{
     AdmissionLayer, ClientIpKey, HeaderKey, LimitBody, LimitHandle, Mode, SlidingWindowLayer,
+    WindowsLayer,
 };
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
@@ -122,8 +123,7 @@ fn route_stack(
     // routes on one path (different methods) apart.
     let name = |what: &str| format!("route{index}-{what}");
     let minute = Duration::from_secs(60);
-    // Built inside out: the proxy, then admission around it, the quota, then the windows, the
-    // per-address window last so that it runs first.
+    // Built inside out: the proxy, then admission around it, the quota, then the windows.
     let proxy = deps.proxy.with_breaker_mode(handles.breaker.clone());
     let mut svc: RouteService = BoxCloneSyncService::new(proxy);
     if let (Some(class), Some(admission)) = (&r.class, &deps.admission) {
@@ -149,6 +149,17 @@ fn route_stack(
             .handle(handles.quota.clone());
         svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
     }
+    // Both windows at once: one round trip to Redis for the two. The per-address window is
+    // added first, so its refusal is the one a client sees when both refuse.
+    let mut windows = WindowsLayer::<Body>::new();
+    if let Some(n) = r.per_ip_per_min {
+        let key = ClientIpKey::behind(deps.trusted_proxies.iter().copied())
+            .peer_from(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+        let policy = WindowPolicy::new(name("ip"), n, minute);
+        let layer = SlidingWindowLayer::new(deps.redis.clone(), policy, key)?
+            .handle(handles.ip_window.clone());
+        windows = windows.window(&layer);
+    }
     if let Some(n) = r.per_user_per_min {
         let policy = WindowPolicy::new(name("user"), n, minute);
         let layer = SlidingWindowLayer::new(
@@ -157,15 +168,10 @@ fn route_stack(
             HeaderKey::new(user_header.clone()),
         )?
         .handle(handles.user_window.clone());
-        svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
+        windows = windows.window(&layer);
     }
-    if let Some(n) = r.per_ip_per_min {
-        let key = ClientIpKey::behind(deps.trusted_proxies.iter().copied())
-            .peer_from(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
-        let policy = WindowPolicy::new(name("ip"), n, minute);
-        let layer = SlidingWindowLayer::new(deps.redis.clone(), policy, key)?
-            .handle(handles.ip_window.clone());
-        svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
+    if !windows.is_empty() {
+        svc = BoxCloneSyncService::new(windows.layer(svc).map_response(unify));
     }
     Ok((svc, handles))
 }

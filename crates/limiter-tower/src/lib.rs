@@ -4,6 +4,7 @@
 //!
 //! - [`SlidingWindowLayer`]: at most N requests per client in any window, with the
 //!   `RateLimit`/`RateLimit-Policy` headers and a local cache of clients already over the limit.
+//!   [`WindowsLayer`] checks several of them at once (per address and per user: one round trip).
 //! - [`AdmissionLayer`]: concurrency caps (per key and fleet-wide) with a priority wait queue; the
 //!   slot is held until the response body ends, so a streamed response keeps it.
 //! - [`QuotaLayer`]: calls your [`QuotaHook`] (a daily quota in your database, say): check before
@@ -28,7 +29,8 @@
 //! ends), `mode.rs` ([`LimitHandle`]), `runtime/` (the runtime-limits document and its store), `observe.rs` ([`DecisionObserver`]: a window's decisions for
 //! the service's own counters and spans),
 //! `admit.rs` ([`Admit`]: where admission slots come from),
-//! `window.rs`, `admission.rs`, `quota.rs`, `outbound.rs` (one layer each, with its service).
+//! `window.rs`, `windows.rs`, `admission.rs`, `quota.rs`, `outbound.rs` (one layer each, with
+//! its service).
 //!
 //! Each layer follows tower's shape (`XLayer` builds `XService`, generic over the inner service
 //! and the body types, the inner service readied in `poll_ready` and moved into the call). Their
@@ -69,6 +71,7 @@ mod quota;
 mod reject;
 pub mod runtime;
 mod window;
+mod windows;
 
 pub use admin_gate::{AdminGate, AdminRefusal};
 pub use admin_token::AdminToken;
@@ -85,6 +88,7 @@ pub use outbound::{OutboundError, OutboundLayer, OutboundService};
 pub use quota::{QuotaDenied, QuotaHook, QuotaLayer, QuotaService};
 pub use reject::{LimitRejection, ProblemJson, RejectionRenderer};
 pub use window::{SlidingWindowLayer, WindowService};
+pub use windows::{WindowsLayer, WindowsService};
 
 /// The inner service that `poll_ready` readied, leaving a fresh clone in its place (a clone is
 /// not ready until polled itself: tower's rule for services moved into a future).

@@ -251,84 +251,155 @@ where
         let mut inner = crate::take_ready(&mut self.inner);
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            let mode = shared.handle.mode();
-            if mode == Mode::Off {
-                return Ok(inner.call(req).await?.map(LimitBody::new));
-            }
-            let window = shared.current();
-            let policy = window.window().policy();
-            let mut headers = vec![(RATELIMIT_POLICY, policy_header(policy))];
-            let mut shadow = None;
-            let observer = &shared.observer;
-            let span = observer.window_span(policy);
-            let decided = |d: WindowDecision| observer.window_decided(policy, &d, &span);
-            match shared.key.key(&req) {
-                None => {
-                    decided(WindowDecision::NoKey);
-                    let r = LimitRejection::NoKey;
-                    if mode == Mode::Enforce {
-                        return Ok(rendered(&*shared.renderer, &r));
+            let key = shared.key.key(&req);
+            match shared.decide(key).await {
+                Verdict::Off => Ok(inner.call(req).await?.map(LimitBody::new)),
+                Verdict::Refuse {
+                    rejection,
+                    headers,
+                    renderer,
+                } => {
+                    let mut resp = rendered(&*renderer, &rejection);
+                    for (name, value) in headers {
+                        resp.headers_mut().insert(name, value);
                     }
-                    shadow = Some(r.code());
+                    Ok(resp)
                 }
-                Some(key) => match window.check(key.as_bytes()).instrument(span.clone()).await {
-                    Ok((d, _)) if d.allowed => {
-                        decided(WindowDecision::Allowed {
-                            remaining: d.remaining,
-                            reset: d.reset,
-                        });
-                        headers.push((
-                            RATELIMIT,
-                            ratelimit_header(&policy.name, d.remaining, d.reset),
-                        ));
+                Verdict::Pass { headers, shadow } => {
+                    let mut resp = inner.call(req).await?.map(LimitBody::new);
+                    for (name, value) in headers {
+                        resp.headers_mut().insert(name, value);
                     }
-                    Ok((d, cached)) => {
-                        decided(WindowDecision::Denied {
-                            retry_after: d.retry_after,
-                            cached,
-                        });
-                        headers.push((RATELIMIT, ratelimit_header(&policy.name, 0, d.retry_after)));
-                        let r = LimitRejection::RateLimited {
-                            retry_after: d.retry_after,
-                        };
-                        if mode == Mode::Enforce {
-                            let mut resp = rendered(&*shared.renderer, &r);
-                            for (name, value) in headers {
-                                resp.headers_mut().insert(name, value);
-                            }
-                            return Ok(resp);
-                        }
-                        shadow = Some(r.code());
+                    if let Some(code) = shadow {
+                        mark_shadow(&mut resp, code);
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, policy = %policy.name, "sliding window unavailable");
-                        decided(WindowDecision::Unavailable {
-                            admitted: shared.fail_open,
-                        });
-                        if !shared.fail_open {
-                            let r = LimitRejection::Unavailable {
-                                retry_after: Duration::from_secs(1),
-                            };
-                            if mode == Mode::Enforce {
-                                return Ok(rendered(&*shared.renderer, &r));
-                            }
-                            shadow = Some(r.code());
-                        }
-                    }
-                },
+                    Ok(resp)
+                }
             }
-            if let Some(code) = shadow {
-                shared.handle.count_shadow_refusal("window", code);
-            }
-            let mut resp = inner.call(req).await?.map(LimitBody::new);
-            for (name, value) in headers {
-                resp.headers_mut().insert(name, value);
-            }
-            if let Some(code) = shadow {
-                mark_shadow(&mut resp, code);
-            }
-            Ok(resp)
         })
+    }
+}
+
+/// What one window says about a request.
+pub(crate) enum Verdict {
+    /// The window is switched off: nothing checked, no headers.
+    Off,
+    /// Let through with these headers; `shadow`: the refusal it would have had, in shadow mode.
+    Pass {
+        headers: Vec<(HeaderName, HeaderValue)>,
+        shadow: Option<&'static str>,
+    },
+    /// Refused (enforcing): render `rejection` with `renderer`, then add `headers`.
+    Refuse {
+        rejection: LimitRejection,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        renderer: Arc<dyn RejectionRenderer>,
+    },
+}
+
+/// A window whatever its key extractor: what [`crate::WindowsLayer`] holds several of. The key
+/// is read first, so no future holds the request.
+pub(crate) trait WindowCheck<B>: Send + Sync + 'static {
+    fn key(&self, req: &Request<B>) -> Option<String>;
+    fn decide(&self, key: Option<String>) -> BoxFuture<'_, Verdict>;
+}
+
+impl<K: KeyExtractor<B>, B> WindowCheck<B> for Shared<K> {
+    fn key(&self, req: &Request<B>) -> Option<String> {
+        self.key.key(req)
+    }
+
+    fn decide(&self, key: Option<String>) -> BoxFuture<'_, Verdict> {
+        Box::pin(Shared::decide(self, key))
+    }
+}
+
+impl<K> SlidingWindowLayer<K> {
+    /// This layer's window, for a [`crate::WindowsLayer`].
+    pub(crate) fn check<B>(&self) -> Arc<dyn WindowCheck<B>>
+    where
+        K: KeyExtractor<B>,
+    {
+        Arc::clone(&self.shared) as Arc<dyn WindowCheck<B>>
+    }
+}
+
+impl<K> Shared<K> {
+    /// Checks (and counts, if allowed) a request of `key` (`None`: the request had none) in this
+    /// window, in the window's mode.
+    async fn decide(&self, key: Option<String>) -> Verdict {
+        let mode = self.handle.mode();
+        if mode == Mode::Off {
+            return Verdict::Off;
+        }
+        let window = self.current();
+        let policy = window.window().policy();
+        let mut headers = vec![(RATELIMIT_POLICY, policy_header(policy))];
+        let observer = &self.observer;
+        let span = observer.window_span(policy);
+        let decided = |d: WindowDecision| observer.window_decided(policy, &d, &span);
+        let refusal = match key {
+            None => {
+                decided(WindowDecision::NoKey);
+                Some(LimitRejection::NoKey)
+            }
+            Some(key) => match window.check(key.as_bytes()).instrument(span.clone()).await {
+                Ok((d, _)) if d.allowed => {
+                    decided(WindowDecision::Allowed {
+                        remaining: d.remaining,
+                        reset: d.reset,
+                    });
+                    headers.push((
+                        RATELIMIT,
+                        ratelimit_header(&policy.name, d.remaining, d.reset),
+                    ));
+                    None
+                }
+                Ok((d, cached)) => {
+                    decided(WindowDecision::Denied {
+                        retry_after: d.retry_after,
+                        cached,
+                    });
+                    headers.push((RATELIMIT, ratelimit_header(&policy.name, 0, d.retry_after)));
+                    Some(LimitRejection::RateLimited {
+                        retry_after: d.retry_after,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, policy = %policy.name, "sliding window unavailable");
+                    decided(WindowDecision::Unavailable {
+                        admitted: self.fail_open,
+                    });
+                    (!self.fail_open).then_some(LimitRejection::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                    })
+                }
+            },
+        };
+        match refusal {
+            None => Verdict::Pass {
+                headers,
+                shadow: None,
+            },
+            Some(rejection) if mode == Mode::Enforce => {
+                // A refusal without a count has no `RateLimit` line to show, only the policy.
+                if !matches!(rejection, LimitRejection::RateLimited { .. }) {
+                    headers.clear();
+                }
+                Verdict::Refuse {
+                    rejection,
+                    headers,
+                    renderer: Arc::clone(&self.renderer),
+                }
+            }
+            Some(r) => {
+                self.handle.count_shadow_refusal("window", r.code());
+                Verdict::Pass {
+                    headers,
+                    shadow: Some(r.code()),
+                }
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod outbound;
 mod quota;
 mod runtime;
 mod window;
+mod windows;
 
 use std::time::Duration;
 
