@@ -34,8 +34,8 @@ HTTP_WHAT = {
     "no-quota": "per-IP window + admission slot (Redis), no quota spend",
     "full": "the service's router: per-IP window + quota spend (PostgreSQL) + admission slot",
     "full-async-commit": "the same with `FLEETGATE_QUOTA_ASYNC_COMMIT=true` (each batch of quota "
-                         "spends commits with `SET LOCAL synchronous_commit = off`, not waiting "
-                         "for its WAL flush)",
+                         "spends commits with `synchronous_commit` off for its own transaction, "
+                         "not waiting for its WAL flush)",
 }
 
 
