@@ -28,7 +28,7 @@ pub struct ValidJson<T>(pub T);
 
 impl<T: DeserializeOwned> ValidJson<T> {
     /// The JSON body of the request `head` belongs to, at most `limit` bytes, read by the
-    /// request's [`BodyDeadline`]; refused as the extractor refuses it. The head is only borrowed,
+    /// request's `BodyDeadline`; refused as the extractor refuses it. The head is only borrowed,
     /// so a middleware can read the body and pass the same head on.
     pub async fn read(head: &Parts, body: Body, limit: usize) -> Result<Self, ApiError> {
         let deadline = head.extensions.get::<BodyDeadline>().map(|d| d.0);
