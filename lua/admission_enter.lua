@@ -1,20 +1,13 @@
--- Admit a request: take a slot now if one is free and nobody eligible waits, else queue it.
+-- Admit requests: each takes a slot now if one is free and nobody eligible waits, else queues.
 -- (helpers: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
--- ARGV[7] waiter/lease id  ARGV[8] user lease key  ARGV[9] replica  ARGV[10] class 0..classes-1
--- ARGV[11] max queued (all classes)  ARGV[12] max queued of one user (all classes)
--- ARGV[13] record ttl ms (the waiter's wait budget + margin)
--- returns {1, expiry_ms, fence} granted | {0, position, now_ms} queued | {-1, 0} queue full
---         | {-2, 0} this user's waiters fill its share of the queue
+-- Then one group of seven per request (a batch: in order, as if one call after another):
+-- id (waiter/lease), user lease key, replica, class 0..classes-1, max queued (all classes),
+-- max queued of one user (all classes), record ttl ms (the waiter's wait budget + margin)
+-- returns three integers per request: {1, expiry_ms, fence} granted | {0, position, now_ms}
+--         queued | {-1, 0, 0} queue full | {-2, 0, 0} this user's waiters fill its share
+--         | {-3, 0, 0} this id already left (its caller gave up before the enter arrived)
 begin(KEYS, ARGV)
-assert(#ARGV == 13, "admission_enter: 13 args")
-local id, user_key, replica = ARGV[7], ARGV[8], ARGV[9]
-local class, max_queue, max_user = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-local record_ttl = tonumber(ARGV[13])
-assert(class and Q[class], "admission_enter: class out of range")
-assert(max_queue and max_user and record_ttl and record_ttl >= 1,
-  "admission_enter: max queued, max queued per user and record ttl")
-assert(string.sub(user_key, 1, #USER_HEAD) == USER_HEAD, "admission_enter: user key outside T")
-
+assert(#ARGV >= 13 and (#ARGV - 6) % 7 == 0, "admission_enter: 6 args, then groups of 7")
 -- Drops this user's waiters whose replica died or whose record expired (at most 100 looked at):
 -- they must not count against its share of the queue. Returns how many were dropped.
 local function prune_user(user)
@@ -35,45 +28,81 @@ local function prune_user(user)
   return dropped
 end
 
-ensure_alive(replica)
+-- One request of the batch. `free`: slots left after the batch's dispatch and its grants so far.
+local function enter(a, free)
+  local id, user_key, replica = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local class, max_queue, max_user = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
+    tonumber(ARGV[a + 5])
+  local record_ttl_s = ARGV[a + 6]
+  local record_ttl = tonumber(record_ttl_s)
+  assert(class and Q[class], "admission_enter: class out of range")
+  assert(max_queue and max_user and record_ttl and record_ttl >= 1,
+    "admission_enter: max queued, max queued per user and record ttl")
+  assert(string.sub(user_key, 1, #USER_HEAD) == USER_HEAD, "admission_enter: user key outside T")
+
+  -- A record before the enter is the mark of a leave that overtook it (admission_leave).
+  local w = T .. ':w:' .. id
+  if redis.call('EXISTS', w) == 1 then return {-3, 0, 0} end
+  local room = user_has_room(user_key)
+  if free > 0 and room then
+    local expiry, fence = take(id, user_key)
+    return {1, expiry, fence}
+  end
+
+  local user = user_of(user_key)
+  local queues = user_queues(user)
+  local mine = 0
+  for i = 1, NC do mine = mine + redis.call('ZCARD', queues[i]) end
+  if mine >= max_user then
+    mine = mine - prune_user(user)
+    if mine >= max_user then return {-2, 0, 0} end
+  end
+  local queued = 0
+  for c = 0, NC - 1 do queued = queued + redis.call('ZCARD', Q[c]) end
+  if queued >= max_queue then return {-1, 0, 0} end
+
+  -- Arrival order: the fencing counter, strictly increasing fleet-wide and never reset.
+  local seq = next_fence()
+  local q = Q[class]
+  redis.call('ZADD', q, seq, id)
+  keep_ttl(q, record_ttl_s)
+  local uq = queues[class + 1]
+  if mine == 0 then counted[uq] = 0 end -- a new key: a plain PEXPIRE
+  redis.call('ZADD', uq, seq, id)
+  keep_ttl(uq, record_ttl_s)
+  -- Counted for this request only: the next one of this user finds the key with a TTL.
+  counted[uq] = nil
+  redis.call('HSET', w, 'u', user_key, 'r', replica)
+  redis.call('PEXPIRE', w, record_ttl_s)
+  -- Held back only by the global cap: ready for the next free slot. A user with room is in the
+  -- ready set of every class it waits in (a dispatch just refreshed any whose lease expired), so
+  -- an entry already there stands for an earlier waiter and is kept (NX).
+  if room then
+    redis.call('ZADD', READY[class], 'NX', seq, user)
+    keep_ttl(READY[class], record_ttl_s)
+  end
+  return {0, position(id, class), NOW}
+end
+
+-- The callers' replicas are registered first: the dispatch must not take them for dead.
+local ensured = {}
+for a = 9, #ARGV, 7 do
+  if not ensured[ARGV[a]] then
+    ensured[ARGV[a]] = true
+    ensure_alive(ARGV[a])
+  end
+end
 -- After a dispatch, every waiter still queued is held back (by the caps or its own user cap), so
--- a newcomer with room takes the free slot without overtaking anyone eligible.
+-- a newcomer with room takes a free slot without overtaking anyone eligible. The batch's own
+-- requests change that only by taking slots (counted down here) or by queueing when none is
+-- free: a second dispatch would find nothing to grant.
 local free = dispatch(true)
-local room = user_has_room(user_key)
-if free > 0 and room then
-  local expiry, fence = take(id, user_key)
-  return {1, expiry, fence}
+local replies = {}
+for a = 7, #ARGV, 7 do
+  local r = enter(a, free)
+  if r[1] == 1 then free = free - 1 end
+  replies[#replies + 1] = r[1]
+  replies[#replies + 1] = r[2]
+  replies[#replies + 1] = r[3]
 end
-
-local user = user_of(user_key)
-local queues = user_queues(user)
-local mine = 0
-for i = 1, NC do mine = mine + redis.call('ZCARD', queues[i]) end
-if mine >= max_user then
-  mine = mine - prune_user(user)
-  if mine >= max_user then return {-2, 0} end
-end
-local queued = 0
-for c = 0, NC - 1 do queued = queued + redis.call('ZCARD', Q[c]) end
-if queued >= max_queue then return {-1, 0} end
-
--- Arrival order: the fencing counter, strictly increasing fleet-wide and never reset.
-local seq = next_fence()
-local q = Q[class]
-redis.call('ZADD', q, seq, id)
-keep_ttl(q, ARGV[13])
-local uq = queues[class + 1]
-if mine == 0 then counted[uq] = 0 end -- a new key: a plain PEXPIRE
-redis.call('ZADD', uq, seq, id)
-keep_ttl(uq, ARGV[13])
-local w = T .. ':w:' .. id
-redis.call('HSET', w, 'u', user_key, 'r', replica)
-redis.call('PEXPIRE', w, ARGV[13])
--- Held back only by the global cap: ready for the next free slot. A user with room is in the
--- ready set of every class it waits in (a dispatch just refreshed any whose lease expired), so an
--- entry already there stands for an earlier waiter and is kept (NX).
-if room then
-  redis.call('ZADD', READY[class], 'NX', seq, user)
-  keep_ttl(READY[class], ARGV[13])
-end
-return {0, position(id, class), NOW}
+return replies

@@ -2,7 +2,8 @@
 -- is released and handed on, never lost.
 -- (helpers: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- ARGV[7] waiter id   ARGV[8] user lease key   ARGV[9] class   ARGV[10] replica
--- returns 0 left the queue | 1 was granted meanwhile, slot handed on | 2 unknown (reset, dropped)
+-- returns 0 left the queue | 1 was granted meanwhile, slot handed on | 2 unknown (reset, dropped,
+--         or not entered yet: its enter, sent in a batch, may still be on its way)
 begin(KEYS, ARGV)
 assert(#ARGV == 10, "admission_leave: 10 args")
 local id, user_key, class, replica = ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10]
@@ -20,4 +21,9 @@ if redis.call('ZSCORE', GLOBAL, id) then
   dispatch()
   return 1
 end
+-- Unknown: leave a mark so that an enter of this id arriving later does not queue a waiter (or
+-- take a slot) nobody is behind. Ids are never reused; the mark outlives any enter in flight.
+local w = T .. ':w:' .. id
+redis.call('HSET', w, 'left', '1')
+redis.call('PEXPIRE', w, GRANTS_TTL_S)
 return 2

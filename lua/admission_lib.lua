@@ -102,6 +102,14 @@ local function keep_ttl(key, ttl)
   end
 end
 
+-- A member was removed from `key`, which may be gone now: its TTL must be set again when it is
+-- next written (ttl_kept), and its live count is stale (counted). A batch writes a key again after
+-- removing from it within one call.
+local function removed(key)
+  ttl_kept[key] = nil
+  counted[key] = nil
+end
+
 -- The user part of a user lease key, and that user's queue of one class.
 local function user_of(user_key)
   return string.sub(user_key, #USER_HEAD + 1)
@@ -130,6 +138,7 @@ local function refresh_class(user, class, only_if_ready)
   local head = redis.call('ZRANGE', uq, 0, 0, 'WITHSCORES')
   if not head[1] then
     redis.call('ZREM', READY[class], user)
+    removed(READY[class])
   elseif only_if_ready then
     redis.call('ZADD', READY[class], 'XX', head[2], user)
   else
@@ -144,7 +153,10 @@ end
 local function set_aside(user_key)
   local user = user_of(user_key)
   if redis.call('EXISTS', unpack(user_queues(user))) == 0 then return end
-  for c = 0, NC - 1 do redis.call('ZREM', READY[c], user) end
+  for c = 0, NC - 1 do
+    redis.call('ZREM', READY[c], user)
+    removed(READY[c])
+  end
 end
 
 -- Makes the ready sets agree with a user's room and waiters: called whenever its lease count may
@@ -159,6 +171,7 @@ local function refresh_user(user_key)
       refresh_class(user, c, false)
     else
       redis.call('ZREM', READY[c], user)
+      removed(READY[c])
     end
   end
 end
@@ -172,11 +185,16 @@ local function reclaim_global()
     local user_key = redis.call('HGET', HOLDERS, id)
     if user_key then
       redis.call('ZREM', user_key, id)
+      removed(user_key)
       users[user_key] = true
     end
     redis.call('HDEL', HOLDERS, id)
   end
-  if #expired > 0 then redis.call('ZREM', GLOBAL, unpack(expired)) end
+  if #expired > 0 then
+    redis.call('ZREM', GLOBAL, unpack(expired))
+    removed(GLOBAL)
+    removed(HOLDERS)
+  end
   for user_key in pairs(users) do refresh_user(user_key) end
 end
 
@@ -245,6 +263,9 @@ local function drop_lease(id, user_key)
   redis.call('ZREM', GLOBAL, id)
   redis.call('ZREM', user_key, id)
   redis.call('HDEL', HOLDERS, id)
+  removed(GLOBAL)
+  removed(user_key)
+  removed(HOLDERS)
   refresh_user(user_key)
   if score and tonumber(score) > NOW then return 1 end
   return 0
@@ -263,9 +284,12 @@ end
 
 -- Removes a waiter from every structure but the ready sets (see refresh_class).
 local function forget_waiter(id, class, user)
+  local uq = user_queue(class, user)
   redis.call('ZREM', Q[class], id)
-  redis.call('ZREM', user_queue(class, user), id)
+  redis.call('ZREM', uq, id)
   redis.call('DEL', T .. ':w:' .. id)
+  removed(Q[class])
+  removed(uq)
 end
 
 -- Live global leases. The holders map has an entry per global lease and the same TTL.
@@ -325,6 +349,7 @@ local function dispatch(entering)
       local user_key = USER_HEAD .. user
       if not id then
         redis.call('ZREM', ready, user) -- its waiters left
+        removed(ready)
       else
         local replica = redis.call('HGET', T .. ':w:' .. id, 'r')
         if not replica or not replica_alive(replica) then
@@ -335,10 +360,11 @@ local function dispatch(entering)
           set_aside(user_key)
         else
           forget_waiter(id, class, user)
-          if heads[3] then
+            if heads[3] then
             redis.call('ZADD', ready, 'XX', heads[4], user)
           else
             redis.call('ZREM', ready, user)
+            removed(ready)
           end
           local _, fence = take(id, user_key) -- at its cap now? then it steps aside
           announce(id, replica, fence)

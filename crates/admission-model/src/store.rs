@@ -80,6 +80,8 @@ pub enum Entered {
     Queued(usize),
     Full,
     UserFull,
+    /// Its leave came first: not entered.
+    Withdrawn,
 }
 
 /// What `admission_leave` answers.
@@ -99,7 +101,8 @@ pub struct Store {
     pub leases: BTreeMap<Id, Lease>,
     /// Per class, in arrival order.
     pub queues: Vec<Vec<Waiter>>,
-    /// Waiters whose record is still there.
+    /// Waiters whose record is still there, and ids whose leave came before their enter (the
+    /// mark that stops that enter).
     pub records: BTreeSet<Id>,
     /// The registry: replica -> heartbeat still live.
     pub replicas: BTreeMap<Replica, bool>,
@@ -216,6 +219,9 @@ impl Store {
     pub fn enter(&mut self, p: &Params, w: Waiter, class: u8, out: &mut Vec<Published>) -> Entered {
         self.replicas.insert(w.replica, true);
         let free = self.dispatch(p, true, out);
+        if self.records.contains(&w.id) {
+            return Entered::Withdrawn;
+        }
         let room = self.has_room(p, w.user);
         if free > 0 && room {
             self.take(w.id, w.user, w.replica);
@@ -311,6 +317,7 @@ impl Store {
             self.dispatch(p, false, out);
             return Left::WasGranted;
         }
+        self.records.insert(id);
         Left::Unknown
     }
 

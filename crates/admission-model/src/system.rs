@@ -298,7 +298,7 @@ impl Model for System {
                 s.clients[c] = match entered {
                     Entered::Granted => Phase::Running,
                     Entered::Queued(_) => Phase::Waiting,
-                    Entered::Full | Entered::UserFull => Phase::Refused,
+                    Entered::Full | Entered::UserFull | Entered::Withdrawn => Phase::Refused,
                 };
             }
             Action::Finish(c) if s.up[usize::from(self.clients[c].replica)] == Up::Cut => {

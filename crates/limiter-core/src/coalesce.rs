@@ -42,6 +42,8 @@ pub(crate) struct Coalescer<K, R> {
     max_in_flight: usize,
     /// Items per batch: bounds the work of one script call (and so its latency for others).
     max_batch: usize,
+    /// Queued calls whose caller went away are not sent (see [`Coalescer::skipping_abandoned`]).
+    skip_abandoned: bool,
 }
 
 impl<K, R> std::fmt::Debug for Coalescer<K, R> {
@@ -63,7 +65,16 @@ impl<K: Send + 'static, R: Send + 'static> Coalescer<K, R> {
             run,
             max_in_flight: max_in_flight.max(1),
             max_batch: max_batch.max(1),
+            skip_abandoned: false,
         }
+    }
+
+    /// A queued call whose caller was dropped before its batch left is not sent: for calls
+    /// whose effect nobody must be left holding (entering a queue), unlike releases, which
+    /// must reach Redis whoever waits for the answer.
+    pub(crate) fn skipping_abandoned(mut self) -> Self {
+        self.skip_abandoned = true;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<K, R>> {
@@ -121,6 +132,9 @@ impl<K: Send + 'static, R: Send + 'static> Coalescer<K, R> {
     /// Takes the next batch off the queue, keeping the flight slot; frees it if none waits.
     fn next_batch(&self) -> Option<Vec<Waiting<K, R>>> {
         let mut st = self.lock();
+        if self.skip_abandoned {
+            st.queue.retain(|(_, tx)| !tx.is_closed());
+        }
         if st.queue.is_empty() {
             st.in_flight -= 1;
             return None;
@@ -179,4 +193,77 @@ fn abandoned() -> LimiterError {
         redis::ErrorKind::Io,
         "batch abandoned",
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::Notify;
+
+    /// A coalescer whose first flight waits for `gate`; records every batch it sends.
+    fn gated(gate: Arc<Notify>, sent: Arc<Mutex<Vec<Vec<u32>>>>) -> Coalescer<u32, u32> {
+        let run: BatchFn<u32, u32> = Arc::new(move |items: Vec<u32>| {
+            let (gate, sent) = (Arc::clone(&gate), Arc::clone(&sent));
+            Box::pin(async move {
+                let first = {
+                    let mut s = sent.lock().unwrap_or_else(|p| p.into_inner());
+                    s.push(items.clone());
+                    s.len() == 1
+                };
+                if first {
+                    gate.notified().await;
+                }
+                Ok(items)
+            })
+        });
+        Coalescer::new(run, 1, 16)
+    }
+
+    async fn batches_after_one_queued_caller_leaves(skip: bool) -> Vec<Vec<u32>> {
+        let (gate, sent) = (Arc::new(Notify::new()), Arc::new(Mutex::new(Vec::new())));
+        let c = gated(Arc::clone(&gate), Arc::clone(&sent));
+        let c = Arc::new(if skip { c.skipping_abandoned() } else { c });
+        let lead = tokio::spawn({
+            let c = Arc::clone(&c);
+            async move { c.call(1).await }
+        });
+        // The leader's flight is on the wire (recorded) before the others queue behind it.
+        while sent.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let stays = tokio::spawn({
+            let c = Arc::clone(&c);
+            async move { c.call(2).await }
+        });
+        let leaves = tokio::spawn({
+            let c = Arc::clone(&c);
+            async move { c.call(3).await }
+        });
+        while c.lock().queue.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        leaves.abort();
+        let _ = leaves.await;
+        gate.notify_one();
+        assert_eq!(lead.await.ok().and_then(Result::ok), Some(1));
+        assert_eq!(stays.await.ok().and_then(Result::ok), Some(2));
+        let batches = sent.lock().unwrap_or_else(|p| p.into_inner());
+        batches.clone()
+    }
+
+    #[tokio::test]
+    async fn a_caller_gone_before_its_batch_left_is_not_sent_when_skipping() {
+        assert_eq!(
+            batches_after_one_queued_caller_leaves(true).await,
+            [vec![1], vec![2]]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_skipping_every_queued_call_is_sent() {
+        assert_eq!(
+            batches_after_one_queued_caller_leaves(false).await,
+            [vec![1], vec![2, 3]]
+        );
+    }
 }

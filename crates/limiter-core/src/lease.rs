@@ -153,6 +153,7 @@ impl LeaseManager {
                 caps: None,
             },
             renew_after_loss: false,
+            release_batch: None,
         };
         Ok(Acquire::Granted(Lease::start(
             self.redis.clone(),
@@ -246,7 +247,14 @@ pub(crate) struct LeaseOps {
     /// Keep renewing after a loss is reported: the holder still runs, and a recovery from a Redis
     /// outage may register the lease again (admission permits), which renewals then keep alive.
     pub(crate) renew_after_loss: bool,
+    /// Releases of one admission queue sent together (the lease's user key goes with its id); the
+    /// release call above is then not used.
+    pub(crate) release_batch: Option<(ReleaseBatch, String)>,
 }
+
+/// Concurrent releases of one admission queue, coalesced: (lease id, user key) in, the release
+/// script's answer for that lease out.
+pub(crate) type ReleaseBatch = Arc<crate::coalesce::Coalescer<(String, String), i64>>;
 
 struct LeaseShared {
     redis: RedisHandle,
@@ -276,6 +284,9 @@ impl LeaseShared {
     async fn release(&self) -> Result<bool, LimiterError> {
         if self.released.swap(true, Ordering::AcqRel) {
             return Ok(false);
+        }
+        if let Some((batch, user_key)) = &self.ops.release_batch {
+            return Ok(batch.call((self.id.clone(), user_key.clone())).await? == 1);
         }
         let name = self.ops.release.script.name();
         let value = self.ops.release.run(&self.redis).await?;

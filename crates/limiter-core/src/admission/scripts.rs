@@ -1,13 +1,15 @@
 //! Typed calls of the admission scripts (`lua/admission_*.lua`): their arguments in, their
 //! replies decoded. Nothing here decides anything; the scripts do.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::caps::Caps;
 use super::class::{Class, Classes};
 use super::config::AdmissionConfig;
 use super::stats::QueueStats;
-use crate::lease::{Lease, LeaseOps, ScriptCall, ttl_millis};
+use crate::coalesce::{BatchFn, Coalescer};
+use crate::lease::{Lease, LeaseOps, ReleaseBatch, ScriptCall, ttl_millis};
 use crate::redis_handle::ToRedisArgsDyn;
 use crate::reply::ints;
 use crate::scripts::{
@@ -28,6 +30,8 @@ pub(crate) enum Entered {
     Full,
     /// This user's waiters fill its share of the queue.
     UserFull,
+    /// A leave of this id reached Redis first: its caller gave up while the enter was batched.
+    Withdrawn,
 }
 
 /// What one heartbeat brought back.
@@ -58,7 +62,19 @@ pub(crate) struct QueueScripts {
     base_args: Vec<String>,
     /// The caps in force.
     caps: Caps,
+    /// Concurrent releases, sent together: one script call and one dispatch for all of them.
+    releases: ReleaseBatch,
+    /// Concurrent entries, sent together: one script call and one dispatch for all of them.
+    entries: Arc<Coalescer<Entry, Entered>>,
 }
+
+/// One request entering the queue: `admission_enter`'s group of seven arguments.
+type Entry = [String; 7];
+
+/// Release batches on the wire at once: one more overlaps Redis's work with a reply's travel.
+const MAX_IN_FLIGHT: usize = 2;
+/// Releases per script call: bounds one call's work (and so how long it holds Redis).
+const MAX_BATCH: usize = 64;
 
 impl QueueScripts {
     pub(crate) fn new(
@@ -68,17 +84,35 @@ impl QueueScripts {
         replica: String,
     ) -> Self {
         let tag = redis.keys().group_tag(&cfg.group);
+        let global_key = redis.keys().lease_scope(&cfg.group, b"global");
+        let base_args = vec![
+            tag.clone(),
+            cfg.user_cap.to_string(),
+            cfg.global_cap.to_string(),
+            ttl_millis(cfg.lease_ttl).to_string(),
+            ttl_millis(cfg.heartbeat_ttl).to_string(),
+            classes.len().to_string(),
+        ];
+        let caps = Caps::new(cfg.user_cap, cfg.global_cap);
+        let releases = Arc::new(Coalescer::new(
+            release_batch(&redis, &global_key, &base_args, &caps),
+            MAX_IN_FLIGHT,
+            MAX_BATCH,
+        ));
+        let entries = Arc::new(
+            Coalescer::new(
+                enter_batch(&redis, &global_key, &base_args, &caps),
+                MAX_IN_FLIGHT,
+                MAX_BATCH,
+            )
+            .skipping_abandoned(),
+        );
         QueueScripts {
-            global_key: redis.keys().lease_scope(&cfg.group, b"global"),
-            base_args: vec![
-                tag.clone(),
-                cfg.user_cap.to_string(),
-                cfg.global_cap.to_string(),
-                ttl_millis(cfg.lease_ttl).to_string(),
-                ttl_millis(cfg.heartbeat_ttl).to_string(),
-                classes.len().to_string(),
-            ],
-            caps: Caps::new(cfg.user_cap, cfg.global_cap),
+            entries,
+            global_key,
+            base_args,
+            caps,
+            releases,
             tag,
             group: cfg.group.clone(),
             replica,
@@ -144,8 +178,9 @@ impl QueueScripts {
         }
     }
 
-    /// Takes a slot or queues (`admission_enter`). `record_ttl`: how long the waiter's record
-    /// lives (its wait budget plus a margin).
+    /// Takes a slot or queues (`admission_enter`, with any other requests entering at the same
+    /// time). `record_ttl`: how long the waiter's record lives (its wait budget plus a margin).
+    /// A call dropped before its batch left is not sent.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn enter(
         &self,
@@ -156,45 +191,17 @@ impl QueueScripts {
         max_queued_per_user: u32,
         record_ttl: Duration,
     ) -> Result<Entered, LimiterError> {
-        let class = class.index().to_string();
-        let (max_queue, max_user) = (max_queue.to_string(), max_queued_per_user.to_string());
-        let record_ttl = ttl_millis(record_ttl).to_string();
-        let reply: Vec<i64> = self
-            .run(
-                &ADMISSION_ENTER,
-                &[
-                    id,
-                    user_key,
-                    &self.replica,
-                    &class,
-                    &max_queue,
-                    &max_user,
-                    &record_ttl,
-                ],
-            )
-            .await?;
-        let name = ADMISSION_ENTER.name();
-        Ok(match reply.first().copied() {
-            Some(1) => {
-                let [_, expiry, fence] = ints::<3>(name, reply)?;
-                Entered::Granted { expiry, fence }
-            }
-            Some(0) => {
-                let [_, position, at_ms] = ints::<3>(name, reply)?;
-                Entered::Queued {
-                    position: u32::try_from(position).unwrap_or(u32::MAX),
-                    at_ms,
-                }
-            }
-            Some(-1) => Entered::Full,
-            Some(-2) => Entered::UserFull,
-            _ => {
-                return Err(LimiterError::Protocol {
-                    script: name,
-                    detail: format!("unexpected reply {reply:?}"),
-                });
-            }
-        })
+        self.entries
+            .call([
+                id.to_string(),
+                user_key.to_string(),
+                self.replica.clone(),
+                class.index().to_string(),
+                max_queue.to_string(),
+                max_queued_per_user.to_string(),
+                ttl_millis(record_ttl).to_string(),
+            ])
+            .await
     }
 
     /// A waiter leaves (`admission_leave`); a grant that raced with it is handed on.
@@ -209,9 +216,12 @@ impl QueueScripts {
             .await
     }
 
-    /// Releases a lease and hands the slot on (`admission_release`).
+    /// Releases a lease and hands the slot on (`admission_release`, with any other releases
+    /// made at the same time).
     pub(crate) async fn release(&self, id: &str, user_key: &str) -> Result<(), LimiterError> {
-        let _: i64 = self.run(&ADMISSION_RELEASE, &[id, user_key]).await?;
+        self.releases
+            .call((id.to_string(), user_key.to_string()))
+            .await?;
         Ok(())
     }
 
@@ -303,6 +313,7 @@ impl QueueScripts {
             renew: self.call(&ADMISSION_RENEW, &id, user_key),
             release: self.call(&ADMISSION_RELEASE, &id, user_key),
             renew_after_loss: true,
+            release_batch: Some((Arc::clone(&self.releases), user_key.to_string())),
         };
         let until = crate::lease::counted_until(sent, self.lease_ttl);
         Lease::start(
@@ -325,4 +336,88 @@ impl QueueScripts {
         let _: i64 = self.redis.cmd(&zrem).await?;
         Ok(())
     }
+}
+
+/// One `admission_release` call for many leases: ARGV[7..] holds (id, user key) pairs, the reply
+/// one integer per lease.
+fn release_batch(
+    redis: &RedisHandle,
+    global_key: &str,
+    base_args: &[String],
+    caps: &Caps,
+) -> BatchFn<(String, String), i64> {
+    let (redis, global_key) = (redis.clone(), global_key.to_string());
+    let (base_args, caps) = (base_args.to_vec(), caps.clone());
+    Arc::new(move |leases: Vec<(String, String)>| {
+        let redis = redis.clone();
+        let global_key = global_key.clone();
+        let mut args = base_args.clone();
+        caps.fill(&mut args);
+        Box::pin(async move {
+            for (id, user_key) in leases {
+                args.push(id);
+                args.push(user_key);
+            }
+            let argv: Vec<&dyn ToRedisArgsDyn> =
+                args.iter().map(|a| a as &dyn ToRedisArgsDyn).collect();
+            redis
+                .eval(&ADMISSION_RELEASE, &[global_key.as_str()], &argv)
+                .await
+        })
+    })
+}
+
+/// One `admission_enter` call for many requests: ARGV[7..] holds their groups of seven, the reply
+/// three integers per request.
+fn enter_batch(
+    redis: &RedisHandle,
+    global_key: &str,
+    base_args: &[String],
+    caps: &Caps,
+) -> BatchFn<Entry, Entered> {
+    let (redis, global_key) = (redis.clone(), global_key.to_string());
+    let (base_args, caps) = (base_args.to_vec(), caps.clone());
+    Arc::new(move |entries: Vec<Entry>| {
+        let redis = redis.clone();
+        let global_key = global_key.clone();
+        let mut args = base_args.clone();
+        caps.fill(&mut args);
+        Box::pin(async move {
+            let n = entries.len();
+            args.extend(entries.into_iter().flatten());
+            let argv: Vec<&dyn ToRedisArgsDyn> =
+                args.iter().map(|a| a as &dyn ToRedisArgsDyn).collect();
+            let reply: Vec<i64> = redis
+                .eval(&ADMISSION_ENTER, &[global_key.as_str()], &argv)
+                .await?;
+            let name = ADMISSION_ENTER.name();
+            if reply.len() != 3 * n {
+                return Err(LimiterError::Protocol {
+                    script: name,
+                    detail: format!("expected {} integers, got {}", 3 * n, reply.len()),
+                });
+            }
+            reply.chunks_exact(3).map(|r| entered(name, r)).collect()
+        })
+    })
+}
+
+/// One request's three integers of an `admission_enter` reply.
+fn entered(name: &'static str, r: &[i64]) -> Result<Entered, LimiterError> {
+    Ok(match *r {
+        [1, expiry, fence] => Entered::Granted { expiry, fence },
+        [0, position, at_ms] => Entered::Queued {
+            position: u32::try_from(position).unwrap_or(u32::MAX),
+            at_ms,
+        },
+        [-1, ..] => Entered::Full,
+        [-2, ..] => Entered::UserFull,
+        [-3, ..] => Entered::Withdrawn,
+        _ => {
+            return Err(LimiterError::Protocol {
+                script: name,
+                detail: format!("unexpected reply {r:?}"),
+            });
+        }
+    })
 }

@@ -78,6 +78,13 @@ impl Inner {
                 guard.disarm();
                 return Err(Rejection::UserQueueFull);
             }
+            // Only a caller that already went away left before entering: nobody reads this.
+            Ok(Entered::Withdrawn) => {
+                guard.disarm();
+                return Err(Rejection::Timeout {
+                    waited: started.elapsed(),
+                });
+            }
             Ok(Entered::Queued { position, at_ms }) => (position, at_ms),
             // The guard leaves the queue (best effort) in case the call did run.
             Err(e) if e.is_unavailable() && self.cfg.local_fallback => {

@@ -1,0 +1,261 @@
+//! Concurrent admits and releases in one process share script calls (one dispatch for each
+//! batch), and the caps, priority and order still hold. Each test owns a redis-server, so its
+//! command counts are its own.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{HIGH, LOW};
+use limiter_core::scripts::{ADMISSION_ENTER, ADMISSION_LEAVE};
+use limiter_core::{Admission, AdmissionConfig, ToRedisArgsDyn};
+use testkit::RedisServer;
+use tokio::sync::Barrier;
+use tokio::time::Instant;
+
+/// Script calls the server ran so far (`INFO commandstats`).
+fn script_calls(server: &RedisServer) -> u64 {
+    server
+        .command("INFO commandstats")
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_fcall:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+async fn admission(server: &RedisServer, global: u32, user: u32) -> Admission {
+    let cfg = AdmissionConfig {
+        global_cap: global,
+        user_cap: user,
+        max_queue: 10_000,
+        max_queued_per_user: 10_000,
+        ..common::adm_cfg()
+    };
+    Admission::start(common::replica_at(&server.url(), "qco"), cfg)
+        .await
+        .unwrap()
+}
+
+/// Holds the high-water mark of permits held at once.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl InFlight {
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+    }
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_shares_script_calls_and_holds_both_caps() {
+    let server = RedisServer::start();
+    let (global, user_cap, users, tasks) = (5u32, 2u32, 8usize, 400usize);
+    let adm = admission(&server, global, user_cap).await;
+    drop(
+        adm.admit(b"warm-up", HIGH, Instant::now() + Duration::from_secs(5))
+            .await,
+    );
+    let before = script_calls(&server);
+
+    let overall = Arc::new(InFlight::default());
+    let per_user: Arc<Vec<InFlight>> = Arc::new((0..users).map(|_| InFlight::default()).collect());
+    let start = Arc::new(Barrier::new(tasks));
+    let mut handles = Vec::new();
+    for i in 0..tasks {
+        let (adm, start) = (adm.clone(), Arc::clone(&start));
+        let (overall, per_user) = (Arc::clone(&overall), Arc::clone(&per_user));
+        handles.push(tokio::spawn(async move {
+            let u = i % users;
+            start.wait().await;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let permit = adm
+                .admit(format!("user-{u}").as_bytes(), HIGH, deadline)
+                .await
+                .unwrap();
+            overall.enter();
+            per_user[u].enter();
+            tokio::task::yield_now().await;
+            per_user[u].leave();
+            overall.leave();
+            permit.release().await.unwrap();
+        }));
+    }
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(60), h)
+            .await
+            .expect("an admit stalled")
+            .unwrap();
+    }
+    // Counted between grant and release, so never above what Redis counted, and the burst
+    // was large enough to fill the cap.
+    assert_eq!(overall.max.load(Ordering::SeqCst), global as usize);
+    for (u, f) in per_user.iter().enumerate() {
+        assert!(
+            f.max.load(Ordering::SeqCst) <= user_cap as usize,
+            "user {u} held {} at once",
+            f.max.load(Ordering::SeqCst)
+        );
+    }
+    // One enter and one release each, one call per request at most without batching.
+    let calls = script_calls(&server) - before;
+    assert!(
+        calls < (2 * tasks as u64) * 3 / 4,
+        "{tasks} admits and releases took {calls} script calls"
+    );
+}
+
+/// Fences of the leases granted to `group` (spawned waiters, in their order of arrival).
+async fn fences(
+    group: Vec<tokio::task::JoinHandle<limiter_core::Permit>>,
+) -> (Vec<i64>, Vec<limiter_core::Permit>) {
+    let mut permits = Vec::new();
+    for w in group {
+        permits.push(
+            tokio::time::timeout(Duration::from_secs(10), w)
+                .await
+                .expect("hand-off stalled")
+                .unwrap(),
+        );
+    }
+    let fences = permits.iter().map(|p| p.lease().unwrap().fence()).collect();
+    (fences, permits)
+}
+
+fn increasing(v: &[i64]) -> bool {
+    v.windows(2).all(|w| w[0] < w[1])
+}
+
+/// Slots freed together by batched releases go to the waiters first in line: every waiter of
+/// the higher class before any of the lower, and in order of arrival within a class (grant
+/// order is fence order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_releases_hand_slots_on_in_priority_then_arrival_order() {
+    let server = RedisServer::start();
+    let cap = 4usize;
+    let adm = admission(&server, cap as u32, cap as u32).await;
+    let far = || Instant::now() + Duration::from_secs(30);
+    let mut holders = Vec::new();
+    for i in 0..cap {
+        holders.push(
+            adm.admit(format!("h{i}").as_bytes(), HIGH, far())
+                .await
+                .unwrap(),
+        );
+    }
+    // Queued one at a time (each waits for its position), alternating low and high.
+    let (mut low, mut high) = (Vec::new(), Vec::new());
+    for i in 0..2 * cap {
+        let class = if i % 2 == 0 { LOW } else { HIGH };
+        let (ptx, mut prx) = tokio::sync::watch::channel(0u32);
+        let adm = adm.clone();
+        let task = tokio::spawn(async move {
+            adm.admit_watched(format!("w{i}").as_bytes(), class, far(), ptx)
+                .await
+                .unwrap()
+        });
+        tokio::time::timeout(Duration::from_secs(5), prx.wait_for(|p| *p > 0))
+            .await
+            .expect("waiter never queued")
+            .unwrap();
+        if class == HIGH {
+            high.push(task)
+        } else {
+            low.push(task)
+        }
+    }
+    // Every holder released at once: the releases meet in batches.
+    let released = futures_util::future::join_all(holders.into_iter().map(|h| h.release()));
+    for r in released.await {
+        assert!(r.unwrap(), "a held lease was live");
+    }
+    let (high_fences, high_permits) = fences(high).await;
+    assert!(
+        increasing(&high_fences),
+        "high class served out of order: {high_fences:?}"
+    );
+    assert!(
+        low.iter().all(|t| !t.is_finished()),
+        "a low waiter overtook a high one"
+    );
+    let released = futures_util::future::join_all(high_permits.into_iter().map(|p| p.release()));
+    for r in released.await {
+        assert!(r.unwrap(), "a held lease was live");
+    }
+    let (low_fences, _low_permits) = fences(low).await;
+    assert!(
+        increasing(&low_fences),
+        "low class served out of order: {low_fences:?}"
+    );
+    assert!(high_fences.iter().max() < low_fences.iter().min());
+}
+
+/// Runs an admission script with ARGV[1..6] for group `adm` (user cap 2, global cap 1, lease
+/// TTL 15 s, heartbeat TTL 3 s, three classes) followed by `extra`.
+async fn raw<T: redis::FromRedisValue>(
+    redis: &limiter_core::RedisHandle,
+    script: &limiter_core::scripts::LuaScript,
+    extra: &[&str],
+) -> T {
+    let keys = redis.keys();
+    let tag = keys.group_tag("adm");
+    let mut args: Vec<&dyn ToRedisArgsDyn> = vec![&tag, &"2", &"1", &"15000", &"3000", &"3"];
+    args.extend(extra.iter().map(|a| a as &dyn ToRedisArgsDyn));
+    redis
+        .eval(script, &[&keys.lease_scope("adm", b"global")], &args)
+        .await
+        .unwrap()
+}
+
+/// A batched enter can reach Redis after its caller gave up and its leave went out: the leave
+/// leaves a mark, and the enter then neither takes a slot nor queues a waiter nobody is behind.
+#[tokio::test]
+async fn a_leave_that_overtakes_its_enter_keeps_the_id_out() {
+    let server = RedisServer::start();
+    let redis = common::replica_at(&server.url(), "qco");
+    let keys = redis.keys().clone();
+    let user_key = keys.lease_scope("adm", b"user:u");
+    let leave = |id: &'static str| {
+        let (redis, user_key) = (redis.clone(), user_key.clone());
+        async move { raw::<i64>(&redis, &ADMISSION_LEAVE, &[id, &user_key, "0", "cafe"]).await }
+    };
+    let enter = |id: &'static str| {
+        let (redis, user_key) = (redis.clone(), user_key.clone());
+        async move {
+            let group = [id, &user_key, "cafe", "0", "500", "10", "60000"];
+            raw::<Vec<i64>>(&redis, &ADMISSION_ENTER, &group).await
+        }
+    };
+    let zcard = |key: String| {
+        let reply = server.command(&format!("ZCARD {key}"));
+        reply.trim().trim_start_matches(':').to_string()
+    };
+    let global = keys.lease_scope("adm", b"global");
+    let queue = format!("{}:q:0", keys.group_tag("adm"));
+
+    // A free slot: the overtaken enter does not take it; a fresh id does.
+    assert_eq!(leave("cafe.w1").await, 2, "unknown when it left");
+    assert_eq!(enter("cafe.w1").await, [-3, 0, 0]);
+    assert_eq!(zcard(global.clone()), "0");
+    assert_eq!(enter("cafe.w2").await[0], 1, "granted");
+    // No slot free: the overtaken enter does not queue either.
+    assert_eq!(leave("cafe.w3").await, 2);
+    assert_eq!(enter("cafe.w3").await, [-3, 0, 0]);
+    assert_eq!(zcard(queue), "0");
+    assert_eq!(enter("cafe.w4").await[0], 0, "queued");
+}
