@@ -247,13 +247,12 @@ pub(crate) struct LeaseOps {
     /// Keep renewing after a loss is reported: the holder still runs, and a recovery from a Redis
     /// outage may register the lease again (admission permits), which renewals then keep alive.
     pub(crate) renew_after_loss: bool,
-    /// Releases of one admission queue sent together (the lease's user key goes with its id); the
-    /// release call above is then not used.
+    /// Admission leases: released together with the queue's other releases, as (id, this user
+    /// key) pairs; the release call above is then not used.
     pub(crate) release_batch: Option<(ReleaseBatch, String)>,
 }
 
-/// Concurrent releases of one admission queue, coalesced: (lease id, user key) in, the release
-/// script's answer for that lease out.
+/// One admission queue's coalesced releases: (lease id, user key) in, the script's answer out.
 pub(crate) type ReleaseBatch = Arc<crate::coalesce::Coalescer<(String, String), i64>>;
 
 struct LeaseShared {
