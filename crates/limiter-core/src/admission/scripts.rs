@@ -73,8 +73,9 @@ type Entry = [String; 7];
 
 /// Release batches on the wire at once: one more overlaps Redis's work with a reply's travel.
 const MAX_IN_FLIGHT: usize = 2;
-/// Releases per script call: bounds one call's work (and so how long it holds Redis).
-const MAX_BATCH: usize = 64;
+/// Requests per script call: bounds how long one call holds Redis. An entry or a release with its
+/// grant costs Redis ~20 µs, so 32 stay near 0.6 ms, under the 1 ms no other client should wait.
+const MAX_BATCH: usize = 32;
 
 impl QueueScripts {
     pub(crate) fn new(
