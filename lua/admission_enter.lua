@@ -28,6 +28,10 @@ local function prune_user(user)
   return dropped
 end
 
+-- Waiters queued in every class, counted once per call (after the dispatch) and kept up to date
+-- by the requests of the batch (nil: not counted yet).
+local queued
+
 -- One request of the batch. `free`: slots left after the batch's dispatch and its grants so far.
 local function enter(a, free)
   local id, user_key, replica = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -54,12 +58,17 @@ local function enter(a, free)
   local mine = 0
   for i = 1, NC do mine = mine + redis.call('ZCARD', queues[i]) end
   if mine >= max_user then
-    mine = mine - prune_user(user)
+    local dropped = prune_user(user)
+    mine = mine - dropped
+    if queued then queued = queued - dropped end
     if mine >= max_user then return {-2, 0, 0} end
   end
-  local queued = 0
-  for c = 0, NC - 1 do queued = queued + redis.call('ZCARD', Q[c]) end
+  if not queued then
+    queued = 0
+    for c = 0, NC - 1 do queued = queued + redis.call('ZCARD', Q[c]) end
+  end
   if queued >= max_queue then return {-1, 0, 0} end
+  queued = queued + 1
 
   -- Arrival order: the fencing counter, strictly increasing fleet-wide and never reset.
   local seq = next_fence()

@@ -34,6 +34,9 @@ local ttl_kept
 local counted
 -- This period's peak as read or written by this call (nil: not read yet).
 local peak_seen
+-- Live global leases as this call last counted them plus its grants since (nil: not counted, or
+-- a lease was dropped since): the peak is noted from it without a count per grant.
+local live_global
 -- Replicas already looked up in this call (a dispatch often grants several waiters of one).
 local alive
 local DAY = 86400000
@@ -78,7 +81,7 @@ local function begin(KEYS, ARGV)
   PEAK_BUCKET = math.floor(NOW / HB_TTL)
   PEAK_KEY = PEAK_HEAD .. string.format('%d', PEAK_BUCKET)
   PEAK_TTL_S = string.format('%d', 5 * HB_TTL)
-  ttl_kept, counted, peak_seen, alive = {}, {}, nil, {}
+  ttl_kept, counted, peak_seen, alive, live_global = {}, {}, nil, {}, nil
 end
 
 local function live(key)
@@ -108,6 +111,7 @@ end
 local function removed(key)
   ttl_kept[key] = nil
   counted[key] = nil
+  if key == GLOBAL then live_global = nil end
 end
 
 -- The user part of a user lease key, and that user's queue of one class.
@@ -214,12 +218,12 @@ local function next_fence()
 end
 
 -- The fleet's busiest moments, per heartbeat TTL: T:peak:<NOW / HB_TTL> holds the most global
--- leases right after any grant of that period (ZCARD counts expired ones not yet reclaimed too:
--- never low). A replica's heartbeat reads the last four (recent_peak); during a Redis outage it
+-- leases right after any grant of that period (the live count where this call has one, else
+-- ZCARD, which counts expired ones not yet reclaimed too: never low). A replica's heartbeat reads the last four (recent_peak); during a Redis outage it
 -- leaves room for that many (its local limit, see the replica's admission/outage.rs).
 
 local function note_peak()
-  local n = redis.call('ZCARD', GLOBAL)
+  local n = live_global or redis.call('ZCARD', GLOBAL)
   if peak_seen == nil then peak_seen = tonumber(redis.call('GET', PEAK_KEY)) or 0 end
   if n > peak_seen then
     redis.call('SET', PEAK_KEY, string.format('%d', n), 'PX', PEAK_TTL_S)
@@ -242,6 +246,7 @@ local function take(id, user_key)
   -- The user's live leases, as user_has_room counted them just before (nil: not counted).
   local before = counted[user_key]
   redis.call('ZADD', GLOBAL, EXPIRY_S, id)
+  if live_global then live_global = live_global + 1 end
   note_peak()
   keep_ttl(GLOBAL, LEASE_TTL_S)
   redis.call('ZADD', user_key, EXPIRY_S, id)
@@ -297,6 +302,7 @@ local function in_use()
   local n = live(GLOBAL)
   counted[GLOBAL] = n
   counted[HOLDERS] = n
+  live_global = n
   return n
 end
 

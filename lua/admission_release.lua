@@ -5,6 +5,8 @@
 begin(KEYS, ARGV)
 assert(#ARGV >= 8 and #ARGV % 2 == 0, "admission_release: 6 args, then id and user key pairs")
 local held = {}
+-- Per replica, the released ids whose grant records go (one HDEL each).
+local records = {}
 for i = 7, #ARGV, 2 do
   local id, user_key = ARGV[i], ARGV[i + 1]
   assert(string.sub(user_key, 1, #USER_HEAD) == USER_HEAD, "admission_release: user key outside T")
@@ -13,7 +15,17 @@ for i = 7, #ARGV, 2 do
   -- (in case the push was lost) is not needed any more. A heartbeat then carries the grants still
   -- held (at most the caps), not every grant of its period, whatever the traffic.
   local replica = string.match(id, '^([^.]+)%.')
-  if replica then redis.call('HDEL', T .. ':grants:' .. replica, id) end
+  if replica then
+    local ids = records[replica]
+    if not ids then
+      ids = {}
+      records[replica] = ids
+    end
+    ids[#ids + 1] = id
+  end
+end
+for replica, ids in pairs(records) do
+  redis.call('HDEL', T .. ':grants:' .. replica, unpack(ids))
 end
 -- One dispatch for the whole batch: the slots freed together go to the waiters first in line,
 -- as they would one release after another.
