@@ -71,7 +71,7 @@ pub(crate) struct QueueScripts {
 /// One request entering the queue: `admission_enter`'s group of seven arguments.
 type Entry = [String; 7];
 
-/// Release batches on the wire at once: one more overlaps Redis's work with a reply's travel.
+/// Batches of each kind on the wire at once: one more overlaps Redis's work with a reply's travel.
 const MAX_IN_FLIGHT: usize = 2;
 /// Requests per script call: bounds how long one call holds Redis. An entry or a release with its
 /// grant costs Redis ~20 µs, so 32 stay near 0.6 ms, under the 1 ms no other client should wait.
