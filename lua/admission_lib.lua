@@ -218,9 +218,10 @@ local function next_fence()
 end
 
 -- The fleet's busiest moments, per heartbeat TTL: T:peak:<NOW / HB_TTL> holds the most global
--- leases right after any grant of that period (the live count where this call has one, else
--- ZCARD, which counts expired ones not yet reclaimed too: never low). A replica's heartbeat reads the last four (recent_peak); during a Redis outage it
--- leaves room for that many (its local limit, see the replica's admission/outage.rs).
+-- leases right after any grant of that period (the live count where this call has one, else ZCARD,
+-- which counts expired ones not yet reclaimed too: never low). A replica's heartbeat reads the last
+-- four (recent_peak); during a Redis outage it leaves room for that many (its local limit, see the
+-- replica's admission/outage.rs).
 
 local function note_peak()
   local n = live_global or redis.call('ZCARD', GLOBAL)
