@@ -90,7 +90,15 @@ async fn a_burst_shares_script_calls_and_holds_both_caps() {
                 .unwrap();
             overall.enter();
             per_user[u].enter();
-            tokio::task::yield_now().await;
+            // Held until the cap was full once (others wait in the queue meanwhile), so the test
+            // sees the cap reached however the grants' wake-ups are scheduled; bounded, so a
+            // cap never reached fails the assertion below instead of hanging.
+            let held = Instant::now();
+            while overall.max.load(Ordering::SeqCst) < global as usize
+                && held.elapsed() < Duration::from_secs(5)
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             per_user[u].leave();
             overall.leave();
             permit.release().await.unwrap();
