@@ -267,3 +267,45 @@ async fn a_leave_that_overtakes_its_enter_keeps_the_id_out() {
     assert_eq!(zcard(queue), "0");
     assert_eq!(enter("cafe.w4").await[0], 0, "queued");
 }
+
+/// One enter call carrying ten requests of ten users with three slots free: the first three in
+/// the batch take them, the other seven queue in batch order, as ten calls one after another would.
+#[tokio::test]
+async fn an_enter_batch_takes_only_the_free_slots_then_queues_in_order() {
+    let server = RedisServer::start();
+    let redis = common::replica_at(&server.url(), "qco");
+    let keys = redis.keys().clone();
+    let ids: Vec<String> = (0..10).map(|i| format!("cafe.w{i}")).collect();
+    let users: Vec<String> = (0..10)
+        .map(|i| keys.lease_scope("adm", format!("user:u{i}").as_bytes()))
+        .collect();
+    let mut group: Vec<&str> = Vec::new();
+    for (id, user) in ids.iter().zip(&users) {
+        group.extend([
+            id.as_str(),
+            user.as_str(),
+            "cafe",
+            "0",
+            "500",
+            "10",
+            "60000",
+        ]);
+    }
+    // ARGV[3] (the global cap) is 1 in `raw`: three slots need their own call.
+    let tag = keys.group_tag("adm");
+    let mut args: Vec<&dyn ToRedisArgsDyn> = vec![&tag, &"2", &"3", &"15000", &"3000", &"3"];
+    args.extend(group.iter().map(|a| a as &dyn ToRedisArgsDyn));
+    let reply: Vec<i64> = redis
+        .eval(
+            &ADMISSION_ENTER,
+            &[&keys.lease_scope("adm", b"global")],
+            &args,
+        )
+        .await
+        .unwrap();
+    let outcomes: Vec<(i64, i64)> = reply.chunks_exact(3).map(|r| (r[0], r[1])).collect();
+    let granted: Vec<i64> = outcomes.iter().map(|o| o.0).collect();
+    assert_eq!(granted, [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]);
+    let positions: Vec<i64> = outcomes[3..].iter().map(|o| o.1).collect();
+    assert_eq!(positions, [1, 2, 3, 4, 5, 6, 7]);
+}
