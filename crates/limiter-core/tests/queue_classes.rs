@@ -4,33 +4,19 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::Held;
 use limiter_core::{Admission, AdmissionConfig, Class, LimiterError, Permit, Rejection};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 const CAP: usize = 3;
 
-/// Slots held right now and the most ever held, as the test sees them: a grant counts from the
-/// moment `admit` returns, a release until just before the permit goes back.
-#[derive(Default)]
-struct Held {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl Held {
-    fn granted(&self) {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-        assert!(n <= CAP, "{n} slots held under a cap of {CAP}");
-    }
-
-    fn released(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
-    }
+/// Counts a grant, never above the cap.
+fn grant(held: &Held) {
+    let n = held.granted();
+    assert!(n <= CAP, "{n} slots held under a cap of {CAP}");
 }
 
 struct Granted {
@@ -72,7 +58,7 @@ async fn five_configured_classes_are_served_in_strict_order_within_the_cap() {
             .admit(format!("holder{i}").as_bytes(), Class::new(0), far())
             .await
             .unwrap();
-        held.granted();
+        grant(&held);
         running.push(p);
     }
 
@@ -91,7 +77,7 @@ async fn five_configured_classes_are_served_in_strict_order_within_the_cap() {
                 .admit_watched(user.as_bytes(), Class::new(class), far(), ptx)
                 .await
                 .unwrap();
-            held.granted();
+            grant(&held);
             tx.send(Granted {
                 class: usize::from(class),
                 arrival,
@@ -131,7 +117,7 @@ async fn five_configured_classes_are_served_in_strict_order_within_the_cap() {
     );
     assert_eq!(order.first(), Some(&(0, 2)));
     assert_eq!(order.last(), Some(&(4, 19)));
-    assert_eq!(held.max.load(Ordering::SeqCst), CAP, "the cap was reached");
+    assert_eq!(held.max(), CAP, "the cap was reached");
     for t in tasks {
         t.await.unwrap();
     }

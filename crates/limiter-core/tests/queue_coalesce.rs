@@ -5,10 +5,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::time::Duration;
 
-use common::{HIGH, LOW};
+use common::{HIGH, Held, LOW};
 use limiter_core::scripts::{ADMISSION_ENTER, ADMISSION_LEAVE};
 use limiter_core::{Admission, AdmissionConfig, ToRedisArgsDyn};
 use testkit::RedisServer;
@@ -45,23 +45,6 @@ async fn admission(server: &RedisServer, global: u32, user: u32) -> Admission {
         .unwrap()
 }
 
-/// Holds the high-water mark of permits held at once.
-#[derive(Default)]
-struct InFlight {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl InFlight {
-    fn enter(&self) {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-    }
-    fn leave(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_shares_script_calls_and_holds_both_caps() {
     let server = RedisServer::start();
@@ -73,8 +56,8 @@ async fn a_burst_shares_script_calls_and_holds_both_caps() {
     );
     let before = script_calls(&server);
 
-    let overall = Arc::new(InFlight::default());
-    let per_user: Arc<Vec<InFlight>> = Arc::new((0..users).map(|_| InFlight::default()).collect());
+    let overall = Arc::new(Held::default());
+    let per_user: Arc<Vec<Held>> = Arc::new((0..users).map(|_| Held::default()).collect());
     let start = Arc::new(Barrier::new(tasks));
     let mut handles = Vec::new();
     for i in 0..tasks {
@@ -88,19 +71,17 @@ async fn a_burst_shares_script_calls_and_holds_both_caps() {
                 .admit(format!("user-{u}").as_bytes(), HIGH, deadline)
                 .await
                 .unwrap();
-            overall.enter();
-            per_user[u].enter();
+            overall.granted();
+            per_user[u].granted();
             // Held until the cap was full once (others wait in the queue meanwhile), so the test
             // sees the cap reached however the grants' wake-ups are scheduled; bounded, so a
             // cap never reached fails the assertion below instead of hanging.
             let held = Instant::now();
-            while overall.max.load(Ordering::SeqCst) < global as usize
-                && held.elapsed() < Duration::from_secs(5)
-            {
+            while overall.max() < global as usize && held.elapsed() < Duration::from_secs(5) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            per_user[u].leave();
-            overall.leave();
+            per_user[u].released();
+            overall.released();
             permit.release().await.unwrap();
         }));
     }
@@ -112,12 +93,12 @@ async fn a_burst_shares_script_calls_and_holds_both_caps() {
     }
     // Counted between grant and release, so never above what Redis counted, and the burst
     // was large enough to fill the cap.
-    assert_eq!(overall.max.load(Ordering::SeqCst), global as usize);
+    assert_eq!(overall.max(), global as usize);
     for (u, f) in per_user.iter().enumerate() {
         assert!(
-            f.max.load(Ordering::SeqCst) <= user_cap as usize,
+            f.max() <= user_cap as usize,
             "user {u} held {} at once",
-            f.max.load(Ordering::SeqCst)
+            f.max()
         );
     }
     // One enter and one release each, one call per request at most without batching.

@@ -79,3 +79,31 @@ pub async fn expect_reported_lost(
     );
     assert!(lease.is_lost());
 }
+
+/// Slots held right now and the most ever held, as a test sees them: a grant counts from the
+/// moment `admit` returns, a release until just before the permit goes back.
+#[derive(Default)]
+pub struct Held {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+}
+
+impl Held {
+    /// One more held; returns how many are held now.
+    pub fn granted(&self) -> usize {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(n, SeqCst);
+        n
+    }
+
+    /// One fewer held.
+    pub fn released(&self) {
+        self.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The most ever held at once.
+    pub fn max(&self) -> usize {
+        self.max.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
