@@ -253,7 +253,7 @@ pub(crate) struct LeaseOps {
 }
 
 /// One admission queue's coalesced releases: (lease id, user key) in, the script's answer out.
-pub(crate) type ReleaseBatch = Arc<crate::coalesce::Coalescer<(String, String), i64>>;
+pub(crate) type ReleaseBatch = Arc<crate::coalesce::Coalescer<[String; 2], i64>>;
 
 struct LeaseShared {
     redis: RedisHandle,
@@ -285,7 +285,7 @@ impl LeaseShared {
             return Ok(false);
         }
         if let Some((batch, user_key)) = &self.ops.release_batch {
-            return Ok(batch.call((self.id.clone(), user_key.clone())).await? == 1);
+            return Ok(batch.call([self.id.clone(), user_key.clone()]).await? == 1);
         }
         let name = self.ops.release.script.name();
         let value = self.ops.release.run(&self.redis).await?;

@@ -95,14 +95,32 @@ impl QueueScripts {
             classes.len().to_string(),
         ];
         let caps = Caps::new(cfg.user_cap, cfg.global_cap);
+        // admission_release: (id, user key) per lease, 1 if it was live, else 0.
+        let release = |_: &'static str, r: &[i64]| Ok(r[0]);
         let releases = Arc::new(Coalescer::new(
-            release_batch(&redis, &global_key, &base_args, &caps),
+            script_batch(
+                &redis,
+                &global_key,
+                &base_args,
+                &caps,
+                &ADMISSION_RELEASE,
+                1,
+                release,
+            ),
             MAX_IN_FLIGHT,
             MAX_BATCH,
         ));
         let entries = Arc::new(
             Coalescer::new(
-                enter_batch(&redis, &global_key, &base_args, &caps),
+                script_batch(
+                    &redis,
+                    &global_key,
+                    &base_args,
+                    &caps,
+                    &ADMISSION_ENTER,
+                    3,
+                    entered,
+                ),
                 MAX_IN_FLIGHT,
                 MAX_BATCH,
             )
@@ -221,7 +239,7 @@ impl QueueScripts {
     /// made at the same time).
     pub(crate) async fn release(&self, id: &str, user_key: &str) -> Result<(), LimiterError> {
         self.releases
-            .call((id.to_string(), user_key.to_string()))
+            .call([id.to_string(), user_key.to_string()])
             .await?;
         Ok(())
     }
@@ -339,66 +357,39 @@ impl QueueScripts {
     }
 }
 
-/// One `admission_release` call for many leases: ARGV[7..] holds (id, user key) pairs, the reply
-/// one integer per lease.
-fn release_batch(
+/// One call of an admission script for a batch of requests: ARGV[1..6] with the caps in force,
+/// then each request's `W` arguments; the reply holds `ints` integers per request, which `decode`
+/// turns into that request's answer.
+fn script_batch<const W: usize, R: Send + 'static>(
     redis: &RedisHandle,
     global_key: &str,
     base_args: &[String],
     caps: &Caps,
-) -> BatchFn<(String, String), i64> {
+    script: &'static LuaScript,
+    ints: usize,
+    decode: fn(&'static str, &[i64]) -> Result<R, LimiterError>,
+) -> BatchFn<[String; W], R> {
     let (redis, global_key) = (redis.clone(), global_key.to_string());
     let (base_args, caps) = (base_args.to_vec(), caps.clone());
-    Arc::new(move |leases: Vec<(String, String)>| {
+    Arc::new(move |requests: Vec<[String; W]>| {
         let redis = redis.clone();
         let global_key = global_key.clone();
         let mut args = base_args.clone();
         caps.fill(&mut args);
         Box::pin(async move {
-            for (id, user_key) in leases {
-                args.push(id);
-                args.push(user_key);
-            }
+            let n = requests.len();
+            args.extend(requests.into_iter().flatten());
             let argv: Vec<&dyn ToRedisArgsDyn> =
                 args.iter().map(|a| a as &dyn ToRedisArgsDyn).collect();
-            redis
-                .eval(&ADMISSION_RELEASE, &[global_key.as_str()], &argv)
-                .await
-        })
-    })
-}
-
-/// One `admission_enter` call for many requests: ARGV[7..] holds their groups of seven, the reply
-/// three integers per request.
-fn enter_batch(
-    redis: &RedisHandle,
-    global_key: &str,
-    base_args: &[String],
-    caps: &Caps,
-) -> BatchFn<Entry, Entered> {
-    let (redis, global_key) = (redis.clone(), global_key.to_string());
-    let (base_args, caps) = (base_args.to_vec(), caps.clone());
-    Arc::new(move |entries: Vec<Entry>| {
-        let redis = redis.clone();
-        let global_key = global_key.clone();
-        let mut args = base_args.clone();
-        caps.fill(&mut args);
-        Box::pin(async move {
-            let n = entries.len();
-            args.extend(entries.into_iter().flatten());
-            let argv: Vec<&dyn ToRedisArgsDyn> =
-                args.iter().map(|a| a as &dyn ToRedisArgsDyn).collect();
-            let reply: Vec<i64> = redis
-                .eval(&ADMISSION_ENTER, &[global_key.as_str()], &argv)
-                .await?;
-            let name = ADMISSION_ENTER.name();
-            if reply.len() != 3 * n {
+            let reply: Vec<i64> = redis.eval(script, &[global_key.as_str()], &argv).await?;
+            let name = script.name();
+            if reply.len() != ints * n {
                 return Err(LimiterError::Protocol {
                     script: name,
-                    detail: format!("expected {} integers, got {}", 3 * n, reply.len()),
+                    detail: format!("expected {} integers, got {}", ints * n, reply.len()),
                 });
             }
-            reply.chunks_exact(3).map(|r| entered(name, r)).collect()
+            reply.chunks_exact(ints).map(|r| decode(name, r)).collect()
         })
     })
 }
