@@ -14,9 +14,10 @@
 -- ARGV[5]  window_ms   ARGV[6] bucket_ms   ARGV[7] failure_threshold   ARGV[8] ratio_permille (0 off)
 -- ARGV[9]  min_calls   ARGV[10] open_ms   ARGV[11] open_max_ms   ARGV[12] jitter_permille (0..1000)
 -- ARGV[13] random permille (0..999, from the caller)   ARGV[14] success_threshold
--- ARGV[15] state_ttl_ms
+-- ARGV[15] state_ttl_ms   ARGV[16] how many calls ended so (>= 1; more than one only for successes
+--          a replica tallied, which change nothing but the window's call count)
 -- returns  {st, gen, until_ms, now_ms, failures_in_window, calls_in_window}
-assert(#KEYS == 3 and #ARGV == 15, "breaker_record: 3 keys, 15 args")
+assert(#KEYS == 3 and #ARGV == 16, "breaker_record: 3 keys, 16 args")
 local outcome = tonumber(ARGV[3])
 local window = tonumber(ARGV[5])
 local bucket = tonumber(ARGV[6])
@@ -29,6 +30,7 @@ local jitter = tonumber(ARGV[12])
 local rnd = tonumber(ARGV[13])
 local success_threshold = tonumber(ARGV[14])
 local state_ttl = tonumber(ARGV[15])
+local count = tonumber(ARGV[16])
 assert(outcome == 0 or outcome == 1, "breaker_record: outcome must be 0 or 1")
 assert(window and bucket and bucket >= 1 and window >= bucket, "breaker_record: bad window")
 assert(window / bucket <= 1000, "breaker_record: too many buckets")
@@ -40,6 +42,7 @@ assert(jitter and jitter >= 0 and jitter <= 1000, "breaker_record: jitter_permil
 assert(rnd and rnd >= 0 and rnd < 1000, "breaker_record: random permille in 0..999")
 assert(success_threshold and success_threshold >= 1, "breaker_record: bad success_threshold")
 assert(state_ttl and state_ttl >= 1, "breaker_record: bad state_ttl_ms")
+assert(count and count >= 1 and (outcome == 0 or count == 1), "breaker_record: bad count")
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -102,7 +105,7 @@ end
 
 if st == 0 then
   local b = math.floor(now / bucket)
-  redis.call('HINCRBY', KEYS[2], 'c' .. b, 1)
+  redis.call('HINCRBY', KEYS[2], 'c' .. b, count)
   if outcome == 1 then redis.call('HINCRBY', KEYS[2], 'f' .. b, 1) end
   redis.call('PEXPIRE', KEYS[2], window + bucket)
   local calls, fails = sum_window()

@@ -8,6 +8,10 @@ use crate::BreakerPolicy;
 /// Background outcome records in flight per replica before callers wait for their own.
 pub const MAX_BACKGROUND_RECORDS: usize = 256;
 
+/// Longest a tallied success waits before it reaches the shared window's call count (see
+/// `Breakers::record_in_background`).
+pub const TALLY_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Configuration of a replica's breakers.
 #[derive(Debug, Clone)]
 pub struct BreakersConfig {

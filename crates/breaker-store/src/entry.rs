@@ -20,6 +20,8 @@ pub(crate) struct Entry {
     pub(crate) local: Mutex<LocalBreaker>,
     /// State changes this replica learned, by state entered (closed, open, half-open): metrics.
     pub(crate) transitions: [AtomicU64; 3],
+    /// Plain successes not yet written to the shared window (see `Breakers::tally`).
+    pub(crate) tally: AtomicU64,
 }
 
 pub(crate) fn state_index(s: BreakerState) -> usize {

@@ -48,7 +48,7 @@ mod subscriber;
 
 pub use attempt::{Attempt, StatusClass, classify_status, parse_retry_after};
 pub use call_error::CallError;
-pub use config::{BreakersConfig, MAX_BACKGROUND_RECORDS};
+pub use config::{BreakersConfig, MAX_BACKGROUND_RECORDS, TALLY_EVERY};
 pub use error::BreakerError;
 pub use outbound::{Outbound, OutboundConfig, ServiceOutbound};
 pub use permit::{Outcome, Permit};

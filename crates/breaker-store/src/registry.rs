@@ -19,7 +19,7 @@
 //! switches back to shared state.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use crate::cache::{Cached, cached_refusal};
-use crate::config::MAX_BACKGROUND_RECORDS;
+use crate::config::{MAX_BACKGROUND_RECORDS, TALLY_EVERY};
 use crate::entry::{Entry, lock, read, state_index};
 use crate::local::{LocalBreaker, LocalVerdict};
 use crate::permit::{Outcome, Permit, PermitSource};
@@ -283,6 +283,7 @@ impl Breakers {
                         &self.inner.redis,
                         &entry.policy,
                         failure,
+                        1,
                         probe.as_deref(),
                         rnd,
                         cfg.state_ttl,
@@ -313,7 +314,15 @@ impl Breakers {
     /// the Redis response timeout.
     /// At most [`MAX_BACKGROUND_RECORDS`] run at once; beyond that the caller waits (backpressure
     /// instead of an unbounded pile of tasks when Redis is slow).
+    ///
+    /// Without a failure ratio in the policy, a plain success (closed, not a probe, not slow)
+    /// cannot trip anything: it only adds to the window's call count, which the health view
+    /// shows. Such successes are tallied and written together, one script call per breaker every
+    /// [`TALLY_EVERY`] at most, instead of one each.
     pub async fn record_in_background(&self, permit: Permit, outcome: Outcome) {
+        if outcome == Outcome::Success && self.tally(&permit) {
+            return;
+        }
         let inflight = &self.inner.background_records;
         if inflight.fetch_add(1, Ordering::AcqRel) >= MAX_BACKGROUND_RECORDS {
             inflight.fetch_sub(1, Ordering::AcqRel);
@@ -362,6 +371,58 @@ impl Breakers {
         let entry = read(&self.inner.entries).get(service).cloned();
         if let Some(entry) = entry {
             self.apply(&entry, &obs, Instant::now(), false);
+        }
+    }
+
+    /// Adds a plain success to its breaker's tally if it can wait (see `record_in_background`);
+    /// the first one of a period schedules the write.
+    fn tally(&self, permit: &Permit) -> bool {
+        let entry = &permit.entry;
+        let plain = entry.policy.failure_ratio.is_none()
+            && matches!(permit.source, PermitSource::Shared { probe: None })
+            && !permit.is_slow()
+            && !self.degraded();
+        if !plain {
+            return false;
+        }
+        if entry.tally.fetch_add(1, Ordering::AcqRel) == 0 {
+            let me = self.clone();
+            let entry = Arc::clone(entry);
+            tokio::spawn(
+                async move {
+                    tokio::time::sleep(TALLY_EVERY).await;
+                    me.flush_tally(&entry).await;
+                }
+                .in_current_span(),
+            );
+        }
+        true
+    }
+
+    /// Writes a breaker's tallied successes as one record.
+    async fn flush_tally(&self, entry: &Entry) {
+        let n = entry.tally.swap(0, Ordering::AcqRel);
+        if n == 0 || self.degraded() {
+            // Degraded meanwhile: without a ratio rule successes decide nothing, and the shared
+            // count is re-read when Redis answers again.
+            return;
+        }
+        let cfg = &self.inner.config;
+        let res = entry
+            .shared
+            .record(
+                &self.inner.redis,
+                &entry.policy,
+                false,
+                n,
+                None,
+                0.0,
+                cfg.state_ttl,
+            )
+            .await;
+        match res {
+            Ok((obs, _, _)) => self.apply(entry, &obs, Instant::now(), false),
+            Err(e) => self.redis_failed(&e, "breaker_record"),
         }
     }
 
@@ -465,6 +526,7 @@ impl Breakers {
                     }),
                     local: Mutex::new(LocalBreaker::new(now)),
                     transitions: Default::default(),
+                    tally: AtomicU64::new(0),
                 })
             })
             .clone()

@@ -104,6 +104,7 @@ impl SharedBreaker {
         redis: &RedisHandle,
         policy: &BreakerPolicy,
         failure: bool,
+        count: u64,
         probe_id: Option<&str>,
         rnd: f64,
         state_ttl: Duration,
@@ -125,7 +126,8 @@ impl SharedBreaker {
                     .arg(policy.jitter_permille())
                     .arg(rnd_permille)
                     .arg(policy.success_threshold)
-                    .arg(millis(state_ttl).max(1));
+                    .arg(millis(state_ttl).max(1))
+                    .arg(count.max(1));
             })
             .await?;
         let [st, generation, until, now, fails, calls] = ints::<6>(RECORD.name(), reply)?;

@@ -15,23 +15,6 @@ use testkit::RedisServer;
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 
-/// Script calls the server ran so far (`INFO commandstats`).
-fn script_calls(server: &RedisServer) -> u64 {
-    server
-        .command("INFO commandstats")
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_fcall:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 async fn admission(server: &RedisServer, global: u32, user: u32) -> Admission {
     let cfg = AdmissionConfig {
         global_cap: global,
@@ -54,7 +37,7 @@ async fn a_burst_shares_script_calls_and_holds_both_caps() {
         adm.admit(b"warm-up", HIGH, Instant::now() + Duration::from_secs(5))
             .await,
     );
-    let before = script_calls(&server);
+    let before = server.script_calls();
 
     let overall = Arc::new(Held::default());
     let per_user: Arc<Vec<Held>> = Arc::new((0..users).map(|_| Held::default()).collect());
@@ -102,7 +85,7 @@ async fn a_burst_shares_script_calls_and_holds_both_caps() {
         );
     }
     // One enter and one release each, one call per request at most without batching.
-    let calls = script_calls(&server) - before;
+    let calls = server.script_calls() - before;
     assert!(
         calls < (2 * tasks as u64) * 3 / 4,
         "{tasks} admits and releases took {calls} script calls"

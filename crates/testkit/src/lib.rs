@@ -199,6 +199,22 @@ impl RedisServer {
     pub fn command(&self, cmd: &str) -> String {
         raw_command(self.port, cmd).unwrap_or_default()
     }
+
+    /// Script calls (`EVALSHA` and `FCALL`) it ran so far, from `INFO commandstats`.
+    pub fn script_calls(&self) -> u64 {
+        self.command("INFO commandstats")
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_fcall:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
 }
 
 impl Drop for RedisServer {
