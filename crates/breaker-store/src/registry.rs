@@ -33,7 +33,7 @@ use crate::config::{MAX_BACKGROUND_RECORDS, TALLY_EVERY};
 use crate::entry::{Entry, lock, read, state_index};
 use crate::local::{LocalBreaker, LocalVerdict};
 use crate::permit::{Outcome, Permit, PermitSource};
-use crate::shared::{SharedBreaker, SharedVerdict, channel};
+use crate::shared::{Ended, SharedBreaker, SharedVerdict, channel};
 use crate::state::{BreakerState, MAX_HOLD, Observed};
 use crate::subscriber::{self, Listener};
 use crate::{BreakerError, BreakersConfig};
@@ -282,8 +282,7 @@ impl Breakers {
                     .record(
                         &self.inner.redis,
                         &entry.policy,
-                        failure,
-                        1,
+                        Ended { failure, count: 1 },
                         probe.as_deref(),
                         rnd,
                         cfg.state_ttl,
@@ -413,8 +412,10 @@ impl Breakers {
             .record(
                 &self.inner.redis,
                 &entry.policy,
-                false,
-                n,
+                Ended {
+                    failure: false,
+                    count: n,
+                },
                 None,
                 0.0,
                 cfg.state_ttl,

@@ -8,6 +8,14 @@ use crate::policy::{BreakerPolicy, millis};
 use crate::scripts::{ADMIN, PERMIT, READ, RECORD};
 use crate::state::{BreakerState, Observed};
 
+/// What one record adds to the window: `count` calls that ended alike (a failure is always one;
+/// several successes come from a replica's tally).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ended {
+    pub(crate) failure: bool,
+    pub(crate) count: u64,
+}
+
 /// The keys of one service's breaker; all share the hash tag `{breaker.<service>}`.
 #[derive(Debug, Clone)]
 pub(crate) struct SharedBreaker {
@@ -99,12 +107,12 @@ impl SharedBreaker {
     }
 
     /// Records one outcome; returns the breaker after it and the window's (failures, calls).
+    /// Records `ended` (see [`Ended`]) and applies the transitions it causes.
     pub(crate) async fn record(
         &self,
         redis: &RedisHandle,
         policy: &BreakerPolicy,
-        failure: bool,
-        count: u64,
+        ended: Ended,
         probe_id: Option<&str>,
         rnd: f64,
         state_ttl: Duration,
@@ -114,7 +122,7 @@ impl SharedBreaker {
             .eval_with(&RECORD, &[&self.state, &self.window, &self.probes], |c| {
                 c.arg(&self.channel)
                     .arg(&self.service)
-                    .arg(u8::from(failure))
+                    .arg(u8::from(ended.failure))
                     .arg(probe_id.unwrap_or(""))
                     .arg(policy.window_ms())
                     .arg(policy.bucket_ms())
@@ -127,7 +135,7 @@ impl SharedBreaker {
                     .arg(rnd_permille)
                     .arg(policy.success_threshold)
                     .arg(millis(state_ttl).max(1))
-                    .arg(count.max(1));
+                    .arg(ended.count.max(1));
             })
             .await?;
         let [st, generation, until, now, fails, calls] = ints::<6>(RECORD.name(), reply)?;

@@ -2,10 +2,11 @@
 //! that route's limits, then the proxy.
 //!
 //! Each route gets its own stack of limiter-tower layers, outermost first: the per-address
-//! window (cheap refusals before anything else), the per-user window, the daily quota (before
-//! admission: a user with nothing left never takes a place in the queue), then admission in the
-//! route's class (the slot is held until the app's response body ends, so a streamed answer keeps
-//! it). Each layer has a `LimitHandle` of its own (all in shadow mode when the route says so), so
+//! window (cheap refusals before anything else), the per-user window, the daily quota, then
+//! admission in the route's class (the slot is held until the app's response body ends, so a
+//! streamed answer keeps it). The quota spends while the request waits for its slot, a gate
+//! inside admission holding the request until the spend answered; a user this replica saw
+//! refused spends first, so a user known to have nothing left takes no place in the queue. Each layer has a `LimitHandle` of its own (all in shadow mode when the route says so), so
 //! runtime limits can switch and adjust them one by one (`runtime.rs`). Every
 //! route's admission draws from one fleet-wide queue, so classes compete in priority order.
 
@@ -126,6 +127,31 @@ fn route_stack(
     // Built inside out: the proxy, then admission around it, the quota, then the windows.
     let proxy = deps.proxy.with_breaker_mode(handles.breaker.clone());
     let mut svc: RouteService = BoxCloneSyncService::new(proxy);
+    let admitted = r.class.is_some() && deps.admission.is_some();
+    let quota = match r.daily_quota {
+        Some(limit) => {
+            let store = deps.quota.clone().ok_or_else(|| {
+                LimiterError::InvalidArgument(format!(
+                    "routes[{index}].daily_quota: no database to keep quotas in"
+                ))
+            })?;
+            let quota = RouteQuota::new(store, &r.name(), limit);
+            handles.quota_limit = Some(quota.limit_cell());
+            let layer = quota
+                .layer(user_header.clone())
+                .handle(handles.quota.clone());
+            // With admission, the spend runs while the request waits for its slot: a gate
+            // inside admission holds the request until the spend answered.
+            Some(if admitted {
+                let (layer, gate) = layer.overlapping();
+                svc = BoxCloneSyncService::new(gate.layer(svc).map_response(unify));
+                layer
+            } else {
+                layer
+            })
+        }
+        None => None,
+    };
     if let (Some(class), Some(admission)) = (&r.class, &deps.admission) {
         let layer = AdmissionLayer::new(
             admission.clone(),
@@ -136,17 +162,7 @@ fn route_stack(
         .handle(handles.admission.clone());
         svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
     }
-    if let Some(limit) = r.daily_quota {
-        let store = deps.quota.clone().ok_or_else(|| {
-            LimiterError::InvalidArgument(format!(
-                "routes[{index}].daily_quota: no database to keep quotas in"
-            ))
-        })?;
-        let quota = RouteQuota::new(store, &r.name(), limit);
-        handles.quota_limit = Some(quota.limit_cell());
-        let layer = quota
-            .layer(user_header.clone())
-            .handle(handles.quota.clone());
+    if let Some(layer) = quota {
         svc = BoxCloneSyncService::new(layer.layer(svc).map_response(unify));
     }
     // Both windows at once: one round trip to Redis for the two. The per-address window is

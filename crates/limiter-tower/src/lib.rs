@@ -9,6 +9,8 @@
 //!   slot is held until the response body ends, so a streamed response keeps it.
 //! - [`QuotaLayer`]: calls your [`QuotaHook`] (a daily quota in your database, say): check before
 //!   the request runs, commit once it succeeded, refund on a 5xx or a failure before any byte.
+//!   [`QuotaLayer::overlapping`] spends while the request waits for its slot instead, a
+//!   [`GateLayer`] inside the admission layer holding it until the spend answered.
 //! - [`OutboundLayer`]: fleet-wide pacing, a shared circuit breaker and retries around any HTTP
 //!   client service.
 //! - [`LimitHandle`]: switches layers between enforce, shadow and off at runtime, and adjusts
@@ -28,7 +30,8 @@
 //! and their rendering), `body.rs` (the response-body wrapper that holds a guard until the body
 //! ends), `mode.rs` ([`LimitHandle`]), `runtime/` (the runtime-limits document and its store), `observe.rs` ([`DecisionObserver`]: a window's decisions for
 //! the service's own counters and spans),
-//! `admit.rs` ([`Admit`]: where admission slots come from),
+//! `admit.rs` ([`Admit`]: where admission slots come from), `gate.rs` ([`GateLayer`]: where
+//! a request waits for checks started outside it),
 //! `window.rs`, `windows.rs`, `admission.rs`, `quota.rs`, `outbound.rs` (one layer each, with
 //! its service).
 //!
@@ -63,6 +66,7 @@ mod admin_token;
 mod admission;
 mod admit;
 mod body;
+mod gate;
 mod key;
 mod mode;
 mod observe;
@@ -78,6 +82,7 @@ pub use admin_token::AdminToken;
 pub use admission::{AdmissionLayer, AdmissionService};
 pub use admit::{Admit, Admitted};
 pub use body::{BoxError, LimitBody, Revoked};
+pub use gate::{GateLayer, GateService};
 pub use key::{
     ClientIpKey, ConstantKey, EmptySecret, ForwardedForError, HeaderKey, JwtClaimKey, KeyExtractor,
     PeerAddr,

@@ -2,27 +2,44 @@
 //! spent through your [`QuotaHook`]: checked (and reserved) before the request runs, committed
 //! once it succeeded, refunded when it failed by no fault of the client.
 //!
-//! Refunded: the inner service's error, a 5xx response, a body that fails or is dropped before
-//! its first byte (the client went away before anything was served). Committed: any other
-//! response once its first data byte goes out or its body ends. Place the layer outside the
+//! Refunded: the inner service's error, a 5xx response, a refusal by another layer of this crate
+//! inside it, a body that fails or is dropped before its first byte (the client went away before
+//! anything was served), and a spend that answers after its request was dropped. Committed: any
+//! other response once its first data byte goes out or its body ends. Place the layer outside the
 //! [`crate::AdmissionLayer`] so a client without quota does not queue.
+//!
+//! [`QuotaLayer::overlapping`] spends while the request waits for its slot, with a
+//! [`crate::GateLayer`] inside the admission layer holding it until the spend answered: the
+//! latency of the two is then the longer one's, not their sum. A key this replica saw refused
+//! still spends first, so a client known to have nothing left does not queue.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body::Body;
+use tokio::sync::oneshot;
 use tower::{Layer, Service};
 
 use crate::body::BodyGuard;
+use crate::gate::Pending;
 use crate::mode::mark_shadow;
-use crate::reject::rendered;
+use crate::reject::{Refused, rendered};
 use crate::{
-    KeyExtractor, LimitBody, LimitHandle, LimitRejection, Mode, ProblemJson, RejectionRenderer,
+    GateLayer, KeyExtractor, LimitBody, LimitHandle, LimitRejection, Mode, ProblemJson,
+    RejectionRenderer,
 };
+
+/// Keys remembered as refused, at most; beyond, the memory starts over (it only decides whether
+/// a key spends before or alongside the layers inside, never whether it may pass).
+const REFUSED_KEYS: usize = 10_000;
+
+/// Longest a refused key spends first, when its refusal named no renewal time.
+const REFUSED_FOR: Duration = Duration::from_secs(60);
 
 /// The hook refused: the key has no quota left.
 ///
@@ -139,6 +156,78 @@ struct Shared<H, K> {
     key: K,
     renderer: Arc<dyn RejectionRenderer>,
     handle: LimitHandle,
+    /// Spend alongside the inner layers, up to a [`GateLayer`].
+    overlap: bool,
+    /// Keys refused lately, and until when they spend first.
+    refused: Mutex<HashMap<String, Instant>>,
+}
+
+impl<H, K> Shared<H, K> {
+    fn refused_lately(&self, key: &str) -> bool {
+        let mut map = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        match map.get(key) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                map.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_refused(&self, key: String, retry_after: Option<Duration>) {
+        let until = Instant::now() + retry_after.unwrap_or(REFUSED_FOR);
+        let mut map = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= REFUSED_KEYS {
+            let now = Instant::now();
+            map.retain(|_, u| *u > now);
+            if map.len() >= REFUSED_KEYS {
+                map.clear();
+            }
+        }
+        map.insert(key, until);
+    }
+}
+
+/// A spend's outcome: the ticket, held until settled, or the refusal.
+type Checked<H> = Result<Settle<H>, QuotaDenied>;
+
+/// Spends for `key` in a task of its own, so that a spend whose request is dropped meanwhile
+/// still answers, and is given back (the unsent [`Settle`] refunds as it drops).
+fn spawn_check<H: QuotaHook>(hook: &Arc<H>, key: String) -> oneshot::Receiver<Checked<H>> {
+    let (tx, rx) = oneshot::channel();
+    let hook = Arc::clone(hook);
+    tokio::spawn(async move {
+        let out = hook.check(&key).await.map(|ticket| Settle {
+            hook: Arc::clone(&hook),
+            ticket: Some(ticket),
+        });
+        let _ = tx.send(out);
+    });
+    rx
+}
+
+/// The outcome of a spend task; a task that panicked is a store that could not answer.
+async fn checked<H: QuotaHook>(rx: &mut oneshot::Receiver<Checked<H>>) -> Checked<H> {
+    rx.await.unwrap_or(Err(QuotaDenied { retry_after: None }))
+}
+
+/// Settles by the inner service's response: given back on a 5xx or a refusal, else kept once
+/// the body went out.
+fn settled<B: Body>(
+    resp: Response<B>,
+    mut settle: Settle<impl QuotaHook>,
+) -> Response<LimitBody<B>> {
+    if resp.status().is_server_error() || resp.extensions().get::<Refused>().is_some() {
+        settle.settle(false);
+        return resp.map(LimitBody::new);
+    }
+    // A body known to be empty may never be polled: nothing more can fail.
+    if resp.body().size_hint().exact() == Some(0) {
+        settle.settle(true);
+        return resp.map(LimitBody::new);
+    }
+    resp.map(|b| LimitBody::guarded(b, Box::new(settle)))
 }
 
 /// Builds [`QuotaService`]s spending through a [`QuotaHook`], keyed by `key`.
@@ -180,6 +269,8 @@ impl<H, K> QuotaLayer<H, K> {
                 key,
                 renderer: Arc::new(ProblemJson::default()),
                 handle: LimitHandle::new(),
+                overlap: false,
+                refused: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -206,6 +297,17 @@ impl<H, K> QuotaLayer<H, K> {
     /// (marked) without spending.
     pub fn handle(self, handle: LimitHandle) -> Self {
         self.map(|s| s.handle = handle)
+    }
+
+    /// Spends while the layers inside this one work (an [`crate::AdmissionLayer`]'s wait for a
+    /// slot, say), instead of before them; the returned [`GateLayer`], placed inside them,
+    /// holds the request until the spend answered. A refused spend drops what the layers in
+    /// between took (the slot, the queue place) and answers the refusal; a refusal of theirs
+    /// gives the spend back. A key this replica saw refused spends first, until its
+    /// renewal time, so a client known to have nothing left takes no queue place. Shadow mode
+    /// spends first too.
+    pub fn overlapping(self) -> (Self, GateLayer) {
+        (self.map(|s| s.overlap = true), GateLayer::new())
     }
 }
 
@@ -275,7 +377,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let mut inner = crate::take_ready(&mut self.inner);
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
@@ -283,44 +385,69 @@ where
             if mode == Mode::Off {
                 return Ok(inner.call(req).await?.map(LimitBody::new));
             }
-            let checked = match shared.key.key(&req) {
-                None => Err(LimitRejection::NoKey),
-                Some(key) => {
-                    shared
-                        .hook
-                        .check(&key)
-                        .await
-                        .map_err(|d| LimitRejection::QuotaExhausted {
-                            retry_after: d.retry_after,
-                        })
+            let refusal = |r: LimitRejection| -> Result<Self::Response, S::Error> {
+                Ok(rendered(&*shared.renderer, &r))
+            };
+            let Some(key) = shared.key.key(&req) else {
+                if mode == Mode::Enforce {
+                    return refusal(LimitRejection::NoKey);
                 }
+                return Ok(shadow(
+                    &shared,
+                    inner.call(req).await?,
+                    LimitRejection::NoKey,
+                ));
             };
-            let ticket = match checked {
-                Ok(t) => t,
-                Err(r) if mode == Mode::Enforce => return Ok(rendered(&*shared.renderer, &r)),
-                Err(r) => {
-                    shared.handle.count_shadow_refusal("quota", r.code());
-                    let mut resp = inner.call(req).await?.map(LimitBody::new);
-                    mark_shadow(&mut resp, r.code());
-                    return Ok(resp);
-                }
-            };
-            // Dropped unsettled (refunded) if the inner service fails or this future is dropped.
-            let mut settle = Settle {
-                hook: Arc::clone(&shared.hook),
-                ticket: Some(ticket),
-            };
-            let resp = inner.call(req).await?;
-            if resp.status().is_server_error() {
-                settle.settle(false);
-                return Ok(resp.map(LimitBody::new));
+            let overlap = shared.overlap && mode == Mode::Enforce && !shared.refused_lately(&key);
+            let mut checking = spawn_check(&shared.hook, key.clone());
+            if !overlap {
+                return match checked(&mut checking).await {
+                    Ok(settle) => Ok(settled(inner.call(req).await?, settle)),
+                    Err(d) if mode == Mode::Enforce => {
+                        shared.remember_refused(key, d.retry_after);
+                        refusal(exhausted(d))
+                    }
+                    Err(d) => Ok(shadow(&shared, inner.call(req).await?, exhausted(d))),
+                };
             }
-            // A body known to be empty may never be polled: nothing more can fail.
-            if resp.body().size_hint().exact() == Some(0) {
-                settle.settle(true);
-                return Ok(resp.map(LimitBody::new));
+            let open = Pending::add(&mut req);
+            let served = inner.call(req);
+            tokio::pin!(served);
+            tokio::select! {
+                biased;
+                out = checked(&mut checking) => match out {
+                    Ok(settle) => {
+                        let _ = open.send(());
+                        Ok(settled(served.await?, settle))
+                    }
+                    // `served` drops here, and with it what the layers inside took.
+                    Err(d) => {
+                        shared.remember_refused(key, d.retry_after);
+                        refusal(exhausted(d))
+                    }
+                },
+                // Answered before the gate opened: refused inside (or failed). Whatever the
+                // spend took goes back once it answers (`checking` dropped).
+                resp = &mut served => Ok(resp?.map(LimitBody::new)),
             }
-            Ok(resp.map(|b| LimitBody::guarded(b, Box::new(settle))))
         })
     }
+}
+
+fn exhausted(d: QuotaDenied) -> LimitRejection {
+    LimitRejection::QuotaExhausted {
+        retry_after: d.retry_after,
+    }
+}
+
+/// Shadow mode's answer to a refused check: the request served anyway, marked and counted.
+fn shadow<H, K, B>(
+    shared: &Shared<H, K>,
+    resp: Response<B>,
+    r: LimitRejection,
+) -> Response<LimitBody<B>> {
+    shared.handle.count_shadow_refusal("quota", r.code());
+    let mut resp = resp.map(LimitBody::new);
+    mark_shadow(&mut resp, r.code());
+    resp
 }

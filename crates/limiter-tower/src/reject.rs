@@ -219,10 +219,17 @@ impl RejectionRenderer for ProblemJson {
     }
 }
 
+/// Marks a response as a refusal of one of this crate's layers (in its extensions), so that an
+/// outer quota gives back what it spent: the request was not served.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refused;
+
 /// Renders `r` as a [`crate::LimitBody`] response.
 pub(crate) fn rendered<B>(
     renderer: &dyn RejectionRenderer,
     r: &LimitRejection,
 ) -> Response<crate::LimitBody<B>> {
-    renderer.render(r).map(crate::LimitBody::full)
+    let mut resp = renderer.render(r).map(crate::LimitBody::full);
+    resp.extensions_mut().insert(Refused);
+    resp
 }

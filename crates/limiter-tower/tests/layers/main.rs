@@ -6,6 +6,7 @@
 
 mod admission;
 mod outbound;
+mod overlap;
 mod quota;
 mod runtime;
 mod window;

@@ -1,0 +1,249 @@
+//! QuotaLayer::overlapping: the spend runs while the request waits for its admission slot, and
+//! the gate inside admission holds the request until the spend answered. The hook's check waits
+//! for the test to let it answer; the app counts the requests that reached it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get as route_get;
+use limiter_core::{Admission, AdmissionConfig};
+use limiter_tower::{
+    AdmissionLayer, HeaderKey, QuotaDenied, QuotaHook, QuotaLayer, SlidingWindowLayer,
+};
+use tokio::sync::{Semaphore, mpsc};
+use tower::ServiceExt;
+
+use super::{KEY, SOON, get, problem, redis, text};
+
+/// Units left per key (2 for a key not seen); each check waits for a permit of `answer`.
+#[derive(Debug)]
+struct Gated {
+    left: Mutex<HashMap<String, u32>>,
+    answer: Arc<Semaphore>,
+    events: mpsc::UnboundedSender<&'static str>,
+}
+
+impl QuotaHook for Gated {
+    type Ticket = String;
+
+    async fn check(&self, key: &str) -> Result<String, QuotaDenied> {
+        self.events.send("check").unwrap();
+        self.answer.acquire().await.unwrap().forget();
+        let mut left = self.left.lock().unwrap();
+        let n = left.entry(key.to_string()).or_insert(2);
+        if *n == 0 {
+            return Err(QuotaDenied {
+                retry_after: Some(Duration::from_secs(3600)),
+            });
+        }
+        *n -= 1;
+        Ok(key.to_string())
+    }
+
+    async fn commit(&self, _: String) {
+        self.events.send("commit").unwrap();
+    }
+
+    async fn refund(&self, key: String) {
+        *self.left.lock().unwrap().get_mut(&key).unwrap() += 1;
+        self.events.send("refund").unwrap();
+    }
+}
+
+struct Setup {
+    app: Router,
+    admission: Admission,
+    adm_layer: AdmissionLayer<HeaderKey>,
+    answer: Arc<Semaphore>,
+    events: mpsc::UnboundedReceiver<&'static str>,
+    served: Arc<AtomicUsize>,
+}
+
+/// quota (overlapping) → admission (one slot) → gate → app; key "none" has no units.
+async fn setup(name: &str) -> Setup {
+    let (tx, events) = mpsc::unbounded_channel();
+    let answer = Arc::new(Semaphore::new(0));
+    let hook = Gated {
+        left: Mutex::new(HashMap::from([("none".to_string(), 0)])),
+        answer: answer.clone(),
+        events: tx,
+    };
+    let cfg = AdmissionConfig {
+        user_cap: 1,
+        global_cap: 1,
+        ..AdmissionConfig::default()
+    };
+    let admission = Admission::start(redis(name), cfg).await.unwrap();
+    let adm_layer = AdmissionLayer::new(admission.clone(), "default", HeaderKey::new(KEY)).unwrap();
+    let (quota, gate) = QuotaLayer::new(hook, HeaderKey::new(KEY)).overlapping();
+    let served = Arc::new(AtomicUsize::new(0));
+    let seen = served.clone();
+    let handler = move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async { "fine" }
+    };
+    let app = Router::new()
+        .route("/", route_get(handler))
+        .layer(gate)
+        .layer(adm_layer.clone())
+        .layer(quota);
+    Setup {
+        app,
+        admission,
+        adm_layer,
+        answer,
+        events,
+        served,
+    }
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<&'static str>) -> &'static str {
+    tokio::time::timeout(SOON, rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Waits (bounded) until `f` holds.
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + SOON;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_spend_runs_while_the_request_waits_for_its_slot() {
+    let mut s = setup("ovl-wait").await;
+    let (holder, _) = s.adm_layer.admit("other", None).await.unwrap();
+    let b = tokio::spawn(s.app.clone().oneshot(get("/", "u")));
+    // Both at once: the spend was asked for and the request is queued.
+    assert_eq!(next(&mut s.events).await, "check");
+    until("queued", async || s.admission.local_waiters() == 1).await;
+    // The spend answers first: the request still waits for its slot.
+    s.answer.add_permits(1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!b.is_finished());
+    assert_eq!(s.served.load(Ordering::SeqCst), 0);
+    drop(holder);
+    let resp = tokio::time::timeout(SOON, b)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(resp).await, "fine");
+    assert_eq!(s.served.load(Ordering::SeqCst), 1);
+    assert_eq!(next(&mut s.events).await, "commit");
+}
+
+#[tokio::test]
+async fn the_gate_holds_an_admitted_request_until_the_spend_answers() {
+    let mut s = setup("ovl-gate").await;
+    let b = tokio::spawn(s.app.clone().oneshot(get("/", "u")));
+    assert_eq!(next(&mut s.events).await, "check");
+    // Admitted (the only slot is taken), yet the app has not seen it.
+    until("admitted", async || {
+        s.admission.stats().await.unwrap().in_use == 1
+    })
+    .await;
+    assert_eq!(s.served.load(Ordering::SeqCst), 0);
+    assert!(!b.is_finished());
+    s.answer.add_permits(1);
+    let resp = tokio::time::timeout(SOON, b)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(resp).await, "fine");
+    assert_eq!(s.served.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refused_spend_gives_up_the_queue_place_and_then_spends_first() {
+    let mut s = setup("ovl-refused").await;
+    let (holder, _) = s.adm_layer.admit("other", None).await.unwrap();
+    let b = tokio::spawn(s.app.clone().oneshot(get("/", "none")));
+    assert_eq!(next(&mut s.events).await, "check");
+    until("queued", async || s.admission.local_waiters() == 1).await;
+    s.answer.add_permits(1);
+    let resp = tokio::time::timeout(SOON, b)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(problem(resp).await["code"], "quota_exhausted");
+    until("left the queue", async || {
+        s.admission.local_waiters() == 0 && s.admission.stats().await.unwrap().queued == [0]
+    })
+    .await;
+    drop(holder);
+    until("slot free", async || {
+        s.admission.stats().await.unwrap().in_use == 0
+    })
+    .await;
+
+    // Known refused: the next request spends before it takes a slot or a queue place.
+    let c = tokio::spawn(s.app.clone().oneshot(get("/", "none")));
+    assert_eq!(next(&mut s.events).await, "check");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stats = s.admission.stats().await.unwrap();
+    assert_eq!((stats.in_use, s.admission.local_waiters()), (0, 0));
+    s.answer.add_permits(1);
+    let resp = tokio::time::timeout(SOON, c)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(s.served.load(Ordering::SeqCst), 0);
+    assert!(s.events.try_recv().is_err(), "refusals settle nothing");
+}
+
+#[tokio::test]
+async fn a_spend_whose_request_went_away_is_given_back() {
+    let mut s = setup("ovl-gone").await;
+    let b = tokio::spawn(s.app.clone().oneshot(get("/", "u")));
+    assert_eq!(next(&mut s.events).await, "check");
+    b.abort();
+    let _ = b.await;
+    // The spend answers after its request was dropped: it is refunded, never served.
+    s.answer.add_permits(1);
+    assert_eq!(next(&mut s.events).await, "refund");
+    assert_eq!(s.served.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_refusal_by_a_layer_inside_gives_the_spend_back() {
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let answer = Arc::new(Semaphore::new(100));
+    let hook = Gated {
+        left: Mutex::new(HashMap::new()),
+        answer,
+        events: tx,
+    };
+    let policy = limiter_core::WindowPolicy::new("ovl-inner", 1, Duration::from_secs(60));
+    let window = SlidingWindowLayer::new(redis("ovl-inner"), policy, HeaderKey::new(KEY)).unwrap();
+    let app = Router::new()
+        .route("/", route_get(|| async { "fine" }))
+        .layer(window)
+        .layer(QuotaLayer::new(hook, HeaderKey::new(KEY)));
+    let resp = app.clone().oneshot(get("/", "u")).await.unwrap();
+    assert_eq!(text(resp).await, "fine");
+    assert_eq!(
+        (next(&mut events).await, next(&mut events).await),
+        ("check", "commit")
+    );
+    let resp = app.clone().oneshot(get("/", "u")).await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(problem(resp).await["code"], "rate_limited");
+    assert_eq!(
+        (next(&mut events).await, next(&mut events).await),
+        ("check", "refund")
+    );
+}
