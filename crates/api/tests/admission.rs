@@ -122,6 +122,96 @@ async fn client_gone_while_queued_gets_its_query_back() {
     assert_eq!(store.remaining("gone-a").await.unwrap(), 2);
 }
 
+/// A JSON chat spends while it waits for its slot: with its quota row locked by another
+/// transaction (so its spend cannot answer), the request is already in the queue. A user without
+/// queries is refused while the slot is still taken and leaves nothing queued; from then on that
+/// user spends first, so with its row locked it does not even queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_spend_runs_while_a_chat_waits_and_a_refusal_leaves_the_queue() {
+    use sqlx::Connection;
+
+    let db = TestDb::create().await;
+    let prefix = testkit::unique_prefix("ovl");
+    let mut cfg = config(&db, &prefix);
+    cfg.admission.max_concurrent_global = 1;
+    cfg.admission.max_concurrent_per_user = 1;
+    cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
+    let store = migrate(&cfg).await;
+    store.set_override("ovl-none", Some(0)).await.unwrap();
+    store.set_override("ovl-b", Some(3)).await.unwrap();
+    let fake = FakeAssistant::new(Duration::from_secs(20), usize::MAX, Mode::Answer);
+    let server = Server::start(cfg, fake.clone()).await;
+    let c = client();
+    let send = |user: &'static str, ip: &'static str| {
+        let c = c.clone();
+        let url = server.url("/api/chat");
+        tokio::spawn(async move {
+            c.post(url)
+                .bearer_auth(token(user))
+                .header("x-forwarded-for", ip)
+                .json(&serde_json::json!({"message": "q"}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let waiting = async || server.state.gate().stats().await.unwrap().waiting.chat;
+    let running = send("ovl-a", "192.0.2.20");
+    assert!(fake.wait_in_flight(1, Duration::from_secs(10)).await);
+
+    // B's spend is held up by the lock; B queues meanwhile.
+    let mut lock = db.connect().await;
+    let mut tx = lock.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM user_profiles WHERE user_id = 'ovl-b' FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let b = send("ovl-b", "192.0.2.21");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while waiting().await != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "B never queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.remaining("ovl-b").await.unwrap(), 3, "not spent yet");
+    tx.commit().await.unwrap();
+    while store.remaining("ovl-b").await.unwrap() != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B's spend never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting().await, 1, "B still waits for its slot");
+
+    // A user without queries is refused while the slot is taken, and does not stay queued.
+    let r = send("ovl-none", "192.0.2.22").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(problem_code(r).await, "daily_quota_exhausted");
+    assert_eq!(waiting().await, 1, "only B waits");
+    assert!(server.state.quota().refused_lately("ovl-none"));
+    assert!(!server.state.quota().refused_lately("ovl-b"));
+
+    // Known refused: with its spend held up, it takes no place in the queue.
+    let mut tx = lock.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM user_profiles WHERE user_id = 'ovl-none' FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let none = send("ovl-none", "192.0.2.22");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!none.is_finished());
+    assert_eq!(waiting().await, 1, "the known-refused user did not queue");
+    tx.commit().await.unwrap();
+    let r = none.await.unwrap();
+    assert_eq!(r.status(), 429);
+
+    fake.release();
+    assert_eq!(running.await.unwrap().status(), 200);
+    assert_eq!(b.await.unwrap().status(), 200);
+    assert_eq!(store.remaining("ovl-b").await.unwrap(), 2, "spent once");
+    assert_eq!(fake.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 /// research goes through the same fleet-wide queue as chat (the admission layer), and its body is
 /// read and checked before it: a malformed request is answered at once, never queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -31,7 +31,8 @@
 //! ends), `mode.rs` ([`LimitHandle`]), `runtime/` (the runtime-limits document and its store), `observe.rs` ([`DecisionObserver`]: a window's decisions for
 //! the service's own counters and spans),
 //! `admit.rs` ([`Admit`]: where admission slots come from), `gate.rs` ([`GateLayer`]: where
-//! a request waits for checks started outside it),
+//! a request waits for checks started outside it), `refusals.rs` ([`RecentRefusals`]: keys a
+//! quota refused lately),
 //! `window.rs`, `windows.rs`, `admission.rs`, `quota.rs`, `outbound.rs` (one layer each, with
 //! its service).
 //!
@@ -72,6 +73,7 @@ mod mode;
 mod observe;
 mod outbound;
 mod quota;
+mod refusals;
 mod reject;
 pub mod runtime;
 mod window;
@@ -91,6 +93,7 @@ pub use mode::{LimitHandle, Mode, SHADOW_HEADER};
 pub use observe::{DecisionObserver, WindowDecision};
 pub use outbound::{OutboundError, OutboundLayer, OutboundService};
 pub use quota::{QuotaDenied, QuotaHook, QuotaLayer, QuotaService};
+pub use refusals::RecentRefusals;
 pub use reject::{LimitRejection, ProblemJson, RejectionRenderer};
 pub use window::{SlidingWindowLayer, WindowService};
 pub use windows::{WindowsLayer, WindowsService};

@@ -13,11 +13,10 @@
 //! latency of the two is then the longer one's, not their sum. A key this replica saw refused
 //! still spends first, so a client known to have nothing left does not queue.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
@@ -31,15 +30,8 @@ use crate::mode::mark_shadow;
 use crate::reject::{Refused, rendered};
 use crate::{
     GateLayer, KeyExtractor, LimitBody, LimitHandle, LimitRejection, Mode, ProblemJson,
-    RejectionRenderer,
+    RecentRefusals, RejectionRenderer,
 };
-
-/// Keys remembered as refused, at most; beyond, the memory starts over (it only decides whether
-/// a key spends before or alongside the layers inside, never whether it may pass).
-const REFUSED_KEYS: usize = 10_000;
-
-/// Longest a refused key spends first, when its refusal named no renewal time.
-const REFUSED_FOR: Duration = Duration::from_secs(60);
 
 /// The hook refused: the key has no quota left.
 ///
@@ -158,35 +150,8 @@ struct Shared<H, K> {
     handle: LimitHandle,
     /// Spend alongside the inner layers, up to a [`GateLayer`].
     overlap: bool,
-    /// Keys refused lately, and until when they spend first.
-    refused: Mutex<HashMap<String, Instant>>,
-}
-
-impl<H, K> Shared<H, K> {
-    fn refused_lately(&self, key: &str) -> bool {
-        let mut map = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
-        match map.get(key) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                map.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn remember_refused(&self, key: String, retry_after: Option<Duration>) {
-        let until = Instant::now() + retry_after.unwrap_or(REFUSED_FOR);
-        let mut map = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= REFUSED_KEYS {
-            let now = Instant::now();
-            map.retain(|_, u| *u > now);
-            if map.len() >= REFUSED_KEYS {
-                map.clear();
-            }
-        }
-        map.insert(key, until);
-    }
+    /// Keys refused lately: they spend first.
+    refused: RecentRefusals,
 }
 
 /// A spend's outcome: the ticket, held until settled, or the refusal.
@@ -270,7 +235,7 @@ impl<H, K> QuotaLayer<H, K> {
                 renderer: Arc::new(ProblemJson::default()),
                 handle: LimitHandle::new(),
                 overlap: false,
-                refused: Mutex::new(HashMap::new()),
+                refused: RecentRefusals::default(),
             }),
         }
     }
@@ -398,13 +363,13 @@ where
                     LimitRejection::NoKey,
                 ));
             };
-            let overlap = shared.overlap && mode == Mode::Enforce && !shared.refused_lately(&key);
+            let overlap = shared.overlap && mode == Mode::Enforce && !shared.refused.contains(&key);
             let mut checking = spawn_check(&shared.hook, key.clone());
             if !overlap {
                 return match checked(&mut checking).await {
                     Ok(settle) => Ok(settled(inner.call(req).await?, settle)),
                     Err(d) if mode == Mode::Enforce => {
-                        shared.remember_refused(key, d.retry_after);
+                        shared.refused.remember(&key, d.retry_after);
                         refusal(exhausted(d))
                     }
                     Err(d) => Ok(shadow(&shared, inner.call(req).await?, exhausted(d))),
@@ -422,7 +387,7 @@ where
                     }
                     // `served` drops here, and with it what the layers inside took.
                     Err(d) => {
-                        shared.remember_refused(key, d.retry_after);
+                        shared.refused.remember(&key, d.retry_after);
                         refusal(exhausted(d))
                     }
                 },

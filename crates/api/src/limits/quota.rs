@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use daily_quota::{QuotaObserver, StoreOptions, Table};
+use limiter_tower::RecentRefusals;
 use sqlx::PgPool;
 
 use crate::config::Config;
@@ -33,6 +34,8 @@ pub struct QuotaStore {
     store: daily_quota::QuotaStore,
     /// The free tier's daily limit: configured, or changed at runtime (shared by the clones).
     free: Arc<AtomicU32>,
+    /// Users this replica saw refused: they spend before queueing (see `refused_lately`).
+    refused: Arc<RecentRefusals>,
 }
 
 /// The service's metrics for the store's decisions.
@@ -87,6 +90,7 @@ impl QuotaStore {
             store: daily_quota::QuotaStore::new(pool, &profiles(), options)
                 .observer(Arc::new(Metrics)),
             free: Arc::new(AtomicU32::new(cfg.quota.free_daily_queries)),
+            refused: Arc::default(),
         }
     }
 
@@ -136,9 +140,20 @@ impl QuotaStore {
         )
     )]
     pub async fn spend(&self, user_id: &str) -> Result<Spend, QuotaError> {
-        self.store
+        let spend = self
+            .store
             .spend("", user_id, self.free_daily_queries())
-            .await
+            .await;
+        if let Ok(Spend::Exhausted { retry_after, .. }) = &spend {
+            self.refused.remember(user_id, Some(*retry_after));
+        }
+        spend
+    }
+
+    /// Whether this replica saw `user_id` refused today (until the quota renews): such a user
+    /// spends before queueing, so that a user known to have nothing left takes no queue place.
+    pub fn refused_lately(&self, user_id: &str) -> bool {
+        self.refused.contains(user_id)
     }
 
     /// Spends one query for each entry of `users` (a user may appear several times) as one

@@ -1,5 +1,6 @@
-//! `POST /api/chat`: auth → per-IP window (layers, see [`crate::app`]) → quota spend (a user whose
-//! quota is exhausted is refused before waiting) → slot → assistant → refund if the failure is ours
+//! `POST /api/chat`: auth → per-IP window (layers, see [`crate::app`]) → quota spend and slot (for
+//! a JSON answer the spend runs while the request waits for its slot; a user this replica saw
+//! refused, and a stream, spend first) → assistant → refund if the failure is ours
 //! and no answer text reached the client (once text was sent, the query was used, whatever fails
 //! after). The answer is Markdown neutralised by [`chat::text::MarkdownGuard`] (no raw HTML, no
 //! images, only http(s) links), streamed or not.
@@ -33,7 +34,7 @@ use crate::admin::slot_holders::HeldSlot;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::limits::admission::RouteClass;
-use crate::limits::quota::Spend;
+use crate::limits::quota::{QuotaError, Spend};
 use crate::limits::render::ApiRenderer;
 use crate::state::AppState;
 
@@ -146,6 +147,69 @@ async fn admit(
         .map_err(|r| ApiRenderer::Admission.api_error(&r))
 }
 
+/// Layer 3: one query of today spent for `user` (an unspent guard on a route without the quota).
+async fn spend(state: &AppState, limits: ChatLimits, user: &str) -> Result<TicketGuard, ApiError> {
+    if !limits.quota {
+        return Ok(TicketGuard::unspent(state.quota().clone()));
+    }
+    ticket_of(state, state.quota().spend(user).await)
+}
+
+fn ticket_of(state: &AppState, spend: Result<Spend, QuotaError>) -> Result<TicketGuard, ApiError> {
+    match spend {
+        Ok(Spend::Spent(t)) => Ok(TicketGuard::new(state.quota().clone(), t)),
+        Ok(Spend::Exhausted { limit, retry_after }) => {
+            Err(ApiError::QuotaExhausted { retry_after, limit })
+        }
+        Err(e) => Err(ApiError::unavailable(
+            "the quota service is unavailable; no query was counted",
+            e,
+        )),
+    }
+}
+
+/// Layers 3 and 2 for a JSON answer: the spend runs while the request waits for its slot, so the
+/// request waits for the longer of the two, not their sum. A refused spend takes the request out
+/// of the queue (or gives its slot back) at once; a queue refusal gives the query back. A user
+/// this replica saw refused spends first, so a user known to have nothing left never occupies a
+/// place in the queue.
+async fn spend_and_admit(
+    state: &AppState,
+    limits: ChatLimits,
+    user: &str,
+) -> Result<(TicketGuard, (Option<HeldSlot>, std::time::Duration)), ApiError> {
+    let both = async |ticket: TicketGuard, admitted: Result<_, ApiError>| match admitted {
+        Ok(slot) => Ok((ticket, slot)),
+        Err(e) => {
+            ticket.refund().await;
+            Err(e)
+        }
+    };
+    if !limits.quota || state.quota().refused_lately(user) {
+        let ticket = spend(state, limits, user).await?;
+        return both(ticket, admit(state, limits, user, None).await).await;
+    }
+    // In a task of its own: a spend that answers after this request went away is given back
+    // (its guard, never started, refunds as it drops).
+    let quota = state.quota().clone();
+    let id = user.to_string();
+    let spending = tokio::spawn(async move { quota.spend(&id).await });
+    let outcome = |joined: Result<Result<Spend, QuotaError>, tokio::task::JoinError>| {
+        ticket_of(
+            state,
+            joined.unwrap_or_else(|e| Err(QuotaError(sqlx::Error::Protocol(e.to_string())))),
+        )
+    };
+    let admitting = admit(state, limits, user, None);
+    tokio::pin!(spending, admitting);
+    tokio::select! {
+        biased;
+        // A refusal drops `admitting`: out of the queue, or the slot released.
+        joined = &mut spending => both(outcome(joined)?, admitting.await).await,
+        admitted = &mut admitting => both(outcome(spending.await)?, admitted).await,
+    }
+}
+
 /// Answers a question.
 #[utoipa::path(
     post,
@@ -181,35 +245,17 @@ pub async fn chat(
             },
         ));
     }
-    // Layer 3 before layer 2: an exhausted user never occupies a place in the queue.
-    let mut ticket = if limits.quota {
-        let spend = state.quota().spend(&user.id).await.map_err(|e| {
-            ApiError::unavailable("the quota service is unavailable; no query was counted", e)
-        })?;
-        match spend {
-            Spend::Spent(t) => TicketGuard::new(state.quota().clone(), t),
-            Spend::Exhausted { limit, retry_after } => {
-                return Err(ApiError::QuotaExhausted { retry_after, limit });
-            }
-        }
-    } else {
-        TicketGuard::unspent(state.quota().clone())
-    };
     let wants_stream = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if wants_stream {
+        // Layer 3 before layer 2, and before the stream opens: a refusal is an HTTP status.
+        let ticket = spend(&state, limits, &user.id).await?;
         let request_id = super::request_id(&headers);
         return Ok(stream(state, limits, user, body, ticket, request_id).into_response());
     }
-    let (slot, queued) = match admit(&state, limits, &user.id, None).await {
-        Ok(s) => s,
-        Err(e) => {
-            ticket.refund().await;
-            return Err(e);
-        }
-    };
+    let (mut ticket, (slot, queued)) = spend_and_admit(&state, limits, &user.id).await?;
     let remaining = ticket.ticket().map_or(0, |t| t.remaining);
     let ctx = ChatContext {
         user_id: user.id.clone(),
