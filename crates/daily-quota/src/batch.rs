@@ -8,6 +8,12 @@
 //! once, so at low load a spend costs what a statement of its own costs, and under load the
 //! batch grows with the queue.
 //!
+//! The batcher keeps its pool connection from one batch to the next while spends keep coming
+//! and gives it back after `keep_connection` ([`KEEP_CONNECTION`] by default) without any: sqlx pings every connection that
+//! returns to the pool, a round trip per statement that a busy batcher would pay for nothing.
+//! A connection that failed is given back (the pool's ping then closes it) and the next batch
+//! takes another.
+//!
 //! Every spend stays exact (see the statement in `table.rs`): rows are locked in key order, so
 //! two batches that share keys, from this process or another, wait for each other instead of
 //! deadlocking, and under READ COMMITTED a row lock that waited returns the row as the other
@@ -28,8 +34,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use chrono::NaiveDate;
+use sqlx::PgConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::Postgres;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::day::until_next_utc_midnight;
@@ -42,6 +52,10 @@ pub const MAX_BATCH: usize = 128;
 
 /// Spends queued beyond this make callers wait to enqueue (backpressure, not loss).
 const QUEUE: usize = 4 * MAX_BATCH;
+
+/// How long the batcher keeps its connection without a spend (see the module docs); given back,
+/// it is pinged by the pool, and pinged again before use after a longer idle spell.
+pub const KEEP_CONNECTION: Duration = Duration::from_millis(500);
 
 /// One spend: which quota, whose, and the caller's limit.
 #[derive(Debug, Clone)]
@@ -99,7 +113,7 @@ pub(crate) async fn spend_batch(core: &Core, wants: Vec<Want>) -> Vec<Result<Spe
             (Job { want, reply }, rx)
         })
         .unzip();
-    settle(core, jobs).await;
+    settle(core, &mut None, jobs).await;
     let mut out = Vec::with_capacity(replies.len());
     for rx in replies {
         out.push(
@@ -113,12 +127,52 @@ pub(crate) async fn spend_batch(core: &Core, wants: Vec<Want>) -> Vec<Result<Spe
 /// The batcher task: runs until every sender (every clone of the store) is gone.
 async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut conn: Held = None;
+    // A pool of one connection is the store's only way to its other statements (usage,
+    // refunds): the batcher then gives it back after each batch.
+    let keep = core.pool.options().get_max_connections() > 1;
+    loop {
+        let received = if conn.is_some() {
+            match tokio::time::timeout(core.keep_connection, rx.recv_many(&mut batch, MAX_BATCH))
+                .await
+            {
+                Ok(n) => n,
+                Err(_) => {
+                    conn = None;
+                    rx.recv_many(&mut batch, MAX_BATCH).await
+                }
+            }
+        } else {
+            rx.recv_many(&mut batch, MAX_BATCH).await
+        };
+        if received == 0 {
+            return;
+        }
         // A caller that gave up (client gone) before its batch started is not charged.
         batch.retain(|j: &Job| !j.reply.is_closed());
         if !batch.is_empty() {
-            settle(&core, std::mem::take(&mut batch)).await;
+            settle(&core, &mut conn, std::mem::take(&mut batch)).await;
         }
+        if !keep {
+            conn = None;
+        }
+    }
+}
+
+/// The batcher's connection, kept between batches.
+type Held = Option<PoolConnection<Postgres>>;
+
+/// The held connection, taken from the pool if there is none.
+async fn connection<'c>(
+    core: &Core,
+    conn: &'c mut Held,
+) -> Result<&'c mut PgConnection, sqlx::Error> {
+    if conn.is_none() {
+        *conn = Some(core.pool.acquire().await?);
+    }
+    match conn {
+        Some(c) => Ok(&mut **c),
+        None => Err(sqlx::Error::PoolClosed),
     }
 }
 
@@ -129,9 +183,14 @@ fn key(w: &Want) -> Key {
 }
 
 /// Runs `jobs` and answers each; splits by key when the statement failed for its rows.
-async fn settle(core: &Core, jobs: Vec<Job>) {
+async fn settle(core: &Core, conn: &mut Held, jobs: Vec<Job>) {
     let wants: Vec<&Want> = jobs.iter().map(|j| &j.want).collect();
-    match execute(core, &wants).await {
+    let result = execute(core, conn, &wants).await;
+    if result.as_ref().is_err_and(|e| !is_row_error(e)) {
+        // The connection may be what failed: back to the pool, whose ping closes a broken one.
+        *conn = None;
+    }
+    match result {
         Ok(outcomes) => {
             for (job, out) in jobs.into_iter().zip(outcomes) {
                 let _ = job.reply.send(Ok(out));
@@ -145,7 +204,7 @@ async fn settle(core: &Core, jobs: Vec<Job>) {
                 groups.entry(key(&job.want)).or_default().push(job);
             }
             for (_, group) in groups {
-                Box::pin(settle(core, group)).await;
+                Box::pin(settle(core, conn, group)).await;
             }
         }
         Err(e) => {
@@ -189,8 +248,9 @@ struct Row {
 }
 
 /// The outcome of each spend of `wants` (same order).
-async fn execute(core: &Core, wants: &[&Want]) -> Result<Vec<Spend>, sqlx::Error> {
-    let mut rows = statement(core, wants).await?;
+async fn execute(core: &Core, conn: &mut Held, wants: &[&Want]) -> Result<Vec<Spend>, sqlx::Error> {
+    let conn = connection(core, conn).await?;
+    let mut rows = statement(core, conn, wants).await?;
     let missing: BTreeSet<(&str, &str)> = wants
         .iter()
         .map(|w| (&*w.scope, w.subject.as_str()))
@@ -204,14 +264,14 @@ async fn execute(core: &Core, wants: &[&Want]) -> Result<Vec<Spend>, sqlx::Error
         sqlx::query(core.sql.create.clone())
             .bind(&scopes)
             .bind(&subjects)
-            .execute(&core.pool)
+            .execute(&mut *conn)
             .await?;
         let again: Vec<&Want> = wants
             .iter()
             .copied()
             .filter(|w| missing.contains(&(&*w.scope, w.subject.as_str())))
             .collect();
-        rows.extend(statement(core, &again).await?);
+        rows.extend(statement(core, conn, &again).await?);
     }
     let retry_after = until_next_utc_midnight();
     let mut rank: HashMap<(&str, &str), i32> = HashMap::new();
@@ -248,6 +308,7 @@ async fn execute(core: &Core, wants: &[&Want]) -> Result<Vec<Spend>, sqlx::Error
 /// Runs the batch statement once; rows by key.
 async fn statement(
     core: &Core,
+    conn: &mut PgConnection,
     wants: &[&Want],
 ) -> Result<HashMap<(String, String), Row>, sqlx::Error> {
     let scopes: Vec<&str> = wants.iter().map(|w| &*w.scope).collect();
@@ -264,7 +325,7 @@ async fn statement(
         .bind(&limits)
         .bind(&core.tier_names)
         .bind(&core.tier_limits)
-        .fetch_all(&core.pool)
+        .fetch_all(conn)
         .await?;
     Ok(rows
         .into_iter()

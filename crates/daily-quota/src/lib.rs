@@ -30,7 +30,7 @@ mod pool;
 mod store;
 mod table;
 
-pub use batch::MAX_BATCH;
+pub use batch::{KEEP_CONNECTION, MAX_BATCH};
 pub use day::until_next_utc_midnight;
 pub use error::{QuotaError, TableError};
 pub use hook::DailyQuota;

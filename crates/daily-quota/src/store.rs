@@ -72,13 +72,26 @@ struct Silent;
 impl QuotaObserver for Silent {}
 
 /// Options of a [`QuotaStore`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Tier name → daily limit, for a table with a tier column.
     pub tiers: Vec<(String, u32)>,
     /// Commit each batch without waiting for its WAL flush (see the crate's documentation for
     /// what a database crash can then lose).
     pub async_commit: bool,
+    /// How long the group-commit queue keeps its connection without a spend
+    /// ([`crate::KEEP_CONNECTION`] by default).
+    pub keep_connection: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            tiers: Vec::new(),
+            async_commit: false,
+            keep_connection: crate::KEEP_CONNECTION,
+        }
+    }
 }
 
 /// What the batcher task needs; shared without the batcher, so the task ends with the store.
@@ -89,6 +102,7 @@ pub(crate) struct Core {
     pub tier_names: Vec<String>,
     pub tier_limits: Vec<i32>,
     pub async_commit: bool,
+    pub keep_connection: Duration,
 }
 
 /// A daily quota per key in one table, over a pool. Cheap to clone; clones share one
@@ -116,6 +130,7 @@ impl QuotaStore {
                 tier_names,
                 tier_limits,
                 async_commit: options.async_commit,
+                keep_connection: options.keep_connection,
             }),
             batcher: Arc::default(),
             observer: Arc::new(Silent),

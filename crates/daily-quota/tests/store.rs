@@ -270,3 +270,57 @@ async fn a_connection_lost_while_idle_is_replaced_before_a_spend() {
     assert!(matches!(s.spend("q", "u", 10).await, Ok(Spend::Spent(_))));
     assert_eq!(used(&s, "q", "u").await, 2);
 }
+
+/// Whether every connection of the pool is idle in it, waiting up to `within` for it.
+async fn all_idle(s: &QuotaStore, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let p = s.pool();
+        if p.size() > 0 && p.num_idle() == p.size() as usize {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_batcher_keeps_its_connection_while_busy_and_gives_it_back_when_idle() {
+    let db = TestDb::create().await;
+    let open = |keep: Duration| {
+        let url = db.url.clone();
+        async move {
+            let pool = daily_quota::pool_options()
+                .max_connections(4)
+                .connect(&url)
+                .await
+                .unwrap();
+            let options = StoreOptions {
+                keep_connection: keep,
+                ..StoreOptions::default()
+            };
+            let s = QuotaStore::new(pool, &Table::own("usage").unwrap(), options);
+            s.create_table().await.unwrap();
+            s
+        }
+    };
+    // Kept for a minute: after a spend the batcher still holds one connection (no return to
+    // the pool, and so no ping, per statement).
+    let s = open(Duration::from_secs(60)).await;
+    for _ in 0..3 {
+        assert!(matches!(s.spend("q", "u", 10).await, Ok(Spend::Spent(_))));
+    }
+    assert!(
+        !all_idle(&s, Duration::from_secs(1)).await,
+        "held by the batcher"
+    );
+    assert_eq!(s.pool().size() as usize - s.pool().num_idle(), 1);
+    // Other statements use the rest of the pool meanwhile.
+    assert_eq!(used(&s, "q", "u").await, 3);
+    // Kept briefly: given back once no spend comes.
+    let s = open(Duration::from_millis(100)).await;
+    assert!(matches!(s.spend("q", "v", 10).await, Ok(Spend::Spent(_))));
+    assert!(all_idle(&s, Duration::from_secs(10)).await, "given back");
+}

@@ -85,6 +85,7 @@ impl QuotaStore {
                 .map(|(n, l)| (n.clone(), *l))
                 .collect(),
             async_commit: cfg.quota.async_commit,
+            ..StoreOptions::default()
         };
         QuotaStore {
             store: daily_quota::QuotaStore::new(pool, &profiles(), options)
