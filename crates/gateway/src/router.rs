@@ -6,9 +6,10 @@
 //! admission in the route's class (the slot is held until the app's response body ends, so a
 //! streamed answer keeps it). The quota spends while the request waits for its slot, a gate
 //! inside admission holding the request until the spend answered; a user this replica saw
-//! refused spends first, so a user known to have nothing left takes no place in the queue. Each layer has a `LimitHandle` of its own (all in shadow mode when the route says so), so
-//! runtime limits can switch and adjust them one by one (`runtime.rs`). Every
-//! route's admission draws from one fleet-wide queue, so classes compete in priority order.
+//! refused spends first, so a user known to have nothing left takes no place in the queue. Each
+//! layer has a `LimitHandle` of its own (all in shadow mode when the route says so), so runtime
+//! limits can switch and adjust them one by one (`runtime.rs`). Every route's admission draws
+//! from one fleet-wide queue, so classes compete in priority order.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
