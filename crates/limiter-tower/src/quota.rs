@@ -23,6 +23,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tokio::sync::oneshot;
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use crate::body::BodyGuard;
 use crate::gate::Pending;
@@ -162,13 +163,17 @@ type Checked<H> = Result<Settle<H>, QuotaDenied>;
 fn spawn_check<H: QuotaHook>(hook: &Arc<H>, key: String) -> oneshot::Receiver<Checked<H>> {
     let (tx, rx) = oneshot::channel();
     let hook = Arc::clone(hook);
-    tokio::spawn(async move {
-        let out = hook.check(&key).await.map(|ticket| Settle {
-            hook: Arc::clone(&hook),
-            ticket: Some(ticket),
-        });
-        let _ = tx.send(out);
-    });
+    tokio::spawn(
+        async move {
+            let out = hook.check(&key).await.map(|ticket| Settle {
+                hook: Arc::clone(&hook),
+                ticket: Some(ticket),
+            });
+            let _ = tx.send(out);
+        }
+        // The hook's spans stay in the request's trace.
+        .in_current_span(),
+    );
     rx
 }
 

@@ -190,10 +190,10 @@ async fn spend_and_admit(
         return both(ticket, admit(state, limits, user, None).await).await;
     }
     // In a task of its own: a spend that answers after this request went away is given back
-    // (its guard, never started, refunds as it drops).
+    // (its guard, never started, refunds as it drops). Its span stays in the request's trace.
     let quota = state.quota().clone();
     let id = user.to_string();
-    let spending = tokio::spawn(async move { quota.spend(&id).await });
+    let spending = tokio::spawn(async move { quota.spend(&id).await }.in_current_span());
     let outcome = |joined: Result<Result<Spend, QuotaError>, tokio::task::JoinError>| {
         ticket_of(
             state,
