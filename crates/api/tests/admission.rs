@@ -212,6 +212,80 @@ async fn the_spend_runs_while_a_chat_waits_and_a_refusal_leaves_the_queue() {
     assert_eq!(fake.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// A client that leaves while its spend is still in flight (held up by a locked row) gets the
+/// query back once the spend answers: nothing was served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spend_that_answers_after_the_client_left_is_given_back() {
+    use sqlx::Connection;
+
+    let db = TestDb::create().await;
+    let prefix = testkit::unique_prefix("ovl-gone");
+    let mut cfg = config(&db, &prefix);
+    cfg.trusted_proxies = vec!["127.0.0.1/32".into()];
+    let store = migrate(&cfg).await;
+    store.set_override("ovl-gone", Some(3)).await.unwrap();
+    let fake = FakeAssistant::new(Duration::ZERO, usize::MAX, Mode::Answer);
+    let server = Server::start(cfg, fake.clone()).await;
+    let mut lock = db.connect().await;
+    let mut tx = lock.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM user_profiles WHERE user_id = 'ovl-gone' FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let impatient = client()
+        .post(server.url("/api/chat"))
+        .bearer_auth(token("ovl-gone"))
+        .header("x-forwarded-for", "192.0.2.30")
+        .timeout(Duration::from_millis(700))
+        .json(&serde_json::json!({"message": "q"}))
+        .send()
+        .await;
+    assert!(impatient.is_err(), "the client timed out");
+    // Sessions of this database other than the caller's still running the spend statement.
+    let spending = async || -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND state = 'active' AND query LIKE '%unnest%'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while spending().await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the spend never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.commit().await.unwrap();
+    while spending().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the spend never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The spend committed once the lock went; its refund follows.
+    loop {
+        let used: i32 =
+            sqlx::query_scalar("SELECT queries_used FROM user_profiles WHERE user_id = 'ovl-gone'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        if used == 0 && store.remaining("ovl-gone").await.unwrap() == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the query was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
 /// research goes through the same fleet-wide queue as chat (the admission layer), and its body is
 /// read and checked before it: a malformed request is answered at once, never queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

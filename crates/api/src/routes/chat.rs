@@ -34,7 +34,7 @@ use crate::admin::slot_holders::HeldSlot;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::limits::admission::RouteClass;
-use crate::limits::quota::{QuotaError, Spend};
+use crate::limits::quota::{QuotaError, QuotaStore, Spend};
 use crate::limits::render::ApiRenderer;
 use crate::state::AppState;
 
@@ -152,12 +152,16 @@ async fn spend(state: &AppState, limits: ChatLimits, user: &str) -> Result<Ticke
     if !limits.quota {
         return Ok(TicketGuard::unspent(state.quota().clone()));
     }
-    ticket_of(state, state.quota().spend(user).await)
+    let quota = state.quota();
+    ticket_of(quota, quota.spend(user).await)
 }
 
-fn ticket_of(state: &AppState, spend: Result<Spend, QuotaError>) -> Result<TicketGuard, ApiError> {
+fn ticket_of(
+    quota: &QuotaStore,
+    spend: Result<Spend, QuotaError>,
+) -> Result<TicketGuard, ApiError> {
     match spend {
-        Ok(Spend::Spent(t)) => Ok(TicketGuard::new(state.quota().clone(), t)),
+        Ok(Spend::Spent(t)) => Ok(TicketGuard::new(quota.clone(), t)),
         Ok(Spend::Exhausted { limit, retry_after }) => {
             Err(ApiError::QuotaExhausted { retry_after, limit })
         }
@@ -189,16 +193,20 @@ async fn spend_and_admit(
         let ticket = spend(state, limits, user).await?;
         return both(ticket, admit(state, limits, user, None).await).await;
     }
-    // In a task of its own: a spend that answers after this request went away is given back
-    // (its guard, never started, refunds as it drops). Its span stays in the request's trace.
+    // In a task of its own that wraps the ticket in its guard: a spend that answers after this
+    // request went away is given back (the guard, never started, refunds as the task's output
+    // drops). Its span stays in the request's trace.
     let quota = state.quota().clone();
     let id = user.to_string();
-    let spending = tokio::spawn(async move { quota.spend(&id).await }.in_current_span());
-    let outcome = |joined: Result<Result<Spend, QuotaError>, tokio::task::JoinError>| {
-        ticket_of(
-            state,
-            joined.unwrap_or_else(|e| Err(QuotaError(sqlx::Error::Protocol(e.to_string())))),
-        )
+    let spending =
+        tokio::spawn(async move { ticket_of(&quota, quota.spend(&id).await) }.in_current_span());
+    let outcome = |joined: Result<Result<TicketGuard, ApiError>, tokio::task::JoinError>| {
+        joined.unwrap_or_else(|e| {
+            Err(ApiError::unavailable(
+                "the quota service is unavailable; no query was counted",
+                e,
+            ))
+        })
     };
     let admitting = admit(state, limits, user, None);
     tokio::pin!(spending, admitting);
