@@ -167,13 +167,11 @@ async fn connection<'c>(
     core: &Core,
     conn: &'c mut Held,
 ) -> Result<&'c mut PgConnection, sqlx::Error> {
-    if conn.is_none() {
-        *conn = Some(core.pool.acquire().await?);
-    }
-    match conn {
-        Some(c) => Ok(&mut **c),
-        None => Err(sqlx::Error::PoolClosed),
-    }
+    let held = match conn {
+        Some(c) => c,
+        None => conn.insert(core.pool.acquire().await?),
+    };
+    Ok(&mut **held)
 }
 
 type Key = (Arc<str>, String);

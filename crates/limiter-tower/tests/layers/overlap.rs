@@ -3,56 +3,19 @@
 //! for the test to let it answer; the app counts the requests that reached it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get as route_get;
 use limiter_core::{Admission, AdmissionConfig};
-use limiter_tower::{
-    AdmissionLayer, HeaderKey, QuotaDenied, QuotaHook, QuotaLayer, SlidingWindowLayer,
-};
+use limiter_tower::{AdmissionLayer, HeaderKey, QuotaLayer, SlidingWindowLayer};
 use tokio::sync::{Semaphore, mpsc};
 use tower::ServiceExt;
 
+use super::quota::{Hook, next};
 use super::{KEY, SOON, get, problem, redis, text};
-
-/// Units left per key (2 for a key not seen); each check waits for a permit of `answer`.
-#[derive(Debug)]
-struct Gated {
-    left: Mutex<HashMap<String, u32>>,
-    answer: Arc<Semaphore>,
-    events: mpsc::UnboundedSender<&'static str>,
-}
-
-impl QuotaHook for Gated {
-    type Ticket = String;
-
-    async fn check(&self, key: &str) -> Result<String, QuotaDenied> {
-        self.events.send("check").unwrap();
-        self.answer.acquire().await.unwrap().forget();
-        let mut left = self.left.lock().unwrap();
-        let n = left.entry(key.to_string()).or_insert(2);
-        if *n == 0 {
-            return Err(QuotaDenied {
-                retry_after: Some(Duration::from_secs(3600)),
-            });
-        }
-        *n -= 1;
-        Ok(key.to_string())
-    }
-
-    async fn commit(&self, _: String) {
-        self.events.send("commit").unwrap();
-    }
-
-    async fn refund(&self, key: String) {
-        *self.left.lock().unwrap().get_mut(&key).unwrap() += 1;
-        self.events.send("refund").unwrap();
-    }
-}
 
 struct Setup {
     app: Router,
@@ -67,9 +30,9 @@ struct Setup {
 async fn setup(name: &str) -> Setup {
     let (tx, events) = mpsc::unbounded_channel();
     let answer = Arc::new(Semaphore::new(0));
-    let hook = Gated {
+    let hook = Hook {
         left: Mutex::new(HashMap::from([("none".to_string(), 0)])),
-        answer: answer.clone(),
+        answer: Some(answer.clone()),
         events: tx,
     };
     let cfg = AdmissionConfig {
@@ -101,9 +64,11 @@ async fn setup(name: &str) -> Setup {
     }
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<&'static str>) -> &'static str {
-    tokio::time::timeout(SOON, rx.recv())
+/// The response of a request spawned earlier, which must come (bounded).
+async fn answered<R>(h: tokio::task::JoinHandle<Result<R, std::convert::Infallible>>) -> R {
+    tokio::time::timeout(SOON, h)
         .await
+        .unwrap()
         .unwrap()
         .unwrap()
 }
@@ -131,11 +96,7 @@ async fn the_spend_runs_while_the_request_waits_for_its_slot() {
     assert!(!b.is_finished());
     assert_eq!(s.served.load(Ordering::SeqCst), 0);
     drop(holder);
-    let resp = tokio::time::timeout(SOON, b)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let resp = answered(b).await;
     assert_eq!(text(resp).await, "fine");
     assert_eq!(s.served.load(Ordering::SeqCst), 1);
     assert_eq!(next(&mut s.events).await, "commit");
@@ -154,11 +115,7 @@ async fn the_gate_holds_an_admitted_request_until_the_spend_answers() {
     assert_eq!(s.served.load(Ordering::SeqCst), 0);
     assert!(!b.is_finished());
     s.answer.add_permits(1);
-    let resp = tokio::time::timeout(SOON, b)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let resp = answered(b).await;
     assert_eq!(text(resp).await, "fine");
     assert_eq!(s.served.load(Ordering::SeqCst), 1);
 }
@@ -171,11 +128,7 @@ async fn a_refused_spend_gives_up_the_queue_place_and_then_spends_first() {
     assert_eq!(next(&mut s.events).await, "check");
     until("queued", async || s.admission.local_waiters() == 1).await;
     s.answer.add_permits(1);
-    let resp = tokio::time::timeout(SOON, b)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let resp = answered(b).await;
     assert_eq!(resp.status(), 429);
     assert_eq!(problem(resp).await["code"], "quota_exhausted");
     until("left the queue", async || {
@@ -195,11 +148,7 @@ async fn a_refused_spend_gives_up_the_queue_place_and_then_spends_first() {
     let stats = s.admission.stats().await.unwrap();
     assert_eq!((stats.in_use, s.admission.local_waiters()), (0, 0));
     s.answer.add_permits(1);
-    let resp = tokio::time::timeout(SOON, c)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let resp = answered(c).await;
     assert_eq!(resp.status(), 429);
     assert_eq!(s.served.load(Ordering::SeqCst), 0);
     assert!(s.events.try_recv().is_err(), "refusals settle nothing");
@@ -222,9 +171,9 @@ async fn a_spend_whose_request_went_away_is_given_back() {
 async fn a_refusal_by_a_layer_inside_gives_the_spend_back() {
     let (tx, mut events) = mpsc::unbounded_channel();
     let answer = Arc::new(Semaphore::new(100));
-    let hook = Gated {
+    let hook = Hook {
         left: Mutex::new(HashMap::new()),
-        answer,
+        answer: Some(answer),
         events: tx,
     };
     let policy = limiter_core::WindowPolicy::new("ovl-inner", 1, Duration::from_secs(60));

@@ -4,7 +4,7 @@
 //! asked to do arrives on a channel, since settlements run in the background.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -12,21 +12,28 @@ use axum::body::Body;
 use axum::routing::get as route_get;
 use http::StatusCode;
 use limiter_tower::{HeaderKey, LimitHandle, Mode, QuotaDenied, QuotaHook, QuotaLayer};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tower::ServiceExt;
 
 use super::{KEY, SOON, get, header, problem, text};
 
+/// Units left per key (2 for a key not seen). With `answer`, each check reports "check" and
+/// then waits for a permit of it, so a test decides when the check answers.
 #[derive(Debug)]
-struct Hook {
-    left: Mutex<HashMap<String, u32>>,
-    events: mpsc::UnboundedSender<&'static str>,
+pub(super) struct Hook {
+    pub left: Mutex<HashMap<String, u32>>,
+    pub events: mpsc::UnboundedSender<&'static str>,
+    pub answer: Option<Arc<Semaphore>>,
 }
 
 impl QuotaHook for Hook {
     type Ticket = String;
 
     async fn check(&self, key: &str) -> Result<String, QuotaDenied> {
+        if let Some(answer) = &self.answer {
+            self.events.send("check").unwrap();
+            answer.acquire().await.unwrap().forget();
+        }
         let mut left = self.left.lock().unwrap();
         let n = left.entry(key.to_string()).or_insert(2);
         if *n == 0 {
@@ -48,7 +55,7 @@ impl QuotaHook for Hook {
     }
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<&'static str>) -> &'static str {
+pub(super) async fn next(rx: &mut mpsc::UnboundedReceiver<&'static str>) -> &'static str {
     tokio::time::timeout(SOON, rx.recv())
         .await
         .unwrap()
@@ -61,6 +68,7 @@ async fn commits_successes_and_refunds_failures() {
     let hook = Hook {
         left: Mutex::new(HashMap::new()),
         events: tx,
+        answer: None,
     };
     let never = || {
         // A stream that never yields: the client leaves before its first byte.
@@ -109,6 +117,7 @@ async fn shadow_lets_a_request_without_quota_through_unspent() {
     let hook = Hook {
         left: Mutex::new(HashMap::from([("u".to_string(), 0)])),
         events: tx,
+        answer: None,
     };
     let handle = LimitHandle::new();
     handle.set_mode(Mode::Shadow);
