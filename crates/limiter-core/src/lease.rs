@@ -13,14 +13,15 @@
 //! timer, even while a renewal is still on its way: a holder that stops then has stopped before
 //! Redis can have handed its slot to anyone else.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::lease_keeper::LeaseKeeper;
 use crate::reply::{ints, millis};
 use crate::scripts::{LEASE_ACQUIRE, LEASE_RELEASE, LEASE_RENEW, LuaScript};
 use crate::{LimiterError, RedisHandle};
@@ -255,7 +256,19 @@ pub(crate) struct LeaseOps {
 /// One admission queue's coalesced releases: (lease id, user key) in, the script's answer out.
 pub(crate) type ReleaseBatch = Arc<crate::coalesce::Coalescer<[String; 2], i64>>;
 
-struct LeaseShared {
+/// A lease's renewal task. A deferred one is started by a [`LeaseKeeper`] tick if the lease is
+/// still held then: most admission leases end within milliseconds, and a task with two timers
+/// per lease cost a short request more CPU than the script call that granted it.
+enum Renewer {
+    Deferred {
+        start: Instant,
+        counted_until: Instant,
+    },
+    Running(JoinHandle<()>),
+    Stopped,
+}
+
+pub(crate) struct LeaseShared {
     redis: RedisHandle,
     id: String,
     ops: LeaseOps,
@@ -265,9 +278,33 @@ struct LeaseShared {
     expiry_ms: AtomicI64,
     lost: watch::Sender<bool>,
     released: AtomicBool,
+    renewer: Mutex<Renewer>,
 }
 
 impl LeaseShared {
+    /// Starts the renewal task unless it runs already or the lease was released. Its schedule
+    /// and its loss timer keep the instants set when the lease was granted.
+    pub(crate) fn start_deferred_renewer(self: &Arc<Self>) {
+        let mut renewer = self.renewer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Renewer::Deferred {
+            start,
+            counted_until,
+        } = *renewer
+        {
+            *renewer = Renewer::Running(tokio::spawn(
+                Arc::clone(self).renew_loop(start, counted_until),
+            ));
+        }
+    }
+
+    /// Stops renewing for good (a deferred renewer never starts).
+    fn stop_renewing(&self) {
+        let mut renewer = self.renewer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Renewer::Running(task) = std::mem::replace(&mut *renewer, Renewer::Stopped) {
+            task.abort();
+        }
+    }
+
     async fn renew(&self) -> Result<Option<i64>, LimiterError> {
         let name = self.ops.renew.script.name();
         let value = self.ops.renew.run(&self.redis).await?;
@@ -308,9 +345,9 @@ impl LeaseShared {
     /// Renews every TTL/3 until released or lost. Redis being unreachable is not loss by itself;
     /// the lease is declared lost when a renewal finds it gone, or at `counted_until` (see the
     /// module doc) if no renewal confirmed it by then, whether or not a renewal is still pending.
-    async fn renew_loop(self: Arc<Self>, mut counted_until: Instant) {
+    async fn renew_loop(self: Arc<Self>, start: Instant, mut counted_until: Instant) {
         let period = self.ttl / 3;
-        let mut next = Instant::now() + period;
+        let mut next = start + period;
         loop {
             // Waiting for the next renewal, then for its reply, the loss timer runs.
             if !*self.lost.borrow() {
@@ -373,7 +410,6 @@ impl LeaseShared {
 /// the backstop) or explicitly with [`Lease::release`].
 pub struct Lease {
     shared: Arc<LeaseShared>,
-    renewer: JoinHandle<()>,
     lost_rx: watch::Receiver<bool>,
 }
 
@@ -397,6 +433,39 @@ impl Lease {
         fence: i64,
         counted_until: Instant,
     ) -> Self {
+        let lease = Lease::new(redis, id, ops, ttl, expiry_ms, fence, counted_until);
+        lease.shared.start_deferred_renewer();
+        lease
+    }
+
+    /// Like [`Lease::start`], except that the renewal task is started by `keeper`'s next tick,
+    /// and only if the lease is still held then (see [`LeaseKeeper`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_deferred(
+        keeper: &LeaseKeeper,
+        redis: RedisHandle,
+        id: String,
+        ops: LeaseOps,
+        ttl: Duration,
+        expiry_ms: i64,
+        fence: i64,
+        counted_until: Instant,
+    ) -> Self {
+        let lease = Lease::new(redis, id, ops, ttl, expiry_ms, fence, counted_until);
+        keeper.defer(&lease.shared);
+        lease
+    }
+
+    /// A lease whose renewer is not started yet: it will renew every TTL/3 from now.
+    fn new(
+        redis: RedisHandle,
+        id: String,
+        ops: LeaseOps,
+        ttl: Duration,
+        expiry_ms: i64,
+        fence: i64,
+        counted_until: Instant,
+    ) -> Self {
         let (lost, lost_rx) = watch::channel(false);
         let shared = Arc::new(LeaseShared {
             redis,
@@ -407,13 +476,12 @@ impl Lease {
             expiry_ms: AtomicI64::new(expiry_ms),
             lost,
             released: AtomicBool::new(false),
+            renewer: Mutex::new(Renewer::Deferred {
+                start: Instant::now(),
+                counted_until,
+            }),
         });
-        let renewer = tokio::spawn(Arc::clone(&shared).renew_loop(counted_until));
-        Lease {
-            shared,
-            renewer,
-            lost_rx,
-        }
+        Lease { shared, lost_rx }
     }
 
     /// The lease id (a member of every scope's set).
@@ -469,7 +537,7 @@ impl Lease {
 
     /// Releases the slot in every scope. `Ok(true)` if it was still held.
     pub async fn release(self) -> Result<bool, LimiterError> {
-        self.renewer.abort();
+        self.shared.stop_renewing();
         self.shared.release().await
     }
 
@@ -477,14 +545,14 @@ impl Lease {
     /// For a replica cut off from Redis that reuses the slot locally, which is safe only while
     /// Redis still counts it (a release sent now might still reach Redis later).
     pub(crate) fn abandon(self) {
-        self.renewer.abort();
+        self.shared.stop_renewing();
         self.shared.released.store(true, Ordering::Release);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.renewer.abort();
+        self.shared.stop_renewing();
         if self.shared.released.load(Ordering::Acquire) {
             return;
         }

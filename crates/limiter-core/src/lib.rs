@@ -33,6 +33,7 @@ mod deny_cache;
 mod error;
 mod keys;
 mod lease;
+mod lease_keeper;
 mod pubsub;
 mod redis_functions;
 mod redis_handle;

@@ -495,3 +495,54 @@ async fn a_released_grant_is_not_left_for_the_heartbeat() {
         "released: nothing left to collect"
     );
 }
+
+/// A permit's lease starts renewing only if the permit is still held a tick (TTL/6) after its
+/// grant; from then on it renews on the grant's schedule. Held for several TTLs, it keeps its
+/// slot and is never reported lost; released, its renewal task ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_held_for_several_lease_ttls_keeps_its_slot() {
+    let prefix = testkit::unique_prefix("qrenew");
+    let mut c = cfg(1, 1);
+    c.lease_ttl = Duration::from_millis(600);
+    let adm = &replicas(&prefix, 1, &c).await[0];
+    // Tasks alive with nothing held, once the connections exist.
+    adm.admit(b"warm", HIGH, soon(5))
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let idle_tasks = metrics.num_alive_tasks();
+    let p = adm.admit(b"holder", HIGH, soon(5)).await.unwrap();
+    let first_expiry = p.lease().unwrap().expiry_ms();
+
+    // Nobody else gets the slot in three lease TTLs.
+    let other = adm
+        .admit(b"other", HIGH, Instant::now() + Duration::from_millis(1800))
+        .await;
+    assert!(
+        matches!(other, Err(Rejection::Timeout { .. })),
+        "the slot was handed on: {other:?}"
+    );
+    let lease = p.lease().unwrap();
+    assert!(!lease.is_lost());
+    assert!(
+        lease.expiry_ms() >= first_expiry + 1000,
+        "renewed: {} -> {}",
+        first_expiry,
+        lease.expiry_ms()
+    );
+    // Other tasks (the refused waiter's leave) end soon; the renewer runs on.
+    let alive_is = async |n: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metrics.num_alive_tasks() != n {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    alive_is(idle_tasks + 1, "one renewer runs").await;
+    assert!(p.release().await.unwrap(), "still held when released");
+    alive_is(idle_tasks, "the renewer ended").await;
+}

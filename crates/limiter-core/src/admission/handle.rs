@@ -74,6 +74,8 @@ impl Admission {
             subscribed_tx,
         ));
         let heartbeat = tokio::spawn(heartbeat_loop(Arc::downgrade(&inner)));
+        // Not stopped at shutdown: permits still held then go on renewing. It ends with the queue.
+        tokio::spawn(inner.scripts.keeper().run());
         if let Ok(mut tasks) = inner.tasks.lock() {
             tasks.extend([listener, heartbeat]);
         }

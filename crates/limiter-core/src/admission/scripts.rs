@@ -10,6 +10,7 @@ use super::config::AdmissionConfig;
 use super::stats::QueueStats;
 use crate::coalesce::{BatchFn, Coalescer};
 use crate::lease::{Lease, LeaseOps, ReleaseBatch, ScriptCall, ttl_millis};
+use crate::lease_keeper::LeaseKeeper;
 use crate::redis_handle::ToRedisArgsDyn;
 use crate::reply::ints;
 use crate::scripts::{
@@ -66,6 +67,8 @@ pub(crate) struct QueueScripts {
     releases: ReleaseBatch,
     /// Concurrent entries, sent together: one script call and one dispatch for all of them.
     entries: Arc<Coalescer<Entry, Entered>>,
+    /// Starts the renewal of permits still held a tick after their grant.
+    keeper: Arc<LeaseKeeper>,
 }
 
 /// One request entering the queue: `admission_enter`'s group of seven arguments.
@@ -136,8 +139,14 @@ impl QueueScripts {
             group: cfg.group.clone(),
             replica,
             lease_ttl: cfg.lease_ttl,
+            keeper: Arc::new(LeaseKeeper::new(cfg.lease_ttl)),
             redis,
         }
+    }
+
+    /// What starts the renewal of this queue's permits: its `run` must be spawned.
+    pub(crate) fn keeper(&self) -> Arc<LeaseKeeper> {
+        Arc::clone(&self.keeper)
     }
 
     /// The caps in force.
@@ -335,7 +344,8 @@ impl QueueScripts {
             release_batch: Some((Arc::clone(&self.releases), user_key.to_string())),
         };
         let until = crate::lease::counted_until(sent, self.lease_ttl);
-        Lease::start(
+        Lease::start_deferred(
+            &self.keeper,
             self.redis.clone(),
             id,
             ops,
