@@ -157,6 +157,7 @@ impl LeaseManager {
             release_batch: None,
         };
         Ok(Acquire::Granted(Lease::start(
+            None,
             self.redis.clone(),
             id,
             ops,
@@ -424,40 +425,11 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    pub(crate) fn start(
-        redis: RedisHandle,
-        id: String,
-        ops: LeaseOps,
-        ttl: Duration,
-        expiry_ms: i64,
-        fence: i64,
-        counted_until: Instant,
-    ) -> Self {
-        let lease = Lease::new(redis, id, ops, ttl, expiry_ms, fence, counted_until);
-        lease.shared.start_deferred_renewer();
-        lease
-    }
-
-    /// Like [`Lease::start`], except that the renewal task is started by `keeper`'s next tick,
-    /// and only if the lease is still held then (see [`LeaseKeeper`]).
+    /// A held lease. Its renewal task starts now, or with `keeper`'s next tick if the lease is
+    /// still held then (see [`LeaseKeeper`]); either way it renews every TTL/3 from now.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn start_deferred(
-        keeper: &LeaseKeeper,
-        redis: RedisHandle,
-        id: String,
-        ops: LeaseOps,
-        ttl: Duration,
-        expiry_ms: i64,
-        fence: i64,
-        counted_until: Instant,
-    ) -> Self {
-        let lease = Lease::new(redis, id, ops, ttl, expiry_ms, fence, counted_until);
-        keeper.defer(&lease.shared);
-        lease
-    }
-
-    /// A lease whose renewer is not started yet: it will renew every TTL/3 from now.
-    fn new(
+    pub(crate) fn start(
+        keeper: Option<&LeaseKeeper>,
         redis: RedisHandle,
         id: String,
         ops: LeaseOps,
@@ -481,6 +453,10 @@ impl Lease {
                 counted_until,
             }),
         });
+        match keeper {
+            Some(keeper) => keeper.defer(&shared),
+            None => shared.start_deferred_renewer(),
+        }
         Lease { shared, lost_rx }
     }
 

@@ -344,8 +344,8 @@ impl QueueScripts {
             release_batch: Some((Arc::clone(&self.releases), user_key.to_string())),
         };
         let until = crate::lease::counted_until(sent, self.lease_ttl);
-        Lease::start_deferred(
-            &self.keeper,
+        Lease::start(
+            Some(&self.keeper),
             self.redis.clone(),
             id,
             ops,
