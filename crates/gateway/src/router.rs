@@ -4,9 +4,11 @@
 //! Each route gets its own stack of limiter-tower layers, outermost first: the per-address
 //! window (cheap refusals before anything else), the per-user window, the daily quota, then
 //! admission in the route's class (the slot is held until the app's response body ends, so a
-//! streamed answer keeps it). The quota spends while the request waits for its slot, a gate
-//! inside admission holding the request until the spend answered; a user this replica saw
-//! refused spends first, so a user known to have nothing left takes no place in the queue. Each
+//! streamed answer keeps it). The windows are checked, and the quota spends, while the request
+//! waits for its slot, a gate inside admission holding the request until both answered; a
+//! refusal by either drops what the others took (a spend is given back, a slot freed). A client
+//! its windows refuse from their local cache, and a user this replica saw refused by the quota,
+//! are checked first instead, so a client known to be over its limit takes nothing else. Each
 //! layer has a `LimitHandle` of its own (all in shadow mode when the route says so), so runtime
 //! limits can switch and adjust them one by one (`runtime.rs`). Every route's admission draws
 //! from one fleet-wide queue, so classes compete in priority order.
@@ -24,8 +26,8 @@ use http::{HeaderName, Method, Request, Response};
 use ipnet::IpNet;
 use limiter_core::{Admission, LimiterError, RedisHandle, WindowPolicy};
 use limiter_tower::{
-    AdmissionLayer, ClientIpKey, HeaderKey, LimitBody, LimitHandle, Mode, SlidingWindowLayer,
-    WindowsLayer,
+    AdmissionLayer, ClientIpKey, GateLayer, HeaderKey, LimitBody, LimitHandle, Mode,
+    SlidingWindowLayer, WindowsLayer,
 };
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
@@ -125,10 +127,19 @@ fn route_stack(
     // routes on one path (different methods) apart.
     let name = |what: &str| format!("route{index}-{what}");
     let minute = Duration::from_secs(60);
-    // Built inside out: the proxy, then admission around it, the quota, then the windows.
+    // Built inside out: the proxy, the gate where a request waits for the checks started
+    // alongside the layers outside it, admission, the quota, then the windows.
     let proxy = deps.proxy.with_breaker_mode(handles.breaker.clone());
     let mut svc: RouteService = BoxCloneSyncService::new(proxy);
     let admitted = r.class.is_some() && deps.admission.is_some();
+    let windowed = r.per_ip_per_min.is_some() || r.per_user_per_min.is_some();
+    // The windows overlap whatever works inside them; with nothing there, there is nothing to
+    // overlap (the gate sits in front of the app itself).
+    let overlap_windows = windowed && (admitted || r.daily_quota.is_some());
+    let overlap_quota = admitted && r.daily_quota.is_some();
+    if overlap_windows || overlap_quota {
+        svc = BoxCloneSyncService::new(GateLayer::default().layer(svc).map_response(unify));
+    }
     let quota = match r.daily_quota {
         Some(limit) => {
             let store = deps.quota.clone().ok_or_else(|| {
@@ -141,12 +152,9 @@ fn route_stack(
             let layer = quota
                 .layer(user_header.clone())
                 .handle(handles.quota.clone());
-            // With admission, the spend runs while the request waits for its slot: a gate
-            // inside admission holds the request until the spend answered.
-            Some(if admitted {
-                let (layer, gate) = layer.overlapping();
-                svc = BoxCloneSyncService::new(gate.layer(svc).map_response(unify));
-                layer
+            // With admission, the spend runs while the request waits for its slot.
+            Some(if overlap_quota {
+                layer.overlapping().0
             } else {
                 layer
             })
@@ -186,6 +194,9 @@ fn route_stack(
         )?
         .handle(handles.user_window.clone());
         windows = windows.window(&layer);
+    }
+    if overlap_windows {
+        windows = windows.overlapping().0;
     }
     if !windows.is_empty() {
         svc = BoxCloneSyncService::new(windows.layer(svc).map_response(unify));

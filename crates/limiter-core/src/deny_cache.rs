@@ -59,6 +59,12 @@ impl CachedWindow {
         Ok((d, false))
     }
 
+    /// Whether `client` is denied from the cache right now: its next [`check`](Self::check)
+    /// is a local refusal, costing Redis nothing.
+    pub fn is_denied(&self, client: &[u8]) -> bool {
+        self.cached(client, Instant::now()).is_some()
+    }
+
     fn cached(&self, client: &[u8], now: Instant) -> Option<WindowDecision> {
         let mut m = self.denied.lock().ok()?;
         let (until, d) = m.get(client)?;

@@ -302,6 +302,9 @@ pub(crate) enum Verdict {
 pub(crate) trait WindowCheck<B>: Send + Sync + 'static {
     fn key(&self, req: &Request<B>) -> Option<String>;
     fn decide(&self, key: Option<String>) -> BoxFuture<'_, Verdict>;
+    /// Whether `decide` is known to refuse `key` (enforcing, and no key or a cached denial):
+    /// then nothing else should start for the request.
+    fn refuses_locally(&self, key: Option<&str>) -> bool;
 }
 
 impl<K: KeyExtractor<B>, B> WindowCheck<B> for Shared<K> {
@@ -311,6 +314,11 @@ impl<K: KeyExtractor<B>, B> WindowCheck<B> for Shared<K> {
 
     fn decide(&self, key: Option<String>) -> BoxFuture<'_, Verdict> {
         Box::pin(Shared::decide(self, key))
+    }
+
+    fn refuses_locally(&self, key: Option<&str>) -> bool {
+        self.handle.mode() == Mode::Enforce
+            && key.is_none_or(|k| self.current().is_denied(k.as_bytes()))
     }
 }
 

@@ -9,18 +9,31 @@
 //! the first such window in the order they were added; the response carries the
 //! `RateLimit-Policy` and `RateLimit` lines of every window (a list, as the draft has it for
 //! several policies).
+//!
+//! [`WindowsLayer::overlapping`] checks the windows while the layers inside work (a quota's
+//! spend, an admission slot's wait), a [`GateLayer`] inside them holding the request until the
+//! windows have passed it: the request waits for the longest of the round trips, not their sum.
+//! A refusal then drops what the inner layers took (the spend is given back, the slot or queue
+//! place freed), so the client sees exactly what it would have one layer after the other. A
+//! request its windows refuse from the local cache of denials (or with no key) starts nothing
+//! inside, so a client over its limit makes the inner layers work at most once per replica and
+//! denial.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::{BoxFuture, join_all};
+use http::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+use crate::gate::Pending;
 use crate::mode::mark_shadow;
 use crate::reject::rendered;
 use crate::window::{Verdict, WindowCheck};
-use crate::{KeyExtractor, LimitBody, SlidingWindowLayer};
+use crate::{
+    GateLayer, KeyExtractor, LimitBody, LimitRejection, RejectionRenderer, SlidingWindowLayer,
+};
 
 /// Builds [`WindowsService`]s: the windows added, checked at once (see the module docs).
 ///
@@ -49,12 +62,15 @@ use crate::{KeyExtractor, LimitBody, SlidingWindowLayer};
 /// ```
 pub struct WindowsLayer<B> {
     checks: Arc<[Arc<dyn WindowCheck<B>>]>,
+    /// Check alongside the inner layers, up to a [`GateLayer`].
+    overlap: bool,
 }
 
 impl<B> std::fmt::Debug for WindowsLayer<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WindowsLayer")
             .field("windows", &self.checks.len())
+            .field("overlap", &self.overlap)
             .finish()
     }
 }
@@ -63,6 +79,7 @@ impl<B> Clone for WindowsLayer<B> {
     fn clone(&self) -> Self {
         WindowsLayer {
             checks: Arc::clone(&self.checks),
+            overlap: self.overlap,
         }
     }
 }
@@ -78,6 +95,7 @@ impl<B: 'static> WindowsLayer<B> {
     pub fn new() -> Self {
         WindowsLayer {
             checks: Arc::from(Vec::new()),
+            overlap: false,
         }
     }
 
@@ -88,7 +106,22 @@ impl<B: 'static> WindowsLayer<B> {
         checks.push(layer.check());
         WindowsLayer {
             checks: checks.into(),
+            overlap: self.overlap,
         }
+    }
+
+    /// Checks the windows while the layers inside this one work, instead of before them; the
+    /// returned [`GateLayer`], placed inside them, holds the request until the windows passed
+    /// it (see the module docs). One gate serves this layer and an overlapping
+    /// [`crate::QuotaLayer`] together.
+    pub fn overlapping(self) -> (Self, GateLayer) {
+        (
+            WindowsLayer {
+                overlap: true,
+                ..self
+            },
+            GateLayer::new(),
+        )
     }
 
     /// How many windows.
@@ -109,6 +142,7 @@ impl<S, B> Layer<S> for WindowsLayer<B> {
         WindowsService {
             inner,
             checks: Arc::clone(&self.checks),
+            overlap: self.overlap,
         }
     }
 }
@@ -118,6 +152,7 @@ impl<S, B> Layer<S> for WindowsLayer<B> {
 pub struct WindowsService<S, B> {
     inner: S,
     checks: Arc<[Arc<dyn WindowCheck<B>>]>,
+    overlap: bool,
 }
 
 impl<S: std::fmt::Debug, B> std::fmt::Debug for WindowsService<S, B> {
@@ -134,6 +169,7 @@ impl<S: Clone, B> Clone for WindowsService<S, B> {
         WindowsService {
             inner: self.inner.clone(),
             checks: Arc::clone(&self.checks),
+            overlap: self.overlap,
         }
     }
 }
@@ -154,43 +190,94 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let mut inner = crate::take_ready(&mut self.inner);
         let checks = Arc::clone(&self.checks);
+        let overlap = self.overlap;
         Box::pin(async move {
             let keys: Vec<_> = checks.iter().map(|c| c.key(&req)).collect();
-            let verdicts = join_all(checks.iter().zip(keys).map(|(c, k)| c.decide(k))).await;
-            let mut headers = Vec::new();
-            let mut shadows = Vec::new();
-            let mut refusal = None;
-            for v in verdicts {
-                match v {
-                    Verdict::Off => {}
-                    Verdict::Pass { headers: h, shadow } => {
-                        headers.extend(h);
-                        shadows.extend(shadow);
-                    }
-                    Verdict::Refuse {
-                        rejection,
-                        headers: h,
-                        renderer,
-                    } => {
-                        headers.extend(h);
-                        refusal.get_or_insert((rejection, renderer));
-                    }
+            let overlap = overlap
+                && !checks
+                    .iter()
+                    .zip(&keys)
+                    .any(|(c, k)| c.refuses_locally(k.as_deref()));
+            let deciding = join_all(checks.iter().zip(keys).map(|(c, k)| c.decide(k)));
+            if !overlap {
+                let tally = Tally::of(deciding.await);
+                let resp = match tally.refusal {
+                    Some((ref rejection, ref renderer)) => rendered(&**renderer, rejection),
+                    None => inner.call(req).await?.map(LimitBody::new),
+                };
+                return Ok(tally.apply(resp));
+            }
+            let open = Pending::add(&mut req);
+            let served = inner.call(req);
+            tokio::pin!(served, deciding);
+            // An inner answer before the windows' (a refusal inside) still waits for them: the
+            // windows counted the request either way, and their refusal is the one shown.
+            let (verdicts, early) = tokio::select! {
+                biased;
+                v = &mut deciding => (v, None),
+                resp = &mut served => (deciding.await, Some(resp)),
+            };
+            let tally = Tally::of(verdicts);
+            let resp = match (&tally.refusal, early) {
+                // `served` drops here, and with it what the inner layers took.
+                (Some((rejection, renderer)), _) => rendered(&**renderer, rejection),
+                (None, Some(resp)) => resp?.map(LimitBody::new),
+                (None, None) => {
+                    let _ = open.send(());
+                    served.await?.map(LimitBody::new)
+                }
+            };
+            Ok(tally.apply(resp))
+        })
+    }
+}
+
+/// The windows' verdicts on one request, put together.
+struct Tally {
+    headers: Vec<(HeaderName, HeaderValue)>,
+    shadows: Vec<&'static str>,
+    /// The first enforcing window's refusal, in the order the windows were added.
+    refusal: Option<(LimitRejection, Arc<dyn RejectionRenderer>)>,
+}
+
+impl Tally {
+    fn of(verdicts: Vec<Verdict>) -> Tally {
+        let mut t = Tally {
+            headers: Vec::new(),
+            shadows: Vec::new(),
+            refusal: None,
+        };
+        for v in verdicts {
+            match v {
+                Verdict::Off => {}
+                Verdict::Pass { headers, shadow } => {
+                    t.headers.extend(headers);
+                    t.shadows.extend(shadow);
+                }
+                Verdict::Refuse {
+                    rejection,
+                    headers,
+                    renderer,
+                } => {
+                    t.headers.extend(headers);
+                    t.refusal.get_or_insert((rejection, renderer));
                 }
             }
-            let mut resp = match refusal {
-                Some((rejection, renderer)) => rendered(&*renderer, &rejection),
-                None => inner.call(req).await?.map(LimitBody::new),
-            };
-            for (name, value) in headers {
-                resp.headers_mut().append(name, value);
-            }
-            for code in shadows {
-                mark_shadow(&mut resp, code);
-            }
-            Ok(resp)
-        })
+        }
+        t
+    }
+
+    /// Adds every window's headers and shadow marks to the response.
+    fn apply<B>(self, mut resp: Response<B>) -> Response<B> {
+        for (name, value) in self.headers {
+            resp.headers_mut().append(name, value);
+        }
+        for code in self.shadows {
+            mark_shadow(&mut resp, code);
+        }
+        resp
     }
 }

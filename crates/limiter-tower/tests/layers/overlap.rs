@@ -1,6 +1,6 @@
-//! QuotaLayer::overlapping: the spend runs while the request waits for its admission slot, and
-//! the gate inside admission holds the request until the spend answered. The hook's check waits
-//! for the test to let it answer; the app counts the requests that reached it.
+//! QuotaLayer::overlapping and WindowsLayer::overlapping: the spend (and the windows' check)
+//! runs while the layers inside work, and the gate holds the request until they answered. The
+//! hook's check waits for the test to let it answer; the app counts the requests that reached it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::routing::get as route_get;
 use limiter_core::{Admission, AdmissionConfig};
-use limiter_tower::{AdmissionLayer, HeaderKey, QuotaLayer, SlidingWindowLayer};
+use limiter_tower::{
+    AdmissionLayer, ConstantKey, HeaderKey, QuotaLayer, SlidingWindowLayer, WindowsLayer,
+};
 use tokio::sync::{Semaphore, mpsc};
 use tower::ServiceExt;
 
@@ -195,4 +198,115 @@ async fn a_refusal_by_a_layer_inside_gives_the_spend_back() {
         (next(&mut events).await, next(&mut events).await),
         ("check", "refund")
     );
+}
+
+/// windows (overlapping: `limit` per key, and 100 for all keys) → quota (the hook) → gate →
+/// app, the app counting what reached it.
+fn windows_around_a_spend(
+    redis: limiter_core::RedisHandle,
+    limit: u32,
+    hook: Hook,
+) -> (Router, Arc<AtomicUsize>) {
+    let minute = Duration::from_secs(60);
+    let policy = limiter_core::WindowPolicy::new("ovl-win", limit, minute);
+    let per_key = SlidingWindowLayer::new(redis.clone(), policy, HeaderKey::new(KEY)).unwrap();
+    let policy = limiter_core::WindowPolicy::new("ovl-all", 100, minute);
+    let all = SlidingWindowLayer::new(redis, policy, ConstantKey::new("all")).unwrap();
+    let (windows, gate) = WindowsLayer::<Body>::new()
+        .window(&per_key)
+        .window(&all)
+        .overlapping();
+    let served = Arc::new(AtomicUsize::new(0));
+    let seen = served.clone();
+    let handler = move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async { "fine" }
+    };
+    let app = Router::new()
+        .route("/", route_get(handler))
+        .layer(gate)
+        .layer(QuotaLayer::new(hook, HeaderKey::new(KEY)))
+        .layer(windows);
+    (app, served)
+}
+
+#[tokio::test]
+async fn windows_checked_alongside_a_spend_give_it_back_when_they_refuse() {
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let answer = Arc::new(Semaphore::new(0));
+    let hook = Hook {
+        left: Mutex::new(HashMap::from([("u".to_string(), 5)])),
+        answer: Some(answer.clone()),
+        events: tx,
+    };
+    let (app, served) = windows_around_a_spend(redis("ovl-win-refuse"), 1, hook);
+    let a = tokio::spawn(app.clone().oneshot(get("/", "u")));
+    assert_eq!(next(&mut events).await, "check");
+    answer.add_permits(1);
+    assert_eq!(text(answered(a).await).await, "fine");
+    assert_eq!(next(&mut events).await, "commit");
+
+    // Over the window: the spend starts alongside, and the refusal does not wait for it.
+    let b = tokio::spawn(app.clone().oneshot(get("/", "u")));
+    assert_eq!(next(&mut events).await, "check");
+    let resp = answered(b).await;
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("ratelimit"));
+    assert_eq!(problem(resp).await["code"], "rate_limited");
+    // The spend answers after its request was refused: given back, never served.
+    answer.add_permits(1);
+    assert_eq!(next(&mut events).await, "refund");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+
+    // Now refused from the per-key window's local cache (the other still asks Redis): nothing
+    // starts inside.
+    let resp = app.clone().oneshot(get("/", "u")).await.unwrap();
+    assert_eq!(resp.status(), 429);
+    let nothing = tokio::time::timeout(Duration::from_millis(300), events.recv()).await;
+    assert!(nothing.is_err(), "a spend started: {nothing:?}");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_gate_holds_the_request_until_the_windows_answer() {
+    let server = testkit::RedisServer::start();
+    // Long enough that a stalled Redis is waited for, not failed open.
+    let redis = limiter_core::RedisHandle::new(&limiter_core::RedisConfig {
+        url: server.url(),
+        prefix: testkit::unique_prefix("ovl-win-gate"),
+        response_timeout: Duration::from_secs(30),
+        ..limiter_core::RedisConfig::default()
+    })
+    .unwrap();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let answer = Arc::new(Semaphore::new(10));
+    let hook = Hook {
+        left: Mutex::new(HashMap::from([("u".to_string(), 5)])),
+        answer: Some(answer),
+        events: tx,
+    };
+    let (app, served) = windows_around_a_spend(redis, 5, hook);
+    let resp = app.clone().oneshot(get("/", "u")).await.unwrap();
+    assert_eq!(text(resp).await, "fine");
+    assert_eq!(
+        (next(&mut events).await, next(&mut events).await),
+        ("check", "commit")
+    );
+
+    // Redis stalls: the spend answers at once, the windows cannot.
+    server.pause();
+    let b = tokio::spawn(app.clone().oneshot(get("/", "u")));
+    assert_eq!(next(&mut events).await, "check");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let early = served.load(Ordering::SeqCst);
+    let finished = b.is_finished();
+    server.resume();
+    assert_eq!(
+        (early, finished),
+        (1, false),
+        "passed the gate before the windows"
+    );
+    assert_eq!(text(answered(b).await).await, "fine");
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    assert_eq!(next(&mut events).await, "commit");
 }
