@@ -4,7 +4,8 @@
 //!
 //! - [`SlidingWindowLayer`]: at most N requests per client in any window, with the
 //!   `RateLimit`/`RateLimit-Policy` headers and a local cache of clients already over the limit.
-//!   [`WindowsLayer`] checks several of them at once (per address and per user: one round trip).
+//!   [`WindowsLayer`] checks several of them at once (per address and per user: one round trip),
+//!   and [`WindowsLayer::overlapping`] alongside the layers inside it, up to a [`GateLayer`].
 //! - [`AdmissionLayer`]: concurrency caps (per key and fleet-wide) with a priority wait queue; the
 //!   slot is held until the response body ends, so a streamed response keeps it.
 //! - [`QuotaLayer`]: calls your [`QuotaHook`] (a daily quota in your database, say): check before
