@@ -81,6 +81,11 @@ impl QuotaHook for DailyQuota {
 
     async fn commit(&self, _ticket: Ticket) {}
 
+    // The spend is final once `check` answered: nothing to run when a request succeeds.
+    fn commits(&self) -> bool {
+        false
+    }
+
     async fn refund(&self, ticket: Ticket) {
         self.store.refund_eventually(ticket).await;
     }

@@ -95,6 +95,13 @@ pub trait QuotaHook: Send + Sync + 'static {
 
     /// The request failed by no fault of the client: give the unit back.
     fn refund(&self, ticket: Self::Ticket) -> impl Future<Output = ()> + Send;
+
+    /// Whether `commit` does anything. A hook whose `check` already made the spend final (a
+    /// row updated in its database) returns `false`: a request that succeeded then drops its
+    /// ticket instead of running `commit` in a task of its own.
+    fn commits(&self) -> bool {
+        true
+    }
 }
 
 /// Settles a ticket exactly once; in the background, since a body is polled synchronously.
@@ -108,6 +115,9 @@ impl<H: QuotaHook> Settle<H> {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
+        if commit && !self.hook.commits() {
+            return;
+        }
         let hook = Arc::clone(&self.hook);
         let run = async move {
             if commit {

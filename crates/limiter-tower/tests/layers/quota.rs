@@ -111,6 +111,55 @@ async fn commits_successes_and_refunds_failures() {
     assert_eq!(problem(resp).await["code"], "invalid_request");
 }
 
+/// [`Hook`], saying its spends are final once checked.
+struct FinalSpends(Hook);
+
+impl QuotaHook for FinalSpends {
+    type Ticket = String;
+
+    async fn check(&self, key: &str) -> Result<String, QuotaDenied> {
+        self.0.check(key).await
+    }
+
+    async fn commit(&self, ticket: String) {
+        self.0.commit(ticket).await;
+    }
+
+    async fn refund(&self, ticket: String) {
+        self.0.refund(ticket).await;
+    }
+
+    fn commits(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_hook_without_commits_is_only_refunded() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hook = FinalSpends(Hook {
+        left: Mutex::new(HashMap::new()),
+        events: tx,
+        answer: None,
+    });
+    let app = Router::new()
+        .route("/ok", route_get(|| async { "fine" }))
+        .route("/fail", route_get(|| async { StatusCode::BAD_GATEWAY }))
+        .layer(QuotaLayer::new(hook, HeaderKey::new(KEY)));
+    let resp = app.clone().oneshot(get("/ok", "u")).await.unwrap();
+    assert_eq!(text(resp).await, "fine");
+    let resp = app.clone().oneshot(get("/fail", "u")).await.unwrap();
+    assert_eq!(resp.status(), 502);
+    // Events arrive in order: the success ran no commit before the failure's refund.
+    assert_eq!(next(&mut rx).await, "refund");
+    // Two units: the first success kept one, the refund gave the other back.
+    let resp = app.clone().oneshot(get("/ok", "u")).await.unwrap();
+    assert_eq!(text(resp).await, "fine");
+    let resp = app.clone().oneshot(get("/ok", "u")).await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(rx.try_recv().is_err(), "a commit ran");
+}
+
 #[tokio::test]
 async fn shadow_lets_a_request_without_quota_through_unspent() {
     let (tx, mut rx) = mpsc::unbounded_channel();
