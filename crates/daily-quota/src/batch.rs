@@ -21,6 +21,10 @@
 //! arrival order, exactly as `k` sequential spends would. A key without a row gets one (`INSERT
 //! … ON CONFLICT DO NOTHING`, in key order) and its spends run once more.
 //!
+//! A spend whose caller went away while its batch ran (the request was dropped) is given back:
+//! its reply cannot be sent, so the batcher hands the ticket to the store's refund. A caller
+//! that went away before its batch started is not charged at all.
+//!
 //! Durability is unchanged: the batch commits with the session's `synchronous_commit` (on by
 //! default), and no spend is answered before its commit. In asynchronous-commit mode the batch
 //! statement sets `synchronous_commit` off for its own transaction: the commit returns before
@@ -72,6 +76,9 @@ struct Job {
     reply: oneshot::Sender<Result<Spend, QuotaError>>,
 }
 
+/// Gives back the unit of a spend nobody received.
+pub(crate) type Refunder = Arc<dyn Fn(Ticket) + Send + Sync>;
+
 /// The per-store queue, started on first use (inside the runtime that serves the spends).
 #[derive(Debug, Default)]
 pub(crate) struct Batcher {
@@ -79,28 +86,37 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    /// Spends through the batcher.
-    pub(crate) async fn spend(&self, core: &Arc<Core>, want: Want) -> Result<Spend, QuotaError> {
+    /// Spends through the batcher; `refunder` builds, on first use, what gives back the spends
+    /// whose callers went away.
+    pub(crate) async fn spend(
+        &self,
+        core: &Arc<Core>,
+        want: Want,
+        refunder: impl Fn() -> Refunder,
+    ) -> Result<Spend, QuotaError> {
         let tx = self.tx.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run(Arc::clone(core), rx));
+            tokio::spawn(run(Arc::clone(core), rx, refunder()));
             tx
         });
         let (reply, rx) = oneshot::channel();
-        match tx.send(Job { want, reply }).await {
-            Ok(()) => rx.await.unwrap_or_else(|_| {
-                // The batcher went away with the spend (its runtime shut down): whether the
-                // spend committed is unknown, so it is answered like a database failure.
-                Err(QuotaError(sqlx::Error::WorkerCrashed))
-            }),
-            // The batcher's runtime is gone (a store used from another runtime): a batch of one,
-            // here.
-            Err(mpsc::error::SendError(job)) => {
-                let mut out = spend_batch(core, vec![job.want]).await;
-                out.pop()
-                    .unwrap_or(Err(QuotaError(sqlx::Error::WorkerCrashed)))
-            }
+        if let Err(mpsc::error::SendError(job)) = tx.send(Job { want, reply }).await {
+            // The batcher's runtime is gone (a store used from another runtime): a batch of one
+            // in a task of this runtime, which gives its unit back like the batcher if the
+            // caller goes away meanwhile.
+            let core = Arc::clone(core);
+            let refund = refunder();
+            tokio::spawn(async move {
+                for ticket in settle(&core, &mut None, vec![job]).await {
+                    refund(ticket);
+                }
+            });
         }
+        rx.await.unwrap_or_else(|_| {
+            // The batcher went away with the spend (its runtime shut down): whether the spend
+            // committed is unknown, so it is answered like a database failure.
+            Err(QuotaError(sqlx::Error::WorkerCrashed))
+        })
     }
 }
 
@@ -113,7 +129,8 @@ pub(crate) async fn spend_batch(core: &Core, wants: Vec<Want>) -> Vec<Result<Spe
             (Job { want, reply }, rx)
         })
         .unzip();
-    settle(core, &mut None, jobs).await;
+    // Every receiver is alive until read below: nothing can be orphaned.
+    let _ = settle(core, &mut None, jobs).await;
     let mut out = Vec::with_capacity(replies.len());
     for rx in replies {
         out.push(
@@ -125,7 +142,7 @@ pub(crate) async fn spend_batch(core: &Core, wants: Vec<Want>) -> Vec<Result<Spe
 }
 
 /// The batcher task: runs until every sender (every clone of the store) is gone.
-async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Job>) {
+async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Job>, refunder: Refunder) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut conn: Held = None;
     // A pool of one connection is the store's only way to its other statements (usage,
@@ -151,7 +168,9 @@ async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<Job>) {
         // A caller that gave up (client gone) before its batch started is not charged.
         batch.retain(|j: &Job| !j.reply.is_closed());
         if !batch.is_empty() {
-            settle(&core, &mut conn, std::mem::take(&mut batch)).await;
+            for ticket in settle(&core, &mut conn, std::mem::take(&mut batch)).await {
+                refunder(ticket);
+            }
         }
         if !keep {
             conn = None;
@@ -181,7 +200,9 @@ fn key(w: &Want) -> Key {
 }
 
 /// Runs `jobs` and answers each; splits by key when the statement failed for its rows.
-async fn settle(core: &Core, conn: &mut Held, jobs: Vec<Job>) {
+/// Returns the tickets of the spends whose callers went away meanwhile.
+async fn settle(core: &Core, conn: &mut Held, jobs: Vec<Job>) -> Vec<Ticket> {
+    let mut orphans = Vec::new();
     let wants: Vec<&Want> = jobs.iter().map(|j| &j.want).collect();
     let result = execute(core, conn, &wants).await;
     if result.as_ref().is_err_and(|e| !is_row_error(e)) {
@@ -191,7 +212,9 @@ async fn settle(core: &Core, conn: &mut Held, jobs: Vec<Job>) {
     match result {
         Ok(outcomes) => {
             for (job, out) in jobs.into_iter().zip(outcomes) {
-                let _ = job.reply.send(Ok(out));
+                if let Err(Ok(Spend::Spent(ticket))) = job.reply.send(Ok(out)) {
+                    orphans.push(ticket);
+                }
             }
         }
         Err(e) if is_row_error(&e) && distinct(&wants) > 1 => {
@@ -202,7 +225,7 @@ async fn settle(core: &Core, conn: &mut Held, jobs: Vec<Job>) {
                 groups.entry(key(&job.want)).or_default().push(job);
             }
             for (_, group) in groups {
-                Box::pin(settle(core, conn, group)).await;
+                orphans.extend(Box::pin(settle(core, conn, group)).await);
             }
         }
         Err(e) => {
@@ -212,6 +235,7 @@ async fn settle(core: &Core, conn: &mut Held, jobs: Vec<Job>) {
             }
         }
     }
+    orphans
 }
 
 fn distinct(wants: &[&Want]) -> usize {

@@ -86,6 +86,12 @@ impl QuotaHook for DailyQuota {
         false
     }
 
+    // The store's batcher gives back a spend whose caller went away while it ran, and skips
+    // one whose caller went away before.
+    fn refunds_dropped_checks(&self) -> bool {
+        true
+    }
+
     async fn refund(&self, ticket: Ticket) {
         self.store.refund_eventually(ticket).await;
     }

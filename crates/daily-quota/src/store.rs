@@ -189,7 +189,10 @@ impl QuotaStore {
             subject: subject.to_string(),
             limit: int(limit),
         };
-        let r = self.batcher.spend(&self.core, want).await;
+        let r = self
+            .batcher
+            .spend(&self.core, want, || self.orphan_refunds())
+            .await;
         self.observer.spend(match &r {
             Ok(Spend::Spent(_)) => "spent",
             Ok(Spend::Exhausted { .. }) => "exhausted",
@@ -231,6 +234,19 @@ impl QuotaStore {
             self.observer.refunded();
         }
         Ok(done)
+    }
+
+    /// What the batcher gives back a spend with when its caller went away: this store without
+    /// the batcher (whose task holds it, and must end with the last clone of the store).
+    fn orphan_refunds(&self) -> batch::Refunder {
+        let store = QuotaStore {
+            batcher: Arc::default(),
+            ..self.clone()
+        };
+        Arc::new(move |ticket| {
+            let store = store.clone();
+            tokio::spawn(async move { store.refund_eventually(ticket).await });
+        })
     }
 
     /// [`QuotaStore::refund`], and if the database cannot be reached now (the request failed

@@ -324,3 +324,53 @@ async fn the_batcher_keeps_its_connection_while_busy_and_gives_it_back_when_idle
     assert!(matches!(s.spend("q", "v", 10).await, Ok(Spend::Spent(_))));
     assert!(all_idle(&s, Duration::from_secs(10)).await, "given back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spend_whose_caller_went_away_while_its_batch_ran_is_given_back() {
+    let db = TestDb::create().await;
+    let s = store(&db, 3).await;
+    assert!(matches!(
+        s.spend("s", "u", 5).await.unwrap(),
+        Spend::Spent(_)
+    ));
+    // Another transaction holds the row: the next batch waits on its lock.
+    let mut locker = db.connect().await;
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SELECT used FROM usage WHERE scope = 's' AND subject = 'u' FOR UPDATE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let spender = s.clone();
+    let caller = tokio::spawn(async move { spender.spend("s", "u", 5).await });
+    let mut watcher = db.connect().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the batch never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The caller goes away while its spend is in the database; then the spend commits.
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while used(&s, "s", "u").await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the orphaned spend stayed counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -102,6 +102,14 @@ pub trait QuotaHook: Send + Sync + 'static {
     fn commits(&self) -> bool {
         true
     }
+
+    /// Whether a `check` dropped before it answered gives back, by itself, whatever it spent
+    /// (daily-quota's store does). When it does not (the default), the layer runs each check in
+    /// a task of its own so that it always answers and a dropped request's unit is refunded;
+    /// when it does, the check runs in the request's own task, a hand-off less.
+    fn refunds_dropped_checks(&self) -> bool {
+        false
+    }
 }
 
 /// Settles a ticket exactly once; in the background, since a body is polled synchronously.
@@ -168,28 +176,35 @@ struct Shared<H, K> {
 /// A spend's outcome: the ticket, held until settled, or the refusal.
 type Checked<H> = Result<Settle<H>, QuotaDenied>;
 
-/// Spends for `key` in a task of its own, so that a spend whose request is dropped meanwhile
-/// still answers, and is given back (the unsent [`Settle`] refunds as it drops).
-fn spawn_check<H: QuotaHook>(hook: &Arc<H>, key: String) -> oneshot::Receiver<Checked<H>> {
-    let (tx, rx) = oneshot::channel();
+/// A spend under way.
+type Checking<H> = BoxFuture<'static, Checked<H>>;
+
+/// Spends for `key`. A hook that does not give back a check dropped midway runs it in a task of
+/// its own, so that a spend whose request is dropped meanwhile still answers, and is given back
+/// (the unsent [`Settle`] refunds as it drops); a task that panicked is a store that could not
+/// answer.
+fn start_check<H: QuotaHook>(hook: &Arc<H>, key: String) -> Checking<H> {
+    let inline = hook.refunds_dropped_checks();
     let hook = Arc::clone(hook);
+    let check = async move {
+        let out = hook.check(&key).await;
+        out.map(|ticket| Settle {
+            hook,
+            ticket: Some(ticket),
+        })
+    };
+    if inline {
+        return Box::pin(check);
+    }
+    let (tx, rx) = oneshot::channel();
+    // The hook's spans stay in the request's trace.
     tokio::spawn(
         async move {
-            let out = hook.check(&key).await.map(|ticket| Settle {
-                hook: Arc::clone(&hook),
-                ticket: Some(ticket),
-            });
-            let _ = tx.send(out);
+            let _ = tx.send(check.await);
         }
-        // The hook's spans stay in the request's trace.
         .in_current_span(),
     );
-    rx
-}
-
-/// The outcome of a spend task; a task that panicked is a store that could not answer.
-async fn checked<H: QuotaHook>(rx: &mut oneshot::Receiver<Checked<H>>) -> Checked<H> {
-    rx.await.unwrap_or(Err(QuotaDenied { retry_after: None }))
+    Box::pin(async move { rx.await.unwrap_or(Err(QuotaDenied { retry_after: None })) })
 }
 
 /// Settles by the inner service's response: given back on a 5xx or a refusal, else kept once
@@ -379,9 +394,9 @@ where
                 ));
             };
             let overlap = shared.overlap && mode == Mode::Enforce && !shared.refused.contains(&key);
-            let mut checking = spawn_check(&shared.hook, key.clone());
+            let mut checking = start_check(&shared.hook, key.clone());
             if !overlap {
-                return match checked(&mut checking).await {
+                return match checking.await {
                     Ok(settle) => Ok(settled(inner.call(req).await?, settle)),
                     Err(d) if mode == Mode::Enforce => {
                         shared.refused.remember(&key, d.retry_after);
@@ -395,7 +410,7 @@ where
             tokio::pin!(served);
             tokio::select! {
                 biased;
-                out = checked(&mut checking) => match out {
+                out = &mut checking => match out {
                     Ok(settle) => {
                         let _ = open.send(());
                         Ok(settled(served.await?, settle))
