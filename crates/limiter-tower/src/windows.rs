@@ -213,12 +213,14 @@ where
             let open = Pending::add(&mut req);
             let served = inner.call(req);
             tokio::pin!(served, deciding);
-            // An inner answer before the windows' (a refusal inside) still waits for them: the
-            // windows counted the request either way, and their refusal is the one shown.
+            // The inner layers are polled first: their work (a spend in a database) is usually
+            // the longest, so it goes out before the windows' round trip. An inner answer before
+            // the windows' (a refusal inside) still waits for them: the windows counted the
+            // request either way, and their refusal is the one shown.
             let (verdicts, early) = tokio::select! {
                 biased;
-                v = &mut deciding => (v, None),
                 resp = &mut served => (deciding.await, Some(resp)),
+                v = &mut deciding => (v, None),
             };
             let tally = Tally::of(verdicts);
             let resp = match (&tally.refusal, early) {

@@ -193,28 +193,16 @@ async fn spend_and_admit(
         let ticket = spend(state, limits, user).await?;
         return both(ticket, admit(state, limits, user, None).await).await;
     }
-    // In a task of its own that wraps the ticket in its guard: a spend that answers after this
-    // request went away is given back (the guard, never started, refunds as the task's output
-    // drops). Its span stays in the request's trace.
-    let quota = state.quota().clone();
-    let id = user.to_string();
-    let spending =
-        tokio::spawn(async move { ticket_of(&quota, quota.spend(&id).await) }.in_current_span());
-    let outcome = |joined: Result<Result<TicketGuard, ApiError>, tokio::task::JoinError>| {
-        joined.unwrap_or_else(|e| {
-            Err(ApiError::unavailable(
-                "the quota service is unavailable; no query was counted",
-                e,
-            ))
-        })
-    };
+    // A request that goes away while its spend runs drops both futures: the store gives back a
+    // spend whose caller left while it ran, and skips one whose caller left before it.
+    let spending = spend(state, limits, user);
     let admitting = admit(state, limits, user, None);
     tokio::pin!(spending, admitting);
     tokio::select! {
         biased;
         // A refusal drops `admitting`: out of the queue, or the slot released.
-        joined = &mut spending => both(outcome(joined)?, admitting.await).await,
-        admitted = &mut admitting => both(outcome(spending.await)?, admitted).await,
+        spent = &mut spending => both(spent?, admitting.await).await,
+        admitted = &mut admitting => both(spending.await?, admitted).await,
     }
 }
 
