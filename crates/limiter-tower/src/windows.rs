@@ -16,8 +16,8 @@
 //! A refusal then drops what the inner layers took (the spend is given back, the slot or queue
 //! place freed), so the client sees exactly what it would have one layer after the other. A
 //! request its windows refuse from the local cache of denials (or with no key) starts nothing
-//! inside, so a client over its limit makes the inner layers work at most once per replica and
-//! denial.
+//! inside, so a client over its limit makes the inner layers work only for the requests it has
+//! in flight when this replica first sees it refused, then not until its window reopens.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
