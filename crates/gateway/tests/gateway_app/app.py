@@ -1,6 +1,7 @@
-"""A small app the gateway tests put behind `fleetgate gateway`: plain asyncio, not Rust; its
-WebSocket side is the `websockets` package's protocol (scripts/requirements-test.txt). It is the independent observer: it counts its own in-flight requests, overall and per
-user (the X-Fleetgate-User header the gateway sets), and reports the maxima at GET /stats.
+"""A small app the gateway tests put behind `fleetgate gateway`: Starlette on uvicorn, from PyPI
+(scripts/requirements-test.txt), not Rust. It is the independent observer: it counts its own
+in-flight requests, overall and per user (the X-Fleetgate-User header the gateway sets), and
+reports the maxima at GET /stats.
 
   GET  /stats         {"max_in_flight", "in_flight", "max_per_user": {user: n}, "served",
                        "order": users in the order their requests started}
@@ -13,12 +14,17 @@ user (the X-Fleetgate-User header the gateway sets), and reports the maxima at G
   GET  /sse           one SSE event at once, the next only after POST /release, then ends
   POST /release       lets every waiting /sse finish
 
-Prints "PORT <n>" once listening on 127.0.0.1 (port 0: the OS picks).
+Run: python app.py [PORT] (0 or none: any free port); prints "PORT <n>" once listening.
 """
-import asyncio, json, sys
-from urllib.parse import urlsplit, parse_qs
-from websockets.frames import Opcode
-from websockets.server import ServerProtocol
+
+import asyncio, json, socket, sys
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 state = {"in_flight": 0, "max_in_flight": 0, "per_user": {}, "max_per_user": {}, "served": 0,
          "order": []}
@@ -40,127 +46,96 @@ def leave(user):
     if user:
         state["per_user"][user] -= 1
 
-async def read_request(reader):
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    method, target, _ = lines[0].split(" ", 2)
-    headers = {}
-    for line in lines[1:]:
-        if line:
-            k, v = line.split(":", 1)
-            k = k.strip().lower()
-            headers[k] = headers[k] + ", " + v.strip() if k in headers else v.strip()
-    if "content-length" in headers:
-        await reader.readexactly(int(headers["content-length"]))
-    elif headers.get("transfer-encoding", "").lower() == "chunked":
-        while True:
-            size = int((await reader.readline()).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    return method, target, headers
+async def stats(request: Request):
+    keys = ("in_flight", "max_in_flight", "max_per_user", "served", "order")
+    return JSONResponse({k: state[k] for k in keys})
 
-def respond(writer, status, body, ctype="text/plain", extra=""):
-    body = body.encode()
-    writer.write((f"HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n"
-                  f"{extra}connection: close\r\n\r\n").encode() + body)
+async def echo(request: Request):
+    seen = {}
+    for k, v in request.headers.raw:
+        k, v = k.decode("latin-1").lower(), v.decode("latin-1")
+        seen[k] = seen[k] + ", " + v if k in seen else v
+    # Hop-by-hop fields of its own, which the gateway must not pass on to the client.
+    return JSONResponse(seen, headers={"keep-alive": "timeout=5", "x-hop": "secret",
+                                       "connection": "x-hop"})
 
-async def websocket(reader, writer, target, headers, user):
+async def switch(request: Request):
+    global broken
+    broken = request.url.path == "/break"
+    return PlainTextResponse(request.url.path[1:])
+
+async def released(request: Request):
+    release.set()
+    return PlainTextResponse("released")
+
+async def sse(request: Request):
+    user = request.headers.get("x-fleetgate-user")
+
+    async def events():
+        enter(user)
+        try:
+            yield b"data: first\n\n"
+            await asyncio.wait_for(release.wait(), 30)
+            yield b"data: last\n\n"
+        finally:
+            leave(user)
+
+    return StreamingResponse(events(), headers={"content-type": "text/event-stream"})
+
+async def work(request: Request):
+    await request.body()
+    ms = int(request.query_params.get("ms", "300"))
+    status = int(request.query_params.get("status", "500" if broken else "200"))
+    user = request.headers.get("x-fleetgate-user")
+    enter(user)
+    try:
+        await asyncio.sleep(ms / 1000)
+    finally:
+        leave(user)
+    return PlainTextResponse("ok" if status == 200 else "fail", status_code=status)
+
+async def not_found(request: Request):
+    return PlainTextResponse("app: no such path " + request.url.path, status_code=404)
+
+async def ws(websocket: WebSocket):
     """Echoes text and binary messages until the client closes."""
-    proto = ServerProtocol()
-    # The protocol parses the handshake itself: hand it the request head again.
-    head = f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    proto.receive_data((head + "\r\n").encode("latin-1"))
-    resp = proto.accept(proto.events_received()[0])
-    proto.send_response(resp)
-    writer.write(b"".join(proto.data_to_send()))
-    await writer.drain()
-    if resp.status_code != 101:
-        return
+    user = websocket.headers.get("x-fleetgate-user")
+    await websocket.accept()
     enter(user)
     try:
         while True:
-            data = await reader.read(65536)
-            if data:
-                proto.receive_data(data)
-            else:
-                proto.receive_eof()
-            for frame in proto.events_received():
-                if frame.opcode == Opcode.TEXT:
-                    proto.send_text(frame.data)
-                elif frame.opcode == Opcode.BINARY:
-                    proto.send_binary(frame.data)
-            out = proto.data_to_send()
-            for chunk in out:
-                if chunk:
-                    writer.write(chunk)
-            await writer.drain()
-            # An empty chunk: the protocol is done with the connection (close handshake or EOF).
-            if not data or any(chunk == b"" for chunk in out):
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
                 return
+            if message.get("text") is not None:
+                await websocket.send_text(message["text"])
+            elif message.get("bytes") is not None:
+                await websocket.send_bytes(message["bytes"])
+    except WebSocketDisconnect:
+        pass
     finally:
         leave(user)
 
-async def handle(reader, writer):
-    global broken
-    try:
-        method, target, headers = await read_request(reader)
-        url = urlsplit(target)
-        user = headers.get("x-fleetgate-user")
-        if url.path == "/stats":
-            stats = {k: state[k] for k in ("in_flight", "max_in_flight", "max_per_user", "served", "order")}
-            respond(writer, "200 OK", json.dumps(stats), "application/json")
-        elif url.path == "/echo":
-            # Hop-by-hop fields of its own, which the gateway must not pass on to the client.
-            respond(writer, "200 OK", json.dumps(headers), "application/json",
-                    "keep-alive: timeout=5\r\nx-hop: secret\r\nconnection: x-hop\r\n")
-        elif url.path == "/ws":
-            await websocket(reader, writer, target, headers, user)
-        elif url.path in ("/break", "/heal"):
-            broken = url.path == "/break"
-            respond(writer, "200 OK", url.path[1:])
-        elif url.path == "/release":
-            release.set()
-            respond(writer, "200 OK", "released")
-        elif url.path == "/sse":
-            enter(user)
-            try:
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                             b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n")
-                for event in (b"data: first\n\n", None, b"data: last\n\n"):
-                    if event is None:
-                        await asyncio.wait_for(release.wait(), 30)
-                        continue
-                    writer.write(b"%x\r\n%s\r\n" % (len(event), event))
-                    await writer.drain()
-                writer.write(b"0\r\n\r\n")
-            finally:
-                leave(user)
-        elif url.path == "/work":
-            query = parse_qs(url.query)
-            ms = int(query.get("ms", ["300"])[0])
-            status = int(query.get("status", ["500" if broken else "200"])[0])
-            enter(user)
-            try:
-                await asyncio.sleep(ms / 1000)
-            finally:
-                leave(user)
-            if status == 200:
-                respond(writer, "200 OK", "ok")
-            else:
-                respond(writer, f"{status} Failing", "fail")
-        else:
-            respond(writer, "404 Not Found", "app: no such path " + url.path)
-        await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
-        pass
-    finally:
-        writer.close()
+ANY = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+app = Starlette(routes=[
+    Route("/stats", stats, methods=ANY),
+    Route("/echo", echo, methods=ANY),
+    Route("/break", switch, methods=ANY),
+    Route("/heal", switch, methods=ANY),
+    Route("/release", released, methods=ANY),
+    Route("/sse", sse, methods=ANY),
+    Route("/work", work, methods=ANY),
+    WebSocketRoute("/ws", ws),
+    Route("/{path:path}", not_found, methods=ANY),
+])
 
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0)
-    print("PORT", server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
+def main():
+    # Bound here, so the port is known before uvicorn serves on it.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    print("PORT", sock.getsockname()[1], flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
 
-asyncio.run(main())
+main()
