@@ -14,8 +14,8 @@ if how == 'checked' then
   assert(string.sub(ARGV[9], 1, #USER_HEAD) == USER_HEAD, "admission_adopt: user key outside T")
   local free = dispatch(true)
   if free > 0 and user_has_room(ARGV[9]) then
-    local expiry = take(ARGV[8], ARGV[9])
-    return {expiry, 1}
+    take(ARGV[8], ARGV[9])
+    return {EXPIRY, 1}
   end
   return {0, 0}
 end

@@ -16,7 +16,7 @@ local function prune_user(user)
     local before = dropped
     for _, w in ipairs(redis.call('ZRANGE', user_queue(c, user), 0, 99 - looked)) do
       looked = looked + 1
-      local r = redis.call('HGET', T .. ':w:' .. w, 'r')
+      local r = record_replica(w)
       if not r or not replica_alive(r) then
         forget_waiter(w, c, user)
         dropped = dropped + 1
@@ -28,9 +28,19 @@ local function prune_user(user)
   return dropped
 end
 
--- Waiters queued in every class, counted once per call (after the dispatch) and kept up to date
--- by the requests of the batch (nil: not counted yet).
-local queued
+-- Waiters queued in every class and in each, counted once per call (after the dispatch) and kept
+-- up to date by the requests of the batch (nil: not counted yet, or stale after a prune). A
+-- newcomer's arrival seq is above every other's, so it is last in its class: its position follows
+-- from these counts, without a ZRANK.
+local queued, per_class
+
+local function count_queued()
+  queued, per_class = 0, {}
+  for c = 0, NC - 1 do
+    per_class[c] = redis.call('ZCARD', Q[c])
+    queued = queued + per_class[c]
+  end
+end
 
 -- One request of the batch. `free`: slots left after the batch's dispatch and its grants so far.
 local function enter(a, free)
@@ -48,9 +58,11 @@ local function enter(a, free)
   local w = T .. ':w:' .. id
   if redis.call('EXISTS', w) == 1 then return {-3, 0, 0} end
   local room = user_has_room(user_key)
+  -- Tokens this request and the ones after it may need (one each), reserved together.
+  local want = (#ARGV - 6 - a) / 7 + 1
   if free > 0 and room then
-    local expiry, fence = take(id, user_key)
-    return {1, expiry, fence}
+    take(id, user_key)
+    return {1, EXPIRY, next_fence(want)}
   end
 
   local user = user_of(user_key)
@@ -60,18 +72,16 @@ local function enter(a, free)
   if mine >= max_user then
     local dropped = prune_user(user)
     mine = mine - dropped
-    if queued then queued = queued - dropped end
+    if dropped > 0 then queued = nil end
     if mine >= max_user then return {-2, 0, 0} end
   end
-  if not queued then
-    queued = 0
-    for c = 0, NC - 1 do queued = queued + redis.call('ZCARD', Q[c]) end
-  end
+  if not queued then count_queued() end
   if queued >= max_queue then return {-1, 0, 0} end
   queued = queued + 1
+  per_class[class] = per_class[class] + 1
 
   -- Arrival order: the fencing counter, strictly increasing fleet-wide and never reset.
-  local seq = next_fence()
+  local seq = next_fence(want)
   local q = Q[class]
   redis.call('ZADD', q, seq, id)
   keep_ttl(q, record_ttl_s)
@@ -90,7 +100,9 @@ local function enter(a, free)
     redis.call('ZADD', READY[class], 'NX', seq, user)
     keep_ttl(READY[class], record_ttl_s)
   end
-  return {0, position(id, class), NOW}
+  local pos = 0
+  for c = 0, class do pos = pos + per_class[c] end
+  return {0, pos, NOW}
 end
 
 -- The callers' replicas are registered first: the dispatch must not take them for dead.

@@ -37,6 +37,11 @@ local peak_seen
 -- Live global leases as this call last counted them plus its grants since (nil: not counted, or
 -- a lease was dropped since): the peak is noted from it without a count per grant.
 local live_global
+-- Whether this call's reclaim_global took out every expired global lease (it is bounded): if so,
+-- every lease still in the global scope is live for the rest of the call (NOW does not move).
+local reclaimed_all
+-- The run of fencing tokens this call reserved and has not used yet (nil: none).
+local fence_next, fence_last
 -- Replicas already looked up in this call (a dispatch often grants several waiters of one).
 local alive
 local DAY = 86400000
@@ -82,6 +87,8 @@ local function begin(KEYS, ARGV)
   PEAK_KEY = PEAK_HEAD .. string.format('%d', PEAK_BUCKET)
   PEAK_TTL_S = string.format('%d', 5 * HB_TTL)
   ttl_kept, counted, peak_seen, alive, live_global = {}, {}, nil, {}, nil
+  fence_next, fence_last = nil, nil
+  reclaimed_all = false
 end
 
 local function live(key)
@@ -139,7 +146,7 @@ end
 -- it out if it has none. `only_if_ready`: update an entry, never add one (the user is at its cap).
 local function refresh_class(user, class, only_if_ready)
   local uq = user_queue(class, user)
-  local head = redis.call('ZRANGE', uq, 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGE', uq, '0', '0', 'WITHSCORES')
   if not head[1] then
     redis.call('ZREM', READY[class], user)
     removed(READY[class])
@@ -183,7 +190,8 @@ end
 -- Drop expired global leases (at most 100) and their entries in the user scopes; their users may
 -- have room again.
 local function reclaim_global()
-  local expired = redis.call('ZRANGE', GLOBAL, '-inf', NOW_S, 'BYSCORE', 'LIMIT', 0, 100)
+  local expired = redis.call('ZRANGE', GLOBAL, '-inf', NOW_S, 'BYSCORE', 'LIMIT', '0', '100')
+  reclaimed_all = #expired < 100
   local users = {}
   for _, id in ipairs(expired) do
     local user_key = redis.call('HGET', HOLDERS, id)
@@ -206,14 +214,28 @@ end
 -- key expires or is lost (a Redis restarted empty): a Redis grants far fewer than one lease per
 -- µs, so no token issued before can be above the time in µs now. That also makes refreshing its
 -- TTL on every grant unnecessary: the TTL only collects an idle counter.
-local function next_fence()
-  local f = redis.call('INCR', FENCE)
-  if f < NOW * 1000 then
-    f = NOW * 1000
-    redis.call('SET', FENCE, string.format('%d', f), 'PX', DAY)
-  elseif f % 1024 == 0 then
+-- Tokens are taken `n` at a time (one INCRBY for a batch); a caller may leave some of its run
+-- unused: tokens must only increase, not be dense, and a run is never longer than the requests
+-- behind it, so the counter still moves slower than the clock.
+local function reserve_fences(n)
+  local last = redis.call('INCRBY', FENCE, string.format('%d', n))
+  local first = last - n + 1
+  if first < NOW * 1000 then
+    first = NOW * 1000
+    last = first + n - 1
+    redis.call('SET', FENCE, string.format('%d', last), 'PX', DAY)
+  elseif math.floor(last / 1024) ~= math.floor((first - 1) / 1024) then
     redis.call('PEXPIRE', FENCE, DAY)
   end
+  fence_next, fence_last = first, last
+end
+
+-- The next token; `want`: how many this call may still need, reserved together when the
+-- current run is used up.
+local function next_fence(want)
+  if fence_next == nil or fence_next > fence_last then reserve_fences(want or 1) end
+  local f = fence_next
+  fence_next = f + 1
   return f
 end
 
@@ -242,7 +264,8 @@ local function recent_peak()
   return peak
 end
 
--- Grant lease `id` in the global scope and in `user_key`. Returns expiry, fence.
+-- Grant lease `id` in the global scope and in `user_key` (its fencing token is the caller's to
+-- take: a batch takes its tokens together).
 local function take(id, user_key)
   -- The user's live leases, as user_has_room counted them just before (nil: not counted).
   local before = counted[user_key]
@@ -260,21 +283,26 @@ local function take(id, user_key)
   elseif before + 1 >= USER_CAP then
     set_aside(user_key)
   end
-  return EXPIRY, next_fence()
 end
 
--- Remove lease `id` from both scopes. Returns 1 if it was live.
+-- Remove lease `id` from both scopes. Returns 1 if it was live: after a complete reclaim in this
+-- call, whether it was there at all (one command instead of reading its score first).
 local function drop_lease(id, user_key)
-  local score = redis.call('ZSCORE', GLOBAL, id)
-  redis.call('ZREM', GLOBAL, id)
+  local was_live
+  if reclaimed_all then
+    was_live = redis.call('ZREM', GLOBAL, id)
+  else
+    local score = redis.call('ZSCORE', GLOBAL, id)
+    redis.call('ZREM', GLOBAL, id)
+    was_live = (score and tonumber(score) > NOW) and 1 or 0
+  end
   redis.call('ZREM', user_key, id)
   redis.call('HDEL', HOLDERS, id)
   removed(GLOBAL)
   removed(user_key)
   removed(HOLDERS)
   refresh_user(user_key)
-  if score and tonumber(score) > NOW then return 1 end
-  return 0
+  return was_live
 end
 
 
@@ -286,6 +314,11 @@ local function replica_alive(r)
     alive[r] = a
   end
   return a
+end
+
+-- The replica of a queued waiter, from its record (nil: the record expired, or is a leave's mark).
+local function record_replica(id)
+  return redis.call('HGET', T .. ':w:' .. id, 'r')
 end
 
 -- Removes a waiter from every structure but the ready sets (see refresh_class).
@@ -335,7 +368,7 @@ local function dispatch(entering)
   if entering and redis.call('EXISTS', unpack(Q, 0, NC - 1)) == 0 then
     return GLOBAL_CAP - in_use()
   end
-  reclaim_global()
+  if not reclaimed_all then reclaim_global() end
   -- Nobody ready: nothing to hand out.
   if redis.call('EXISTS', unpack(READY, 0, NC - 1)) == 0 then
     if entering then return GLOBAL_CAP - in_use() end
@@ -343,22 +376,25 @@ local function dispatch(entering)
   end
   local free = GLOBAL_CAP - in_use()
   local steps = 0
+  -- Waiter, replica pairs granted: announced once the loop is done, with their tokens taken
+  -- together.
+  local granted = {}
   for class = 0, NC - 1 do
     local ready = READY[class]
     while free > 0 and steps < STEPS do
-      local first = redis.call('ZRANGE', ready, 0, 0)
+      local first = redis.call('ZRANGE', ready, '0', '0')
       local user = first[1]
       if not user then break end
       steps = steps + 1
       -- Its first two waiters: the one to serve, and the one whose turn comes next.
-      local heads = redis.call('ZRANGE', user_queue(class, user), 0, 1, 'WITHSCORES')
+      local heads = redis.call('ZRANGE', user_queue(class, user), '0', '1', 'WITHSCORES')
       local id = heads[1]
       local user_key = USER_HEAD .. user
       if not id then
         redis.call('ZREM', ready, user) -- its waiters left
         removed(ready)
       else
-        local replica = redis.call('HGET', T .. ':w:' .. id, 'r')
+        local replica = record_replica(id)
         if not replica or not replica_alive(replica) then
           forget_waiter(id, class, user)
           refresh_class(user, class, true)
@@ -367,19 +403,24 @@ local function dispatch(entering)
           set_aside(user_key)
         else
           forget_waiter(id, class, user)
-            if heads[3] then
+          if heads[3] then
             redis.call('ZADD', ready, 'XX', heads[4], user)
           else
             redis.call('ZREM', ready, user)
             removed(ready)
           end
-          local _, fence = take(id, user_key) -- at its cap now? then it steps aside
-          announce(id, replica, fence)
+          take(id, user_key) -- at its cap now? then it steps aside
+          granted[#granted + 1] = id
+          granted[#granted + 1] = replica
           free = free - 1
         end
       end
     end
     if free <= 0 or steps >= STEPS then break end
+  end
+  local n = #granted / 2
+  for i = 1, #granted, 2 do
+    announce(granted[i], granted[i + 1], next_fence(n - (i - 1) / 2))
   end
   return free
 end
@@ -396,7 +437,7 @@ end
 
 
 local function mark_alive(replica)
-  redis.call('ZADD', REPLICAS, NOW + HB_TTL, replica)
+  redis.call('ZADD', REPLICAS, string.format('%d', NOW + HB_TTL), replica)
   keep_ttl(REPLICAS, REPLICAS_TTL_S)
   alive[replica] = true
 end

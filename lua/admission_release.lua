@@ -4,6 +4,8 @@
 -- returns, per lease in order, 1 if it was live, else 0
 begin(KEYS, ARGV)
 assert(#ARGV >= 8 and #ARGV % 2 == 0, "admission_release: 6 args, then id and user key pairs")
+-- Expired leases first: the releases below then tell a live lease by its mere presence.
+reclaim_global()
 local held = {}
 -- Per replica, the released ids whose grant records go (one HDEL each).
 local records = {}

@@ -7,7 +7,7 @@ assert(#ARGV == 6, "admission_reset: 6 args")
 local removed = 0
 local users = {}
 for class = 0, NC - 1 do
-  for _, id in ipairs(redis.call('ZRANGE', Q[class], 0, -1)) do
+  for _, id in ipairs(redis.call('ZRANGE', Q[class], '0', '-1')) do
     local w = redis.call('HMGET', T .. ':w:' .. id, 'u', 'r')
     if w[2] then redis.call('PUBLISH', T .. ':ch:' .. w[2], 'r ' .. id) end
     if w[1] then users[user_of(w[1])] = true end

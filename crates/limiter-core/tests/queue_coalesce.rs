@@ -273,3 +273,61 @@ async fn an_enter_batch_takes_only_the_free_slots_then_queues_in_order() {
     let positions: Vec<i64> = outcomes[3..].iter().map(|o| o.1).collect();
     assert_eq!(positions, [1, 2, 3, 4, 5, 6, 7]);
 }
+
+/// A batch that queues into two classes: each waiter's position counts everyone of the class
+/// before its own and those ahead in its own, as of its place in the batch (what separate calls
+/// one after another would answer).
+#[tokio::test]
+async fn an_enter_batch_counts_positions_across_classes() {
+    let server = RedisServer::start();
+    let redis = common::replica_at(&server.url(), "qcp");
+    let keys = redis.keys().clone();
+    // The first takes the only slot; then classes 1, 0, 1, 0, 1.
+    let classes = ["0", "1", "0", "1", "0", "1"];
+    let ids: Vec<String> = (0..classes.len()).map(|i| format!("cafe.w{i}")).collect();
+    let users: Vec<String> = (0..classes.len())
+        .map(|i| keys.lease_scope("adm", format!("user:u{i}").as_bytes()))
+        .collect();
+    let mut group: Vec<&str> = Vec::new();
+    for ((id, user), class) in ids.iter().zip(&users).zip(classes) {
+        group.extend([
+            id.as_str(),
+            user.as_str(),
+            "cafe",
+            class,
+            "500",
+            "10",
+            "60000",
+        ]);
+    }
+    let tag = keys.group_tag("adm");
+    let mut args: Vec<&dyn ToRedisArgsDyn> = vec![&tag, &"2", &"1", &"15000", &"3000", &"2"];
+    args.extend(group.iter().map(|a| a as &dyn ToRedisArgsDyn));
+    let reply: Vec<i64> = redis
+        .eval(
+            &ADMISSION_ENTER,
+            &[&keys.lease_scope("adm", b"global")],
+            &args,
+        )
+        .await
+        .unwrap();
+    let outcomes: Vec<(i64, i64)> = reply.chunks_exact(3).map(|r| (r[0], r[1])).collect();
+    assert_eq!(outcomes[0].0, 1, "the first takes the slot");
+    let positions: Vec<i64> = outcomes[1..].iter().map(|o| o.1).collect();
+    // w1 (class 1): alone. w2 (class 0): first. w3 (class 1): w2, then w1. w4 (class 0): after
+    // w2. w5 (class 1): w2, w4, then w1, w3.
+    assert_eq!(positions, [1, 1, 3, 2, 5]);
+    // The queue as Redis holds it now (every class-0 waiter ahead of every class-1 one).
+    for (i, want) in [(1usize, 3i64), (2, 1), (3, 4), (4, 2), (5, 5)] {
+        let rank: Option<i64> = redis
+            .cmd(
+                redis::cmd("ZRANK")
+                    .arg(keys.group_key("adm", &format!("q:{}", classes[i])))
+                    .arg(&ids[i]),
+            )
+            .await
+            .unwrap();
+        let ahead = if classes[i] == "1" { 2 } else { 0 };
+        assert_eq!(rank.map(|r| r + 1 + ahead), Some(want), "w{i} now");
+    }
+}
