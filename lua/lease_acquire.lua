@@ -24,17 +24,14 @@ local after_now = '(' .. now_s
 local live = {}
 for i = 1, n do
   local key = KEYS[i]
-  local expired = redis.call('ZRANGE', key, '-inf', now_s, 'BYSCORE', 'LIMIT', 0, 100)
+  local expired = redis.call('ZRANGE', key, '-inf', now_s, 'BYSCORE', 'LIMIT', '0', '100')
   if #expired > 0 then redis.call('ZREM', key, unpack(expired)) end
   local cap = tonumber(ARGV[i + 2])
   assert(cap and cap >= 0, "lease_acquire: caps must be >= 0")
-  if redis.call('ZSCORE', key, id) then
-    return redis.error_reply('lease_acquire: lease id already held')
-  end
   local count = redis.call('ZCOUNT', key, after_now, '+inf')
   live[i] = count
   if count >= cap then
-    local soonest = redis.call('ZRANGE', key, after_now, '+inf', 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
+    local soonest = redis.call('ZRANGE', key, after_now, '+inf', 'BYSCORE', 'LIMIT', '0', '1', 'WITHSCORES')
     local retry = ttl
     if soonest[2] then retry = tonumber(soonest[2]) - now end
     return {0, i, retry}
@@ -45,7 +42,12 @@ local expiry = now + ttl
 local expiry_s = string.format('%d', expiry)
 for i = 1, n do
   local key = KEYS[i]
-  redis.call('ZADD', key, expiry_s, id)
+  -- An id already held is refused here rather than looked up in every scope beforehand (ids are
+  -- random: this never happens to a well-behaved caller, and the lookup cost a command per scope).
+  if redis.call('ZADD', key, 'NX', expiry_s, id) == 0 then
+    for j = 1, i - 1 do redis.call('ZREM', KEYS[j], id) end
+    return redis.error_reply('lease_acquire: lease id already held')
+  end
   -- The set lives as long as its longest live lease: with none before, the new one; with some,
   -- the set has a TTL (every script sets one) and GT extends it without ever shortening it.
   if live[i] == 0 then

@@ -413,3 +413,47 @@ async fn a_lease_whose_renewal_hangs_is_reported_lost_before_it_can_expire() {
     assert!(after >= ttl / 2, "reported lost {after:?} into the freeze");
     drop(lease);
 }
+
+/// The acquire script refuses an id already held with an error, and takes back what it added to
+/// the scopes before the one that held it: no scope keeps a half-made lease.
+#[tokio::test]
+async fn an_id_already_held_is_refused_and_leaves_no_trace() {
+    let prefix = testkit::unique_prefix("leasedup");
+    let m = manager(&prefix, 60_000);
+    let redis = common::replica(&prefix);
+    let user = m.scope_key(b"user:a");
+    let global = m.scope_key(b"global");
+    let fence = redis.keys().fence("adm");
+    let acquire = |keys: [&String; 2], id: &'static str| {
+        let redis = redis.clone();
+        let (k0, k1, fence) = (keys[0].clone(), keys[1].clone(), fence.clone());
+        async move {
+            redis
+                .eval::<Vec<i64>>(
+                    &limiter_core::scripts::LEASE_ACQUIRE,
+                    &[&k0, &k1, &fence],
+                    &[&id, &60_000u64, &5u32, &5u32],
+                )
+                .await
+        }
+    };
+    // "dup" held in the global scope only (another user's lease under the same id).
+    let other = m.scope_key(b"user:b");
+    assert_eq!(acquire([&other, &global], "dup").await.unwrap()[0], 1);
+    // Acquiring it again for user a: added to a's scope first, then found in the global one.
+    let err = acquire([&user, &global], "dup").await.unwrap_err();
+    assert!(
+        format!("{err:?}").contains("already held"),
+        "unexpected error: {err:?}"
+    );
+    assert_eq!(
+        m.in_use(b"user:a").await.unwrap(),
+        0,
+        "a's scope rolled back"
+    );
+    assert_eq!(m.in_use(b"global").await.unwrap(), 1);
+    assert_eq!(m.in_use(b"user:b").await.unwrap(), 1);
+    // A fresh id still goes through.
+    assert_eq!(acquire([&user, &global], "fresh").await.unwrap()[0], 1);
+    assert_eq!(m.in_use(b"user:a").await.unwrap(), 1);
+}
