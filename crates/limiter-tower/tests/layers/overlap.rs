@@ -29,6 +29,17 @@ struct Setup {
     served: Arc<AtomicUsize>,
 }
 
+/// The app behind every stack here: answers "fine" and counts what reached it.
+fn counting_app() -> (Router, Arc<AtomicUsize>) {
+    let served = Arc::new(AtomicUsize::new(0));
+    let seen = served.clone();
+    let handler = move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async { "fine" }
+    };
+    (Router::new().route("/", route_get(handler)), served)
+}
+
 /// quota (overlapping) → admission (one slot) → gate → app; key "none" has no units.
 async fn setup(name: &str) -> Setup {
     let (tx, events) = mpsc::unbounded_channel();
@@ -46,17 +57,8 @@ async fn setup(name: &str) -> Setup {
     let admission = Admission::start(redis(name), cfg).await.unwrap();
     let adm_layer = AdmissionLayer::new(admission.clone(), "default", HeaderKey::new(KEY)).unwrap();
     let (quota, gate) = QuotaLayer::new(hook, HeaderKey::new(KEY)).overlapping();
-    let served = Arc::new(AtomicUsize::new(0));
-    let seen = served.clone();
-    let handler = move || {
-        seen.fetch_add(1, Ordering::SeqCst);
-        async { "fine" }
-    };
-    let app = Router::new()
-        .route("/", route_get(handler))
-        .layer(gate)
-        .layer(adm_layer.clone())
-        .layer(quota);
+    let (app, served) = counting_app();
+    let app = app.layer(gate).layer(adm_layer.clone()).layer(quota);
     Setup {
         app,
         admission,
@@ -216,14 +218,8 @@ fn windows_around_a_spend(
         .window(&per_key)
         .window(&all)
         .overlapping();
-    let served = Arc::new(AtomicUsize::new(0));
-    let seen = served.clone();
-    let handler = move || {
-        seen.fetch_add(1, Ordering::SeqCst);
-        async { "fine" }
-    };
-    let app = Router::new()
-        .route("/", route_get(handler))
+    let (app, served) = counting_app();
+    let app = app
         .layer(gate)
         .layer(QuotaLayer::new(hook, HeaderKey::new(KEY)))
         .layer(windows);
