@@ -266,23 +266,30 @@ end
 
 -- Grant lease `id` in the global scope and in `user_key` (its fencing token is the caller's to
 -- take: a batch takes its tokens together).
-local function take(id, user_key)
+-- The user-scope half of a grant, and the fleet's peak: what a dispatch must write at once (it
+-- reads the user's scope again for its next waiter); `take` adds the global half.
+-- With live_global unknown the peak is read from the global scope, so that half must be in.
+local function take_user(id, user_key)
   -- The user's live leases, as user_has_room counted them just before (nil: not counted).
   local before = counted[user_key]
-  redis.call('ZADD', GLOBAL, EXPIRY_S, id)
   if live_global then live_global = live_global + 1 end
   note_peak()
-  keep_ttl(GLOBAL, LEASE_TTL_S)
   redis.call('ZADD', user_key, EXPIRY_S, id)
   keep_ttl(user_key, LEASE_TTL_S)
-  redis.call('HSET', HOLDERS, id, user_key)
-  keep_ttl(HOLDERS, LEASE_TTL_S)
   -- At its cap now: its waiters step aside (below it they were ready already).
   if before == nil then
     refresh_user(user_key)
   elseif before + 1 >= USER_CAP then
     set_aside(user_key)
   end
+end
+
+local function take(id, user_key)
+  redis.call('ZADD', GLOBAL, EXPIRY_S, id)
+  keep_ttl(GLOBAL, LEASE_TTL_S)
+  redis.call('HSET', HOLDERS, id, user_key)
+  keep_ttl(HOLDERS, LEASE_TTL_S)
+  take_user(id, user_key)
 end
 
 -- Remove lease `id` from both scopes. Returns 1 if it was live: after a complete reclaim in this
@@ -340,16 +347,59 @@ local function in_use()
   return n
 end
 
--- Records a grant for the waiter's replica (collected by its heartbeat) and pushes it there.
-local function announce(id, replica, fence)
-  local msg = id .. ' ' .. string.format('%d', fence) .. ' ' .. EXPIRY_S
-  local grants = T .. ':grants:' .. replica
-  redis.call('HSET', grants, id, msg)
-  if ttl_kept[grants] == nil then
-    ttl_kept[grants] = GRANTS_TTL_S
-    redis.call('PEXPIRE', grants, GRANTS_TTL_S)
+-- Writes what a dispatch's loop left for later, one multi-member command per key: each served
+-- waiter's lease in the global scope and the holders map, its record and class queue entry
+-- removed, its fencing token (in grant order), its grant recorded for its replica's heartbeat and
+-- pushed on its channel. `served`: id, class, replica, user lease key, four entries per waiter.
+local function write_grants(served)
+  local n = #served / 4
+  if n == 0 then return end
+  local scores, holders, records, queued, fields = {}, {}, {}, {}, {}
+  local order = {}
+  for i = 1, #served, 4 do
+    local id, class, replica, user_key = served[i], served[i + 1], served[i + 2], served[i + 3]
+    scores[#scores + 1] = EXPIRY_S
+    scores[#scores + 1] = id
+    holders[#holders + 1] = id
+    holders[#holders + 1] = user_key
+    records[#records + 1] = T .. ':w:' .. id
+    local ids = queued[class]
+    if not ids then
+      ids = {}
+      queued[class] = ids
+    end
+    ids[#ids + 1] = id
+    local msg = id .. ' ' .. string.format('%d', next_fence(n - (i - 1) / 4)) .. ' ' .. EXPIRY_S
+    local f = fields[replica]
+    if not f then
+      f = {}
+      fields[replica] = f
+    end
+    f[#f + 1] = id
+    f[#f + 1] = msg
+    order[#order + 1] = replica
+    order[#order + 1] = msg
   end
-  redis.call('PUBLISH', T .. ':ch:' .. replica, 'g ' .. msg)
+  redis.call('ZADD', GLOBAL, unpack(scores))
+  keep_ttl(GLOBAL, LEASE_TTL_S)
+  redis.call('HSET', HOLDERS, unpack(holders))
+  keep_ttl(HOLDERS, LEASE_TTL_S)
+  redis.call('DEL', unpack(records))
+  for class, ids in pairs(queued) do
+    redis.call('ZREM', Q[class], unpack(ids))
+    removed(Q[class])
+  end
+  for replica, f in pairs(fields) do
+    local grants = T .. ':grants:' .. replica
+    redis.call('HSET', grants, unpack(f))
+    if ttl_kept[grants] == nil then
+      ttl_kept[grants] = GRANTS_TTL_S
+      redis.call('PEXPIRE', grants, GRANTS_TTL_S)
+    end
+  end
+  for i = 1, #order, 2 do
+    redis.call('PUBLISH', T .. ':ch:' .. order[i], 'g ' .. order[i + 1])
+  end
 end
 
 -- Hand free slots to waiters: strict priority between classes, FIFO within one among waiters
@@ -374,11 +424,14 @@ local function dispatch(entering)
     if entering then return GLOBAL_CAP - in_use() end
     return 0
   end
+  -- Counts the global scope: live_global stays known through the loop (nothing in it drops a
+  -- lease), so take_user notes the peak without reading the global scope, whose writes wait.
   local free = GLOBAL_CAP - in_use()
   local steps = 0
-  -- Waiter, replica pairs granted: announced once the loop is done, with their tokens taken
-  -- together.
-  local granted = {}
+  -- Waiters served, written once the loop is done (write_grants): the loop reads the ready sets,
+  -- the users' queues and scopes and the record of the waiter at a queue's head, never the class
+  -- queues, the global scope, the holders map or a served waiter's record.
+  local served = {}
   for class = 0, NC - 1 do
     local ready = READY[class]
     while free > 0 and steps < STEPS do
@@ -402,26 +455,27 @@ local function dispatch(entering)
           -- At its cap after all (a cap lowered by a new configuration): set aside.
           set_aside(user_key)
         else
-          forget_waiter(id, class, user)
+          local uq = user_queue(class, user)
+          redis.call('ZREM', uq, id)
+          removed(uq)
           if heads[3] then
             redis.call('ZADD', ready, 'XX', heads[4], user)
           else
             redis.call('ZREM', ready, user)
             removed(ready)
           end
-          take(id, user_key) -- at its cap now? then it steps aside
-          granted[#granted + 1] = id
-          granted[#granted + 1] = replica
+          take_user(id, user_key) -- at its cap now? then it steps aside
+          served[#served + 1] = id
+          served[#served + 1] = class
+          served[#served + 1] = replica
+          served[#served + 1] = user_key
           free = free - 1
         end
       end
     end
     if free <= 0 or steps >= STEPS then break end
   end
-  local n = #granted / 2
-  for i = 1, #granted, 2 do
-    announce(granted[i], granted[i + 1], next_fence(n - (i - 1) / 2))
-  end
+  write_grants(served)
   return free
 end
 
