@@ -37,8 +37,8 @@ local peak_seen
 -- Live global leases as this call last counted them plus its grants since (nil: not counted, or
 -- a lease was dropped since): the peak is noted from it without a count per grant.
 local live_global
--- Whether this call's reclaim_global took out every expired global lease (it is bounded): if so,
--- every lease still in the global scope is live for the rest of the call (NOW does not move).
+-- Whether this call's reclaim_global took out every expired global lease (it is bounded): a
+-- dispatch after it need not look again.
 local reclaimed_all
 -- The run of fencing tokens this call reserved and has not used yet (nil: none).
 local fence_next, fence_last
@@ -292,24 +292,24 @@ local function take(id, user_key)
   take_user(id, user_key)
 end
 
--- Remove lease `id` from both scopes. Returns 1 if it was live: after a complete reclaim in this
--- call, whether it was there at all (one command instead of reading its score first).
-local function drop_lease(id, user_key)
-  local was_live
-  if reclaimed_all then
-    was_live = redis.call('ZREM', GLOBAL, id)
-  else
-    local score = redis.call('ZSCORE', GLOBAL, id)
-    redis.call('ZREM', GLOBAL, id)
-    was_live = (score and tonumber(score) > NOW) and 1 or 0
-  end
+-- Remove lease `id` from its user's scope; its user may have room again. The global scope and
+-- the holders map are the caller's (a batch removes its leases there with one command each).
+local function drop_user_lease(id, user_key)
   redis.call('ZREM', user_key, id)
+  removed(user_key)
+  refresh_user(user_key)
+end
+
+-- Remove lease `id` from both scopes. Returns 1 if it was live.
+local function drop_lease(id, user_key)
+  local score = redis.call('ZSCORE', GLOBAL, id)
+  redis.call('ZREM', GLOBAL, id)
   redis.call('HDEL', HOLDERS, id)
   removed(GLOBAL)
-  removed(user_key)
   removed(HOLDERS)
-  refresh_user(user_key)
-  return was_live
+  drop_user_lease(id, user_key)
+  if score and tonumber(score) > NOW then return 1 end
+  return 0
 end
 
 

@@ -4,15 +4,28 @@
 -- returns, per lease in order, 1 if it was live, else 0
 begin(KEYS, ARGV)
 assert(#ARGV >= 8 and #ARGV % 2 == 0, "admission_release: 6 args, then id and user key pairs")
--- Expired leases first: the releases below then tell a live lease by its mere presence.
-reclaim_global()
+local leases = {}
+for i = 7, #ARGV, 2 do leases[#leases + 1] = ARGV[i] end
+-- The batch's leases leave the global scope and the holders map with one command each; their
+-- scores, read together first, tell which were live (a lease released twice in one batch counts
+-- once, as two calls would).
+local scores = redis.call('ZMSCORE', GLOBAL, unpack(leases))
+redis.call('ZREM', GLOBAL, unpack(leases))
+redis.call('HDEL', HOLDERS, unpack(leases))
+removed(GLOBAL)
+removed(HOLDERS)
 local held = {}
+local seen = {}
 -- Per replica, the released ids whose grant records go (one HDEL each).
 local records = {}
 for i = 7, #ARGV, 2 do
   local id, user_key = ARGV[i], ARGV[i + 1]
   assert(string.sub(user_key, 1, #USER_HEAD) == USER_HEAD, "admission_release: user key outside T")
-  held[#held + 1] = drop_lease(id, user_key)
+  local k = (i - 5) / 2
+  local score = scores[k]
+  held[k] = (score and not seen[id] and tonumber(score) > NOW) and 1 or 0
+  seen[id] = true
+  drop_user_lease(id, user_key)
   -- The replica releasing a lease knew of its grant: the record kept for that replica's heartbeat
   -- (in case the push was lost) is not needed any more. A heartbeat then carries the grants still
   -- held (at most the caps), not every grant of its period, whatever the traffic.

@@ -581,12 +581,12 @@ fn model_and_scripts_agree_step_by_step() {
 #[test]
 fn the_flaw_the_checker_finds_is_the_broken_script() {
     let (good, broken) = (
-        "redis.call('ZREM', user_key, id)\n  redis.call('HDEL', HOLDERS, id)",
-        "redis.call('HDEL', HOLDERS, id)",
+        "redis.call('ZREM', user_key, id)\n  removed(user_key)",
+        "removed(user_key)",
     );
     assert!(
         ADMISSION_RELEASE.source().contains(good),
-        "drop_lease changed: update this test"
+        "drop_user_lease changed: update this test"
     );
     for seed in 0..8 {
         run(

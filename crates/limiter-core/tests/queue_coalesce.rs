@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{HIGH, Held, LOW};
-use limiter_core::scripts::{ADMISSION_ENTER, ADMISSION_LEAVE};
+use limiter_core::scripts::{ADMISSION_ENTER, ADMISSION_LEAVE, ADMISSION_RELEASE};
 use limiter_core::{Admission, AdmissionConfig, ToRedisArgsDyn};
 use testkit::RedisServer;
 use tokio::sync::Barrier;
@@ -330,4 +330,27 @@ async fn an_enter_batch_counts_positions_across_classes() {
         let ahead = if classes[i] == "1" { 2 } else { 0 };
         assert_eq!(rank.map(|r| r + 1 + ahead), Some(want), "w{i} now");
     }
+}
+
+/// A release batch answers per lease whether it was live, as one call per lease would: a lease
+/// named twice in one batch counts once, an unknown one not at all.
+#[tokio::test]
+async fn a_release_batch_counts_each_live_lease_once() {
+    let server = RedisServer::start();
+    let redis = common::replica_at(&server.url(), "qcr");
+    let keys = redis.keys().clone();
+    let user_key = keys.lease_scope("adm", b"user:u");
+    let group = ["cafe.w1", &user_key, "cafe", "0", "500", "10", "60000"];
+    let entered: Vec<i64> = raw(&redis, &ADMISSION_ENTER, &group).await;
+    assert_eq!(entered[0], 1, "granted");
+    let batch = [
+        "cafe.w1", &user_key, "cafe.w1", &user_key, "cafe.w9", &user_key,
+    ];
+    let held: Vec<i64> = raw(&redis, &ADMISSION_RELEASE, &batch).await;
+    assert_eq!(held, [1, 0, 0]);
+    let global: i64 = redis
+        .cmd(redis::cmd("ZCARD").arg(keys.lease_scope("adm", b"global")))
+        .await
+        .unwrap();
+    assert_eq!(global, 0);
 }
