@@ -34,7 +34,37 @@ end
 -- from these counts, without a ZRANK.
 local queued, per_class
 
+-- The batch's additions to the class queues and the ready sets, written together (one ZADD per
+-- key) before anything reads those keys: a prune, a count, the end of the call. Nothing else in
+-- a request reads them (its position comes from the counts; a user queue, written at once, is what
+-- the next request of the same user reads).
+local pending_q, pending_ready, pending_ttl = {}, {}, {}
+
+local function hold_back(list, key, ttl, ...)
+  local members = list[key]
+  if not members then
+    members = {}
+    list[key] = members
+  end
+  for _, m in ipairs({...}) do members[#members + 1] = m end
+  local t = pending_ttl[key]
+  if not t or ttl > t then pending_ttl[key] = ttl end
+end
+
+local function flush()
+  for key, members in pairs(pending_q) do
+    redis.call('ZADD', key, unpack(members))
+    keep_ttl(key, string.format('%d', pending_ttl[key]))
+  end
+  for key, members in pairs(pending_ready) do
+    redis.call('ZADD', key, 'NX', unpack(members))
+    keep_ttl(key, string.format('%d', pending_ttl[key]))
+  end
+  pending_q, pending_ready, pending_ttl = {}, {}, {}
+end
+
 local function count_queued()
+  flush()
   queued, per_class = 0, {}
   for c = 0, NC - 1 do
     per_class[c] = redis.call('ZCARD', Q[c])
@@ -70,6 +100,7 @@ local function enter(a, free)
   local mine = 0
   for i = 1, NC do mine = mine + redis.call('ZCARD', queues[i]) end
   if mine >= max_user then
+    flush()
     local dropped = prune_user(user)
     mine = mine - dropped
     if dropped > 0 then queued = nil end
@@ -81,10 +112,8 @@ local function enter(a, free)
   per_class[class] = per_class[class] + 1
 
   -- Arrival order: the fencing counter, strictly increasing fleet-wide and never reset.
-  local seq = next_fence(want)
-  local q = Q[class]
-  redis.call('ZADD', q, seq, id)
-  keep_ttl(q, record_ttl_s)
+  local seq = string.format('%d', next_fence(want))
+  hold_back(pending_q, Q[class], record_ttl, seq, id)
   local uq = queues[class + 1]
   if mine == 0 then counted[uq] = 0 end -- a new key: a plain PEXPIRE
   redis.call('ZADD', uq, seq, id)
@@ -96,10 +125,7 @@ local function enter(a, free)
   -- Held back only by the global cap: ready for the next free slot. A user with room is in the
   -- ready set of every class it waits in (a dispatch just refreshed any whose lease expired), so
   -- an entry already there stands for an earlier waiter and is kept (NX).
-  if room then
-    redis.call('ZADD', READY[class], 'NX', seq, user)
-    keep_ttl(READY[class], record_ttl_s)
-  end
+  if room then hold_back(pending_ready, READY[class], record_ttl, seq, user) end
   local pos = 0
   for c = 0, class do pos = pos + per_class[c] end
   return {0, pos, NOW}
@@ -126,4 +152,5 @@ for a = 7, #ARGV, 7 do
   replies[#replies + 1] = r[2]
   replies[#replies + 1] = r[3]
 end
+flush()
 return replies

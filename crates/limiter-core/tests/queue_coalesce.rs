@@ -354,3 +354,45 @@ async fn a_release_batch_counts_each_live_lease_once() {
         .unwrap();
     assert_eq!(global, 0);
 }
+
+/// Two waiters of one user and one of another queued by one enter call: the first user's turn is
+/// its first waiter's, so a freed slot goes to it before the other user's later waiter.
+#[tokio::test]
+async fn an_enter_batch_keeps_each_user_in_line_by_its_first_waiter() {
+    let server = RedisServer::start();
+    let redis = common::replica_at(&server.url(), "qcl");
+    let keys = redis.keys().clone();
+    let (x, a, b) = (
+        keys.lease_scope("adm", b"user:x"),
+        keys.lease_scope("adm", b"user:a"),
+        keys.lease_scope("adm", b"user:b"),
+    );
+    let mut batch: Vec<&str> = Vec::new();
+    for (id, user) in [
+        ("cafe.x", &x),
+        ("cafe.a1", &a),
+        ("cafe.b1", &b),
+        ("cafe.a2", &a),
+    ] {
+        batch.extend([id, user.as_str(), "cafe", "0", "500", "10", "60000"]);
+    }
+    let entered: Vec<i64> = raw(&redis, &ADMISSION_ENTER, &batch).await;
+    let outcomes: Vec<i64> = entered.chunks_exact(3).map(|r| r[0]).collect();
+    assert_eq!(
+        outcomes,
+        [1, 0, 0, 0],
+        "x holds the only slot, the rest queue"
+    );
+    let held: Vec<i64> = raw(&redis, &ADMISSION_RELEASE, &["cafe.x", &x]).await;
+    assert_eq!(held, [1]);
+    let global: Vec<String> = redis
+        .cmd(
+            redis::cmd("ZRANGE")
+                .arg(keys.lease_scope("adm", b"global"))
+                .arg(0)
+                .arg(-1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(global, ["cafe.a1"], "the first in line is served");
+}
