@@ -79,10 +79,6 @@ local function enter(a, free)
     tonumber(ARGV[a + 5])
   local record_ttl_s = ARGV[a + 6]
   local record_ttl = tonumber(record_ttl_s)
-  assert(class and Q[class], "admission_enter: class out of range")
-  assert(max_queue and max_user and record_ttl and record_ttl >= 1,
-    "admission_enter: max queued, max queued per user and record ttl")
-  assert(string.sub(user_key, 1, #USER_HEAD) == USER_HEAD, "admission_enter: user key outside T")
 
   -- A record before the enter is the mark of a leave that overtook it (admission_leave).
   local w = T .. ':w:' .. id
@@ -129,6 +125,18 @@ local function enter(a, free)
   local pos = 0
   for c = 0, class do pos = pos + per_class[c] end
   return {0, pos, NOW}
+end
+
+-- Every request's arguments are checked before anything is written: a bad one fails the whole
+-- batch, not its second half after the first was queued (some of whose writes wait for a flush).
+for a = 7, #ARGV, 7 do
+  local class, max_queue, max_user = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
+    tonumber(ARGV[a + 5])
+  local record_ttl = tonumber(ARGV[a + 6])
+  assert(class and Q[class], "admission_enter: class out of range")
+  assert(max_queue and max_user and record_ttl and record_ttl >= 1,
+    "admission_enter: max queued, max queued per user and record ttl")
+  assert(string.sub(ARGV[a + 1], 1, #USER_HEAD) == USER_HEAD, "admission_enter: user key outside T")
 end
 
 -- The callers' replicas are registered first: the dispatch must not take them for dead.

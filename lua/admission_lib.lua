@@ -264,8 +264,6 @@ local function recent_peak()
   return peak
 end
 
--- Grant lease `id` in the global scope and in `user_key` (its fencing token is the caller's to
--- take: a batch takes its tokens together).
 -- The user-scope half of a grant, and the fleet's peak: what a dispatch must write at once (it
 -- reads the user's scope again for its next waiter); `take` adds the global half.
 -- With live_global unknown the peak is read from the global scope, so that half must be in.
@@ -284,6 +282,8 @@ local function take_user(id, user_key)
   end
 end
 
+-- Grant lease `id` in the global scope and in `user_key` (its fencing token is the caller's to
+-- take: a batch takes its tokens together).
 local function take(id, user_key)
   redis.call('ZADD', GLOBAL, EXPIRY_S, id)
   keep_ttl(GLOBAL, LEASE_TTL_S)

@@ -396,3 +396,33 @@ async fn an_enter_batch_keeps_each_user_in_line_by_its_first_waiter() {
         .unwrap();
     assert_eq!(global, ["cafe.a1"], "the first in line is served");
 }
+
+/// A batch with one malformed request fails as a whole before writing anything: the well-formed
+/// request before it neither holds a slot nor waits.
+#[tokio::test]
+async fn an_enter_batch_with_a_bad_request_writes_nothing() {
+    let server = RedisServer::start();
+    let redis = common::replica_at(&server.url(), "qcb");
+    let keys = redis.keys().clone();
+    let user_key = keys.lease_scope("adm", b"user:u");
+    let mut batch: Vec<&str> = Vec::new();
+    batch.extend(["cafe.w1", &user_key, "cafe", "0", "500", "10", "60000"]);
+    batch.extend(["cafe.w2", &user_key, "cafe", "7", "500", "10", "60000"]);
+    let tag = keys.group_tag("adm");
+    let mut args: Vec<&dyn ToRedisArgsDyn> = vec![&tag, &"2", &"1", &"15000", &"3000", &"3"];
+    args.extend(batch.iter().map(|a| a as &dyn ToRedisArgsDyn));
+    let reply: Result<Vec<i64>, _> = redis
+        .eval(
+            &ADMISSION_ENTER,
+            &[&keys.lease_scope("adm", b"global")],
+            &args,
+        )
+        .await;
+    let err = reply.expect_err("class 7 of 3 is refused");
+    assert!(format!("{err:?}").contains("class out of range"), "{err:?}");
+    let written: Vec<String> = redis
+        .cmd(redis::cmd("KEYS").arg(format!("{tag}*")))
+        .await
+        .unwrap();
+    assert!(written.is_empty(), "nothing written: {written:?}");
+}
