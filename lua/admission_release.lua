@@ -4,8 +4,12 @@
 -- returns, per lease in order, 1 if it was live, else 0
 begin(KEYS, ARGV)
 assert(#ARGV >= 8 and #ARGV % 2 == 0, "admission_release: 6 args, then id and user key pairs")
+-- Every pair is checked before anything is written: a bad one fails the batch whole.
 local leases = {}
-for i = 7, #ARGV, 2 do leases[#leases + 1] = ARGV[i] end
+for i = 7, #ARGV, 2 do
+  assert(string.sub(ARGV[i + 1], 1, #USER_HEAD) == USER_HEAD, "admission_release: user key outside T")
+  leases[#leases + 1] = ARGV[i]
+end
 -- The batch's leases leave the global scope and the holders map with one command each; their
 -- scores, read together first, tell which were live (a lease released twice in one batch counts
 -- once, as two calls would).
@@ -20,7 +24,6 @@ local seen = {}
 local records = {}
 for i = 7, #ARGV, 2 do
   local id, user_key = ARGV[i], ARGV[i + 1]
-  assert(string.sub(user_key, 1, #USER_HEAD) == USER_HEAD, "admission_release: user key outside T")
   local k = (i - 5) / 2
   local score = scores[k]
   held[k] = (score and not seen[id] and tonumber(score) > NOW) and 1 or 0

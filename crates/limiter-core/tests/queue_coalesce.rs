@@ -343,6 +343,28 @@ async fn a_release_batch_counts_each_live_lease_once() {
     let group = ["cafe.w1", &user_key, "cafe", "0", "500", "10", "60000"];
     let entered: Vec<i64> = raw(&redis, &ADMISSION_ENTER, &group).await;
     assert_eq!(entered[0], 1, "granted");
+    // A malformed pair fails the batch before anything is written: the lease stays held.
+    let tag = keys.group_tag("adm");
+    let bad: Vec<&dyn ToRedisArgsDyn> = vec![
+        &tag,
+        &"2",
+        &"1",
+        &"15000",
+        &"3000",
+        &"3",
+        &"cafe.w1",
+        &user_key,
+        &"cafe.w1",
+        &"elsewhere",
+    ];
+    let global_key = keys.lease_scope("adm", b"global");
+    let refused: Result<Vec<i64>, _> = redis.eval(&ADMISSION_RELEASE, &[&global_key], &bad).await;
+    assert!(format!("{:?}", refused.expect_err("refused")).contains("user key outside T"));
+    let still: i64 = redis
+        .cmd(redis::cmd("ZCARD").arg(&global_key))
+        .await
+        .unwrap();
+    assert_eq!(still, 1, "nothing released by a refused batch");
     let batch = [
         "cafe.w1", &user_key, "cafe.w1", &user_key, "cafe.w9", &user_key,
     ];
