@@ -38,15 +38,13 @@ local queued, per_class
 -- key) before anything reads those keys: a prune, a count, the end of the call. Nothing else in
 -- a request reads them (its position comes from the counts; a user queue, written at once, is what
 -- the next request of the same user reads).
+-- Without per-user limits the records (T:fw) are held back too, and the leaves that overtook
+-- their enter are read for the whole batch at once (id -> true).
+local left = {}
 local pending_q, pending_ready, pending_ttl = {}, {}, {}
 
 local function hold_back(list, key, ttl, ...)
-  local members = list[key]
-  if not members then
-    members = {}
-    list[key] = members
-  end
-  for _, m in ipairs({...}) do members[#members + 1] = m end
+  push(list, key, ...)
   local t = pending_ttl[key]
   if not t or ttl > t then pending_ttl[key] = ttl end
 end
@@ -72,6 +70,19 @@ local function count_queued()
   end
 end
 
+-- Without per-user limits: a waiter is its class queue entry and its record, both held back.
+local function queue_flat(id, class, max_queue, record_ttl, want)
+  if not queued then count_queued() end
+  if queued >= max_queue then return {-1, 0, 0} end
+  queued = queued + 1
+  per_class[class] = per_class[class] + 1
+  hold_back(pending_q, Q[class], record_ttl, string.format('%d', next_fence(want)), id)
+  hold_back(pending_q, RECORDS, record_ttl, string.format('%d', NOW + record_ttl), id)
+  local pos = 0
+  for c = 0, class do pos = pos + per_class[c] end
+  return {0, pos, NOW}
+end
+
 -- One request of the batch. `free`: slots left after the batch's dispatch and its grants so far.
 local function enter(a, free)
   local id, user_key, replica = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -82,7 +93,11 @@ local function enter(a, free)
 
   -- A record before the enter is the mark of a leave that overtook it (admission_leave).
   local w = T .. ':w:' .. id
-  if redis.call('EXISTS', w) == 1 then return {-3, 0, 0} end
+  if FLAT then
+    if left[id] then return {-3, 0, 0} end
+  elseif redis.call('EXISTS', w) == 1 then
+    return {-3, 0, 0}
+  end
   local room = user_has_room(user_key)
   -- Tokens this request and the ones after it may need (one each), reserved together.
   local want = (#ARGV - 6 - a) / 7 + 1
@@ -90,6 +105,7 @@ local function enter(a, free)
     take(id, user_key)
     return {1, EXPIRY, next_fence(want)}
   end
+  if FLAT then return queue_flat(id, class, max_queue, record_ttl, want) end
 
   local user = user_of(user_key)
   local queues = user_queues(user)
@@ -137,6 +153,14 @@ for a = 7, #ARGV, 7 do
   assert(max_queue and max_user and record_ttl and record_ttl >= 1,
     "admission_enter: max queued, max queued per user and record ttl")
   assert(string.sub(ARGV[a + 1], 1, #USER_HEAD) == USER_HEAD, "admission_enter: user key outside T")
+end
+
+if FLAT then
+  local ids = {}
+  for a = 7, #ARGV, 7 do ids[#ids + 1] = ARGV[a] end
+  for i, until_ms in ipairs(redis.call('ZMSCORE', RECORDS, unpack(ids))) do
+    if until_ms and tonumber(until_ms) > NOW then left[ids[i]] = true end
+  end
 end
 
 -- The callers' replicas are registered first: the dispatch must not take them for dead.

@@ -17,6 +17,16 @@
 --   T:peak:<period>     the most global leases at once in heartbeat period <period> (NOW / HB_TTL)
 --   channel T:ch:<replica>  "g waiter fence expiry" (granted) | "r waiter" (queue reset)
 -- <user> is the user lease key without its `T:lease:` head (already encoded: no `:`, no braces).
+-- A group without per-user limits (user_cap 0: no user cap, no per-user queue limit) keeps none
+-- of the user structures (user scopes, holders, user queues, ready sets, waiter records): with
+-- every user always under its cap, FIFO among users' first waiters is FIFO among all waiters, so
+-- a dispatch serves a class queue from its head. Its own keys:
+--   T:fq:<class>        zset waiter id -> arrival seq (the class queue; a waiter's replica is the
+--                       head of its id)
+--   T:fw                zset waiter id -> ms until which it may be granted (its record), or until
+--                       which an enter of that id is refused (a leave's mark)
+-- It shares T:lease:global, T:fence and the registry with the per-user layout, so a fleet whose
+-- replicas disagree on the mode still holds the global cap (each mode serves its own queue).
 -- A user at its cap has no entry in any T:ready:<class>, so its waiters cost dispatch nothing
 -- however many there are; the user is made ready again whenever its lease count drops.
 -- ARGV[1] T   ARGV[2] user_cap   ARGV[3] global_cap   ARGV[4] lease_ttl_ms   ARGV[5] heartbeat_ttl_ms
@@ -26,6 +36,8 @@
 -- which sets the per-call state below. Redis runs one call at a time, so calls never share it.
 local T, USER_CAP, GLOBAL_CAP, LEASE_TTL, HB_TTL, NC
 local GLOBAL, REPLICAS, HOLDERS, USER_HEAD, FENCE, Q, READY
+-- No per-user limits (see above), and that layout's waiter records.
+local FLAT, RECORDS
 local NOW, NOW_S, AFTER_NOW, EXPIRY, EXPIRY_S, LEASE_TTL_S, GRANTS_TTL_S, REPLICAS_TTL_S
 local PEAK_HEAD, PEAK_BUCKET, PEAK_KEY, PEAK_TTL_S
 -- Keys whose TTL this call already set: NOW is fixed within a call, so once is enough.
@@ -59,6 +71,7 @@ local function begin(KEYS, ARGV)
   HB_TTL = tonumber(ARGV[5])
   NC = tonumber(ARGV[6])
   assert(T and USER_CAP and GLOBAL_CAP and LEASE_TTL and HB_TTL, "admission: T, caps and ttls")
+  FLAT = USER_CAP == 0
   assert(NC and NC >= 1 and NC <= 32, "admission: 1..32 classes")
   GLOBAL = T .. ':lease:global'
   assert(KEYS[1] == GLOBAL, "admission: KEYS[1] must be T:lease:global")
@@ -77,9 +90,11 @@ local function begin(KEYS, ARGV)
   GRANTS_TTL_S = string.format('%d', 2 * HB_TTL + LEASE_TTL)
   REPLICAS_TTL_S = string.format('%d', 10 * HB_TTL)
   FENCE = T .. ':fence'
+  RECORDS = T .. ':fw'
   Q, READY = {}, {}
+  local q_head = FLAT and ':fq:' or ':q:'
   for c = 0, NC - 1 do
-    Q[c] = T .. ':q:' .. c
+    Q[c] = T .. q_head .. c
     READY[c] = T .. ':ready:' .. c
   end
   PEAK_HEAD = T .. ':peak:'
@@ -137,6 +152,7 @@ local function user_queues(user)
 end
 
 local function user_has_room(user_key)
+  if FLAT then return true end
   local n = live(user_key)
   counted[user_key] = n
   return n < USER_CAP
@@ -192,21 +208,20 @@ end
 local function reclaim_global()
   local expired = redis.call('ZRANGE', GLOBAL, '-inf', NOW_S, 'BYSCORE', 'LIMIT', '0', '100')
   reclaimed_all = #expired < 100
+  if #expired == 0 then return end
+  redis.call('ZREM', GLOBAL, unpack(expired))
+  removed(GLOBAL)
+  if FLAT then return end
   local users = {}
-  for _, id in ipairs(expired) do
-    local user_key = redis.call('HGET', HOLDERS, id)
+  for i, user_key in ipairs(redis.call('HMGET', HOLDERS, unpack(expired))) do
     if user_key then
-      redis.call('ZREM', user_key, id)
+      redis.call('ZREM', user_key, expired[i])
       removed(user_key)
       users[user_key] = true
     end
-    redis.call('HDEL', HOLDERS, id)
   end
-  if #expired > 0 then
-    redis.call('ZREM', GLOBAL, unpack(expired))
-    removed(GLOBAL)
-    removed(HOLDERS)
-  end
+  redis.call('HDEL', HOLDERS, unpack(expired))
+  removed(HOLDERS)
   for user_key in pairs(users) do refresh_user(user_key) end
 end
 
@@ -287,6 +302,11 @@ end
 local function take(id, user_key)
   redis.call('ZADD', GLOBAL, EXPIRY_S, id)
   keep_ttl(GLOBAL, LEASE_TTL_S)
+  if FLAT then
+    if live_global then live_global = live_global + 1 end
+    note_peak()
+    return
+  end
   redis.call('HSET', HOLDERS, id, user_key)
   keep_ttl(HOLDERS, LEASE_TTL_S)
   take_user(id, user_key)
@@ -304,10 +324,12 @@ end
 local function drop_lease(id, user_key)
   local score = redis.call('ZSCORE', GLOBAL, id)
   redis.call('ZREM', GLOBAL, id)
-  redis.call('HDEL', HOLDERS, id)
   removed(GLOBAL)
-  removed(HOLDERS)
-  drop_user_lease(id, user_key)
+  if not FLAT then
+    redis.call('HDEL', HOLDERS, id)
+    removed(HOLDERS)
+    drop_user_lease(id, user_key)
+  end
   if score and tonumber(score) > NOW then return 1 end
   return 0
 end
@@ -321,6 +343,11 @@ local function replica_alive(r)
     alive[r] = a
   end
   return a
+end
+
+-- The replica a waiter or lease id belongs to: ids start with it and a dot.
+local function replica_of(id)
+  return string.match(id, '^([^.]+)%.')
 end
 
 -- The replica of a queued waiter, from its record (nil: the record expired, or is a leave's mark).
@@ -347,44 +374,61 @@ local function in_use()
   return n
 end
 
+local function append(list, ...)
+  for _, v in ipairs({...}) do list[#list + 1] = v end
+end
+
+-- Appends `...` to the list at `map[key]`, creating it.
+local function push(map, key, ...)
+  local list = map[key]
+  if not list then
+    list = {}
+    map[key] = list
+  end
+  append(list, ...)
+end
+
 -- Writes what a dispatch's loop left for later, one multi-member command per key: each served
 -- waiter's lease in the global scope and the holders map, its record and class queue entry
 -- removed, its fencing token (in grant order), its grant recorded for its replica's heartbeat and
 -- pushed on its channel. `served`: id, class, replica, user lease key, four entries per waiter.
-local function write_grants(served)
+-- `dropped` (no per-user limits only): id, class of dead waiters, out of the queue and records.
+local function write_grants(served, dropped)
   local n = #served / 4
-  if n == 0 then return end
-  local scores, holders, records, queued, fields = {}, {}, {}, {}, {}
-  local order = {}
+  local queued, records = {}, {}
+  for i = 1, #(dropped or {}), 2 do
+    push(queued, dropped[i + 1], dropped[i])
+    records[#records + 1] = dropped[i]
+  end
+  local scores, holders, fields, order = {}, {}, {}, {}
   for i = 1, #served, 4 do
     local id, class, replica, user_key = served[i], served[i + 1], served[i + 2], served[i + 3]
     scores[#scores + 1] = EXPIRY_S
     scores[#scores + 1] = id
     holders[#holders + 1] = id
     holders[#holders + 1] = user_key
-    records[#records + 1] = T .. ':w:' .. id
-    local ids = queued[class]
-    if not ids then
-      ids = {}
-      queued[class] = ids
-    end
-    ids[#ids + 1] = id
+    records[#records + 1] = FLAT and id or T .. ':w:' .. id
+    push(queued, class, id)
     local msg = id .. ' ' .. string.format('%d', next_fence(n - (i - 1) / 4)) .. ' ' .. EXPIRY_S
-    local f = fields[replica]
-    if not f then
-      f = {}
-      fields[replica] = f
-    end
-    f[#f + 1] = id
-    f[#f + 1] = msg
-    order[#order + 1] = replica
-    order[#order + 1] = msg
+    push(fields, replica, id, msg)
+    append(order, replica, msg)
   end
-  redis.call('ZADD', GLOBAL, unpack(scores))
-  keep_ttl(GLOBAL, LEASE_TTL_S)
-  redis.call('HSET', HOLDERS, unpack(holders))
-  keep_ttl(HOLDERS, LEASE_TTL_S)
-  redis.call('DEL', unpack(records))
+  if n > 0 then
+    redis.call('ZADD', GLOBAL, unpack(scores))
+    keep_ttl(GLOBAL, LEASE_TTL_S)
+    if not FLAT then
+      redis.call('HSET', HOLDERS, unpack(holders))
+      keep_ttl(HOLDERS, LEASE_TTL_S)
+    end
+  end
+  if #records > 0 then
+    if FLAT then
+      redis.call('ZREM', RECORDS, unpack(records))
+      removed(RECORDS)
+    else
+      redis.call('DEL', unpack(records))
+    end
+  end
   for class, ids in pairs(queued) do
     redis.call('ZREM', Q[class], unpack(ids))
     removed(Q[class])
@@ -402,6 +446,46 @@ local function write_grants(served)
   end
 end
 
+-- A dispatch without per-user limits: each class queue is served from its head, strict priority
+-- between classes, in runs of as many waiters as slots are free (one read per run). Waiters whose
+-- replica stopped heartbeating, or whose record expired, are dropped (and cost a step).
+local function dispatch_flat(entering)
+  if entering and redis.call('EXISTS', unpack(Q, 0, NC - 1)) == 0 then
+    return GLOBAL_CAP - in_use()
+  end
+  if not reclaimed_all then reclaim_global() end
+  local free = GLOBAL_CAP - in_use()
+  local served, dropped = {}, {}
+  local steps = 0
+  for class = 0, NC - 1 do
+    local start = 0
+    while free > 0 and steps < STEPS do
+      local want = math.min(free, STEPS - steps)
+      local heads = redis.call('ZRANGE', Q[class], string.format('%d', start),
+        string.format('%d', start + want - 1))
+      if #heads == 0 then break end
+      start = start + #heads
+      local until_ms = redis.call('ZMSCORE', RECORDS, unpack(heads))
+      for i, id in ipairs(heads) do
+        steps = steps + 1
+        local replica = replica_of(id)
+        local u = tonumber(until_ms[i])
+        if replica and u and u > NOW and replica_alive(replica) then
+          append(served, id, class, replica, '')
+          free = free - 1
+          if live_global then live_global = live_global + 1 end
+        else
+          append(dropped, id, class)
+        end
+      end
+    end
+    if free <= 0 or steps >= STEPS then break end
+  end
+  if #served > 0 then note_peak() end
+  write_grants(served, dropped)
+  return free
+end
+
 -- Hand free slots to waiters: strict priority between classes, FIFO within one among waiters
 -- whose user has room. The first such waiter of a class is the first waiter of the first user in
 -- its ready set: no waiter held back by its own user cap is looked at (no head-of-line blocking,
@@ -414,6 +498,7 @@ end
 -- needs them).
 -- Returns the free slots left (0 unless entering).
 local function dispatch(entering)
+  if FLAT then return dispatch_flat(entering) end
   -- Nobody queued at all (every call below the caps): nothing to clean up for, one call to know.
   if entering and redis.call('EXISTS', unpack(Q, 0, NC - 1)) == 0 then
     return GLOBAL_CAP - in_use()

@@ -8,7 +8,7 @@ assert(#ARGV == 6, "admission_reclaim: 6 args")
 local reclaimed = 0
 local users = {}
 for _, id in ipairs(redis.call('ZRANGE', GLOBAL, 0, 999)) do
-  local replica = string.match(id, '^([^.]+)%.')
+  local replica = replica_of(id)
   if replica and not replica_alive(replica) then
     local user_key = redis.call('HGET', HOLDERS, id)
     if user_key then

@@ -15,9 +15,11 @@ end
 -- once, as two calls would).
 local scores = redis.call('ZMSCORE', GLOBAL, unpack(leases))
 redis.call('ZREM', GLOBAL, unpack(leases))
-redis.call('HDEL', HOLDERS, unpack(leases))
 removed(GLOBAL)
-removed(HOLDERS)
+if not FLAT then
+  redis.call('HDEL', HOLDERS, unpack(leases))
+  removed(HOLDERS)
+end
 local held = {}
 local seen = {}
 -- Per replica, the released ids whose grant records go (one HDEL each).
@@ -28,19 +30,12 @@ for i = 7, #ARGV, 2 do
   local score = scores[k]
   held[k] = (score and not seen[id] and tonumber(score) > NOW) and 1 or 0
   seen[id] = true
-  drop_user_lease(id, user_key)
+  if not FLAT then drop_user_lease(id, user_key) end
   -- The replica releasing a lease knew of its grant: the record kept for that replica's heartbeat
   -- (in case the push was lost) is not needed any more. A heartbeat then carries the grants still
   -- held (at most the caps), not every grant of its period, whatever the traffic.
-  local replica = string.match(id, '^([^.]+)%.')
-  if replica then
-    local ids = records[replica]
-    if not ids then
-      ids = {}
-      records[replica] = ids
-    end
-    ids[#ids + 1] = id
-  end
+  local replica = replica_of(id)
+  if replica then push(records, replica, id) end
 end
 for replica, ids in pairs(records) do
   redis.call('HDEL', T .. ':grants:' .. replica, unpack(ids))

@@ -7,13 +7,16 @@ assert(#ARGV == 6, "admission_reset: 6 args")
 local removed = 0
 local users = {}
 for class = 0, NC - 1 do
-  for _, id in ipairs(redis.call('ZRANGE', Q[class], '0', '-1')) do
-    local w = redis.call('HMGET', T .. ':w:' .. id, 'u', 'r')
+  local ids = redis.call('ZRANGE', Q[class], '0', '-1')
+  for _, id in ipairs(ids) do
+    -- Without per-user limits a waiter has no record to name its replica: its id does.
+    local w = FLAT and {nil, replica_of(id)} or redis.call('HMGET', T .. ':w:' .. id, 'u', 'r')
     if w[2] then redis.call('PUBLISH', T .. ':ch:' .. w[2], 'r ' .. id) end
     if w[1] then users[user_of(w[1])] = true end
-    redis.call('DEL', T .. ':w:' .. id)
+    if not FLAT then redis.call('DEL', T .. ':w:' .. id) end
     removed = removed + 1
   end
+  if FLAT and #ids > 0 then redis.call('ZREM', RECORDS, unpack(ids)) end
   redis.call('DEL', Q[class], READY[class])
 end
 for user in pairs(users) do redis.call('DEL', unpack(user_queues(user))) end

@@ -2,6 +2,10 @@
 //! Redis (own key prefix) and against the model's `Store`; after every step the replies, the
 //! messages pushed and the whole observable state must agree. A script change the model does not
 //! mirror fails here.
+//!
+//! A queue without per-user limits (user cap 0 to the scripts) runs against the model with caps
+//! no user reaches: the same replies, messages, global scope, class queues and records, from a
+//! layout with no user dimension.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +65,8 @@ struct Real<'a> {
     base: Vec<String>,
     /// Applied to every script's source before it runs (a deliberate bug), if any.
     mutation: Option<(&'static str, &'static str)>,
+    /// No per-user limits: the scripts are given user cap 0.
+    flat: bool,
 }
 
 fn lease_id(id: Id, replica: Replica) -> String {
@@ -138,6 +144,20 @@ impl Real<'_> {
     fn zset(&mut self, key: &str) -> Vec<(String, f64)> {
         self.con.zrange_withscores(key, 0, -1).unwrap()
     }
+
+    fn queue_key(&self, class: u8) -> String {
+        let head = if self.flat { "fq" } else { "q" };
+        format!("{}:{head}:{class}", self.t)
+    }
+
+    fn has_record(&mut self, id: &str) -> bool {
+        if self.flat {
+            let score: Option<f64> = self.con.zscore(format!("{}:fw", self.t), id).unwrap();
+            score.is_some()
+        } else {
+            self.con.exists(format!("{}:w:{id}", self.t)).unwrap()
+        }
+    }
 }
 
 /// The model's state as the Redis keys would show it, and Redis's, side by side.
@@ -162,6 +182,47 @@ fn compare(
         .map(|(i, l)| (*i, l.live))
         .collect();
     assert_eq!(global, want, "{ctx}: global leases (id -> live)");
+    if !real.flat {
+        compare_users(real, m, p, ctx);
+    }
+    for c in 0..p.classes {
+        let key = real.queue_key(c);
+        let got: Vec<Id> = real.zset(&key).iter().map(|(k, _)| id_of(k)).collect();
+        let want: Vec<Id> = m.queues[usize::from(c)].iter().map(|w| w.id).collect();
+        assert_eq!(got, want, "{ctx}: queue of class {c}");
+    }
+    // Waiter records.
+    for (&id, &(_, r, _)) in ids {
+        let exists = real.has_record(&lease_id(id, r));
+        assert_eq!(
+            exists,
+            m.records.contains(&id),
+            "{ctx}: record of waiter {id}"
+        );
+    }
+    // Registry and recorded grants.
+    let reg: BTreeMap<Replica, bool> = real
+        .zset(&format!("{}:replicas", real.t))
+        .into_iter()
+        .map(|(k, s)| (k.trim_start_matches('r').parse().unwrap(), live(s)))
+        .collect();
+    assert_eq!(reg, m.replicas, "{ctx}: registry");
+    for r in 0..REPLICAS {
+        let got: BTreeSet<Id> = real
+            .con
+            .hkeys::<_, Vec<String>>(format!("{}:grants:r{r}", real.t))
+            .unwrap()
+            .iter()
+            .map(|k| id_of(k))
+            .collect();
+        let want = m.grants.get(&r).cloned().unwrap_or_default();
+        assert_eq!(got, want, "{ctx}: grants recorded for replica {r}");
+    }
+}
+
+/// The per-user layout: holders, user scopes, per-user queues and ready sets.
+fn compare_users(real: &mut Real, m: &Store, p: &Params, ctx: &str) {
+    let live = |score: f64| score > 1.0;
     let holders: BTreeMap<String, String> =
         real.con.hgetall(format!("{}:holders", real.t)).unwrap();
     let holders: BTreeMap<Id, String> = holders.into_iter().map(|(k, v)| (id_of(&k), v)).collect();
@@ -187,17 +248,10 @@ fn compare(
             .collect();
         assert_eq!(got, want, "{ctx}: leases of user {u}");
     }
-    // Queues, per class and per user, in order; the ready sets when no expired lease awaits
-    // reclaiming (they are a cache refreshed when leases are reclaimed).
+    // Queues per user, in order; the ready sets when no expired lease awaits reclaiming (they
+    // are a cache refreshed when leases are reclaimed).
     let expired_pending = m.leases.values().any(|l| !l.live);
     for c in 0..p.classes {
-        let got: Vec<Id> = real
-            .zset(&format!("{}:q:{c}", real.t))
-            .iter()
-            .map(|(k, _)| id_of(k))
-            .collect();
-        let want: Vec<Id> = m.queues[usize::from(c)].iter().map(|w| w.id).collect();
-        assert_eq!(got, want, "{ctx}: queue of class {c}");
         for u in 0..USERS {
             let got: Vec<Id> = real
                 .zset(&format!("{}:uq:{c}:u{u}", real.t))
@@ -223,36 +277,6 @@ fn compare(
                 .collect();
             assert_eq!(got, want, "{ctx}: ready users of class {c}");
         }
-    }
-    // Waiter records.
-    for (&id, &(_, r, _)) in ids {
-        let exists: bool = real
-            .con
-            .exists(format!("{}:w:{}", real.t, lease_id(id, r)))
-            .unwrap();
-        assert_eq!(
-            exists,
-            m.records.contains(&id),
-            "{ctx}: record of waiter {id}"
-        );
-    }
-    // Registry and recorded grants.
-    let reg: BTreeMap<Replica, bool> = real
-        .zset(&format!("{}:replicas", real.t))
-        .into_iter()
-        .map(|(k, s)| (k.trim_start_matches('r').parse().unwrap(), live(s)))
-        .collect();
-    assert_eq!(reg, m.replicas, "{ctx}: registry");
-    for r in 0..REPLICAS {
-        let got: BTreeSet<Id> = real
-            .con
-            .hkeys::<_, Vec<String>>(format!("{}:grants:r{r}", real.t))
-            .unwrap()
-            .iter()
-            .map(|k| id_of(k))
-            .collect();
-        let want = m.grants.get(&r).cloned().unwrap_or_default();
-        assert_eq!(got, want, "{ctx}: grants recorded for replica {r}");
     }
 }
 
@@ -497,10 +521,15 @@ fn step(
         }
         Op::ExpireRecord(id) => {
             let (_, r, _) = ids[id];
-            let _: i64 = real
-                .con
-                .del(format!("{}:w:{}", real.t, lease_id(*id, r)))
-                .unwrap();
+            let _: i64 = if real.flat {
+                real.con
+                    .zrem(format!("{}:fw", real.t), lease_id(*id, r))
+                    .unwrap()
+            } else {
+                real.con
+                    .del(format!("{}:w:{}", real.t, lease_id(*id, r)))
+                    .unwrap()
+            };
             m.expire_record(*id);
         }
         Op::RestartEmpty => {
@@ -511,7 +540,7 @@ fn step(
     out
 }
 
-fn run(seed: u64, p: &Params, mutation: Option<(&'static str, &'static str)>) {
+fn run(seed: u64, p: &Params, mutation: Option<(&'static str, &'static str)>, flat: bool) {
     let client = redis::Client::open(testkit::redis_url()).unwrap();
     let t = format!("{}:{{adm}}", testkit::unique_prefix("lockstep"));
     let mut sub_con = client.get_connection().unwrap();
@@ -520,7 +549,7 @@ fn run(seed: u64, p: &Params, mutation: Option<(&'static str, &'static str)>) {
     sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let base = vec![
         t.clone(),
-        p.user_cap.to_string(),
+        if flat { 0 } else { p.user_cap }.to_string(),
         p.global_cap.to_string(),
         TTL_MS.to_string(),
         TTL_MS.to_string(),
@@ -532,6 +561,7 @@ fn run(seed: u64, p: &Params, mutation: Option<(&'static str, &'static str)>) {
         t,
         base,
         mutation,
+        flat,
     };
     let mut model = Store::new(p);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -570,7 +600,20 @@ fn params(seed: u64, flaw: Option<Flaw>) -> Params {
 #[test]
 fn model_and_scripts_agree_step_by_step() {
     for seed in 0..30 {
-        run(seed, &params(seed, None), None);
+        run(seed, &params(seed, None), None, false);
+    }
+}
+
+/// No per-user limits: the model with caps no user reaches (3 users, 240 ids at most).
+#[test]
+fn model_and_scripts_without_per_user_limits_agree_step_by_step() {
+    for seed in 0..30 {
+        let p = Params {
+            user_cap: 1000,
+            max_user_queue: 1000,
+            ..params(seed, None)
+        };
+        run(seed, &p, None, true);
     }
 }
 
@@ -593,6 +636,7 @@ fn the_flaw_the_checker_finds_is_the_broken_script() {
             seed,
             &params(seed, Some(Flaw::ReleaseForgetsUserCount)),
             Some((good, broken)),
+            false,
         );
     }
 }

@@ -15,12 +15,13 @@ use testkit::RedisServer;
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 
+/// `user` 0: no per-user limits.
 async fn admission(server: &RedisServer, global: u32, user: u32) -> Admission {
     let cfg = AdmissionConfig {
         global_cap: global,
         user_cap: user,
         max_queue: 10_000,
-        max_queued_per_user: 10_000,
+        max_queued_per_user: if user == 0 { 0 } else { 10_000 },
         ..common::adm_cfg()
     };
     Admission::start(common::replica_at(&server.url(), "qco"), cfg)
@@ -30,8 +31,18 @@ async fn admission(server: &RedisServer, global: u32, user: u32) -> Admission {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_shares_script_calls_and_holds_both_caps() {
+    burst(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_without_per_user_limits_holds_the_global_cap() {
+    burst(0).await;
+}
+
+/// 400 tasks of 8 users admit at once and release once the cap was full; `user_cap` 0: none.
+async fn burst(user_cap: u32) {
     let server = RedisServer::start();
-    let (global, user_cap, users, tasks) = (5u32, 2u32, 8usize, 400usize);
+    let (global, users, tasks) = (5u32, 8usize, 400usize);
     let adm = admission(&server, global, user_cap).await;
     drop(
         adm.admit(b"warm-up", HIGH, Instant::now() + Duration::from_secs(5))
@@ -77,7 +88,7 @@ async fn a_burst_shares_script_calls_and_holds_both_caps() {
     // Counted between grant and release, so never above what Redis counted, and the burst
     // was large enough to fill the cap.
     assert_eq!(overall.max(), global as usize);
-    for (u, f) in per_user.iter().enumerate() {
+    for (u, f) in per_user.iter().enumerate().filter(|_| user_cap > 0) {
         assert!(
             f.max() <= user_cap as usize,
             "user {u} held {} at once",
@@ -118,9 +129,19 @@ fn increasing(v: &[i64]) -> bool {
 /// order is fence order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batched_releases_hand_slots_on_in_priority_then_arrival_order() {
+    hand_on_in_order(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_per_user_limits_slots_go_in_priority_then_arrival_order() {
+    hand_on_in_order(false).await;
+}
+
+async fn hand_on_in_order(per_user: bool) {
     let server = RedisServer::start();
     let cap = 4usize;
-    let adm = admission(&server, cap as u32, cap as u32).await;
+    let user_cap = if per_user { cap as u32 } else { 0 };
+    let adm = admission(&server, cap as u32, user_cap).await;
     let far = || Instant::now() + Duration::from_secs(30);
     let mut holders = Vec::new();
     for i in 0..cap {
@@ -184,9 +205,19 @@ async fn raw<T: redis::FromRedisValue>(
     script: &limiter_core::scripts::LuaScript,
     extra: &[&str],
 ) -> T {
+    raw_capped(redis, "2", script, extra).await
+}
+
+/// [`raw`] with user cap `user_cap` ("0": no per-user limits).
+async fn raw_capped<T: redis::FromRedisValue>(
+    redis: &limiter_core::RedisHandle,
+    user_cap: &str,
+    script: &limiter_core::scripts::LuaScript,
+    extra: &[&str],
+) -> T {
     let keys = redis.keys();
     let tag = keys.group_tag("adm");
-    let mut args: Vec<&dyn ToRedisArgsDyn> = vec![&tag, &"2", &"1", &"15000", &"3000", &"3"];
+    let mut args: Vec<&dyn ToRedisArgsDyn> = vec![&tag, &user_cap, &"1", &"15000", &"3000", &"3"];
     args.extend(extra.iter().map(|a| a as &dyn ToRedisArgsDyn));
     redis
         .eval(script, &[&keys.lease_scope("adm", b"global")], &args)
@@ -198,19 +229,31 @@ async fn raw<T: redis::FromRedisValue>(
 /// leaves a mark, and the enter then neither takes a slot nor queues a waiter nobody is behind.
 #[tokio::test]
 async fn a_leave_that_overtakes_its_enter_keeps_the_id_out() {
+    leave_overtakes_enter("2").await;
+}
+
+#[tokio::test]
+async fn without_per_user_limits_a_leave_that_overtakes_its_enter_keeps_the_id_out() {
+    leave_overtakes_enter("0").await;
+}
+
+async fn leave_overtakes_enter(user_cap: &'static str) {
     let server = RedisServer::start();
     let redis = common::replica_at(&server.url(), "qco");
     let keys = redis.keys().clone();
     let user_key = keys.lease_scope("adm", b"user:u");
     let leave = |id: &'static str| {
         let (redis, user_key) = (redis.clone(), user_key.clone());
-        async move { raw::<i64>(&redis, &ADMISSION_LEAVE, &[id, &user_key, "0", "cafe"]).await }
+        async move {
+            let args = [id, &user_key, "0", "cafe"];
+            raw_capped::<i64>(&redis, user_cap, &ADMISSION_LEAVE, &args).await
+        }
     };
     let enter = |id: &'static str| {
         let (redis, user_key) = (redis.clone(), user_key.clone());
         async move {
             let group = [id, &user_key, "cafe", "0", "500", "10", "60000"];
-            raw::<Vec<i64>>(&redis, &ADMISSION_ENTER, &group).await
+            raw_capped::<Vec<i64>>(&redis, user_cap, &ADMISSION_ENTER, &group).await
         }
     };
     let zcard = |key: String| {
@@ -218,7 +261,8 @@ async fn a_leave_that_overtakes_its_enter_keeps_the_id_out() {
         reply.trim().trim_start_matches(':').to_string()
     };
     let global = keys.lease_scope("adm", b"global");
-    let queue = format!("{}:q:0", keys.group_tag("adm"));
+    let head = if user_cap == "0" { "fq" } else { "q" };
+    let queue = format!("{}:{head}:0", keys.group_tag("adm"));
 
     // A free slot: the overtaken enter does not take it; a fresh id does.
     assert_eq!(leave("cafe.w1").await, 2, "unknown when it left");

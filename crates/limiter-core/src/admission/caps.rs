@@ -36,10 +36,13 @@ impl Caps {
         self.0.global.load(Ordering::Relaxed)
     }
 
-    /// Sets the caps given (each at least 1); whether one changed.
+    /// Sets the caps given (each at least 1); whether one changed. A queue without per-user
+    /// limits (user cap 0) keeps none: its layout in Redis has no user dimension to cap.
     pub(crate) fn set(&self, user: Option<u32>, global: Option<u32>) -> bool {
         let mut changed = false;
-        if let Some(u) = user {
+        if let Some(u) = user
+            && self.user() != 0
+        {
             changed |= self.0.user.swap(u.max(1), Ordering::Relaxed) != u.max(1);
         }
         if let Some(g) = global {

@@ -101,7 +101,7 @@ impl Admission {
     }
 
     /// Changes the per-user and/or global cap on this replica (`None`: unchanged; 0 counts as
-    /// 1). Every replica of the fleet must be given the same caps: each script call carries them.
+    /// 1; a queue without per-user limits keeps none). Every replica of the fleet must be given the same caps: each script call carries them.
     /// Slots running are kept: under a lowered cap nothing is granted until enough of them end.
     /// A raised cap hands the new room to waiters at once (a dispatch runs now, through the
     /// heartbeat). The share each replica admits from while Redis is unreachable follows too.

@@ -145,13 +145,15 @@ impl Inner {
         caps
     }
 
-    /// This replica's share of the caps: `max(1, cap / live replicas)` each.
+    /// This replica's share of the caps: `max(1, cap / live replicas)` each (no per-user
+    /// limits: none locally either).
     fn shares(&self) -> LocalCaps {
+        let unlimited_if_0 = |v: u32| if v == 0 { u32::MAX } else { v };
         LocalCaps {
             global: self.scripts.caps().global(),
-            user: self.scripts.caps().user(),
+            user: unlimited_if_0(self.scripts.caps().user()),
             queue: self.cfg.max_queue,
-            user_queue: self.cfg.max_queued_per_user,
+            user_queue: unlimited_if_0(self.cfg.max_queued_per_user),
         }
         .share(self.live_replicas.load(Ordering::Relaxed))
     }
