@@ -289,17 +289,20 @@ def run_all(srv):
               flush=True)
         for c in CONC:
             for rnd in range(ROUNDS):
-                for who in rotate(["ours", "ours-poll", *variants("sem", AUTOPIPELINE)], rnd):
+                for who in rotate(["ours", "ours-flat", "ours-poll",
+                                   *variants("sem", AUTOPIPELINE)], rnd):
                     if who == "ours-poll":
                         cmd = ours("lease-poll", c, srv, prefix(), cap=LEASE_CAP, retry=10)
                     elif who == "ours":
                         cmd = ours("lease", c, srv, prefix(), cap=LEASE_CAP)
+                    elif who == "ours-flat":
+                        cmd = ours("lease-flat", c, srv, prefix(), cap=LEASE_CAP)
                     else:
                         cmd = node("lease", c, srv, prefix(), cap=LEASE_CAP,
                                    autopipeline=split(who)[1])
                     r = measured(cmd, srv)
-                    if who == "ours-poll":
-                        r["runner"], r["scenario"] = "ours-poll", "lease"
+                    if who in ("ours-poll", "ours-flat"):
+                        r["runner"], r["scenario"] = who, "lease"
                     r["round"] = rnd
                     log(r)
 

@@ -13,9 +13,9 @@ mark_alive(replica)
 local dead = redis.call('ZRANGE', REPLICAS, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, 10)
 if #dead > 0 then redis.call('ZREM', REPLICAS, unpack(dead)) end
 
-local grants_key = T .. ':grants:' .. replica
-local grants = redis.call('HVALS', grants_key)
-redis.call('DEL', grants_key)
+local mine = grants_key(replica)
+local grants = redis.call('HVALS', mine)
+redis.call('DEL', mine)
 dispatch()
 local positions = {}
 for i = 8, #ARGV, 2 do

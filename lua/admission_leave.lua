@@ -19,7 +19,7 @@ if redis.call('ZREM', Q[class], id) == 1 then
   refresh_class(user, class, true)
   return 0
 end
-redis.call('HDEL', T .. ':grants:' .. replica, id)
+redis.call('HDEL', grants_key(replica), id)
 if redis.call('ZSCORE', GLOBAL, id) then
   drop_lease(id, user_key)
   dispatch()

@@ -63,6 +63,44 @@ local DAY = 86400000
 -- died with many waiters (the rest is done by later calls).
 local STEPS = 200
 
+-- What begin derives from a group's arguments alone (key names, TTLs as strings), per T, kept
+-- across calls: a Functions library keeps its state while it is loaded (EVALSHA runs keep
+-- nothing, and rebuild it every call). A Lua string costs ~0.3 µs to build here, a visible share
+-- of a short call. Dropped whole past 256 groups, so it stays small whatever T callers send.
+local groups, n_groups = {}, 0
+
+local function group_of(ARGV, flat, nc)
+  local g = groups[ARGV[1]]
+  if g and g.lease_ttl_s == ARGV[4] and g.hb_ttl_s == ARGV[5] and g.nc == nc and g.flat == flat then
+    return g
+  end
+  if n_groups >= 256 then groups, n_groups = {}, 0 end
+  local t, hb_ttl, lease_ttl = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[4])
+  g = {
+    lease_ttl_s = ARGV[4], hb_ttl_s = ARGV[5], nc = nc, flat = flat,
+    global = t .. ':lease:global', replicas = t .. ':replicas', holders = t .. ':holders',
+    user_head = t .. ':lease:', fence = t .. ':fence', records = t .. ':fw',
+    peak_head = t .. ':peak:', q = {}, ready = {},
+    grants_ttl_s = string.format('%d', 2 * hb_ttl + lease_ttl),
+    replicas_ttl_s = string.format('%d', 10 * hb_ttl),
+    peak_ttl_s = string.format('%d', 5 * hb_ttl),
+    -- The peak key of the last bucket seen.
+    peak_bucket = nil, peak_key = nil,
+  }
+  local q_head = flat and ':fq:' or ':q:'
+  for c = 0, nc - 1 do
+    g.q[c] = t .. q_head .. c
+    g.ready[c] = t .. ':ready:' .. c
+  end
+  groups[t] = g
+  n_groups = n_groups + 1
+  return g
+end
+
+local G
+-- Per replica seen by this call: {grants key, channel}.
+local replica_keys
+
 local function begin(KEYS, ARGV)
   T = ARGV[1]
   USER_CAP = tonumber(ARGV[2])
@@ -73,11 +111,14 @@ local function begin(KEYS, ARGV)
   assert(T and USER_CAP and GLOBAL_CAP and LEASE_TTL and HB_TTL, "admission: T, caps and ttls")
   FLAT = USER_CAP == 0
   assert(NC and NC >= 1 and NC <= 32, "admission: 1..32 classes")
-  GLOBAL = T .. ':lease:global'
+  G = group_of(ARGV, FLAT, NC)
+  GLOBAL = G.global
   assert(KEYS[1] == GLOBAL, "admission: KEYS[1] must be T:lease:global")
-  REPLICAS = T .. ':replicas'
-  HOLDERS = T .. ':holders'
-  USER_HEAD = T .. ':lease:'
+  REPLICAS, HOLDERS, USER_HEAD, FENCE, RECORDS = G.replicas, G.holders, G.user_head, G.fence,
+    G.records
+  Q, READY, PEAK_HEAD = G.q, G.ready, G.peak_head
+  GRANTS_TTL_S, REPLICAS_TTL_S, PEAK_TTL_S = G.grants_ttl_s, G.replicas_ttl_s, G.peak_ttl_s
+  LEASE_TTL_S = ARGV[4]
   local now_t = redis.call('TIME')
   NOW = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
   -- Numbers reach Redis as strings. Formatted once here: a Lua number passed to redis.call is
@@ -86,24 +127,34 @@ local function begin(KEYS, ARGV)
   AFTER_NOW = '(' .. NOW_S
   EXPIRY = NOW + LEASE_TTL
   EXPIRY_S = string.format('%d', EXPIRY)
-  LEASE_TTL_S = ARGV[4]
-  GRANTS_TTL_S = string.format('%d', 2 * HB_TTL + LEASE_TTL)
-  REPLICAS_TTL_S = string.format('%d', 10 * HB_TTL)
-  FENCE = T .. ':fence'
-  RECORDS = T .. ':fw'
-  Q, READY = {}, {}
-  local q_head = FLAT and ':fq:' or ':q:'
-  for c = 0, NC - 1 do
-    Q[c] = T .. q_head .. c
-    READY[c] = T .. ':ready:' .. c
-  end
-  PEAK_HEAD = T .. ':peak:'
   PEAK_BUCKET = math.floor(NOW / HB_TTL)
-  PEAK_KEY = PEAK_HEAD .. string.format('%d', PEAK_BUCKET)
-  PEAK_TTL_S = string.format('%d', 5 * HB_TTL)
+  if G.peak_bucket ~= PEAK_BUCKET then
+    G.peak_bucket = PEAK_BUCKET
+    G.peak_key = PEAK_HEAD .. string.format('%d', PEAK_BUCKET)
+  end
+  PEAK_KEY = G.peak_key
   ttl_kept, counted, peak_seen, alive, live_global = {}, {}, nil, {}, nil
+  replica_keys = {}
   fence_next, fence_last = nil, nil
   reclaimed_all = false
+end
+
+-- A replica's grants key and channel (built once per call).
+local function keys_of(replica)
+  local k = replica_keys[replica]
+  if not k then
+    k = {T .. ':grants:' .. replica, T .. ':ch:' .. replica}
+    replica_keys[replica] = k
+  end
+  return k
+end
+
+local function grants_key(replica)
+  return keys_of(replica)[1]
+end
+
+local function channel(replica)
+  return keys_of(replica)[2]
 end
 
 local function live(key)
@@ -374,10 +425,6 @@ local function in_use()
   return n
 end
 
-local function append(list, ...)
-  for _, v in ipairs({...}) do list[#list + 1] = v end
-end
-
 -- Appends `...` to the list at `map[key]`, creating it.
 local function push(map, key, ...)
   local list = map[key]
@@ -385,7 +432,7 @@ local function push(map, key, ...)
     list = {}
     map[key] = list
   end
-  append(list, ...)
+  for _, v in ipairs({...}) do list[#list + 1] = v end
 end
 
 -- Writes what a dispatch's loop left for later, one multi-member command per key: each served
@@ -393,6 +440,8 @@ end
 -- removed, its fencing token (in grant order), its grant recorded for its replica's heartbeat and
 -- pushed on its channel. `served`: id, class, replica, user lease key, four entries per waiter.
 -- `dropped` (no per-user limits only): id, class of dead waiters, out of the queue and records.
+-- Without per-user limits a replica's grants go in one message, a line each: only builds that
+-- know that layout run such a queue, and they read every line.
 local function write_grants(served, dropped)
   local n = #served / 4
   local queued, records = {}, {}
@@ -400,18 +449,33 @@ local function write_grants(served, dropped)
     push(queued, dropped[i + 1], dropped[i])
     records[#records + 1] = dropped[i]
   end
-  local scores, holders, fields, order = {}, {}, {}, {}
+  -- fields: per replica, id and message of each grant; replicas: in order of first grant;
+  -- pushes (per-user layout): replica and message of each grant, in grant order.
+  local scores, holders, fields, replicas, pushes = {}, {}, {}, {}, {}
   for i = 1, #served, 4 do
     local id, class, replica, user_key = served[i], served[i + 1], served[i + 2], served[i + 3]
-    scores[#scores + 1] = EXPIRY_S
-    scores[#scores + 1] = id
-    holders[#holders + 1] = id
-    holders[#holders + 1] = user_key
+    local k = #scores
+    scores[k + 1] = EXPIRY_S
+    scores[k + 2] = id
+    if not FLAT then
+      holders[k + 1] = id
+      holders[k + 2] = user_key
+    end
     records[#records + 1] = FLAT and id or T .. ':w:' .. id
     push(queued, class, id)
     local msg = id .. ' ' .. string.format('%d', next_fence(n - (i - 1) / 4)) .. ' ' .. EXPIRY_S
-    push(fields, replica, id, msg)
-    append(order, replica, msg)
+    local f = fields[replica]
+    if not f then
+      f = {}
+      fields[replica] = f
+      replicas[#replicas + 1] = replica
+    end
+    f[#f + 1] = id
+    f[#f + 1] = msg
+    if not FLAT then
+      pushes[k + 1] = replica
+      pushes[k + 2] = msg
+    end
   end
   if n > 0 then
     redis.call('ZADD', GLOBAL, unpack(scores))
@@ -433,16 +497,25 @@ local function write_grants(served, dropped)
     redis.call('ZREM', Q[class], unpack(ids))
     removed(Q[class])
   end
-  for replica, f in pairs(fields) do
-    local grants = T .. ':grants:' .. replica
+  for _, replica in ipairs(replicas) do
+    local f = fields[replica]
+    local grants = grants_key(replica)
     redis.call('HSET', grants, unpack(f))
     if ttl_kept[grants] == nil then
       ttl_kept[grants] = GRANTS_TTL_S
       redis.call('PEXPIRE', grants, GRANTS_TTL_S)
     end
   end
-  for i = 1, #order, 2 do
-    redis.call('PUBLISH', T .. ':ch:' .. order[i], 'g ' .. order[i + 1])
+  if FLAT then
+    for _, replica in ipairs(replicas) do
+      local f, lines = fields[replica], {}
+      for i = 2, #f, 2 do lines[#lines + 1] = 'g ' .. f[i] end
+      redis.call('PUBLISH', channel(replica), table.concat(lines, '\n'))
+    end
+    return
+  end
+  for i = 1, #pushes, 2 do
+    redis.call('PUBLISH', channel(pushes[i]), 'g ' .. pushes[i + 1])
   end
 end
 
@@ -455,6 +528,7 @@ local function dispatch_flat(entering)
   end
   if not reclaimed_all then reclaim_global() end
   local free = GLOBAL_CAP - in_use()
+  if free <= 0 then return free end
   local served, dropped = {}, {}
   local steps = 0
   for class = 0, NC - 1 do
@@ -471,11 +545,13 @@ local function dispatch_flat(entering)
         local replica = replica_of(id)
         local u = tonumber(until_ms[i])
         if replica and u and u > NOW and replica_alive(replica) then
-          append(served, id, class, replica, '')
+          local k = #served
+          served[k + 1], served[k + 2], served[k + 3], served[k + 4] = id, class, replica, ''
           free = free - 1
-          if live_global then live_global = live_global + 1 end
+          live_global = live_global + 1
         else
-          append(dropped, id, class)
+          dropped[#dropped + 1] = id
+          dropped[#dropped + 1] = class
         end
       end
     end

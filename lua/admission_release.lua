@@ -38,7 +38,7 @@ for i = 7, #ARGV, 2 do
   if replica then push(records, replica, id) end
 end
 for replica, ids in pairs(records) do
-  redis.call('HDEL', T .. ':grants:' .. replica, unpack(ids))
+  redis.call('HDEL', grants_key(replica), unpack(ids))
 end
 -- One dispatch for the whole batch: the slots freed together go to the waiters first in line,
 -- as they would one release after another.

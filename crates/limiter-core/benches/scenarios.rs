@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench -p limiter-core --bench scenarios -- \
-//!     --scenario window|lease|lease-try|lease-poll|deny|handoff-holder|handoff-waiter|script-sha|script-source \
+//!     --scenario window|lease|lease-flat|lease-try|lease-poll|deny|handoff-holder|handoff-waiter|script-sha|script-source \
 //!     --concurrency N --secs S --redis URL --prefix P [--keys 10000] [--cap 20] [--n 200] [--retry 10]
 //! ```
 //!
@@ -15,6 +15,8 @@
 //!   connection: why the library multiplexes (README, "Why one multiplexed connection").
 //! - `lease`: fleet-wide admission (`Admission`, global cap `--cap`, one user per task): admit
 //!   waits in the queue when all slots are taken, then release; pairs per second.
+//! - `lease-flat`: `lease` on a queue without per-user limits (user cap 0): redis-semaphore's
+//!   semantics (one global cap), still queued in priority then arrival order, fenced.
 //! - `lease-try`: `LeaseManager::try_acquire` + release with a cap no task ever hits.
 //! - `lease-poll`: `LeaseManager` (the TTL semaphore without a queue, like redis-semaphore) at
 //!   cap `--cap`: a refused task sleeps `--retry` ms (10, redis-semaphore's default) and tries
@@ -251,12 +253,20 @@ async fn deny(a: Args) {
     );
 }
 
-async fn lease(a: Args) {
+/// `per_user`: the default per-user limits (cap 2, never reached with one user per task), or none.
+async fn lease(a: Args, per_user: bool) {
+    let defaults = AdmissionConfig::default();
     let cfg = AdmissionConfig {
         group: "bench".into(),
         global_cap: a.cap,
         max_queue: 10_000,
-        ..AdmissionConfig::default()
+        user_cap: if per_user { defaults.user_cap } else { 0 },
+        max_queued_per_user: if per_user {
+            defaults.max_queued_per_user
+        } else {
+            0
+        },
+        ..defaults
     };
     let adm = Admission::start(handle(&a), cfg).await.unwrap();
     let users: Arc<Vec<String>> = Arc::new((0..a.concurrency).map(|i| format!("u{i}")).collect());
@@ -430,7 +440,8 @@ fn main() {
             "window" => window(a).await,
             "window-pool" => window_pool(a).await,
             "deny" => deny(a).await,
-            "lease" => lease(a).await,
+            "lease" => lease(a, true).await,
+            "lease-flat" => lease(a, false).await,
             "lease-try" => lease_try(a).await,
             "lease-poll" => lease_poll(a).await,
             "handoff-holder" => handoff_holder(a).await,

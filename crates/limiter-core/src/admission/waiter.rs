@@ -117,9 +117,18 @@ impl Waiters {
             .unwrap_or_default()
     }
 
-    /// Routes a pushed or collected message (`g waiter fence expiry` or `r waiter`) to its
-    /// waiter. A grant whose waiter vanished is released (spawned), so the slot is handed on.
+    /// Routes pushed or collected messages (`g waiter fence expiry` or `r waiter`, a line each: a
+    /// queue without per-user limits pushes a dispatch's grants for one replica together) to
+    /// their waiters.
     pub(crate) fn deliver(&self, msg: &str) {
+        for line in msg.split('\n') {
+            self.deliver_one(line);
+        }
+    }
+
+    /// One message. A grant whose waiter vanished is released (spawned), so the slot is handed
+    /// on.
+    fn deliver_one(&self, msg: &str) {
         let mut parts = msg.split(' ');
         let (kind, id) = match (parts.next(), parts.next()) {
             (Some(k), Some(id)) => (k, id),
