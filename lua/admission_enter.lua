@@ -6,8 +6,10 @@
 -- returns three integers per request: {1, expiry_ms, fence} granted | {0, position, now_ms}
 --         queued | {-1, 0, 0} queue full | {-2, 0, 0} this user's waiters fill its share
 --         | {-3, 0, 0} this id already left (its caller gave up before the enter arrived)
+-- Without per-user limits (user_cap 0): ARGV[7] replica, ARGV[8] max queued (all classes), then
+-- two per request: id (`<replica>.<random>.<budget ms>`, see admission_lib.lua), class; the same
+-- replies but -2.
 begin(KEYS, ARGV)
-assert(#ARGV >= 13 and (#ARGV - 6) % 7 == 0, "admission_enter: 6 args, then groups of 7")
 -- Drops this user's waiters whose replica died or whose record expired (at most 100 looked at):
 -- they must not count against its share of the queue. Returns how many were dropped.
 local function prune_user(user)
@@ -38,9 +40,6 @@ local queued, per_class
 -- key) before anything reads those keys: a prune, a count, the end of the call. Nothing else in
 -- a request reads them (its position comes from the counts; a user queue, written at once, is what
 -- the next request of the same user reads).
--- Without per-user limits the records (T:fw) are held back too, and the leaves that overtook
--- their enter are read for the whole batch at once (id -> true).
-local left = {}
 local pending_q, pending_ready, pending_ttl = {}, {}, {}
 
 local function hold_back(list, key, ttl, ...)
@@ -70,17 +69,55 @@ local function count_queued()
   end
 end
 
--- Without per-user limits: a waiter is its class queue entry and its record, both held back.
-local function queue_flat(id, class, max_queue, record_ttl, want)
-  if not queued then count_queued() end
-  if queued >= max_queue then return {-1, 0, 0} end
-  queued = queued + 1
-  per_class[class] = per_class[class] + 1
-  hold_back(pending_q, Q[class], record_ttl, string.format('%d', next_fence(want)), id)
-  hold_back(pending_q, RECORDS, record_ttl, string.format('%d', NOW + record_ttl), id)
-  local pos = 0
-  for c = 0, class do pos = pos + per_class[c] end
-  return {0, pos, NOW}
+-- The batch without per-user limits: a waiter is its class queue entry alone (held back), and
+-- the leaves that overtook their enter are read for the whole batch at once.
+local function enter_flat()
+  assert(#ARGV >= 10 and #ARGV % 2 == 0, "admission_enter: 8 args, then id and class pairs")
+  local replica, max_queue = ARGV[7], tonumber(ARGV[8])
+  assert(max_queue, "admission_enter: max queued")
+  local ids, budgets = {}, {}
+  for a = 9, #ARGV, 2 do
+    local budget = budget_of(ARGV[a])
+    assert(Q[tonumber(ARGV[a + 1])], "admission_enter: class out of range")
+    assert(budget, "admission_enter: waiter id without its budget")
+    ids[#ids + 1] = ARGV[a]
+    budgets[#budgets + 1] = budget
+  end
+  local left = {}
+  for i, until_ms in ipairs(redis.call('ZMSCORE', LEFT, unpack(ids))) do
+    if until_ms and tonumber(until_ms) > NOW then left[i] = true end
+  end
+  -- As below: the replica first, then one dispatch for the batch.
+  ensure_alive(replica)
+  local free = dispatch(true)
+  local replies = {}
+  for i, id in ipairs(ids) do
+    local class = tonumber(ARGV[8 + 2 * i])
+    -- Tokens this request and the ones after it may need (one each), reserved together.
+    local want = #ids - i + 1
+    local k = #replies
+    if left[i] then
+      replies[k + 1], replies[k + 2], replies[k + 3] = -3, 0, 0
+    elseif free > 0 then
+      take(id)
+      free = free - 1
+      replies[k + 1], replies[k + 2], replies[k + 3] = 1, EXPIRY, next_fence(want)
+    else
+      if not queued then count_queued() end
+      if queued >= max_queue then
+        replies[k + 1], replies[k + 2], replies[k + 3] = -1, 0, 0
+      else
+        queued = queued + 1
+        per_class[class] = per_class[class] + 1
+        hold_back(pending_q, Q[class], budgets[i], string.format('%d', next_fence(want)), id)
+        local pos = 0
+        for c = 0, class do pos = pos + per_class[c] end
+        replies[k + 1], replies[k + 2], replies[k + 3] = 0, pos, NOW
+      end
+    end
+  end
+  flush()
+  return replies
 end
 
 -- One request of the batch. `free`: slots left after the batch's dispatch and its grants so far.
@@ -93,11 +130,7 @@ local function enter(a, free)
 
   -- A record before the enter is the mark of a leave that overtook it (admission_leave).
   local w = T .. ':w:' .. id
-  if FLAT then
-    if left[id] then return {-3, 0, 0} end
-  elseif redis.call('EXISTS', w) == 1 then
-    return {-3, 0, 0}
-  end
+  if redis.call('EXISTS', w) == 1 then return {-3, 0, 0} end
   local room = user_has_room(user_key)
   -- Tokens this request and the ones after it may need (one each), reserved together.
   local want = (#ARGV - 6 - a) / 7 + 1
@@ -105,7 +138,6 @@ local function enter(a, free)
     take(id, user_key)
     return {1, EXPIRY, next_fence(want)}
   end
-  if FLAT then return queue_flat(id, class, max_queue, record_ttl, want) end
 
   local user = user_of(user_key)
   local queues = user_queues(user)
@@ -143,6 +175,9 @@ local function enter(a, free)
   return {0, pos, NOW}
 end
 
+if FLAT then return enter_flat() end
+assert(#ARGV >= 13 and (#ARGV - 6) % 7 == 0, "admission_enter: 6 args, then groups of 7")
+
 -- Every request's arguments are checked before anything is written: a bad one fails the whole
 -- batch, not its second half after the first was queued (some of whose writes wait for a flush).
 for a = 7, #ARGV, 7 do
@@ -153,14 +188,6 @@ for a = 7, #ARGV, 7 do
   assert(max_queue and max_user and record_ttl and record_ttl >= 1,
     "admission_enter: max queued, max queued per user and record ttl")
   assert(string.sub(ARGV[a + 1], 1, #USER_HEAD) == USER_HEAD, "admission_enter: user key outside T")
-end
-
-if FLAT then
-  local ids = {}
-  for a = 7, #ARGV, 7 do ids[#ids + 1] = ARGV[a] end
-  for i, until_ms in ipairs(redis.call('ZMSCORE', RECORDS, unpack(ids))) do
-    if until_ms and tonumber(until_ms) > NOW then left[ids[i]] = true end
-  end
 end
 
 -- The callers' replicas are registered first: the dispatch must not take them for dead.

@@ -10,10 +10,7 @@ local id, user_key, class, replica = ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[1
 assert(class and Q[class], "admission_leave: class out of range")
 assert(string.sub(user_key, 1, #USER_HEAD) == USER_HEAD, "admission_leave: user key outside T")
 if redis.call('ZREM', Q[class], id) == 1 then
-  if FLAT then
-    redis.call('ZREM', RECORDS, id)
-    return 0
-  end
+  if FLAT then return 0 end
   local user = user_of(user_key)
   forget_waiter(id, class, user)
   refresh_class(user, class, true)
@@ -28,11 +25,10 @@ end
 -- Unknown: leave a mark so that an enter of this id arriving later does not queue a waiter (or
 -- take a slot) nobody is behind. Ids are never reused; the mark outlives any enter in flight.
 if FLAT then
-  -- Marks share one key: the ones past are dropped here (waiters past their record too, which a
-  -- dispatch would drop anyway).
-  redis.call('ZREMRANGEBYSCORE', RECORDS, '-inf', NOW_S)
-  redis.call('ZADD', RECORDS, string.format('%d', NOW + 2 * HB_TTL + LEASE_TTL), id)
-  keep_ttl(RECORDS, GRANTS_TTL_S)
+  -- Marks share one key: the ones past are dropped here.
+  redis.call('ZREMRANGEBYSCORE', LEFT, '-inf', NOW_S)
+  redis.call('ZADD', LEFT, string.format('%d', NOW + 2 * HB_TTL + LEASE_TTL), id)
+  keep_ttl(LEFT, GRANTS_TTL_S)
   return 2
 end
 local w = T .. ':w:' .. id

@@ -21,10 +21,12 @@
 -- of the user structures (user scopes, holders, user queues, ready sets, waiter records): with
 -- every user always under its cap, FIFO among users' first waiters is FIFO among all waiters, so
 -- a dispatch serves a class queue from its head. Its own keys:
---   T:fq:<class>        zset waiter id -> arrival seq (the class queue; a waiter's replica is the
---                       head of its id)
---   T:fw                zset waiter id -> ms until which it may be granted (its record), or until
---                       which an enter of that id is refused (a leave's mark)
+--   T:fq:<class>        zset waiter id -> arrival seq (the class queue)
+--   T:fl                zset waiter id -> ms until which an enter of that id is refused (the mark
+--                       of a leave that overtook its enter)
+-- A waiter there is its queue entry alone: its id is `<replica>.<random>.<ms>`, <ms> how long
+-- after its arrival it may still be granted (its wait budget and a margin; arrival seqs are the
+-- fencing counter, which runs at Redis time in µs or above).
 -- It shares T:lease:global, T:fence and the registry with the per-user layout, so a fleet whose
 -- replicas disagree on the mode still holds the global cap (each mode serves its own queue).
 -- A user at its cap has no entry in any T:ready:<class>, so its waiters cost dispatch nothing
@@ -36,8 +38,8 @@
 -- which sets the per-call state below. Redis runs one call at a time, so calls never share it.
 local T, USER_CAP, GLOBAL_CAP, LEASE_TTL, HB_TTL, NC
 local GLOBAL, REPLICAS, HOLDERS, USER_HEAD, FENCE, Q, READY
--- No per-user limits (see above), and that layout's waiter records.
-local FLAT, RECORDS
+-- No per-user limits (see above), and that layout's leave marks.
+local FLAT, LEFT
 local NOW, NOW_S, AFTER_NOW, EXPIRY, EXPIRY_S, LEASE_TTL_S, GRANTS_TTL_S, REPLICAS_TTL_S
 local PEAK_HEAD, PEAK_BUCKET, PEAK_KEY, PEAK_TTL_S
 -- Keys whose TTL this call already set: NOW is fixed within a call, so once is enough.
@@ -79,7 +81,7 @@ local function group_of(ARGV, flat, nc)
   g = {
     lease_ttl_s = ARGV[4], hb_ttl_s = ARGV[5], nc = nc, flat = flat,
     global = t .. ':lease:global', replicas = t .. ':replicas', holders = t .. ':holders',
-    user_head = t .. ':lease:', fence = t .. ':fence', records = t .. ':fw',
+    user_head = t .. ':lease:', fence = t .. ':fence', left = t .. ':fl',
     peak_head = t .. ':peak:', q = {}, ready = {},
     grants_ttl_s = string.format('%d', 2 * hb_ttl + lease_ttl),
     replicas_ttl_s = string.format('%d', 10 * hb_ttl),
@@ -114,8 +116,8 @@ local function begin(KEYS, ARGV)
   G = group_of(ARGV, FLAT, NC)
   GLOBAL = G.global
   assert(KEYS[1] == GLOBAL, "admission: KEYS[1] must be T:lease:global")
-  REPLICAS, HOLDERS, USER_HEAD, FENCE, RECORDS = G.replicas, G.holders, G.user_head, G.fence,
-    G.records
+  REPLICAS, HOLDERS, USER_HEAD, FENCE, LEFT = G.replicas, G.holders, G.user_head, G.fence,
+    G.left
   Q, READY, PEAK_HEAD = G.q, G.ready, G.peak_head
   GRANTS_TTL_S, REPLICAS_TTL_S, PEAK_TTL_S = G.grants_ttl_s, G.replicas_ttl_s, G.peak_ttl_s
   LEASE_TTL_S = ARGV[4]
@@ -401,6 +403,17 @@ local function replica_of(id)
   return string.match(id, '^([^.]+)%.')
 end
 
+-- Without per-user limits: how long (ms) after its arrival a waiter may be granted, from its id
+-- (nil: an id without it), and until when, given its arrival seq.
+local function budget_of(id)
+  return tonumber(string.match(id, '%.(%d+)$'))
+end
+
+local function waiter_until(id, seq)
+  local ms = budget_of(id)
+  return ms and math.floor(tonumber(seq) / 1000) + ms
+end
+
 -- The replica of a queued waiter, from its record (nil: the record expired, or is a leave's mark).
 local function record_replica(id)
   return redis.call('HGET', T .. ':w:' .. id, 'r')
@@ -439,7 +452,7 @@ end
 -- waiter's lease in the global scope and the holders map, its record and class queue entry
 -- removed, its fencing token (in grant order), its grant recorded for its replica's heartbeat and
 -- pushed on its channel. `served`: id, class, replica, user lease key, four entries per waiter.
--- `dropped` (no per-user limits only): id, class of dead waiters, out of the queue and records.
+-- `dropped` (no per-user limits only): id, class of dead waiters, out of the queue.
 -- Without per-user limits a replica's grants go in one message, a line each: only builds that
 -- know that layout run such a queue, and they read every line.
 local function write_grants(served, dropped)
@@ -447,7 +460,6 @@ local function write_grants(served, dropped)
   local queued, records = {}, {}
   for i = 1, #(dropped or {}), 2 do
     push(queued, dropped[i + 1], dropped[i])
-    records[#records + 1] = dropped[i]
   end
   -- fields: per replica, id and message of each grant; replicas: in order of first grant;
   -- pushes (per-user layout): replica and message of each grant, in grant order.
@@ -461,7 +473,7 @@ local function write_grants(served, dropped)
       holders[k + 1] = id
       holders[k + 2] = user_key
     end
-    records[#records + 1] = FLAT and id or T .. ':w:' .. id
+    if not FLAT then records[#records + 1] = T .. ':w:' .. id end
     push(queued, class, id)
     local msg = id .. ' ' .. string.format('%d', next_fence(n - (i - 1) / 4)) .. ' ' .. EXPIRY_S
     local f = fields[replica]
@@ -485,14 +497,7 @@ local function write_grants(served, dropped)
       keep_ttl(HOLDERS, LEASE_TTL_S)
     end
   end
-  if #records > 0 then
-    if FLAT then
-      redis.call('ZREM', RECORDS, unpack(records))
-      removed(RECORDS)
-    else
-      redis.call('DEL', unpack(records))
-    end
-  end
+  if #records > 0 then redis.call('DEL', unpack(records)) end
   for class, ids in pairs(queued) do
     redis.call('ZREM', Q[class], unpack(ids))
     removed(Q[class])
@@ -536,14 +541,14 @@ local function dispatch_flat(entering)
     while free > 0 and steps < STEPS do
       local want = math.min(free, STEPS - steps)
       local heads = redis.call('ZRANGE', Q[class], string.format('%d', start),
-        string.format('%d', start + want - 1))
+        string.format('%d', start + want - 1), 'WITHSCORES')
       if #heads == 0 then break end
-      start = start + #heads
-      local until_ms = redis.call('ZMSCORE', RECORDS, unpack(heads))
-      for i, id in ipairs(heads) do
+      start = start + #heads / 2
+      for i = 1, #heads, 2 do
+        local id = heads[i]
         steps = steps + 1
         local replica = replica_of(id)
-        local u = tonumber(until_ms[i])
+        local u = waiter_until(id, heads[i + 1])
         if replica and u and u > NOW and replica_alive(replica) then
           local k = #served
           served[k + 1], served[k + 2], served[k + 3], served[k + 4] = id, class, replica, ''

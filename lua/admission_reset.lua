@@ -16,7 +16,6 @@ for class = 0, NC - 1 do
     if not FLAT then redis.call('DEL', T .. ':w:' .. id) end
     removed = removed + 1
   end
-  if FLAT and #ids > 0 then redis.call('ZREM', RECORDS, unpack(ids)) end
   redis.call('DEL', Q[class], READY[class])
 end
 for user in pairs(users) do redis.call('DEL', unpack(user_queues(user))) end

@@ -69,13 +69,16 @@ struct Real<'a> {
     flat: bool,
 }
 
+/// Ends with the waiter's budget in ms, as a queue without per-user limits needs (the per-user
+/// layout takes ids as they are).
 fn lease_id(id: Id, replica: Replica) -> String {
-    format!("r{replica}.w{id}")
+    format!("r{replica}.w{id}.{TTL_MS}")
 }
 
 fn id_of(s: &str) -> Id {
     s.split(".w")
         .nth(1)
+        .and_then(|v| v.split('.').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("bad id {s}"))
 }
@@ -153,10 +156,16 @@ impl Real<'_> {
         format!("{}:{head}:{class}", self.t)
     }
 
-    fn has_record(&mut self, id: &str) -> bool {
+    /// Without per-user limits a waiter's record is its queue entry; a leave's mark is an entry
+    /// of `T:fl`.
+    fn has_record(&mut self, id: &str, classes: u8) -> bool {
         if self.flat {
-            let score: Option<f64> = self.con.zscore(format!("{}:fw", self.t), id).unwrap();
-            score.is_some()
+            let mut keys = vec![format!("{}:fl", self.t)];
+            keys.extend((0..classes).map(|c| self.queue_key(c)));
+            keys.iter().any(|k| {
+                let score: Option<f64> = self.con.zscore(k, id).unwrap();
+                score.is_some()
+            })
         } else {
             self.con.exists(format!("{}:w:{id}", self.t)).unwrap()
         }
@@ -196,7 +205,7 @@ fn compare(
     }
     // Waiter records.
     for (&id, &(_, r, _)) in ids {
-        let exists = real.has_record(&lease_id(id, r));
+        let exists = real.has_record(&lease_id(id, r), p.classes);
         assert_eq!(
             exists,
             m.records.contains(&id),
@@ -283,12 +292,14 @@ fn compare_users(real: &mut Real, m: &Store, p: &Params, ctx: &str) {
     }
 }
 
+/// `flat`: no record expiry (a waiter's budget is in its id; tests/queue_coalesce.rs covers it).
 fn random_op(
     rng: &mut StdRng,
     next: &mut Id,
     ids: &BTreeMap<Id, (User, Replica, u8)>,
     p: &Params,
     m: &Store,
+    flat: bool,
 ) -> Op {
     let known: Vec<Id> = ids.keys().copied().collect();
     let pick = |rng: &mut StdRng| known[rng.random_range(0..known.len())];
@@ -328,6 +339,7 @@ fn random_op(
         81..89 if p.flaw.is_some() => Op::Stats,
         81..89 => Op::ExpireLease(pick(rng)),
         89..93 => Op::ExpireReplica(rng.random_range(0..REPLICAS)),
+        93..98 if flat => Op::Stats,
         93..98 => Op::ExpireRecord(pick(rng)),
         _ => Op::RestartEmpty,
     }
@@ -360,7 +372,17 @@ fn step(
                 s(p.max_user_queue),
                 s(usize::try_from(TTL_MS).unwrap()),
             ];
-            let got: Vec<i64> = real.eval(&ADMISSION_ENTER, &args);
+            let flat_args = [
+                format!("r{replica}"),
+                s(p.max_queue),
+                lease_id(*id, *replica),
+                class.to_string(),
+            ];
+            let got: Vec<i64> = if real.flat {
+                real.eval(&ADMISSION_ENTER, &flat_args)
+            } else {
+                real.eval(&ADMISSION_ENTER, &args)
+            };
             let want = m.enter(
                 p,
                 Waiter {
@@ -524,15 +546,10 @@ fn step(
         }
         Op::ExpireRecord(id) => {
             let (_, r, _) = ids[id];
-            let _: i64 = if real.flat {
-                real.con
-                    .zrem(format!("{}:fw", real.t), lease_id(*id, r))
-                    .unwrap()
-            } else {
-                real.con
-                    .del(format!("{}:w:{}", real.t, lease_id(*id, r)))
-                    .unwrap()
-            };
+            let _: i64 = real
+                .con
+                .del(format!("{}:w:{}", real.t, lease_id(*id, r)))
+                .unwrap();
             m.expire_record(*id);
         }
         Op::RestartEmpty => {
@@ -575,7 +592,7 @@ fn run(seed: u64, p: &Params, mutation: Option<(&'static str, &'static str)>, fl
         if usize::from(next) > 240 {
             break;
         }
-        let op = random_op(&mut rng, &mut next, &ids, p, &model);
+        let op = random_op(&mut rng, &mut next, &ids, p, &model, flat);
         trace.push(format!("{op:?}"));
         let ctx = format!(
             "seed {seed}, step {i} {op:?} (after {:?})",

@@ -253,7 +253,10 @@ async fn leave_overtakes_enter(user_cap: &'static str) {
         let (redis, user_key) = (redis.clone(), user_key.clone());
         async move {
             let group = [id, &user_key, "cafe", "0", "500", "10", "60000"];
-            raw_capped::<Vec<i64>>(&redis, user_cap, &ADMISSION_ENTER, &group).await
+            // Without per-user limits: replica and queue limit, then id and class.
+            let flat = ["cafe", "500", id, "0"];
+            let args: &[&str] = if user_cap == "0" { &flat } else { &group };
+            raw_capped::<Vec<i64>>(&redis, user_cap, &ADMISSION_ENTER, args).await
         }
     };
     let zcard = |key: String| {
@@ -265,15 +268,89 @@ async fn leave_overtakes_enter(user_cap: &'static str) {
     let queue = format!("{}:{head}:0", keys.group_tag("adm"));
 
     // A free slot: the overtaken enter does not take it; a fresh id does.
-    assert_eq!(leave("cafe.w1").await, 2, "unknown when it left");
-    assert_eq!(enter("cafe.w1").await, [-3, 0, 0]);
+    // (Ids end with the waiter's budget, as a queue without per-user limits needs.)
+    assert_eq!(leave("cafe.w1.60000").await, 2, "unknown when it left");
+    assert_eq!(enter("cafe.w1.60000").await, [-3, 0, 0]);
     assert_eq!(zcard(global.clone()), "0");
-    assert_eq!(enter("cafe.w2").await[0], 1, "granted");
+    assert_eq!(enter("cafe.w2.60000").await[0], 1, "granted");
     // No slot free: the overtaken enter does not queue either.
-    assert_eq!(leave("cafe.w3").await, 2);
-    assert_eq!(enter("cafe.w3").await, [-3, 0, 0]);
+    assert_eq!(leave("cafe.w3.60000").await, 2);
+    assert_eq!(enter("cafe.w3.60000").await, [-3, 0, 0]);
     assert_eq!(zcard(queue), "0");
-    assert_eq!(enter("cafe.w4").await[0], 0, "queued");
+    assert_eq!(enter("cafe.w4.60000").await[0], 0, "queued");
+}
+
+/// Without per-user limits a waiter's id carries its budget: one whose budget ran out is dropped
+/// when its turn comes, and the slot goes to the next; an id without a budget is refused.
+#[tokio::test]
+async fn without_per_user_limits_a_waiter_past_its_budget_is_dropped() {
+    let server = RedisServer::start();
+    let redis = common::replica_at(&server.url(), "qcb");
+    let keys = redis.keys().clone();
+    let user_key = keys.lease_scope("adm", b"user:u");
+    let enter = |id: &'static str| {
+        let redis = redis.clone();
+        async move {
+            raw_capped::<Vec<i64>>(&redis, "0", &ADMISSION_ENTER, &["cafe", "500", id, "0"]).await
+        }
+    };
+    assert_eq!(
+        enter("cafe.holder.60000").await[0],
+        1,
+        "takes the only slot"
+    );
+    assert_eq!(
+        enter("cafe.short.1").await[..2],
+        [0, 1],
+        "queued first, 1 ms budget"
+    );
+    assert_eq!(enter("cafe.long.60000").await[..2], [0, 2], "queued second");
+    // Redis time passes the first one's budget (a sleep can only make it later).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let held: Vec<i64> = raw_capped(
+        &redis,
+        "0",
+        &ADMISSION_RELEASE,
+        &["cafe.holder.60000", &user_key],
+    )
+    .await;
+    assert_eq!(held, [1]);
+    let global: Vec<String> = redis
+        .cmd(
+            redis::cmd("ZRANGE")
+                .arg(keys.lease_scope("adm", b"global"))
+                .arg(0)
+                .arg(-1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(global, ["cafe.long.60000"], "the expired waiter is skipped");
+    let queued: i64 = redis
+        .cmd(redis::cmd("ZCARD").arg(keys.group_key("adm", "fq:0")))
+        .await
+        .unwrap();
+    assert_eq!(queued, 0, "and dropped");
+    let tag = keys.group_tag("adm");
+    let args: Vec<&dyn ToRedisArgsDyn> = vec![
+        &tag,
+        &"0",
+        &"1",
+        &"15000",
+        &"3000",
+        &"3",
+        &"cafe",
+        &"500",
+        &"cafe.nobudget",
+        &"0",
+    ];
+    let refused: Result<Vec<i64>, _> = redis
+        .eval(
+            &ADMISSION_ENTER,
+            &[&keys.lease_scope("adm", b"global")],
+            &args,
+        )
+        .await;
+    assert!(format!("{:?}", refused.expect_err("refused")).contains("without its budget"));
 }
 
 /// One enter call carrying ten requests of ten users with three slots free: the first three in
@@ -323,29 +400,48 @@ async fn an_enter_batch_takes_only_the_free_slots_then_queues_in_order() {
 /// one after another would answer).
 #[tokio::test]
 async fn an_enter_batch_counts_positions_across_classes() {
+    positions_across_classes(true).await;
+}
+
+#[tokio::test]
+async fn without_per_user_limits_an_enter_batch_counts_positions_across_classes() {
+    positions_across_classes(false).await;
+}
+
+async fn positions_across_classes(per_user: bool) {
     let server = RedisServer::start();
     let redis = common::replica_at(&server.url(), "qcp");
     let keys = redis.keys().clone();
     // The first takes the only slot; then classes 1, 0, 1, 0, 1.
     let classes = ["0", "1", "0", "1", "0", "1"];
-    let ids: Vec<String> = (0..classes.len()).map(|i| format!("cafe.w{i}")).collect();
+    let ids: Vec<String> = (0..classes.len())
+        .map(|i| format!("cafe.w{i}.60000"))
+        .collect();
     let users: Vec<String> = (0..classes.len())
         .map(|i| keys.lease_scope("adm", format!("user:u{i}").as_bytes()))
         .collect();
     let mut group: Vec<&str> = Vec::new();
+    if !per_user {
+        group.extend(["cafe", "500"]);
+    }
     for ((id, user), class) in ids.iter().zip(&users).zip(classes) {
-        group.extend([
-            id.as_str(),
-            user.as_str(),
-            "cafe",
-            class,
-            "500",
-            "10",
-            "60000",
-        ]);
+        if per_user {
+            group.extend([
+                id.as_str(),
+                user.as_str(),
+                "cafe",
+                class,
+                "500",
+                "10",
+                "60000",
+            ]);
+        } else {
+            group.extend([id.as_str(), class]);
+        }
     }
     let tag = keys.group_tag("adm");
-    let mut args: Vec<&dyn ToRedisArgsDyn> = vec![&tag, &"2", &"1", &"15000", &"3000", &"2"];
+    let user_cap = if per_user { "2" } else { "0" };
+    let mut args: Vec<&dyn ToRedisArgsDyn> = vec![&tag, &user_cap, &"1", &"15000", &"3000", &"2"];
     args.extend(group.iter().map(|a| a as &dyn ToRedisArgsDyn));
     let reply: Vec<i64> = redis
         .eval(
@@ -362,11 +458,12 @@ async fn an_enter_batch_counts_positions_across_classes() {
     // w2. w5 (class 1): w2, w4, then w1, w3.
     assert_eq!(positions, [1, 1, 3, 2, 5]);
     // The queue as Redis holds it now (every class-0 waiter ahead of every class-1 one).
+    let queue = if per_user { "q" } else { "fq" };
     for (i, want) in [(1usize, 3i64), (2, 1), (3, 4), (4, 2), (5, 5)] {
         let rank: Option<i64> = redis
             .cmd(
                 redis::cmd("ZRANK")
-                    .arg(keys.group_key("adm", &format!("q:{}", classes[i])))
+                    .arg(keys.group_key("adm", &format!("{queue}:{}", classes[i])))
                     .arg(&ids[i]),
             )
             .await

@@ -107,6 +107,7 @@ impl QueueScripts {
                 &base_args,
                 &caps,
                 &ADMISSION_RELEASE,
+                every_argument,
                 1,
                 release,
             ),
@@ -121,6 +122,11 @@ impl QueueScripts {
                     &base_args,
                     &caps,
                     &ADMISSION_ENTER,
+                    if cfg.per_user() {
+                        every_argument
+                    } else {
+                        without_user_arguments
+                    },
                     3,
                     entered,
                 ),
@@ -367,15 +373,36 @@ impl QueueScripts {
     }
 }
 
+/// How a batch's requests become a script's arguments after ARGV[1..6].
+type Shape<const W: usize> = fn(Vec<[String; W]>, &mut Vec<String>);
+
+/// Each request's arguments, in order.
+fn every_argument<const W: usize>(requests: Vec<[String; W]>, args: &mut Vec<String>) {
+    args.extend(requests.into_iter().flatten());
+}
+
+/// `admission_enter` of a queue without per-user limits: the replica and the queue limit once,
+/// then id and class per request (no user key or per-user limit, the record's lifetime in the id).
+fn without_user_arguments(requests: Vec<Entry>, args: &mut Vec<String>) {
+    if let Some([_, _, replica, _, max_queue, ..]) = requests.first() {
+        args.extend([replica.clone(), max_queue.clone()]);
+    }
+    for [id, _, _, class, ..] in requests {
+        args.extend([id, class]);
+    }
+}
+
 /// One call of an admission script for a batch of requests: ARGV[1..6] with the caps in force,
-/// then each request's `W` arguments; the reply holds `ints` integers per request, which `decode`
-/// turns into that request's answer.
+/// then the requests' arguments as `shape` lays them out; the reply holds `ints` integers per
+/// request, which `decode` turns into that request's answer.
+#[allow(clippy::too_many_arguments)]
 fn script_batch<const W: usize, R: Send + 'static>(
     redis: &RedisHandle,
     global_key: &str,
     base_args: &[String],
     caps: &Caps,
     script: &'static LuaScript,
+    shape: Shape<W>,
     ints: usize,
     decode: fn(&'static str, &[i64]) -> Result<R, LimiterError>,
 ) -> BatchFn<[String; W], R> {
@@ -388,7 +415,7 @@ fn script_batch<const W: usize, R: Send + 'static>(
         caps.fill(&mut args);
         Box::pin(async move {
             let n = requests.len();
-            args.extend(requests.into_iter().flatten());
+            shape(requests, &mut args);
             let argv: Vec<&dyn ToRedisArgsDyn> =
                 args.iter().map(|a| a as &dyn ToRedisArgsDyn).collect();
             let reply: Vec<i64> = redis.eval(script, &[global_key.as_str()], &argv).await?;

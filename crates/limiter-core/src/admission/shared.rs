@@ -24,7 +24,9 @@ impl Inner {
         positions: Option<watch::Sender<u32>>,
     ) -> Result<Option<Permit>, Rejection> {
         let started = Instant::now();
-        let id = self.new_id();
+        // How long the waiter's record lives: its wait budget and a margin of two heartbeats.
+        let record_ttl = deadline.saturating_duration_since(started) + self.cfg.heartbeat_ttl * 2;
+        let id = self.waiter_id(record_ttl);
         let user_key = self.scripts.user_key(user);
 
         // Registered before entering: a grant can be pushed before the enter reply arrives.
@@ -47,7 +49,6 @@ impl Inner {
             armed: true,
         };
 
-        let budget = deadline.saturating_duration_since(started);
         let entered = self
             .scripts
             .enter(
@@ -56,7 +57,7 @@ impl Inner {
                 class,
                 self.cfg.max_queue,
                 self.cfg.max_queued_per_user,
-                budget + self.cfg.heartbeat_ttl * 2,
+                record_ttl,
             )
             .await;
         let (position_at_entry, entered_at_ms) = match entered {
