@@ -65,6 +65,8 @@ local function count_queued()
   queued, per_class = 0, {}
   for c = 0, NC - 1 do
     per_class[c] = redis.call('ZCARD', Q[c])
+    -- Every entry of a queue is live (scored by arrival): the flush's keep_ttl needs no PTTL.
+    counted[Q[c]] = per_class[c]
     queued = queued + per_class[c]
   end
 end
