@@ -92,7 +92,7 @@ def summarize(res):
     for scenario, runners in [
         ("window", ["ours", "rate-limiter-flexible", "limits-moving", "limits-fixed",
                     "redis-benchmark"]),
-        ("lease", ["ours", "ours-poll", "redis-semaphore"]),
+        ("lease", ["ours", "ours-flat", "ours-poll", "redis-semaphore"]),
         ("lease-try", ["ours", "redis-semaphore"]),
         ("deny", ["ours", "rate-limiter-flexible", "limits-moving"]),
     ]:
@@ -150,7 +150,7 @@ def plots(res, s, outdir):
     colors = {"ours": "#1f77b4", "rate-limiter-flexible": "#ff7f0e", "limits-moving": "#2ca02c",
               "limits-fixed": "#98df8a", "redis-benchmark": "#7f7f7f", "redis-semaphore": "#d62728",
               "redis-semaphore (retry 10 ms)": "#d62728", "redis-semaphore (retry 1 ms)": "#ff9896",
-              "ours-poll": "#17becf", "off": "#7f7f7f", "no-quota": "#1f77b4", "full": "#d62728",
+              "ours-poll": "#17becf", "ours-flat": "#9467bd", "off": "#7f7f7f", "no-quota": "#1f77b4", "full": "#d62728",
               "full-async-commit": "#ff7f0e"}
     files = []
 
@@ -205,7 +205,7 @@ def plots(res, s, outdir):
         save(fig, "window.png")
     if any(s["lease"][cmax].values()):
         fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(14, 4.2))
-        throughput(a1, "lease", ["ours", "ours-poll", "redis-semaphore"],
+        throughput(a1, "lease", ["ours", "ours-flat", "ours-poll", "redis-semaphore"],
                    f"3a. acquire+release pairs/s, cap {res['settings']['lease_cap']}", "pairs/s (log)")
         throughput(a2, "lease-try", ["ours", "redis-semaphore"],
                    "3b. try-acquire+release pairs/s, cap not reached", "pairs/s (log)")
@@ -266,7 +266,9 @@ def targets(s, conc):
         r = ratio(o["ops"], rb["ops"])
         row(f"window decisions/s ours / redis-benchmark EVALSHA, c={c}", fr(r), "≥ 1.00×", r >= 1.0)
     l = s["lease"][c]
-    for who, what in (("ours", "Admission, queued"), ("ours-poll", "LeaseManager, polled")):
+    for who, what in (("ours", "Admission, queued"),
+                      ("ours-flat", "Admission without per-user limits, queued"),
+                      ("ours-poll", "LeaseManager, polled")):
         sem = l.get("redis-semaphore")
         if l.get(who) and sem:
             r = ratio(l[who]["ops"], sem["ops"])
@@ -419,6 +421,9 @@ def markdown(res, s, files):
                  "`Permit::release`, one user per task. redis-semaphore: `new Semaphore(redis, "
                  "key, cap, {retryInterval: 10})`, `acquire()` (polls every 10 ms while full) + "
                  "`release()`: one global scope only, no per-user cap, no queue order. "
+                 "ours-flat: the same `Admission` on a queue without per-user limits (user cap 0 "
+                 "and max queued per user 0: redis-semaphore's one global scope, still served in "
+                 "priority then arrival order, fenced, with grants pushed). "
                  "ours-poll: `LeaseManager` (our TTL semaphore without a queue, the like-for-like "
                  "peer of redis-semaphore): `try_acquire` of a user scope (cap 2) and the global "
                  "scope, sleeping 10 ms after a refusal like redis-semaphore's poll, + release.")
