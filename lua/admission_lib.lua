@@ -474,7 +474,12 @@ local function write_grants(served, dropped)
       holders[k + 2] = user_key
     end
     if not FLAT then records[#records + 1] = T .. ':w:' .. id end
-    push(queued, class, id)
+    local q = queued[class]
+    if not q then
+      q = {}
+      queued[class] = q
+    end
+    q[#q + 1] = id
     local msg = id .. ' ' .. string.format('%d', next_fence(n - (i - 1) / 4)) .. ' ' .. EXPIRY_S
     local f = fields[replica]
     if not f then
@@ -526,7 +531,7 @@ end
 
 -- A dispatch without per-user limits: each class queue is served from its head, strict priority
 -- between classes, in runs of as many waiters as slots are free (one read per run). Waiters whose
--- replica stopped heartbeating, or whose record expired, are dropped (and cost a step).
+-- replica stopped heartbeating, or whose budget ran out, are dropped (and cost a step).
 local function dispatch_flat(entering)
   if entering and redis.call('EXISTS', unpack(Q, 0, NC - 1)) == 0 then
     return GLOBAL_CAP - in_use()
