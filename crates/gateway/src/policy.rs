@@ -153,7 +153,8 @@ pub struct AdmissionPolicy {
     pub classes: Vec<String>,
     /// Requests running at once in the whole fleet.
     pub global_concurrency: u32,
-    /// Requests one user may run at once.
+    /// Requests one user may run at once; 0: no per-user limit (nor a per-user share of the
+    /// queue), the fleet-wide cap alone, on a queue that costs Redis less.
     pub per_user_concurrency: u32,
     /// Longest wait for a slot (ms).
     #[serde(default = "default_queue_timeout_ms")]
@@ -400,7 +401,6 @@ impl Policy {
                 }
                 for (key, v) in [
                     ("admission.global_concurrency", a.global_concurrency),
-                    ("admission.per_user_concurrency", a.per_user_concurrency),
                     ("admission.max_queue", a.max_queue),
                 ] {
                     if v == 0 {

@@ -157,6 +157,12 @@ pub async fn build(policy: &Policy, settings: &Settings) -> Result<Gateway, Gate
                 global_cap: a.global_concurrency,
                 user_cap: a.per_user_concurrency,
                 max_queue: a.max_queue,
+                // No per-user cap: no per-user share of the queue either (the two go together).
+                max_queued_per_user: if a.per_user_concurrency == 0 {
+                    0
+                } else {
+                    settings.admission.max_queued_per_user
+                },
                 ..settings.admission.clone()
             };
             Some(Admission::start(redis.clone(), cfg).await?)

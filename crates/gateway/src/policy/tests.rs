@@ -48,6 +48,21 @@ class = "export"
     }
 
     #[test]
+    fn no_per_user_limit_is_zero() {
+        let p =
+            Policy::parse(&BASE.replace("per_user_concurrency = 2", "per_user_concurrency = 0"))
+                .unwrap();
+        assert_eq!(p.admission.unwrap().per_user_concurrency, 0);
+        let e = Policy::parse(&BASE.replace("global_concurrency = 20", "global_concurrency = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("admission.global_concurrency: must be above 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = err("[[routes]]\npath = \"/x\"\nclass = \"research\"\n");
         assert!(e.contains("routes[2] (/x).class"), "{e}");

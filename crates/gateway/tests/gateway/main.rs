@@ -65,6 +65,29 @@ async fn caps_hold_across_two_replicas_and_are_reached() {
     assert_eq!(s["served"], 18, "{s}");
 }
 
+/// `per_user_concurrency = 0`: no per-user cap, so one user alone fills the fleet-wide cap, and
+/// never more than it, across two replicas.
+#[tokio::test]
+async fn without_a_per_user_cap_one_user_fills_the_global_cap() {
+    let app = App::start();
+    let p = policy(
+        &app,
+        4,
+        0,
+        "[[routes]]\npath = \"/work\"\nclass = \"chat\"\n",
+    );
+    let prefix = testkit::unique_prefix("gw-flat");
+    let a = Gateway::start(&p, &prefix, &[]).await;
+    let b = Gateway::start(&p, &prefix, &[]).await;
+    let urls = [a.url("/work?ms=400"), b.url("/work?ms=400")];
+    let statuses = burst(&client(), &urls, &["solo"], 10).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let s = app.stats().await;
+    assert_eq!(s["max_in_flight"], 4, "{s}");
+    assert_eq!(s["max_per_user"]["solo"], 4, "{s}");
+    assert_eq!(s["served"], 10, "{s}");
+}
+
 #[tokio::test]
 async fn per_ip_window_refuses_with_ratelimit_headers() {
     let app = App::start();
