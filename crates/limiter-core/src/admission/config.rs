@@ -51,8 +51,9 @@ pub struct AdmissionConfig {
     pub classes: Vec<String>,
     /// Slots one user may hold at once. 0, with `max_queued_per_user` 0 too: no per-user limits
     /// (a queue for the whole fleet only, strict priority and FIFO among all waiters, which costs
-    /// Redis about a third of what the per-user queue does). Fixed for the queue's life: a
-    /// queue with per-user limits and one without keep separate waiters, sharing the global cap.
+    /// Redis about half of what the per-user queue does). Fixed for a replica's life
+    /// ([`crate::Admission::set_caps`] keeps it): replicas that disagree keep separate waiters
+    /// under the one global cap.
     pub user_cap: u32,
     /// Slots the whole fleet may hold at once.
     pub global_cap: u32,
