@@ -532,11 +532,8 @@ end
 -- A dispatch without per-user limits: each class queue is served from its head, strict priority
 -- between classes, in runs of as many waiters as slots are free (one read per run). Waiters whose
 -- replica stopped heartbeating, or whose budget ran out, are dropped (and cost a step).
-local function dispatch_flat(entering)
-  if entering and redis.call('EXISTS', unpack(Q, 0, NC - 1)) == 0 then
-    return GLOBAL_CAP - in_use()
-  end
-  if not reclaimed_all then reclaim_global() end
+-- Called by dispatch once expired leases are reclaimed.
+local function dispatch_flat()
   local free = GLOBAL_CAP - in_use()
   if free <= 0 then return free end
   local served, dropped = {}, {}
@@ -584,12 +581,12 @@ end
 -- needs them).
 -- Returns the free slots left (0 unless entering).
 local function dispatch(entering)
-  if FLAT then return dispatch_flat(entering) end
   -- Nobody queued at all (every call below the caps): nothing to clean up for, one call to know.
   if entering and redis.call('EXISTS', unpack(Q, 0, NC - 1)) == 0 then
     return GLOBAL_CAP - in_use()
   end
   if not reclaimed_all then reclaim_global() end
+  if FLAT then return dispatch_flat() end
   -- Nobody ready: nothing to hand out.
   if redis.call('EXISTS', unpack(READY, 0, NC - 1)) == 0 then
     if entering then return GLOBAL_CAP - in_use() end
