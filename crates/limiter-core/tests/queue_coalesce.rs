@@ -304,7 +304,11 @@ async fn without_per_user_limits_a_waiter_past_its_budget_is_dropped() {
         [0, 1],
         "queued first, 1 ms budget"
     );
-    assert_eq!(enter("cafe.long.60000").await[..2], [0, 2], "queued second");
+    // Behind the first, or first if a slow machine let its budget run out already (the class
+    // queue's key lives only as long as its longest budget): either way it is not served.
+    let long = enter("cafe.long.60000").await;
+    assert_eq!(long[0], 0, "queued");
+    assert!(matches!(long[1], 1 | 2), "position {}", long[1]);
     // Redis time passes the first one's budget (a sleep can only make it later).
     tokio::time::sleep(Duration::from_millis(50)).await;
     let held: Vec<i64> = raw_capped(
