@@ -71,6 +71,18 @@ local STEPS = 200
 -- of a short call. Dropped whole past 256 groups, so it stays small whatever T callers send.
 local groups, n_groups = {}, 0
 
+-- How grants are pushed. On a Redis Cluster (7.0+) with SPUBLISH: a PUBLISH there is relayed to
+-- every node over the cluster bus, so each push would cost every master; a shard channel's message
+-- stays on the shard that owns the group's slot, where the replicas SSUBSCRIBE. Asked once per
+-- group (a server cannot switch cluster mode while it runs).
+local function publish_command()
+  if (redis.REDIS_VERSION_NUM or 0) >= 0x070000
+    and string.find(redis.call('INFO', 'cluster'), 'cluster_enabled:1', 1, true) then
+    return 'SPUBLISH'
+  end
+  return 'PUBLISH'
+end
+
 local function group_of(ARGV, flat, nc)
   local g = groups[ARGV[1]]
   if g and g.lease_ttl_s == ARGV[4] and g.hb_ttl_s == ARGV[5] and g.nc == nc and g.flat == flat then
@@ -82,7 +94,7 @@ local function group_of(ARGV, flat, nc)
     lease_ttl_s = ARGV[4], hb_ttl_s = ARGV[5], nc = nc, flat = flat,
     global = t .. ':lease:global', replicas = t .. ':replicas', holders = t .. ':holders',
     user_head = t .. ':lease:', fence = t .. ':fence', left = t .. ':fl',
-    peak_head = t .. ':peak:', q = {}, ready = {},
+    peak_head = t .. ':peak:', q = {}, ready = {}, publish = publish_command(),
     grants_ttl_s = string.format('%d', 2 * hb_ttl + lease_ttl),
     replicas_ttl_s = string.format('%d', 10 * hb_ttl),
     peak_ttl_s = string.format('%d', 5 * hb_ttl),
@@ -157,6 +169,11 @@ end
 
 local function channel(replica)
   return keys_of(replica)[2]
+end
+
+-- Sends a message to a replica's channel (see publish_command).
+local function notify(replica, message)
+  redis.call(G.publish, channel(replica), message)
 end
 
 local function live(key)
@@ -520,12 +537,12 @@ local function write_grants(served, dropped)
     for _, replica in ipairs(replicas) do
       local f, lines = fields[replica], {}
       for i = 2, #f, 2 do lines[#lines + 1] = 'g ' .. f[i] end
-      redis.call('PUBLISH', channel(replica), table.concat(lines, '\n'))
+      notify(replica, table.concat(lines, '\n'))
     end
     return
   end
   for i = 1, #pushes, 2 do
-    redis.call('PUBLISH', channel(pushes[i]), 'g ' .. pushes[i + 1])
+    notify(pushes[i], 'g ' .. pushes[i + 1])
   end
 end
 

@@ -11,7 +11,7 @@ for class = 0, NC - 1 do
   for _, id in ipairs(ids) do
     -- Without per-user limits a waiter has no record to name its replica: its id does.
     local w = FLAT and {nil, replica_of(id)} or redis.call('HMGET', T .. ':w:' .. id, 'u', 'r')
-    if w[2] then redis.call('PUBLISH', channel(w[2]), 'r ' .. id) end
+    if w[2] then notify(w[2], 'r ' .. id) end
     if w[1] then users[user_of(w[1])] = true end
     if not FLAT then redis.call('DEL', T .. ':w:' .. id) end
     removed = removed + 1

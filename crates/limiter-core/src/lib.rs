@@ -51,7 +51,7 @@ pub use deny_cache::CachedWindow;
 pub use error::LimiterError;
 pub use keys::{Keys, encode_component};
 pub use lease::{Acquire, Lease, LeaseManager, LeaseScope, redis_now_ms};
-pub use pubsub::{PubSubEvent, follow_channel};
+pub use pubsub::{PubSubEvent, follow_channel, follow_shard_channel};
 pub use redis_handle::{
     RedisConfig, RedisHandle, ScriptObserver, ScriptOutcome, ToRedisArgsDyn, set_script_observer,
     split_nodes,

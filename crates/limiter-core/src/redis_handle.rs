@@ -114,6 +114,9 @@ enum Backend {
         // Boxed: the client holds the whole cluster configuration, the standalone variant a pointer.
         client: Box<ClusterClient>,
         conn: Arc<OnceCell<ClusterConnection>>,
+        /// For the dedicated connections of sharded pub/sub (`cluster_push_connection`).
+        nodes: Arc<[String]>,
+        timeouts: (Duration, Duration),
     },
 }
 
@@ -205,6 +208,8 @@ impl RedisHandle {
                 backend: Backend::Cluster {
                     client: Box::new(cluster),
                     conn: Arc::new(OnceCell::new()),
+                    nodes: cfg.cluster_nodes.clone().into(),
+                    timeouts: (cfg.connect_timeout, cfg.response_timeout),
                 },
                 keys,
                 client,
@@ -247,6 +252,34 @@ impl RedisHandle {
             Backend::Sentinel(s) => Ok(s.master().await?.client),
             _ => Ok(self.client.clone()),
         }
+    }
+
+    /// In Cluster mode, a new connection to the cluster whose server pushes (RESP3: shard
+    /// channel messages, and a note when a node's connection drops) go to `pushes`. Sharded
+    /// pub/sub needs it: a shard channel is served only by the nodes of its slot's shard, which
+    /// the cluster connection finds (and finds again when the slot moves).
+    pub(crate) async fn cluster_push_connection(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Result<ClusterConnection, LimiterError> {
+        let Backend::Cluster {
+            nodes,
+            timeouts: (connect, response),
+            ..
+        } = &self.backend
+        else {
+            return Err(LimiterError::InvalidArgument("not a cluster".into()));
+        };
+        ClusterClient::builder(nodes.iter().cloned())
+            .connection_timeout(*connect)
+            .response_timeout(*response)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes)
+            .build()
+            .map_err(|e| LimiterError::InvalidArgument(e.to_string()))?
+            .get_async_connection()
+            .await
+            .map_err(LimiterError::Unavailable)
     }
 
     /// How many times this handle moved to another master (a Sentinel failover; always 0
@@ -351,7 +384,7 @@ impl RedisHandle {
                 }
                 res.map_err(failed)
             }
-            Backend::Cluster { client, conn } => {
+            Backend::Cluster { client, conn, .. } => {
                 let mut c = Self::cluster_conn(client, conn).await?;
                 inv.invoke_async(&mut c).await.map_err(failed)
             }
@@ -414,7 +447,7 @@ impl RedisHandle {
                 }
                 res
             }
-            Backend::Cluster { client, conn } => {
+            Backend::Cluster { client, conn, .. } => {
                 let mut c = match Self::cluster_conn(client, conn).await {
                     Ok(c) => c,
                     Err(LimiterError::Unavailable(e)) => return Err(e),

@@ -148,30 +148,44 @@ async fn every_script_runs_on_a_cluster() {
     assert_eq!(leases.in_use(b"global").await.unwrap(), 0);
 
     // The admission queue's scripts (multi-key commands over one hash tag): a grant, a waiter
-    // queued behind it, the hand-off on release.
-    let adm = Admission::start(
-        redis.clone(),
-        AdmissionConfig {
-            group: "clu-adm".into(),
-            global_cap: 1,
-            ..common::adm_cfg()
-        },
-    )
-    .await
-    .unwrap();
-    let far = Instant::now() + Duration::from_secs(10);
-    let first = adm.admit(b"u1", HIGH, far).await.unwrap();
-    let (tx, mut positions) = tokio::sync::watch::channel(0u32);
-    let adm2 = adm.clone();
-    let second = tokio::spawn(async move { adm2.admit_watched(b"u2", MID, far, tx).await });
-    positions.wait_for(|p| *p == 1).await.unwrap();
-    assert!(first.release().await.unwrap());
-    let second = second.await.unwrap().unwrap();
-    assert!(second.position_at_entry() == 1 && !second.is_local());
-    assert!(second.release().await.unwrap());
-    let stats = adm.stats().await.unwrap();
-    assert_eq!((stats.in_use, stats.queued), (0, vec![0, 0, 0]));
-    adm.shutdown().await;
+    // queued behind it, the hand-off on release; with and without per-user limits.
+    let bus_before = publishes_relayed(&cluster).await;
+    for (group, user_cap, max_queued_per_user) in [("clu-adm", 2, 100), ("clu-flat", 0, 0)] {
+        let adm = Admission::start(
+            redis.clone(),
+            AdmissionConfig {
+                group: group.into(),
+                global_cap: 1,
+                user_cap,
+                max_queued_per_user,
+                // Past the test's bound: the grant can only come by its push, not a heartbeat's
+                // catch-up (one right after subscribing, the next 20 s later).
+                heartbeat_ttl: Duration::from_secs(60),
+                ..common::adm_cfg()
+            },
+        )
+        .await
+        .unwrap();
+        let far = Instant::now() + Duration::from_secs(30);
+        let first = adm.admit(b"u1", HIGH, far).await.unwrap();
+        let (tx, mut positions) = tokio::sync::watch::channel(0u32);
+        let adm2 = adm.clone();
+        let second = tokio::spawn(async move { adm2.admit_watched(b"u2", MID, far, tx).await });
+        positions.wait_for(|p| *p == 1).await.unwrap();
+        assert!(first.release().await.unwrap());
+        let second = tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("the grant's push never arrived")
+            .unwrap()
+            .unwrap();
+        assert!(second.position_at_entry() == 1 && !second.is_local());
+        assert!(second.release().await.unwrap());
+        let stats = adm.stats().await.unwrap();
+        assert_eq!((stats.in_use, stats.queued), (0, vec![0, 0, 0]));
+        adm.shutdown().await;
+    }
+    // Pushed on the group's shard only (SPUBLISH): a PUBLISH is relayed to every other node.
+    assert_eq!(publishes_relayed(&cluster).await, bus_before);
 
     let pacer = Pacer::new(redis.clone(), "pubmed", 3.0, 1).unwrap();
     assert!(matches!(
@@ -196,4 +210,95 @@ async fn every_script_runs_on_a_cluster() {
         masters_with_keys >= 2,
         "keys did not spread: {masters_with_keys}"
     );
+}
+
+/// PUBLISH messages the cluster's nodes received from each other over the cluster bus.
+async fn publishes_relayed(cluster: &testkit::RedisCluster) -> u64 {
+    let mut sum = 0;
+    for url in cluster.urls() {
+        let node = common::replica_at(&url, "probe");
+        let info: String = node.cmd(redis::cmd("CLUSTER").arg("INFO")).await.unwrap();
+        sum += info
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_stats_messages_publish_received:"))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap());
+    }
+    sum
+}
+
+/// On a cluster a replica's grants come on a shard channel: when its subscription's connection
+/// is cut, it subscribes again and pushes reach it as before (not only the heartbeat's catch-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_shard_subscription_comes_back() {
+    let cluster = tokio::task::spawn_blocking(testkit::RedisCluster::start)
+        .await
+        .unwrap();
+    let redis = RedisHandle::new(&RedisConfig {
+        cluster_nodes: cluster.urls(),
+        prefix: "cut".into(),
+        ..RedisConfig::default()
+    })
+    .unwrap();
+    let adm = Admission::start(
+        redis.clone(),
+        AdmissionConfig {
+            group: "cut-adm".into(),
+            global_cap: 1,
+            heartbeat_ttl: Duration::from_secs(60),
+            ..common::adm_cfg()
+        },
+    )
+    .await
+    .unwrap();
+    let nodes: Vec<RedisHandle> = cluster
+        .urls()
+        .iter()
+        .map(|u| common::replica_at(u, "probe"))
+        .collect();
+    let shard_channels = || async {
+        let mut n = 0;
+        for node in &nodes {
+            let chans: Vec<String> = node
+                .cmd(redis::cmd("PUBSUB").arg("SHARDCHANNELS"))
+                .await
+                .unwrap();
+            n += chans.len();
+        }
+        n
+    };
+    let subscribed = || async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shard_channels().await != 1 {
+            assert!(Instant::now() < deadline, "not subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    subscribed().await;
+    let mut killed = 0;
+    for node in &nodes {
+        let n: i64 = node
+            .cmd(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"))
+            .await
+            .unwrap();
+        killed += n;
+    }
+    assert_eq!(killed, 1, "the subscriber's connection");
+    subscribed().await;
+
+    let far = Instant::now() + Duration::from_secs(30);
+    let first = adm.admit(b"u1", HIGH, far).await.unwrap();
+    let (tx, mut positions) = tokio::sync::watch::channel(0u32);
+    let adm2 = adm.clone();
+    let second = tokio::spawn(async move { adm2.admit_watched(b"u2", MID, far, tx).await });
+    positions.wait_for(|p| *p == 1).await.unwrap();
+    assert!(first.release().await.unwrap());
+    // The heartbeat after the new subscription went before the waiter queued; the next one is
+    // 20 s away: only the push can grant it within the bound.
+    let second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the grant's push never arrived")
+        .unwrap()
+        .unwrap();
+    assert!(second.release().await.unwrap());
+    adm.shutdown().await;
 }

@@ -63,7 +63,7 @@ pub(crate) async fn listen(
     subscribed: oneshot::Sender<()>,
 ) {
     let mut subscribed = Some(subscribed);
-    crate::pubsub::follow_channel(redis, channel, move |event| {
+    crate::pubsub::follow_shard_channel(redis, channel, move |event| {
         let Some(inner) = inner.upgrade() else {
             return ControlFlow::Break(());
         };
