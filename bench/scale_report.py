@@ -57,6 +57,16 @@ def main():
         scaling = (f"\n\nThree groups on three masters: {three['grants_per_sec']:,.0f} grants/s "
                    f"against one group's {one['grants_per_sec']:,.0f}: "
                    f"**{three['grants_per_sec'] / one['grants_per_sec']:.2f}×** (target ≥ 2.5×).")
+        if one["redis_cores"] > 0 and three["redis_cores"] > 0:
+            per_core_1 = one["grants_per_sec"] / one["redis_cores"]
+            per_core_3 = three["grants_per_sec"] / three["redis_cores"]
+            scaling += (f" Bound: one group kept its master at {one['redis_cores']:.2f} of a core, "
+                        f"so 2.5× takes {2.5 * one['redis_cores']:.1f} cores of Redis alone; this "
+                        f"machine has {os.cpu_count()}, shared with the runner's "
+                        f"{three['waiters'] * three['groups']:,} waiters. Per core of Redis, three groups served "
+                        f"{per_core_3:,.0f} grants/s against one group's {per_core_1:,.0f} "
+                        f"({per_core_3 / per_core_1:.2f}×): masters with a core each would "
+                        "scale by about the number of groups.")
     base = rows(runs, "waiters", "waiters")
     ceiling = ""
     if base:
