@@ -74,7 +74,7 @@ local groups, n_groups = {}, 0
 -- How grants are pushed. On a Redis Cluster (7.0+) with SPUBLISH: a PUBLISH there is relayed to
 -- every node over the cluster bus, so each push would cost every master; a shard channel's message
 -- stays on the shard that owns the group's slot, where the replicas SSUBSCRIBE. Asked once per
--- group (a server cannot switch cluster mode while it runs).
+-- group (a server cannot switch cluster mode while it runs; under EVALSHA, once per call).
 local function publish_command()
   if (redis.REDIS_VERSION_NUM or 0) >= 0x070000
     and string.find(redis.call('INFO', 'cluster'), 'cluster_enabled:1', 1, true) then

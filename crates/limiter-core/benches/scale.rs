@@ -15,6 +15,7 @@
 //! - `grants_per_sec` over the measured window (after a warm-up that fills the queue);
 //! - `redis_us_per_grant`: Redis's CPU (`INFO cpu`, all nodes) over the window per grant,
 //!   heartbeats and pub/sub included;
+//! - `calls_over_1ms` / `longest_call_us`: Redis's slow log over the window (every node);
 //! - `handoff_p50_us` / `handoff_p99_us`: the time a slot stands free: the k-th release issued in
 //!   the window to the (k + cap)-th grant. With the queue never empty and one class, every release
 //!   hands its slot to the queue's head, so in time order the grants follow the releases.
@@ -97,6 +98,46 @@ async fn redis_cpu(conns: &mut [redis::aio::MultiplexedConnection]) -> f64 {
         }
     }
     total
+}
+
+/// Starts counting calls over 1 ms (the slow log, on every node).
+async fn slowlog_start(conns: &mut [redis::aio::MultiplexedConnection]) {
+    for c in conns.iter_mut() {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("slowlog-log-slower-than")
+            .arg(1000)
+            .arg("slowlog-max-len")
+            .arg(10_000)
+            .query_async(c)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SLOWLOG")
+            .arg("RESET")
+            .query_async(c)
+            .await
+            .unwrap();
+    }
+}
+
+/// Calls over 1 ms since `slowlog_start`, and the longest call's µs (0 if none), over the nodes.
+async fn slowlog_read(conns: &mut [redis::aio::MultiplexedConnection]) -> (usize, u64) {
+    let (mut n, mut longest) = (0, 0);
+    for c in conns.iter_mut() {
+        // Each entry: id, unix time, µs, the command, client address, client name.
+        let entries: Vec<Vec<redis::Value>> = redis::cmd("SLOWLOG")
+            .arg("GET")
+            .arg(-1)
+            .query_async(c)
+            .await
+            .unwrap();
+        n += entries.len();
+        for e in &entries {
+            let us: u64 = redis::from_redis_value_ref(&e[2]).unwrap();
+            longest = longest.max(us);
+        }
+    }
+    (n, longest)
 }
 
 async fn plain_conns(urls: &[String]) -> Vec<redis::aio::MultiplexedConnection> {
@@ -190,11 +231,13 @@ async fn measure(a: &Args, run: Run, redis: RedisConfig, urls: Vec<String>) {
     }
     // Warm-up: every waiter enqueued and the hand-off running.
     tokio::time::sleep(Duration::from_secs_f64(2.0 + run.waiters as f64 / 5_000.0)).await;
+    slowlog_start(&mut stats).await;
     let cpu0 = redis_cpu(&mut stats).await;
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(a.secs)).await;
     let t1 = Instant::now();
     let cpu1 = redis_cpu(&mut stats).await;
+    let (slow_calls, longest_us) = slowlog_read(&mut stats).await;
     stop.store(true, Ordering::Relaxed);
     for t in &tasks {
         t.abort();
@@ -229,7 +272,7 @@ async fn measure(a: &Args, run: Run, redis: RedisConfig, urls: Vec<String>) {
     let secs = (t1 - t0).as_secs_f64();
     let rps = grants as f64 / secs;
     println!(
-        "{{\"scenario\":\"{}\",\"waiters\":{},\"replicas\":{},\"groups\":{},\"cap\":{},\"secs\":{:.2},\"grants\":{},\"grants_per_sec\":{:.1},\"redis_cores\":{:.3},\"redis_us_per_grant\":{:.2},\"handoff_p50_us\":{:.0},\"handoff_p99_us\":{:.0}}}",
+        "{{\"scenario\":\"{}\",\"waiters\":{},\"replicas\":{},\"groups\":{},\"cap\":{},\"secs\":{:.2},\"grants\":{},\"grants_per_sec\":{:.1},\"redis_cores\":{:.3},\"redis_us_per_grant\":{:.2},\"handoff_p50_us\":{:.0},\"handoff_p99_us\":{:.0},\"calls_over_1ms\":{},\"longest_call_us\":{}}}",
         run.scenario,
         run.waiters,
         run.replicas,
@@ -246,6 +289,8 @@ async fn measure(a: &Args, run: Run, redis: RedisConfig, urls: Vec<String>) {
         },
         percentile(&gaps, 0.5),
         percentile(&gaps, 0.99),
+        slow_calls,
+        longest_us,
     );
     for t in tasks {
         let _ = t.await;
