@@ -103,6 +103,7 @@ def summarize(res):
             s[scenario][str(c)] = {r: anchor(runs, scenario, r, c, vt) for r in runners}
     s["http"] = {str(c): {v: agg(runs, "http", f"http-{v}", c) for v in HTTP_VARIANTS}
                  for c in conc}
+    s["bare_commit"] = agg(runs, "http-commit", "bare-commit")
     vt = s["variants"]["handoff"] = {}
     s["handoff"] = {r: anchor(runs, "handoff", r, None, vt, lower_is_better=True) for r in
                     ["ours", "redis-semaphore (retry 10 ms)", "redis-semaphore (retry 1 ms)"]}
@@ -289,6 +290,13 @@ def targets(s, conc):
     h = s["handoff"].get("ours")
     if h:
         row("hand-off p99, ours", f"{h['p99_us'] / 1000:.2f} ms", "≤ 1 ms", h["p99_us"] <= 1000)
+    # The full stack's req/s at 64 connections against the ~2.3k it made when this goal was set
+    # (the quota committing each spend on its own).
+    full64 = s["http"].get("64", {}).get("full")
+    if full64 and full64.get("ops"):
+        r = full64["ops"] / 2300
+        row("HTTP full stack req/s at 64 connections / the 2.3k before group commit",
+            f"{r:.2f}× ({full64['ops']:,.0f} req/s)", "≥ 3×", r >= 3)
     # Judged with one connection: with more, the added p50 also holds the wait for the CPU that
     # the checks' throughput cost causes on this 2-core machine (the table shows every C).
     hc = str(min(conc))
@@ -300,11 +308,15 @@ def targets(s, conc):
             if v == "no-quota":
                 row(f"HTTP added p50, {v} vs off, {hc} connection", f"{d:.2f} ms", "≤ 0.5 ms",
                     d <= 0.5)
-            else:
-                # The quota's goal adds a bare commit's p50, which this run does not time
-                # (bench/gateway does): the analysis below compares.
+            elif s.get("bare_commit"):
+                # The quota's goal adds the p50 of a bare commit, timed in the same run.
+                commit = s["bare_commit"]["p50_us"] / 1000
                 row(f"HTTP added p50, {v} vs off, {hc} connection", f"{d:.2f} ms",
-                    "≤ 0.5 ms + a bare commit's p50 (see the analysis)", None)
+                    f"≤ 0.5 ms + a bare commit's p50 ({commit:.2f} ms) = {0.5 + commit:.2f} ms",
+                    d <= 0.5 + commit)
+            else:
+                row(f"HTTP added p50, {v} vs off, {hc} connection", f"{d:.2f} ms",
+                    "≤ 0.5 ms + a bare commit's p50 (not timed in this run)", None)
     return rows
 
 

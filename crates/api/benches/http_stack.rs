@@ -229,6 +229,28 @@ async fn wrk(addr: SocketAddr, script: &std::path::Path, c: usize, secs: u64) ->
     r
 }
 
+/// The p50 (µs) of 200 × `rounds` autocommit UPDATEs of one `user_profiles` row, one connection.
+async fn bare_commit_p50(url: &str, rounds: usize) -> f64 {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    conn.execute(
+        "INSERT INTO user_profiles (user_id) VALUES ('bench-bare-commit') ON CONFLICT DO NOTHING",
+    )
+    .await
+    .unwrap();
+    let update = "UPDATE user_profiles SET queries_used = queries_used + 1 WHERE user_id = 'bench-bare-commit'";
+    for _ in 0..50 {
+        conn.execute(update).await.unwrap();
+    }
+    let mut us: Vec<f64> = Vec::new();
+    for _ in 0..200 * rounds.max(1) {
+        let t = std::time::Instant::now();
+        conn.execute(update).await.unwrap();
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    us.sort_by(f64::total_cmp);
+    us[us.len() / 2]
+}
+
 fn main() {
     let a = parse_args();
     // The servers share the machine's two cores with wrk, Redis and PostgreSQL.
@@ -250,6 +272,7 @@ async fn run(a: Args) {
     let url_async = scratch_db(&admin, &db_async).await;
 
     let mut variants: Vec<(&str, SocketAddr)> = Vec::new();
+    let commit_url = url_sync.clone();
     let cfg = config(&a, url_sync, &format!("bench-http-{pid}"));
     let quota = api::limits::quota::QuotaStore::connect_lazy(&cfg).unwrap();
     quota.migrate().await.unwrap();
@@ -283,6 +306,12 @@ async fn run(a: Args) {
         let w = wrk(*addr, &script, 16, 2).await;
         assert!(!w.errors, "warm-up failed");
     }
+    // The quota's goal at one connection allows a bare commit's p50 on top: timed here, in the
+    // same run, on the same PostgreSQL (one autocommit UPDATE of one profile row, one connection).
+    let commit_p50 = bare_commit_p50(&commit_url, a.rounds).await;
+    println!(
+        "{{\"runner\":\"bare-commit\",\"scenario\":\"http-commit\",\"c\":1,\"round\":0,\"p50_us\":{commit_p50:.1}}}"
+    );
     let mut failed = false;
     for &c in &a.conc {
         for round in 0..a.rounds {
