@@ -166,18 +166,7 @@ async fn every_script_runs_on_a_cluster() {
         )
         .await
         .unwrap();
-        let far = Instant::now() + Duration::from_secs(30);
-        let first = adm.admit(b"u1", HIGH, far).await.unwrap();
-        let (tx, mut positions) = tokio::sync::watch::channel(0u32);
-        let adm2 = adm.clone();
-        let second = tokio::spawn(async move { adm2.admit_watched(b"u2", MID, far, tx).await });
-        positions.wait_for(|p| *p == 1).await.unwrap();
-        assert!(first.release().await.unwrap());
-        let second = tokio::time::timeout(Duration::from_secs(10), second)
-            .await
-            .expect("the grant's push never arrived")
-            .unwrap()
-            .unwrap();
+        let second = hand_off_by_push(&adm).await;
         assert!(second.position_at_entry() == 1 && !second.is_local());
         assert!(second.release().await.unwrap());
         let stats = adm.stats().await.unwrap();
@@ -285,6 +274,16 @@ async fn a_cut_shard_subscription_comes_back() {
     assert_eq!(killed, 1, "the subscriber's connection");
     subscribed().await;
 
+    // The heartbeat after the new subscription went before the waiter queued; the next one is
+    // 20 s away: only the push can grant it within the bound.
+    let second = hand_off_by_push(&adm).await;
+    assert!(second.release().await.unwrap());
+    adm.shutdown().await;
+}
+
+/// u1 takes the only slot, u2 queues behind it, u1 releases: u2's permit, which must arrive
+/// within 10 s (the callers' heartbeat TTL is long enough that only the grant's push can).
+async fn hand_off_by_push(adm: &Admission) -> limiter_core::Permit {
     let far = Instant::now() + Duration::from_secs(30);
     let first = adm.admit(b"u1", HIGH, far).await.unwrap();
     let (tx, mut positions) = tokio::sync::watch::channel(0u32);
@@ -292,13 +291,9 @@ async fn a_cut_shard_subscription_comes_back() {
     let second = tokio::spawn(async move { adm2.admit_watched(b"u2", MID, far, tx).await });
     positions.wait_for(|p| *p == 1).await.unwrap();
     assert!(first.release().await.unwrap());
-    // The heartbeat after the new subscription went before the waiter queued; the next one is
-    // 20 s away: only the push can grant it within the bound.
-    let second = tokio::time::timeout(Duration::from_secs(10), second)
+    tokio::time::timeout(Duration::from_secs(10), second)
         .await
         .expect("the grant's push never arrived")
         .unwrap()
-        .unwrap();
-    assert!(second.release().await.unwrap());
-    adm.shutdown().await;
+        .unwrap()
 }
