@@ -40,7 +40,7 @@ local T, USER_CAP, GLOBAL_CAP, LEASE_TTL, HB_TTL, NC
 local GLOBAL, REPLICAS, HOLDERS, USER_HEAD, FENCE, Q, READY
 -- No per-user limits (see above), and that layout's leave marks.
 local FLAT, LEFT
-local NOW, NOW_S, AFTER_NOW, EXPIRY, EXPIRY_S, LEASE_TTL_S, GRANTS_TTL_S, REPLICAS_TTL_S
+local NOW, NOW_US, NOW_S, AFTER_NOW, EXPIRY, EXPIRY_S, LEASE_TTL_S, GRANTS_TTL_S, REPLICAS_TTL_S
 local PEAK_HEAD, PEAK_BUCKET, PEAK_KEY, PEAK_TTL_S
 -- Keys whose TTL this call already set: NOW is fixed within a call, so once is enough.
 local ttl_kept
@@ -58,7 +58,7 @@ local reclaimed_all
 local fence_next, fence_last
 -- Replicas already looked up in this call (a dispatch often grants several waiters of one).
 local alive
-local DAY = 86400000
+local DAY_S = '86400000'
 -- Steps of one dispatch: a step grants a waiter, drops a dead one, sets a user at its cap aside
 -- or drops a stale ready entry. Only the first can repeat for the same waiter, so waiters held
 -- back by their user cap never use this budget; it bounds one call's cleanup after a replica
@@ -134,7 +134,8 @@ local function begin(KEYS, ARGV)
   GRANTS_TTL_S, REPLICAS_TTL_S, PEAK_TTL_S = G.grants_ttl_s, G.replicas_ttl_s, G.peak_ttl_s
   LEASE_TTL_S = ARGV[4]
   local now_t = redis.call('TIME')
-  NOW = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+  NOW_US = tonumber(now_t[1]) * 1000000 + tonumber(now_t[2])
+  NOW = math.floor(NOW_US / 1000)
   -- Numbers reach Redis as strings. Formatted once here: a Lua number passed to redis.call is
   -- printed with %.17g and parsed back with strtod on every call (a visible share of Redis's CPU).
   NOW_S = string.format('%d', NOW)
@@ -279,8 +280,11 @@ local function reclaim_global()
   local expired = redis.call('ZRANGE', GLOBAL, '-inf', NOW_S, 'BYSCORE', 'LIMIT', '0', '100')
   reclaimed_all = #expired < 100
   if #expired == 0 then return end
+  -- Only expired leases go: a live count taken before still stands (see in_use).
+  local live_before = live_global
   redis.call('ZREM', GLOBAL, unpack(expired))
   removed(GLOBAL)
+  if live_before then counted[GLOBAL], live_global = live_before, live_before end
   if FLAT then return end
   local users = {}
   for i, user_key in ipairs(redis.call('HMGET', HOLDERS, unpack(expired))) do
@@ -292,27 +296,28 @@ local function reclaim_global()
   end
   redis.call('HDEL', HOLDERS, unpack(expired))
   removed(HOLDERS)
+  if live_before then counted[HOLDERS] = live_before end
   for user_key in pairs(users) do refresh_user(user_key) end
 end
 
 -- Fencing tokens never fall below Redis time in µs, so they stay monotonic even if the counter
 -- key expires or is lost (a Redis restarted empty): a Redis grants far fewer than one lease per
--- µs, so no token issued before can be above the time in µs now. That also makes refreshing its
--- TTL on every grant unnecessary: the TTL only collects an idle counter.
--- Tokens are taken `n` at a time (one INCRBY for a batch); a caller may leave some of its run
+-- µs, so no token issued before can be above the time in µs now. The counter therefore usually
+-- lags the clock, and a run starts at the time: one SET that also returns the previous value,
+-- and a second only when the counter was ahead. Its TTL, renewed by every SET, only collects an
+-- idle counter.
+-- Tokens are taken `n` at a time (one run for a batch); a caller may leave some of its run
 -- unused: tokens must only increase, not be dense, and a run is never longer than the requests
 -- behind it, so the counter still moves slower than the clock.
 local function reserve_fences(n)
-  local last = redis.call('INCRBY', FENCE, string.format('%d', n))
-  local first = last - n + 1
-  if first < NOW * 1000 then
-    first = NOW * 1000
-    last = first + n - 1
-    redis.call('SET', FENCE, string.format('%d', last), 'PX', DAY)
-  elseif math.floor(last / 1024) ~= math.floor((first - 1) / 1024) then
-    redis.call('PEXPIRE', FENCE, DAY)
+  local first = NOW_US
+  local prev = tonumber(redis.call('SET', FENCE, string.format('%d', first + n - 1), 'PX', DAY_S,
+    'GET'))
+  if prev and prev >= first then
+    first = prev + 1
+    redis.call('SET', FENCE, string.format('%d', first + n - 1), 'PX', DAY_S)
   end
-  fence_next, fence_last = first, last
+  fence_next, fence_last = first, first + n - 1
 end
 
 -- The next token; `want`: how many this call may still need, reserved together when the
@@ -352,7 +357,9 @@ end
 -- The user-scope half of a grant, and the fleet's peak: what a dispatch must write at once (it
 -- reads the user's scope again for its next waiter); `take` adds the global half.
 -- With live_global unknown the peak is read from the global scope, so that half must be in.
-local function take_user(id, user_key)
+-- `settled`: the caller already took the user out of every ready set if this grant puts it at
+-- its cap.
+local function take_user(id, user_key, settled)
   -- The user's live leases, as user_has_room counted them just before (nil: not counted).
   local before = counted[user_key]
   if live_global then live_global = live_global + 1 end
@@ -362,7 +369,7 @@ local function take_user(id, user_key)
   -- At its cap now: its waiters step aside (below it they were ready already).
   if before == nil then
     refresh_user(user_key)
-  elseif before + 1 >= USER_CAP then
+  elseif before + 1 >= USER_CAP and not settled then
     set_aside(user_key)
   end
 end
@@ -549,10 +556,8 @@ end
 -- A dispatch without per-user limits: each class queue is served from its head, strict priority
 -- between classes, in runs of as many waiters as slots are free (one read per run). Waiters whose
 -- replica stopped heartbeating, or whose budget ran out, are dropped (and cost a step).
--- Called by dispatch once expired leases are reclaimed.
-local function dispatch_flat()
-  local free = GLOBAL_CAP - in_use()
-  if free <= 0 then return free end
+-- Called by dispatch once expired leases are reclaimed, with the free slots (at least one).
+local function dispatch_flat(free)
   local served, dropped = {}, {}
   local steps = 0
   for class = 0, NC - 1 do
@@ -592,26 +597,23 @@ end
 -- and no cost that grows with them). Waiters whose replica stopped heartbeating, or whose record
 -- expired, are dropped. Each grant is recorded for the replica's heartbeat and pushed on its
 -- channel.
--- Expired leases are cleaned up first: their users may have room now, and must be ready before
--- anyone is served (a lease of a dead replica expires without a release to say so).
--- `entering` (admission_enter): also count the free slots left for the newcomer (no other caller
--- needs them).
--- Returns the free slots left (0 unless entering).
+-- Expired leases are cleaned up before anyone is served: their users may have room now, and must
+-- be ready first (a lease of a dead replica expires without a release to say so).
+-- `entering` (admission_enter): the caller has newcomers, who may take the slots left.
+-- Returns the free slots left (at most 0 when none were free).
 local function dispatch(entering)
-  -- Nobody queued at all (every call below the caps): nothing to clean up for, one call to know.
-  if entering and redis.call('EXISTS', unpack(Q, 0, NC - 1)) == 0 then
-    return GLOBAL_CAP - in_use()
-  end
-  if not reclaimed_all then reclaim_global() end
-  if FLAT then return dispatch_flat() end
-  -- Nobody ready: nothing to hand out.
-  if redis.call('EXISTS', unpack(READY, 0, NC - 1)) == 0 then
-    if entering then return GLOBAL_CAP - in_use() end
-    return 0
-  end
-  -- Counts the global scope: live_global stays known through the loop (nothing in it drops a
-  -- lease), so take_user notes the peak without reading the global scope, whose writes wait.
+  -- The live count comes first: with no slot free nobody can be served, and the cleanup waits for
+  -- a call that has one (an expired lease never counts as in use). That is the usual enter of a
+  -- busy queue: one read. live_global then stays known through the loop (nothing in it drops a
+  -- live lease), so take_user notes the peak without reading the global scope, whose writes wait.
   local free = GLOBAL_CAP - in_use()
+  if free <= 0 then return free end
+  -- Nobody queued at all (every call below the caps): nothing to clean up for.
+  if entering and redis.call('EXISTS', unpack(Q, 0, NC - 1)) == 0 then return free end
+  if not reclaimed_all then reclaim_global() end
+  if FLAT then return dispatch_flat(free) end
+  -- Nobody ready: nothing to hand out. (With one class the loop's first read tells as much.)
+  if NC > 1 and redis.call('EXISTS', unpack(READY, 0, NC - 1)) == 0 then return free end
   local steps = 0
   -- Waiters served, written once the loop is done (write_grants): the loop reads the ready sets,
   -- the users' queues and scopes and the record of the waiter at a queue's head, never the class
@@ -643,13 +645,16 @@ local function dispatch(entering)
           local uq = user_queue(class, user)
           redis.call('ZREM', uq, id)
           removed(uq)
-          if heads[3] then
+          -- At its cap with this grant: it steps aside. With one class, this ready set is its
+          -- only one, settled here (take_user need not look for its waiters).
+          local at_cap = counted[user_key] + 1 >= USER_CAP
+          if heads[3] and not (at_cap and NC == 1) then
             redis.call('ZADD', ready, 'XX', heads[4], user)
           else
             redis.call('ZREM', ready, user)
             removed(ready)
           end
-          take_user(id, user_key) -- at its cap now? then it steps aside
+          take_user(id, user_key, NC == 1)
           served[#served + 1] = id
           served[#served + 1] = class
           served[#served + 1] = replica

@@ -12,9 +12,18 @@ for i = 7, #ARGV, 2 do
 end
 -- The batch's leases leave the global scope and the holders map with one command each; their
 -- scores, read together first, tell which were live (a lease released twice in one batch counts
--- once, as two calls would).
-local scores = redis.call('ZMSCORE', GLOBAL, unpack(leases))
-redis.call('ZREM', GLOBAL, unpack(leases))
+-- once, as two calls would). Expired leases are reclaimed first (the dispatch below would do it
+-- anyway): then a single lease needs no read, ZREM's count tells.
+local live = {}
+reclaim_global()
+if #leases == 1 and reclaimed_all then
+  live[1] = redis.call('ZREM', GLOBAL, leases[1]) == 1
+else
+  for k, score in ipairs(redis.call('ZMSCORE', GLOBAL, unpack(leases))) do
+    live[k] = score and tonumber(score) > NOW
+  end
+  redis.call('ZREM', GLOBAL, unpack(leases))
+end
 removed(GLOBAL)
 if not FLAT then
   redis.call('HDEL', HOLDERS, unpack(leases))
@@ -27,8 +36,7 @@ local records = {}
 for i = 7, #ARGV, 2 do
   local id, user_key = ARGV[i], ARGV[i + 1]
   local k = (i - 5) / 2
-  local score = scores[k]
-  held[k] = (score and not seen[id] and tonumber(score) > NOW) and 1 or 0
+  held[k] = (live[k] and not seen[id]) and 1 or 0
   seen[id] = true
   if not FLAT then drop_user_lease(id, user_key) end
   -- The replica releasing a lease knew of its grant: the record kept for that replica's heartbeat

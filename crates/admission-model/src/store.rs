@@ -180,11 +180,15 @@ impl Store {
     /// has room; waiters whose replica died or whose record expired are dropped when reached.
     /// Returns the free slots left.
     fn dispatch(&mut self, p: &Params, entering: bool, out: &mut Vec<Published>) -> usize {
+        // No slot free: nobody can be served, and expired leases wait for a dispatch that has one.
+        let mut free = p.global_cap.saturating_sub(self.in_use());
+        if free == 0 {
+            return 0;
+        }
         if entering && self.queued() == 0 {
-            return p.global_cap.saturating_sub(self.in_use());
+            return free;
         }
         self.reclaim();
-        let mut free = p.global_cap.saturating_sub(self.in_use());
         for class in 0..self.queues.len() {
             while free > 0 {
                 let Some(i) = self.queues[class]
@@ -269,6 +273,7 @@ impl Store {
 
     /// `admission_release`: true if the lease was live.
     pub fn release(&mut self, p: &Params, id: Id, out: &mut Vec<Published>) -> bool {
+        self.reclaim();
         let held = self.drop_lease(p, id);
         // Its replica knew of the grant: the record for its heartbeat goes (the script finds the
         // replica in the id; ids are unique, so looking in every replica's set is the same).
