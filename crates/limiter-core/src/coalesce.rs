@@ -2,10 +2,13 @@
 //!
 //! Redis spends a fixed cost on every script call (parsing, the EVALSHA lookup, the reply, the
 //! socket), so many small concurrent calls cost it more than one call carrying all of them. A
-//! [`Coalescer`] sends a call at once while fewer than `max_in_flight` batches are on the wire,
-//! so an idle caller never waits for company (no timer, no tick); while they are, later callers
-//! queue, and the queue goes as one batch as soon as a flight lands. Each caller gets its own
-//! answer: the batch function returns one result per item, in order.
+//! [`Coalescer`] sends a call as soon as fewer than `max_in_flight` batches are on the wire (a
+//! gathering one yields to the scheduler once first: callers woken by the same burst of replies,
+//! as one read of a connection completes many calls and Redis answers a whole event-loop round at
+//! once, run in that tick and go in the same call). No timer: an idle caller never waits for
+//! company. While flights are full, later callers queue, and the queue goes as one batch as soon as a
+//! flight lands. Each caller gets its own answer: the batch function returns one result per item,
+//! in order.
 //!
 //! Cancellation: a caller dropped while its own flight is on the wire still hands the queue on
 //! (a guard does it on drop), so queued callers never wait for a flight nobody finishes.
@@ -44,6 +47,8 @@ pub(crate) struct Coalescer<K, R> {
     max_batch: usize,
     /// Queued calls whose caller went away are not sent (see [`Coalescer::skipping_abandoned`]).
     skip_abandoned: bool,
+    /// A leader yields once before its flight leaves (see [`Coalescer::gathering`]).
+    gather: bool,
 }
 
 impl<K, R> std::fmt::Debug for Coalescer<K, R> {
@@ -66,7 +71,16 @@ impl<K: Send + 'static, R: Send + 'static> Coalescer<K, R> {
             max_in_flight: max_in_flight.max(1),
             max_batch: max_batch.max(1),
             skip_abandoned: false,
+            gather: false,
         }
+    }
+
+    /// A leader yields to the scheduler once before its flight leaves, so that callers woken by
+    /// the same burst of replies go with it: for calls that come in bursts (entries into a queue
+    /// whose grants arrive together), not for ones whose callers arrive one by one.
+    pub(crate) fn gathering(mut self) -> Self {
+        self.gather = true;
+        self
     }
 
     /// A queued call whose caller was dropped before its batch left is not sent: for calls
@@ -97,8 +111,21 @@ impl<K: Send + 'static, R: Send + 'static> Coalescer<K, R> {
         match item {
             Err(rx) => rx.await.unwrap_or_else(|_| Err(abandoned())),
             Ok(item) => {
-                // A free flight: this caller leads its own.
-                let _flight = Flight(Arc::clone(self));
+                // A free flight: this caller leads it, with whoever queued during its yield.
+                let mut flight = Flight(Some(Arc::clone(self)));
+                if self.gather {
+                    tokio::task::yield_now().await;
+                }
+                let item = match self.with_company(item) {
+                    Ok(item) => item,
+                    Err((batch, rx)) => {
+                        // The batch is sent by a task of its own, which keeps the flight: the
+                        // others' calls must go (and be answered) even if this caller goes away.
+                        flight.0 = None;
+                        self.spawn_drain(batch);
+                        return rx.await.unwrap_or_else(|_| Err(abandoned()));
+                    }
+                };
                 let mut replies = (self.run)(vec![item]).await?;
                 match replies.pop() {
                     Some(r) if replies.is_empty() => Ok(r),
@@ -111,11 +138,43 @@ impl<K: Send + 'static, R: Send + 'static> Coalescer<K, R> {
         }
     }
 
+    /// A leader's item alone (`Ok`), or, if callers queued meanwhile, the batch it heads and the
+    /// receiver of its own answer.
+    #[allow(clippy::type_complexity)]
+    fn with_company(
+        &self,
+        item: K,
+    ) -> Result<
+        K,
+        (
+            Vec<Waiting<K, R>>,
+            oneshot::Receiver<Result<R, LimiterError>>,
+        ),
+    > {
+        let mut st = self.lock();
+        if self.skip_abandoned {
+            st.queue.retain(|(_, tx)| !tx.is_closed());
+        }
+        if st.queue.is_empty() {
+            return Ok(item);
+        }
+        let (tx, rx) = oneshot::channel();
+        st.queue.insert(0, (item, tx));
+        let n = st.queue.len().min(self.max_batch);
+        Err((st.queue.drain(..n).collect(), rx))
+    }
+
     /// A flight landed (or its caller went away): start the next batch, or free the slot.
     fn landed(self: &Arc<Self>) {
         let Some(batch) = self.next_batch() else {
             return;
         };
+        self.spawn_drain(batch);
+    }
+
+    /// Sends `batch` (and the batches queued after it) from a task of its own, which holds the
+    /// flight slot until the queue is empty.
+    fn spawn_drain(self: &Arc<Self>, batch: Vec<Waiting<K, R>>) {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(Arc::clone(self).drain(batch));
@@ -178,12 +237,14 @@ impl<K: Send + 'static, R: Send + 'static> Coalescer<K, R> {
     }
 }
 
-/// Hands the queue on when a leader's flight ends, however it ends.
-struct Flight<K: Send + 'static, R: Send + 'static>(Arc<Coalescer<K, R>>);
+/// Hands the queue on when a leader's flight ends, however it ends (`None`: handed to a drain).
+struct Flight<K: Send + 'static, R: Send + 'static>(Option<Arc<Coalescer<K, R>>>);
 
 impl<K: Send + 'static, R: Send + 'static> Drop for Flight<K, R> {
     fn drop(&mut self) {
-        self.0.landed();
+        if let Some(c) = self.0.take() {
+            c.landed();
+        }
     }
 }
 
@@ -249,6 +310,34 @@ mod tests {
         assert_eq!(stays.await.ok().and_then(Result::ok), Some(2));
         let batches = sent.lock().unwrap_or_else(|p| p.into_inner());
         batches.clone()
+    }
+
+    #[tokio::test]
+    async fn callers_of_one_scheduler_tick_go_in_one_call() {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let run: BatchFn<u32, u32> = Arc::new({
+            let sent = Arc::clone(&sent);
+            move |items: Vec<u32>| {
+                sent.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(items.clone());
+                Box::pin(async move { Ok(items.iter().map(|i| i * 10).collect()) })
+            }
+        });
+        let c = Arc::new(Coalescer::new(run, 1, 16).gathering());
+        // Spawned together, as tasks woken by one read: they run in one tick of this
+        // single-threaded runtime.
+        let calls: Vec<_> = (0..5)
+            .map(|i| {
+                let c = Arc::clone(&c);
+                tokio::spawn(async move { c.call(i).await })
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.ok().and_then(Result::ok), Some(i as u32 * 10));
+        }
+        assert_eq!(*sent.lock().unwrap(), [vec![0, 1, 2, 3, 4]]);
+        assert_eq!(c.lock().in_flight, 0, "the flight is free again");
     }
 
     #[tokio::test]

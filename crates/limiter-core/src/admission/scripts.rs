@@ -135,7 +135,8 @@ impl QueueScripts {
                 MAX_IN_FLIGHT,
                 MAX_BATCH,
             )
-            .skipping_abandoned(),
+            .skipping_abandoned()
+            .gathering(),
         );
         QueueScripts {
             entries,
