@@ -9,21 +9,10 @@ every call. Printed per runner: pairs/s, the heartbeats' own execution times in 
 measure), the longest call and how many calls took over 1 ms. Runners alternate, twice.
 """
 import json
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 
-import redis
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from scratch_redis import scratch_redis
 
 
 def run(r, url, runner, secs=6):
@@ -44,31 +33,15 @@ def run(r, url, runner, secs=6):
 
 
 def main():
-    port = free_port()
-    with tempfile.TemporaryDirectory() as d:
-        srv = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
-                                "--appendonly", "no", "--dir", d],
-                               stdout=subprocess.DEVNULL)
-        try:
-            r = redis.Redis(port=port)
-            for _ in range(100):
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            url = f"redis://127.0.0.1:{port}"
-            print("| runner | pairs/s | heartbeats (µs each) | longest call µs | calls over 1 ms |")
-            print("|---|---|---|---|---|")
-            for _ in range(2):
-                for runner in sys.argv[1:]:
-                    res, hb, calls = run(r, url, runner)
-                    print(f"| {runner} | {res['ops_per_sec']:.0f} | {', '.join(map(str, hb))} "
-                          f"| {max(calls)} | {sum(1 for c in calls if c > 1000)} |")
-        finally:
-            srv.terminate()
-            srv.wait()
-
+    with scratch_redis() as (r, port):
+        url = f"redis://127.0.0.1:{port}"
+        print("| runner | pairs/s | heartbeats (µs each) | longest call µs | calls over 1 ms |")
+        print("|---|---|---|---|---|")
+        for _ in range(2):
+            for runner in sys.argv[1:]:
+                res, hb, calls = run(r, url, runner)
+                print(f"| {runner} | {res['ops_per_sec']:.0f} | {', '.join(map(str, hb))} "
+                      f"| {max(calls)} | {sum(1 for c in calls if c > 1000)} |")
 
 if __name__ == "__main__":
     main()

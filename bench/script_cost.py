@@ -16,13 +16,10 @@ commands the scripts ran per grant. With 30 or more replicas each call carries a
 import argparse
 import collections
 import os
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 
-import redis
+from scratch_redis import scratch_redis
 
 SCRIPTS = ["admission_lib", "admission_enter", "admission_release", "admission_heartbeat"]
 T = "{h}"
@@ -31,14 +28,6 @@ GLOBAL = T + ":lease:global"
 BASE = [T, "1", "20", "30000", "3000", "1"]
 REPLICAS = 30
 USERS = 1000
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def sources_of(args):
@@ -140,19 +129,7 @@ def main():
     ap.add_argument("sources", nargs="*")
     a = ap.parse_args()
     sources = sources_of(a.sources)
-    port = free_port()
-    workdir = tempfile.mkdtemp()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", workdir], stdout=subprocess.DEVNULL)
-    try:
-        r = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+    with scratch_redis() as (r, _):
         results = collections.defaultdict(list)
         for _ in range(a.rounds):
             for k in [int(x) for x in a.batch.split(",")]:
@@ -162,10 +139,6 @@ def main():
         for (label, k), runs in results.items():
             us = " ".join(f"{f:6.1f}" for f, _ in runs)
             print(f"{label:<24} {k:>3}  {us:<36} {runs[0][1]:.1f}")
-    finally:
-        server.terminate()
-        server.wait()
-
 
 if __name__ == "__main__":
     sys.exit(main())
