@@ -600,7 +600,7 @@ end
 -- Expired leases are cleaned up before anyone is served: their users may have room now, and must
 -- be ready first (a lease of a dead replica expires without a release to say so).
 -- `entering` (admission_enter): the caller has newcomers, who may take the slots left.
--- Returns the free slots left (at most 0 when none were free).
+-- Returns the free slots left (0 or fewer when none were free).
 local function dispatch(entering)
   -- The live count comes first: with no slot free nobody can be served, and the cleanup waits for
   -- a call that has one (an expired lease never counts as in use). That is the usual enter of a

@@ -6,9 +6,9 @@
 //! gathering one yields to the scheduler once first: callers woken by the same burst of replies,
 //! as one read of a connection completes many calls and Redis answers a whole event-loop round at
 //! once, run in that tick and go in the same call). No timer: an idle caller never waits for
-//! company. While flights are full, later callers queue, and the queue goes as one batch as soon as a
-//! flight lands. Each caller gets its own answer: the batch function returns one result per item,
-//! in order.
+//! company. While flights are full, later callers queue, and the queue goes as one batch as soon
+//! as a flight lands. Each caller gets its own answer: the batch function returns one result per
+//! item, in order.
 //!
 //! Cancellation: a caller dropped while its own flight is on the wire still hands the queue on
 //! (a guard does it on drop), so queued callers never wait for a flight nobody finishes.
