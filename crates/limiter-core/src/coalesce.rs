@@ -111,21 +111,24 @@ impl<K: Send + 'static, R: Send + 'static> Coalescer<K, R> {
         match item {
             Err(rx) => rx.await.unwrap_or_else(|_| Err(abandoned())),
             Ok(item) => {
-                // A free flight: this caller leads it, with whoever queued during its yield.
+                // A free flight: this caller leads it (gathering: with whoever queued during its
+                // yield).
                 let mut flight = Flight(Some(Arc::clone(self)));
+                let mut item = item;
                 if self.gather {
                     tokio::task::yield_now().await;
-                }
-                let item = match self.with_company(item) {
-                    Ok(item) => item,
-                    Err((batch, rx)) => {
-                        // The batch is sent by a task of its own, which keeps the flight: the
-                        // others' calls must go (and be answered) even if this caller goes away.
-                        flight.0 = None;
-                        self.spawn_drain(batch);
-                        return rx.await.unwrap_or_else(|_| Err(abandoned()));
+                    match self.with_company(item) {
+                        Ok(alone) => item = alone,
+                        Err((batch, rx)) => {
+                            // The batch is sent by a task of its own, which keeps the flight: the
+                            // others' calls must go (and be answered) even if this caller goes
+                            // away.
+                            flight.0 = None;
+                            self.spawn_drain(batch);
+                            return rx.await.unwrap_or_else(|_| Err(abandoned()));
+                        }
                     }
-                };
+                }
                 let mut replies = (self.run)(vec![item]).await?;
                 match replies.pop() {
                     Some(r) if replies.is_empty() => Ok(r),
@@ -151,17 +154,25 @@ impl<K: Send + 'static, R: Send + 'static> Coalescer<K, R> {
             oneshot::Receiver<Result<R, LimiterError>>,
         ),
     > {
-        let mut st = self.lock();
+        let (tx, rx) = oneshot::channel();
+        let batch = {
+            let mut st = self.lock();
+            st.queue.insert(0, (item, tx));
+            self.take_queued(&mut st)
+        };
+        match <[Waiting<K, R>; 1]>::try_from(batch) {
+            Ok([(item, _)]) => Ok(item),
+            Err(batch) => Err((batch, rx)),
+        }
+    }
+
+    /// The next batch off the head of the queue (callers gone dropped first when skipping).
+    fn take_queued(&self, st: &mut State<K, R>) -> Vec<Waiting<K, R>> {
         if self.skip_abandoned {
             st.queue.retain(|(_, tx)| !tx.is_closed());
         }
-        if st.queue.is_empty() {
-            return Ok(item);
-        }
-        let (tx, rx) = oneshot::channel();
-        st.queue.insert(0, (item, tx));
         let n = st.queue.len().min(self.max_batch);
-        Err((st.queue.drain(..n).collect(), rx))
+        st.queue.drain(..n).collect()
     }
 
     /// A flight landed (or its caller went away): start the next batch, or free the slot.
@@ -191,15 +202,12 @@ impl<K: Send + 'static, R: Send + 'static> Coalescer<K, R> {
     /// Takes the next batch off the queue, keeping the flight slot; frees it if none waits.
     fn next_batch(&self) -> Option<Vec<Waiting<K, R>>> {
         let mut st = self.lock();
-        if self.skip_abandoned {
-            st.queue.retain(|(_, tx)| !tx.is_closed());
-        }
-        if st.queue.is_empty() {
+        let batch = self.take_queued(&mut st);
+        if batch.is_empty() {
             st.in_flight -= 1;
             return None;
         }
-        let n = st.queue.len().min(self.max_batch);
-        Some(st.queue.drain(..n).collect())
+        Some(batch)
     }
 
     /// Sends batches while callers keep queueing.
