@@ -64,7 +64,8 @@ class Fleet:
 
     def new_id(self, rep):
         self.seq += 1
-        return f"r{rep}.{self.seq:016x}"
+        # Ends with the waiter's budget in ms (as enter_args' record ttl), as the queue needs.
+        return f"r{rep}.{self.seq:016x}.600000"
 
     def enter_args(self, reqs):
         args = list(BASE)

@@ -1,8 +1,9 @@
 -- Admit requests: each takes a slot now if one is free and nobody eligible waits, else queues.
 -- (helpers: admission_lib.lua; KEYS[1] and ARGV[1..6] as described there)
 -- Then one group of seven per request (a batch: in order, as if one call after another):
--- id (waiter/lease), user lease key, replica, class 0..classes-1, max queued (all classes),
--- max queued of one user (all classes), record ttl ms (the waiter's wait budget + margin)
+-- id (waiter/lease: `<replica>.<random>.<budget ms>`, see admission_lib.lua), user lease key,
+-- replica, class 0..classes-1, max queued (all classes), max queued of one user (all classes),
+-- how long its queue entries live, in ms (its budget)
 -- returns three integers per request: {1, expiry_ms, fence} granted | {0, position, now_ms}
 --         queued | {-1, 0, 0} queue full | {-2, 0, 0} this user's waiters fill its share
 --         | {-3, 0, 0} this id already left (its caller gave up before the enter arrived)
@@ -10,17 +11,17 @@
 -- two per request: id (`<replica>.<random>.<budget ms>`, see admission_lib.lua), class; the same
 -- replies but -2.
 begin(KEYS, ARGV)
--- Drops this user's waiters whose replica died or whose record expired (at most 100 looked at):
+-- Drops this user's waiters whose replica died or whose budget ran out (at most 100 looked at):
 -- they must not count against its share of the queue. Returns how many were dropped.
 local function prune_user(user)
   local dropped, looked = 0, 0
   for c = 0, NC - 1 do
     local before = dropped
-    for _, w in ipairs(redis.call('ZRANGE', user_queue(c, user), 0, 99 - looked)) do
+    local heads = redis.call('ZRANGE', user_queue(c, user), 0, 99 - looked, 'WITHSCORES')
+    for i = 1, #heads, 2 do
       looked = looked + 1
-      local r = record_replica(w)
-      if not r or not replica_alive(r) then
-        forget_waiter(w, c, user)
+      if not waiter_live(heads[i], heads[i + 1]) then
+        forget_waiter(heads[i], c, user)
         dropped = dropped + 1
       end
     end
@@ -71,8 +72,17 @@ local function count_queued()
   end
 end
 
--- The batch without per-user limits: a waiter is its class queue entry alone (held back), and
--- the leaves that overtook their enter are read for the whole batch at once.
+-- The leaves that overtook their enter, read for the whole batch at once: left[i] for the i-th
+-- of `ids`.
+local function left_marks(ids)
+  local left = {}
+  for i, until_ms in ipairs(redis.call('ZMSCORE', LEFT, unpack(ids))) do
+    if until_ms and tonumber(until_ms) > NOW then left[i] = true end
+  end
+  return left
+end
+
+-- The batch without per-user limits: a waiter is its class queue entry alone (held back).
 local function enter_flat()
   assert(#ARGV >= 10 and #ARGV % 2 == 0, "admission_enter: 8 args, then id and class pairs")
   local replica, max_queue = ARGV[7], tonumber(ARGV[8])
@@ -85,10 +95,7 @@ local function enter_flat()
     ids[#ids + 1] = ARGV[a]
     budgets[#budgets + 1] = budget
   end
-  local left = {}
-  for i, until_ms in ipairs(redis.call('ZMSCORE', LEFT, unpack(ids))) do
-    if until_ms and tonumber(until_ms) > NOW then left[i] = true end
-  end
+  local left = left_marks(ids)
   -- As below: the replica first, then one dispatch for the batch.
   ensure_alive(replica)
   local free = dispatch(true)
@@ -122,17 +129,16 @@ local function enter_flat()
   return replies
 end
 
--- One request of the batch. `free`: slots left after the batch's dispatch and its grants so far.
-local function enter(a, free)
-  local id, user_key, replica = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+-- One request of the batch. `free`: slots left after the batch's dispatch and its grants so far;
+-- `left`: whether a leave of this id came first.
+local function enter(a, free, left)
+  local id, user_key = ARGV[a], ARGV[a + 1]
   local class, max_queue, max_user = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
     tonumber(ARGV[a + 5])
-  local record_ttl_s = ARGV[a + 6]
-  local record_ttl = tonumber(record_ttl_s)
+  local ttl_s = ARGV[a + 6]
+  local ttl = tonumber(ttl_s)
 
-  -- A record before the enter is the mark of a leave that overtook it (admission_leave).
-  local w = T .. ':w:' .. id
-  if redis.call('EXISTS', w) == 1 then return {-3, 0, 0} end
+  if left then return {-3, 0, 0} end
   local room = user_has_room(user_key)
   -- Tokens this request and the ones after it may need (one each), reserved together.
   local want = (#ARGV - 6 - a) / 7 + 1
@@ -159,19 +165,17 @@ local function enter(a, free)
 
   -- Arrival order: the fencing counter, strictly increasing fleet-wide and never reset.
   local seq = string.format('%d', next_fence(want))
-  hold_back(pending_q, Q[class], record_ttl, seq, id)
+  hold_back(pending_q, Q[class], ttl, seq, id)
   local uq = queues[class + 1]
   if mine == 0 then counted[uq] = 0 end -- a new key: a plain PEXPIRE
   redis.call('ZADD', uq, seq, id)
-  keep_ttl(uq, record_ttl_s)
+  keep_ttl(uq, ttl_s)
   -- Counted for this request only: the next one of this user finds the key with a TTL.
   counted[uq] = nil
-  redis.call('HSET', w, 'u', user_key, 'r', replica)
-  redis.call('PEXPIRE', w, record_ttl_s)
   -- Held back only by the global cap: ready for the next free slot. A user with room is in the
   -- ready set of every class it waits in (a dispatch just refreshed any whose lease expired), so
   -- an entry already there stands for an earlier waiter and is kept (NX).
-  if room then hold_back(pending_ready, READY[class], record_ttl, seq, user) end
+  if room then hold_back(pending_ready, READY[class], ttl, seq, user) end
   local pos = 0
   for c = 0, class do pos = pos + per_class[c] end
   return {0, pos, NOW}
@@ -182,13 +186,16 @@ assert(#ARGV >= 13 and (#ARGV - 6) % 7 == 0, "admission_enter: 6 args, then grou
 
 -- Every request's arguments are checked before anything is written: a bad one fails the whole
 -- batch, not its second half after the first was queued (some of whose writes wait for a flush).
+local ids = {}
 for a = 7, #ARGV, 7 do
+  assert(budget_of(ARGV[a]), "admission_enter: waiter id without its budget")
+  ids[#ids + 1] = ARGV[a]
   local class, max_queue, max_user = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
     tonumber(ARGV[a + 5])
-  local record_ttl = tonumber(ARGV[a + 6])
+  local ttl = tonumber(ARGV[a + 6])
   assert(class and Q[class], "admission_enter: class out of range")
-  assert(max_queue and max_user and record_ttl and record_ttl >= 1,
-    "admission_enter: max queued, max queued per user and record ttl")
+  assert(max_queue and max_user and ttl and ttl >= 1,
+    "admission_enter: max queued, max queued per user and ttl")
   assert(string.sub(ARGV[a + 1], 1, #USER_HEAD) == USER_HEAD, "admission_enter: user key outside T")
 end
 
@@ -204,10 +211,11 @@ end
 -- a newcomer with room takes a free slot without overtaking anyone eligible. The batch's own
 -- requests change that only by taking slots (counted down here) or by queueing when none is
 -- free: a second dispatch would find nothing to grant.
+local left = left_marks(ids)
 local free = dispatch(true)
 local replies = {}
 for a = 7, #ARGV, 7 do
-  local r = enter(a, free)
+  local r = enter(a, free, left[(a - 7) / 7 + 1])
   if r[1] == 1 then free = free - 1 end
   replies[#replies + 1] = r[1]
   replies[#replies + 1] = r[2]

@@ -24,14 +24,8 @@ if redis.call('ZSCORE', GLOBAL, id) then
 end
 -- Unknown: leave a mark so that an enter of this id arriving later does not queue a waiter (or
 -- take a slot) nobody is behind. Ids are never reused; the mark outlives any enter in flight.
-if FLAT then
-  -- Marks share one key: the ones past are dropped here.
-  redis.call('ZREMRANGEBYSCORE', LEFT, '-inf', NOW_S)
-  redis.call('ZADD', LEFT, string.format('%d', NOW + 2 * HB_TTL + LEASE_TTL), id)
-  keep_ttl(LEFT, GRANTS_TTL_S)
-  return 2
-end
-local w = T .. ':w:' .. id
-redis.call('HSET', w, 'left', '1')
-redis.call('PEXPIRE', w, GRANTS_TTL_S)
+-- Marks share one key: the ones past are dropped here.
+redis.call('ZREMRANGEBYSCORE', LEFT, '-inf', NOW_S)
+redis.call('ZADD', LEFT, string.format('%d', NOW + 2 * HB_TTL + LEASE_TTL), id)
+keep_ttl(LEFT, GRANTS_TTL_S)
 return 2

@@ -6,30 +6,32 @@
 --   T:lease:<user>      zset lease id -> expiry ms (one per user; the key is passed in, encoded)
 --   T:holders           hash lease id -> user lease key (to clean the user scope when a lease dies)
 --   T:fence             fencing counter, also the fleet-wide arrival order of waiters
---   T:q:<class>         zset waiter id -> arrival seq: every waiter of a class (0 = served first)
---   T:uq:<class>:<user> zset waiter id -> arrival seq: one user's waiters of a class
---   T:ready:<class>     zset user -> arrival seq of that user's first waiter of the class, for
+--   T:q2:<class>        zset waiter id -> arrival seq: every waiter of a class (0 = served first)
+--   T:uq2:<class>:<user> zset waiter id -> arrival seq: one user's waiters of a class
+--   T:ready2:<class>    zset user -> arrival seq of that user's first waiter of the class, for
 --                       users with room under the user cap only: the waiters dispatch may grant
---   T:w:<waiter>        hash {u = user lease key, r = replica}: the waiting request
+--   T:fl                zset waiter id -> ms until which an enter of that id is refused (the mark
+--                       of a leave that overtook its enter)
 --   T:replicas          zset replica id -> heartbeat expiry ms (the replica registry)
 --   T:grants:<replica>  hash waiter -> "waiter fence expiry": grants neither collected by heartbeat
 --                       nor released yet
 --   T:peak:<period>     the most global leases at once in heartbeat period <period> (NOW / HB_TTL)
 --   channel T:ch:<replica>  "g waiter fence expiry" (granted) | "r waiter" (queue reset)
 -- <user> is the user lease key without its `T:lease:` head (already encoded: no `:`, no braces).
+-- A waiter keeps no record beside its queue entries: its id is `<replica>.<random>.<ms>`, <ms>
+-- how long after its arrival it may still be granted (its wait budget and a margin; arrival seqs
+-- are the fencing counter, which runs at Redis time in µs or above). The `2` in the queue keys
+-- marks that layout: builds that kept a record per waiter (`T:w:<waiter>`) queued in `T:q:`,
+-- `T:uq:` and `T:ready:`, so during a rolling upgrade each build serves its own waiters and
+-- neither takes the other's for dead; both share the leases, so the caps hold throughout.
 -- A group without per-user limits (user_cap 0: no user cap, no per-user queue limit) keeps none
--- of the user structures (user scopes, holders, user queues, ready sets, waiter records): with
+-- of the user structures (user scopes, holders, user queues, ready sets): with
 -- every user always under its cap, FIFO among users' first waiters is FIFO among all waiters, so
--- a dispatch serves a class queue from its head. Its own keys:
+-- a dispatch serves a class queue from its head. Its own key:
 --   T:fq:<class>        zset waiter id -> arrival seq (the class queue)
---   T:fl                zset waiter id -> ms until which an enter of that id is refused (the mark
---                       of a leave that overtook its enter)
--- A waiter there is its queue entry alone: its id is `<replica>.<random>.<ms>`, <ms> how long
--- after its arrival it may still be granted (its wait budget and a margin; arrival seqs are the
--- fencing counter, which runs at Redis time in µs or above).
 -- It shares T:lease:global, T:fence and the registry with the per-user layout, so a fleet whose
 -- replicas disagree on the mode still holds the global cap (each mode serves its own queue).
--- A user at its cap has no entry in any T:ready:<class>, so its waiters cost dispatch nothing
+-- A user at its cap has no entry in any T:ready2:<class>, so its waiters cost dispatch nothing
 -- however many there are; the user is made ready again whenever its lease count drops.
 -- ARGV[1] T   ARGV[2] user_cap   ARGV[3] global_cap   ARGV[4] lease_ttl_ms   ARGV[5] heartbeat_ttl_ms
 -- ARGV[6] number of priority classes (1..32)
@@ -101,10 +103,10 @@ local function group_of(ARGV, flat, nc)
     -- The peak key of the last bucket seen.
     peak_bucket = nil, peak_key = nil,
   }
-  local q_head = flat and ':fq:' or ':q:'
+  local q_head = flat and ':fq:' or ':q2:'
   for c = 0, nc - 1 do
     g.q[c] = t .. q_head .. c
-    g.ready[c] = t .. ':ready:' .. c
+    g.ready[c] = t .. ':ready2:' .. c
   end
   groups[t] = g
   n_groups = n_groups + 1
@@ -213,7 +215,7 @@ local function user_of(user_key)
 end
 
 local function user_queue(class, user)
-  return T .. ':uq:' .. class .. ':' .. user
+  return T .. ':uq2:' .. class .. ':' .. user
 end
 
 local function user_queues(user)
@@ -438,9 +440,12 @@ local function waiter_until(id, seq)
   return ms and math.floor(tonumber(seq) / 1000) + ms
 end
 
--- The replica of a queued waiter, from its record (nil: the record expired, or is a leave's mark).
-local function record_replica(id)
-  return redis.call('HGET', T .. ':w:' .. id, 'r')
+-- Whether a queued waiter (arrival seq `seq`) may still be granted: its id names a replica that
+-- heartbeats and a budget that has not run out. Also returns that replica.
+local function waiter_live(id, seq)
+  local replica, u = replica_of(id), waiter_until(id, seq)
+  if replica and u and u > NOW and replica_alive(replica) then return true, replica end
+  return false
 end
 
 -- Removes a waiter from every structure but the ready sets (see refresh_class).
@@ -448,7 +453,6 @@ local function forget_waiter(id, class, user)
   local uq = user_queue(class, user)
   redis.call('ZREM', Q[class], id)
   redis.call('ZREM', uq, id)
-  redis.call('DEL', T .. ':w:' .. id)
   removed(Q[class])
   removed(uq)
 end
@@ -473,15 +477,15 @@ local function push(map, key, ...)
 end
 
 -- Writes what a dispatch's loop left for later, one multi-member command per key: each served
--- waiter's lease in the global scope and the holders map, its record and class queue entry
--- removed, its fencing token (in grant order), its grant recorded for its replica's heartbeat and
--- pushed on its channel. `served`: id, class, replica, user lease key, four entries per waiter.
+-- waiter's lease in the global scope and the holders map, its class queue entry removed, its
+-- fencing token (in grant order), its grant recorded for its replica's heartbeat and pushed on
+-- its channel. `served`: id, class, replica, user lease key, four entries per waiter.
 -- `dropped` (no per-user limits only): id, class of dead waiters, out of the queue.
 -- Without per-user limits a replica's grants go in one message, a line each: only builds that
 -- know that layout run such a queue, and they read every line.
 local function write_grants(served, dropped)
   local n = #served / 4
-  local queued, records = {}, {}
+  local queued = {}
   for i = 1, #(dropped or {}), 2 do
     push(queued, dropped[i + 1], dropped[i])
   end
@@ -497,7 +501,6 @@ local function write_grants(served, dropped)
       holders[k + 1] = id
       holders[k + 2] = user_key
     end
-    if not FLAT then records[#records + 1] = T .. ':w:' .. id end
     local q = queued[class]
     if not q then
       q = {}
@@ -526,7 +529,6 @@ local function write_grants(served, dropped)
       keep_ttl(HOLDERS, LEASE_TTL_S)
     end
   end
-  if #records > 0 then redis.call('DEL', unpack(records)) end
   for class, ids in pairs(queued) do
     redis.call('ZREM', Q[class], unpack(ids))
     removed(Q[class])
@@ -571,9 +573,8 @@ local function dispatch_flat(free)
       for i = 1, #heads, 2 do
         local id = heads[i]
         steps = steps + 1
-        local replica = replica_of(id)
-        local u = waiter_until(id, heads[i + 1])
-        if replica and u and u > NOW and replica_alive(replica) then
+        local ok, replica = waiter_live(id, heads[i + 1])
+        if ok then
           local k = #served
           served[k + 1], served[k + 2], served[k + 3], served[k + 4] = id, class, replica, ''
           free = free - 1
@@ -594,8 +595,8 @@ end
 -- Hand free slots to waiters: strict priority between classes, FIFO within one among waiters
 -- whose user has room. The first such waiter of a class is the first waiter of the first user in
 -- its ready set: no waiter held back by its own user cap is looked at (no head-of-line blocking,
--- and no cost that grows with them). Waiters whose replica stopped heartbeating, or whose record
--- expired, are dropped. Each grant is recorded for the replica's heartbeat and pushed on its
+-- and no cost that grows with them). Waiters whose replica stopped heartbeating, or whose budget
+-- ran out, are dropped. Each grant is recorded for the replica's heartbeat and pushed on its
 -- channel.
 -- Expired leases are cleaned up before anyone is served: their users may have room now, and must
 -- be ready first (a lease of a dead replica expires without a release to say so).
@@ -616,8 +617,7 @@ local function dispatch(entering)
   if NC > 1 and redis.call('EXISTS', unpack(READY, 0, NC - 1)) == 0 then return free end
   local steps = 0
   -- Waiters served, written once the loop is done (write_grants): the loop reads the ready sets,
-  -- the users' queues and scopes and the record of the waiter at a queue's head, never the class
-  -- queues, the global scope, the holders map or a served waiter's record.
+  -- the users' queues and scopes, never the class queues, the global scope or the holders map.
   local served = {}
   for class = 0, NC - 1 do
     local ready = READY[class]
@@ -634,8 +634,8 @@ local function dispatch(entering)
         redis.call('ZREM', ready, user) -- its waiters left
         removed(ready)
       else
-        local replica = record_replica(id)
-        if not replica or not replica_alive(replica) then
+        local ok, replica = waiter_live(id, heads[2])
+        if not ok then
           forget_waiter(id, class, user)
           refresh_class(user, class, true)
         elseif not user_has_room(user_key) then

@@ -5,15 +5,23 @@
 begin(KEYS, ARGV)
 assert(#ARGV == 6, "admission_reset: 6 args")
 local removed = 0
+-- Users with waiters, whose own queues go too: a user with room is in the ready set of every
+-- class it waits in, and a user without room holds leases (the holders map names their users,
+-- expired ones too until a dispatch reclaims them and makes the user ready).
 local users = {}
+if not FLAT then
+  for class = 0, NC - 1 do
+    for _, user in ipairs(redis.call('ZRANGE', READY[class], '0', '-1')) do users[user] = true end
+  end
+  for _, user_key in ipairs(redis.call('HVALS', HOLDERS)) do users[user_of(user_key)] = true end
+end
 for class = 0, NC - 1 do
-  local ids = redis.call('ZRANGE', Q[class], '0', '-1')
-  for _, id in ipairs(ids) do
-    -- Without per-user limits a waiter has no record to name its replica: its id does.
-    local w = FLAT and {nil, replica_of(id)} or redis.call('HMGET', T .. ':w:' .. id, 'u', 'r')
-    if w[2] then notify(w[2], 'r ' .. id) end
-    if w[1] then users[user_of(w[1])] = true end
-    if not FLAT then redis.call('DEL', T .. ':w:' .. id) end
+  local queued = redis.call('ZRANGE', Q[class], '0', '-1', 'WITHSCORES')
+  for i = 1, #queued, 2 do
+    local id = queued[i]
+    -- A waiter past its budget has been answered by its replica already.
+    local replica, u = replica_of(queued[i]), waiter_until(id, queued[i + 1])
+    if replica and u and u > NOW then notify(replica, 'r ' .. id) end
     removed = removed + 1
   end
   redis.call('DEL', Q[class], READY[class])

@@ -52,7 +52,8 @@ pub struct Lease {
     pub in_global: bool,
 }
 
-/// A queued waiter. Its record (`T:w:<id>`) may expire while it is queued.
+/// A queued waiter. Its record (its wait budget, which its id carries) may run out while it is
+/// queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Waiter {
     pub id: Id,

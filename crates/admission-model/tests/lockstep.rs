@@ -67,10 +67,12 @@ struct Real<'a> {
     mutation: Option<(&'static str, &'static str)>,
     /// No per-user limits: the scripts are given user cap 0.
     flat: bool,
+    /// The arrival seq given to the next waiter whose budget is made to run out: below every
+    /// real seq and every earlier such one, and far enough in the past for any budget.
+    expired_seq: u64,
 }
 
-/// Ends with the waiter's budget in ms, as a queue without per-user limits needs (the per-user
-/// layout takes ids as they are).
+/// Ends with the waiter's budget in ms, as the queue needs.
 fn lease_id(id: Id, replica: Replica) -> String {
     format!("r{replica}.w{id}.{TTL_MS}")
 }
@@ -152,23 +154,21 @@ impl Real<'_> {
     }
 
     fn queue_key(&self, class: u8) -> String {
-        let head = if self.flat { "fq" } else { "q" };
+        let head = if self.flat { "fq" } else { "q2" };
         format!("{}:{head}:{class}", self.t)
     }
 
-    /// Without per-user limits a waiter's record is its queue entry; a leave's mark is an entry
-    /// of `T:fl`.
+    /// A waiter's record is its queue entry while its budget lasts (its id carries the budget,
+    /// counted from the entry's seq); a leave's mark is an entry of `T:fl` until its score (ms).
+    /// Either score is Redis time (µs or ms) while live, and at most `expired_seq` once made to
+    /// run out (see expire_budget).
     fn has_record(&mut self, id: &str, classes: u8) -> bool {
-        if self.flat {
-            let mut keys = vec![format!("{}:fl", self.t)];
-            keys.extend((0..classes).map(|c| self.queue_key(c)));
-            keys.iter().any(|k| {
-                let score: Option<f64> = self.con.zscore(k, id).unwrap();
-                score.is_some()
-            })
-        } else {
-            self.con.exists(format!("{}:w:{id}", self.t)).unwrap()
-        }
+        let mut keys = vec![format!("{}:fl", self.t)];
+        keys.extend((0..classes).map(|c| self.queue_key(c)));
+        keys.iter().any(|k| {
+            let score: Option<f64> = self.con.zscore(k, id).unwrap();
+            score.is_some_and(|s| s > 1e10)
+        })
     }
 }
 
@@ -266,7 +266,7 @@ fn compare_users(real: &mut Real, m: &Store, p: &Params, ctx: &str) {
     for c in 0..p.classes {
         for u in 0..USERS {
             let got: Vec<Id> = real
-                .zset(&format!("{}:uq:{c}:u{u}", real.t))
+                .zset(&format!("{}:uq2:{c}:u{u}", real.t))
                 .iter()
                 .map(|(k, _)| id_of(k))
                 .collect();
@@ -280,7 +280,7 @@ fn compare_users(real: &mut Real, m: &Store, p: &Params, ctx: &str) {
         if !expired_pending && p.flaw.is_none() {
             let got: BTreeSet<String> = real
                 .con
-                .zrange(format!("{}:ready:{c}", real.t), 0, -1)
+                .zrange(format!("{}:ready2:{c}", real.t), 0, -1)
                 .unwrap();
             let want: BTreeSet<String> = m.queues[usize::from(c)]
                 .iter()
@@ -292,14 +292,11 @@ fn compare_users(real: &mut Real, m: &Store, p: &Params, ctx: &str) {
     }
 }
 
-/// `flat`: no record expiry (a waiter's budget is in its id; tests/queue_coalesce.rs covers it).
 fn random_op(
     rng: &mut StdRng,
     next: &mut Id,
     ids: &BTreeMap<Id, (User, Replica, u8)>,
     p: &Params,
-    m: &Store,
-    flat: bool,
 ) -> Op {
     let known: Vec<Id> = ids.keys().copied().collect();
     let pick = |rng: &mut StdRng| known[rng.random_range(0..known.len())];
@@ -320,11 +317,10 @@ fn random_op(
         62..70 => Op::Heartbeat(rng.random_range(0..REPLICAS)),
         70..72 => Op::Stats,
         72..74 => Op::Reclaim,
-        // Not mirrored: a reset keeps the per-user queue entries of a user none of whose queued
-        // waiters still has its record (it finds the user through the records), and those
-        // entries come back through the ready sets later. The model drops them with the rest.
-        74 if m.queues.iter().flatten().all(|w| m.records.contains(&w.id)) => Op::Reset,
-        74 => Op::Stats,
+        // A reset finds users with waiters through the ready sets and the holders map; the flaw's
+        // lease, left in its user's scope alone, can hold a user at its cap unseen by both.
+        74 if p.flaw.is_some() => Op::Stats,
+        74 => Op::Reset,
         75..78 => Op::AdoptAll((0..rng.random_range(1..3)).map(|_| pick(rng)).collect()),
         78..81 => {
             *next += 1;
@@ -339,7 +335,6 @@ fn random_op(
         81..89 if p.flaw.is_some() => Op::Stats,
         81..89 => Op::ExpireLease(pick(rng)),
         89..93 => Op::ExpireReplica(rng.random_range(0..REPLICAS)),
-        93..98 if flat => Op::Stats,
         93..98 => Op::ExpireRecord(pick(rng)),
         _ => Op::RestartEmpty,
     }
@@ -545,11 +540,7 @@ fn step(
             m.expire_replica(*r);
         }
         Op::ExpireRecord(id) => {
-            let (_, r, _) = ids[id];
-            let _: i64 = real
-                .con
-                .del(format!("{}:w:{}", real.t, lease_id(*id, r)))
-                .unwrap();
+            expire_budget(real, m, *id, ids[id]);
             m.expire_record(*id);
         }
         Op::RestartEmpty => {
@@ -558,6 +549,57 @@ fn step(
         }
     }
     out
+}
+
+/// A waiter's budget runs out, or a leave's mark expires. Redis time cannot be moved, so the
+/// waiter's arrival is: its seq goes below every other (a budget counts from the arrival), which
+/// puts it first in its queues; the model's queue is reordered the same way. That state is one
+/// time could reach too: a waiter queued before all others whose budget runs out first.
+fn expire_budget(
+    real: &mut Real,
+    m: &mut Store,
+    id: Id,
+    (user, replica, class): (User, Replica, u8),
+) {
+    let member = lease_id(id, replica);
+    let _: i64 = redis::cmd("ZADD")
+        .arg(format!("{}:fl", real.t))
+        .arg("XX")
+        .arg(1)
+        .arg(&member)
+        .query(&mut real.con)
+        .unwrap();
+    let queue = &mut m.queues[usize::from(class)];
+    let Some(i) = queue.iter().position(|w| w.id == id) else {
+        return;
+    };
+    let w = queue.remove(i);
+    queue.insert(0, w);
+    real.expired_seq -= 1;
+    let seq = real.expired_seq;
+    let mut keys = vec![real.queue_key(class)];
+    if !real.flat {
+        keys.push(format!("{}:uq2:{class}:u{user}", real.t));
+    }
+    for key in keys {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(key)
+            .arg("XX")
+            .arg(seq)
+            .arg(&member)
+            .query(&mut real.con)
+            .unwrap();
+    }
+    if !real.flat {
+        // A ready user's score is its first waiter's seq, which this one is now.
+        let _: i64 = redis::cmd("ZADD")
+            .arg(format!("{}:ready2:{class}", real.t))
+            .arg("XX")
+            .arg(seq)
+            .arg(format!("u{user}"))
+            .query(&mut real.con)
+            .unwrap();
+    }
 }
 
 fn run(seed: u64, p: &Params, mutation: Option<(&'static str, &'static str)>, flat: bool) {
@@ -582,6 +624,7 @@ fn run(seed: u64, p: &Params, mutation: Option<(&'static str, &'static str)>, fl
         base,
         mutation,
         flat,
+        expired_seq: 1_000_000_000,
     };
     let mut model = Store::new(p);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -592,7 +635,7 @@ fn run(seed: u64, p: &Params, mutation: Option<(&'static str, &'static str)>, fl
         if usize::from(next) > 240 {
             break;
         }
-        let op = random_op(&mut rng, &mut next, &ids, p, &model, flat);
+        let op = random_op(&mut rng, &mut next, &ids, p);
         trace.push(format!("{op:?}"));
         let ctx = format!(
             "seed {seed}, step {i} {op:?} (after {:?})",

@@ -102,7 +102,7 @@ async fn sigterm_during_load_drains_and_releases_everything() {
     let keys = keys_with_members(&r, &prefix).await;
     assert!(!keys.is_empty(), "the queue's keys were found");
     for (key, members) in keys {
-        let leftover = [":lease:", ":q:", ":w:", ":holders", ":grants:"]
+        let leftover = [":lease:", ":q2:", ":uq2:", ":holders", ":grants:"]
             .iter()
             .any(|p| key.contains(p));
         if leftover {

@@ -185,7 +185,7 @@ async fn dead_replica_waiters_stop_blocking_within_heartbeat_ttl() {
             &redis,
             15_000,
             600,
-            &format!("deadbeef.w{i}"),
+            &format!("deadbeef.w{i}.60000"),
             &user_key,
             "deadbeef",
         )
@@ -221,7 +221,7 @@ async fn dead_replica_slots_return() {
     let redis = common::replica(&prefix);
     let keys = redis.keys().clone();
     let ghost = keys.lease_scope("adm", b"user:ghost");
-    let reply = raw_enter(&redis, 800, 300, "cafe.lease1", &ghost, "cafe").await;
+    let reply = raw_enter(&redis, 800, 300, "cafe.lease1.60000", &ghost, "cafe").await;
     assert_eq!(reply[0], 1, "granted");
     let t0 = Instant::now();
     let p = live.admit(b"u", HIGH, soon(5)).await.unwrap();
@@ -240,7 +240,7 @@ async fn dead_replica_slots_return() {
 
     // Same again, but an admin reclaims the dead replica's lease before its TTL.
     let ghost = keys.lease_scope("adm", b"user:ghost");
-    let reply = raw_enter(&redis, 60_000, 300, "cafe.lease2", &ghost, "cafe").await;
+    let reply = raw_enter(&redis, 60_000, 300, "cafe.lease2.60000", &ghost, "cafe").await;
     assert_eq!(reply[0], 1);
     // Reclaimable once its heartbeat (300 ms) lapses in Redis, long before the lease's TTL.
     let deadline = Instant::now() + Duration::from_secs(5);

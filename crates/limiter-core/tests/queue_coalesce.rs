@@ -264,7 +264,7 @@ async fn leave_overtakes_enter(user_cap: &'static str) {
         reply.trim().trim_start_matches(':').to_string()
     };
     let global = keys.lease_scope("adm", b"global");
-    let head = if user_cap == "0" { "fq" } else { "q" };
+    let head = if user_cap == "0" { "fq" } else { "q2" };
     let queue = format!("{}:{head}:0", keys.group_tag("adm"));
 
     // A free slot: the overtaken enter does not take it; a fresh id does.
@@ -280,18 +280,31 @@ async fn leave_overtakes_enter(user_cap: &'static str) {
     assert_eq!(enter("cafe.w4.60000").await[0], 0, "queued");
 }
 
-/// Without per-user limits a waiter's id carries its budget: one whose budget ran out is dropped
-/// when its turn comes, and the slot goes to the next; an id without a budget is refused.
+/// A waiter's id carries its budget: one whose budget ran out is dropped when its turn comes, and
+/// the slot goes to the next; an id without a budget is refused.
+#[tokio::test]
+async fn a_waiter_past_its_budget_is_dropped() {
+    past_budget("2").await;
+}
+
 #[tokio::test]
 async fn without_per_user_limits_a_waiter_past_its_budget_is_dropped() {
+    past_budget("0").await;
+}
+
+async fn past_budget(user_cap: &'static str) {
     let server = RedisServer::start();
     let redis = common::replica_at(&server.url(), "qcb");
     let keys = redis.keys().clone();
-    let user_key = keys.lease_scope("adm", b"user:u");
+    let user_key = |u: &str| keys.lease_scope("adm", format!("user:{u}").as_bytes());
     let enter = |id: &'static str| {
-        let redis = redis.clone();
+        let (redis, user_key) = (redis.clone(), user_key(id));
         async move {
-            raw_capped::<Vec<i64>>(&redis, "0", &ADMISSION_ENTER, &["cafe", "500", id, "0"]).await
+            // Each waiter its own user, so only the global cap holds anyone back.
+            let group = [id, &user_key, "cafe", "0", "500", "10", "60000"];
+            let flat = ["cafe", "500", id, "0"];
+            let args: &[&str] = if user_cap == "0" { &flat } else { &group };
+            raw_capped::<Vec<i64>>(&redis, user_cap, &ADMISSION_ENTER, args).await
         }
     };
     assert_eq!(
@@ -313,9 +326,9 @@ async fn without_per_user_limits_a_waiter_past_its_budget_is_dropped() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let held: Vec<i64> = raw_capped(
         &redis,
-        "0",
+        user_cap,
         &ADMISSION_RELEASE,
-        &["cafe.holder.60000", &user_key],
+        &["cafe.holder.60000", &user_key("cafe.holder.60000")],
     )
     .await;
     assert_eq!(held, [1]);
@@ -329,24 +342,36 @@ async fn without_per_user_limits_a_waiter_past_its_budget_is_dropped() {
         .await
         .unwrap();
     assert_eq!(global, ["cafe.long.60000"], "the expired waiter is skipped");
+    let head = if user_cap == "0" { "fq" } else { "q2" };
     let queued: i64 = redis
-        .cmd(redis::cmd("ZCARD").arg(keys.group_key("adm", "fq:0")))
+        .cmd(redis::cmd("ZCARD").arg(keys.group_key("adm", &format!("{head}:0"))))
         .await
         .unwrap();
     assert_eq!(queued, 0, "and dropped");
     let tag = keys.group_tag("adm");
-    let args: Vec<&dyn ToRedisArgsDyn> = vec![
-        &tag,
-        &"0",
-        &"1",
-        &"15000",
-        &"3000",
-        &"3",
-        &"cafe",
-        &"500",
-        &"cafe.nobudget",
-        &"0",
+    if user_cap != "0" {
+        let short = user_key("cafe.short.1");
+        let user = short.strip_prefix(&format!("{tag}:lease:")).unwrap();
+        let left: i64 = redis
+            .cmd(redis::cmd("EXISTS").arg(format!("{tag}:uq2:0:{user}")))
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "from its user's queue too");
+    }
+    let nobudget = user_key("cafe.nobudget");
+    let group = [
+        "cafe.nobudget",
+        &nobudget,
+        "cafe",
+        "0",
+        "500",
+        "10",
+        "60000",
     ];
+    let flat = ["cafe", "500", "cafe.nobudget", "0"];
+    let extra: &[&str] = if user_cap == "0" { &flat } else { &group };
+    let mut args: Vec<&dyn ToRedisArgsDyn> = vec![&tag, &user_cap, &"1", &"15000", &"3000", &"3"];
+    args.extend(extra.iter().map(|a| a as &dyn ToRedisArgsDyn));
     let refused: Result<Vec<i64>, _> = redis
         .eval(
             &ADMISSION_ENTER,
@@ -364,7 +389,7 @@ async fn an_enter_batch_takes_only_the_free_slots_then_queues_in_order() {
     let server = RedisServer::start();
     let redis = common::replica_at(&server.url(), "qco");
     let keys = redis.keys().clone();
-    let ids: Vec<String> = (0..10).map(|i| format!("cafe.w{i}")).collect();
+    let ids: Vec<String> = (0..10).map(|i| format!("cafe.w{i}.60000")).collect();
     let users: Vec<String> = (0..10)
         .map(|i| keys.lease_scope("adm", format!("user:u{i}").as_bytes()))
         .collect();
@@ -462,7 +487,7 @@ async fn positions_across_classes(per_user: bool) {
     // w2. w5 (class 1): w2, w4, then w1, w3.
     assert_eq!(positions, [1, 1, 3, 2, 5]);
     // The queue as Redis holds it now (every class-0 waiter ahead of every class-1 one).
-    let queue = if per_user { "q" } else { "fq" };
+    let queue = if per_user { "q2" } else { "fq" };
     for (i, want) in [(1usize, 3i64), (2, 1), (3, 4), (4, 2), (5, 5)] {
         let rank: Option<i64> = redis
             .cmd(
@@ -485,7 +510,15 @@ async fn a_release_batch_counts_each_live_lease_once() {
     let redis = common::replica_at(&server.url(), "qcr");
     let keys = redis.keys().clone();
     let user_key = keys.lease_scope("adm", b"user:u");
-    let group = ["cafe.w1", &user_key, "cafe", "0", "500", "10", "60000"];
+    let group = [
+        "cafe.w1.60000",
+        &user_key,
+        "cafe",
+        "0",
+        "500",
+        "10",
+        "60000",
+    ];
     let entered: Vec<i64> = raw(&redis, &ADMISSION_ENTER, &group).await;
     assert_eq!(entered[0], 1, "granted");
     // A malformed pair fails the batch before anything is written: the lease stays held.
@@ -497,9 +530,9 @@ async fn a_release_batch_counts_each_live_lease_once() {
         &"15000",
         &"3000",
         &"3",
-        &"cafe.w1",
+        &"cafe.w1.60000",
         &user_key,
-        &"cafe.w1",
+        &"cafe.w1.60000",
         &"elsewhere",
     ];
     let global_key = keys.lease_scope("adm", b"global");
@@ -511,7 +544,12 @@ async fn a_release_batch_counts_each_live_lease_once() {
         .unwrap();
     assert_eq!(still, 1, "nothing released by a refused batch");
     let batch = [
-        "cafe.w1", &user_key, "cafe.w1", &user_key, "cafe.w9", &user_key,
+        "cafe.w1.60000",
+        &user_key,
+        "cafe.w1.60000",
+        &user_key,
+        "cafe.w9.60000",
+        &user_key,
     ];
     let held: Vec<i64> = raw(&redis, &ADMISSION_RELEASE, &batch).await;
     assert_eq!(held, [1, 0, 0]);
@@ -536,10 +574,10 @@ async fn an_enter_batch_keeps_each_user_in_line_by_its_first_waiter() {
     );
     let mut batch: Vec<&str> = Vec::new();
     for (id, user) in [
-        ("cafe.x", &x),
-        ("cafe.a1", &a),
-        ("cafe.b1", &b),
-        ("cafe.a2", &a),
+        ("cafe.x.60000", &x),
+        ("cafe.a1.60000", &a),
+        ("cafe.b1.60000", &b),
+        ("cafe.a2.60000", &a),
     ] {
         batch.extend([id, user.as_str(), "cafe", "0", "500", "10", "60000"]);
     }
@@ -550,7 +588,7 @@ async fn an_enter_batch_keeps_each_user_in_line_by_its_first_waiter() {
         [1, 0, 0, 0],
         "x holds the only slot, the rest queue"
     );
-    let held: Vec<i64> = raw(&redis, &ADMISSION_RELEASE, &["cafe.x", &x]).await;
+    let held: Vec<i64> = raw(&redis, &ADMISSION_RELEASE, &["cafe.x.60000", &x]).await;
     assert_eq!(held, [1]);
     let global: Vec<String> = redis
         .cmd(
@@ -561,7 +599,7 @@ async fn an_enter_batch_keeps_each_user_in_line_by_its_first_waiter() {
         )
         .await
         .unwrap();
-    assert_eq!(global, ["cafe.a1"], "the first in line is served");
+    assert_eq!(global, ["cafe.a1.60000"], "the first in line is served");
 }
 
 /// A batch with one malformed request fails as a whole before writing anything: the well-formed
@@ -573,8 +611,24 @@ async fn an_enter_batch_with_a_bad_request_writes_nothing() {
     let keys = redis.keys().clone();
     let user_key = keys.lease_scope("adm", b"user:u");
     let mut batch: Vec<&str> = Vec::new();
-    batch.extend(["cafe.w1", &user_key, "cafe", "0", "500", "10", "60000"]);
-    batch.extend(["cafe.w2", &user_key, "cafe", "7", "500", "10", "60000"]);
+    batch.extend([
+        "cafe.w1.60000",
+        &user_key,
+        "cafe",
+        "0",
+        "500",
+        "10",
+        "60000",
+    ]);
+    batch.extend([
+        "cafe.w2.60000",
+        &user_key,
+        "cafe",
+        "7",
+        "500",
+        "10",
+        "60000",
+    ]);
     let tag = keys.group_tag("adm");
     let mut args: Vec<&dyn ToRedisArgsDyn> = vec![&tag, &"2", &"1", &"15000", &"3000", &"3"];
     args.extend(batch.iter().map(|a| a as &dyn ToRedisArgsDyn));

@@ -6,7 +6,7 @@ use redis::AsyncCommands;
 /// A view of one fleet's admission keys in a Redis the test owns (only one fleet uses it).
 pub struct AdmissionKeys {
     conn: redis::aio::MultiplexedConnection,
-    /// The key stem `T` (`T:lease:global`, `T:q:0`, ...).
+    /// The key stem `T` (`T:lease:global`, `T:q2:0`, ...).
     stem: String,
 }
 
@@ -44,25 +44,22 @@ impl AdmissionKeys {
     pub async fn chat_waiters(&mut self) -> Vec<(String, String)> {
         let ids: Vec<String> = self
             .conn
-            .zrange(format!("{}:q:0", self.stem), 0, -1)
+            .zrange(format!("{}:q2:0", self.stem), 0, -1)
             .await
             .unwrap();
-        let mut out = Vec::new();
-        for id in ids {
-            let r: Option<String> = self
-                .conn
-                .hget(format!("{}:w:{id}", self.stem), "r")
-                .await
-                .unwrap();
-            out.push((id, r.unwrap_or_default()));
-        }
-        out
+        // A waiter's id starts with its replica's.
+        ids.into_iter()
+            .map(|id| {
+                let replica = id.split('.').next().unwrap_or_default().to_string();
+                (id, replica)
+            })
+            .collect()
     }
 
     /// Waiters in the queue of `class` (0 chat, 1 research, 2 export).
     pub async fn queued(&mut self, class: usize) -> usize {
         self.conn
-            .zcard(format!("{}:q:{class}", self.stem))
+            .zcard(format!("{}:q2:{class}", self.stem))
             .await
             .unwrap()
     }
@@ -95,19 +92,14 @@ impl AdmissionKeys {
         for class in 0..3 {
             let ids: Vec<String> = self
                 .conn
-                .zrange(format!("{}:q:{class}", self.stem), 0, -1)
+                .zrange(format!("{}:q2:{class}", self.stem), 0, -1)
                 .await
                 .unwrap();
-            for w in ids {
-                let r: Option<String> = self
-                    .conn
-                    .hget(format!("{}:w:{w}", self.stem), "r")
-                    .await
-                    .unwrap();
-                if r.as_deref() == Some(id) {
-                    left.push(format!("waiter {w}"));
-                }
-            }
+            left.extend(
+                ids.iter()
+                    .filter(|w| mine(w))
+                    .map(|w| format!("waiter {w}")),
+            );
         }
         if self.replicas().await.iter().any(|r| r == id) {
             left.push("registry entry".into());

@@ -167,16 +167,11 @@ impl Inner {
         )
     }
 
-    /// A new id for a waiter of the shared queue that may be granted for `record_ttl` after it
-    /// entered. Without per-user limits the queue keeps no record beside its entry: the id ends
-    /// with that time in ms (`<replica>.<random>.<ms>`).
-    pub(crate) fn waiter_id(&self, record_ttl: Duration) -> String {
-        let id = self.new_id();
-        if self.cfg.per_user() {
-            id
-        } else {
-            format!("{id}.{}", crate::lease::ttl_millis(record_ttl))
-        }
+    /// A new id for a waiter of the shared queue that may be granted for `budget` after it
+    /// entered. The queue keeps no record beside its entries: the id ends with that time in ms
+    /// (`<replica>.<random>.<ms>`), and starts with the replica its grant is pushed to.
+    pub(crate) fn waiter_id(&self, budget: Duration) -> String {
+        format!("{}.{}", self.new_id(), crate::lease::ttl_millis(budget))
     }
 
     /// A permit for a lease Redis granted. `started`: when this replica sent the call that

@@ -216,7 +216,8 @@ impl QueueScripts {
     }
 
     /// Takes a slot or queues (`admission_enter`, with any other requests entering at the same
-    /// time). `record_ttl`: how long the waiter's record lives (its wait budget plus a margin).
+    /// time). `budget`: how long after its arrival the waiter may be granted (its wait
+    /// budget plus a margin; also in its id), which is how long its queue entries live.
     /// A call dropped before its batch left is not sent.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn enter(
@@ -226,7 +227,7 @@ impl QueueScripts {
         class: Class,
         max_queue: u32,
         max_queued_per_user: u32,
-        record_ttl: Duration,
+        budget: Duration,
     ) -> Result<Entered, LimiterError> {
         self.entries
             .call([
@@ -236,7 +237,7 @@ impl QueueScripts {
                 class.index().to_string(),
                 max_queue.to_string(),
                 max_queued_per_user.to_string(),
-                ttl_millis(record_ttl).to_string(),
+                ttl_millis(budget).to_string(),
             ])
             .await
     }
@@ -385,7 +386,7 @@ fn every_argument<const W: usize>(requests: Vec<[String; W]>, args: &mut Vec<Str
 }
 
 /// `admission_enter` of a queue without per-user limits: the replica and the queue limit once,
-/// then id and class per request (no user key or per-user limit, the record's lifetime in the id).
+/// then id and class per request (no user key or per-user limit; the budget is in the id).
 fn without_user_arguments(requests: Vec<Entry>, args: &mut Vec<String>) {
     if let Some([_, _, replica, _, max_queue, ..]) = requests.first() {
         args.extend([replica.clone(), max_queue.clone()]);

@@ -24,9 +24,10 @@ impl Inner {
         positions: Option<watch::Sender<u32>>,
     ) -> Result<Option<Permit>, Rejection> {
         let started = Instant::now();
-        // How long the waiter's record lives: its wait budget and a margin of two heartbeats.
-        let record_ttl = deadline.saturating_duration_since(started) + self.cfg.heartbeat_ttl * 2;
-        let id = self.waiter_id(record_ttl);
+        // How long after its arrival the waiter may be granted: its wait budget and a margin of
+        // two heartbeats.
+        let budget = deadline.saturating_duration_since(started) + self.cfg.heartbeat_ttl * 2;
+        let id = self.waiter_id(budget);
         let user_key = self.scripts.user_key(user);
 
         // Registered before entering: a grant can be pushed before the enter reply arrives.
@@ -57,7 +58,7 @@ impl Inner {
                 class,
                 self.cfg.max_queue,
                 self.cfg.max_queued_per_user,
-                record_ttl,
+                budget,
             )
             .await;
         let (position_at_entry, entered_at_ms) = match entered {
