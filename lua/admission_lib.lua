@@ -481,17 +481,17 @@ end
 -- fencing token (in grant order), its grant recorded for its replica's heartbeat and pushed on
 -- its channel. `served`: id, class, replica, user lease key, four entries per waiter.
 -- `dropped` (no per-user limits only): id, class of dead waiters, out of the queue.
--- Without per-user limits a replica's grants go in one message, a line each: only builds that
--- know that layout run such a queue, and they read every line.
+-- A replica's grants go in one message, a line each: only builds that read every line run the
+-- queues of either layout (T:fq:, T:q2:).
 local function write_grants(served, dropped)
   local n = #served / 4
   local queued = {}
   for i = 1, #(dropped or {}), 2 do
     push(queued, dropped[i + 1], dropped[i])
   end
-  -- fields: per replica, id and message of each grant; replicas: in order of first grant;
-  -- pushes (per-user layout): replica and message of each grant, in grant order.
-  local scores, holders, fields, replicas, pushes = {}, {}, {}, {}, {}
+  -- fields: per replica, id and message of each grant (in grant order); replicas: in order of
+  -- first grant.
+  local scores, holders, fields, replicas = {}, {}, {}, {}
   for i = 1, #served, 4 do
     local id, class, replica, user_key = served[i], served[i + 1], served[i + 2], served[i + 3]
     local k = #scores
@@ -516,10 +516,6 @@ local function write_grants(served, dropped)
     end
     f[#f + 1] = id
     f[#f + 1] = msg
-    if not FLAT then
-      pushes[k + 1] = replica
-      pushes[k + 2] = msg
-    end
   end
   if n > 0 then
     redis.call('ZADD', GLOBAL, unpack(scores))
@@ -542,16 +538,10 @@ local function write_grants(served, dropped)
       redis.call('PEXPIRE', grants, GRANTS_TTL_S)
     end
   end
-  if FLAT then
-    for _, replica in ipairs(replicas) do
-      local f, lines = fields[replica], {}
-      for i = 2, #f, 2 do lines[#lines + 1] = 'g ' .. f[i] end
-      notify(replica, table.concat(lines, '\n'))
-    end
-    return
-  end
-  for i = 1, #pushes, 2 do
-    notify(pushes[i], 'g ' .. pushes[i + 1])
+  for _, replica in ipairs(replicas) do
+    local f, lines = fields[replica], {}
+    for i = 2, #f, 2 do lines[#lines + 1] = 'g ' .. f[i] end
+    notify(replica, table.concat(lines, '\n'))
   end
 end
 

@@ -119,7 +119,7 @@ impl Real<'_> {
             }
             let body: String = m.get_payload().unwrap();
             let replica: Replica = channel.rsplit(":ch:r").next().unwrap().parse().unwrap();
-            // Without per-user limits one message carries a dispatch's grants for a replica.
+            // One message carries a dispatch's grants for a replica.
             for line in body.split('\n') {
                 let mut parts = line.split(' ');
                 let kind = parts.next().unwrap();
@@ -643,11 +643,9 @@ fn run(seed: u64, p: &Params, mutation: Option<(&'static str, &'static str)>, fl
         );
         let mut want = step(&mut real, &mut model, p, &op, &mut ids, &ctx);
         let mut got = real.published();
-        if flat {
-            // Grouped per replica there: each replica's own messages stay in order.
-            want.sort_by_key(|(r, _)| *r);
-            got.sort_by_key(|(r, _)| *r);
-        }
+        // A dispatch's grants go in one message per replica: each replica's own stay in order.
+        want.sort_by_key(|(r, _)| *r);
+        got.sort_by_key(|(r, _)| *r);
         assert_eq!(got, want, "{ctx}: messages pushed");
         compare(&mut real, &model, p, &ids, &ctx);
     }

@@ -118,8 +118,7 @@ impl Waiters {
     }
 
     /// Routes pushed or collected messages (`g waiter fence expiry` or `r waiter`, a line each: a
-    /// queue without per-user limits pushes a dispatch's grants for one replica together) to
-    /// their waiters.
+    /// dispatch pushes its grants for one replica together) to their waiters.
     pub(crate) fn deliver(&self, msg: &str) {
         for line in msg.split('\n') {
             self.deliver_one(line);
