@@ -43,6 +43,8 @@ local GLOBAL, REPLICAS, HOLDERS, USER_HEAD, FENCE, Q, READY
 -- No per-user limits (see above), and that layout's leave marks.
 local FLAT, LEFT
 local NOW, NOW_US, NOW_S, AFTER_NOW, EXPIRY, EXPIRY_S, LEASE_TTL_S, GRANTS_TTL_S, REPLICAS_TTL_S
+-- The TTL of the global scope and the holders map (see group_of).
+local SCOPE_TTL_S
 local PEAK_HEAD, PEAK_BUCKET, PEAK_KEY, PEAK_TTL_S
 -- Keys whose TTL this call already set: NOW is fixed within a call, so once is enough.
 local ttl_kept
@@ -98,6 +100,11 @@ local function group_of(ARGV, flat, nc)
     user_head = t .. ':lease:', fence = t .. ':fence', left = t .. ':fl',
     peak_head = t .. ':peak:', q = {}, ready = {}, publish = publish_command(),
     grants_ttl_s = string.format('%d', 2 * hb_ttl + lease_ttl),
+    -- The global scope and the holders map outlive their last lease by two heartbeat TTLs: a
+    -- lease that expires unreleased (its replica died) is then still there for a heartbeat's
+    -- dispatch to reclaim, which makes its user ready again. Were the keys to go with it, a user
+    -- held at its cap by that lease would stay out of the ready sets, its waiters unserved.
+    scope_ttl_s = string.format('%d', 2 * hb_ttl + lease_ttl),
     replicas_ttl_s = string.format('%d', 10 * hb_ttl),
     peak_ttl_s = string.format('%d', 5 * hb_ttl),
     -- The peak key of the last bucket seen.
@@ -134,6 +141,7 @@ local function begin(KEYS, ARGV)
     G.left
   Q, READY, PEAK_HEAD = G.q, G.ready, G.peak_head
   GRANTS_TTL_S, REPLICAS_TTL_S, PEAK_TTL_S = G.grants_ttl_s, G.replicas_ttl_s, G.peak_ttl_s
+  SCOPE_TTL_S = G.scope_ttl_s
   LEASE_TTL_S = ARGV[4]
   local now_t = redis.call('TIME')
   NOW_US = tonumber(now_t[1]) * 1000000 + tonumber(now_t[2])
@@ -380,14 +388,14 @@ end
 -- take: a batch takes its tokens together).
 local function take(id, user_key)
   redis.call('ZADD', GLOBAL, EXPIRY_S, id)
-  keep_ttl(GLOBAL, LEASE_TTL_S)
+  keep_ttl(GLOBAL, SCOPE_TTL_S)
   if FLAT then
     if live_global then live_global = live_global + 1 end
     note_peak()
     return
   end
   redis.call('HSET', HOLDERS, id, user_key)
-  keep_ttl(HOLDERS, LEASE_TTL_S)
+  keep_ttl(HOLDERS, SCOPE_TTL_S)
   take_user(id, user_key)
 end
 
@@ -519,10 +527,10 @@ local function write_grants(served, dropped)
   end
   if n > 0 then
     redis.call('ZADD', GLOBAL, unpack(scores))
-    keep_ttl(GLOBAL, LEASE_TTL_S)
+    keep_ttl(GLOBAL, SCOPE_TTL_S)
     if not FLAT then
       redis.call('HSET', HOLDERS, unpack(holders))
-      keep_ttl(HOLDERS, LEASE_TTL_S)
+      keep_ttl(HOLDERS, SCOPE_TTL_S)
     end
   end
   for class, ids in pairs(queued) do

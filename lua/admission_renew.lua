@@ -16,10 +16,10 @@ if not g or not u or g <= NOW or u <= NOW then
 end
 local expiry = NOW + LEASE_TTL
 redis.call('ZADD', GLOBAL, 'XX', expiry, id)
-keep_ttl(GLOBAL, LEASE_TTL)
+keep_ttl(GLOBAL, SCOPE_TTL_S)
 if not FLAT then
   redis.call('ZADD', user_key, 'XX', expiry, id)
   keep_ttl(user_key, LEASE_TTL)
-  keep_ttl(HOLDERS, LEASE_TTL)
+  keep_ttl(HOLDERS, SCOPE_TTL_S)
 end
 return {1, expiry}

@@ -208,6 +208,58 @@ async fn dead_replica_waiters_stop_blocking_within_heartbeat_ttl() {
     assert_eq!(live.stats().await.unwrap().queued, [0, 0, 0]);
 }
 
+/// The group's last lease expires unreleased (its replica died) while its user waits at its cap:
+/// a heartbeat's dispatch still finds the expired lease to reclaim, so that user's waiter is
+/// served then, not left out of the ready sets until its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_behind_its_users_expired_last_lease_is_served() {
+    let prefix = testkit::unique_prefix("qlastlease");
+    let mut c = cfg(2, 1);
+    c.heartbeat_ttl = Duration::from_millis(300);
+    c.lease_ttl = Duration::from_millis(800);
+    let live = &replicas(&prefix, 1, &c).await[0];
+
+    // A dead replica's grant to user `ghost` (user cap 1, global cap 2), never renewed.
+    let redis = common::replica(&prefix);
+    let keys = redis.keys().clone();
+    let ghost = keys.lease_scope("adm", b"user:ghost");
+    let reply: Vec<i64> = redis
+        .eval(
+            &ADMISSION_ENTER,
+            &[&keys.lease_scope("adm", b"global")],
+            &[
+                &keys.group_tag("adm"),
+                &1u32,
+                &2u32,
+                &800u64,
+                &300u64,
+                &3u32,
+                &"cafe.lease1.60000",
+                &ghost,
+                &"cafe",
+                &0u32,
+                &500u32,
+                &10u32,
+                &60_000u64,
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply[0], 1, "granted");
+    let t0 = Instant::now();
+    // Held back by its own cap (a slot is free): out of the ready sets until the lease goes.
+    let p = tokio::time::timeout(Duration::from_secs(6), live.admit(b"ghost", HIGH, soon(20)))
+        .await
+        .expect("served after the lease expired, not at its deadline")
+        .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t0.elapsed()
+    );
+    p.release().await.unwrap();
+}
+
 /// A slot held by a replica that died returns at the lease TTL (or at once by admin reclaim).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_replica_slots_return() {
