@@ -29,6 +29,10 @@ use api::config::Config;
 use api::config::secret::Secret;
 use sqlx::{Connection, Executor};
 
+// The service binary's allocator (src/main.rs), so the routers run as they do in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 const USERS: usize = 1000;
 

@@ -7,6 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use api::{AppState, Config};
 
+// Requests allocate many small, short-lived objects across the runtime's threads; glibc's
+// malloc spent ~30% of the server's CPU on them at 64 connections (`perf`, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: fleetgate <serve|migrate|gateway>
 
   serve     run a replica (needs FLEETGATE_JWT_SECRET)
