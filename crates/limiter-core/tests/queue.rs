@@ -42,6 +42,29 @@ async fn raw_enter(
     user_key: &str,
     replica: &str,
 ) -> Vec<i64> {
+    let caps = (1, 2);
+    raw_enter_capped(
+        redis,
+        caps,
+        lease_ttl_ms,
+        heartbeat_ttl_ms,
+        id,
+        user_key,
+        replica,
+    )
+    .await
+}
+
+/// [`raw_enter`] with caps `(global, user)`.
+async fn raw_enter_capped(
+    redis: &limiter_core::RedisHandle,
+    (global_cap, user_cap): (u32, u32),
+    lease_ttl_ms: u64,
+    heartbeat_ttl_ms: u64,
+    id: &str,
+    user_key: &str,
+    replica: &str,
+) -> Vec<i64> {
     let keys = redis.keys();
     redis
         .eval(
@@ -49,8 +72,8 @@ async fn raw_enter(
             &[&keys.lease_scope("adm", b"global")],
             &[
                 &keys.group_tag("adm"),
-                &2u32,
-                &1u32,
+                &user_cap,
+                &global_cap,
                 &lease_ttl_ms,
                 &heartbeat_ttl_ms,
                 &3u32,
@@ -223,28 +246,16 @@ async fn a_waiter_behind_its_users_expired_last_lease_is_served() {
     let redis = common::replica(&prefix);
     let keys = redis.keys().clone();
     let ghost = keys.lease_scope("adm", b"user:ghost");
-    let reply: Vec<i64> = redis
-        .eval(
-            &ADMISSION_ENTER,
-            &[&keys.lease_scope("adm", b"global")],
-            &[
-                &keys.group_tag("adm"),
-                &1u32,
-                &2u32,
-                &800u64,
-                &300u64,
-                &3u32,
-                &"cafe.lease1.60000",
-                &ghost,
-                &"cafe",
-                &0u32,
-                &500u32,
-                &10u32,
-                &60_000u64,
-            ],
-        )
-        .await
-        .unwrap();
+    let reply = raw_enter_capped(
+        &redis,
+        (2, 1),
+        800,
+        300,
+        "cafe.lease1.60000",
+        &ghost,
+        "cafe",
+    )
+    .await;
     assert_eq!(reply[0], 1, "granted");
     let t0 = Instant::now();
     // Held back by its own cap (a slot is free): out of the ready sets until the lease goes.
