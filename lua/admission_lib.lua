@@ -437,12 +437,18 @@ local function replica_of(id)
   return string.match(id, '^([^.]+)%.')
 end
 
--- Without per-user limits: how long (ms) after its arrival a waiter may be granted, from its id
--- (nil: an id without it), and until when, given its arrival seq.
+-- A waiter id's replica and budget (`<replica>.<random>.<ms>`), in one match anchored at both
+-- ends: an unanchored pattern is tried from every position of the id, a visible share of a
+-- short call, and dispatch reads both for every waiter it looks at.
+local ID_PARTS = '^([^.]+)%.[^.]+%.(%d+)$'
+
+-- How long (ms) after its arrival a waiter may be granted, from its id (nil: an id without it).
 local function budget_of(id)
-  return tonumber(string.match(id, '%.(%d+)$'))
+  local _, ms = string.match(id, ID_PARTS)
+  return tonumber(ms)
 end
 
+-- Until when a waiter that arrived at `seq` may be granted (nil: an id without a budget).
 local function waiter_until(id, seq)
   local ms = budget_of(id)
   return ms and math.floor(tonumber(seq) / 1000) + ms
@@ -451,8 +457,9 @@ end
 -- Whether a queued waiter (arrival seq `seq`) may still be granted: its id names a replica that
 -- heartbeats and a budget that has not run out. Also returns that replica.
 local function waiter_live(id, seq)
-  local replica, u = replica_of(id), waiter_until(id, seq)
-  if replica and u and u > NOW and replica_alive(replica) then return true, replica end
+  local replica, ms = string.match(id, ID_PARTS)
+  if not ms or math.floor(tonumber(seq) / 1000) + tonumber(ms) <= NOW then return false end
+  if replica_alive(replica) then return true, replica end
   return false
 end
 
