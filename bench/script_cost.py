@@ -1,7 +1,7 @@
 """What admission's scripts cost Redis per grant, by how many requests each call carries.
 
     bench/.venv/bin/python bench/script_cost.py [--batch 1,4,16] [--grants 6000] [--rounds 3] \
-        [SOURCE ...]
+        [--flat] [SOURCE ...]
 
 A SOURCE is a directory of admission scripts (default: lua/) or a git revision, whose lua/ is
 used. The scripts are loaded as a Functions library into a fresh redis-server, in the steady state
@@ -11,7 +11,8 @@ line) and enters their users again in one `admission_enter`; steps are pipelined
 busy, as under load. Printed per source and K, rounds alternating between sources: Redis's time
 inside FCALL per grant (`INFO commandstats`, the scripts' own commands included) and the Redis
 commands the scripts ran per grant. With 30 or more replicas each call carries about one request
-(K = 1); with 3 replicas and 1,000 waiters, about four.
+(K = 1); with 3 replicas and 1,000 waiters, about four. `--flat`: a queue without per-user limits
+(user cap 0: one global cap, the waiters' ids only in the class queue), the same waiters and steps.
 """
 import argparse
 import collections
@@ -26,6 +27,8 @@ T = "{h}"
 GLOBAL = T + ":lease:global"
 # T, user cap, global cap, lease ttl ms, heartbeat ttl ms, classes
 BASE = [T, "1", "20", "30000", "3000", "1"]
+# The same without per-user limits.
+BASE_FLAT = [T, "0", "20", "30000", "3000", "1"]
 REPLICAS = 30
 USERS = 1000
 
@@ -58,8 +61,9 @@ def library(code):
 class Fleet:
     """The queue as this harness drives it: who holds a lease, who waits, in order."""
 
-    def __init__(self, r):
-        self.r, self.seq = r, 0
+    def __init__(self, r, flat):
+        self.r, self.seq, self.flat = r, 0, flat
+        self.base = BASE_FLAT if flat else BASE
         self.granted, self.queued = collections.deque(), collections.deque()
 
     def new_id(self, rep):
@@ -68,14 +72,21 @@ class Fleet:
         return f"r{rep}.{self.seq:016x}.600000"
 
     def enter_args(self, reqs):
-        args = list(BASE)
+        args = list(self.base)
+        if self.flat:
+            # One replica per call (the first request's); every id names its own, which the
+            # dispatch pushes its grant to.
+            args += [f"r{reqs[0][2]}", "5000"]
+            for wid, _, _ in reqs:
+                args += [wid, "0"]
+            return args
         for wid, user, rep in reqs:
             args += [wid, f"{T}:lease:{user}", f"r{rep}", "0", "5000", "1", "600000"]
         return args
 
     def fill(self):
         for rep in range(REPLICAS):
-            self.r.fcall("admission_heartbeat", 1, GLOBAL, *BASE, f"r{rep}")
+            self.r.fcall("admission_heartbeat", 1, GLOBAL, *self.base, f"r{rep}")
         for u in range(USERS):
             req = (self.new_id(u % REPLICAS), f"u{u}", u % REPLICAS)
             res = self.r.fcall("admission_enter", 1, GLOBAL, *self.enter_args([req]))
@@ -87,7 +98,7 @@ class Fleet:
         p = self.r.pipeline(transaction=False)
         for i in range(n):
             rel = [self.granted.popleft() for _ in range(k)]
-            args = list(BASE)
+            args = list(self.base)
             for wid, user, _ in rel:
                 args += [wid, f"{T}:lease:{user}"]
             p.fcall("admission_release", 1, GLOBAL, *args)
@@ -105,10 +116,10 @@ class Fleet:
                         assert all(res[3 * q] == 0 for q in range(k)), f"not queued: {res}"
 
 
-def measure(r, code, k, grants):
+def measure(r, code, k, grants, flat):
     r.flushall()
     r.function_load(library(code), replace=True)
-    fleet = Fleet(r)
+    fleet = Fleet(r, flat)
     fleet.fill()
     fleet.steps(k, max(1, 200 // k))
     r.config_resetstat()
@@ -127,6 +138,7 @@ def main():
     ap.add_argument("--batch", default="1,4,16")
     ap.add_argument("--grants", type=int, default=6000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--flat", action="store_true", help="a queue without per-user limits")
     ap.add_argument("sources", nargs="*")
     a = ap.parse_args()
     sources = sources_of(a.sources)
@@ -135,7 +147,7 @@ def main():
         for _ in range(a.rounds):
             for k in [int(x) for x in a.batch.split(",")]:
                 for label, code in sources:
-                    results[(label, k)].append(measure(r, code, k, a.grants))
+                    results[(label, k)].append(measure(r, code, k, a.grants, a.flat))
         print(f"{'source':<24} {'K':>3}  FCALL us per grant (each round)      commands per grant")
         for (label, k), runs in results.items():
             us = " ".join(f"{f:6.1f}" for f, _ in runs)
