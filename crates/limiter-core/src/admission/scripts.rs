@@ -9,7 +9,7 @@ use super::class::{Class, Classes};
 use super::config::AdmissionConfig;
 use super::stats::QueueStats;
 use crate::coalesce::{BatchFn, Coalescer};
-use crate::lease::{Lease, LeaseOps, ReleaseBatch, ScriptCall, ttl_millis};
+use crate::lease::{CallHead, Lease, LeaseOps, Release, ReleaseBatch, ScriptCall, ttl_millis};
 use crate::lease_keeper::LeaseKeeper;
 use crate::redis_handle::ToRedisArgsDyn;
 use crate::reply::ints;
@@ -69,6 +69,8 @@ pub(crate) struct QueueScripts {
     entries: Arc<Coalescer<Entry, Entered>>,
     /// Starts the renewal of permits still held a tick after their grant.
     keeper: Arc<LeaseKeeper>,
+    /// Keys and ARGV[1..6] of a permit's renewal, shared by every permit.
+    lease_head: Arc<CallHead>,
 }
 
 /// One request entering the queue: `admission_enter`'s group of seven arguments.
@@ -138,7 +140,13 @@ impl QueueScripts {
             .skipping_abandoned()
             .gathering(),
         );
+        let lease_head = Arc::new(CallHead {
+            keys: vec![global_key.clone()],
+            args: base_args.clone(),
+            caps: Some(caps.clone()),
+        });
         QueueScripts {
+            lease_head,
             entries,
             global_key,
             base_args,
@@ -201,18 +209,6 @@ impl QueueScripts {
             base.iter().map(|a| a as &dyn ToRedisArgsDyn).collect();
         args.extend(extra.iter().map(|a| a as &dyn ToRedisArgsDyn));
         self.redis.eval(script, &[&self.global_key], &args).await
-    }
-
-    fn call(&self, script: &'static LuaScript, id: &str, user_key: &str) -> ScriptCall {
-        let mut args = self.base_args.clone();
-        args.push(id.to_string());
-        args.push(user_key.to_string());
-        ScriptCall {
-            script,
-            keys: vec![self.global_key.clone()],
-            args,
-            caps: Some(self.caps.clone()),
-        }
     }
 
     /// Takes a slot or queues (`admission_enter`, with any other requests entering at the same
@@ -348,10 +344,13 @@ impl QueueScripts {
         sent: Instant,
     ) -> Lease {
         let ops = LeaseOps {
-            renew: self.call(&ADMISSION_RENEW, &id, user_key),
-            release: self.call(&ADMISSION_RELEASE, &id, user_key),
+            renew: ScriptCall {
+                script: &ADMISSION_RENEW,
+                head: Arc::clone(&self.lease_head),
+                tail: vec![id.clone(), user_key.to_string()],
+            },
+            release: Release::Batch(Arc::clone(&self.releases), user_key.to_string()),
             renew_after_loss: true,
-            release_batch: Some((Arc::clone(&self.releases), user_key.to_string())),
         };
         let until = crate::lease::counted_until(sent, self.lease_ttl);
         Lease::start(
