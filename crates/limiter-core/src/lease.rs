@@ -212,7 +212,7 @@ pub(crate) fn new_lease_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// Keys and leading arguments of lease script calls: one per queue, shared by all its leases.
+/// Keys and leading arguments of a lease's script calls (an admission queue's permits share one).
 #[derive(Debug)]
 pub(crate) struct CallHead {
     pub(crate) keys: Vec<String>,
