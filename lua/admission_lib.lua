@@ -94,17 +94,18 @@ local function group_of(ARGV, flat, nc)
   end
   if n_groups >= 256 then groups, n_groups = {}, 0 end
   local t, hb_ttl, lease_ttl = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[4])
+  local lease_and_two_beats = string.format('%d', 2 * hb_ttl + lease_ttl)
   g = {
     lease_ttl_s = ARGV[4], hb_ttl_s = ARGV[5], nc = nc, flat = flat,
     global = t .. ':lease:global', replicas = t .. ':replicas', holders = t .. ':holders',
     user_head = t .. ':lease:', fence = t .. ':fence', left = t .. ':fl',
     peak_head = t .. ':peak:', q = {}, ready = {}, publish = publish_command(),
-    grants_ttl_s = string.format('%d', 2 * hb_ttl + lease_ttl),
+    grants_ttl_s = lease_and_two_beats,
     -- The global scope and the holders map outlive their last lease by two heartbeat TTLs: a
     -- lease that expires unreleased (its replica died) is then still there for a heartbeat's
     -- dispatch to reclaim, which makes its user ready again. Were the keys to go with it, a user
     -- held at its cap by that lease would stay out of the ready sets, its waiters unserved.
-    scope_ttl_s = string.format('%d', 2 * hb_ttl + lease_ttl),
+    scope_ttl_s = lease_and_two_beats,
     replicas_ttl_s = string.format('%d', 10 * hb_ttl),
     peak_ttl_s = string.format('%d', 5 * hb_ttl),
     -- The peak key of the last bucket seen.
@@ -448,17 +449,22 @@ local function budget_of(id)
   return tonumber(ms)
 end
 
--- Until when a waiter that arrived at `seq` may be granted (nil: an id without a budget).
+-- Until when (ms) a waiter that arrived at `seq` (µs) with a budget of `ms` may be granted.
+local function deadline_of(seq, ms)
+  return math.floor(tonumber(seq) / 1000) + ms
+end
+
+-- The same from its id (nil: an id without a budget).
 local function waiter_until(id, seq)
   local ms = budget_of(id)
-  return ms and math.floor(tonumber(seq) / 1000) + ms
+  return ms and deadline_of(seq, ms)
 end
 
 -- Whether a queued waiter (arrival seq `seq`) may still be granted: its id names a replica that
 -- heartbeats and a budget that has not run out. Also returns that replica.
 local function waiter_live(id, seq)
   local replica, ms = string.match(id, ID_PARTS)
-  if not ms or math.floor(tonumber(seq) / 1000) + tonumber(ms) <= NOW then return false end
+  if not ms or deadline_of(seq, tonumber(ms)) <= NOW then return false end
   if replica_alive(replica) then return true, replica end
   return false
 end

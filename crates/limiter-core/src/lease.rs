@@ -13,6 +13,7 @@
 //! timer, even while a renewal is still on its way: a holder that stops then has stopped before
 //! Redis can have handed its slot to anyone else.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -222,6 +223,20 @@ pub(crate) struct CallHead {
     pub(crate) caps: Option<crate::admission::Caps>,
 }
 
+impl CallHead {
+    /// The leading arguments, with the caps in force written in.
+    pub(crate) fn args_now(&self) -> Cow<'_, [String]> {
+        match &self.caps {
+            Some(caps) => {
+                let mut args = self.args.clone();
+                caps.fill(&mut args);
+                Cow::Owned(args)
+            }
+            None => Cow::Borrowed(&self.args),
+        }
+    }
+}
+
 /// One prepared script call: the same keys and arguments every time. The head is shared, not
 /// copied per lease: the copies cost a short admission about a tenth of its client CPU.
 #[derive(Debug, Clone)]
@@ -235,16 +250,7 @@ pub(crate) struct ScriptCall {
 impl ScriptCall {
     async fn run(&self, redis: &RedisHandle) -> Result<redis::Value, LimiterError> {
         let keys: Vec<&str> = self.head.keys.iter().map(String::as_str).collect();
-        let filled;
-        let head_args = match &self.head.caps {
-            Some(caps) => {
-                let mut args = self.head.args.clone();
-                caps.fill(&mut args);
-                filled = args;
-                &filled
-            }
-            None => &self.head.args,
-        };
+        let head_args = self.head.args_now();
         let args: Vec<&dyn crate::redis_handle::ToRedisArgsDyn> = head_args
             .iter()
             .chain(&self.tail)

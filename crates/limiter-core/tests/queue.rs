@@ -231,24 +231,23 @@ async fn dead_replica_waiters_stop_blocking_within_heartbeat_ttl() {
     assert_eq!(live.stats().await.unwrap().queued, [0, 0, 0]);
 }
 
-/// The group's last lease expires unreleased (its replica died) while its user waits at its cap:
-/// a heartbeat's dispatch still finds the expired lease to reclaim, so that user's waiter is
-/// served then, not left out of the ready sets until its deadline.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiter_behind_its_users_expired_last_lease_is_served() {
-    let prefix = testkit::unique_prefix("qlastlease");
-    let mut c = cfg(2, 1);
+/// One live replica (caps `(global, user)`, heartbeat TTL 300 ms, lease TTL 800 ms) beside a
+/// lease of user `ghost` just granted to replica `cafe`, which never heartbeats, renews or
+/// releases. Also returns a connection and `ghost`'s lease scope key, for more such leases.
+async fn live_beside_a_dead_replicas_lease(
+    tag: &str,
+    (global, user): (u32, u32),
+) -> (Admission, limiter_core::RedisHandle, String) {
+    let prefix = testkit::unique_prefix(tag);
+    let mut c = cfg(global, user);
     c.heartbeat_ttl = Duration::from_millis(300);
     c.lease_ttl = Duration::from_millis(800);
-    let live = &replicas(&prefix, 1, &c).await[0];
-
-    // A dead replica's grant to user `ghost` (user cap 1, global cap 2), never renewed.
+    let live = replicas(&prefix, 1, &c).await.remove(0);
     let redis = common::replica(&prefix);
-    let keys = redis.keys().clone();
-    let ghost = keys.lease_scope("adm", b"user:ghost");
+    let ghost = redis.keys().lease_scope("adm", b"user:ghost");
     let reply = raw_enter_capped(
         &redis,
-        (2, 1),
+        (global, user),
         800,
         300,
         "cafe.lease1.60000",
@@ -257,6 +256,16 @@ async fn a_waiter_behind_its_users_expired_last_lease_is_served() {
     )
     .await;
     assert_eq!(reply[0], 1, "granted");
+    (live, redis, ghost)
+}
+
+/// The group's last lease expires unreleased (its replica died) while its user waits at its cap:
+/// a heartbeat's dispatch still finds the expired lease to reclaim, so that user's waiter is
+/// served then, not left out of the ready sets until its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_behind_its_users_expired_last_lease_is_served() {
+    // A dead replica's grant to user `ghost` (user cap 1, global cap 2), never renewed.
+    let (live, _, _) = live_beside_a_dead_replicas_lease("qlastlease", (2, 1)).await;
     let t0 = Instant::now();
     // Held back by its own cap (a slot is free): out of the ready sets until the lease goes.
     let p = tokio::time::timeout(Duration::from_secs(6), live.admit(b"ghost", HIGH, soon(20)))
@@ -274,18 +283,8 @@ async fn a_waiter_behind_its_users_expired_last_lease_is_served() {
 /// A slot held by a replica that died returns at the lease TTL (or at once by admin reclaim).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_replica_slots_return() {
-    let prefix = testkit::unique_prefix("qdeadlease");
-    let mut c = cfg(1, 2);
-    c.heartbeat_ttl = Duration::from_millis(300);
-    c.lease_ttl = Duration::from_millis(800);
-    let live = &replicas(&prefix, 1, &c).await[0];
-
     // Dead replica takes the only slot through the raw script, then vanishes.
-    let redis = common::replica(&prefix);
-    let keys = redis.keys().clone();
-    let ghost = keys.lease_scope("adm", b"user:ghost");
-    let reply = raw_enter(&redis, 800, 300, "cafe.lease1.60000", &ghost, "cafe").await;
-    assert_eq!(reply[0], 1, "granted");
+    let (live, redis, ghost) = live_beside_a_dead_replicas_lease("qdeadlease", (1, 2)).await;
     let t0 = Instant::now();
     let p = live.admit(b"u", HIGH, soon(5)).await.unwrap();
     // Freed by expiry: handed on by a heartbeat's dispatch, within TTL + a heartbeat period.
@@ -302,7 +301,6 @@ async fn dead_replica_slots_return() {
     p.release().await.unwrap();
 
     // Same again, but an admin reclaims the dead replica's lease before its TTL.
-    let ghost = keys.lease_scope("adm", b"user:ghost");
     let reply = raw_enter(&redis, 60_000, 300, "cafe.lease2.60000", &ghost, "cafe").await;
     assert_eq!(reply[0], 1);
     // Reclaimable once its heartbeat (300 ms) lapses in Redis, long before the lease's TTL.

@@ -57,10 +57,6 @@ pub(crate) struct QueueScripts {
     lease_ttl: Duration,
     /// `T`: the hash tag every key of the queue shares.
     tag: String,
-    global_key: String,
-    /// ARGV[1..6] of every admission script, the caps (ARGV[2], ARGV[3]) as configured: each
-    /// call writes those in force.
-    base_args: Vec<String>,
     /// The caps in force.
     caps: Caps,
     /// Concurrent releases, sent together: one script call and one dispatch for all of them.
@@ -69,8 +65,9 @@ pub(crate) struct QueueScripts {
     entries: Arc<Coalescer<Entry, Entered>>,
     /// Starts the renewal of permits still held a tick after their grant.
     keeper: Arc<LeaseKeeper>,
-    /// Keys and ARGV[1..6] of a permit's renewal, shared by every permit.
-    lease_head: Arc<CallHead>,
+    /// `T:lease:global` (KEYS[1] of every admission script) and ARGV[1..6] (each call writes the
+    /// caps in force into ARGV[2] and ARGV[3]): shared by the batches and every permit's renewal.
+    head: Arc<CallHead>,
 }
 
 /// One request entering the queue: `admission_enter`'s group of seven arguments.
@@ -102,14 +99,17 @@ impl QueueScripts {
             classes.len().to_string(),
         ];
         let caps = Caps::new(cfg.user_cap, cfg.global_cap);
+        let head = Arc::new(CallHead {
+            keys: vec![global_key],
+            args: base_args,
+            caps: Some(caps.clone()),
+        });
         // admission_release: (id, user key) per lease, 1 if it was live, else 0.
         let release = |_: &'static str, r: &[i64]| Ok(r[0]);
         let releases = Arc::new(Coalescer::new(
             script_batch(
                 &redis,
-                &global_key,
-                &base_args,
-                &caps,
+                &head,
                 &ADMISSION_RELEASE,
                 every_argument,
                 1,
@@ -122,9 +122,7 @@ impl QueueScripts {
             Coalescer::new(
                 script_batch(
                     &redis,
-                    &global_key,
-                    &base_args,
-                    &caps,
+                    &head,
                     &ADMISSION_ENTER,
                     if cfg.per_user() {
                         every_argument
@@ -140,16 +138,9 @@ impl QueueScripts {
             .skipping_abandoned()
             .gathering(),
         );
-        let lease_head = Arc::new(CallHead {
-            keys: vec![global_key.clone()],
-            args: base_args.clone(),
-            caps: Some(caps.clone()),
-        });
         QueueScripts {
-            lease_head,
+            head,
             entries,
-            global_key,
-            base_args,
             caps,
             releases,
             tag,
@@ -169,13 +160,6 @@ impl QueueScripts {
     /// The caps in force.
     pub(crate) fn caps(&self) -> &Caps {
         &self.caps
-    }
-
-    /// ARGV[1..6] with the caps in force.
-    fn args_now(&self) -> Vec<String> {
-        let mut args = self.base_args.clone();
-        self.caps.fill(&mut args);
-        args
     }
 
     pub(crate) fn redis(&self) -> &RedisHandle {
@@ -204,11 +188,11 @@ impl QueueScripts {
         script: &'static LuaScript,
         extra: &[&str],
     ) -> Result<T, LimiterError> {
-        let base = self.args_now();
+        let base = self.head.args_now();
         let mut args: Vec<&dyn ToRedisArgsDyn> =
             base.iter().map(|a| a as &dyn ToRedisArgsDyn).collect();
         args.extend(extra.iter().map(|a| a as &dyn ToRedisArgsDyn));
-        self.redis.eval(script, &[&self.global_key], &args).await
+        self.redis.eval(script, &[&self.head.keys[0]], &args).await
     }
 
     /// Takes a slot or queues (`admission_enter`, with any other requests entering at the same
@@ -346,7 +330,7 @@ impl QueueScripts {
         let ops = LeaseOps {
             renew: ScriptCall {
                 script: &ADMISSION_RENEW,
-                head: Arc::clone(&self.lease_head),
+                head: Arc::clone(&self.head),
                 tail: vec![id.clone(), user_key.to_string()],
             },
             release: Release::Batch(Arc::clone(&self.releases), user_key.to_string()),
@@ -398,30 +382,25 @@ fn without_user_arguments(requests: Vec<Entry>, args: &mut Vec<String>) {
 /// One call of an admission script for a batch of requests: ARGV[1..6] with the caps in force,
 /// then the requests' arguments as `shape` lays them out; the reply holds `ints` integers per
 /// request, which `decode` turns into that request's answer.
-#[allow(clippy::too_many_arguments)]
 fn script_batch<const W: usize, R: Send + 'static>(
     redis: &RedisHandle,
-    global_key: &str,
-    base_args: &[String],
-    caps: &Caps,
+    head: &Arc<CallHead>,
     script: &'static LuaScript,
     shape: Shape<W>,
     ints: usize,
     decode: fn(&'static str, &[i64]) -> Result<R, LimiterError>,
 ) -> BatchFn<[String; W], R> {
-    let (redis, global_key) = (redis.clone(), global_key.to_string());
-    let (base_args, caps) = (base_args.to_vec(), caps.clone());
+    let (redis, head) = (redis.clone(), Arc::clone(head));
     Arc::new(move |requests: Vec<[String; W]>| {
         let redis = redis.clone();
-        let global_key = global_key.clone();
-        let mut args = base_args.clone();
-        caps.fill(&mut args);
+        let head = Arc::clone(&head);
+        let mut args = head.args_now().into_owned();
         Box::pin(async move {
             let n = requests.len();
             shape(requests, &mut args);
             let argv: Vec<&dyn ToRedisArgsDyn> =
                 args.iter().map(|a| a as &dyn ToRedisArgsDyn).collect();
-            let reply: Vec<i64> = redis.eval(script, &[global_key.as_str()], &argv).await?;
+            let reply: Vec<i64> = redis.eval(script, &[head.keys[0].as_str()], &argv).await?;
             let name = script.name();
             if reply.len() != ints * n {
                 return Err(LimiterError::Protocol {
